@@ -1,0 +1,7 @@
+//! stagex: build, compose, sign and publish StageX OCI images.
+//!
+//! The library holds every piece of the pipeline; `main.rs` only parses the
+//! command line and dispatches to `cli`.
+pub mod cli;
+pub mod oci;
+pub mod settings;

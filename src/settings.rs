@@ -1,0 +1,115 @@
+//! Project defaults from an optional `stagex.toml` at the repository root.
+//! Every value here can be overridden by a command-line flag; a missing file
+//! means all defaults. Unknown keys are an error (a typo must not silently
+//! fall back to a default).
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde::Deserialize;
+
+pub const SETTINGS_FILE: &str = "stagex.toml";
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Where package images come from by default (`stagex pallet --source`).
+    pub source: String,
+    /// Registry namespaces `stagex publish` pushes to.
+    pub registries: Vec<String>,
+    /// Signature mirrors (https:// lookaside bases) `stagex publish` uploads to.
+    pub mirrors: Vec<String>,
+    /// Distinct trusted signers a release needs.
+    pub threshold: usize,
+    /// Directory of trusted OpenPGP certificates.
+    pub keys: PathBuf,
+    /// Where signatures are read from by `verify` (URL or directory).
+    pub lookaside: String,
+    /// Local signature tree `sign` writes into.
+    pub signatures: PathBuf,
+    /// Namespace in signed identities and lookaside paths (`stagex`).
+    pub namespace: String,
+    /// Registry host images are published under (`docker.io`).
+    pub registry_host: String,
+    /// StageX packages tree.
+    pub packages: PathBuf,
+    /// Pallet definitions.
+    pub pallets: PathBuf,
+    /// Build outputs.
+    pub out: PathBuf,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            source: "docker.io/stagex".to_string(),
+            registries: vec!["docker.io/stagex".to_string(), "quay.io/stagex".to_string()],
+            mirrors: Vec::new(),
+            threshold: 2,
+            keys: PathBuf::from("keys"),
+            lookaside: "signatures".to_string(),
+            signatures: PathBuf::from("signatures"),
+            namespace: "stagex".to_string(),
+            registry_host: "docker.io".to_string(),
+            packages: PathBuf::from("packages"),
+            pallets: PathBuf::from("pallets"),
+            out: PathBuf::from("out"),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads `<root>/stagex.toml` if present; relative paths in it are
+    /// resolved against `root`.
+    pub fn load(root: &Path) -> Result<Settings> {
+        let path = root.join(SETTINGS_FILE);
+        let mut settings = if path.exists() {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("{}: invalid settings", path.display()))?
+        } else {
+            Settings::default()
+        };
+        for dir in [
+            &mut settings.keys,
+            &mut settings.signatures,
+            &mut settings.packages,
+            &mut settings.pallets,
+            &mut settings.out,
+        ] {
+            if dir.is_relative() {
+                *dir = root.join(&*dir);
+            }
+        }
+        if !settings.lookaside.contains("://") && Path::new(&settings.lookaside).is_relative() {
+            settings.lookaside = root.join(&settings.lookaside).display().to_string();
+        }
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_gives_defaults_rooted_at_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Settings::load(dir.path()).unwrap();
+        assert_eq!(s.threshold, 2);
+        assert_eq!(s.keys, dir.path().join("keys"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_the_file_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SETTINGS_FILE), "treshold = 3\n").unwrap();
+        let err = format!("{:#}", Settings::load(dir.path()).unwrap_err());
+        assert!(
+            err.contains("stagex.toml") && err.contains("treshold"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join(SETTINGS_FILE), "threshold = 3\n").unwrap();
+        assert_eq!(Settings::load(dir.path()).unwrap().threshold, 3);
+    }
+}
