@@ -1,0 +1,68 @@
+//! Finding the real peer programs a test needs. Outside CI a missing peer
+//! skips the test with a message; under CI (`CI=true`) it fails the test,
+//! so a green CI run always means the peer really ran.
+#![allow(dead_code)]
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// True when running under CI, where missing peers are failures.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Looks a program up in PATH (and the sbin directories Debian uses).
+pub fn find(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Returns the path of every program, or `None` when one is missing and we
+/// are not in CI (the caller returns early: a skip, announced on stderr).
+/// Panics in CI.
+pub fn require(programs: &[&str]) -> Option<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for program in programs {
+        match find(program) {
+            Some(path) => found.push(path),
+            None if in_ci() => {
+                panic!("required peer `{program}` is not installed (CI=true): see .ci/run")
+            }
+            None => {
+                eprintln!("SKIP: peer `{program}` not installed; install it (see .ci/run) to run this test");
+                return None;
+            }
+        }
+    }
+    Some(found)
+}
+
+/// Runs a command and panics with its stderr if it fails.
+pub fn run_ok(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// The stagex binary built for these tests.
+pub fn stagex() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_stagex"))
+}
