@@ -4,4 +4,6 @@
 //! command line and dispatches to `cli`.
 pub mod cli;
 pub mod oci;
+pub mod pallet;
+pub mod registry;
 pub mod settings;

@@ -1,0 +1,5 @@
+//! Pallets: declarative definitions (`definition`), `a+b` expressions
+//! (`expr`), the pure composer (`compose`) and resolution of package images
+//! from a registry or local layouts (`resolve`).
+pub mod definition;
+pub mod expr;
