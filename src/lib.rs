@@ -5,3 +5,4 @@
 pub mod cli;
 pub mod oci;
 pub mod settings;
+pub mod store;
