@@ -4,5 +4,6 @@
 //! command line and dispatches to `cli`.
 pub mod cli;
 pub mod oci;
+pub mod output;
 pub mod settings;
 pub mod store;
