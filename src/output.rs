@@ -113,6 +113,22 @@ impl fmt::Display for Destination {
     }
 }
 
+/// Writes the image at `root` (held in `source`) to a file-based
+/// destination. `platform` picks the manifest for single-image formats
+/// (docker-archive). Registry destinations go through `crate::registry`.
+pub fn write(destination: &Destination, source: &Layout, root: &Descriptor, platform: Option<&Platform>) -> Result<()> {
+    match destination {
+        Destination::OciLayout { dir, tag } => write_oci_layout(source, root, dir, tag.as_deref()),
+        Destination::OciArchive { file, tag } => write_oci_archive(source, root, file, tag.as_deref()),
+        Destination::DockerArchive { file, reference } => {
+            write_docker_archive(source, root, platform, file, reference.as_deref())
+        }
+        Destination::Registry { reference } => {
+            bail!("cannot write to docker://{reference}: TODO-MERGE registry push")
+        }
+    }
+}
+
 /// Copies the image at `root` (a manifest or index in `source`) into an
 /// OCI layout directory, tagging it.
 pub fn write_oci_layout(
