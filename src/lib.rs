@@ -4,6 +4,8 @@
 //! command line and dispatches to `cli`.
 pub mod cli;
 pub mod oci;
+pub mod output;
 pub mod pallet;
 pub mod registry;
 pub mod settings;
+pub mod store;
