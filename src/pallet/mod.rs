@@ -1,5 +1,6 @@
 //! Pallets: declarative definitions (`definition`), `a+b` expressions
 //! (`expr`), the pure composer (`compose`) and resolution of package images
 //! from a registry or local layouts (`resolve`).
+pub mod compose;
 pub mod definition;
 pub mod expr;
