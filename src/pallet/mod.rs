@@ -4,3 +4,4 @@
 pub mod compose;
 pub mod definition;
 pub mod expr;
+pub mod materialize;
