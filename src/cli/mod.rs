@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 use crate::settings::Settings;
 
+pub mod pallet;
+
 /// Build, compose, sign and publish StageX OCI images.
 #[derive(Debug, Parser)]
 #[command(name = "stagex", version, about)]
@@ -23,7 +25,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Compose pallets and package images into one image.
+    Pallet(pallet::PalletArgs),
+}
 
 /// What every command gets: global flags and the loaded settings.
 pub struct Context {
@@ -39,5 +44,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         root: cli.root,
         settings,
     };
-    match cli.command {}
+    match cli.command {
+        Command::Pallet(args) => pallet::run(&context, args),
+    }
 }

@@ -24,6 +24,9 @@
 //!   link target, mode or owner; a directory in one and a symlink in the
 //!   other (including a symlink where another package has files below it).
 //!   The later package wins in the image, as with `COPY --from`.
+//! - A hard link's target is resolved through the merged tree, following
+//!   symlinks (also the last one), so the link is to the regular file the
+//!   target names and works wherever it lives.
 //! - A hard link in a tar layer can only point at a file of the same layer,
 //!   so a link layer also carries the target file (same bytes, mode and
 //!   owner as in the merged tree: no visible change), taken from the
@@ -622,7 +625,7 @@ impl<'a> Composer<'a> {
                 }
                 LinkKind::Hardlink => {
                     let target = link.target.as_deref().unwrap_or("").trim_start_matches('/');
-                    let resolved = self.resolve(target, false).with_context(|| what.clone())?;
+                    let resolved = self.resolve(target, true).with_context(|| what.clone())?;
                     let (from, merged) = self.content_ref(&resolved, &what)?;
                     // The target file travels with its links (same layer).
                     self.add_parents(&mut extra, &resolved, &what)?;

@@ -5,3 +5,5 @@ pub mod compose;
 pub mod definition;
 pub mod expr;
 pub mod materialize;
+pub mod pipeline;
+pub mod resolve;

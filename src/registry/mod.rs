@@ -5,6 +5,7 @@
 //! out of one, cross-repository mounts with upload fallback, and pushing
 //! manifests as exact bytes. It knows nothing about pallets or packages.
 pub mod auth;
+pub mod push;
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};

@@ -1,0 +1,196 @@
+//! `stagex pallet` end to end, minus the command line: expand the
+//! expression, resolve and pin every input per platform, compose (pure),
+//! materialize the extra layers, assemble config/manifest (and an index for
+//! several platforms) into the store. Output writing is the caller's.
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::compose::{
+    compose, ComposeOptions, ComposedPackage, Conflict, PlannedLayer, CREATED_EPOCH,
+};
+use super::definition::{Catalog, Plan};
+use super::expr::{Expr, ItemRef};
+use super::materialize::{flatten, materialize};
+use super::resolve::{FetchStats, Pinned, Resolver, Source};
+use crate::oci::config::{rfc3339_utc, History};
+use crate::oci::descriptor::{Descriptor, Platform};
+use crate::oci::digest::Digest;
+use crate::oci::image::{build_image, build_index, ImageSpec};
+use crate::oci::media_type;
+use crate::store::Store;
+
+/// What to compose.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub expression: String,
+    pub source: Source,
+    pub platforms: Vec<Platform>,
+    pub strict: bool,
+    pub flatten: bool,
+    pub progress: bool,
+}
+
+/// One layer of a composed image, for the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerReport {
+    pub digest: Digest,
+    pub size: u64,
+    pub diff_id: Digest,
+    /// `reused` (a package layer) or `built`.
+    pub origin: &'static str,
+    pub created_by: String,
+}
+
+/// The image composed for one platform.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlatformReport {
+    pub platform: String,
+    pub manifest: Descriptor,
+    pub layers: Vec<LayerReport>,
+    pub packages: Vec<ComposedPackage>,
+    pub conflicts: Vec<Conflict>,
+    pub dropped_duplicate_layers: Vec<Digest>,
+    pub kept_duplicate_layers: Vec<Digest>,
+}
+
+/// Everything `stagex pallet` did before writing the output.
+#[derive(Clone, Debug, Serialize)]
+pub struct Composed {
+    pub expression: String,
+    /// The image (manifest, or index for several platforms) in the store.
+    pub root: Descriptor,
+    pub platforms: Vec<PlatformReport>,
+    pub pinned: Vec<Pinned>,
+    pub fetch: FetchStats,
+    /// Layer digest -> source repositories (for mounts on push).
+    #[serde(skip)]
+    pub layer_repos: BTreeMap<Digest, Vec<String>>,
+    #[serde(skip)]
+    pub source_host: Option<String>,
+}
+
+/// Expands `expression` against `catalog`.
+pub fn plan(catalog: &Catalog, expression: &str) -> Result<Plan> {
+    let expr: Expr = expression.parse()?;
+    catalog.expand(&expr)
+}
+
+/// Composes `request` into `store`.
+pub fn run(store: &Store, catalog: &Catalog, request: &Request) -> Result<Composed> {
+    let plan = plan(catalog, &request.expression)?;
+    let mut resolver = Resolver::new(store, request.source.clone(), request.progress)?;
+    let mut reports = Vec::new();
+    let mut manifests = Vec::new();
+    for platform in &request.platforms {
+        let mut images = BTreeMap::new();
+        for item in plan.references() {
+            let image = resolver
+                .resolve(&item, platform)
+                .with_context(|| format!("resolving {item} for {platform}"))?;
+            images.insert(item.clone(), image);
+        }
+        let composition = compose(
+            &plan,
+            &images,
+            platform,
+            &ComposeOptions {
+                expression: request.expression.clone(),
+                strict: request.strict,
+            },
+        )?;
+        let mut layers = materialize(store, &composition)?;
+        if request.flatten {
+            let history = History {
+                created: Some(rfc3339_utc(CREATED_EPOCH)),
+                created_by: Some(format!("stagex pallet --flatten {}", request.expression)),
+                ..History::default()
+            };
+            layers = vec![flatten(store, &layers, &history)?];
+        }
+        let spec = ImageSpec {
+            platform: platform.clone(),
+            created: rfc3339_utc(CREATED_EPOCH),
+            run: composition.run.clone(),
+            layers: layers.clone(),
+            empty_history: vec![],
+            annotations: composition.annotations.clone(),
+        };
+        let built = build_image(&spec)?;
+        store
+            .layout()
+            .write_json(&built.config, media_type::OCI_CONFIG)?;
+        store
+            .layout()
+            .write_json(&built.manifest, media_type::OCI_MANIFEST)?;
+        let reused: std::collections::BTreeSet<Digest> = composition
+            .layers
+            .iter()
+            .filter_map(|l| match l {
+                PlannedLayer::Reuse(l) => Some(l.descriptor.digest.clone()),
+                PlannedLayer::Extra { .. } => None,
+            })
+            .collect();
+        reports.push(PlatformReport {
+            platform: platform.to_string(),
+            manifest: built.descriptor.clone(),
+            layers: layers
+                .iter()
+                .map(|l| LayerReport {
+                    digest: l.descriptor.digest.clone(),
+                    size: l.descriptor.size,
+                    diff_id: l.diff_id.clone(),
+                    origin: if reused.contains(&l.descriptor.digest) {
+                        "reused"
+                    } else {
+                        "built"
+                    },
+                    created_by: l.history.created_by.clone().unwrap_or_default(),
+                })
+                .collect(),
+            packages: composition.packages.clone(),
+            conflicts: composition.conflicts.clone(),
+            dropped_duplicate_layers: composition.dropped_duplicates.clone(),
+            kept_duplicate_layers: composition.kept_duplicates.clone(),
+        });
+        manifests.push(built.descriptor);
+    }
+    let root = if manifests.len() == 1 {
+        manifests[0].clone()
+    } else {
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            super::compose::LABEL_EXPRESSION.to_string(),
+            request.expression.clone(),
+        );
+        let index = build_index(&manifests, annotations)?;
+        store.layout().write_json(&index, media_type::OCI_INDEX)?
+    };
+    Ok(Composed {
+        expression: request.expression.clone(),
+        root,
+        platforms: reports,
+        pinned: resolver.pinned.clone(),
+        fetch: resolver.stats.clone(),
+        source_host: resolver.registry_host().map(str::to_string),
+        layer_repos: resolver.layer_repos.clone(),
+    })
+}
+
+/// The item references of an expression that are neither pallets nor in
+/// `known` (when `known` is non-empty).
+pub fn unknown_items(
+    catalog: &Catalog,
+    expression: &str,
+    known: &std::collections::BTreeSet<String>,
+) -> Result<Vec<ItemRef>> {
+    let expr: Expr = expression.parse()?;
+    Ok(expr
+        .items
+        .into_iter()
+        .filter(|i| {
+            catalog.pallet_name(&i.name).is_none() && !known.is_empty() && !known.contains(&i.name)
+        })
+        .collect())
+}
