@@ -410,8 +410,16 @@ impl<'a> Composer<'a> {
                 .iter()
                 .find(|e| matches!(e.kind, Kind::Whiteout | Kind::OpaqueWhiteout))
             {
+                let victim = self
+                    .merged
+                    .iter()
+                    .find(|(p, _)| {
+                        **p == w.path || w.path.is_empty() || p.starts_with(&format!("{}/", w.path))
+                    })
+                    .map(|(p, m)| format!(" (/{p} of {})", m.package))
+                    .unwrap_or_default();
                 bail!(
-                    "package {} layer {} holds a {} for /{}: in a pallet it would delete files of other packages; rebuild the package without deletions",
+                    "package {} layer {} holds a {} for /{}: in a pallet it would delete files of other packages{victim}; rebuild the package without deletions",
                     pinned(item, image),
                     descriptor.digest,
                     if w.kind == Kind::Whiteout { "whiteout" } else { "opaque-directory marker" },

@@ -1,0 +1,291 @@
+//! Conflict fixtures composed from local layouts: same path with different
+//! content, a directory in one package and a symlink in another, a
+//! whiteout inside a package layer; `--strict`; `--flatten`; several
+//! platforms into an index; digest pins.
+mod pallet_support;
+mod peers;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use pallet_support::*;
+use peers::tools::{self, run_ok};
+use stagex::layer::tree::{FileTree, TreeEntry};
+use stagex::oci::config::{rfc3339_utc, RunConfig};
+use stagex::oci::descriptor::Platform;
+use stagex::oci::image::{build_image, build_index, ImageLayer, ImageSpec};
+use stagex::oci::layout::Layout;
+use stagex::oci::media_type;
+
+fn world(out: &std::path::Path) {
+    let mut a = FileTree::new();
+    file(&mut a, "usr/bin/tool", "from a");
+    file(&mut a, "lib/liba.so", "a");
+    write_package(
+        out,
+        "core-a",
+        &[filesystem_layer(), a],
+        RunConfig::default(),
+    );
+    let mut b = FileTree::new();
+    file(&mut b, "usr/bin/tool", "from b");
+    dir(&mut b, "usr/lib");
+    b.insert("lib", TreeEntry::symlink("usr/lib")).unwrap();
+    write_package(
+        out,
+        "core-b",
+        &[filesystem_layer(), b],
+        RunConfig::default(),
+    );
+    let mut w = FileTree::new();
+    dir(&mut w, "etc");
+    file(&mut w, "etc/.wh.passwd", "");
+    write_package(out, "core-w", &[w], RunConfig::default());
+}
+
+#[test]
+fn conflicts_are_reported_per_path_with_both_packages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    world(&out);
+    let store = tmp.path().join("store");
+    let src = out.to_str().unwrap();
+    let report = pallet_json(&store, &["core-a+core-b", "--source", src]);
+    let conflicts: Vec<(String, String, String, String)> = report["platforms"][0]["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["path"].as_str().unwrap().into(),
+                c["kind"].as_str().unwrap().into(),
+                c["packages"][0].as_str().unwrap().into(),
+                c["packages"][1].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        conflicts,
+        vec![
+            (
+                "/lib".into(),
+                "directory-vs-symlink".into(),
+                "core-a".into(),
+                "core-b".into()
+            ),
+            (
+                "/usr/bin/tool".into(),
+                "content".into(),
+                "core-a".into(),
+                "core-b".into()
+            ),
+        ]
+    );
+    // Human output names them too; --strict makes them an error.
+    let strict = pallet_command(&store, &["core-a+core-b", "--source", src, "--strict"])
+        .output()
+        .unwrap();
+    assert!(!strict.status.success());
+    let stderr = String::from_utf8_lossy(&strict.stderr);
+    assert!(
+        stderr.contains("/usr/bin/tool") && stderr.contains("core-a") && stderr.contains("core-b"),
+        "{stderr}"
+    );
+
+    // A whiteout in a package layer is refused, naming it and the victim.
+    let whiteout = pallet_command(&store, &["core-a+core-w", "--source", src])
+        .output()
+        .unwrap();
+    assert!(!whiteout.status.success());
+    let stderr = String::from_utf8_lossy(&whiteout.stderr);
+    assert!(
+        stderr.contains("whiteout for /etc/passwd")
+            && stderr.contains("core-w@sha256:")
+            && stderr.contains("of core-a"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn flatten_gives_one_layer_with_the_merged_tree() {
+    let Some(_) = tools::require(&["umoci"]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    world(&out);
+    let image = tmp.path().join("flat");
+    let report = pallet_json(
+        &tmp.path().join("store"),
+        &[
+            "core-a+core-b",
+            "--source",
+            out.to_str().unwrap(),
+            "--flatten",
+            "--output",
+            &format!("oci:{}:x", image.display()),
+        ],
+    );
+    assert_eq!(
+        report["platforms"][0]["layers"].as_array().unwrap().len(),
+        1
+    );
+    let again = pallet_json(
+        &tmp.path().join("store2"),
+        &[
+            "core-a+core-b",
+            "--source",
+            out.to_str().unwrap(),
+            "--flatten",
+        ],
+    );
+    assert_eq!(again["digest"], report["digest"]);
+    let bundle = tmp.path().join("bundle");
+    run_ok(
+        Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:x", image.display()))
+            .arg(&bundle),
+    );
+    let rootfs = bundle.join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("usr/bin/tool")).unwrap(),
+        "from b"
+    );
+    assert!(std::fs::symlink_metadata(rootfs.join("lib"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap(),
+        "root:x:0:0:root:/root:/bin/sh\n"
+    );
+}
+
+/// A package whose `latest` is an index over two platforms.
+fn multi_platform_package(out: &std::path::Path, name: &str) -> BTreeMap<String, String> {
+    let layout = Layout::create(out.join(name)).unwrap();
+    let mut manifests = Vec::new();
+    let mut digests = BTreeMap::new();
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let mut tree = FileTree::new();
+        file(&mut tree, "usr/share/arch", platform);
+        let written =
+            stagex::layer::writer::write_layer_to_layout(&tree, &Default::default(), &layout)
+                .unwrap();
+        let spec = ImageSpec {
+            platform: platform.parse().unwrap(),
+            created: rfc3339_utc(1),
+            run: RunConfig::default(),
+            layers: vec![ImageLayer {
+                descriptor: written.descriptor(),
+                diff_id: written.diff_id.clone(),
+                history: Default::default(),
+            }],
+            empty_history: vec![],
+            annotations: BTreeMap::new(),
+        };
+        let built = build_image(&spec).unwrap();
+        layout
+            .write_json(&built.config, media_type::OCI_CONFIG)
+            .unwrap();
+        layout
+            .write_json(&built.manifest, media_type::OCI_MANIFEST)
+            .unwrap();
+        digests.insert(platform.to_string(), built.descriptor.digest.to_string());
+        manifests.push(built.descriptor);
+    }
+    let index = build_index(&manifests, BTreeMap::new()).unwrap();
+    let descriptor = layout.write_json(&index, media_type::OCI_INDEX).unwrap();
+    layout.set_ref(Some("latest"), descriptor).unwrap();
+    digests
+}
+
+#[test]
+fn several_platforms_make_an_index_and_pins_are_per_platform() {
+    let Some(_) = tools::require(&["skopeo"]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let m = multi_platform_package(&out, "core-m");
+    let n = multi_platform_package(&out, "core-n");
+    let image = tmp.path().join("multi");
+    let report = pallet_json(
+        &tmp.path().join("store"),
+        &[
+            "core-m+core-n",
+            "--source",
+            out.to_str().unwrap(),
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--output",
+            &format!("oci:{}:x", image.display()),
+        ],
+    );
+    assert_eq!(report["root"]["mediaType"], media_type::OCI_INDEX);
+    let pins: Vec<(String, String, String)> = report["pinned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().into(),
+                p["platform"].as_str().unwrap().into(),
+                p["manifest"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pins,
+        vec![
+            (
+                "core-m".into(),
+                "linux/amd64".into(),
+                m["linux/amd64"].clone()
+            ),
+            (
+                "core-n".into(),
+                "linux/amd64".into(),
+                n["linux/amd64"].clone()
+            ),
+            (
+                "core-m".into(),
+                "linux/arm64".into(),
+                m["linux/arm64"].clone()
+            ),
+            (
+                "core-n".into(),
+                "linux/arm64".into(),
+                n["linux/arm64"].clone()
+            ),
+        ]
+    );
+    let raw = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        &format!("oci:{}:x", image.display()),
+    ]));
+    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let platforms: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["amd64", "arm64"]);
+    // A digest pin selects exactly that image.
+    let pinned = format!("core-m@{}", m["linux/arm64"]);
+    let one = pallet_json(
+        &tmp.path().join("store"),
+        &[
+            &pinned,
+            "--source",
+            out.to_str().unwrap(),
+            "--platform",
+            "linux/arm64",
+        ],
+    );
+    assert_eq!(one["pinned"][0]["manifest"], m["linux/arm64"].as_str());
+    let _ = Platform::host();
+}
