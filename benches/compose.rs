@@ -10,10 +10,8 @@
 //! Size: STAGEX_BENCH_MIB (default 1024) spread over 20 packages.
 //! Run: `cargo bench --bench compose`.
 #[path = "../tests/pallet_support/mod.rs"]
-#[allow(dead_code)]
 mod pallet_support;
 #[path = "../tests/peers/mod.rs"]
-#[allow(dead_code)]
 mod peers;
 
 use std::collections::BTreeMap;
@@ -161,6 +159,7 @@ fn main() {
     let skopeo = peers::tools::find("skopeo");
     println!("  cold compose from the registry (pull + index):    {cold_time:?}");
     if skopeo.is_some() {
+        std::fs::create_dir_all(tmp.path().join("skopeo")).unwrap();
         let t = Instant::now();
         for n in &names {
             let status = Command::new("skopeo")

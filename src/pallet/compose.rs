@@ -165,7 +165,7 @@ pub enum ExtraEntry {
         mode: u32,
         uid: u32,
         gid: u32,
-        from: ContentRef,
+        from: Box<ContentRef>,
     },
     Symlink {
         target: String,
@@ -195,7 +195,7 @@ impl ExtraLayer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PlannedLayer {
     /// A package layer, reused verbatim.
-    Reuse(ImageLayer),
+    Reuse(Box<ImageLayer>),
     /// A layer to build from a plan.
     Extra { layer: ExtraLayer, history: History },
 }
@@ -442,7 +442,7 @@ impl<'a> Composer<'a> {
                 None => self.kept.len(),
             };
             self.kept.push((descriptor.clone(), files));
-            layers_out.push(PlannedLayer::Reuse(ImageLayer {
+            layers_out.push(PlannedLayer::Reuse(Box::new(ImageLayer {
                 descriptor: descriptor.clone(),
                 diff_id: files.diff_id.clone(),
                 history: History {
@@ -455,7 +455,7 @@ impl<'a> Composer<'a> {
                     )),
                     ..History::default()
                 },
-            }));
+            })));
             for entry in &files.entries {
                 let (resolved, bytes) = resolve_in_layer(files, entry);
                 own.insert(entry.path.clone(), (resolved, bytes.map(|p| (index, p))));
@@ -599,8 +599,8 @@ impl<'a> Composer<'a> {
             let what = format!("pallet-{pallet} link {}", link.path);
             let path = link.path.trim_start_matches('/').to_string();
             if let Some(existing) = self.merged.get(&path) {
-                if existing.entry.kind == Kind::Directory || link.kind == LinkKind::Dir {
-                    if !(existing.entry.kind == Kind::Directory && link.kind == LinkKind::Dir) {
+                if (existing.entry.kind == Kind::Directory) != (link.kind == LinkKind::Dir) {
+                    {
                         bail!(
                             "{what}: /{path} already exists as a {:?} from {}",
                             existing.entry.kind,
@@ -643,7 +643,7 @@ impl<'a> Composer<'a> {
                             mode: merged.entry.mode,
                             uid: merged.entry.uid,
                             gid: merged.entry.gid,
-                            from,
+                            from: Box::new(from),
                         },
                     );
                     extra
@@ -698,7 +698,7 @@ impl<'a> Composer<'a> {
                 mode: resolved.mode,
                 uid: resolved.uid,
                 gid: resolved.gid,
-                from: ContentRef {
+                from: Box::new(ContentRef {
                     layer: image.manifest.layers[*layer].clone(),
                     path: data,
                     content: resolved
@@ -706,7 +706,7 @@ impl<'a> Composer<'a> {
                         .clone()
                         .unwrap_or_else(|| Digest::of_bytes(b"")),
                     size: resolved.size,
-                },
+                }),
             },
         );
         Ok(extra)

@@ -303,7 +303,7 @@ pub fn materialize(store: &Store, composition: &Composition) -> Result<Vec<Image
         .layers
         .iter()
         .map(|layer| match layer {
-            PlannedLayer::Reuse(layer) => Ok(layer.clone()),
+            PlannedLayer::Reuse(layer) => Ok((**layer).clone()),
             PlannedLayer::Extra { layer, history } => materialize_extra(store, layer, history),
         })
         .collect()
