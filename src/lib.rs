@@ -2,6 +2,8 @@
 //!
 //! The library holds every piece of the pipeline; `main.rs` only parses the
 //! command line and dispatches to `cli`.
+pub mod build;
 pub mod cli;
 pub mod oci;
+pub mod package;
 pub mod settings;

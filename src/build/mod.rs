@@ -1,0 +1,1 @@
+//! Building package images: native declarative packages and external OCI builders.
