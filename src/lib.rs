@@ -5,5 +5,7 @@
 pub mod build;
 pub mod cli;
 pub mod oci;
+pub mod output;
 pub mod package;
 pub mod settings;
+pub mod store;

@@ -250,6 +250,36 @@ impl Layout {
         Ok((parsed, bytes))
     }
 
+    /// Every descriptor reachable from `root` (itself, nested indexes and
+    /// manifests, configs, layers), each once, parents before children.
+    pub fn reachable(&self, root: &Descriptor) -> Result<Vec<Descriptor>> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        let mut pending = vec![root.clone()];
+        while let Some(descriptor) = pending.pop() {
+            if !seen.insert(descriptor.digest.clone()) {
+                continue;
+            }
+            let is_manifest = media_type::is_manifest(&descriptor.media_type)
+                || media_type::is_index(&descriptor.media_type);
+            out.push(descriptor.clone());
+            if !is_manifest {
+                continue;
+            }
+            let mut children = match self.read_manifest(&descriptor)?.0 {
+                AnyManifest::Image(image) => {
+                    let mut c = vec![image.config];
+                    c.extend(image.layers);
+                    c
+                }
+                AnyManifest::Index(index) => index.manifests,
+            };
+            children.reverse();
+            pending.extend(children);
+        }
+        Ok(out)
+    }
+
     /// Follows a descriptor down through indexes to the image manifest for
     /// `platform` (any platform if the chain has a single manifest and no
     /// platform is given). Returns the manifest's descriptor, parsed form and

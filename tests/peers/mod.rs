@@ -2,5 +2,6 @@
 //! nginx, skopeo, umoci, podman, gpg). Each test file includes it with
 //! `mod peers;`.
 #![allow(dead_code)]
+pub mod podman;
 pub mod registry;
 pub mod tools;
