@@ -116,10 +116,17 @@ impl fmt::Display for Destination {
 /// Writes the image at `root` (held in `source`) to a file-based
 /// destination. `platform` picks the manifest for single-image formats
 /// (docker-archive). Registry destinations go through `crate::registry`.
-pub fn write(destination: &Destination, source: &Layout, root: &Descriptor, platform: Option<&Platform>) -> Result<()> {
+pub fn write(
+    destination: &Destination,
+    source: &Layout,
+    root: &Descriptor,
+    platform: Option<&Platform>,
+) -> Result<()> {
     match destination {
         Destination::OciLayout { dir, tag } => write_oci_layout(source, root, dir, tag.as_deref()),
-        Destination::OciArchive { file, tag } => write_oci_archive(source, root, file, tag.as_deref()),
+        Destination::OciArchive { file, tag } => {
+            write_oci_archive(source, root, file, tag.as_deref())
+        }
         Destination::DockerArchive { file, reference } => {
             write_docker_archive(source, root, platform, file, reference.as_deref())
         }

@@ -18,7 +18,11 @@ fn make_tree(root: &Path) {
     fs::create_dir_all(root.join("usr/bin")).unwrap();
     fs::create_dir_all(root.join("empty")).unwrap();
     fs::write(root.join("usr/bin/tool"), "#!/bin/sh\necho tool\n").unwrap();
-    fs::set_permissions(root.join("usr/bin/tool"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::set_permissions(
+        root.join("usr/bin/tool"),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
     fs::write(root.join("usr/bin/data"), vec![7u8; 10_000]).unwrap();
     fs::hard_link(root.join("usr/bin/data"), root.join("usr/bin/data-link")).unwrap();
     std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
@@ -27,7 +31,11 @@ fn make_tree(root: &Path) {
     fs::write(long.join("f".repeat(60)), "deep\n").unwrap();
     if let Some(busybox) = tools::find("busybox") {
         fs::copy(busybox, root.join("usr/bin/busybox")).unwrap();
-        fs::set_permissions(root.join("usr/bin/busybox"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(
+            root.join("usr/bin/busybox"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
     }
 }
 
@@ -60,18 +68,27 @@ fn assert_same_entry(source: &Path, unpacked: &Path, relative: &str) {
         );
     }
     if a.is_file() {
-        assert_eq!(fs::read(source.join(relative)).unwrap(), fs::read(unpacked.join(relative)).unwrap());
+        assert_eq!(
+            fs::read(source.join(relative)).unwrap(),
+            fs::read(unpacked.join(relative)).unwrap()
+        );
     }
 }
 
 #[test]
 fn umoci_unpacks_our_layout_to_the_same_tree() {
-    let Some(_) = tools::require(&["umoci"]) else { return };
+    let Some(_) = tools::require(&["umoci"]) else {
+        return;
+    };
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("tree");
     make_tree(&tree);
     let layout = work.path().join("layout");
-    stagex_image(&tree, &format!("oci:{}:latest", layout.display()), &work.path().join("store"));
+    stagex_image(
+        &tree,
+        &format!("oci:{}:latest", layout.display()),
+        &work.path().join("store"),
+    );
     let bundle = work.path().join("bundle");
     run_ok(
         Command::new("umoci")
@@ -81,23 +98,42 @@ fn umoci_unpacks_our_layout_to_the_same_tree() {
     );
     let rootfs = bundle.join("rootfs");
     let long = format!("{}/{}/{}", "d".repeat(120), "e".repeat(120), "f".repeat(60));
-    for relative in ["usr/bin/tool", "usr/bin/data", "usr/bin/data-link", "bin", "empty", &long] {
+    for relative in [
+        "usr/bin/tool",
+        "usr/bin/data",
+        "usr/bin/data-link",
+        "bin",
+        "empty",
+        &long,
+    ] {
         assert_same_entry(&tree, &rootfs, relative);
     }
     let data = fs::metadata(rootfs.join("usr/bin/data")).unwrap();
     let link = fs::metadata(rootfs.join("usr/bin/data-link")).unwrap();
-    assert_eq!((data.dev(), data.ino()), (link.dev(), link.ino()), "hard link not kept");
+    assert_eq!(
+        (data.dev(), data.ino()),
+        (link.dev(), link.ino()),
+        "hard link not kept"
+    );
 }
 
 #[test]
 fn skopeo_pushes_our_layout_without_changing_the_digest() {
-    let Some(_) = tools::require(&["skopeo"]) else { return };
-    let Some(registry) = Registry::start() else { return };
+    let Some(_) = tools::require(&["skopeo"]) else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("tree");
     make_tree(&tree);
     let layout = work.path().join("layout");
-    let digest = stagex_image(&tree, &format!("oci:{}:v1", layout.display()), &work.path().join("store"));
+    let digest = stagex_image(
+        &tree,
+        &format!("oci:{}:v1", layout.display()),
+        &work.path().join("store"),
+    );
     let remote = format!("docker://{}/x/y:v1", registry.host());
     run_ok(
         Command::new("skopeo")
@@ -112,12 +148,18 @@ fn skopeo_pushes_our_layout_without_changing_the_digest() {
 
 #[test]
 fn oci_archive_is_read_by_skopeo_with_the_same_digest() {
-    let Some(_) = tools::require(&["skopeo"]) else { return };
+    let Some(_) = tools::require(&["skopeo"]) else {
+        return;
+    };
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("tree");
     make_tree(&tree);
     let archive = work.path().join("image.tar");
-    let digest = stagex_image(&tree, &format!("oci-archive:{}:v1", archive.display()), &work.path().join("store"));
+    let digest = stagex_image(
+        &tree,
+        &format!("oci-archive:{}:v1", archive.display()),
+        &work.path().join("store"),
+    );
     let raw = run_ok(
         Command::new("skopeo")
             .args(["inspect", "--raw"])
@@ -130,7 +172,9 @@ fn oci_archive_is_read_by_skopeo_with_the_same_digest() {
 #[test]
 fn podman_loads_our_docker_archive_and_runs_it() {
     let Some(podman) = Podman::new() else { return };
-    let Some(_) = tools::require(&["busybox"]) else { return };
+    let Some(_) = tools::require(&["busybox"]) else {
+        return;
+    };
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("tree");
     make_tree(&tree);
@@ -141,8 +185,14 @@ fn podman_loads_our_docker_archive_and_runs_it() {
         &work.path().join("store"),
     );
     let loaded = podman.load(&archive);
-    assert!(loaded.contains("stagex-test/tree:1"), "podman load said: {loaded}");
-    let said = podman.run("localhost/stagex-test/tree:1", &["sh", "-c", "cat /usr/bin/tool | tail -1"]);
+    assert!(
+        loaded.contains("stagex-test/tree:1"),
+        "podman load said: {loaded}"
+    );
+    let said = podman.run(
+        "localhost/stagex-test/tree:1",
+        &["sh", "-c", "cat /usr/bin/tool | tail -1"],
+    );
     assert_eq!(said.trim(), "echo tool");
 }
 
@@ -151,8 +201,16 @@ fn same_tree_gives_the_same_digest_in_two_processes_and_stores() {
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("tree");
     make_tree(&tree);
-    let a = stagex_image(&tree, &format!("oci:{}", work.path().join("a").display()), &work.path().join("s1"));
-    let b = stagex_image(&tree, &format!("oci:{}", work.path().join("b").display()), &work.path().join("s2"));
+    let a = stagex_image(
+        &tree,
+        &format!("oci:{}", work.path().join("a").display()),
+        &work.path().join("s1"),
+    );
+    let b = stagex_image(
+        &tree,
+        &format!("oci:{}", work.path().join("b").display()),
+        &work.path().join("s2"),
+    );
     assert_eq!(a, b);
 }
 

@@ -56,7 +56,12 @@ impl Podman {
         let output = tools::run_ok(
             self.command()
                 .args(["run", "--rm", "--network", "none", "--runtime", "runc"])
-                .args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"])
+                .args([
+                    "--ulimit",
+                    "nofile=1024:1024",
+                    "--ulimit",
+                    "nproc=1024:1024",
+                ])
                 .arg(image)
                 .args(args),
         );
