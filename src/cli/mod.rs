@@ -1,5 +1,7 @@
 //! The command line: one file per subcommand, each owning its clap `Args`
 //! struct and a `run` function. Global flags (`--json`, `--root`) live here.
+pub mod fetch;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -23,7 +25,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Download package sources into fetch/<stage>/<name>/, sha256-checked.
+    Fetch(fetch::FetchArgs),
+}
 
 /// What every command gets: global flags and the loaded settings.
 pub struct Context {
@@ -39,5 +44,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         root: cli.root,
         settings,
     };
-    match cli.command {}
+    match cli.command {
+        Command::Fetch(args) => fetch::run(&context, args),
+    }
 }

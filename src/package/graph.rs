@@ -137,7 +137,7 @@ pub fn containerfile_refs(text: &str) -> ContainerfileRefs {
     let mut args: BTreeMap<String, String> = BTreeMap::new();
     let mut stages: BTreeSet<String> = BTreeSet::new();
     let mut seen_from = false;
-    let mut add = |image: &str, stages: &BTreeSet<String>, refs: &mut ContainerfileRefs| {
+    let add = |image: &str, stages: &BTreeSet<String>, refs: &mut ContainerfileRefs| {
         let lower = image.to_ascii_lowercase();
         if image.is_empty() || lower == "scratch" || stages.contains(&lower) {
             return;
