@@ -41,11 +41,16 @@ pub fn scan(out_root: &Path, platform: &Platform) -> Result<DigestsByStage> {
     }
     dirs.sort();
     for dir in dirs {
-        let id = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let id = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let Some((stage, _)) = id.split_once('-') else {
             continue;
         };
-        let manifest = package_manifest(&dir, platform).with_context(|| format!("reading {}", dir.display()))?;
+        let manifest = package_manifest(&dir, platform)
+            .with_context(|| format!("reading {}", dir.display()))?;
         by_stage
             .entry(stage.to_string())
             .or_default()
@@ -59,7 +64,8 @@ pub fn scan(out_root: &Path, platform: &Platform) -> Result<DigestsByStage> {
 
 /// Writes `digests_dir/<stage>.txt` for every stage found; returns the files.
 pub fn write(digests: &DigestsByStage, digests_dir: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(digests_dir).with_context(|| format!("creating {}", digests_dir.display()))?;
+    std::fs::create_dir_all(digests_dir)
+        .with_context(|| format!("creating {}", digests_dir.display()))?;
     let mut written = Vec::new();
     for (stage, entries) in digests {
         let path = digests_dir.join(format!("{stage}.txt"));
@@ -77,7 +83,13 @@ mod tests {
     fn lines_are_hex_space_name_sorted_by_name() {
         let a = Digest::of_bytes(b"a");
         let b = Digest::of_bytes(b"b");
-        let text = format_stage(&[("core-zlib".into(), a.clone()), ("core-busybox".into(), b.clone())]);
-        assert_eq!(text, format!("{} core-busybox\n{} core-zlib\n", b.hex(), a.hex()));
+        let text = format_stage(&[
+            ("core-zlib".into(), a.clone()),
+            ("core-busybox".into(), b.clone()),
+        ]);
+        assert_eq!(
+            text,
+            format!("{} core-busybox\n{} core-zlib\n", b.hex(), a.hex())
+        );
     }
 }

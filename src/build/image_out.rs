@@ -35,7 +35,8 @@ pub struct Staging {
 impl Staging {
     /// A fresh staging layout in `out_root` (created if missing).
     pub fn new(out_root: &Path, id: &str) -> Result<Staging> {
-        std::fs::create_dir_all(out_root).with_context(|| format!("creating {}", out_root.display()))?;
+        std::fs::create_dir_all(out_root)
+            .with_context(|| format!("creating {}", out_root.display()))?;
         let dir = tempfile::Builder::new()
             .prefix(&format!(".{id}."))
             .tempdir_in(out_root)
@@ -50,18 +51,28 @@ impl Staging {
 
     /// Writes configs, manifests, the image index and index.json, then
     /// replaces `dest` with the staged layout.
-    pub fn finish(self, images: &[ImageSpec], version: &str, created: &str, dest: &Path) -> Result<PackageOutput> {
+    pub fn finish(
+        self,
+        images: &[ImageSpec],
+        version: &str,
+        created: &str,
+        dest: &Path,
+    ) -> Result<PackageOutput> {
         if images.is_empty() {
             bail!("no platform to build {} for", dest.display());
         }
         let mut manifests = Vec::new();
         for spec in images {
             let mut spec = spec.clone();
-            spec.annotations.insert(ANNOTATION_CREATED.to_string(), created.to_string());
-            spec.annotations.insert(ANNOTATION_VERSION.to_string(), version.to_string());
+            spec.annotations
+                .insert(ANNOTATION_CREATED.to_string(), created.to_string());
+            spec.annotations
+                .insert(ANNOTATION_VERSION.to_string(), version.to_string());
             let built = build_image(&spec)?;
-            self.layout.write_json(&built.config, media_type::OCI_CONFIG)?;
-            self.layout.write_json(&built.manifest, media_type::OCI_MANIFEST)?;
+            self.layout
+                .write_json(&built.config, media_type::OCI_CONFIG)?;
+            self.layout
+                .write_json(&built.manifest, media_type::OCI_MANIFEST)?;
             manifests.push(built.descriptor);
         }
         let annotations = BTreeMap::from([
@@ -98,11 +109,14 @@ fn replace_dir(staged: tempfile::TempDir, dest: &Path) -> Result<()> {
             .with_context(|| format!("replacing {}", dest.display()))?
             .keep();
         let old = trash.join("old");
-        std::fs::rename(dest, &old).with_context(|| format!("moving the old {} aside", dest.display()))?;
-        std::fs::rename(&staged, dest).with_context(|| format!("moving the new build into {}", dest.display()))?;
+        std::fs::rename(dest, &old)
+            .with_context(|| format!("moving the old {} aside", dest.display()))?;
+        std::fs::rename(&staged, dest)
+            .with_context(|| format!("moving the new build into {}", dest.display()))?;
         std::fs::remove_dir_all(&trash).with_context(|| format!("removing {}", trash.display()))?;
     } else {
-        std::fs::rename(&staged, dest).with_context(|| format!("moving the new build into {}", dest.display()))?;
+        std::fs::rename(&staged, dest)
+            .with_context(|| format!("moving the new build into {}", dest.display()))?;
     }
     Ok(())
 }
@@ -120,13 +134,24 @@ pub struct BaseImage {
 /// Reads `out_root/<id>/` for `platform`.
 pub fn read_package_image(out_root: &Path, id: &str, platform: &Platform) -> Result<BaseImage> {
     let dir = out_root.join(id);
-    let layout = Layout::open(&dir).with_context(|| format!("package image {id} is not built (expected {})", dir.display()))?;
+    let layout = Layout::open(&dir).with_context(|| {
+        format!(
+            "package image {id} is not built (expected {})",
+            dir.display()
+        )
+    })?;
     let top = layout.resolve(None)?;
     let (manifest_desc, manifest, _) = layout
         .image_for_platform(&top, Some(platform))
         .with_context(|| format!("{}: no image for {platform}", dir.display()))?;
     let config: ImageConfig = serde_json::from_slice(&layout.read_blob(&manifest.config.digest)?)
-        .with_context(|| format!("{}: invalid image config {}", dir.display(), manifest.config.digest))?;
+        .with_context(|| {
+        format!(
+            "{}: invalid image config {}",
+            dir.display(),
+            manifest.config.digest
+        )
+    })?;
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
         bail!(
             "{}: config lists {} diff_ids for {} layers",
@@ -141,7 +166,11 @@ pub fn read_package_image(out_root: &Path, id: &str, platform: &Platform) -> Res
         .iter()
         .zip(&config.rootfs.diff_ids)
         .map(|(descriptor, diff_id)| ImageLayer {
-            descriptor: Descriptor::new(descriptor.media_type.clone(), descriptor.digest.clone(), descriptor.size),
+            descriptor: Descriptor::new(
+                descriptor.media_type.clone(),
+                descriptor.digest.clone(),
+                descriptor.size,
+            ),
             diff_id: diff_id.clone(),
             history: layer_history.next().cloned().unwrap_or_else(|| History {
                 created_by: Some(format!("stagex/{id}")),
@@ -168,7 +197,9 @@ pub fn package_manifest(dir: &Path, platform: &Platform) -> Result<Descriptor> {
     }
     let (parsed, _) = layout.read_manifest(&top)?;
     match parsed {
-        crate::oci::AnyManifest::Index(index) if index.manifests.len() == 1 => Ok(index.manifests[0].clone()),
+        crate::oci::AnyManifest::Index(index) if index.manifests.len() == 1 => {
+            Ok(index.manifests[0].clone())
+        }
         _ => Ok(layout.image_for_platform(&top, Some(platform))?.0),
     }
 }

@@ -18,8 +18,9 @@ pub fn file_tree(package: &Package, native: &NativeSpec) -> Result<FileTree> {
     let file = package.toml_path.display();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     let mut claim = |kind: &str, i: usize, path: &str| -> Result<String> {
-        let normalized = normalize_image_path(path)
-            .with_context(|| format!("{file}: native.{kind}[{i}].path = {path:?} is not a path inside the image"))?;
+        let normalized = normalize_image_path(path).with_context(|| {
+            format!("{file}: native.{kind}[{i}].path = {path:?} is not a path inside the image")
+        })?;
         let here = format!("native.{kind}[{i}]");
         if let Some(other) = seen.insert(normalized.clone(), here.clone()) {
             bail!("{file}: {here} and {other} both declare {normalized}; expected each path once");
@@ -29,7 +30,8 @@ pub fn file_tree(package: &Package, native: &NativeSpec) -> Result<FileTree> {
     let mut tree = FileTree::new();
     // Directories first, shallowest first, so declared modes and owners
     // replace the 0755 root-owned parents that deeper inserts create.
-    let mut dirs: Vec<(usize, &crate::package::model::DirSpec)> = native.dirs.iter().enumerate().collect();
+    let mut dirs: Vec<(usize, &crate::package::model::DirSpec)> =
+        native.dirs.iter().enumerate().collect();
     dirs.sort_by_key(|(_, d)| d.path.matches('/').count());
     for (i, d) in dirs {
         let path = claim("dir", i, &d.path)?;
@@ -48,14 +50,24 @@ pub fn file_tree(package: &Package, native: &NativeSpec) -> Result<FileTree> {
         let mut entry = TreeEntry::file(source, f.mode);
         entry.uid = f.uid;
         entry.gid = f.gid;
-        insert(&mut tree, &path, entry, &format!("{file}: native.file[{i}]"))?;
+        insert(
+            &mut tree,
+            &path,
+            entry,
+            &format!("{file}: native.file[{i}]"),
+        )?;
     }
     for (i, s) in native.symlinks.iter().enumerate() {
         let path = claim("symlink", i, &s.path)?;
         let mut entry = TreeEntry::symlink(s.target.clone());
         entry.uid = s.uid;
         entry.gid = s.gid;
-        insert(&mut tree, &path, entry, &format!("{file}: native.symlink[{i}]"))?;
+        insert(
+            &mut tree,
+            &path,
+            entry,
+            &format!("{file}: native.symlink[{i}]"),
+        )?;
     }
     for (i, h) in native.hardlinks.iter().enumerate() {
         let path = claim("hardlink", i, &h.path)?;
@@ -64,9 +76,15 @@ pub fn file_tree(package: &Package, native: &NativeSpec) -> Result<FileTree> {
             Some(t) => t.mode,
             None => bail!("{file}: native.hardlink[{i}].target = {:?}: expected a file declared in native.file", h.target),
         };
-        insert(&mut tree, &path, TreeEntry::hard_link(target, mode), &format!("{file}: native.hardlink[{i}]"))?;
+        insert(
+            &mut tree,
+            &path,
+            TreeEntry::hard_link(target, mode),
+            &format!("{file}: native.hardlink[{i}]"),
+        )?;
     }
-    tree.validate().with_context(|| format!("{file}: native tree"))?;
+    tree.validate()
+        .with_context(|| format!("{file}: native tree"))?;
     Ok(tree)
 }
 
@@ -146,7 +164,13 @@ mod tests {
     use std::path::Path;
 
     fn package(text: &str) -> Package {
-        parse_package(Path::new("/nonexistent/core/t/package.toml"), text, "core", "t").unwrap()
+        parse_package(
+            Path::new("/nonexistent/core/t/package.toml"),
+            text,
+            "core",
+            "t",
+        )
+        .unwrap()
     }
 
     #[test]
@@ -179,20 +203,39 @@ target = "usr/bin"
         );
         let tree = file_tree(&p, p.native.as_ref().unwrap()).unwrap();
         let paths: Vec<&str> = tree.entries().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(paths, ["bin", "etc", "etc/passwd", "etc/passwd-", "home", "home/user", "tmp"]);
+        assert_eq!(
+            paths,
+            [
+                "bin",
+                "etc",
+                "etc/passwd",
+                "etc/passwd-",
+                "home",
+                "home/user",
+                "tmp"
+            ]
+        );
         assert_eq!(tree.get("tmp").unwrap().mode, 0o1777);
         assert_eq!(tree.get("home").unwrap().mode, 0o700);
         let user = tree.get("home/user").unwrap();
         assert_eq!((user.mode, user.uid, user.gid), (0o755, 1000, 1000));
         assert_eq!(tree.get("etc/passwd").unwrap().mode, 0o644);
-        assert!(matches!(&tree.get("bin").unwrap().kind, EntryKind::Symlink { target } if target == "usr/bin"));
+        assert!(
+            matches!(&tree.get("bin").unwrap().kind, EntryKind::Symlink { target } if target == "usr/bin")
+        );
     }
 
     #[test]
     fn duplicates_are_rejected_naming_both() {
         let p = package("[package]\nname = \"t\"\n[[native.dir]]\npath = \"a\"\n[[native.symlink]]\npath = \"/a/\"\ntarget = \"b\"\n");
-        let err = format!("{:#}", file_tree(&p, p.native.as_ref().unwrap()).unwrap_err());
-        assert!(err.contains("native.symlink[0]") && err.contains("native.dir[0]"), "{err}");
+        let err = format!(
+            "{:#}",
+            file_tree(&p, p.native.as_ref().unwrap()).unwrap_err()
+        );
+        assert!(
+            err.contains("native.symlink[0]") && err.contains("native.dir[0]"),
+            "{err}"
+        );
     }
 
     #[test]

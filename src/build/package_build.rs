@@ -50,7 +50,11 @@ pub struct BuildReport {
 
 /// Builds `names` (every package when empty) and, first, whatever they
 /// depend on that is not built yet, in dependency order.
-pub fn build(tree: &PackageTree, names: &[String], options: &BuildOptions) -> Result<Vec<BuildReport>> {
+pub fn build(
+    tree: &PackageTree,
+    names: &[String],
+    options: &BuildOptions,
+) -> Result<Vec<BuildReport>> {
     let requested: Vec<String> = names
         .iter()
         .map(|n| tree.get(n).map(|p| p.id.clone()))
@@ -84,7 +88,11 @@ pub fn platforms_for(package: &Package, options: &BuildOptions) -> Vec<Platform>
 }
 
 /// Builds one package (its dependencies must be in `out/`).
-pub fn build_one(tree: &PackageTree, package: &Package, options: &BuildOptions) -> Result<BuildReport> {
+pub fn build_one(
+    tree: &PackageTree,
+    package: &Package,
+    options: &BuildOptions,
+) -> Result<BuildReport> {
     if package.native.is_some() {
         let output = build_native(package, options)?;
         return Ok(BuildReport {
@@ -132,10 +140,13 @@ fn build_native(package: &Package, options: &BuildOptions) -> Result<PackageOutp
     for platform in platforms_for(package, options) {
         let (mut layers, mut run) = match &spec.base {
             Some(base) => {
-                let base_id = crate::package::graph::stagex_package_id(base).unwrap_or_else(|| base.clone());
+                let base_id =
+                    crate::package::graph::stagex_package_id(base).unwrap_or_else(|| base.clone());
                 let image = read_package_image(&options.out_root, &base_id, &platform)?;
                 for l in &image.layers {
-                    staging.layout().copy_blob_from(&image.layout, &l.descriptor)?;
+                    staging
+                        .layout()
+                        .copy_blob_from(&image.layout, &l.descriptor)?;
                 }
                 (image.layers, image.run)
             }

@@ -1,5 +1,7 @@
 //! The command line: one file per subcommand, each owning its clap `Args`
 //! struct and a `run` function. Global flags (`--json`, `--root`) live here.
+pub mod build;
+pub mod digests;
 pub mod fetch;
 
 use std::path::PathBuf;
@@ -28,6 +30,10 @@ pub struct Cli {
 pub enum Command {
     /// Download package sources into fetch/<stage>/<name>/, sha256-checked.
     Fetch(fetch::FetchArgs),
+    /// Build package images into out/<stage>-<name>/ (dependencies first).
+    Build(build::BuildArgs),
+    /// Write digests/<stage>.txt from the images in out/.
+    Digests(digests::DigestsArgs),
 }
 
 /// What every command gets: global flags and the loaded settings.
@@ -46,5 +52,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     };
     match cli.command {
         Command::Fetch(args) => fetch::run(&context, args),
+        Command::Build(args) => build::run(&context, args),
+        Command::Digests(args) => digests::run(&context, args),
     }
 }
