@@ -237,6 +237,13 @@ impl Staging {
                 self.size
             );
         }
+        // A fixed mode (as a plain download under umask 022 would have), so
+        // sources copied into images do not depend on the umask.
+        use std::os::unix::fs::PermissionsExt;
+        self.file
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .context("setting the download's mode")?;
         self.file
             .as_file()
             .sync_all()

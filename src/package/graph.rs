@@ -139,7 +139,8 @@ pub fn containerfile_refs(text: &str) -> ContainerfileRefs {
     let mut seen_from = false;
     let add = |image: &str, stages: &BTreeSet<String>, refs: &mut ContainerfileRefs| {
         let lower = image.to_ascii_lowercase();
-        if image.is_empty() || lower == "scratch" || stages.contains(&lower) {
+        // `fetch` is StageX's named build context holding the sources.
+        if image.is_empty() || lower == "scratch" || lower == "fetch" || stages.contains(&lower) {
             return;
         }
         if image.chars().all(|c| c.is_ascii_digit()) {
@@ -294,6 +295,7 @@ FROM ${BASE}:latest AS fs
 COPY --from=stagex/core-musl . /
 COPY --from=build /bin/sh /bin/sh
 COPY --from=fs / /
+COPY --from=fetch . .
 COPY --chmod=644 <<-EOF /etc/x
 	FROM stagex/core-nothere
 	EOF
