@@ -311,7 +311,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
 
 /// Builds a Containerfile package; returns the output and the backend name.
 pub fn build(
-    _tree: &PackageTree,
+    tree: &PackageTree,
     package: &Package,
     options: &BuildOptions,
 ) -> Result<(PackageOutput, String)> {
@@ -390,7 +390,13 @@ pub fn build(
                     run(
                         storage
                             .command(program)
-                            .args(["tag", &id, &format!("stagex/{dep}")]),
+                            .args(["tag", &id, &format!("stagex/{dep}")])
+                            .args(
+                                tree.get(dep)
+                                    .ok()
+                                    .and_then(|p| p.version.clone())
+                                    .map(|v| format!("stagex/{dep}:{v}")),
+                            ),
                         &format!("{} tag of {dep}", backend.name()),
                     )?;
                 }
@@ -612,11 +618,13 @@ mod tests {
 
     #[test]
     fn builder_labels_are_dropped() {
-        let mut run = RunConfig::default();
-        run.labels = Some(BTreeMap::from([(
-            "io.buildah.version".to_string(),
-            "1.28.2".to_string(),
-        )]));
+        let run = RunConfig {
+            labels: Some(BTreeMap::from([(
+                "io.buildah.version".to_string(),
+                "1.28.2".to_string(),
+            )])),
+            ..RunConfig::default()
+        };
         assert_eq!(normalized_run(&run).labels, None);
     }
 }

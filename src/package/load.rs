@@ -368,8 +368,8 @@ mod tests {
     #[test]
     fn errors_name_file_and_field() {
         let cases = [
-            (format!("[package]\nname = \"x\"\nversion = \"1\"\n[sources.a]\nmirrors = [\"https://e.invalid/a\"]\n"), "hash"),
-            (format!("[package]\nname = \"x\"\nversion = \"1\"\n[sources.a]\nhash = \"abc\"\nmirrors = [\"https://e.invalid/a\"]\n"), "sources.a.hash"),
+            ("[package]\nname = \"x\"\nversion = \"1\"\n[sources.a]\nmirrors = [\"https://e.invalid/a\"]\n".to_string(), "hash"),
+            ("[package]\nname = \"x\"\nversion = \"1\"\n[sources.a]\nhash = \"abc\"\nmirrors = [\"https://e.invalid/a\"]\n".to_string(), "sources.a.hash"),
             (format!("[package]\nname = \"x\"\nversion = \"1\"\n[sources.a]\nhash = \"{HASH}\"\nmirrors = [\"https://e.invalid/{{nope}}\"]\n"), "sources.a.mirrors[0]"),
             ("[package]\nname = \"x\"\nversion = \"1\"\nversion_from = \"core-y\"\n".to_string(), "version_from"),
             ("[package]\nname = \"x\"\nversoin = \"1\"\n".to_string(), "versoin"),
