@@ -22,8 +22,13 @@ pub struct Cli {
     pub command: Command,
 }
 
+pub mod image;
+
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Write a deterministic one-layer image from a directory tree.
+    Image(image::ImageArgs),
+}
 
 /// What every command gets: global flags and the loaded settings.
 pub struct Context {
@@ -39,5 +44,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         root: cli.root,
         settings,
     };
-    match cli.command {}
+    match cli.command {
+        Command::Image(args) => image::run(&context, args),
+    }
 }
