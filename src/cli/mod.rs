@@ -26,6 +26,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+pub mod image;
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Download package sources into fetch/<stage>/<name>/, sha256-checked.
@@ -34,6 +36,8 @@ pub enum Command {
     Build(build::BuildArgs),
     /// Write digests/<stage>.txt from the images in out/.
     Digests(digests::DigestsArgs),
+    /// Write a deterministic one-layer image from a directory tree.
+    Image(image::ImageArgs),
 }
 
 /// What every command gets: global flags and the loaded settings.
@@ -54,5 +58,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fetch(args) => fetch::run(&context, args),
         Command::Build(args) => build::run(&context, args),
         Command::Digests(args) => digests::run(&context, args),
+        Command::Image(args) => image::run(&context, args),
     }
 }

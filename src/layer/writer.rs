@@ -126,6 +126,8 @@ impl WrittenLayer {
 }
 
 /// Where the tar stream goes after its diff_id hash.
+// One per layer being written: the size difference is irrelevant.
+#[allow(clippy::large_enum_variant)]
 enum Sink<W: Write> {
     Plain(BufWriter<HashingWriter<W>>),
     Gzip(ParallelGzipWriter<HashingWriter<W>>),
