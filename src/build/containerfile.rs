@@ -492,7 +492,6 @@ pub fn build(
             &work.path().join("rootfs"),
             &staging,
             options,
-            &backend,
             &created,
         )?);
     }
@@ -503,7 +502,6 @@ pub fn build(
 
 /// Turns the builder's OCI layout into our deterministic image spec,
 /// writing the new layer into `staging`.
-#[allow(clippy::too_many_arguments)]
 fn normalize(
     package: &Package,
     deps: &BTreeSet<String>,
@@ -512,7 +510,6 @@ fn normalize(
     scratch: &Path,
     staging: &Staging,
     options: &BuildOptions,
-    backend: &Backend,
     created: &str,
 ) -> Result<ImageSpec> {
     let layout = Layout::open(result)?;
@@ -573,7 +570,7 @@ fn normalize(
         layers.push(ImageLayer {
             descriptor: written.descriptor(),
             diff_id: written.diff_id.clone(),
-            history: layer_history(&package.id, backend.name()),
+            history: layer_history(&package.id),
         });
     }
     Ok(ImageSpec {

@@ -122,10 +122,12 @@ pub fn build_one(
     })
 }
 
-/// The history entry of a layer made by stagex for a package.
-pub fn layer_history(id: &str, how: &str) -> History {
+/// The history entry of a layer made by stagex for a package. It names
+/// neither the backend nor a tool version, so the same files give the same
+/// image whichever builder produced them.
+pub fn layer_history(id: &str) -> History {
     History {
-        created_by: Some(format!("stagex build {id} ({how})")),
+        created_by: Some(format!("stagex build {id}")),
         ..History::default()
     }
 }
@@ -156,7 +158,7 @@ fn build_native(package: &Package, options: &BuildOptions) -> Result<PackageOutp
         layers.push(ImageLayer {
             descriptor: layer.descriptor(),
             diff_id: layer.diff_id.clone(),
-            history: layer_history(&package.id, "native"),
+            history: layer_history(&package.id),
         });
         images.push(ImageSpec {
             platform,
