@@ -502,6 +502,7 @@ pub fn build(
 
 /// Turns the builder's OCI layout into our deterministic image spec,
 /// writing the new layer into `staging`.
+#[allow(clippy::too_many_arguments)]
 fn normalize(
     package: &Package,
     deps: &BTreeSet<String>,
