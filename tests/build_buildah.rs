@@ -137,6 +137,39 @@ fn buildah_builds_are_reproducible_and_run_under_podman() {
         serde_json::json!(["/usr/bin/busybox"])
     );
 
+    // A package deleting a file of its base is flattened: one layer, no file.
+    run_ok(tools::stagex().arg("--root").arg(one.path()).args([
+        "build",
+        "--builder",
+        "buildah",
+        "core-pruned",
+    ]));
+    let layout = out.join("core-pruned");
+    let top: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let index = json_blob(&layout, top["manifests"][0]["digest"].as_str().unwrap());
+    let pruned = json_blob(&layout, index["manifests"][0]["digest"].as_str().unwrap());
+    assert_eq!(pruned["layers"].as_array().unwrap().len(), 1);
+    let hex = pruned["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let blob = std::fs::File::open(layout.join("blobs/sha256").join(hex)).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+    let paths: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(paths.iter().any(|p| p == "usr/bin/busybox"), "{paths:?}");
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p.contains("hello") || p.contains(".wh.")),
+        "{paths:?}"
+    );
+
     // The result runs.
     let Some(podman) = Podman::new() else {
         return;

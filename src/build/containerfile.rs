@@ -14,8 +14,9 @@
 //! machines then give the same digest as long as the builder produced the
 //! same files.
 //!
-//! Known limit: a whiteout in the new layers that deletes a file of the
-//! reused base layers is not carried over (StageX package stages only add).
+//! When the new layers delete something (whiteouts), the image is flattened
+//! into one layer instead, so the result always has exactly the builder's
+//! files.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -535,15 +536,27 @@ fn normalize(
                 .or_insert((layer, image.layout.clone()));
         }
     }
+    let mut reused = config
+        .rootfs
+        .diff_ids
+        .iter()
+        .take_while(|d| known.contains_key(*d))
+        .count();
+    // New layers that delete files of the reused ones cannot become one
+    // plain layer on top of them: flatten the whole image instead.
+    if reused > 0 {
+        for descriptor in &manifest.layers[reused..] {
+            if has_whiteouts(&layout, descriptor)? {
+                reused = 0;
+                break;
+            }
+        }
+    }
     let mut layers = Vec::new();
-    let mut reused = 0;
-    for diff_id in &config.rootfs.diff_ids {
-        let Some((layer, from)) = known.get(diff_id) else {
-            break;
-        };
+    for diff_id in &config.rootfs.diff_ids[..reused] {
+        let (layer, from) = &known[diff_id];
         staging.layout().copy_blob_from(from, &layer.descriptor)?;
         layers.push(layer.clone());
-        reused += 1;
     }
     let upper = &manifest.layers[reused..];
     if !upper.is_empty() {
@@ -582,6 +595,25 @@ fn normalize(
         empty_history: Vec::new(),
         annotations: BTreeMap::new(),
     })
+}
+
+/// True when a builder layer deletes anything (whiteouts).
+fn has_whiteouts(layout: &Layout, descriptor: &crate::oci::Descriptor) -> Result<bool> {
+    let compression = media_type::layer_compression(&descriptor.media_type).with_context(|| {
+        format!(
+            "builder output layer {} has media type {:?}",
+            descriptor.digest, descriptor.media_type
+        )
+    })?;
+    let blob = layout.open_blob(&descriptor.digest, Some(descriptor.size))?;
+    let index = crate::layer::index_layer(blob, compression)
+        .with_context(|| format!("reading builder layer {}", descriptor.digest))?;
+    Ok(index.entries.iter().any(|e| {
+        matches!(
+            e.kind,
+            crate::layer::EntryType::Whiteout | crate::layer::EntryType::OpaqueWhiteout
+        )
+    }))
 }
 
 /// The run config without builder-specific labels.
