@@ -242,7 +242,7 @@ fn main() {
             Some(f) => assert_eq!(f, &w, "layer bytes differ between runs"),
         }
         let (d, size) = baseline(&tree);
-        println!("run {run}: tar|gzip {:>8.2?}  {size} bytes");
+        println!("run {run}: tar|gzip {d:>8.2?}  {size} bytes");
         best_base = best_base.min(d);
         base_size = size;
     }

@@ -126,11 +126,9 @@ impl WrittenLayer {
 }
 
 /// Where the tar stream goes after its diff_id hash.
-// One per layer being written: the size difference is irrelevant.
-#[allow(clippy::large_enum_variant)]
 enum Sink<W: Write> {
     Plain(BufWriter<HashingWriter<W>>),
-    Gzip(ParallelGzipWriter<HashingWriter<W>>),
+    Gzip(Box<ParallelGzipWriter<HashingWriter<W>>>),
 }
 
 impl<W: Write> Write for Sink<W> {
@@ -174,7 +172,8 @@ pub fn write_layer(
     let blob = HashingWriter::new(out);
     let sink = match options.compression {
         LayerCompression::Gzip => {
-            Sink::Gzip(ParallelGzipWriter::new(blob, options.workers).context("writing layer")?)
+            let gzip = ParallelGzipWriter::new(blob, options.workers).context("writing layer")?;
+            Sink::Gzip(Box::new(gzip))
         }
         _ => Sink::Plain(BufWriter::with_capacity(COPY_BUFFER, blob)),
     };
