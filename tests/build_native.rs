@@ -318,3 +318,27 @@ fn a_native_package_on_a_base_builds_the_base_first_and_keeps_its_layer() {
         "1.0"
     );
 }
+
+/// Golden digests: a change to any byte of these images (layer writer,
+/// compression, JSON shape, package definitions) must be deliberate.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn golden_manifest_digests_of_core_filesystem_and_core_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = build(
+        dir.path(),
+        &repo_packages(),
+        &dir.path().join("out"),
+        "022",
+        "UTC",
+        &["core-filesystem", "core-profile"],
+    );
+    assert_eq!(
+        manifest_digest(&report, "core-filesystem"),
+        "sha256:0e21c7518af8f318311f86722b4900b3ffbd40a311568a5c937a706beda9468e"
+    );
+    assert_eq!(
+        manifest_digest(&report, "core-profile"),
+        "sha256:75ed7bccf581b95a194ec03292c873e93da85270278830ec2b301e9048db737d"
+    );
+}
