@@ -205,8 +205,7 @@ pub fn write_layer_to_layout(
 ) -> Result<WrittenLayer> {
     let dir = layout.root().join("blobs").join("sha256");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let temp = tempfile::NamedTempFile::new_in(&dir)
-        .with_context(|| format!("creating a temporary blob in {}", dir.display()))?;
+    let temp = crate::oci::layout::new_temp_file(&dir)?;
     let written = write_layer(tree, options, temp.as_file())?;
     let path = layout.blob_path(&written.digest);
     if path.is_file() {
