@@ -2,10 +2,12 @@
 //!
 //! The library holds every piece of the pipeline; `main.rs` only parses the
 //! command line and dispatches to `cli`.
+pub mod build;
 pub mod cli;
 pub mod layer;
 pub mod oci;
 pub mod output;
+pub mod package;
 pub mod pallet;
 pub mod registry;
 pub mod settings;

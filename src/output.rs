@@ -295,7 +295,7 @@ fn write_tar_atomic(path: &Path, fill: impl FnOnce(&mut TarBuilder) -> Result<()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let temp = tempfile::NamedTempFile::new_in(dir)?;
+    let temp = crate::oci::layout::new_temp_file(dir)?;
     let mut builder = tar::Builder::new(BufWriter::new(temp.reopen()?));
     fill(&mut builder).with_context(|| format!("writing {}", path.display()))?;
     let file = builder

@@ -88,7 +88,8 @@ pub fn run(ctx: &Context, args: ImageArgs) -> Result<ExitCode> {
     run.working_dir = args.workdir.clone();
 
     let created = rfc3339_utc(options.mtime as i64);
-    let mut annotations = BTreeMap::from([(media_type::ANNOTATION_CREATED.to_string(), created.clone())]);
+    let mut annotations =
+        BTreeMap::from([(media_type::ANNOTATION_CREATED.to_string(), created.clone())]);
     if let Some(version) = &args.version {
         annotations.insert(media_type::ANNOTATION_VERSION.to_string(), version.clone());
     }
@@ -108,8 +109,12 @@ pub fn run(ctx: &Context, args: ImageArgs) -> Result<ExitCode> {
         annotations,
     };
     let image = build_image(&spec)?;
-    store.layout().write_json(&image.config, media_type::OCI_CONFIG)?;
-    store.layout().write_json(&image.manifest, media_type::OCI_MANIFEST)?;
+    store
+        .layout()
+        .write_json(&image.config, media_type::OCI_CONFIG)?;
+    store
+        .layout()
+        .write_json(&image.manifest, media_type::OCI_MANIFEST)?;
     let mut root = image.descriptor.clone();
     root.platform = None;
     output::write(&destination, store.layout(), &root, Some(&args.platform))?;

@@ -1,5 +1,9 @@
 //! The command line: one file per subcommand, each owning its clap `Args`
 //! struct and a `run` function. Global flags (`--json`, `--root`) live here.
+pub mod build;
+pub mod digests;
+pub mod fetch;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,8 +28,18 @@ pub struct Cli {
     pub command: Command,
 }
 
+pub mod image;
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Download package sources into fetch/<stage>/<name>/, sha256-checked.
+    Fetch(fetch::FetchArgs),
+    /// Build package images into out/<stage>-<name>/ (dependencies first).
+    Build(build::BuildArgs),
+    /// Write digests/<stage>.txt from the images in out/.
+    Digests(digests::DigestsArgs),
+    /// Write a deterministic one-layer image from a directory tree.
+    Image(image::ImageArgs),
     /// Compose pallets and package images into one image.
     Pallet(pallet::PalletArgs),
 }
@@ -45,6 +59,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         settings,
     };
     match cli.command {
+        Command::Fetch(args) => fetch::run(&context, args),
+        Command::Build(args) => build::run(&context, args),
+        Command::Digests(args) => digests::run(&context, args),
+        Command::Image(args) => image::run(&context, args),
         Command::Pallet(args) => pallet::run(&context, args),
     }
 }

@@ -128,7 +128,7 @@ impl WrittenLayer {
 /// Where the tar stream goes after its diff_id hash.
 enum Sink<W: Write> {
     Plain(BufWriter<HashingWriter<W>>),
-    Gzip(ParallelGzipWriter<HashingWriter<W>>),
+    Gzip(Box<ParallelGzipWriter<HashingWriter<W>>>),
 }
 
 impl<W: Write> Write for Sink<W> {
@@ -172,7 +172,8 @@ pub fn write_layer(
     let blob = HashingWriter::new(out);
     let sink = match options.compression {
         LayerCompression::Gzip => {
-            Sink::Gzip(ParallelGzipWriter::new(blob, options.workers).context("writing layer")?)
+            let gzip = ParallelGzipWriter::new(blob, options.workers).context("writing layer")?;
+            Sink::Gzip(Box::new(gzip))
         }
         _ => Sink::Plain(BufWriter::with_capacity(COPY_BUFFER, blob)),
     };
@@ -204,8 +205,7 @@ pub fn write_layer_to_layout(
 ) -> Result<WrittenLayer> {
     let dir = layout.root().join("blobs").join("sha256");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let temp = tempfile::NamedTempFile::new_in(&dir)
-        .with_context(|| format!("creating a temporary blob in {}", dir.display()))?;
+    let temp = crate::oci::layout::new_temp_file(&dir)?;
     let written = write_layer(tree, options, temp.as_file())?;
     let path = layout.blob_path(&written.digest);
     if path.is_file() {

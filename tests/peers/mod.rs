@@ -2,6 +2,7 @@
 //! nginx, skopeo, umoci, podman, gpg). Each test file includes it with
 //! `mod peers;`.
 #![allow(dead_code)]
+pub mod http_server;
 pub mod podman;
 pub mod registry;
 pub mod tools;
