@@ -191,6 +191,44 @@ fn baseline(tree: &Path) -> (Duration, u64) {
     (elapsed, size)
 }
 
+/// Single-thread deflate throughput and size per level on 64 MiB of the
+/// tree's largest file (how GZIP_LEVEL was chosen).
+fn level_survey(tree: &Path) {
+    let mut sample = fs::read(tree.join("usr/lib/libbig0.so")).unwrap();
+    sample.truncate(64 << 20);
+    for level in 1..=9 {
+        let mut state = flate2::Compress::new(flate2::Compression::new(level), false);
+        let start = Instant::now();
+        let mut out = 0;
+        for (i, block) in sample.chunks(BLOCK_SIZE).enumerate() {
+            let last = (i + 1) * BLOCK_SIZE >= sample.len();
+            out += stagex::layer::compress::compress_block(&mut state, block, last).len();
+        }
+        let d = start.elapsed();
+        println!(
+            "level {level}: {:>6.1} MiB/s  ratio {:.4}",
+            sample.len() as f64 / (1 << 20) as f64 / d.as_secs_f64(),
+            out as f64 / sample.len() as f64
+        );
+    }
+    let start = Instant::now();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c {} '{}' | gzip -n | wc -c",
+            sample.len(),
+            tree.join("usr/lib/libbig0.so").display()
+        ))
+        .output()
+        .unwrap();
+    let size: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    println!(
+        "gzip -6 (GNU): {:>6.1} MiB/s  ratio {:.4}",
+        64.0 / start.elapsed().as_secs_f64(),
+        size / sample.len() as f64
+    );
+}
+
 fn main() {
     let bytes: u64 = std::env::var("STAGEX_BENCH_BYTES")
         .ok()
@@ -220,6 +258,10 @@ fn main() {
         .status()
         .unwrap();
     assert!(status.success());
+    if std::env::var("STAGEX_BENCH_LEVELS").is_ok() {
+        level_survey(&tree);
+        return;
+    }
     let workers = stagex::layer::compress::default_workers();
     println!(
         "gzip level {GZIP_LEVEL}, block {} KiB, {workers} workers",

@@ -31,12 +31,16 @@ use std::thread::JoinHandle;
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 
-/// The pinned deflate level. Measured on the 1 GiB benchmark tree (mixed
-/// text/binary-like content, 2 cores): level 6 (zlib's default) compresses
-/// barely better than level 4 but costs noticeably more CPU; see the report
-/// in benches/layer.rs. Changing it changes every layer digest (the golden
-/// test catches that).
-pub const GZIP_LEVEL: u32 = 6;
+/// The pinned deflate level: 5. Measured with `STAGEX_BENCH_LEVELS=1 cargo
+/// bench --bench layer` (one thread, 1 MiB blocks, mixed text/binary-like
+/// content): zlib-rs level 6 runs at about half the speed of level 5
+/// (~16-18 vs ~29-34 MiB/s on a loaded 2-core machine; it switches to the
+/// lazy "slow" strategy) and is slower than GNU `gzip -6`, for only 2.4%
+/// smaller output; levels 1-3 are faster but 3-18% larger. Level 5 output is
+/// ~2% larger than `gzip -6`'s and the writer is >2x faster than
+/// `tar | gzip -n` on 2 cores. Changing it changes every layer digest (the
+/// golden test catches that).
+pub const GZIP_LEVEL: u32 = 5;
 
 /// The pinned block size: each block is deflated independently. Changing it
 /// changes every layer digest.
