@@ -166,8 +166,17 @@ fn generate(root: &Path, total: u64) {
     fs::write(&marker, format!("{n} small files\n")).unwrap();
 }
 
+/// CPU time (user + system, all threads) of this process so far.
+fn cpu_time() -> Duration {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 fn ours(tree: &Path, workers: usize) -> (Duration, WrittenLayer) {
     let start = Instant::now();
+    let cpu = cpu_time();
     let mut files = FileTree::from_dir(tree).unwrap();
     files.set_owner_all(0, 0);
     let options = LayerOptions {
@@ -175,7 +184,15 @@ fn ours(tree: &Path, workers: usize) -> (Duration, WrittenLayer) {
         ..LayerOptions::default()
     };
     let written = write_layer(&files, &options, std::io::sink()).unwrap();
-    (start.elapsed(), written)
+    let wall = start.elapsed();
+    println!(
+        "  ({workers} = {} workers: cpu {:.2?} over wall {:.2?}: {:.2} cores busy)",
+        if workers == 0 { "default" } else { "given" },
+        cpu_time() - cpu,
+        wall,
+        (cpu_time() - cpu).as_secs_f64() / wall.as_secs_f64()
+    );
+    (wall, written)
 }
 
 fn baseline(tree: &Path) -> (Duration, u64) {
