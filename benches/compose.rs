@@ -44,7 +44,16 @@ fn bytes(seed: u64, len: usize) -> Vec<u8> {
         x ^= x << 17;
         let word = x.to_le_bytes();
         // Half the bytes random, half from a small alphabet.
-        out.extend_from_slice(&[word[0], word[1], word[2] & 7, word[3] & 7, word[4], word[5] & 3, b'a', word[7] & 1]);
+        out.extend_from_slice(&[
+            word[0],
+            word[1],
+            word[2] & 7,
+            word[3] & 7,
+            word[4],
+            word[5] & 3,
+            b'a',
+            word[7] & 1,
+        ]);
     }
     out.truncate(len);
     out
@@ -58,12 +67,23 @@ fn make_packages(out: &Path, total_mib: usize) -> Vec<String> {
         let mut tree = FileTree::new();
         for f in 0..files_per_package {
             let data = bytes((p * 100_000 + f) as u64, FILE_SIZE);
-            tree.insert(&format!("usr/lib/{name}/f{f:04}.so"), TreeEntry::file(FileSource::Bytes(data), 0o755))
-                .unwrap();
-        }
-        tree.insert(&format!("usr/bin/{name}"), TreeEntry::file(FileSource::Bytes(name.clone().into_bytes()), 0o755))
+            tree.insert(
+                &format!("usr/lib/{name}/f{f:04}.so"),
+                TreeEntry::file(FileSource::Bytes(data), 0o755),
+            )
             .unwrap();
-        pallet_support::write_package(out, &name, &[pallet_support::filesystem_layer(), tree], RunConfig::default());
+        }
+        tree.insert(
+            &format!("usr/bin/{name}"),
+            TreeEntry::file(FileSource::Bytes(name.clone().into_bytes()), 0o755),
+        )
+        .unwrap();
+        pallet_support::write_package(
+            out,
+            &name,
+            &[pallet_support::filesystem_layer(), tree],
+            RunConfig::default(),
+        );
         names.push(name);
     }
     names
@@ -100,19 +120,32 @@ fn baseline(out: &Path, names: &[String], work: &Path) -> Duration {
     }
     let tree = FileTree::from_dir(&root).unwrap();
     let sink = std::fs::File::create(work.join("merged.tar.gz")).unwrap();
-    write_layer(&tree, &LayerOptions::default(), std::io::BufWriter::new(sink)).unwrap();
+    write_layer(
+        &tree,
+        &LayerOptions::default(),
+        std::io::BufWriter::new(sink),
+    )
+    .unwrap();
     started.elapsed()
 }
 
 fn main() {
-    let total_mib: usize = std::env::var("STAGEX_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let total_mib: usize = std::env::var("STAGEX_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     eprintln!("generating {PACKAGES} packages, {total_mib} MiB of files ...");
     let names = make_packages(&out, total_mib);
     let expression = names.join("+");
     let catalog = Catalog::default();
-    let layer_bytes: u64 = walkdir::WalkDir::new(&out).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_file()).map(|e| e.metadata().unwrap().len()).sum();
+    let layer_bytes: u64 = walkdir::WalkDir::new(&out)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
 
     // 1. Warm compose vs extract + re-tar.
     let store = Store::open(tmp.path().join("store")).unwrap();
@@ -123,18 +156,32 @@ fn main() {
     let warm: Vec<Duration> = (0..7)
         .map(|_| {
             let t = Instant::now();
-            let again = pipeline::run(&store, &catalog, &request(&expression, local.clone())).unwrap();
+            let again =
+                pipeline::run(&store, &catalog, &request(&expression, local.clone())).unwrap();
             assert_eq!(again.root.digest, composed.root.digest);
             t.elapsed()
         })
         .collect();
     let warm = median(warm);
     let base = baseline(&out, &names, &tmp.path().join("baseline"));
-    println!("compose: {PACKAGES} packages, {:.0} MiB of layer blobs", layer_bytes as f64 / 1048576.0);
+    println!(
+        "compose: {PACKAGES} packages, {:.0} MiB of layer blobs",
+        layer_bytes as f64 / 1048576.0
+    );
     println!("  first compose from local layouts (link + index): {cold_local:?}");
-    println!("  warm compose (median of 7):                       {warm:?}  (target < 100 ms: {})", if warm < Duration::from_millis(100) { "met" } else { "NOT met" });
+    println!(
+        "  warm compose (median of 7):                       {warm:?}  (target < 100 ms: {})",
+        if warm < Duration::from_millis(100) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
     println!("  baseline extract + one deterministic tar.gz:      {base:?}");
-    println!("  ratio baseline / warm compose:                    {:.0}x (target >= 100x)", base.as_secs_f64() / warm.as_secs_f64());
+    println!(
+        "  ratio baseline / warm compose:                    {:.0}x (target >= 100x)",
+        base.as_secs_f64() / warm.as_secs_f64()
+    );
 
     // 2. Cold compose from a local registry vs skopeo copy.
     let Some(registry) = peers::registry::Registry::start() else {
@@ -146,7 +193,14 @@ fn main() {
         .map(|n| {
             let layout = Layout::open(out.join(n)).unwrap();
             let manifest = layout.resolve(Some("latest")).unwrap();
-            (n.clone(), pallet_support::Package { name: n.clone(), manifest, layers: vec![] })
+            (
+                n.clone(),
+                pallet_support::Package {
+                    name: n.clone(),
+                    manifest,
+                    layers: vec![],
+                },
+            )
         })
         .collect();
     pallet_support::seed_registry(&registry.host(), &out, &packages);
@@ -165,13 +219,19 @@ fn main() {
             let status = Command::new("skopeo")
                 .args(["copy", "-q", "--src-tls-verify=false"])
                 .arg(format!("docker://{}/stagex/{n}:latest", registry.host()))
-                .arg(format!("oci:{}:latest", tmp.path().join("skopeo").join(n).display()))
+                .arg(format!(
+                    "oci:{}:latest",
+                    tmp.path().join("skopeo").join(n).display()
+                ))
                 .status()
                 .unwrap();
             assert!(status.success());
         }
         let sk = t.elapsed();
         println!("  skopeo copy of the same {PACKAGES} images:             {sk:?}");
-        println!("  ratio skopeo / cold compose:                      {:.2}x", sk.as_secs_f64() / cold_time.as_secs_f64());
+        println!(
+            "  ratio skopeo / cold compose:                      {:.2}x",
+            sk.as_secs_f64() / cold_time.as_secs_f64()
+        );
     }
 }

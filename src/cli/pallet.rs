@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use clap::Args;
 use serde::Serialize;
 
 use super::Context;
 use crate::oci::descriptor::Platform;
 use crate::output::{self, Destination};
-use crate::pallet::definition::{known_packages, Catalog};
+use crate::pallet::definition::Catalog;
 use crate::pallet::pipeline::{self, Composed, Request};
 use crate::pallet::resolve::Source;
 use crate::registry::push::{parse_reference, push_image, PushReport};
@@ -67,15 +67,6 @@ pub fn run(ctx: &Context, args: PalletArgs) -> Result<ExitCode> {
     } else {
         Catalog::default()
     };
-    let known = known_packages(&ctx.root.join(&ctx.settings.packages))?;
-    let unknown = pipeline::unknown_items(&catalog, &args.expression, &known)?;
-    if let Some(item) = unknown.first() {
-        bail!(
-            "{item} is neither a pallet in {} nor a package in {}",
-            pallets_dir.display(),
-            ctx.root.join(&ctx.settings.packages).display()
-        );
-    }
     let source_text = args
         .source
         .clone()

@@ -11,7 +11,7 @@ use super::compose::{
     compose, ComposeOptions, ComposedPackage, Conflict, PlannedLayer, CREATED_EPOCH,
 };
 use super::definition::{Catalog, Plan};
-use super::expr::{Expr, ItemRef};
+use super::expr::Expr;
 use super::materialize::{flatten, materialize};
 use super::resolve::{FetchStats, Pinned, Resolver, Source};
 use crate::oci::config::{rfc3339_utc, History};
@@ -80,15 +80,26 @@ pub fn plan(catalog: &Catalog, expression: &str) -> Result<Plan> {
 /// Composes `request` into `store`.
 pub fn run(store: &Store, catalog: &Catalog, request: &Request) -> Result<Composed> {
     let plan = plan(catalog, &request.expression)?;
+    let expr_names: Vec<String> = request
+        .expression
+        .parse::<Expr>()?
+        .items
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
     let mut resolver = Resolver::new(store, request.source.clone(), request.progress)?;
     let mut reports = Vec::new();
     let mut manifests = Vec::new();
     for platform in &request.platforms {
         let mut images = BTreeMap::new();
         for item in plan.references() {
-            let image = resolver
-                .resolve(&item, platform)
-                .with_context(|| format!("resolving {item} for {platform}"))?;
+            let image = resolver.resolve(&item, platform).with_context(|| {
+                if catalog.pallet_name(&item.name).is_none() && expr_names.contains(&item.name) {
+                    format!("{item} is not a pallet (pallets/{}.toml) and could not be resolved as a package image for {platform}", item.name)
+                } else {
+                    format!("resolving {item} for {platform}")
+                }
+            })?;
             images.insert(item.clone(), image);
         }
         let composition = compose(
@@ -176,21 +187,4 @@ pub fn run(store: &Store, catalog: &Catalog, request: &Request) -> Result<Compos
         source_host: resolver.registry_host().map(str::to_string),
         layer_repos: resolver.layer_repos.clone(),
     })
-}
-
-/// The item references of an expression that are neither pallets nor in
-/// `known` (when `known` is non-empty).
-pub fn unknown_items(
-    catalog: &Catalog,
-    expression: &str,
-    known: &std::collections::BTreeSet<String>,
-) -> Result<Vec<ItemRef>> {
-    let expr: Expr = expression.parse()?;
-    Ok(expr
-        .items
-        .into_iter()
-        .filter(|i| {
-            catalog.pallet_name(&i.name).is_none() && !known.is_empty() && !known.contains(&i.name)
-        })
-        .collect())
 }
