@@ -4,7 +4,7 @@
 //! several platforms) into the store. Output writing is the caller's.
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use super::compose::{
@@ -91,17 +91,27 @@ pub fn run(store: &Store, catalog: &Catalog, request: &Request) -> Result<Compos
     let mut reports = Vec::new();
     let mut manifests = Vec::new();
     for platform in &request.platforms {
-        let mut images = BTreeMap::new();
-        for item in plan.references() {
-            let image = resolver.resolve(&item, platform).with_context(|| {
-                if catalog.pallet_name(&item.name).is_none() && expr_names.contains(&item.name) {
-                    format!("{item} is not a pallet (pallets/{}.toml) and could not be resolved as a package image for {platform}", item.name)
+        let references = plan.references();
+        let resolved = resolver
+            .resolve_all(&references, platform)
+            .map_err(|error| {
+                let unknown: Vec<&str> = references
+                    .iter()
+                    .filter(|i| {
+                        catalog.pallet_name(&i.name).is_none() && expr_names.contains(&i.name)
+                    })
+                    .map(|i| i.name.as_str())
+                    .collect();
+                if unknown.is_empty() {
+                    error
                 } else {
-                    format!("resolving {item} for {platform}")
+                    error.context(format!(
+                        "(items not found in pallets/ and taken as package images: {})",
+                        unknown.join(", ")
+                    ))
                 }
             })?;
-            images.insert(item.clone(), image);
-        }
+        let images: BTreeMap<_, _> = references.into_iter().zip(resolved).collect();
         let composition = compose(
             &plan,
             &images,

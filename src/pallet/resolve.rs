@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::compose::PackageImage;
 use super::expr::ItemRef;
-use super::materialize::layer_index;
+use super::materialize::{ensure_layer_index, layer_index, META_LAYER_INDEX};
 use crate::oci::config::ImageConfig;
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::Digest;
@@ -29,6 +29,9 @@ use crate::oci::manifest::{AnyManifest, ImageManifest};
 use crate::oci::media_type::{self, ANNOTATION_REF_NAME};
 use crate::registry::RegistryClient;
 use crate::store::Store;
+
+/// Parallel layer fetch/index workers.
+pub const FETCH_WORKERS: usize = 4;
 
 /// Store metadata: last digest a remote tag pointed at.
 pub const META_REMOTE_TAG: &str = "remote-tag";
@@ -143,9 +146,9 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// Resolves `item` for `platform`: pins it, fetches what is missing,
-    /// indexes its layers.
-    pub fn resolve(&mut self, item: &ItemRef, platform: &Platform) -> Result<PackageImage> {
+    /// Pins `item` for `platform` and fetches its manifest and config;
+    /// layers are left to `resolve_all`.
+    fn resolve_head(&mut self, item: &ItemRef, platform: &Platform) -> Result<PackageImage> {
         let (top, source) = match self.source.clone() {
             Source::Registry { host, .. } => {
                 let repo = self.source.repository(&item.name).expect("registry source");
@@ -191,10 +194,7 @@ impl<'a> Resolver<'a> {
                 config.architecture
             );
         }
-        let mut layers = Vec::new();
         for descriptor in &manifest.layers {
-            self.fetch_blob(item, descriptor)?;
-            layers.push(layer_index(self.store, descriptor)?);
             if let Some(repo) = self.source.repository(&item.name) {
                 let repos = self
                     .layer_repos
@@ -218,8 +218,140 @@ impl<'a> Resolver<'a> {
             manifest_digest,
             manifest,
             config,
-            layers,
+            layers: Vec::new(),
         })
+    }
+
+    /// Resolves `item` for `platform`: pins it, fetches what is missing,
+    /// indexes its layers.
+    pub fn resolve(&mut self, item: &ItemRef, platform: &Platform) -> Result<PackageImage> {
+        Ok(self
+            .resolve_all(std::slice::from_ref(item), platform)?
+            .remove(0))
+    }
+
+    /// Resolves every item (manifests and configs one by one, they are
+    /// small), then fetches and indexes the missing layers in parallel
+    /// (`FETCH_WORKERS` threads, each with its own registry connection:
+    /// the network, decompression and hashing overlap).
+    pub fn resolve_all(
+        &mut self,
+        items: &[ItemRef],
+        platform: &Platform,
+    ) -> Result<Vec<PackageImage>> {
+        let mut images = Vec::new();
+        for item in items {
+            images.push(
+                self.resolve_head(item, platform)
+                    .with_context(|| format!("resolving {item} for {platform}"))?,
+            );
+        }
+        let mut jobs: Vec<(String, Descriptor)> = Vec::new();
+        let mut queued = std::collections::BTreeSet::new();
+        for image in &images {
+            for descriptor in &image.manifest.layers {
+                let ready = self.store.layout().has_blob(&descriptor.digest)
+                    && self
+                        .store
+                        .read_meta(META_LAYER_INDEX, &descriptor.digest)
+                        .is_some();
+                if ready {
+                    self.stats.blobs_cached += 1;
+                } else if queued.insert(descriptor.digest.clone()) {
+                    jobs.push((image.name.clone(), descriptor.clone()));
+                }
+            }
+        }
+        self.fetch_and_index(jobs)?;
+        for image in &mut images {
+            image.layers = image
+                .manifest
+                .layers
+                .iter()
+                .map(|d| layer_index(self.store, d))
+                .collect::<Result<_>>()?;
+        }
+        Ok(images)
+    }
+
+    fn fetch_and_index(&mut self, jobs: Vec<(String, Descriptor)>) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let multi = self.progress.then(indicatif::MultiProgress::new);
+        let queue = std::sync::Mutex::new(jobs.into_iter().rev().collect::<Vec<_>>());
+        let fetched = std::sync::atomic::AtomicU64::new(0);
+        let bytes = std::sync::atomic::AtomicU64::new(0);
+        let workers = FETCH_WORKERS.min(queue.lock().expect("queue").len());
+        let store = self.store;
+        let source = &self.source;
+        let results: Vec<Result<()>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| -> Result<()> {
+                        let client = match source {
+                            Source::Registry { host, .. } => Some(RegistryClient::new(host)?),
+                            Source::Local(_) => None,
+                        };
+                        loop {
+                            let Some((name, descriptor)) = queue.lock().expect("queue").pop()
+                            else {
+                                return Ok(());
+                            };
+                            if !store.layout().has_blob(&descriptor.digest) {
+                                let Some(client) = &client else {
+                                    bail!(
+                                        "{name}: blob {} is not in the store or the source",
+                                        descriptor.digest
+                                    );
+                                };
+                                let repo = source.repository(&name).expect("registry");
+                                let bar = multi.as_ref().map(|m| {
+                                    let bar = m.add(ProgressBar::new(descriptor.size));
+                                    bar.set_style(
+                                        ProgressStyle::with_template(
+                                            "{msg:30} {bar:30} {bytes}/{total_bytes}",
+                                        )
+                                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                                    );
+                                    bar.set_message(format!(
+                                        "pull {name} {}",
+                                        &descriptor.digest.hex()[..12]
+                                    ));
+                                    bar
+                                });
+                                client.pull_blob(
+                                    &repo,
+                                    &descriptor,
+                                    store.layout(),
+                                    bar.as_ref(),
+                                )?;
+                                if let Some(bar) = bar {
+                                    bar.finish_and_clear();
+                                }
+                                fetched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                bytes.fetch_add(
+                                    descriptor.size,
+                                    std::sync::atomic::Ordering::Relaxed,
+                                );
+                            }
+                            ensure_layer_index(store, &descriptor)
+                                .with_context(|| format!("{name}: layer {}", descriptor.digest))?;
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("a fetch worker panicked")))
+                })
+                .collect()
+        });
+        self.stats.blobs_fetched += fetched.into_inner();
+        self.stats.bytes_fetched += bytes.into_inner();
+        results.into_iter().collect()
     }
 
     /// The digest the reference names on the registry, with its bytes in
