@@ -289,3 +289,106 @@ fn several_platforms_make_an_index_and_pins_are_per_platform() {
     assert_eq!(one["pinned"][0]["manifest"], m["linux/arm64"].as_str());
     let _ = Platform::host();
 }
+
+#[test]
+fn copies_and_links_of_a_custom_pallet_unpack_as_declared() {
+    let Some(_) = tools::require(&["umoci"]) else {
+        return;
+    };
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    world(&out);
+    let root = tmp.path().join("repo");
+    std::fs::create_dir_all(root.join("pallets")).unwrap();
+    std::fs::write(
+        root.join("pallets/demo.toml"),
+        r#"base = "core-a"
+copy = ["core-b:/usr/bin/tool -> /bin/tool-b"]
+env = ["A=1", "B=${A}/x"]
+user = "1000:1000"
+workdir = "/home/user"
+[[link]]
+kind = "dir"
+path = "/opt/{arch}/empty"
+[[link]]
+kind = "hardlink"
+path = "/aaa/tool"
+target = "/usr/bin/tool"
+[[link]]
+kind = "symlink"
+path = "/usr/bin/t2"
+target = "tool"
+"#,
+    )
+    .unwrap();
+    let image = tmp.path().join("demo");
+    let output = Command::new(env!("CARGO_BIN_EXE_stagex"))
+        .args(["--json", "--root"])
+        .arg(&root)
+        .args([
+            "pallet",
+            "demo",
+            "--source",
+            out.to_str().unwrap(),
+            "--output",
+        ])
+        .arg(format!("oci:{}:x", image.display()))
+        .env("STAGEX_STORE", tmp.path().join("store"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let built = report["platforms"][0]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["origin"] == "built")
+        .count();
+    assert_eq!(built, 2, "one copy layer, one link layer");
+    let bundle = tmp.path().join("bundle");
+    run_ok(
+        Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:x", image.display()))
+            .arg(&bundle),
+    );
+    let rootfs = bundle.join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("bin/tool-b")).unwrap(),
+        "from b"
+    );
+    let tool = std::fs::metadata(rootfs.join("usr/bin/tool")).unwrap();
+    let link = std::fs::metadata(rootfs.join("aaa/tool")).unwrap();
+    assert_eq!(
+        link.ino(),
+        tool.ino(),
+        "hard link sorting before its target"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("aaa/tool")).unwrap(),
+        "from a"
+    );
+    assert_eq!(
+        std::fs::read_link(rootfs.join("usr/bin/t2"))
+            .unwrap()
+            .to_str(),
+        Some("tool")
+    );
+    let arch = Platform::host().uname_machine().to_string();
+    assert!(rootfs.join(format!("opt/{arch}/empty")).is_dir());
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    let env: Vec<&str> = config["process"]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"B=1/x"), "{env:?}");
+    assert_eq!(config["process"]["cwd"], "/home/user");
+}
