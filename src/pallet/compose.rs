@@ -248,6 +248,8 @@ struct Composer<'a> {
     merged: BTreeMap<String, Merged>,
     conflicts: Vec<Conflict>,
     reported: BTreeSet<(String, String, String)>,
+    /// Paths of each extra layer, with `kept.len()` when it was added.
+    extra_paths: Vec<(usize, Vec<String>)>,
 }
 
 fn pinned(item: &ItemRef, image: &PackageImage) -> String {
@@ -358,7 +360,7 @@ impl<'a> Composer<'a> {
         let layer = self.kept[first].1;
         let paths: BTreeMap<&str, &FileEntry> =
             layer.entries.iter().map(|e| (e.path.as_str(), e)).collect();
-        self.kept[first + 1..].iter().all(|(_, later)| {
+        let untouched_by_layers = self.kept[first + 1..].iter().all(|(_, later)| {
             later
                 .entries
                 .iter()
@@ -366,7 +368,14 @@ impl<'a> Composer<'a> {
                     None => true,
                     Some(mine) => e.kind == Kind::Directory && same_entry(mine, e),
                 })
-        })
+        });
+        // Extra (copy/link) layers written since then count too.
+        let untouched_by_extras = self
+            .extra_paths
+            .iter()
+            .filter(|(after, _)| *after > first)
+            .all(|(_, written)| written.iter().all(|p| !paths.contains_key(p.as_str())));
+        untouched_by_layers && untouched_by_extras
     }
 
     fn add_package(
@@ -714,6 +723,14 @@ impl<'a> Composer<'a> {
 
     /// Records an extra layer's entries in the merged tree.
     fn apply_extra(&mut self, extra: &ExtraLayer, owner: &str) {
+        // Directories repeated with their merged metadata change nothing.
+        let written = extra
+            .entries
+            .iter()
+            .filter(|(_, e)| !matches!(e, ExtraEntry::Directory { .. }))
+            .map(|(p, _)| p.clone())
+            .collect();
+        self.extra_paths.push((self.kept.len(), written));
         for (path, entry) in &extra.entries {
             let (kind, mode, uid, gid, link_target, content, size) = match entry {
                 ExtraEntry::Directory { mode, uid, gid } => {
@@ -840,6 +857,7 @@ pub fn compose(
         merged: BTreeMap::new(),
         conflicts: Vec::new(),
         reported: BTreeSet::new(),
+        extra_paths: Vec::new(),
     };
     let mut report = Composition {
         platform: platform.clone(),
@@ -1276,6 +1294,34 @@ mod tests {
         .unwrap();
         assert_eq!(c.layers.len(), 4);
         assert_eq!(c.kept_duplicates.len(), 1);
+    }
+
+    #[test]
+    fn repeated_layer_is_kept_when_a_copy_layer_changed_it() {
+        let fs = fs_layer();
+        let world = images(vec![
+            image("core-x", vec![fs.clone()]),
+            image(
+                "core-y",
+                vec![vec![dir("etc"), file("etc/passwd", "other")]],
+            ),
+            image("core-z", vec![fs.clone(), vec![file("z", "z")]]),
+        ]);
+        let catalog = Catalog::from_sources([(
+            "p",
+            "base = \"core-x\"\ncopy = [\"core-y:/etc/passwd -> /etc/passwd\"]",
+        )])
+        .unwrap();
+        let plan = catalog.expand(&"p+core-z".parse().unwrap()).unwrap();
+        let c = compose(
+            &plan,
+            &world,
+            &"linux/amd64".parse().unwrap(),
+            &ComposeOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(c.kept_duplicates.len(), 1, "{:?}", c.layers);
+        assert_eq!(c.layers.len(), 4);
     }
 
     #[test]
