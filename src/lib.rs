@@ -3,5 +3,7 @@
 //! The library holds every piece of the pipeline; `main.rs` only parses the
 //! command line and dispatches to `cli`.
 pub mod cli;
+pub mod lookaside;
 pub mod oci;
 pub mod settings;
+pub mod sign;

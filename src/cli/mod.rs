@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand};
 
 use crate::settings::Settings;
 
+pub mod sign;
+pub mod verify;
+
 /// Build, compose, sign and publish StageX OCI images.
 #[derive(Debug, Parser)]
 #[command(name = "stagex", version, about)]
@@ -23,7 +26,12 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Sign images (one signature file per manifest digest) with a key file or gpg.
+    Sign(sign::SignArgs),
+    /// Check images' signatures against the trusted keys and the quorum.
+    Verify(verify::VerifyArgs),
+}
 
 /// What every command gets: global flags and the loaded settings.
 pub struct Context {
@@ -39,5 +47,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         root: cli.root,
         settings,
     };
-    match cli.command {}
+    match cli.command {
+        Command::Sign(args) => sign::run(&context, args),
+        Command::Verify(args) => verify::run(&context, args),
+    }
 }
