@@ -160,7 +160,7 @@ mod tests {
         let d = r(&format!("stagex/x:1@sha256:{hex}"));
         assert_eq!(d.digest.unwrap().hex(), hex);
         for bad in [
-            "Stagex/x",
+            "stagex/X",
             "stagex/x:",
             "stagex/-x",
             "stagex/x@sha256:zz",
