@@ -159,9 +159,12 @@ fn check_first_byte(blob: &[u8]) -> Result<(), Rejection> {
     }
 }
 
+/// Signer primary, signing key, creation time of one good signature.
+type Good = (Fingerprint, Fingerprint, Option<SystemTime>);
+
 struct Helper<'a> {
     keyring: &'a Keyring,
-    results: Vec<Result<(Fingerprint, Fingerprint, Option<SystemTime>), Rejection>>,
+    results: Vec<Result<Good, Rejection>>,
     encrypted: bool,
 }
 
@@ -197,7 +200,7 @@ impl VerificationHelper for Helper<'_> {
 fn classify(
     keyring: &Keyring,
     result: Result<GoodChecksum, VerificationError>,
-) -> Result<(Fingerprint, Fingerprint, Option<SystemTime>), Rejection> {
+) -> Result<Good, Rejection> {
     match result {
         Ok(GoodChecksum { sig, ka }) => {
             if sig.version() != 4 {
