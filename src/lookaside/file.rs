@@ -39,7 +39,7 @@ impl FileLookaside {
     pub fn read(&self, repository_path: &str, digest: &Digest) -> Result<SignatureSet> {
         let dir = self.image_dir(repository_path, digest);
         let mut set = SignatureSet::default();
-        let mut stopped_at = MAX_SIGNATURES + 1;
+        let mut stopped_at = MAX_SIGNATURES;
         for n in 1..=MAX_SIGNATURES {
             let path = dir.join(format!("signature-{n}"));
             let file = match fs::File::open(&path) {
@@ -198,5 +198,33 @@ mod tests {
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
         assert!(store.read("stagex/none", &d).unwrap().files.is_empty());
+    }
+
+    #[test]
+    fn oversized_files_are_rejected_and_at_most_128_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileLookaside::new(dir.path());
+        let d = Digest::of_bytes(b"big");
+        let image = store.image_dir("stagex/x", &d);
+        fs::create_dir_all(&image).unwrap();
+        fs::write(
+            image.join("signature-1"),
+            vec![0u8; MAX_SIGNATURE_BYTES as usize + 1],
+        )
+        .unwrap();
+        for n in 2..=130 {
+            fs::write(image.join(format!("signature-{n}")), b"s").unwrap();
+        }
+        let set = store.read("stagex/x", &d).unwrap();
+        assert_eq!(set.files.len(), MAX_SIGNATURES as usize);
+        assert_eq!(
+            set.files[0].content,
+            Fetched::TooLarge(MAX_SIGNATURE_BYTES + 1)
+        );
+        assert_eq!(
+            set.hidden,
+            vec!["signature-129".to_string(), "signature-130".to_string()]
+        );
+        assert!(store.add("stagex/x", &d, b"more").is_err());
     }
 }
