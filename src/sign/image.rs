@@ -14,7 +14,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::reference::DockerReference;
-use crate::oci::descriptor::Descriptor;
+use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::Digest;
 use crate::oci::layout::Layout;
 use crate::oci::manifest::AnyManifest;
@@ -199,6 +199,10 @@ fn walk(
                 .get(ANNOTATION_VERSION)
                 .cloned()
                 .or(version);
+            let mut descriptor = descriptor.clone();
+            if descriptor.platform.is_none() {
+                descriptor.platform = config_platform(layout, &image.config);
+            }
             let entry = found
                 .entry(descriptor.digest.clone())
                 .or_insert_with(|| (descriptor.clone(), None));
@@ -227,6 +231,22 @@ fn walk(
         }
     }
     Ok(())
+}
+
+/// The platform an image config declares (for display when the layout's
+/// descriptor has none, as in skopeo/umoci layouts).
+fn config_platform(layout: &Layout, config: &Descriptor) -> Option<Platform> {
+    let bytes = layout.read_blob(&config.digest).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let mut platform = Platform::new(
+        value.get("os")?.as_str()?,
+        value.get("architecture")?.as_str()?,
+    );
+    platform.variant = value
+        .get("variant")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    Some(platform)
 }
 
 /// `version` from `packages/<stage>/<name>/package.toml` (following `version_from`).

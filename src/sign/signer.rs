@@ -167,8 +167,15 @@ impl PayloadSigner for GpgSigner {
     }
 
     fn sign(&self, payload: &[u8]) -> Result<Vec<u8>> {
-        // No --batch: pinentry must be able to ask for a PIN / touch.
-        let mut child = Command::new(&self.program)
+        // No --batch: pinentry must be able to ask for a PIN / touch. gpg's
+        // stdin is the payload, so tell the agent where our terminal is.
+        let mut command = Command::new(&self.program);
+        if std::env::var_os("GPG_TTY").is_none() {
+            if let Some(tty) = stdin_tty() {
+                command.env("GPG_TTY", tty);
+            }
+        }
+        let mut child = command
             .args([
                 "--sign",
                 "--no-armor",
@@ -211,4 +218,15 @@ impl PayloadSigner for GpgSigner {
         }
         Ok(output.stdout)
     }
+}
+
+/// The terminal on our stdin, if any (for pinentry).
+fn stdin_tty() -> Option<std::ffi::OsString> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return None;
+    }
+    std::fs::read_link("/proc/self/fd/0")
+        .ok()
+        .map(|p| p.into_os_string())
 }
