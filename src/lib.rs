@@ -2,8 +2,13 @@
 //!
 //! The library holds every piece of the pipeline; `main.rs` only parses the
 //! command line and dispatches to `cli`.
+pub mod build;
 pub mod cli;
+pub mod layer;
 pub mod lookaside;
 pub mod oci;
+pub mod output;
+pub mod package;
 pub mod settings;
 pub mod sign;
+pub mod store;

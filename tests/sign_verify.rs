@@ -51,6 +51,7 @@ fn two_maintainers_meet_the_quorum_on_every_layout_shape() {
     .unwrap();
     let (k1, k2) = (key("alice"), key("bob"));
     write_keys(&root.join("keys"), &[&k1, &k2]);
+    std::fs::write(root.join("keys/README.md"), "# keys/\nNot a key.\n").unwrap();
     let s1 = write_secret(root, "alice", &k1);
     let s2 = write_secret(root, "bob", &k2);
 

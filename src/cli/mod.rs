@@ -1,5 +1,9 @@
 //! The command line: one file per subcommand, each owning its clap `Args`
 //! struct and a `run` function. Global flags (`--json`, `--root`) live here.
+pub mod build;
+pub mod digests;
+pub mod fetch;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,12 +29,22 @@ pub struct Cli {
     pub command: Command,
 }
 
+pub mod image;
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Sign images (one signature file per manifest digest) with a key file or gpg.
     Sign(sign::SignArgs),
     /// Check images' signatures against the trusted keys and the quorum.
     Verify(verify::VerifyArgs),
+    /// Download package sources into fetch/<stage>/<name>/, sha256-checked.
+    Fetch(fetch::FetchArgs),
+    /// Build package images into out/<stage>-<name>/ (dependencies first).
+    Build(build::BuildArgs),
+    /// Write digests/<stage>.txt from the images in out/.
+    Digests(digests::DigestsArgs),
+    /// Write a deterministic one-layer image from a directory tree.
+    Image(image::ImageArgs),
 }
 
 /// What every command gets: global flags and the loaded settings.
@@ -50,5 +64,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Sign(args) => sign::run(&context, args),
         Command::Verify(args) => verify::run(&context, args),
+        Command::Fetch(args) => fetch::run(&context, args),
+        Command::Build(args) => build::run(&context, args),
+        Command::Digests(args) => digests::run(&context, args),
+        Command::Image(args) => image::run(&context, args),
     }
 }

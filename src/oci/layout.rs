@@ -148,8 +148,7 @@ impl Layout {
         }
         let dir = self.root.join("blobs").join("sha256");
         fs::create_dir_all(&dir)?;
-        let temp = tempfile::NamedTempFile::new_in(&dir)
-            .with_context(|| format!("creating a temporary blob in {}", dir.display()))?;
+        let temp = new_temp_file(&dir)?;
         let mut hashing = HashingWriter::new(io::BufWriter::new(temp));
         let mut reader = reader;
         io::copy(&mut reader, &mut hashing).context("copying blob into the layout")?;
@@ -250,6 +249,36 @@ impl Layout {
         Ok((parsed, bytes))
     }
 
+    /// Every descriptor reachable from `root` (itself, nested indexes and
+    /// manifests, configs, layers), each once, parents before children.
+    pub fn reachable(&self, root: &Descriptor) -> Result<Vec<Descriptor>> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        let mut pending = vec![root.clone()];
+        while let Some(descriptor) = pending.pop() {
+            if !seen.insert(descriptor.digest.clone()) {
+                continue;
+            }
+            let is_manifest = media_type::is_manifest(&descriptor.media_type)
+                || media_type::is_index(&descriptor.media_type);
+            out.push(descriptor.clone());
+            if !is_manifest {
+                continue;
+            }
+            let mut children = match self.read_manifest(&descriptor)?.0 {
+                AnyManifest::Image(image) => {
+                    let mut c = vec![image.config];
+                    c.extend(image.layers);
+                    c
+                }
+                AnyManifest::Index(index) => index.manifests,
+            };
+            children.reverse();
+            pending.extend(children);
+        }
+        Ok(out)
+    }
+
     /// Follows a descriptor down through indexes to the image manifest for
     /// `platform` (any platform if the chain has a single manifest and no
     /// platform is given). Returns the manifest's descriptor, parsed form and
@@ -322,6 +351,16 @@ pub fn select_platform<'a>(
     }
 }
 
+/// A temp file in `dir` that will be renamed into place: created 0644 (not
+/// tempfile's 0600), so what we publish is readable like any other file.
+pub fn new_temp_file(dir: &Path) -> Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .permissions(fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))
+}
+
 /// Writes a file atomically: a temp file in the same directory, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
@@ -329,8 +368,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut temp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let mut temp = new_temp_file(dir)?;
     temp.write_all(bytes)
         .and_then(|_| temp.as_file().sync_all())
         .with_context(|| format!("writing {}", path.display()))?;

@@ -70,6 +70,9 @@ impl Default for ImageIndex {
 }
 
 /// Either kind of manifest document, told apart by media type (or shape).
+// Parsed once per document and matched immediately: boxing the larger
+// variant would buy nothing but an indirection at every use.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AnyManifest {
     Image(ImageManifest),

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod descriptor;
 pub mod digest;
+pub mod image;
 pub mod json;
 pub mod layout;
 pub mod manifest;

@@ -37,7 +37,7 @@ pub enum KeyState {
 }
 
 impl Keyring {
-    /// Loads every non-hidden regular file in `dir` (sorted by name).
+    /// Loads every key file in `dir` (sorted by name; see `is_key_file_name`).
     pub fn load_dir(dir: &Path) -> Result<Keyring> {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
             .with_context(|| {
@@ -52,11 +52,8 @@ impl Keyring {
         entries.sort();
         let mut keyring = Keyring::default();
         for path in entries {
-            let hidden = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_none_or(|n| n.starts_with('.'));
-            if hidden || !path.is_file() {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(".");
+            if !is_key_file_name(name) || !path.is_file() {
                 continue;
             }
             let bytes =
@@ -154,6 +151,16 @@ impl Keyring {
             .next()
             .map(|u| String::from_utf8_lossy(u.userid().value()).into_owned())
     }
+}
+
+/// Hidden files and documentation (`README*`, `*.md`, `*.txt`) are not
+/// keys; every other file in `keys/` must parse as a certificate.
+pub fn is_key_file_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    !(lower.starts_with('.')
+        || lower.starts_with("readme")
+        || lower.ends_with(".md")
+        || lower.ends_with(".txt"))
 }
 
 /// The state now of the certificate `cert` and of its key `key`.

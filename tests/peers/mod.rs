@@ -3,6 +3,8 @@
 //! `mod peers;`.
 #![allow(dead_code)]
 pub mod gpg;
+pub mod http_server;
 pub mod nginx;
+pub mod podman;
 pub mod registry;
 pub mod tools;

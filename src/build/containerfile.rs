@@ -1,0 +1,660 @@
+//! Containerfile packages through an external OCI builder (buildah by
+//! default, podman, or `docker buildx`), then normalized into a
+//! deterministic image with our own layer writer.
+//!
+//! Steps: verify the fetched sources; make every `stagex/<id>` image the
+//! Containerfile uses available to the builder from `out/` (private
+//! container storage; `--pull=never`, `--network none`); build with
+//! StageX's build arguments; export the result as an OCI layout; then keep
+//! the leading layers that are byte-identical to a dependency's (by
+//! diff_id, reusing our blobs) and re-write everything above them as ONE
+//! layer from the extracted tree (mtime = SOURCE_DATE_EPOCH, sorted, fixed
+//! compression), with a normalized config (builder labels dropped, created
+//! and history fixed). Two builds at different times or on different
+//! machines then give the same digest as long as the builder produced the
+//! same files.
+//!
+//! When the new layers delete something (whiteouts), the image is flattened
+//! into one layer instead, so the result always has exactly the builder's
+//! files.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::{bail, Context as _, Result};
+
+use super::image_out::{read_package_image, PackageOutput, Staging};
+use super::package_build::{layer_history, platforms_for, BuildOptions, BuilderChoice};
+use crate::layer::{extract_layer, write_layer_to_layout, ExtractOptions, FileTree};
+use crate::oci::config::{rfc3339_utc, ImageConfig};
+use crate::oci::image::{ImageLayer, ImageSpec};
+use crate::oci::layout::Layout;
+use crate::oci::media_type;
+use crate::oci::{Digest, Platform, RunConfig};
+use crate::package::fetch::fetch_dir;
+use crate::package::graph::{containerfile_refs, package_deps};
+use crate::package::{Package, PackageTree};
+
+/// Labels builders add that depend on the builder, not the package.
+const BUILDER_LABELS: &[&str] = &["io.buildah.version"];
+
+/// An external builder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Buildah(PathBuf),
+    Podman(PathBuf),
+    Docker(PathBuf),
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Buildah(_) => "buildah",
+            Backend::Podman(_) => "podman",
+            Backend::Docker(_) => "docker buildx",
+        }
+    }
+}
+
+/// Finds a program in PATH (and the sbin directories).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn docker_buildx() -> Option<PathBuf> {
+    let docker = find_program("docker")?;
+    let ok = Command::new(&docker)
+        .args(["buildx", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then_some(docker)
+}
+
+const INSTALL_HINT: &str = "install buildah and runc (Debian: apt-get install buildah runc), or podman, or docker with the buildx plugin";
+
+/// The builder for `choice`; one clear error when it is missing.
+pub fn select_backend(choice: BuilderChoice) -> Result<Backend> {
+    let missing = |what: &str| anyhow::anyhow!("{what} is not installed: {INSTALL_HINT}");
+    match choice {
+        BuilderChoice::Buildah => find_program("buildah")
+            .map(Backend::Buildah)
+            .ok_or_else(|| missing("buildah")),
+        BuilderChoice::Podman => find_program("podman")
+            .map(Backend::Podman)
+            .ok_or_else(|| missing("podman")),
+        BuilderChoice::Docker => docker_buildx()
+            .map(Backend::Docker)
+            .ok_or_else(|| missing("docker buildx")),
+        BuilderChoice::Auto => find_program("buildah")
+            .map(Backend::Buildah)
+            .or_else(|| find_program("podman").map(Backend::Podman))
+            .or_else(|| docker_buildx().map(Backend::Docker))
+            .ok_or_else(|| {
+                anyhow::anyhow!("no OCI builder found for Containerfile packages: {INSTALL_HINT}")
+            }),
+        BuilderChoice::Native => bail!("--builder native cannot build a Containerfile"),
+    }
+}
+
+/// `<ID>` of a source id in build argument names: `go1_4` -> `GO1_4`.
+pub fn arg_prefix(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// StageX's build arguments for a package (sorted by name).
+pub fn build_args(package: &Package, epoch: u64) -> Result<BTreeMap<String, String>> {
+    let mut args = BTreeMap::new();
+    if let Some(version) = &package.version {
+        args.insert("VERSION".to_string(), version.clone());
+    }
+    args.insert("SOURCE_DATE_EPOCH".to_string(), epoch.to_string());
+    for source in package.resolved_sources()? {
+        let prefix = arg_prefix(&source.id);
+        if let Some(v) = &source.version {
+            args.insert(format!("{prefix}_VERSION"), v.clone());
+        }
+        args.insert(format!("{prefix}_SOURCE"), source.file.clone());
+        if let Some(sha) = &source.git_sha {
+            args.insert(format!("{prefix}_GIT_SHA"), sha.clone());
+        }
+    }
+    Ok(args)
+}
+
+/// Checks every source is fetched with the right hash; returns the files.
+fn verified_sources(package: &Package, fetch_root: &Path) -> Result<Vec<PathBuf>> {
+    let dir = fetch_dir(fetch_root, package);
+    let mut files = Vec::new();
+    for source in package.resolved_sources()? {
+        let path = dir.join(&source.file);
+        let file = std::fs::File::open(&path).with_context(|| {
+            format!(
+                "source {} of {} is not fetched ({}): run `stagex fetch {}`",
+                source.id,
+                package.id,
+                path.display(),
+                package.id
+            )
+        })?;
+        let (digest, _) = Digest::of_reader(std::io::BufReader::new(file))
+            .with_context(|| format!("reading {}", path.display()))?;
+        if digest != source.hash {
+            bail!(
+                "{}: sha256 {digest} does not match {} in {}: run `stagex fetch {}`",
+                path.display(),
+                source.hash,
+                package.toml_path.display(),
+                package.id
+            );
+        }
+        files.push(path);
+    }
+    Ok(files)
+}
+
+/// Private container storage for one build.
+struct Storage {
+    dir: PathBuf,
+}
+
+impl Storage {
+    fn new(work: &Path) -> Result<Storage> {
+        let dir = work.join("storage");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("storage.conf"),
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+                dir.join("graph").display(),
+                dir.join("run").display()
+            ),
+        )?;
+        std::fs::write(
+            dir.join("registries.conf"),
+            "unqualified-search-registries = []\nshort-name-mode = \"permissive\"\n",
+        )?;
+        std::fs::write(
+            dir.join("containers.conf"),
+            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\nnetns = \"none\"\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+        )?;
+        Ok(Storage { dir })
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        command
+            .env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"))
+            .env(
+                "CONTAINERS_REGISTRIES_CONF",
+                self.dir.join("registries.conf"),
+            )
+            .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .env("XDG_RUNTIME_DIR", self.dir.join("xdg"))
+            .env("TMPDIR", &self.dir)
+            .env("BUILDAH_LAYERS", "false");
+        command
+    }
+}
+
+/// Builders name an image pulled from `oci:PATH` after PATH, which must
+/// then be a valid lowercase repository name; so dependency layouts are
+/// reached through symlinks in a lowercase, digits-only temp directory.
+struct DepLinks {
+    dir: PathBuf,
+}
+
+impl DepLinks {
+    fn new() -> Result<DepLinks> {
+        let valid = |p: &Path| {
+            p.to_str().is_some_and(|s| {
+                s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"/._-".contains(&b))
+            })
+        };
+        let base = [
+            std::env::temp_dir(),
+            PathBuf::from("/tmp"),
+            PathBuf::from("/var/tmp"),
+        ]
+        .into_iter()
+        .find(|p| valid(p) && p.is_dir())
+        .context("no temp directory with a lowercase path (set TMPDIR=/tmp)")?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let dir = base.join(format!("stagex-deps-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(DepLinks { dir })
+    }
+
+    fn link(&self, dep: &str, layout: &Path) -> Result<PathBuf> {
+        let target = layout
+            .canonicalize()
+            .with_context(|| format!("dependency {dep} is not built ({})", layout.display()))?;
+        let link = self.dir.join(dep.to_ascii_lowercase());
+        if !link.exists() {
+            std::os::unix::fs::symlink(&target, &link)
+                .with_context(|| format!("linking {}", link.display()))?;
+        }
+        Ok(link)
+    }
+}
+
+impl Drop for DepLinks {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs a builder command; on failure the error carries its output tail.
+fn run(command: &mut Command, what: &str) -> Result<Output> {
+    let output = command
+        .output()
+        .with_context(|| format!("starting {what}"))?;
+    if !output.status.success() {
+        let tail = |b: &[u8]| {
+            let text = String::from_utf8_lossy(b).into_owned();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        };
+        bail!(
+            "{what} failed ({}):\n{}\n{}",
+            output.status,
+            tail(&output.stdout),
+            tail(&output.stderr)
+        );
+    }
+    Ok(output)
+}
+
+/// The stage to export: StageX's `package` stage when there is one.
+fn target_stage(containerfile: &str) -> Option<String> {
+    containerfile
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.len() > 5 && l[..5].eq_ignore_ascii_case("FROM "))
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let at = words.iter().position(|w| w.eq_ignore_ascii_case("as"))?;
+            words.get(at + 1).map(|s| s.to_string())
+        })
+        .find(|s| s.eq_ignore_ascii_case("package"))
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    for entry in walkdir::WalkDir::new(from).sort_by_file_name() {
+        let entry = entry.with_context(|| format!("reading {}", from.display()))?;
+        let dest = to.join(entry.path().strip_prefix(from)?);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&dest)?;
+        } else if entry.file_type().is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &dest)?;
+        } else {
+            std::fs::copy(entry.path(), &dest)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds a Containerfile package; returns the output and the backend name.
+pub fn build(
+    tree: &PackageTree,
+    package: &Package,
+    options: &BuildOptions,
+) -> Result<(PackageOutput, String)> {
+    let backend = select_backend(options.builder)?;
+    let containerfile_path = package.containerfile.as_ref().expect("checked by caller");
+    let containerfile = std::fs::read_to_string(containerfile_path)
+        .with_context(|| format!("reading {}", containerfile_path.display()))?;
+    let refs = containerfile_refs(&containerfile);
+    let unknown: Vec<&String> = refs
+        .external
+        .iter()
+        .filter(|e| e.as_str() != "fetch")
+        .collect();
+    if !unknown.is_empty() {
+        bail!(
+            "{}: uses images that are not StageX packages ({}); builds run with --network none and --pull=never, so only stagex/<stage>-<name> images from out/ are available",
+            containerfile_path.display(),
+            unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let sources = verified_sources(package, &options.fetch_root)?;
+    let deps = package_deps(package)?;
+    let epoch = options.layer.mtime;
+    let created = rfc3339_utc(epoch as i64);
+
+    std::fs::create_dir_all(&options.out_root)?;
+    let work = tempfile::Builder::new()
+        .prefix(&format!(".{}.build.", package.id))
+        .tempdir_in(&options.out_root)
+        .context("creating a build directory")?;
+    // Build context: the package directory plus the fetched sources.
+    let context = work.path().join("context");
+    copy_tree(&package.dir, &context)?;
+    for source in &sources {
+        let dest = context.join(source.file_name().unwrap_or_default());
+        if std::fs::hard_link(source, &dest).is_err() {
+            std::fs::copy(source, &dest)
+                .with_context(|| format!("copying {}", source.display()))?;
+        }
+    }
+    let fetch = fetch_dir(&options.fetch_root, package);
+    std::fs::create_dir_all(&fetch).with_context(|| format!("creating {}", fetch.display()))?;
+    let args = build_args(package, epoch)?;
+    let target = target_stage(&containerfile);
+
+    let staging = Staging::new(&options.out_root, &package.id)?;
+    let mut images = Vec::new();
+    for platform in platforms_for(package, options) {
+        let result = work
+            .path()
+            .join(format!("result-{}", platform.to_string().replace('/', "-")));
+        let storage = Storage::new(
+            &work
+                .path()
+                .join(format!("s-{}", platform.to_string().replace('/', "-"))),
+        )?;
+        match &backend {
+            Backend::Buildah(program) | Backend::Podman(program) => {
+                let podman = matches!(backend, Backend::Podman(_));
+                let links = DepLinks::new()?;
+                for dep in &deps {
+                    let dir = links.link(dep, &options.out_root.join(dep))?;
+                    let pulled = run(
+                        storage
+                            .command(program)
+                            .args(["pull", "--quiet", "--platform", &platform.to_string()])
+                            .arg(format!("oci:{}", dir.display())),
+                        &format!("{} pull of {dep}", backend.name()),
+                    )?;
+                    let id = String::from_utf8_lossy(&pulled.stdout)
+                        .lines()
+                        .last()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string();
+                    run(
+                        storage
+                            .command(program)
+                            .args(["tag", &id, &format!("stagex/{dep}")])
+                            .args(
+                                tree.get(dep)
+                                    .ok()
+                                    .and_then(|p| p.version.clone())
+                                    .map(|v| format!("stagex/{dep}:{v}")),
+                            ),
+                        &format!("{} tag of {dep}", backend.name()),
+                    )?;
+                }
+                let iid = work.path().join("iid");
+                let mut command = storage.command(program);
+                command.arg("build");
+                if !podman {
+                    command.args(["--isolation", "oci"]);
+                }
+                command
+                    .args([
+                        "--runtime",
+                        "runc",
+                        "--network",
+                        "none",
+                        "--pull=never",
+                        "--format",
+                        "oci",
+                    ])
+                    .args([
+                        "--timestamp",
+                        &epoch.to_string(),
+                        "--platform",
+                        &platform.to_string(),
+                    ])
+                    .env("SOURCE_DATE_EPOCH", epoch.to_string());
+                for (k, v) in &args {
+                    command.arg("--build-arg").arg(format!("{k}={v}"));
+                }
+                command
+                    .arg("--build-context")
+                    .arg(format!("fetch={}", fetch.canonicalize()?.display()));
+                if let Some(t) = &target {
+                    command.args(["--target", t]);
+                }
+                command
+                    .arg("--iidfile")
+                    .arg(&iid)
+                    .arg("-f")
+                    .arg(context.join("Containerfile"))
+                    .arg(&context);
+                run(
+                    &mut command,
+                    &format!("{} build of {}", backend.name(), package.id),
+                )?;
+                let image = std::fs::read_to_string(&iid).context("reading the built image id")?;
+                run(
+                    storage
+                        .command(program)
+                        .args(["push", "--quiet", image.trim()])
+                        .arg(format!("oci:{}:latest", result.display())),
+                    &format!("{} push of {}", backend.name(), package.id),
+                )?;
+            }
+            Backend::Docker(program) => {
+                let mut command = Command::new(program);
+                command
+                    .args(["buildx", "build", "--network", "none", "--provenance=false"])
+                    .args(["--platform", &platform.to_string()])
+                    .env("SOURCE_DATE_EPOCH", epoch.to_string());
+                for (k, v) in &args {
+                    command.arg("--build-arg").arg(format!("{k}={v}"));
+                }
+                command
+                    .arg("--build-context")
+                    .arg(format!("fetch={}", fetch.canonicalize()?.display()));
+                for dep in &deps {
+                    command.arg("--build-context").arg(format!(
+                        "stagex/{dep}=oci-layout://{}",
+                        options.out_root.join(dep).canonicalize()?.display()
+                    ));
+                }
+                if let Some(t) = &target {
+                    command.args(["--target", t]);
+                }
+                command
+                    .arg("--output")
+                    .arg(format!("type=oci,tar=false,dest={}", result.display()))
+                    .arg("-f")
+                    .arg(context.join("Containerfile"))
+                    .arg(&context);
+                run(
+                    &mut command,
+                    &format!("docker buildx build of {}", package.id),
+                )?;
+            }
+        }
+        images.push(normalize(
+            package,
+            &deps,
+            &platform,
+            &result,
+            &work.path().join("rootfs"),
+            &staging,
+            options,
+            &created,
+        )?);
+    }
+    let dest = options.out_root.join(&package.id);
+    let output = staging.finish(&images, package.version_or_latest(), &created, &dest)?;
+    Ok((output, backend.name().to_string()))
+}
+
+/// Turns the builder's OCI layout into our deterministic image spec,
+/// writing the new layer into `staging`.
+#[allow(clippy::too_many_arguments)]
+fn normalize(
+    package: &Package,
+    deps: &BTreeSet<String>,
+    platform: &Platform,
+    result: &Path,
+    scratch: &Path,
+    staging: &Staging,
+    options: &BuildOptions,
+    created: &str,
+) -> Result<ImageSpec> {
+    let layout = Layout::open(result)?;
+    let top = layout.resolve(None)?;
+    let (_, manifest, _) = layout.image_for_platform(&top, Some(platform))?;
+    let config: ImageConfig = serde_json::from_slice(&layout.read_blob(&manifest.config.digest)?)
+        .context("builder wrote an invalid image config")?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        bail!(
+            "builder output: {} diff_ids for {} layers",
+            config.rootfs.diff_ids.len(),
+            manifest.layers.len()
+        );
+    }
+    // Layers we already have, byte for byte, from the dependencies.
+    let mut known: BTreeMap<Digest, (ImageLayer, Layout)> = BTreeMap::new();
+    for dep in deps {
+        let image = read_package_image(&options.out_root, dep, platform)?;
+        for layer in image.layers {
+            known
+                .entry(layer.diff_id.clone())
+                .or_insert((layer, image.layout.clone()));
+        }
+    }
+    let mut reused = config
+        .rootfs
+        .diff_ids
+        .iter()
+        .take_while(|d| known.contains_key(*d))
+        .count();
+    // New layers that delete files of the reused ones cannot become one
+    // plain layer on top of them: flatten the whole image instead.
+    if reused > 0 {
+        for descriptor in &manifest.layers[reused..] {
+            if has_whiteouts(&layout, descriptor)? {
+                reused = 0;
+                break;
+            }
+        }
+    }
+    let mut layers = Vec::new();
+    for diff_id in &config.rootfs.diff_ids[..reused] {
+        let (layer, from) = &known[diff_id];
+        staging.layout().copy_blob_from(from, &layer.descriptor)?;
+        layers.push(layer.clone());
+    }
+    let upper = &manifest.layers[reused..];
+    if !upper.is_empty() {
+        if scratch.exists() {
+            std::fs::remove_dir_all(scratch)?;
+        }
+        for descriptor in upper {
+            let compression =
+                media_type::layer_compression(&descriptor.media_type).with_context(|| {
+                    format!(
+                        "builder output layer {} has media type {:?}",
+                        descriptor.digest, descriptor.media_type
+                    )
+                })?;
+            let blob = layout.open_blob(&descriptor.digest, Some(descriptor.size))?;
+            extract_layer(blob, compression, scratch, &ExtractOptions::default())
+                .with_context(|| format!("extracting builder layer {}", descriptor.digest))?;
+        }
+        let mut tree = FileTree::from_dir(scratch)?;
+        if !ExtractOptions::default().chown {
+            // Not root: owners on disk are ours, not the image's.
+            tree.set_owner_all(0, 0);
+        }
+        let written = write_layer_to_layout(&tree, &options.layer, staging.layout())?;
+        layers.push(ImageLayer {
+            descriptor: written.descriptor(),
+            diff_id: written.diff_id.clone(),
+            history: layer_history(&package.id),
+        });
+    }
+    Ok(ImageSpec {
+        platform: platform.clone(),
+        created: created.to_string(),
+        run: normalized_run(&config.config),
+        layers,
+        empty_history: Vec::new(),
+        annotations: BTreeMap::new(),
+    })
+}
+
+/// True when a builder layer deletes anything (whiteouts).
+fn has_whiteouts(layout: &Layout, descriptor: &crate::oci::Descriptor) -> Result<bool> {
+    let compression = media_type::layer_compression(&descriptor.media_type).with_context(|| {
+        format!(
+            "builder output layer {} has media type {:?}",
+            descriptor.digest, descriptor.media_type
+        )
+    })?;
+    let blob = layout.open_blob(&descriptor.digest, Some(descriptor.size))?;
+    let index = crate::layer::index_layer(blob, compression)
+        .with_context(|| format!("reading builder layer {}", descriptor.digest))?;
+    Ok(index.entries.iter().any(|e| {
+        matches!(
+            e.kind,
+            crate::layer::EntryType::Whiteout | crate::layer::EntryType::OpaqueWhiteout
+        )
+    }))
+}
+
+/// The run config without builder-specific labels.
+pub fn normalized_run(run: &RunConfig) -> RunConfig {
+    let mut run = run.clone();
+    if let Some(labels) = &mut run.labels {
+        for label in BUILDER_LABELS {
+            labels.remove(*label);
+        }
+        if labels.is_empty() {
+            run.labels = None;
+        }
+    }
+    run
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arg_names_and_target() {
+        assert_eq!(arg_prefix("go1_4"), "GO1_4");
+        assert_eq!(arg_prefix("go-linux-amd64"), "GO_LINUX_AMD64");
+        assert_eq!(
+            target_stage("FROM scratch AS build\nFROM stagex/core-filesystem AS package\n")
+                .as_deref(),
+            Some("package")
+        );
+        assert_eq!(target_stage("FROM scratch\n"), None);
+    }
+
+    #[test]
+    fn builder_labels_are_dropped() {
+        let run = RunConfig {
+            labels: Some(BTreeMap::from([(
+                "io.buildah.version".to_string(),
+                "1.28.2".to_string(),
+            )])),
+            ..RunConfig::default()
+        };
+        assert_eq!(normalized_run(&run).labels, None);
+    }
+}

@@ -1,0 +1,8 @@
+//! Building package images: native declarative packages (our own layer
+//! writer, no daemon) and Containerfile packages through an external OCI
+//! builder whose result is normalized; plus the digests list of `out/`.
+pub mod containerfile;
+pub mod digests;
+pub mod image_out;
+pub mod native;
+pub mod package_build;

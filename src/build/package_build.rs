@@ -1,0 +1,174 @@
+//! Orchestrates `stagex build`: resolves names, orders packages by their
+//! dependencies, and builds each one with the right backend (native, or a
+//! Containerfile through an external builder), writing `out/<id>/`.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _, Result};
+
+use super::image_out::{read_package_image, PackageOutput, Staging};
+use super::native;
+use crate::layer::writer::{write_layer_to_layout, LayerOptions};
+use crate::oci::config::{rfc3339_utc, History};
+use crate::oci::image::{ImageLayer, ImageSpec};
+use crate::oci::{Platform, RunConfig};
+use crate::package::graph::Graph;
+use crate::package::{Package, PackageTree};
+
+/// Which backend builds a package.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BuilderChoice {
+    /// Native for `[native]` packages, else the first OCI builder found
+    /// (buildah, podman, docker buildx).
+    Auto,
+    /// Only native packages; a Containerfile package is an error.
+    Native,
+    Buildah,
+    Podman,
+    Docker,
+}
+
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    pub out_root: PathBuf,
+    pub fetch_root: PathBuf,
+    /// Platforms to build for; empty = the package's `platforms`, else the host.
+    pub platforms: Vec<Platform>,
+    pub builder: BuilderChoice,
+    pub layer: LayerOptions,
+    /// Rebuild dependencies that are already in `out/`.
+    pub rebuild_deps: bool,
+}
+
+/// One package built.
+#[derive(Clone, Debug)]
+pub struct BuildReport {
+    pub id: String,
+    pub output: PackageOutput,
+    pub backend: String,
+}
+
+/// Builds `names` (every package when empty) and, first, whatever they
+/// depend on that is not built yet, in dependency order.
+pub fn build(
+    tree: &PackageTree,
+    names: &[String],
+    options: &BuildOptions,
+) -> Result<Vec<BuildReport>> {
+    let requested: Vec<String> = names
+        .iter()
+        .map(|n| tree.get(n).map(|p| p.id.clone()))
+        .collect::<Result<_>>()?;
+    let graph = Graph::from_tree(tree)?;
+    let order = graph.build_order(&requested)?;
+    let wanted: BTreeSet<&String> = requested.iter().collect();
+    let mut reports = Vec::new();
+    for id in &order {
+        let built = options.out_root.join(id).join("index.json").is_file();
+        let explicit = requested.is_empty() || wanted.contains(id);
+        if !explicit && built && !options.rebuild_deps {
+            continue;
+        }
+        let package = tree.get(id)?;
+        let report = build_one(tree, package, options).with_context(|| format!("building {id}"))?;
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// The platforms a package is built for.
+pub fn platforms_for(package: &Package, options: &BuildOptions) -> Vec<Platform> {
+    if !options.platforms.is_empty() {
+        options.platforms.clone()
+    } else if !package.platforms.is_empty() {
+        package.platforms.clone()
+    } else {
+        vec![Platform::host()]
+    }
+}
+
+/// Builds one package (its dependencies must be in `out/`).
+pub fn build_one(
+    tree: &PackageTree,
+    package: &Package,
+    options: &BuildOptions,
+) -> Result<BuildReport> {
+    if package.native.is_some() {
+        let output = build_native(package, options)?;
+        return Ok(BuildReport {
+            id: package.id.clone(),
+            output,
+            backend: "native".to_string(),
+        });
+    }
+    if package.containerfile.is_none() {
+        bail!(
+            "{} has neither a [native] section nor a Containerfile in {}; add one of them",
+            package.id,
+            package.dir.display()
+        );
+    }
+    if options.builder == BuilderChoice::Native {
+        bail!(
+            "{} needs a Containerfile build, but --builder native was given; use --builder auto|buildah|podman|docker",
+            package.id
+        );
+    }
+    let (output, backend) = super::containerfile::build(tree, package, options)?;
+    Ok(BuildReport {
+        id: package.id.clone(),
+        output,
+        backend,
+    })
+}
+
+/// The history entry of a layer made by stagex for a package. It names
+/// neither the backend nor a tool version, so the same files give the same
+/// image whichever builder produced them.
+pub fn layer_history(id: &str) -> History {
+    History {
+        created_by: Some(format!("stagex build {id}")),
+        ..History::default()
+    }
+}
+
+fn build_native(package: &Package, options: &BuildOptions) -> Result<PackageOutput> {
+    let spec = package.native.as_ref().expect("checked by caller");
+    let tree = native::file_tree(package, spec)?;
+    let staging = Staging::new(&options.out_root, &package.id)?;
+    let layer = write_layer_to_layout(&tree, &options.layer, staging.layout())?;
+    let created = rfc3339_utc(options.layer.mtime as i64);
+    let mut images = Vec::new();
+    for platform in platforms_for(package, options) {
+        let (mut layers, mut run) = match &spec.base {
+            Some(base) => {
+                let base_id =
+                    crate::package::graph::stagex_package_id(base).unwrap_or_else(|| base.clone());
+                let image = read_package_image(&options.out_root, &base_id, &platform)?;
+                for l in &image.layers {
+                    staging
+                        .layout()
+                        .copy_blob_from(&image.layout, &l.descriptor)?;
+                }
+                (image.layers, image.run)
+            }
+            None => (Vec::new(), RunConfig::default()),
+        };
+        native::apply_config(&mut run, &spec.config);
+        layers.push(ImageLayer {
+            descriptor: layer.descriptor(),
+            diff_id: layer.diff_id.clone(),
+            history: layer_history(&package.id),
+        });
+        images.push(ImageSpec {
+            platform,
+            created: created.clone(),
+            run,
+            layers,
+            empty_history: Vec::new(),
+            annotations: BTreeMap::new(),
+        });
+    }
+    let dest = options.out_root.join(&package.id);
+    staging.finish(&images, package.version_or_latest(), &created, &dest)
+}

@@ -1,0 +1,406 @@
+//! Safe extraction of a layer onto a directory (applying it over what is
+//! already there, whiteouts included).
+//!
+//! Owns: the rule that a layer can only ever write inside `target`. The
+//! layer is untrusted; the rules, each failing with the offending path:
+//! - entry paths: `..` components anywhere and absolute paths are rejected
+//!   (a leading `./` is fine);
+//! - no symlink is ever followed while creating entries: every parent
+//!   component of an entry (or whiteout, or hard-link target) is checked
+//!   with `lstat` and must be a real directory inside `target`. A parent that
+//!   is a symlink is rejected, whatever it points to: `evil -> /etc` then
+//!   `evil/passwd`, or `evil -> ../../..` then `evil/x`, both fail on the
+//!   second entry. (Writers such as ours and buildkit never emit paths
+//!   through symlinks; a layer that replaces a symlink by a directory first
+//!   emits the directory entry, which replaces the symlink.)
+//! - the final component is never followed either: an existing file,
+//!   symlink or directory at that path is removed first (a directory is
+//!   kept when the entry is a directory), files are created with
+//!   `O_CREAT|O_EXCL|O_NOFOLLOW`;
+//! - hard links: the target must be a relative path without `..`, must exist
+//!   (from this or a lower layer) and must not be a directory; its parents
+//!   obey the same no-symlink rule. `link(2)` does not follow a symlink
+//!   target, so a link to a symlink stays inside;
+//! - symlinks are created verbatim (absolute targets are legitimate inside
+//!   an image, e.g. `bin -> /usr/bin`; they are only dangerous when written
+//!   through, which the parent rule forbids).
+//!
+//! Metadata: modes incl. setuid/setgid/sticky, mtimes (also on symlinks and
+//! directories, the latter set after all entries so children do not bump
+//! them), owners only when `ExtractOptions::chown` (default: only when
+//! running as root). Whiteouts delete lower entries; an opaque whiteout
+//! deletes everything under its directory that this layer did not write.
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::reader::{decompress, tree_path_of, utf8_path, PathMeaning};
+use super::tree::normalize_path;
+use crate::oci::media_type::LayerCompression;
+
+/// How to extract.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtractOptions {
+    /// Apply the numeric uid/gid of entries (needs root). Default: true only
+    /// when the effective uid is 0 (rootless extraction keeps the caller as
+    /// owner).
+    pub chown: bool,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        ExtractOptions {
+            chown: unsafe { libc::geteuid() } == 0,
+        }
+    }
+}
+
+/// Extracts a layer blob onto `target` (created if missing), applying
+/// whiteouts to what is already there.
+pub fn extract_layer(
+    reader: impl Read,
+    compression: LayerCompression,
+    target: &Path,
+    options: &ExtractOptions,
+) -> Result<()> {
+    fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
+    let mut archive = tar::Archive::new(decompress(reader, compression)?);
+    let mut written: HashSet<String> = HashSet::new();
+    // (path, mode, uid, gid, mtime), applied after all entries.
+    let mut dirs: Vec<(String, u32, u32, u32, u64)> = Vec::new();
+    let x = Extractor {
+        root: target,
+        options,
+    };
+    for item in archive.entries().context("reading layer tar")? {
+        let mut item = item.context("reading layer tar entry")?;
+        let raw = item.path_bytes().into_owned();
+        let raw = utf8_path(&raw)?.to_string();
+        if raw.starts_with('/') {
+            bail!(
+                "refusing layer entry {raw:?}: absolute paths are not allowed in a layer \
+                 (nothing was written outside {})",
+                target.display()
+            );
+        }
+        let meaning =
+            tree_path_of(&raw).with_context(|| format!("refusing layer entry {raw:?}"))?;
+        match meaning {
+            PathMeaning::Skip => {}
+            PathMeaning::Whiteout(path) => {
+                x.check_parents(&path, false)?;
+                x.remove(&path)?;
+            }
+            PathMeaning::Opaque(dir) => {
+                if !dir.is_empty() {
+                    x.check_parents(&dir, false)?;
+                }
+                x.opaque(&dir, &written)?;
+            }
+            PathMeaning::Entry(path) => {
+                let header = item.header().clone();
+                let mode = header.mode().with_context(|| format!("{path}: bad mode"))? & 0o7777;
+                let uid = header.uid().with_context(|| format!("{path}: bad uid"))? as u32;
+                let gid = header.gid().with_context(|| format!("{path}: bad gid"))? as u32;
+                let mtime = header
+                    .mtime()
+                    .with_context(|| format!("{path}: bad mtime"))?;
+                let link = match item.link_name_bytes() {
+                    Some(l) if !l.is_empty() => Some(utf8_path(&l)?.to_string()),
+                    _ => None,
+                };
+                x.check_parents(&path, true)?;
+                let dest = x.root.join(&path);
+                let is_dir = header.entry_type() == tar::EntryType::Directory;
+                x.clear(&path, is_dir)?;
+                let ctx = || format!("extracting {path} into {}", target.display());
+                match header.entry_type() {
+                    tar::EntryType::Directory => {
+                        if fs::symlink_metadata(&dest).is_err() {
+                            fs::create_dir(&dest).with_context(ctx)?;
+                        }
+                        dirs.push((path.clone(), mode, uid, gid, mtime));
+                    }
+                    tar::EntryType::Regular | tar::EntryType::Continuous => {
+                        let mut file = fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .mode(0o600)
+                            .custom_flags(libc::O_NOFOLLOW)
+                            .open(&dest)
+                            .with_context(ctx)?;
+                        io::copy(&mut item, &mut file).with_context(ctx)?;
+                        if options.chown {
+                            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+                                .with_context(ctx)?;
+                        }
+                        file.set_permissions(fs::Permissions::from_mode(mode))
+                            .with_context(ctx)?;
+                        drop(file);
+                        set_mtime(&dest, mtime).with_context(ctx)?;
+                    }
+                    tar::EntryType::Symlink => {
+                        let Some(link) = link else {
+                            bail!("refusing layer entry {path}: symlink without a target");
+                        };
+                        std::os::unix::fs::symlink(&link, &dest).with_context(ctx)?;
+                        x.lchown(&dest, uid, gid).with_context(ctx)?;
+                        set_mtime(&dest, mtime).with_context(ctx)?;
+                    }
+                    tar::EntryType::Link => {
+                        let Some(link) = link else {
+                            bail!("refusing layer entry {path}: hard link without a target");
+                        };
+                        let source = x.hard_link_source(&path, &link)?;
+                        fs::hard_link(&source, &dest).with_context(ctx)?;
+                    }
+                    tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block => {
+                        x.make_node(&path, &header, mode)?;
+                        x.lchown(&dest, uid, gid).with_context(ctx)?;
+                        fs::set_permissions(&dest, fs::Permissions::from_mode(mode))
+                            .with_context(ctx)?;
+                        set_mtime(&dest, mtime).with_context(ctx)?;
+                    }
+                    other => bail!("refusing layer entry {path}: unsupported tar type {other:?}"),
+                }
+                written.insert(path);
+            }
+        }
+    }
+    // Deepest first, so a read-only parent is set after its children.
+    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    for (path, mode, uid, gid, mtime) in dirs {
+        let dest = target.join(&path);
+        let ctx = || format!("setting metadata of {path} in {}", target.display());
+        x.lchown(&dest, uid, gid).with_context(ctx)?;
+        fs::set_permissions(&dest, fs::Permissions::from_mode(mode)).with_context(ctx)?;
+        set_mtime(&dest, mtime).with_context(ctx)?;
+    }
+    Ok(())
+}
+
+struct Extractor<'a> {
+    root: &'a Path,
+    options: &'a ExtractOptions,
+}
+
+impl Extractor<'_> {
+    /// Every proper parent of `path` must be a real directory (never a
+    /// symlink) inside the root; missing ones are created when `create`.
+    fn check_parents(&self, path: &str, create: bool) -> Result<()> {
+        let mut end = 0;
+        while let Some(i) = path[end..].find('/') {
+            let parent = &path[..end + i];
+            let full = self.root.join(parent);
+            match fs::symlink_metadata(&full) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    let to = fs::read_link(&full)
+                        .map(|t| t.display().to_string())
+                        .unwrap_or_default();
+                    bail!(
+                        "refusing layer entry {path}: its parent {parent} is a symlink (-> {to}); \
+                         writing through symlinks could escape {} (nothing was written there)",
+                        self.root.display()
+                    );
+                }
+                Ok(_) => {
+                    bail!("refusing layer entry {path}: its parent {parent} is not a directory")
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                    fs::create_dir(&full)
+                        .with_context(|| format!("creating {}", full.display()))?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("checking {}", full.display()));
+                }
+            }
+            end += i + 1;
+        }
+        Ok(())
+    }
+
+    /// Removes whatever is at `path` (without following it), keeping a
+    /// directory when the new entry is a directory.
+    fn clear(&self, path: &str, keep_dir: bool) -> Result<()> {
+        let full = self.root.join(path);
+        match fs::symlink_metadata(&full) {
+            Ok(meta) if meta.is_dir() && keep_dir => Ok(()),
+            Ok(_) => self.remove(path),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn remove(&self, path: &str) -> Result<()> {
+        let full = self.root.join(path);
+        let result = match fs::symlink_metadata(&full) {
+            Ok(meta) if meta.is_dir() => fs::remove_dir_all(&full),
+            Ok(_) => fs::remove_file(&full),
+            Err(_) => return Ok(()),
+        };
+        result.with_context(|| format!("removing {}", full.display()))
+    }
+
+    fn opaque(&self, dir: &str, written: &HashSet<String>) -> Result<()> {
+        let full = if dir.is_empty() {
+            self.root.to_path_buf()
+        } else {
+            self.root.join(dir)
+        };
+        match fs::symlink_metadata(&full) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => bail!("refusing opaque whiteout of {dir}: it is not a directory"),
+            Err(_) => return Ok(()),
+        }
+        for child in fs::read_dir(&full).with_context(|| format!("listing {}", full.display()))? {
+            let child = child?;
+            let name = child.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let rel = if dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{dir}/{name}")
+            };
+            if !written.contains(&rel) {
+                self.remove(&rel)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn hard_link_source(&self, path: &str, link: &str) -> Result<PathBuf> {
+        if link.starts_with('/') {
+            bail!(
+                "refusing hard link {path} -> {link}: absolute hard-link targets are not \
+                 allowed in a layer (nothing was written outside {})",
+                self.root.display()
+            );
+        }
+        let target =
+            normalize_path(link).with_context(|| format!("refusing hard link {path} -> {link}"))?;
+        self.check_parents(&target, false)
+            .with_context(|| format!("refusing hard link {path} -> {link}"))?;
+        let source = self.root.join(&target);
+        match fs::symlink_metadata(&source) {
+            Ok(meta) if meta.is_dir() => {
+                bail!("refusing hard link {path} -> {link}: the target is a directory")
+            }
+            Ok(_) => Ok(source),
+            Err(_) => bail!(
+                "refusing hard link {path} -> {link}: the target does not exist in {}",
+                self.root.display()
+            ),
+        }
+    }
+
+    fn lchown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        if self.options.chown {
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+        }
+        Ok(())
+    }
+
+    fn make_node(&self, path: &str, header: &tar::Header, mode: u32) -> Result<()> {
+        let full = self.root.join(path);
+        let c = CString::new(full.as_os_str().as_bytes())?;
+        let (kind, dev) = match header.entry_type() {
+            tar::EntryType::Fifo => (libc::S_IFIFO, 0),
+            other => {
+                if unsafe { libc::geteuid() } != 0 {
+                    bail!(
+                        "cannot create device node {path} ({other:?}) without root; \
+                         extract as root or drop it from the image"
+                    );
+                }
+                let major = header.device_major()?.unwrap_or(0);
+                let minor = header.device_minor()?.unwrap_or(0);
+                let kind = if other == tar::EntryType::Char {
+                    libc::S_IFCHR
+                } else {
+                    libc::S_IFBLK
+                };
+                (kind, libc::makedev(major, minor))
+            }
+        };
+        let rc = unsafe { libc::mknod(c.as_ptr(), kind | (mode & 0o7777), dev) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("creating {}", full.display()));
+        }
+        Ok(())
+    }
+}
+
+/// Sets atime and mtime of `path` without following a final symlink.
+fn set_mtime(path: &Path, secs: u64) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())?;
+    let t = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: 0,
+    };
+    let times = [t, t];
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::tree::{FileSource, FileTree, TreeEntry};
+    use crate::layer::writer::{write_layer, LayerOptions};
+    use std::os::unix::fs::MetadataExt;
+
+    fn layer(tree: &FileTree) -> Vec<u8> {
+        let mut blob = Vec::new();
+        write_layer(tree, &LayerOptions::default(), &mut blob).unwrap();
+        blob
+    }
+
+    fn file(b: &[u8], mode: u32) -> TreeEntry {
+        TreeEntry::file(FileSource::Bytes(b.to_vec()), mode)
+    }
+
+    #[test]
+    fn whiteouts_delete_lower_entries_and_opaque_keeps_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let opts = ExtractOptions { chown: false };
+        let mut lower = FileTree::new();
+        lower.insert("etc/passwd", file(b"root", 0o644)).unwrap();
+        lower.insert("etc/group", file(b"root", 0o644)).unwrap();
+        lower.insert("opt/old/a", file(b"a", 0o644)).unwrap();
+        lower.insert("opt/keep", file(b"k", 0o644)).unwrap();
+        extract_layer(&layer(&lower)[..], LayerCompression::Gzip, &root, &opts).unwrap();
+        assert!(root.join("opt/old/a").exists());
+
+        let mut upper = FileTree::new();
+        upper.insert("etc/.wh.passwd", file(b"", 0)).unwrap();
+        upper.insert("opt/.wh..wh..opq", file(b"", 0)).unwrap();
+        upper.insert("opt/keep", file(b"new", 0o600)).unwrap();
+        extract_layer(&layer(&upper)[..], LayerCompression::Gzip, &root, &opts).unwrap();
+        assert!(!root.join("etc/passwd").exists());
+        assert!(root.join("etc/group").exists());
+        assert!(!root.join("opt/old").exists());
+        assert_eq!(fs::read(root.join("opt/keep")).unwrap(), b"new");
+        let meta = fs::metadata(root.join("opt/keep")).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o600);
+        assert_eq!(meta.mtime(), 1);
+    }
+}

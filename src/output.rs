@@ -1,0 +1,403 @@
+//! Image destinations (`--output`): parsing the transport strings users
+//! know from skopeo, and writing an image held in a local layout to the
+//! file-based ones. Registry pushes go through `crate::registry`.
+//!
+//! Archives are written deterministically (sorted entries, fixed owners,
+//! modes and mtime) to a temp file beside the target and renamed into
+//! place, so a failed write never leaves a half archive.
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::Serialize;
+
+use crate::oci::descriptor::{Descriptor, Platform};
+use crate::oci::digest::{Digest, HashingWriter};
+use crate::oci::json::JsonBlob;
+use crate::oci::layout::Layout;
+use crate::oci::manifest::ImageIndex;
+use crate::oci::media_type::{self, LayerCompression, ANNOTATION_REF_NAME};
+
+/// Where an image goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// `oci:DIR[:TAG]` — an OCI image layout directory.
+    OciLayout { dir: PathBuf, tag: Option<String> },
+    /// `oci-archive:FILE[:TAG]` — a tar of an OCI image layout.
+    OciArchive { file: PathBuf, tag: Option<String> },
+    /// `docker-archive:FILE[:NAME:TAG]` — what `docker load`/`podman load` read.
+    DockerArchive {
+        file: PathBuf,
+        reference: Option<String>,
+    },
+    /// `docker://HOST/REPO:TAG` — a registry.
+    Registry { reference: String },
+}
+
+impl Destination {
+    /// Parses a destination string (transport prefix required).
+    pub fn parse(text: &str) -> Result<Destination> {
+        let usage = "expected oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG] or docker://HOST/REPO:TAG";
+        if let Some(reference) = text.strip_prefix("docker://") {
+            ensure!(
+                !reference.is_empty(),
+                "invalid destination {text:?}: {usage}"
+            );
+            return Ok(Destination::Registry {
+                reference: reference.to_string(),
+            });
+        }
+        let Some((transport, rest)) = text.split_once(':') else {
+            bail!("invalid destination {text:?}: {usage}");
+        };
+        ensure!(
+            !rest.is_empty(),
+            "invalid destination {text:?}: missing path; {usage}"
+        );
+        match transport {
+            "oci" => {
+                let (dir, tag) = split_path_tag(rest);
+                Ok(Destination::OciLayout { dir, tag })
+            }
+            "oci-archive" => {
+                let (file, tag) = split_path_tag(rest);
+                Ok(Destination::OciArchive { file, tag })
+            }
+            "docker-archive" => {
+                let (file, reference) = match rest.split_once(':') {
+                    Some((file, reference)) if !reference.is_empty() => {
+                        ensure!(
+                            reference.contains(':') || reference.contains('@'),
+                            "invalid destination {text:?}: docker-archive wants FILE:NAME:TAG"
+                        );
+                        (PathBuf::from(file), Some(reference.to_string()))
+                    }
+                    _ => (PathBuf::from(rest.trim_end_matches(':')), None),
+                };
+                Ok(Destination::DockerArchive { file, reference })
+            }
+            other => bail!("unknown transport {other:?} in {text:?}: {usage}"),
+        }
+    }
+}
+
+fn split_path_tag(rest: &str) -> (PathBuf, Option<String>) {
+    match rest.rsplit_once(':') {
+        Some((path, tag)) if !tag.is_empty() && !tag.contains('/') => {
+            (PathBuf::from(path), Some(tag.to_string()))
+        }
+        _ => (PathBuf::from(rest), None),
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tagged =
+            |f: &mut fmt::Formatter<'_>, prefix: &str, path: &Path, tag: &Option<String>| {
+                write!(f, "{prefix}:{}", path.display())?;
+                match tag {
+                    Some(tag) => write!(f, ":{tag}"),
+                    None => Ok(()),
+                }
+            };
+        match self {
+            Destination::OciLayout { dir, tag } => tagged(f, "oci", dir, tag),
+            Destination::OciArchive { file, tag } => tagged(f, "oci-archive", file, tag),
+            Destination::DockerArchive { file, reference } => {
+                tagged(f, "docker-archive", file, reference)
+            }
+            Destination::Registry { reference } => write!(f, "docker://{reference}"),
+        }
+    }
+}
+
+/// Writes the image at `root` (held in `source`) to a file-based
+/// destination. `platform` picks the manifest for single-image formats
+/// (docker-archive). Registry destinations go through `crate::registry`.
+pub fn write(
+    destination: &Destination,
+    source: &Layout,
+    root: &Descriptor,
+    platform: Option<&Platform>,
+) -> Result<()> {
+    match destination {
+        Destination::OciLayout { dir, tag } => write_oci_layout(source, root, dir, tag.as_deref()),
+        Destination::OciArchive { file, tag } => {
+            write_oci_archive(source, root, file, tag.as_deref())
+        }
+        Destination::DockerArchive { file, reference } => {
+            write_docker_archive(source, root, platform, file, reference.as_deref())
+        }
+        Destination::Registry { reference } => {
+            bail!("cannot write to docker://{reference}: TODO-MERGE registry push")
+        }
+    }
+}
+
+/// Copies the image at `root` (a manifest or index in `source`) into an
+/// OCI layout directory, tagging it.
+pub fn write_oci_layout(
+    source: &Layout,
+    root: &Descriptor,
+    dir: &Path,
+    tag: Option<&str>,
+) -> Result<()> {
+    let target = Layout::create(dir)?;
+    // Children first, so the layout never references a blob it lacks.
+    for descriptor in source.reachable(root)?.iter().rev() {
+        target.copy_blob_from(source, descriptor)?;
+    }
+    target.set_ref(tag, root.clone())
+}
+
+/// Writes a tar of an OCI layout holding just this image.
+pub fn write_oci_archive(
+    source: &Layout,
+    root: &Descriptor,
+    file: &Path,
+    tag: Option<&str>,
+) -> Result<()> {
+    let mut entry = root.clone();
+    if let Some(tag) = tag {
+        entry
+            .annotations
+            .insert(ANNOTATION_REF_NAME.to_string(), tag.to_string());
+    }
+    let mut index = ImageIndex::new();
+    index.manifests.push(entry);
+    let index = JsonBlob::of(&index)?;
+    let mut blobs = source.reachable(root)?;
+    blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+    write_tar_atomic(file, |builder| {
+        append_dir(builder, "blobs/")?;
+        append_dir(builder, "blobs/sha256/")?;
+        for blob in &blobs {
+            let reader = source.open_blob(&blob.digest, Some(blob.size))?;
+            append_file(
+                builder,
+                &format!("blobs/sha256/{}", blob.digest.hex()),
+                blob.size,
+                reader,
+            )?;
+        }
+        append_bytes(builder, "index.json", &index.bytes)?;
+        append_bytes(builder, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
+    })
+}
+
+#[derive(Serialize)]
+struct DockerManifestEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags")]
+    repo_tags: Vec<String>,
+    #[serde(rename = "Layers")]
+    layers: Vec<String>,
+}
+
+/// Writes a `docker load`-able archive of the image for `platform` (the
+/// only one when `root` is a single manifest). Layers are stored
+/// uncompressed under their diff_id, as `docker save` writes them, and each
+/// is checked against the config's diff_id while it is decompressed.
+pub fn write_docker_archive(
+    source: &Layout,
+    root: &Descriptor,
+    platform: Option<&Platform>,
+    file: &Path,
+    reference: Option<&str>,
+) -> Result<()> {
+    let (_, manifest, _) = source.image_for_platform(root, platform)?;
+    let config_bytes = source.read_blob(&manifest.config.digest)?;
+    let config: crate::oci::config::ImageConfig = serde_json::from_slice(&config_bytes)
+        .with_context(|| format!("invalid image config {}", manifest.config.digest))?;
+    ensure!(
+        config.rootfs.diff_ids.len() == manifest.layers.len(),
+        "image config {} lists {} diff_ids for {} layers",
+        manifest.config.digest,
+        config.rootfs.diff_ids.len(),
+        manifest.layers.len()
+    );
+    let entry = DockerManifestEntry {
+        config: format!("blobs/sha256/{}", manifest.config.digest.hex()),
+        repo_tags: reference.map(|r| vec![r.to_string()]).unwrap_or_default(),
+        layers: config
+            .rootfs
+            .diff_ids
+            .iter()
+            .map(|d| format!("blobs/sha256/{}", d.hex()))
+            .collect(),
+    };
+    let manifest_json = serde_json::to_vec(&[entry])?;
+    write_tar_atomic(file, |builder| {
+        append_dir(builder, "blobs/")?;
+        append_dir(builder, "blobs/sha256/")?;
+        append_bytes(
+            builder,
+            &format!("blobs/sha256/{}", manifest.config.digest.hex()),
+            &config_bytes,
+        )?;
+        let mut written = std::collections::BTreeSet::new();
+        for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+            if !written.insert(diff_id.clone()) {
+                continue;
+            }
+            let mut plain = uncompressed_layer(source, layer, diff_id)?;
+            let size = plain.seek(io::SeekFrom::End(0))?;
+            plain.rewind()?;
+            append_file(
+                builder,
+                &format!("blobs/sha256/{}", diff_id.hex()),
+                size,
+                plain,
+            )?;
+        }
+        append_bytes(builder, "manifest.json", &manifest_json)
+    })
+}
+
+/// Decompresses a layer into a temp file, verifying its diff_id.
+fn uncompressed_layer(source: &Layout, layer: &Descriptor, diff_id: &Digest) -> Result<File> {
+    let compression = media_type::layer_compression(&layer.media_type)
+        .with_context(|| format!("{} is not a layer media type", layer.media_type))?;
+    let blob = source.open_blob(&layer.digest, Some(layer.size))?;
+    let mut reader: Box<dyn Read> = match compression {
+        LayerCompression::None => Box::new(blob),
+        LayerCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(blob)),
+        LayerCompression::Zstd => bail!(
+            "layer {} is zstd-compressed, which docker-archive output does not support yet",
+            layer.digest
+        ),
+    };
+    let mut hashing = HashingWriter::new(BufWriter::new(tempfile::tempfile()?));
+    io::copy(&mut reader, &mut hashing)
+        .with_context(|| format!("decompressing layer {}", layer.digest))?;
+    let (actual, _, buffered) = hashing.finish();
+    ensure!(
+        &actual == diff_id,
+        "layer {} decompresses to {actual}, but the config says its diff_id is {diff_id}",
+        layer.digest
+    );
+    buffered
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .context("flushing layer")
+}
+
+type TarBuilder = tar::Builder<BufWriter<File>>;
+
+/// Runs `fill` against a tar builder writing to a temp file beside `path`,
+/// then renames it into place.
+fn write_tar_atomic(path: &Path, fill: impl FnOnce(&mut TarBuilder) -> Result<()>) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let temp = crate::oci::layout::new_temp_file(dir)?;
+    let mut builder = tar::Builder::new(BufWriter::new(temp.reopen()?));
+    fill(&mut builder).with_context(|| format!("writing {}", path.display()))?;
+    let file = builder
+        .into_inner()?
+        .into_inner()
+        .map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    temp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1);
+    header.set_size(size);
+    header
+}
+
+fn append_dir(builder: &mut TarBuilder, path: &str) -> Result<()> {
+    let mut h = header(tar::EntryType::Directory, 0o755, 0);
+    builder.append_data(&mut h, path, io::empty())?;
+    Ok(())
+}
+
+fn append_file(builder: &mut TarBuilder, path: &str, size: u64, reader: impl Read) -> Result<()> {
+    let mut h = header(tar::EntryType::Regular, 0o644, size);
+    builder.append_data(&mut h, path, reader)?;
+    Ok(())
+}
+
+fn append_bytes(builder: &mut TarBuilder, path: &str, bytes: &[u8]) -> Result<()> {
+    append_file(builder, path, bytes.len() as u64, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_transport() {
+        assert_eq!(
+            Destination::parse("oci:./out/x:latest").unwrap(),
+            Destination::OciLayout {
+                dir: "./out/x".into(),
+                tag: Some("latest".into())
+            }
+        );
+        assert_eq!(
+            Destination::parse("oci:/tmp/x").unwrap(),
+            Destination::OciLayout {
+                dir: "/tmp/x".into(),
+                tag: None
+            }
+        );
+        assert_eq!(
+            Destination::parse("oci-archive:a.tar:v1").unwrap(),
+            Destination::OciArchive {
+                file: "a.tar".into(),
+                tag: Some("v1".into())
+            }
+        );
+        assert_eq!(
+            Destination::parse("docker-archive:rust.tar").unwrap(),
+            Destination::DockerArchive {
+                file: "rust.tar".into(),
+                reference: None
+            }
+        );
+        assert_eq!(
+            Destination::parse("docker-archive:rust.tar:me/rust:1").unwrap(),
+            Destination::DockerArchive {
+                file: "rust.tar".into(),
+                reference: Some("me/rust:1".into())
+            }
+        );
+        assert_eq!(
+            Destination::parse("docker://127.0.0.1:5000/me/x:1").unwrap(),
+            Destination::Registry {
+                reference: "127.0.0.1:5000/me/x:1".into()
+            }
+        );
+        assert!(Destination::parse("dir:/tmp").is_err());
+        assert!(Destination::parse("oci:").is_err());
+        assert!(Destination::parse("docker-archive:f.tar:notag").is_err());
+        assert!(Destination::parse("./plain").is_err());
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for text in [
+            "oci:d:t",
+            "oci-archive:f.tar",
+            "docker-archive:f.tar:n:t",
+            "docker://h/r:t",
+        ] {
+            assert_eq!(Destination::parse(text).unwrap().to_string(), text);
+        }
+    }
+}

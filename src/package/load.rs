@@ -1,0 +1,393 @@
+//! Reading package definitions: one package.toml (parse + validate, pure
+//! given its text) and a whole `packages/<stage>/<name>/` tree, where
+//! `version_from` references are resolved. Every error names the file, the
+//! field and what was expected.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+
+use super::model::{NativeSpec, Package, PackageToml, Source};
+use super::placeholders::{self, TemplateKind};
+use crate::oci::{Digest, Platform};
+
+pub const PACKAGE_TOML: &str = "package.toml";
+pub const CONTAINERFILE: &str = "Containerfile";
+
+/// Parses and validates one package.toml. `path` is used in messages and
+/// to locate the package directory; `stage` and `dir_name` come from the
+/// tree position. `version_from` is NOT resolved here (see `PackageTree`).
+pub fn parse_package(path: &Path, text: &str, stage: &str, dir_name: &str) -> Result<Package> {
+    let file = path.display();
+    let raw: PackageToml =
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{file}: invalid package.toml: {e}"))?;
+    let p = &raw.package;
+    if p.name.trim().is_empty() {
+        bail!("{file}: package.name: expected a non-empty package name");
+    }
+    if p.version.is_some() && p.version_from.is_some() {
+        bail!("{file}: package.version and package.version_from are both set; expected only one (version_from inherits another package's version)");
+    }
+    if let Some(v) = &p.version {
+        if v.trim().is_empty() {
+            bail!("{file}: package.version: expected a non-empty version");
+        }
+    }
+    if let Some(from) = &p.version_from {
+        if !from.contains('-') {
+            bail!("{file}: package.version_from = {from:?}: expected \"<stage>-<name>\" of another package, e.g. \"core-rust\"");
+        }
+    }
+    let platforms = p
+        .platforms
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.parse::<Platform>()
+                .with_context(|| format!("{file}: package.platforms[{i}] = {s:?}: expected os/arch[/variant] like \"linux/amd64\""))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut sources = Vec::new();
+    for (id, spec) in &raw.sources {
+        let field = |f: &str| format!("{file}: sources.{id}.{f}");
+        if !is_hex64(&spec.hash) {
+            bail!(
+                "{}: {:?} is not a sha256; expected 64 lowercase hex digits",
+                field("hash"),
+                spec.hash
+            );
+        }
+        let hash = Digest::from_hex(&spec.hash).with_context(|| field("hash"))?;
+        if spec.mirrors.is_empty() {
+            bail!("{}: expected at least one mirror URL", field("mirrors"));
+        }
+        if let Some(t) = &spec.file {
+            placeholders::validate(t, TemplateKind::File).with_context(|| field("file"))?;
+        }
+        for (i, m) in spec.mirrors.iter().enumerate() {
+            placeholders::validate(m, TemplateKind::Mirror)
+                .with_context(|| field(&format!("mirrors[{i}]")))?;
+            let scheme_ok = ["http://", "https://", "file://"]
+                .iter()
+                .any(|s| m.starts_with(s));
+            if !scheme_ok {
+                bail!(
+                    "{}: {m:?}: expected an http://, https:// or file:// URL",
+                    field(&format!("mirrors[{i}]"))
+                );
+            }
+        }
+        if let Some(sha) = &spec.git_sha {
+            if sha.is_empty() || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!(
+                    "{}: {sha:?}: expected a hex git commit id",
+                    field("git_sha")
+                );
+            }
+        }
+        sources.push(Source {
+            id: id.clone(),
+            hash,
+            version: spec.version.clone(),
+            git_sha: spec.git_sha.clone(),
+            format: spec.format.clone(),
+            file: spec.file.clone(),
+            mirrors: spec.mirrors.clone(),
+        });
+    }
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    if let Some(native) = &raw.native {
+        validate_native(path, &dir, native)?;
+    }
+    let containerfile = dir.join(CONTAINERFILE);
+    let package = Package {
+        stage: stage.to_string(),
+        name: p.name.clone(),
+        id: format!("{stage}-{dir_name}"),
+        dir: dir.clone(),
+        toml_path: path.to_path_buf(),
+        version: p.version.clone(),
+        version_from: p.version_from.clone(),
+        description: p.description.clone(),
+        license: p.license.clone(),
+        website: p.website.clone(),
+        subpackages: p.subpackages.clone(),
+        platforms,
+        sources,
+        native: raw.native.clone(),
+        containerfile: containerfile.is_file().then_some(containerfile),
+    };
+    if package.version_from.is_none() {
+        // With the version known, every template must expand now.
+        package.resolved_sources()?;
+    }
+    Ok(package)
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A path inside an image: relative, normalized, no `..`.
+pub fn normalize_image_path(path: &str) -> Option<String> {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    if parts.is_empty() || parts.contains(&"..") {
+        return None;
+    }
+    Some(parts.join("/"))
+}
+
+fn validate_native(path: &Path, dir: &Path, native: &NativeSpec) -> Result<()> {
+    let file = path.display();
+    let check = |kind: &str, i: usize, p: &str| -> Result<()> {
+        if normalize_image_path(p).is_none() {
+            bail!("{file}: native.{kind}[{i}].path = {p:?}: expected a path inside the image (not empty, no `..`)");
+        }
+        Ok(())
+    };
+    for (i, d) in native.dirs.iter().enumerate() {
+        check("dir", i, &d.path)?;
+    }
+    for (i, f) in native.files.iter().enumerate() {
+        check("file", i, &f.path)?;
+        match (&f.content, &f.source) {
+            (Some(_), None) => {}
+            (None, Some(src)) => {
+                let ok = normalize_image_path(src).is_some() && !src.starts_with('/');
+                if !ok {
+                    bail!("{file}: native.file[{i}].source = {src:?}: expected a path relative to {} without `..`", dir.display());
+                }
+                if !dir.join(src).is_file() {
+                    bail!(
+                        "{file}: native.file[{i}].source = {src:?}: no such file in {}",
+                        dir.display()
+                    );
+                }
+            }
+            _ => bail!(
+                "{file}: native.file[{i}] ({}): expected exactly one of `content` or `source`",
+                f.path
+            ),
+        }
+    }
+    for (i, s) in native.symlinks.iter().enumerate() {
+        check("symlink", i, &s.path)?;
+        if s.target.is_empty() {
+            bail!("{file}: native.symlink[{i}].target: expected a non-empty link target");
+        }
+    }
+    for (i, h) in native.hardlinks.iter().enumerate() {
+        check("hardlink", i, &h.path)?;
+        if normalize_image_path(&h.target).is_none() {
+            bail!(
+                "{file}: native.hardlink[{i}].target = {:?}: expected a path inside the image",
+                h.target
+            );
+        }
+    }
+    for (i, e) in native.config.env.iter().enumerate() {
+        if !e.contains('=') || e.starts_with('=') {
+            bail!("{file}: native.config.env[{i}] = {e:?}: expected NAME=value");
+        }
+    }
+    Ok(())
+}
+
+/// Every package under a packages directory, keyed by `<stage>-<name>`.
+#[derive(Clone, Debug)]
+pub struct PackageTree {
+    pub root: PathBuf,
+    pub packages: BTreeMap<String, Package>,
+}
+
+impl PackageTree {
+    /// Loads `root/<stage>/<name>/package.toml` for every stage and name
+    /// (sorted), then resolves `version_from`.
+    pub fn load(root: &Path) -> Result<PackageTree> {
+        if !root.is_dir() {
+            bail!(
+                "packages directory {} does not exist; point --packages (or `packages` in stagex.toml) at a StageX packages/ tree",
+                root.display()
+            );
+        }
+        let mut packages = BTreeMap::new();
+        for stage in sorted_subdirs(root)? {
+            let stage_name = file_name(&stage);
+            for dir in sorted_subdirs(&stage)? {
+                let toml_path = dir.join(PACKAGE_TOML);
+                if !toml_path.is_file() {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&toml_path)
+                    .with_context(|| format!("reading {}", toml_path.display()))?;
+                let package = parse_package(&toml_path, &text, &stage_name, &file_name(&dir))?;
+                packages.insert(package.id.clone(), package);
+            }
+        }
+        let mut tree = PackageTree {
+            root: root.to_path_buf(),
+            packages,
+        };
+        tree.resolve_version_from()?;
+        Ok(tree)
+    }
+
+    fn resolve_version_from(&mut self) -> Result<()> {
+        let ids: Vec<String> = self.packages.keys().cloned().collect();
+        for id in ids {
+            let mut chain = vec![id.clone()];
+            let mut current = id.clone();
+            let version = loop {
+                let p = &self.packages[&current];
+                let Some(from) = &p.version_from else {
+                    break p.version.clone();
+                };
+                let Some(target) = self.packages.get(from) else {
+                    bail!(
+                        "{}: package.version_from = {from:?}: no package {from} in {} (expected <stage>-<name> of an existing package)",
+                        p.toml_path.display(),
+                        self.root.display()
+                    );
+                };
+                if chain.contains(from) {
+                    chain.push(from.clone());
+                    bail!(
+                        "{}: package.version_from forms a cycle: {}",
+                        p.toml_path.display(),
+                        chain.join(" -> ")
+                    );
+                }
+                chain.push(from.clone());
+                current = target.id.clone();
+            };
+            let package = self.packages.get_mut(&id).expect("id from keys");
+            if package.version_from.is_some() {
+                if version.is_none() {
+                    bail!(
+                        "{}: package.version_from = {:?}: that package has no version",
+                        package.toml_path.display(),
+                        package.version_from.as_deref().unwrap_or_default()
+                    );
+                }
+                package.version = version;
+                package.resolved_sources()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks a package up by `<stage>-<name>`, `<stage>/<name>`,
+    /// `stagex/<stage>-<name>`, or a bare name when only one stage has it.
+    pub fn get(&self, name: &str) -> Result<&Package> {
+        let key = name.trim_start_matches("stagex/").replacen('/', "-", 1);
+        if let Some(p) = self.packages.get(&key) {
+            return Ok(p);
+        }
+        let matches: Vec<&Package> = self
+            .packages
+            .values()
+            .filter(|p| p.id.split_once('-').map(|(_, n)| n) == Some(name))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one),
+            [] => bail!(
+                "no package {name:?} in {} (expected <stage>-<name>, e.g. core-busybox)",
+                self.root.display()
+            ),
+            many => bail!(
+                "package name {name:?} is ambiguous: {}; use <stage>-<name>",
+                many.iter()
+                    .map(|p| p.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+fn sorted_subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        if entry.file_type()?.is_dir() && !entry.file_name().to_string_lossy().starts_with('.') {
+            dirs.push(entry.path());
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "3311dff32e746499f4df0d5df04d7eb396382d7e108bb9250e7b519b837043a4";
+
+    fn parse(text: &str) -> Result<Package> {
+        parse_package(
+            Path::new("/p/core/busybox/package.toml"),
+            text,
+            "core",
+            "busybox",
+        )
+    }
+
+    #[test]
+    fn busybox_example_resolves() {
+        let p = parse(&format!(
+            "[package]\nname = \"busybox\"\nversion = \"1.37.0\"\nlicense = \"GPL-2.0-only\"\n\n[sources.busybox]\nhash = \"{HASH}\"\nformat = \"tar.bz2\"\nfile = \"busybox-{{version}}.{{format}}\"\nmirrors = [\"https://example.invalid/downloads/{{file}}\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(p.id, "core-busybox");
+        let s = p.resolved_sources().unwrap();
+        assert_eq!(s[0].file, "busybox-1.37.0.tar.bz2");
+        assert_eq!(
+            s[0].urls[0],
+            "https://example.invalid/downloads/busybox-1.37.0.tar.bz2"
+        );
+    }
+
+    #[test]
+    fn default_file_is_last_url_segment() {
+        let p = parse(&format!(
+            "[package]\nname = \"go\"\nversion = \"1.2.3\"\n[sources.go]\nhash = \"{HASH}\"\nmirrors = [\"https://example.invalid/dl/go{{version}}.src.tar.gz\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(p.resolved_sources().unwrap()[0].file, "go1.2.3.src.tar.gz");
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        let cases = [
+            ("[package]\nname = \"x\"\nversion = \"1\"\n[sources.a]\nmirrors = [\"https://e.invalid/a\"]\n".to_string(), "hash"),
+            ("[package]\nname = \"x\"\nversion = \"1\"\n[sources.a]\nhash = \"abc\"\nmirrors = [\"https://e.invalid/a\"]\n".to_string(), "sources.a.hash"),
+            (format!("[package]\nname = \"x\"\nversion = \"1\"\n[sources.a]\nhash = \"{HASH}\"\nmirrors = [\"https://e.invalid/{{nope}}\"]\n"), "sources.a.mirrors[0]"),
+            ("[package]\nname = \"x\"\nversion = \"1\"\nversion_from = \"core-y\"\n".to_string(), "version_from"),
+            ("[package]\nname = \"x\"\nversoin = \"1\"\n".to_string(), "versoin"),
+        ];
+        for (text, field) in cases {
+            let err = format!("{:#}", parse(&text).unwrap_err());
+            assert!(err.contains("/p/core/busybox/package.toml"), "{err}");
+            assert!(err.contains(field), "expected {field} in: {err}");
+        }
+    }
+
+    #[test]
+    fn image_paths_are_normalized() {
+        assert_eq!(
+            normalize_image_path("/etc//passwd").as_deref(),
+            Some("etc/passwd")
+        );
+        assert_eq!(normalize_image_path("a/../b"), None);
+        assert_eq!(normalize_image_path("/"), None);
+    }
+}

@@ -1,0 +1,220 @@
+//! `stagex image` read back by real peers: umoci unpacks our layout to the
+//! same tree, skopeo pushes it to a real registry without changing the
+//! manifest digest, podman loads our docker-archive and runs it, and the
+//! oci-archive is read by skopeo.
+mod peers;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use peers::podman::Podman;
+use peers::registry::Registry;
+use peers::tools::{self, run_ok, stagex};
+
+/// A small tree with every entry kind the layer writer must keep.
+fn make_tree(root: &Path) {
+    fs::create_dir_all(root.join("usr/bin")).unwrap();
+    fs::create_dir_all(root.join("empty")).unwrap();
+    fs::write(root.join("usr/bin/tool"), "#!/bin/sh\necho tool\n").unwrap();
+    fs::set_permissions(
+        root.join("usr/bin/tool"),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    fs::write(root.join("usr/bin/data"), vec![7u8; 10_000]).unwrap();
+    fs::hard_link(root.join("usr/bin/data"), root.join("usr/bin/data-link")).unwrap();
+    std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+    let long = root.join("d".repeat(120)).join("e".repeat(120));
+    fs::create_dir_all(&long).unwrap();
+    fs::write(long.join("f".repeat(60)), "deep\n").unwrap();
+    if let Some(busybox) = tools::find("busybox") {
+        fs::copy(busybox, root.join("usr/bin/busybox")).unwrap();
+        fs::set_permissions(
+            root.join("usr/bin/busybox"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+}
+
+/// Runs `stagex image` and returns the manifest digest it reports.
+fn stagex_image(tree: &Path, output: &str, store: &Path) -> String {
+    let out = run_ok(
+        stagex()
+            .args(["--json", "image"])
+            .arg(tree)
+            .args(["--output", output, "--platform", "linux/amd64"])
+            .args(["--entrypoint", "/usr/bin/busybox"])
+            .env("STAGEX_STORE", store),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["manifest_digest"].as_str().unwrap().to_string()
+}
+
+fn assert_same_entry(source: &Path, unpacked: &Path, relative: &str) {
+    let a = fs::symlink_metadata(source.join(relative)).unwrap();
+    let b = fs::symlink_metadata(unpacked.join(relative))
+        .unwrap_or_else(|e| panic!("{relative} missing after unpack: {e}"));
+    assert_eq!(a.file_type(), b.file_type(), "{relative}: type");
+    if !a.file_type().is_symlink() {
+        assert_eq!(a.mode() & 0o7777, b.mode() & 0o7777, "{relative}: mode");
+    } else {
+        assert_eq!(
+            fs::read_link(source.join(relative)).unwrap(),
+            fs::read_link(unpacked.join(relative)).unwrap(),
+            "{relative}: link target"
+        );
+    }
+    if a.is_file() {
+        assert_eq!(
+            fs::read(source.join(relative)).unwrap(),
+            fs::read(unpacked.join(relative)).unwrap()
+        );
+    }
+}
+
+#[test]
+fn umoci_unpacks_our_layout_to_the_same_tree() {
+    let Some(_) = tools::require(&["umoci"]) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    make_tree(&tree);
+    let layout = work.path().join("layout");
+    stagex_image(
+        &tree,
+        &format!("oci:{}:latest", layout.display()),
+        &work.path().join("store"),
+    );
+    let bundle = work.path().join("bundle");
+    run_ok(
+        Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:latest", layout.display()))
+            .arg(&bundle),
+    );
+    let rootfs = bundle.join("rootfs");
+    let long = format!("{}/{}/{}", "d".repeat(120), "e".repeat(120), "f".repeat(60));
+    for relative in [
+        "usr/bin/tool",
+        "usr/bin/data",
+        "usr/bin/data-link",
+        "bin",
+        "empty",
+        &long,
+    ] {
+        assert_same_entry(&tree, &rootfs, relative);
+    }
+    let data = fs::metadata(rootfs.join("usr/bin/data")).unwrap();
+    let link = fs::metadata(rootfs.join("usr/bin/data-link")).unwrap();
+    assert_eq!(
+        (data.dev(), data.ino()),
+        (link.dev(), link.ino()),
+        "hard link not kept"
+    );
+}
+
+#[test]
+fn skopeo_pushes_our_layout_without_changing_the_digest() {
+    let Some(_) = tools::require(&["skopeo"]) else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    make_tree(&tree);
+    let layout = work.path().join("layout");
+    let digest = stagex_image(
+        &tree,
+        &format!("oci:{}:v1", layout.display()),
+        &work.path().join("store"),
+    );
+    let remote = format!("docker://{}/x/y:v1", registry.host());
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:v1", layout.display()))
+            .arg(&remote),
+    );
+    let inspect = run_ok(Command::new("skopeo").args(["inspect", "--tls-verify=false", &remote]));
+    let info: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(info["Digest"].as_str().unwrap(), digest);
+}
+
+#[test]
+fn oci_archive_is_read_by_skopeo_with_the_same_digest() {
+    let Some(_) = tools::require(&["skopeo"]) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    make_tree(&tree);
+    let archive = work.path().join("image.tar");
+    let digest = stagex_image(
+        &tree,
+        &format!("oci-archive:{}:v1", archive.display()),
+        &work.path().join("store"),
+    );
+    let raw = run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("oci-archive:{}:v1", archive.display())),
+    );
+    let actual = format!("sha256:{}", sha256_hex(&raw.stdout));
+    assert_eq!(actual, digest);
+}
+
+#[test]
+fn podman_loads_our_docker_archive_and_runs_it() {
+    let Some(podman) = Podman::new() else { return };
+    let Some(_) = tools::require(&["busybox"]) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    make_tree(&tree);
+    let archive = work.path().join("docker.tar");
+    stagex_image(
+        &tree,
+        &format!("docker-archive:{}:stagex-test/tree:1", archive.display()),
+        &work.path().join("store"),
+    );
+    let loaded = podman.load(&archive);
+    assert!(
+        loaded.contains("stagex-test/tree:1"),
+        "podman load said: {loaded}"
+    );
+    let said = podman.run(
+        "localhost/stagex-test/tree:1",
+        &["sh", "-c", "cat /usr/bin/tool | tail -1"],
+    );
+    assert_eq!(said.trim(), "echo tool");
+}
+
+#[test]
+fn same_tree_gives_the_same_digest_in_two_processes_and_stores() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    make_tree(&tree);
+    let a = stagex_image(
+        &tree,
+        &format!("oci:{}", work.path().join("a").display()),
+        &work.path().join("s1"),
+    );
+    let b = stagex_image(
+        &tree,
+        &format!("oci:{}", work.path().join("b").display()),
+        &work.path().join("s2"),
+    );
+    assert_eq!(a, b);
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

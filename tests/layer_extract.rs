@@ -1,0 +1,271 @@
+//! Extraction safety: hostile layers built with the raw tar crate are each
+//! rejected with the offending path named, and nothing appears outside the
+//! target. Plus a round trip: write_layer -> extract_layer -> from_dir.
+//!
+//! The escape targets are directories inside the test's own temp dir (never
+//! the real /etc): were the checks broken, a test running as root must not
+//! damage the machine. `evil -> <abs path of a temp dir>` is the same attack
+//! as `evil -> /etc`.
+mod layer_support;
+
+use std::fs;
+use std::path::PathBuf;
+
+use stagex::layer::{
+    extract_layer, write_layer, EntryKind, ExtractOptions, FileSource, FileTree, LayerOptions,
+};
+use stagex::oci::media_type::LayerCompression;
+
+enum Raw<'a> {
+    File(&'a str, &'a [u8]),
+    Dir(&'a str),
+    Symlink(&'a str, &'a str),
+    HardLink(&'a str, &'a str),
+}
+
+/// A tar built byte by byte: names are copied verbatim (the tar crate's
+/// `set_path` would refuse `..`, which is the point here).
+fn raw_tar(entries: &[Raw]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_ustar();
+        let (name, link, kind, data): (&str, &str, tar::EntryType, &[u8]) = match e {
+            Raw::File(n, d) => (n, "", tar::EntryType::Regular, d),
+            Raw::Dir(n) => (n, "", tar::EntryType::Directory, b""),
+            Raw::Symlink(n, t) => (n, t, tar::EntryType::Symlink, b""),
+            Raw::HardLink(n, t) => (n, t, tar::EntryType::Link, b""),
+        };
+        let old = h.as_old_mut();
+        old.name[..name.len()].copy_from_slice(name.as_bytes());
+        old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1);
+        h.set_cksum();
+        builder.append(&h, data).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// outer/ holds `a/b/target` (the extraction root), plus `secret`, a file
+/// the hostile layers try to reach or overwrite.
+struct Sandbox {
+    _dir: tempfile::TempDir,
+    outer: PathBuf,
+    target: PathBuf,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        let dir = tempfile::tempdir().unwrap();
+        let outer = dir.path().canonicalize().unwrap();
+        let target = outer.join("a/b/target");
+        fs::create_dir_all(&target).unwrap();
+        fs::write(outer.join("secret"), b"untouched").unwrap();
+        Sandbox {
+            _dir: dir,
+            outer,
+            target,
+        }
+    }
+
+    /// Every path under outer except the target's contents.
+    fn outside_listing(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in walkdir::WalkDir::new(&self.outer).sort_by_file_name() {
+            let e = e.unwrap();
+            if e.path().starts_with(&self.target) && e.path() != self.target {
+                continue;
+            }
+            out.push(
+                e.path()
+                    .strip_prefix(&self.outer)
+                    .unwrap()
+                    .display()
+                    .to_string(),
+            );
+        }
+        out
+    }
+
+    fn assert_outside_untouched(&self) {
+        assert_eq!(
+            self.outside_listing(),
+            ["", "a", "a/b", "a/b/target", "secret"]
+        );
+        assert_eq!(fs::read(self.outer.join("secret")).unwrap(), b"untouched");
+    }
+
+    fn extract(&self, tar: &[u8]) -> String {
+        let err = extract_layer(
+            tar,
+            LayerCompression::None,
+            &self.target,
+            &ExtractOptions::default(),
+        )
+        .expect_err("a hostile layer must be rejected");
+        format!("{err:#}")
+    }
+}
+
+fn assert_rejected(entries: &[Raw], offending: &str) {
+    let sandbox = Sandbox::new();
+    let err = sandbox.extract(&raw_tar(entries));
+    assert!(
+        err.contains(offending),
+        "error must name {offending:?}: {err}"
+    );
+    sandbox.assert_outside_untouched();
+}
+
+#[test]
+fn path_traversal_is_rejected() {
+    assert_rejected(&[Raw::File("../x", b"pwned")], "../x");
+    assert_rejected(
+        &[Raw::File("ok/../../../secret", b"pwned")],
+        "ok/../../../secret",
+    );
+    assert_rejected(&[Raw::Dir("../../../escape/")], "../../../escape/");
+}
+
+#[test]
+fn absolute_entry_paths_are_rejected() {
+    let sandbox = Sandbox::new();
+    let path = format!("{}/secret", sandbox.outer.display());
+    let err = sandbox.extract(&raw_tar(&[Raw::File(&path, b"pwned")]));
+    assert!(err.contains(&path), "{err}");
+    sandbox.assert_outside_untouched();
+}
+
+#[test]
+fn absolute_symlink_escape_is_rejected() {
+    let sandbox = Sandbox::new();
+    let outer = sandbox.outer.display().to_string();
+    let err = sandbox.extract(&raw_tar(&[
+        Raw::Symlink("evil", &outer),
+        Raw::File("evil/secret", b"pwned"),
+    ]));
+    assert!(err.contains("evil/secret"), "{err}");
+    sandbox.assert_outside_untouched();
+    // The same with a nested write and a directory entry.
+    let sandbox = Sandbox::new();
+    let err = sandbox.extract(&raw_tar(&[
+        Raw::Symlink("etc", &outer),
+        Raw::Dir("etc/newdir/"),
+    ]));
+    assert!(err.contains("etc/newdir"), "{err}");
+    sandbox.assert_outside_untouched();
+}
+
+#[test]
+fn relative_symlink_escape_is_rejected() {
+    assert_rejected(
+        &[
+            Raw::Symlink("evil", "../../.."),
+            Raw::File("evil/pwned", b"pwned"),
+        ],
+        "evil/pwned",
+    );
+    // A whiteout through the symlink must not delete outside either.
+    assert_rejected(
+        &[
+            Raw::Symlink("evil", "../../.."),
+            Raw::File("evil/.wh.secret", b""),
+        ],
+        "evil/secret",
+    );
+}
+
+#[test]
+fn hard_links_outside_are_rejected() {
+    assert_rejected(&[Raw::HardLink("hl", "/etc/passwd")], "/etc/passwd");
+    assert_rejected(&[Raw::HardLink("hl", "../../../secret")], "../../../secret");
+    let sandbox = Sandbox::new();
+    let outer = sandbox.outer.display().to_string();
+    let err = sandbox.extract(&raw_tar(&[
+        Raw::Symlink("evil", &outer),
+        Raw::HardLink("hl", "evil/secret"),
+    ]));
+    assert!(err.contains("evil/secret"), "{err}");
+    sandbox.assert_outside_untouched();
+}
+
+#[test]
+fn a_normal_layer_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, blob) = layer_support::golden_layer(dir.path(), false, &LayerOptions::default());
+    let target = dir.path().join("extracted");
+    extract_layer(
+        &blob[..],
+        LayerCompression::Gzip,
+        &target,
+        &ExtractOptions { chown: false },
+    )
+    .unwrap();
+    let mut ours = FileTree::from_dir(&dir.path().join("tree")).unwrap();
+    let mut back = FileTree::from_dir(&target).unwrap();
+    ours.set_owner_all(0, 0);
+    back.set_owner_all(0, 0);
+    assert_eq!(summary(&back), summary(&ours));
+    assert!(summary(&back)
+        .iter()
+        .any(|(p, k, m, _)| p == "usr/bin/su" && k == "file" && *m == 0o4755));
+    // Writing the extracted tree again gives the same layer.
+    let mut again = Vec::new();
+    write_layer(&back, &LayerOptions::default(), &mut again).unwrap();
+    assert_eq!(again, blob);
+    // mtimes come from the layer (1), also on symlinks and directories.
+    for p in ["usr/bin/su", "bin", "var/empty", "usr"] {
+        let m = fs::symlink_metadata(target.join(p)).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::mtime(&m), 1, "{p}");
+    }
+}
+
+#[test]
+fn extracting_over_a_symlink_replaces_it_and_never_follows() {
+    let sandbox = Sandbox::new();
+    let outer = sandbox.outer.display().to_string();
+    // A lower layer left `lib -> <outside>`; the next layer's file `lib`
+    // replaces the link itself instead of writing through it.
+    fs::create_dir_all(&sandbox.target).unwrap();
+    std::os::unix::fs::symlink(format!("{outer}/secret"), sandbox.target.join("lib")).unwrap();
+    let mut tree = FileTree::new();
+    tree.insert(
+        "lib",
+        stagex::layer::TreeEntry::file(FileSource::Bytes(b"new".to_vec()), 0o644),
+    )
+    .unwrap();
+    let mut blob = Vec::new();
+    write_layer(&tree, &LayerOptions::default(), &mut blob).unwrap();
+    extract_layer(
+        &blob[..],
+        LayerCompression::Gzip,
+        &sandbox.target,
+        &ExtractOptions { chown: false },
+    )
+    .unwrap();
+    assert_eq!(fs::read(sandbox.target.join("lib")).unwrap(), b"new");
+    assert!(!fs::symlink_metadata(sandbox.target.join("lib"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    sandbox.assert_outside_untouched();
+}
+
+fn summary(tree: &FileTree) -> Vec<(String, String, u32, Vec<u8>)> {
+    tree.entries()
+        .map(|(p, e)| {
+            let (kind, detail) = match &e.kind {
+                EntryKind::Directory => ("dir", vec![]),
+                EntryKind::File(FileSource::Path(f)) => ("file", fs::read(f).unwrap()),
+                EntryKind::File(FileSource::Bytes(b)) => ("file", b.clone()),
+                EntryKind::Symlink { target } => ("symlink", target.as_bytes().to_vec()),
+                EntryKind::HardLink { target } => ("hardlink", target.as_bytes().to_vec()),
+            };
+            (p.clone(), kind.to_string(), e.mode, detail)
+        })
+        .collect()
+}

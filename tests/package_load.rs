@@ -1,0 +1,73 @@
+//! package.toml fixtures: a tree using every field and placeholder loads
+//! and expands as StageX would; each broken fixture is rejected with an
+//! error naming its file and field.
+use std::path::PathBuf;
+
+use stagex::package::PackageTree;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/packages")
+}
+
+#[test]
+fn good_tree_loads_with_every_field_and_placeholder() {
+    let tree = PackageTree::load(&fixtures().join("good")).unwrap();
+    assert_eq!(
+        tree.packages.keys().collect::<Vec<_>>(),
+        ["bootstrap-stage0", "core-everything", "core-inherit"]
+    );
+    let p = tree.get("core-everything").unwrap();
+    assert_eq!(p.subpackages, ["everything-doc", "everything-dev"]);
+    assert_eq!(p.platforms.len(), 2);
+    assert_eq!(p.license.as_deref(), Some("MIT OR Apache-2.0"));
+    let sources = p.resolved_sources().unwrap();
+    assert_eq!(sources[0].id, "everything");
+    assert_eq!(sources[0].file, "everything-3.2.1-rc.1.tar.xz");
+    assert_eq!(
+        sources[0].urls,
+        [
+            "https://a.example.invalid/3/3.2/everything-3.2.1-rc.1.tar.xz",
+            "https://b.example.invalid/v3-2-1-rc-1/3_2_1-rc_1/3.2.1/everything-3.2.1-rc.1.tar.xz",
+        ]
+    );
+    assert_eq!(sources[1].id, "extra");
+    assert_eq!(sources[1].file, "extra-0.9.tar.gz");
+    assert_eq!(
+        sources[1].git_sha.as_deref(),
+        Some("0123456789abcdef0123456789abcdef01234567")
+    );
+    let inherit = tree.get("inherit").unwrap();
+    assert_eq!(inherit.version.as_deref(), Some("3.2.1-rc.1"));
+    assert_eq!(
+        inherit.resolved_sources().unwrap()[0].file,
+        "inherit-3.2.1-rc.1.tar.gz"
+    );
+    let stage0 = tree.get("bootstrap-stage0").unwrap();
+    assert_eq!(stage0.version_or_latest(), "latest");
+    assert_eq!(stage0.platforms[0].architecture, "386");
+}
+
+#[test]
+fn broken_fixtures_are_rejected_naming_file_and_field() {
+    let cases = [
+        ("missing-hash", "missing field `hash`"),
+        ("bad-hash", "sources.x.hash"),
+        ("unknown-placeholder", "{verison}"),
+        (
+            "version-and-from",
+            "package.version and package.version_from",
+        ),
+        ("from-nowhere", "package.version_from = \"core-nowhere\""),
+    ];
+    for (case, field) in cases {
+        let err = format!(
+            "{:#}",
+            PackageTree::load(&fixtures().join("broken").join(case)).unwrap_err()
+        );
+        assert!(
+            err.contains(&format!("broken/{case}/core/x/package.toml")),
+            "{case}: file not named: {err}"
+        );
+        assert!(err.contains(field), "{case}: expected {field:?} in: {err}");
+    }
+}
