@@ -349,3 +349,33 @@ pub fn verify_signature(
     let payload = check_payload(&verified.payload, expected)?;
     Ok((verified, payload))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_byte_rules_of_simple_signing() {
+        for ok in [0xA3u8, 0xC8, 0x90, 0x3D, 0xC4, 0x89, 0xC2] {
+            assert_eq!(check_first_byte(&[ok, 0]), Ok(()), "0x{ok:02x}");
+        }
+        assert_eq!(
+            check_first_byte(b"-----BEGIN PGP MESSAGE-----"),
+            Err(Rejection::Armored)
+        );
+        assert_eq!(
+            check_first_byte(b"{\"critical\""),
+            Err(Rejection::NotOpenPgp(b'{'))
+        );
+        assert_eq!(check_first_byte(b""), Err(Rejection::Empty));
+        let keyring = Keyring::default();
+        assert_eq!(
+            verify_blob(&keyring, &vec![0xA3; MAX_SIGNATURE_SIZE + 1]),
+            Err(Rejection::TooLarge(MAX_SIGNATURE_SIZE + 1))
+        );
+        assert!(matches!(
+            verify_blob(&keyring, &[0xA3, 0x01, 0xff]),
+            Err(Rejection::Malformed(_))
+        ));
+    }
+}
