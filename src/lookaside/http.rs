@@ -17,6 +17,9 @@ use crate::oci::digest::Digest;
 /// Environment variable naming an extra PEM CA bundle to trust.
 pub const CA_FILE_ENV: &str = "STAGEX_CA_FILE";
 
+/// Images fetched at once by `read_many`.
+const CONCURRENT_IMAGES: usize = 16;
+
 pub struct HttpLookaside {
     base: String,
     client: reqwest::Client,
@@ -69,6 +72,15 @@ impl HttpLookaside {
     pub fn read(&self, repository_path: &str, digest: &Digest) -> Result<SignatureSet> {
         self.runtime
             .block_on(self.read_async(repository_path, digest))
+    }
+
+    /// Reads several images concurrently (bounded), results in order.
+    pub fn read_many(&self, images: &[(&str, &Digest)]) -> Vec<Result<SignatureSet>> {
+        self.runtime.block_on(
+            futures_util::stream::iter(images.iter().map(|(p, d)| self.read_async(p, d)))
+                .buffered(CONCURRENT_IMAGES)
+                .collect(),
+        )
     }
 
     async fn read_async(&self, repository_path: &str, digest: &Digest) -> Result<SignatureSet> {

@@ -65,13 +65,14 @@ pub fn verify_images(
     targets: &[ImageTarget],
     threshold: usize,
 ) -> Vec<ImageReport> {
-    let fetched: Vec<Result<SignatureSet, String>> = targets
+    let images: Vec<(&str, &crate::oci::digest::Digest)> = targets
         .iter()
-        .map(|t| {
-            lookaside
-                .read(&t.repository_path, &t.digest)
-                .map_err(|e| format!("{e:#}"))
-        })
+        .map(|t| (t.repository_path.as_str(), &t.digest))
+        .collect();
+    let fetched: Vec<Result<SignatureSet, String>> = lookaside
+        .read_many(&images)
+        .into_iter()
+        .map(|r| r.map_err(|e| format!("{e:#}")))
         .collect();
     // One job per signature file; results land back by index.
     let jobs: Vec<(usize, &SignatureFile)> = fetched
