@@ -367,3 +367,39 @@ fn concurrent_signers_both_keep_their_files_and_numbering_stays_contiguous() {
             .all(|r| signer_count(r) == 2));
     }
 }
+
+#[test]
+fn a_protected_key_file_needs_its_passphrase() {
+    use sequoia_openpgp::cert::prelude::*;
+    use sequoia_openpgp::types::KeyFlags;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    make_image(&root.join("out"), "core-p", "1.0", Shape::Manifest, "p");
+    let (cert, _) = CertBuilder::new()
+        .add_userid("locked <locked@example.org>")
+        .set_cipher_suite(CipherSuite::Cv25519)
+        .set_primary_key_flags(KeyFlags::empty().set_certification().set_signing())
+        .set_password(Some("s3cret".into()))
+        .generate()
+        .unwrap();
+    write_keys(&root.join("keys"), &[&cert]);
+    let secret = write_secret(root, "locked", &cert);
+    let sign = |passphrase: Option<&str>| {
+        let mut c = peers::tools::stagex();
+        c.arg("--root")
+            .arg(root)
+            .args(["sign", "--key"])
+            .arg(&secret);
+        match passphrase {
+            Some(p) => c.env("STAGEX_KEY_PASSPHRASE", p),
+            None => c.env_remove("STAGEX_KEY_PASSPHRASE"),
+        };
+        c.output().unwrap()
+    };
+    let locked = sign(None);
+    assert!(!locked.status.success());
+    assert!(String::from_utf8_lossy(&locked.stderr).contains("STAGEX_KEY_PASSPHRASE"));
+    assert!(!sign(Some("wrong")).status.success());
+    ok(sign(Some("s3cret")));
+    ok(stagex(root, &["verify", "--threshold", "1", "core-p"]));
+}

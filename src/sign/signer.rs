@@ -22,6 +22,9 @@ use openpgp::{Cert, Fingerprint};
 use super::keyring::Keyring;
 use super::verify::verify_blob;
 
+/// Environment variable holding the passphrase of a protected `--key` file.
+pub const PASSPHRASE_ENV: &str = "STAGEX_KEY_PASSPHRASE";
+
 /// Something that signs payloads with one key.
 pub trait PayloadSigner {
     /// The signer's certificate (public parts).
@@ -41,7 +44,8 @@ pub struct KeyFileSigner {
 }
 
 impl KeyFileSigner {
-    /// Loads an unencrypted OpenPGP secret key (armored or binary).
+    /// Loads an OpenPGP secret key (armored or binary); a protected key is
+    /// unlocked with `$STAGEX_KEY_PASSPHRASE`.
     pub fn from_file(path: &Path) -> Result<KeyFileSigner> {
         let cert = Cert::from_file(path)
             .with_context(|| format!("{}: not an OpenPGP secret key", path.display()))?;
@@ -80,13 +84,24 @@ impl KeyFileSigner {
                 ka.key().version()
             );
         }
-        let keypair = ka
-            .key()
-            .clone()
+        let mut secret = ka.key().clone();
+        if !secret.has_unencrypted_secret() {
+            if let Some(passphrase) = std::env::var_os(PASSPHRASE_ENV) {
+                let password =
+                    openpgp::crypto::Password::from(passphrase.to_string_lossy().as_ref());
+                secret = secret.decrypt_secret(&password).with_context(|| {
+                    format!(
+                        "{PASSPHRASE_ENV} does not unlock key {}",
+                        ka.key().fingerprint()
+                    )
+                })?;
+            }
+        }
+        let keypair = secret
             .into_keypair()
             .with_context(|| {
                 format!(
-                    "the secret key {} is password-protected: remove the protection for a file key, or sign through gpg with --gpg",
+                    "the secret key {} is password-protected: set {PASSPHRASE_ENV}, or sign through gpg with --gpg",
                     ka.key().fingerprint()
                 )
             })?;
