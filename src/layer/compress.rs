@@ -8,8 +8,8 @@
 //! - the input is cut at fixed offsets into `BLOCK_SIZE` (1 MiB) blocks; the
 //!   last block holds the remainder (1..=BLOCK_SIZE bytes; 0 only for empty
 //!   input). Boundaries depend on byte offsets, never on `write` call sizes;
-//! - each block is compressed on its own (fresh raw-deflate state, no shared
-//!   dictionary) by `compress_block`: non-last blocks end with a sync flush
+//! - each block is compressed on its own (a fresh, zeroed raw-deflate state,
+//!   never a reset one: see `compress_block`; no shared dictionary) by `compress_block`: non-last blocks end with a sync flush
 //!   (an empty stored block, so the output is byte-aligned and blocks can be
 //!   concatenated), the last one with `Finish` (sets BFINAL);
 //! - blocks are compressed by a pool of worker threads (up to
@@ -31,12 +31,16 @@ use std::thread::JoinHandle;
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 
-/// The pinned deflate level. Measured on the 1 GiB benchmark tree (mixed
-/// text/binary-like content, 2 cores): level 6 (zlib's default) compresses
-/// barely better than level 4 but costs noticeably more CPU; see the report
-/// in benches/layer.rs. Changing it changes every layer digest (the golden
-/// test catches that).
-pub const GZIP_LEVEL: u32 = 6;
+/// The pinned deflate level: 5. Measured with `STAGEX_BENCH_LEVELS=1 cargo
+/// bench --bench layer` (one thread, 1 MiB blocks, mixed text/binary-like
+/// content): zlib-rs level 6 runs at about half the speed of level 5
+/// (~16-18 vs ~29-34 MiB/s on a loaded 2-core machine; it switches to the
+/// lazy "slow" strategy) and is slower than GNU `gzip -6`, for only 2.4%
+/// smaller output; levels 1-3 are faster but 3-18% larger. Level 5 output is
+/// ~2% larger than `gzip -6`'s and the writer is >2x faster than
+/// `tar | gzip -n` on 2 cores. Changing it changes every layer digest (the
+/// golden test catches that).
+pub const GZIP_LEVEL: u32 = 5;
 
 /// The pinned block size: each block is deflated independently. Changing it
 /// changes every layer digest.
@@ -46,11 +50,17 @@ pub const BLOCK_SIZE: usize = 1 << 20;
 /// OS=255 (unknown).
 pub const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
 
-/// Compresses one block as raw deflate with a reusable (reset) state.
-/// Non-last blocks end byte-aligned with a sync flush; the last finishes
-/// the stream.
-pub fn compress_block(state: &mut Compress, input: &[u8], last: bool) -> Vec<u8> {
-    state.reset();
+/// Compresses one block as raw deflate with a FRESH state. Non-last blocks
+/// end byte-aligned with a sync flush; the last finishes the stream.
+///
+/// The state is never reused (`reset`): zlib-rs's reset does not clear the
+/// window, and its match finder may read stale window bytes past the data,
+/// so a reused state can give different (valid) output depending on what it
+/// compressed before (zlib-rs issue #459). A fresh state's window is zeroed,
+/// so a block's bytes depend only on the block. The allocation (~300 KiB per
+/// 1 MiB block) costs well under 1%.
+pub fn compress_block(input: &[u8], last: bool) -> Vec<u8> {
+    let mut state = Compress::new(Compression::new(GZIP_LEVEL), false);
     let flush = if last {
         FlushCompress::Finish
     } else {
@@ -75,10 +85,6 @@ pub fn compress_block(state: &mut Compress, input: &[u8], last: bool) -> Vec<u8>
     }
 }
 
-fn new_state() -> Compress {
-    Compress::new(Compression::new(GZIP_LEVEL), false)
-}
-
 struct Job {
     seq: u64,
     input: Vec<u8>,
@@ -92,8 +98,8 @@ struct Done {
     input: Vec<u8>,
 }
 
-fn run_job(state: &mut Compress, job: Job) -> Done {
-    let output = compress_block(state, &job.input, job.last);
+fn run_job(job: Job) -> Done {
+    let output = compress_block(&job.input, job.last);
     let mut crc = crc32fast::Hasher::new();
     crc.update(&job.input);
     Done {
@@ -119,17 +125,14 @@ impl Pool {
             .map(|_| {
                 let job_rx = Arc::clone(&job_rx);
                 let done_tx = done_tx.clone();
-                std::thread::spawn(move || {
-                    let mut state = new_state();
-                    loop {
-                        let job = match job_rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        let Ok(job) = job else { return };
-                        if done_tx.send(run_job(&mut state, job)).is_err() {
-                            return;
-                        }
+                std::thread::spawn(move || loop {
+                    let job = match job_rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    if done_tx.send(run_job(job)).is_err() {
+                        return;
                     }
                 })
             })
@@ -172,7 +175,6 @@ pub struct ParallelGzipWriter<W: Write> {
     in_flight: usize,
     max_in_flight: usize,
     pool: Option<Pool>,
-    inline_state: Option<Compress>,
 }
 
 impl<W: Write> ParallelGzipWriter<W> {
@@ -185,11 +187,7 @@ impl<W: Write> ParallelGzipWriter<W> {
             workers
         };
         out.write_all(&GZIP_HEADER)?;
-        let (pool, inline_state) = if workers > 1 {
-            (Some(Pool::new(workers)), None)
-        } else {
-            (None, Some(new_state()))
-        };
+        let pool = (workers > 1).then(|| Pool::new(workers));
         Ok(ParallelGzipWriter {
             out,
             buf: Vec::with_capacity(BLOCK_SIZE),
@@ -202,7 +200,6 @@ impl<W: Write> ParallelGzipWriter<W> {
             in_flight: 0,
             max_in_flight: 2 * workers,
             pool,
-            inline_state,
         })
     }
 
@@ -218,12 +215,11 @@ impl<W: Write> ParallelGzipWriter<W> {
             last,
         };
         self.next_seq += 1;
-        if let Some(state) = self.inline_state.as_mut() {
-            let done = run_job(state, job);
+        let Some(pool) = self.pool.as_ref() else {
+            let done = run_job(job);
             self.pending.insert(done.seq, done);
             return self.write_ready();
-        }
-        let pool = self.pool.as_ref().expect("a pool when not inline");
+        };
         pool.jobs
             .as_ref()
             .expect("jobs channel open until drop")

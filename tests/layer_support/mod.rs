@@ -16,7 +16,7 @@ use stagex::layer::{write_layer, FileTree, LayerOptions, WrittenLayer};
 pub const GOLDEN_DIFF_ID: &str =
     "sha256:c5387b9df92cf2c6a90154dbd9086c37c0db99542f4d0e10459d74516dd57fec";
 pub const GOLDEN_DIGEST: &str =
-    "sha256:484cd7eaef2b081375b7e52732232eabd1dc40a053119243745a60318a373d77";
+    "sha256:13b842f87525fe675fdb8c9d95cf8f17437ade3d420ddf429c576935d14afa4e";
 
 #[derive(Debug, Deserialize)]
 pub struct Spec {
