@@ -5,10 +5,12 @@
 pub mod build;
 pub mod cli;
 pub mod layer;
+pub mod lookaside;
 pub mod oci;
 pub mod output;
 pub mod package;
 pub mod pallet;
 pub mod registry;
 pub mod settings;
+pub mod sign;
 pub mod store;

@@ -335,10 +335,10 @@ fn golden_manifest_digests_of_core_filesystem_and_core_profile() {
     );
     assert_eq!(
         manifest_digest(&report, "core-filesystem"),
-        "sha256:0e21c7518af8f318311f86722b4900b3ffbd40a311568a5c937a706beda9468e"
+        "sha256:4949507b6da400d37c76769f9966580971651822140f106f512c4b309542502d"
     );
     assert_eq!(
         manifest_digest(&report, "core-profile"),
-        "sha256:75ed7bccf581b95a194ec03292c873e93da85270278830ec2b301e9048db737d"
+        "sha256:d854889d7595492c95c2a38b9c55df018e2fd7fa8d124f2119d395013689d391"
     );
 }

@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
 use crate::settings::Settings;
 
 pub mod pallet;
+pub mod sign;
+pub mod verify;
 
 /// Build, compose, sign and publish StageX OCI images.
 #[derive(Debug, Parser)]
@@ -32,6 +34,10 @@ pub mod image;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Sign images (one signature file per manifest digest) with a key file or gpg.
+    Sign(sign::SignArgs),
+    /// Check images' signatures against the trusted keys and the quorum.
+    Verify(verify::VerifyArgs),
     /// Download package sources into fetch/<stage>/<name>/, sha256-checked.
     Fetch(fetch::FetchArgs),
     /// Build package images into out/<stage>-<name>/ (dependencies first).
@@ -59,6 +65,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         settings,
     };
     match cli.command {
+        Command::Sign(args) => sign::run(&context, args),
+        Command::Verify(args) => verify::run(&context, args),
         Command::Fetch(args) => fetch::run(&context, args),
         Command::Build(args) => build::run(&context, args),
         Command::Digests(args) => digests::run(&context, args),

@@ -11,6 +11,8 @@ pub mod tree;
 pub mod writer;
 
 pub use extract::{extract_layer, ExtractOptions};
-pub use reader::{decompress, index_layer, EntryType, LayerEntry, LayerIndex};
+pub use reader::{
+    decompress, index_layer, tree_path_of, EntryType, LayerEntry, LayerIndex, PathMeaning,
+};
 pub use tree::{normalize_path, EntryKind, FileSource, FileTree, TreeEntry};
 pub use writer::{write_layer, write_layer_to_layout, LayerOptions, WrittenLayer};

@@ -533,6 +533,25 @@ mod tests {
     }
 
     #[test]
+    fn large_ids_use_pax_records() {
+        let mut tree = FileTree::new();
+        let mut entry = bytes(b"x", 0o644);
+        entry.uid = 3_000_000;
+        entry.gid = 70_000;
+        tree.insert("f", entry).unwrap();
+        let opts = LayerOptions {
+            compression: LayerCompression::None,
+            ..LayerOptions::default()
+        };
+        let (tar_bytes, _) = tar_of(&tree, &opts);
+        let record: &[u8] = b"15 uid=3000000\n";
+        assert!(tar_bytes.windows(record.len()).any(|w| w == record));
+        let index = crate::layer::index_layer(&tar_bytes[..], LayerCompression::None).unwrap();
+        assert_eq!(index.entries[0].uid, 3_000_000);
+        assert_eq!(index.entries[0].gid, 70_000);
+    }
+
+    #[test]
     fn gzip_layer_digests_are_stable_and_mtime_matters() {
         let mut tree = FileTree::new();
         tree.insert("etc/os-release", bytes(b"ID=stagex\n", 0o644))

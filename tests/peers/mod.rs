@@ -2,7 +2,9 @@
 //! nginx, skopeo, umoci, podman, gpg). Each test file includes it with
 //! `mod peers;`.
 #![allow(dead_code)]
+pub mod gpg;
 pub mod http_server;
+pub mod nginx;
 pub mod podman;
 pub mod registry;
 pub mod tools;

@@ -1,0 +1,156 @@
+//! `stagex sign`: sign every image in `out/` (or the named ones) with one
+//! key, writing `signature-N` files into the local lookaside tree. One line
+//! per image (signed / already signed / failed), a progress bar on a
+//! terminal, `--json` for scripts; non-zero exit if any image failed.
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+use serde::Serialize;
+
+use super::Context;
+use crate::lookaside::file::FileLookaside;
+use crate::sign::apply::{sign_target, SignOutcome};
+use crate::sign::image::Resolver;
+use crate::sign::signer::{GpgSigner, KeyFileSigner, PayloadSigner};
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// Package images (`<stage>-<name>`, from out/) or `REPO:TAG@sha256:<hex>`; none = all of out/.
+    pub images: Vec<String>,
+    /// OpenPGP secret key file (armored or binary, not password-protected).
+    #[arg(long, conflicts_with = "gpg", required_unless_present = "gpg")]
+    pub key: Option<PathBuf>,
+    /// Sign through gpg's agent with this key (smartcards, touch); gpg from PATH or $STAGEX_GPG.
+    #[arg(long, value_name = "FINGERPRINT")]
+    pub gpg: Option<String>,
+    /// The signature tree to write into (default: `signatures` from stagex.toml).
+    #[arg(long, value_name = "DIR")]
+    pub signatures: Option<PathBuf>,
+    /// Identity namespace: signs `<NS>/<stage>-<name>:<version>` (default: stagex.toml `namespace`).
+    #[arg(long, value_name = "NS")]
+    pub identity: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Line {
+    image: String,
+    platform: Option<String>,
+    digest: String,
+    identity: String,
+    /// `signed`, `already-signed` or `failed`.
+    status: &'static str,
+    file: Option<String>,
+    error: Option<String>,
+}
+
+pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
+    let signer: Box<dyn PayloadSigner> = match (&args.key, &args.gpg) {
+        (Some(path), _) => Box::new(KeyFileSigner::from_file(path)?),
+        (None, Some(fpr)) => Box::new(GpgSigner::new(fpr)?),
+        (None, None) => anyhow::bail!("pass --key FILE or --gpg FINGERPRINT"),
+    };
+    let namespace = args.identity.as_deref().unwrap_or(&ctx.settings.namespace);
+    let resolver = Resolver {
+        out: &ctx.settings.out,
+        packages: &ctx.settings.packages,
+        namespace,
+    };
+    let targets = resolver.resolve_all(&args.images)?;
+    let root = args
+        .signatures
+        .clone()
+        .unwrap_or_else(|| ctx.settings.signatures.clone());
+    let store = FileLookaside::new(root);
+    let bar = (!ctx.json && targets.len() > 1 && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(targets.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+                .expect("valid progress template"),
+        );
+        bar
+    });
+    let fingerprint = signer.fingerprint();
+    let mut lines = Vec::new();
+    let mut failed = 0;
+    for target in &targets {
+        if let Some(bar) = &bar {
+            bar.set_message(target.name.clone());
+        }
+        let outcome = sign_target(signer.as_ref(), &store, target);
+        let (status, file, error) = match outcome {
+            Ok(SignOutcome::Signed { file }) => ("signed", Some(file.display().to_string()), None),
+            Ok(SignOutcome::AlreadySigned { file }) => ("already-signed", Some(file), None),
+            Err(e) => {
+                failed += 1;
+                ("failed", None, Some(format!("{e:#}")))
+            }
+        };
+        let line = Line {
+            image: target.name.clone(),
+            platform: target.platform.clone(),
+            digest: target.digest.to_string(),
+            identity: target.identity.clone(),
+            status,
+            file,
+            error,
+        };
+        if !ctx.json {
+            let text = human(&line, &fingerprint.to_hex());
+            match &bar {
+                Some(bar) => bar.println(text),
+                None if line.status == "failed" => eprintln!("{text}"),
+                None => println!("{text}"),
+            }
+        }
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+        lines.push(line);
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&lines)?);
+    }
+    if failed > 0 {
+        eprintln!(
+            "stagex: error: {failed} of {} image(s) could not be signed",
+            targets.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human(line: &Line, fingerprint: &str) -> String {
+    let platform = line
+        .platform
+        .as_deref()
+        .map(|p| format!(" ({p})"))
+        .unwrap_or_default();
+    match line.status {
+        "signed" => format!(
+            "signed          {}{platform} {} as {} -> {}",
+            line.image,
+            line.digest,
+            line.identity,
+            line.file.as_deref().unwrap_or("")
+        ),
+        "already-signed" => format!(
+            "already signed  {}{platform} {} by {fingerprint} ({})",
+            line.image,
+            line.digest,
+            line.file.as_deref().unwrap_or("")
+        ),
+        _ => format!(
+            "failed          {}{platform} {}: {}",
+            line.image,
+            line.digest,
+            line.error.as_deref().unwrap_or("")
+        ),
+    }
+}

@@ -1,0 +1,230 @@
+//! The file:// lookaside: reading `signature-1..` until the first missing
+//! file (and reporting files hidden behind a gap), and adding a signature
+//! atomically without ever overwriting one: the blob is written to a
+//! temporary file in the image's directory, then hard-linked to the first
+//! free `signature-N` (link fails if the name exists, so two signers racing
+//! for N both keep their file and numbering stays contiguous).
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::{
+    signature_dir, Fetched, SignatureFile, SignatureSet, MAX_SIGNATURES, MAX_SIGNATURE_BYTES,
+};
+use crate::oci::digest::Digest;
+
+/// A lookaside tree on the local file system.
+#[derive(Clone, Debug)]
+pub struct FileLookaside {
+    root: PathBuf,
+}
+
+impl FileLookaside {
+    pub fn new(root: impl Into<PathBuf>) -> FileLookaside {
+        FileLookaside { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory of one image's signatures.
+    pub fn image_dir(&self, repository_path: &str, digest: &Digest) -> PathBuf {
+        self.root.join(signature_dir(repository_path, digest))
+    }
+
+    /// Reads signature-1, -2, ... until the first missing file.
+    pub fn read(&self, repository_path: &str, digest: &Digest) -> Result<SignatureSet> {
+        let dir = self.image_dir(repository_path, digest);
+        let mut set = SignatureSet::default();
+        let mut stopped_at = MAX_SIGNATURES;
+        for n in 1..=MAX_SIGNATURES {
+            let path = dir.join(format!("signature-{n}"));
+            let file = match fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    stopped_at = n;
+                    break;
+                }
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            };
+            let mut bytes = Vec::new();
+            file.take(MAX_SIGNATURE_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let content = if bytes.len() as u64 > MAX_SIGNATURE_BYTES {
+                Fetched::TooLarge(fs::metadata(&path).map(|m| m.len()).unwrap_or(0))
+            } else {
+                Fetched::Blob(bytes)
+            };
+            set.files.push(SignatureFile {
+                name: format!("signature-{n}"),
+                location: path.display().to_string(),
+                content,
+            });
+        }
+        set.hidden = numbered_files(&dir)?
+            .into_iter()
+            .filter(|&n| n > stopped_at)
+            .map(|n| format!("signature-{n}"))
+            .collect();
+        Ok(set)
+    }
+
+    /// Adds a blob as the first free `signature-N`; returns N and the path.
+    pub fn add(
+        &self,
+        repository_path: &str,
+        digest: &Digest,
+        blob: &[u8],
+    ) -> Result<(u32, PathBuf)> {
+        let dir = self.image_dir(repository_path, digest);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut temp = tempfile::NamedTempFile::new_in(&dir)
+            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+        temp.write_all(blob)
+            .and_then(|_| temp.as_file().sync_all())
+            .with_context(|| format!("writing a signature in {}", dir.display()))?;
+        let mut n = first_free(&dir)?;
+        loop {
+            if n > MAX_SIGNATURES {
+                bail!(
+                    "{} already holds {MAX_SIGNATURES} signatures: readers ignore any more",
+                    dir.display()
+                );
+            }
+            let target = dir.join(format!("signature-{n}"));
+            match fs::hard_link(temp.path(), &target) {
+                Ok(()) => {
+                    drop(temp);
+                    if let Ok(d) = fs::File::open(&dir) {
+                        let _ = d.sync_all();
+                    }
+                    return Ok((n, target));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
+                Err(e)
+                    if e.kind() == io::ErrorKind::Unsupported
+                        || e.kind() == io::ErrorKind::PermissionDenied =>
+                {
+                    // No hard links here: exclusive create (never overwrites).
+                    match fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&target)
+                    {
+                        Ok(mut f) => {
+                            f.write_all(blob)
+                                .and_then(|_| f.sync_all())
+                                .with_context(|| format!("writing {}", target.display()))?;
+                            return Ok((n, target));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
+                        Err(e) => {
+                            return Err(e).with_context(|| format!("creating {}", target.display()))
+                        }
+                    }
+                }
+                Err(e) => return Err(e).with_context(|| format!("creating {}", target.display())),
+            }
+        }
+    }
+}
+
+/// The lowest N with no `signature-N` (fills a gap, keeping numbering contiguous).
+fn first_free(dir: &Path) -> Result<u32> {
+    let taken = numbered_files(dir)?;
+    let mut n = 1;
+    for t in taken {
+        if t == n {
+            n += 1;
+        } else if t > n {
+            break;
+        }
+    }
+    Ok(n)
+}
+
+/// The N of every `signature-N` in `dir`, sorted.
+fn numbered_files(dir: &Path) -> Result<Vec<u32>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let mut numbers = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        if let Some(n) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("signature-"))
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbering_is_contiguous_and_gaps_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileLookaside::new(dir.path());
+        let d = Digest::of_bytes(b"m");
+        assert_eq!(store.add("stagex/x", &d, b"a").unwrap().0, 1);
+        assert_eq!(store.add("stagex/x", &d, b"b").unwrap().0, 2);
+        let image = store.image_dir("stagex/x", &d);
+        fs::write(image.join("signature-4"), b"d").unwrap();
+        let set = store.read("stagex/x", &d).unwrap();
+        assert_eq!(set.files.len(), 2);
+        assert_eq!(set.files[1].content, Fetched::Blob(b"b".to_vec()));
+        assert_eq!(set.hidden, vec!["signature-4".to_string()]);
+        // The next signature fills the gap.
+        assert_eq!(store.add("stagex/x", &d, b"c").unwrap().0, 3);
+        assert_eq!(store.read("stagex/x", &d).unwrap().files.len(), 4);
+        assert_eq!(store.add("stagex/x", &d, b"e").unwrap().0, 5);
+        let leftovers: Vec<_> = fs::read_dir(&image)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| !e.file_name().to_string_lossy().starts_with("signature-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert!(store.read("stagex/none", &d).unwrap().files.is_empty());
+    }
+
+    #[test]
+    fn oversized_files_are_rejected_and_at_most_128_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileLookaside::new(dir.path());
+        let d = Digest::of_bytes(b"big");
+        let image = store.image_dir("stagex/x", &d);
+        fs::create_dir_all(&image).unwrap();
+        fs::write(
+            image.join("signature-1"),
+            vec![0u8; MAX_SIGNATURE_BYTES as usize + 1],
+        )
+        .unwrap();
+        for n in 2..=130 {
+            fs::write(image.join(format!("signature-{n}")), b"s").unwrap();
+        }
+        let set = store.read("stagex/x", &d).unwrap();
+        assert_eq!(set.files.len(), MAX_SIGNATURES as usize);
+        assert_eq!(
+            set.files[0].content,
+            Fetched::TooLarge(MAX_SIGNATURE_BYTES + 1)
+        );
+        assert_eq!(
+            set.hidden,
+            vec!["signature-129".to_string(), "signature-130".to_string()]
+        );
+        assert!(store.add("stagex/x", &d, b"more").is_err());
+    }
+}

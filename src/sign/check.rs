@@ -1,0 +1,169 @@
+//! Verifying images against a lookaside and a keyring: fetch every
+//! signature file, check each one (in parallel over all cores), and sum up
+//! per image which trusted maintainers signed, which files are bad and why,
+//! which are hidden behind a gap, and whether the quorum is met.
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::image::ImageTarget;
+use super::keyring::Keyring;
+use super::quorum::quorum_met;
+use super::verify::{verify_signature, Expected, Rejection};
+use crate::lookaside::{Fetched, Lookaside, SignatureFile, SignatureSet};
+
+/// The verdict for one image manifest.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ImageReport {
+    pub image: String,
+    pub platform: Option<String>,
+    pub digest: String,
+    /// The identity signatures must match.
+    pub reference: String,
+    /// Distinct trusted signers with valid signatures (sorted by fingerprint).
+    pub signers: Vec<SignerEntry>,
+    pub invalid: Vec<InvalidEntry>,
+    /// Files after a gap in the numbering: no reader sees them.
+    pub hidden: Vec<String>,
+    /// The store could not be read (the image fails).
+    pub error: Option<String>,
+    pub valid_signers: usize,
+    pub threshold: usize,
+    pub quorum: bool,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SignerEntry {
+    /// Primary key fingerprint (upper-case hex).
+    pub fingerprint: String,
+    /// First user id of the certificate.
+    pub name: Option<String>,
+    /// Files signed by this key (two or more still count once).
+    pub files: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct InvalidEntry {
+    pub file: String,
+    /// Stable reason code (`bad-signature`, `unknown-key`, ...).
+    pub code: String,
+    pub reason: String,
+}
+
+fn rejection_of(file: &SignatureFile) -> Option<Rejection> {
+    match &file.content {
+        Fetched::Blob(_) => None,
+        Fetched::TooLarge(n) => Some(Rejection::TooLarge(*n as usize)),
+        Fetched::SoftNotFound => Some(Rejection::SoftNotFound),
+    }
+}
+
+/// Verifies every target; never fails as a whole (errors go into reports).
+pub fn verify_images(
+    keyring: &Keyring,
+    lookaside: &Lookaside,
+    targets: &[ImageTarget],
+    threshold: usize,
+) -> Vec<ImageReport> {
+    let images: Vec<(&str, &crate::oci::digest::Digest)> = targets
+        .iter()
+        .map(|t| (t.repository_path.as_str(), &t.digest))
+        .collect();
+    let fetched: Vec<Result<SignatureSet, String>> = lookaside
+        .read_many(&images)
+        .into_iter()
+        .map(|r| r.map_err(|e| format!("{e:#}")))
+        .collect();
+    // One job per signature file; results land back by index.
+    let jobs: Vec<(usize, &SignatureFile)> = fetched
+        .iter()
+        .enumerate()
+        .filter_map(|(i, set)| set.as_ref().ok().map(|s| (i, s)))
+        .flat_map(|(i, set)| set.files.iter().map(move |f| (i, f)))
+        .collect();
+    let expected: Vec<Expected> = targets
+        .iter()
+        .map(|t| Expected {
+            digest: t.digest.clone(),
+            reference: t.reference.clone(),
+        })
+        .collect();
+    let check =
+        |(i, file): &(usize, &SignatureFile)| -> Result<sequoia_openpgp::Fingerprint, Rejection> {
+            if let Some(r) = rejection_of(file) {
+                return Err(r);
+            }
+            let Fetched::Blob(blob) = &file.content else {
+                unreachable!()
+            };
+            verify_signature(keyring, blob, &expected[*i]).map(|(v, _)| v.signer)
+        };
+    let results = parallel_map(&jobs, check);
+    let mut reports: Vec<ImageReport> = targets
+        .iter()
+        .zip(&fetched)
+        .map(|(t, set)| ImageReport {
+            image: t.name.clone(),
+            platform: t.platform.clone(),
+            digest: t.digest.to_string(),
+            reference: t.reference.to_string(),
+            signers: Vec::new(),
+            invalid: Vec::new(),
+            hidden: set.as_ref().map(|s| s.hidden.clone()).unwrap_or_default(),
+            error: set.as_ref().err().cloned(),
+            valid_signers: 0,
+            threshold,
+            quorum: false,
+        })
+        .collect();
+    let mut signers: Vec<BTreeMap<sequoia_openpgp::Fingerprint, Vec<String>>> =
+        vec![BTreeMap::new(); targets.len()];
+    for ((i, file), result) in jobs.iter().zip(results) {
+        match result {
+            Ok(fpr) => signers[*i].entry(fpr).or_default().push(file.name.clone()),
+            Err(reason) => reports[*i].invalid.push(InvalidEntry {
+                file: file.name.clone(),
+                code: reason.code().to_string(),
+                reason: reason.to_string(),
+            }),
+        }
+    }
+    for (report, signers) in reports.iter_mut().zip(signers) {
+        report.quorum = report.error.is_none() && quorum_met(signers.keys(), threshold);
+        report.valid_signers = signers.len();
+        report.signers = signers
+            .into_iter()
+            .map(|(fpr, files)| SignerEntry {
+                name: keyring.label(&fpr),
+                fingerprint: fpr.to_hex(),
+                files,
+            })
+            .collect();
+    }
+    reports
+}
+
+/// Maps `f` over `items` on every core, keeping order.
+pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(items.len().max(1));
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| {
+                let f = &f;
+                scope.spawn(move || part.iter().map(f).collect::<Vec<R>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("verification thread panicked"))
+            .collect()
+    })
+}

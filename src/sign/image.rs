@@ -1,0 +1,302 @@
+//! Which manifests to sign or verify, and under which identity.
+//!
+//! A package name `<stage>-<name>` resolves through `out/<stage>-<name>/`
+//! (an OCI layout whose index.json points at a manifest, as skopeo and umoci
+//! write, or at an image index, as buildx writes): every per-platform
+//! manifest is one target, signed over its exact bytes. The identity is
+//! `<namespace>/<stage>-<name>:<version>`, the version taken from the
+//! `org.opencontainers.image.version` annotation, else the layout's
+//! `ref.name` tag, else `packages/<stage>/<name>/package.toml`.
+//! An image reference `repo:tag@sha256:<hex>` names one manifest directly.
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use super::reference::DockerReference;
+use crate::oci::descriptor::{Descriptor, Platform};
+use crate::oci::digest::Digest;
+use crate::oci::layout::Layout;
+use crate::oci::manifest::AnyManifest;
+use crate::oci::media_type::{ANNOTATION_REF_NAME, ANNOTATION_VERSION};
+
+/// One manifest to sign or verify.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageTarget {
+    /// What the user named (package name or reference).
+    pub name: String,
+    /// The per-platform manifest digest (what a signature covers).
+    pub digest: Digest,
+    /// `os/arch[/variant]` when known.
+    pub platform: Option<String>,
+    /// The identity written into new signatures (`stagex/core-x:1.0`).
+    pub identity: String,
+    /// What a signature's identity must match (tag: exactly; digest: repository).
+    pub reference: DockerReference,
+    /// The lookaside directory prefix (repository path, no registry host).
+    pub repository_path: String,
+}
+
+/// Where names are resolved.
+#[derive(Clone, Debug)]
+pub struct Resolver<'a> {
+    pub out: &'a Path,
+    pub packages: &'a Path,
+    /// `stagex`, or with a host: `127.0.0.1:5000/stagex`.
+    pub namespace: &'a str,
+}
+
+/// True for an argument that is an image reference rather than a package name.
+pub fn is_reference(arg: &str) -> bool {
+    arg.contains(['/', ':', '@'])
+}
+
+impl Resolver<'_> {
+    /// Every package layout in `out/` (sorted), or the named ones.
+    pub fn resolve_all(&self, args: &[String]) -> Result<Vec<ImageTarget>> {
+        let names: Vec<String> = if args.is_empty() {
+            let mut names = Vec::new();
+            let entries = std::fs::read_dir(self.out).with_context(|| {
+                format!(
+                    "reading {} (build images first, or name images to sign)",
+                    self.out.display()
+                )
+            })?;
+            for entry in entries {
+                let entry = entry?;
+                if entry.path().join("oci-layout").is_file() {
+                    if let Some(name) = entry.file_name().to_str() {
+                        names.push(name.to_string());
+                    }
+                }
+            }
+            names.sort();
+            if names.is_empty() {
+                bail!("no OCI layout in {}: nothing to do", self.out.display());
+            }
+            names
+        } else {
+            args.to_vec()
+        };
+        let mut targets = Vec::new();
+        for name in &names {
+            targets.extend(self.resolve(name)?);
+        }
+        Ok(targets)
+    }
+
+    /// One argument: a package name or an image reference with a digest.
+    pub fn resolve(&self, arg: &str) -> Result<Vec<ImageTarget>> {
+        if is_reference(arg) {
+            return Ok(vec![reference_target(arg)?]);
+        }
+        self.package_targets(arg)
+    }
+
+    fn package_targets(&self, package: &str) -> Result<Vec<ImageTarget>> {
+        let dir = self.out.join(package);
+        let layout = Layout::open(&dir).with_context(|| {
+            format!("image {package}: no build output (run `stagex build {package}` first)")
+        })?;
+        let index = layout.read_index()?;
+        if index.manifests.is_empty() {
+            bail!("{}: index.json lists no image", dir.display());
+        }
+        let mut found: BTreeMap<Digest, (Descriptor, Option<String>)> = BTreeMap::new();
+        let mut tag_version = None;
+        for top in &index.manifests {
+            if tag_version.is_none() {
+                tag_version = top.annotations.get(ANNOTATION_REF_NAME).map(|r| tag_of(r));
+            }
+            let version = top.annotations.get(ANNOTATION_VERSION).cloned();
+            walk(&layout, top, version, 0, &mut found)?;
+        }
+        let mut package_version = None;
+        let mut targets = Vec::new();
+        for (digest, (descriptor, version)) in found {
+            let version = match version.or_else(|| tag_version.clone()) {
+                Some(v) => v,
+                None => {
+                    if package_version.is_none() {
+                        package_version = Some(package_toml_version(self.packages, package, 0)?);
+                    }
+                    package_version.clone().expect("set above")
+                }
+            };
+            let identity = format!(
+                "{}/{package}:{version}",
+                self.namespace.trim_end_matches('/')
+            );
+            let reference = DockerReference::parse(&identity)
+                .with_context(|| format!("image {package}: identity {identity:?}"))?;
+            targets.push(ImageTarget {
+                name: package.to_string(),
+                digest,
+                platform: descriptor.platform.as_ref().map(|p| p.to_string()),
+                identity,
+                repository_path: reference.path.clone(),
+                reference,
+            });
+        }
+        Ok(targets)
+    }
+}
+
+/// `repo:tag@sha256:<hex>` (the tag is the identity to sign; verify accepts
+/// a reference without tag and then matches the repository).
+fn reference_target(arg: &str) -> Result<ImageTarget> {
+    let reference = DockerReference::parse(arg)?;
+    let Some(digest) = reference.digest.clone() else {
+        bail!("image reference {arg:?} has no digest: write it as REPO:TAG@sha256:<hex>");
+    };
+    let identity = match &reference.tag {
+        Some(_) => {
+            let text = arg.split_once('@').map_or(arg, |(n, _)| n);
+            text.to_string()
+        }
+        None => reference.repository(),
+    };
+    Ok(ImageTarget {
+        name: arg.to_string(),
+        digest,
+        platform: None,
+        identity,
+        repository_path: reference.path.clone(),
+        reference,
+    })
+}
+
+/// A ref.name annotation is a tag or a full reference: take the tag.
+fn tag_of(ref_name: &str) -> String {
+    if ref_name.contains(['/', '@']) {
+        if let Ok(r) = DockerReference::parse(ref_name) {
+            if let Some(tag) = r.tag {
+                return tag;
+            }
+        }
+    }
+    ref_name.rsplit(':').next().unwrap_or(ref_name).to_string()
+}
+
+fn walk(
+    layout: &Layout,
+    descriptor: &Descriptor,
+    version: Option<String>,
+    depth: usize,
+    found: &mut BTreeMap<Digest, (Descriptor, Option<String>)>,
+) -> Result<()> {
+    if depth > 8 {
+        bail!(
+            "image index nesting deeper than 8 levels at {}",
+            descriptor.digest
+        );
+    }
+    let (manifest, _) = layout.read_manifest(descriptor)?;
+    match manifest {
+        AnyManifest::Image(image) => {
+            let version = image
+                .annotations
+                .get(ANNOTATION_VERSION)
+                .cloned()
+                .or(version);
+            let mut descriptor = descriptor.clone();
+            if descriptor.platform.is_none() {
+                descriptor.platform = config_platform(layout, &image.config);
+            }
+            let entry = found
+                .entry(descriptor.digest.clone())
+                .or_insert_with(|| (descriptor.clone(), None));
+            if entry.1.is_none() {
+                entry.1 = version;
+            }
+        }
+        AnyManifest::Index(index) => {
+            let version = index
+                .annotations
+                .get(ANNOTATION_VERSION)
+                .cloned()
+                .or(version);
+            for child in &index.manifests {
+                // Attestation manifests (unknown/unknown) are not images.
+                if child.platform.as_ref().is_some_and(|p| p.os == "unknown") {
+                    continue;
+                }
+                let child_version = child
+                    .annotations
+                    .get(ANNOTATION_VERSION)
+                    .cloned()
+                    .or(version.clone());
+                walk(layout, child, child_version, depth + 1, found)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The platform an image config declares (for display when the layout's
+/// descriptor has none, as in skopeo/umoci layouts).
+fn config_platform(layout: &Layout, config: &Descriptor) -> Option<Platform> {
+    let bytes = layout.read_blob(&config.digest).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let mut platform = Platform::new(
+        value.get("os")?.as_str()?,
+        value.get("architecture")?.as_str()?,
+    );
+    platform.variant = value
+        .get("variant")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    Some(platform)
+}
+
+/// `version` from `packages/<stage>/<name>/package.toml` (following `version_from`).
+fn package_toml_version(packages: &Path, package: &str, depth: usize) -> Result<String> {
+    let Some((stage, name)) = package.split_once('-') else {
+        bail!("image {package:?}: no version annotation or tag, and not a <stage>-<name> package name");
+    };
+    let path = packages.join(stage).join(name).join("package.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "image {package}: no version annotation or tag in out/{package}, and cannot read {}",
+            path.display()
+        )
+    })?;
+    let value: toml::Value =
+        toml::from_str(&text).with_context(|| format!("{}: invalid TOML", path.display()))?;
+    let section = value.get("package");
+    if let Some(v) = section
+        .and_then(|p| p.get("version"))
+        .and_then(|v| v.as_str())
+    {
+        return Ok(v.to_string());
+    }
+    if let Some(from) = section
+        .and_then(|p| p.get("version_from"))
+        .and_then(|v| v.as_str())
+    {
+        if depth > 8 {
+            bail!("{}: version_from chain too long", path.display());
+        }
+        return package_toml_version(packages, from, depth + 1);
+    }
+    bail!("{}: [package] has no version", path.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_name_one_manifest() {
+        let hex = "cd".repeat(32);
+        let t =
+            reference_target(&format!("127.0.0.1:5000/stagex/core-x:1.0@sha256:{hex}")).unwrap();
+        assert_eq!(t.identity, "127.0.0.1:5000/stagex/core-x:1.0");
+        assert_eq!(t.repository_path, "stagex/core-x");
+        assert_eq!(t.digest.hex(), hex);
+        assert!(reference_target("stagex/core-x:1.0").is_err());
+        assert_eq!(tag_of("1.37.0"), "1.37.0");
+        assert_eq!(tag_of("docker.io/stagex/x:2"), "2");
+        assert!(is_reference("stagex/x") && !is_reference("core-busybox"));
+    }
+}

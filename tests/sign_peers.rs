@@ -1,0 +1,514 @@
+//! Interoperability of our signatures with the real peers: skopeo (pull
+//! with a `signedBy` policy from a real docker-registry, signatures served
+//! by nginx over http and https; standalone-verify; `copy --sign-by`), gpg
+//! (`--verify`, gpgv, `--sign --no-armor`, and our `--gpg` signer), and
+//! mirror failures (soft 404, other HTTP statuses).
+mod peers;
+mod sign_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use peers::gpg::GpgHome;
+use peers::nginx::Nginx;
+use peers::registry::Registry;
+use peers::tools::{require, run_ok};
+use sign_support::*;
+use stagex::oci::digest::Digest;
+
+fn stagex(root: &Path, args: &[&str]) -> Command {
+    let mut c = peers::tools::stagex();
+    c.arg("--root").arg(root).args(args);
+    c
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Pushes `out/<package>` (tag 1.0) to the registry unchanged; returns the
+/// reference pushed and checks the registry holds our exact manifest digest.
+fn push(skopeo: &Path, root: &Path, registry: &Registry, package: &str, digest: &Digest) -> String {
+    let reference = format!("{}/stagex/{package}:1.0", registry.host());
+    run_ok(
+        Command::new(skopeo)
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!(
+                "oci:{}:1.0",
+                root.join("out").join(package).display()
+            ))
+            .arg(format!("docker://{reference}")),
+    );
+    let inspect = run_ok(
+        Command::new(skopeo)
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{reference}")),
+    );
+    assert_eq!(
+        &Digest::of_bytes(&inspect.stdout),
+        digest,
+        "registry changed the manifest"
+    );
+    reference
+}
+
+fn skopeo_pull(
+    skopeo: &Path,
+    work: &Path,
+    keyring: &Path,
+    lookaside: &str,
+    reference: &str,
+    cert_dir: Option<&Path>,
+) -> Output {
+    let host = reference.split('/').next().unwrap();
+    let policy = work.join(format!(
+        "policy-{}.json",
+        Digest::of_bytes(keyring.to_string_lossy().as_bytes()).hex()
+    ));
+    std::fs::write(
+        &policy,
+        serde_json::json!({
+            "default": [{"type": "reject"}],
+            "transports": {
+                "docker": {host: [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": keyring}]},
+                "oci": {"": [{"type": "insecureAcceptAnything"}]}
+            }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let registries_d = work.join(format!(
+        "registries.d-{}",
+        Digest::of_bytes(lookaside.as_bytes()).hex()
+    ));
+    std::fs::create_dir_all(&registries_d).unwrap();
+    std::fs::write(
+        registries_d.join("x.yaml"),
+        format!("docker:\n  {host}:\n    lookaside: {lookaside}\n"),
+    )
+    .unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let mut c = Command::new(skopeo);
+    c.arg("--policy")
+        .arg(&policy)
+        .arg("--registries.d")
+        .arg(&registries_d);
+    c.args(["copy", "--src-tls-verify=false", "--remove-signatures"]);
+    if let Some(dir) = cert_dir {
+        c.arg("--src-cert-dir").arg(dir);
+    }
+    c.arg(format!("docker://{reference}"))
+        .arg(format!("oci:{}:x", dest.path().join("img").display()));
+    c.output().unwrap()
+}
+
+#[test]
+fn skopeo_accepts_our_signature_served_by_nginx_over_http_and_https() {
+    let Some(tools) = require(&["skopeo", "gpg", "nginx", "openssl"]) else {
+        return;
+    };
+    let skopeo = &tools[0];
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let Some(maintainer) = GpgHome::with_key("maintainer") else {
+        return;
+    };
+    let Some(outsider) = GpgHome::with_key("outsider") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let digest = make_image(&root.join("out"), "test-x", "1.0", Shape::Manifest, "x");
+    let reference = push(skopeo, root, &registry, "test-x", &digest);
+
+    // Our sequoia signer, with the key gpg made.
+    let secret = root.join("maintainer.key");
+    std::fs::write(&secret, maintainer.export_secret()).unwrap();
+    let namespace = format!("{}/stagex", registry.host());
+    let out = stagex(
+        root,
+        &[
+            "sign",
+            "--key",
+            secret.to_str().unwrap(),
+            "--identity",
+            &namespace,
+            "test-x",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let keyring = root.join("maintainer.gpg");
+    std::fs::write(&keyring, maintainer.export()).unwrap();
+    let wrong_keyring = root.join("outsider.gpg");
+    std::fs::write(&wrong_keyring, outsider.export()).unwrap();
+    let signatures = root.join("signatures");
+
+    // http
+    let Some(http) = Nginx::start(&signatures, false, "") else {
+        return;
+    };
+    let pulled = skopeo_pull(skopeo, root, &keyring, &http.url(), &reference, None);
+    assert!(
+        pulled.status.success(),
+        "skopeo rejected our signature: {}\nnginx: {}",
+        text(&pulled),
+        http.logs()
+    );
+    let refused = skopeo_pull(skopeo, root, &wrong_keyring, &http.url(), &reference, None);
+    assert!(
+        !refused.status.success(),
+        "a policy with another key must refuse the image"
+    );
+
+    // https with a private CA
+    let Some(https) = Nginx::start(&signatures, true, "") else {
+        return;
+    };
+    let cert_dir = root.join("certs");
+    std::fs::create_dir_all(&cert_dir).unwrap();
+    std::fs::copy(https.ca.as_ref().unwrap(), cert_dir.join("ca.crt")).unwrap();
+    let pulled = skopeo_pull(
+        skopeo,
+        root,
+        &keyring,
+        &https.url(),
+        &reference,
+        Some(&cert_dir),
+    );
+    assert!(
+        pulled.status.success(),
+        "skopeo (https lookaside): {}\nnginx: {}",
+        text(&pulled),
+        https.logs()
+    );
+
+    // Our verifier over https: trusts the CA only when told.
+    let keys = root.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("maintainer.gpg"), maintainer.export()).unwrap();
+    let by_ref = format!("{reference}@{digest}");
+    let args = [
+        "--json",
+        "verify",
+        "--threshold",
+        "1",
+        "--lookaside",
+        &https.url(),
+        &by_ref,
+    ];
+    let verified = stagex(root, &args)
+        .env("STAGEX_CA_FILE", https.ca.as_ref().unwrap())
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{}", text(&verified));
+    assert_eq!(
+        json(&verified)[0]["signers"][0]["fingerprint"],
+        maintainer.fingerprint
+    );
+    let untrusted = stagex(root, &args)
+        .env_remove("STAGEX_CA_FILE")
+        .output()
+        .unwrap();
+    assert!(!untrusted.status.success());
+    assert!(
+        json(&untrusted)[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("GET https://"),
+        "{}",
+        text(&untrusted)
+    );
+}
+
+#[test]
+fn gpg_and_skopeo_standalone_verify_accept_our_blob_and_our_gpg_signer_works() {
+    let Some(tools) = require(&["skopeo", "gpg", "gpgv"]) else {
+        return;
+    };
+    let (skopeo, gpgv) = (&tools[0], &tools[2]);
+    let Some(maintainer) = GpgHome::with_key("signer") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let digest = make_image(&root.join("out"), "core-k", "1.0", Shape::Index, "k");
+    let digest_gpg = make_image(&root.join("out"), "core-g", "1.0", Shape::Index, "g");
+    let secret = root.join("signer.key");
+    std::fs::write(&secret, maintainer.export_secret()).unwrap();
+    let out = stagex(root, &["sign", "--key", secret.to_str().unwrap(), "core-k"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let sig = root.join(format!(
+        "signatures/stagex/core-k@sha256={}/signature-1",
+        digest.hex()
+    ));
+    let manifest: PathBuf = root.join(format!("out/core-k/blobs/sha256/{}", digest.hex()));
+
+    let verified = run_ok(maintainer.cmd().args(["--batch", "--verify"]).arg(&sig));
+    assert!(String::from_utf8_lossy(&verified.stderr).contains("Good signature"));
+    let keyring = root.join("pub.gpg");
+    std::fs::write(&keyring, maintainer.export()).unwrap();
+    run_ok(Command::new(gpgv).arg("--keyring").arg(&keyring).arg(&sig));
+    let standalone = run_ok(
+        Command::new(skopeo)
+            .env("GNUPGHOME", maintainer.path())
+            .arg("standalone-verify")
+            .arg(&manifest)
+            .arg("docker.io/stagex/core-k:1.0")
+            .arg(&maintainer.fingerprint)
+            .arg(&sig),
+    );
+    assert!(String::from_utf8_lossy(&standalone.stdout).contains(&digest.to_string()));
+    // A wrong identity is refused by skopeo too.
+    let wrong = Command::new(skopeo)
+        .env("GNUPGHOME", maintainer.path())
+        .arg("standalone-verify")
+        .arg(&manifest)
+        .arg("docker.io/stagex/core-other:1.0")
+        .arg(&maintainer.fingerprint)
+        .arg(&sig)
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+
+    // `stagex sign --gpg` goes through gpg's agent.
+    let out = stagex(root, &["sign", "--gpg", &maintainer.fingerprint, "core-g"])
+        .env("GNUPGHOME", maintainer.path())
+        .env_remove("STAGEX_GPG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let gsig = root.join(format!(
+        "signatures/stagex/core-g@sha256={}/signature-1",
+        digest_gpg.hex()
+    ));
+    run_ok(Command::new(gpgv).arg("--keyring").arg(&keyring).arg(&gsig));
+    let keys = root.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::copy(&keyring, keys.join("signer.gpg")).unwrap();
+    let report = stagex(
+        root,
+        &["--json", "verify", "--threshold", "1", "core-g", "core-k"],
+    )
+    .output()
+    .unwrap();
+    assert!(report.status.success(), "{}", text(&report));
+    // Signing again with the same key through gpg is skipped.
+    let again = stagex(root, &["sign", "--gpg", &maintainer.fingerprint, "core-g"])
+        .env("GNUPGHOME", maintainer.path())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("already signed"),
+        "{}",
+        text(&again)
+    );
+}
+
+#[test]
+fn signatures_made_by_skopeo_sign_by_and_gpg_sign_are_accepted() {
+    let Some(tools) = require(&["skopeo", "gpg"]) else {
+        return;
+    };
+    let skopeo = &tools[0];
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let Some(first) = GpgHome::with_key("first") else {
+        return;
+    };
+    let Some(second) = GpgHome::with_key("second") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let digest = make_image(&root.join("out"), "test-y", "1.0", Shape::Manifest, "y");
+    let sigs = root.join("sigs");
+    let registries_d = root.join("registries.d");
+    std::fs::create_dir_all(&registries_d).unwrap();
+    std::fs::write(
+        registries_d.join("x.yaml"),
+        format!(
+            "docker:\n  {}:\n    lookaside-staging: file://{}\n",
+            registry.host(),
+            sigs.display()
+        ),
+    )
+    .unwrap();
+    let reference = format!("{}/stagex/test-y:1.0", registry.host());
+    run_ok(
+        Command::new(skopeo)
+            .env("GNUPGHOME", first.path())
+            .arg("--registries.d")
+            .arg(&registries_d)
+            .args([
+                "copy",
+                "--dest-tls-verify=false",
+                "--sign-by",
+                &first.fingerprint,
+            ])
+            .arg(format!("oci:{}:1.0", root.join("out/test-y").display()))
+            .arg(format!("docker://{reference}")),
+    );
+    let sigdir = sigs.join(format!("stagex/test-y@sha256={}", digest.hex()));
+    assert!(
+        sigdir.join("signature-1").is_file(),
+        "skopeo wrote no signature where expected"
+    );
+    // The second maintainer signs the StageX way: gpg --sign --no-armor.
+    let payload = payload(&reference, &digest);
+    std::fs::write(sigdir.join("signature-2"), second.sign(&payload)).unwrap();
+
+    let keys = root.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("first.gpg"), first.export()).unwrap();
+    let armored =
+        run_ok(
+            second
+                .cmd()
+                .args(["--batch", "--armor", "--export", &second.fingerprint]),
+        )
+        .stdout;
+    std::fs::write(keys.join("second.asc"), armored).unwrap();
+    let by_ref = format!("{reference}@{digest}");
+    let report = stagex(
+        root,
+        &[
+            "--json",
+            "verify",
+            "--lookaside",
+            sigs.to_str().unwrap(),
+            &by_ref,
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(report.status.success(), "{}", text(&report));
+    let report = json(&report);
+    let mut fprs: Vec<String> = report[0]["signers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["fingerprint"].as_str().unwrap().to_string())
+        .collect();
+    fprs.sort();
+    let mut want = vec![first.fingerprint.clone(), second.fingerprint.clone()];
+    want.sort();
+    assert_eq!(fprs, want);
+    // By package name, with the registry namespace as identity (exact tag match).
+    let namespace = format!("{}/stagex", registry.host());
+    let by_name = stagex(
+        root,
+        &[
+            "verify",
+            "--identity",
+            &namespace,
+            "--lookaside",
+            sigs.to_str().unwrap(),
+            "test-y",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(by_name.status.success(), "{}", text(&by_name));
+}
+
+#[test]
+fn a_soft_404_mirror_and_bad_statuses_are_reported() {
+    let Some(_) = require(&["nginx"]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let digest = make_image(&root.join("out"), "core-m", "1.0", Shape::Manifest, "m");
+    let forbidden = make_image(
+        &root.join("out"),
+        "core-forbidden",
+        "1.0",
+        Shape::Manifest,
+        "f",
+    );
+    let k = key("mirror");
+    write_keys(&root.join("keys"), &[&k]);
+    let mirror = root.join("mirror");
+    let sigdir = mirror.join(format!("stagex/core-m@sha256={}", digest.hex()));
+    std::fs::create_dir_all(&sigdir).unwrap();
+    std::fs::write(
+        sigdir.join("signature-1"),
+        sign_raw(
+            &k,
+            &payload("stagex/core-m:1.0", &digest),
+            None,
+            false,
+            false,
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        mirror.join("soft404.html"),
+        "<!DOCTYPE html><html><body>Not here</body></html>",
+    )
+    .unwrap();
+    let Some(soft) = Nginx::start(
+        &mirror,
+        false,
+        "error_page 404 =200 /soft404.html; location ~ forbidden { return 403; }",
+    ) else {
+        return;
+    };
+    let out = stagex(
+        root,
+        &[
+            "--json",
+            "verify",
+            "--threshold",
+            "1",
+            "--lookaside",
+            &soft.url(),
+            "core-m",
+            "core-forbidden",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success(), "the 403 image must fail");
+    let report = json(&out);
+    assert_eq!(report[0]["valid_signers"], 1, "{report:#}");
+    assert_eq!(report[0]["invalid"][0]["file"], "signature-2");
+    assert_eq!(report[0]["invalid"][0]["code"], "soft-404");
+    assert!(report[0]["invalid"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("mirror misconfiguration"));
+    assert_eq!(report[1]["digest"], forbidden.to_string());
+    assert!(
+        report[1]["error"].as_str().unwrap().contains("HTTP 403"),
+        "{report:#}"
+    );
+    // A correctly configured mirror: a real 404 ends the list, nothing invalid.
+    let Some(good) = Nginx::start(&mirror, false, "") else {
+        return;
+    };
+    let out = stagex(
+        root,
+        &[
+            "--json",
+            "verify",
+            "--threshold",
+            "1",
+            "--lookaside",
+            &good.url(),
+            "core-m",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(json(&out)[0]["invalid"].as_array().unwrap().is_empty());
+}
