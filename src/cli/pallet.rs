@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use serde::Serialize;
 
@@ -47,6 +47,127 @@ pub struct PalletArgs {
     /// The local store (default: $STAGEX_STORE, else ~/.cache/stagex/store).
     #[arg(long, env = "STAGEX_STORE")]
     pub store: Option<PathBuf>,
+    /// Trusted maintainer certificates (default: stagex.toml `keys`).
+    #[arg(long, value_name = "DIR")]
+    pub keys: Option<PathBuf>,
+    /// Distinct trusted signers every input needs (default: stagex.toml `threshold`).
+    #[arg(long, value_name = "N")]
+    pub threshold: Option<usize>,
+    /// Where signatures are read: https://, http://, file:// or a directory
+    /// (default: stagex.toml `lookaside`).
+    #[arg(long, value_name = "URL|DIR")]
+    pub lookaside: Option<String>,
+    /// Identity namespace of the package images (default: stagex.toml `namespace`).
+    #[arg(long, value_name = "NS")]
+    pub identity: Option<String>,
+    /// Compose without checking the inputs' signatures.
+    #[arg(long, conflicts_with_all = ["keys", "threshold", "lookaside"])]
+    pub no_verify: bool,
+}
+
+/// Whether and how the pinned inputs were verified.
+#[derive(Serialize)]
+struct Verification {
+    /// `verified`, `skipped (--no-verify)`, or `skipped (no trusted keys in DIR)`.
+    status: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    images: Vec<crate::sign::check::ImageReport>,
+}
+
+/// Checks every pinned input against the quorum. Verification runs unless
+/// `--no-verify`; when no flag asks for it and the keys directory holds no
+/// certificate, it is skipped and the report says so.
+fn verify_inputs(ctx: &Context, args: &PalletArgs, composed: &Composed) -> Result<Verification> {
+    use crate::lookaside::Lookaside;
+    use crate::sign::check::verify_images;
+    use crate::sign::keyring::Keyring;
+    if args.no_verify {
+        return Ok(Verification {
+            status: "skipped (--no-verify)".into(),
+            images: vec![],
+        });
+    }
+    let asked = args.keys.is_some() || args.threshold.is_some() || args.lookaside.is_some();
+    let keys = args
+        .keys
+        .clone()
+        .unwrap_or_else(|| ctx.root.join(&ctx.settings.keys));
+    let keyring = match Keyring::load_dir(&keys) {
+        Ok(k) if !k.is_empty() => k,
+        Ok(_) | Err(_) if !asked => {
+            return Ok(Verification {
+                status: format!("skipped (no trusted keys in {})", keys.display()),
+                images: vec![],
+            })
+        }
+        Ok(_) => bail!(
+            "{}: no trusted certificates; add maintainer keys or pass --no-verify",
+            keys.display()
+        ),
+        Err(e) => return Err(e),
+    };
+    let threshold = args.threshold.unwrap_or(ctx.settings.threshold);
+    let location = args
+        .lookaside
+        .clone()
+        .unwrap_or_else(|| ctx.settings.lookaside.clone());
+    let lookaside = Lookaside::parse(&location)?;
+    let namespace = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| ctx.settings.namespace.clone());
+    let resolver = crate::sign::image::Resolver {
+        out: &ctx.settings.out,
+        packages: &ctx.settings.packages,
+        namespace: &namespace,
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut targets = Vec::new();
+    for pin in &composed.pinned {
+        if seen.insert(pin.manifest.clone()) {
+            let reference = format!(
+                "{}/{}@{}",
+                namespace.trim_end_matches('/'),
+                pin.name,
+                pin.manifest
+            );
+            let mut found = resolver.resolve(&reference)?;
+            for t in &mut found {
+                t.platform = Some(pin.platform.clone());
+            }
+            targets.extend(found);
+        }
+    }
+    let images = verify_images(&keyring, &lookaside, &targets, threshold);
+    let missed: Vec<String> = images
+        .iter()
+        .filter(|r| !r.quorum)
+        .map(|r| {
+            format!(
+                "{} ({}/{} signers{})",
+                r.image,
+                r.valid_signers,
+                r.threshold,
+                r.error
+                    .as_ref()
+                    .map(|e| format!(", {e}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if !missed.is_empty() {
+        bail!(
+            "{} input(s) miss the quorum of {threshold} distinct trusted signers (keys {}, signatures from {}): {}; nothing was written (--no-verify to compose anyway)",
+            missed.len(),
+            keys.display(),
+            lookaside.describe(),
+            missed.join(", ")
+        );
+    }
+    Ok(Verification {
+        status: "verified".into(),
+        images,
+    })
 }
 
 #[derive(Serialize)]
@@ -54,6 +175,7 @@ struct Report<'a> {
     #[serde(flatten)]
     composed: &'a Composed,
     digest: String,
+    verification: Verification,
     output: Option<String>,
     push: Option<PushReport>,
     elapsed_ms: u128,
@@ -95,6 +217,7 @@ pub fn run(ctx: &Context, args: PalletArgs) -> Result<ExitCode> {
         progress,
     };
     let composed = pipeline::run(&store, &catalog, &request)?;
+    let verification = verify_inputs(ctx, &args, &composed)?;
     let mut push = None;
     if let Some(destination) = &destination {
         match destination {
@@ -121,6 +244,7 @@ pub fn run(ctx: &Context, args: PalletArgs) -> Result<ExitCode> {
     let report = Report {
         composed: &composed,
         digest: composed.root.digest.to_string(),
+        verification,
         output: destination.as_ref().map(|d| d.to_string()),
         push,
         elapsed_ms: started.elapsed().as_millis(),
@@ -165,6 +289,7 @@ fn print_human(report: &Report<'_>) {
     if composed.platforms.len() > 1 {
         println!("index    {}", composed.root.digest);
     }
+    println!("inputs   {}", report.verification.status);
     if let Some(output) = &report.output {
         println!("wrote    {output}");
     }
