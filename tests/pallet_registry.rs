@@ -284,3 +284,52 @@ fn rust_plus_clang_from_a_registry_end_to_end() {
     );
     assert_eq!(plain["push"]["blobs_mounted"], 3);
 }
+
+#[test]
+fn a_warm_store_composes_with_the_registry_gone() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut world = std::collections::BTreeMap::new();
+    for name in ["core-busybox", "core-git"] {
+        let run = stagex::oci::config::RunConfig::default();
+        world.insert(
+            name.to_string(),
+            write_package(&out, name, &[filesystem_layer(), package_layer(name)], run),
+        );
+    }
+    seed_registry(&registry.host(), &out, &world);
+    let source = format!("{}/stagex", registry.host());
+    let store = tmp.path().join("store");
+    let first = pallet_json(&store, &["core-busybox+core-git", "--source", &source]);
+    drop(registry);
+    let output = pallet_command(&store, &["core-busybox+core-git", "--source", &source])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let second: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(second["digest"], first["digest"]);
+    assert_eq!(second["fetch"]["blobs_fetched"], 0);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("using sha256:"));
+    // A digest pin needs no tag lookup at all.
+    let pinned = format!("core-busybox@{}", world["core-busybox"].manifest.digest);
+    let output = pallet_command(&store, &[&pinned, "--source", &source])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
