@@ -114,8 +114,9 @@ impl fmt::Display for Destination {
 }
 
 /// Writes the image at `root` (held in `source`) to a file-based
-/// destination. `platform` picks the manifest for single-image formats
-/// (docker-archive). Registry destinations go through `crate::registry`.
+/// destination or a registry. `platform` picks the manifest for
+/// single-image formats (docker-archive). Callers that want the push report
+/// (bytes uploaded vs mounted) call `registry::push::push_image` directly.
 pub fn write(
     destination: &Destination,
     source: &Layout,
@@ -131,7 +132,8 @@ pub fn write(
             write_docker_archive(source, root, platform, file, reference.as_deref())
         }
         Destination::Registry { reference } => {
-            bail!("cannot write to docker://{reference}: TODO-MERGE registry push")
+            let no_mounts = std::collections::BTreeMap::new();
+            crate::registry::push::push_image(reference, source, root, &no_mounts, true).map(|_| ())
         }
     }
 }

@@ -218,3 +218,29 @@ fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+#[test]
+fn image_pushes_straight_to_a_registry_with_the_same_digest() {
+    let Some(_) = tools::require(&["skopeo"]) else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    make_tree(&tree);
+    let remote = format!("{}/x/direct:v1", registry.host());
+    let digest = stagex_image(
+        &tree,
+        &format!("docker://{remote}"),
+        &work.path().join("store"),
+    );
+    let inspect = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{remote}"),
+    ]));
+    let info: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(info["Digest"].as_str().unwrap(), digest);
+}
