@@ -91,7 +91,7 @@ fn verify_inputs(ctx: &Context, args: &PalletArgs, composed: &Composed) -> Resul
     let keys = args
         .keys
         .clone()
-        .unwrap_or_else(|| ctx.root.join(&ctx.settings.keys));
+        .unwrap_or_else(|| ctx.settings.keys.clone());
     let keyring = match Keyring::load_dir(&keys) {
         Ok(k) if !k.is_empty() => k,
         Ok(_) | Err(_) if !asked => {
@@ -183,7 +183,7 @@ struct Report<'a> {
 
 pub fn run(ctx: &Context, args: PalletArgs) -> Result<ExitCode> {
     let started = Instant::now();
-    let pallets_dir = ctx.root.join(&ctx.settings.pallets);
+    let pallets_dir = ctx.settings.pallets.clone();
     let catalog = if pallets_dir.is_dir() {
         Catalog::load(&pallets_dir)?
     } else {
