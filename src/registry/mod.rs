@@ -1,6 +1,7 @@
 //! The ONE registry client: a synchronous wrapper over oci-client (which is
 //! async; a private tokio runtime drives it). Owns: plain HTTP for loopback
-//! hosts and TLS otherwise, credentials (`auth`), verification of every
+//! hosts and TLS otherwise (`$STAGEX_TLS_HOSTS` forces TLS for listed
+//! loopback hosts, `$STAGEX_CA_FILE` adds a private CA), credentials (`auth`), verification of every
 //! pulled byte against its digest, streaming blobs into an OCI layout and
 //! out of one, cross-repository mounts with upload fallback, and pushing
 //! manifests as exact bytes. It knows nothing about pallets or packages.
@@ -50,6 +51,38 @@ pub fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Names hosts (comma-separated `host[:port]`) spoken to over TLS even
+/// though they are loopback addresses (a local TLS registry, or a tunnel).
+pub const TLS_HOSTS_ENV: &str = "STAGEX_TLS_HOSTS";
+
+/// Whether `host` is spoken to over TLS: every non-loopback host, and
+/// loopback hosts listed in `$STAGEX_TLS_HOSTS`.
+pub fn uses_tls(host: &str) -> bool {
+    !is_loopback(host)
+        || std::env::var(TLS_HOSTS_ENV)
+            .map(|list| list.split(',').any(|h| h.trim() == host))
+            .unwrap_or(false)
+}
+
+/// The private CA in `$STAGEX_CA_FILE` (PEM), trusted besides the system
+/// roots; the same variable the https lookaside reads.
+fn extra_root_certificates() -> Result<Vec<oci_client::client::Certificate>> {
+    let Some(path) = std::env::var_os(crate::lookaside::http::CA_FILE_ENV) else {
+        return Ok(Vec::new());
+    };
+    let data = std::fs::read(&path).with_context(|| {
+        format!(
+            "reading {}={}",
+            crate::lookaside::http::CA_FILE_ENV,
+            path.to_string_lossy()
+        )
+    })?;
+    Ok(vec![oci_client::client::Certificate {
+        encoding: oci_client::client::CertificateEncoding::Pem,
+        data,
+    }])
+}
+
 /// Splits `host[:port]/repo/path` into `(host, repo)`; a first component
 /// without '.', ':' or `localhost` is not a host (error: be explicit).
 pub fn split_repository(text: &str) -> Result<(String, String)> {
@@ -87,14 +120,15 @@ pub struct RegistryClient {
 impl RegistryClient {
     /// A client for `host` (`127.0.0.1:5000`, `registry.example`).
     pub fn new(host: &str) -> Result<RegistryClient> {
-        let protocol = if is_loopback(host) {
-            ClientProtocol::Http
-        } else {
+        let protocol = if uses_tls(host) {
             ClientProtocol::Https
+        } else {
+            ClientProtocol::Http
         };
         let client = Client::new(ClientConfig {
             protocol,
             platform_resolver: None,
+            extra_root_certificates: extra_root_certificates()?,
             ..ClientConfig::default()
         });
         let auth = match auth::credentials(host)? {

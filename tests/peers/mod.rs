@@ -7,4 +7,5 @@ pub mod http_server;
 pub mod nginx;
 pub mod podman;
 pub mod registry;
+pub mod tls_registry;
 pub mod tools;
