@@ -269,3 +269,107 @@ fn summary(tree: &FileTree) -> Vec<(String, String, u32, Vec<u8>)> {
         })
         .collect()
 }
+
+fn extract_ok(tar: &[u8], target: &std::path::Path) {
+    extract_layer(
+        tar,
+        LayerCompression::None,
+        target,
+        &ExtractOptions { chown: false },
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_directory_replaced_by_a_symlink_is_not_chmodded_through() {
+    // Directory metadata is applied after all entries; by then `d` is a
+    // symlink to the outside file, and a path-based chmod would follow it.
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = Sandbox::new();
+    let secret = sandbox.outer.join("secret");
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let target = secret.display().to_string();
+    extract_ok(
+        &raw_tar(&[Raw::Dir("d/"), Raw::Symlink("d", &target)]),
+        &sandbox.target,
+    );
+    let mode = fs::metadata(&secret).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "the outside file's mode was changed");
+    sandbox.assert_outside_untouched();
+    // Same through a parent replaced by a symlink: refused.
+    let sandbox = Sandbox::new();
+    let outer = sandbox.outer.display().to_string();
+    fs::create_dir(sandbox.outer.join("x")).unwrap();
+    let tar = raw_tar(&[Raw::Dir("p/"), Raw::Dir("p/x/"), Raw::Symlink("p", &outer)]);
+    let err = extract_layer(
+        &tar[..],
+        LayerCompression::None,
+        &sandbox.target,
+        &ExtractOptions { chown: false },
+    )
+    .expect_err("a parent replaced by a symlink must be refused");
+    assert!(format!("{err:#}").contains("p/x"), "{err:#}");
+    let mode = fs::metadata(sandbox.outer.join("x"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_ne!(mode, 0o644, "chmod went through the symlink");
+}
+
+#[test]
+fn opaque_whiteouts_hide_lower_entries_at_any_depth_whatever_the_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    extract_ok(
+        &raw_tar(&[
+            Raw::Dir("opt/"),
+            Raw::Dir("opt/sub/"),
+            Raw::File("opt/sub/old", b"lower"),
+            Raw::File("opt/keep", b"lower"),
+            Raw::Dir("opt/deep/"),
+            Raw::File("opt/deep/old", b"lower"),
+        ]),
+        &root,
+    );
+    // The marker comes AFTER this layer's own entries (allowed by the
+    // spec); `opt/deep` is only an implicit parent of what it writes.
+    extract_ok(
+        &raw_tar(&[
+            Raw::Dir("opt/sub/"),
+            Raw::File("opt/deep/new", b"upper"),
+            Raw::File("opt/.wh..wh..opq", b""),
+        ]),
+        &root,
+    );
+    let listing: Vec<String> = walkdir::WalkDir::new(root.join("opt"))
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .strip_prefix(&root)
+                .unwrap()
+                .display()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(listing, ["opt", "opt/deep", "opt/deep/new", "opt/sub"]);
+}
+
+#[test]
+fn a_root_entry_is_accepted_and_skipped() {
+    // `tar -C rootfs -c .` writes `./` first; it names the target itself.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let tar = raw_tar(&[
+        Raw::Dir("./"),
+        Raw::Dir("./etc/"),
+        Raw::File("./etc/a", b"x"),
+    ]);
+    extract_ok(&tar, &root);
+    assert_eq!(fs::read(root.join("etc/a")).unwrap(), b"x");
+    let index = stagex::layer::index_layer(&tar[..], LayerCompression::None).unwrap();
+    let paths: Vec<&str> = index.entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["etc", "etc/a"]);
+}
