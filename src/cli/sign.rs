@@ -52,12 +52,7 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
         (None, Some(fpr)) => Box::new(GpgSigner::new(fpr)?),
         (None, None) => anyhow::bail!("pass --key FILE or --gpg FINGERPRINT"),
     };
-    let namespace = args.identity.as_deref().unwrap_or(&ctx.settings.namespace);
-    let resolver = Resolver {
-        out: &ctx.settings.out,
-        packages: &ctx.settings.packages,
-        namespace,
-    };
+    let resolver = Resolver::from_settings(&ctx.settings, args.identity.as_deref());
     let targets = resolver.resolve_all(&args.images)?;
     let root = args
         .signatures

@@ -51,7 +51,20 @@ pub fn is_reference(arg: &str) -> bool {
     arg.contains(['/', ':', '@'])
 }
 
-impl Resolver<'_> {
+impl<'a> Resolver<'a> {
+    /// The resolver of `stagex sign`/`verify`: out/ and packages/ from the
+    /// settings, the namespace from `--identity` or the settings.
+    pub fn from_settings(
+        settings: &'a crate::settings::Settings,
+        identity: Option<&'a str>,
+    ) -> Resolver<'a> {
+        Resolver {
+            out: &settings.out,
+            packages: &settings.packages,
+            namespace: identity.unwrap_or(&settings.namespace),
+        }
+    }
+
     /// Every package layout in `out/` (sorted), or the named ones.
     pub fn resolve_all(&self, args: &[String]) -> Result<Vec<ImageTarget>> {
         let names: Vec<String> = if args.is_empty() {
