@@ -231,13 +231,29 @@ impl DepLinks {
         .into_iter()
         .find(|p| valid(p) && p.is_dir())
         .context("no temp directory with a lowercase path (set TMPDIR=/tmp)")?;
+        // A NEW private directory (mkdir fails on anything already there,
+        // symlinks included): in a shared /tmp a predictable name another
+        // user created first would let them swap the dependency links.
+        // tempfile's random names are mixed-case, hence our own.
+        use std::os::unix::fs::DirBuilderExt;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        let dir = base.join(format!("stagex-deps-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(DepLinks { dir })
+        for attempt in 0..100u32 {
+            let dir = base.join(format!(
+                "stagex-deps-{}-{nanos}-{attempt}",
+                std::process::id()
+            ));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Ok(DepLinks { dir }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("creating {}", dir.display()));
+                }
+            }
+        }
+        bail!("could not create a private directory in {}", base.display())
     }
 
     fn link(&self, dep: &str, layout: &Path) -> Result<PathBuf> {
