@@ -12,7 +12,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use stagex::layer::{
-    extract_layer, write_layer, EntryKind, ExtractOptions, FileSource, FileTree, LayerOptions,
+    extract_layer, write_layer, ExtractOptions, FileSource, FileTree, LayerOptions,
 };
 use stagex::oci::media_type::LayerCompression;
 
@@ -209,8 +209,8 @@ fn a_normal_layer_round_trips() {
     let mut back = FileTree::from_dir(&target).unwrap();
     ours.set_owner_all(0, 0);
     back.set_owner_all(0, 0);
-    assert_eq!(summary(&back), summary(&ours));
-    assert!(summary(&back)
+    assert_eq!(layer_support::summary(&back), layer_support::summary(&ours));
+    assert!(layer_support::summary(&back)
         .iter()
         .any(|(p, k, m, _)| p == "usr/bin/su" && k == "file" && *m == 0o4755));
     // Writing the extracted tree again gives the same layer.
@@ -253,21 +253,6 @@ fn extracting_over_a_symlink_replaces_it_and_never_follows() {
         .file_type()
         .is_symlink());
     sandbox.assert_outside_untouched();
-}
-
-fn summary(tree: &FileTree) -> Vec<(String, String, u32, Vec<u8>)> {
-    tree.entries()
-        .map(|(p, e)| {
-            let (kind, detail) = match &e.kind {
-                EntryKind::Directory => ("dir", vec![]),
-                EntryKind::File(FileSource::Path(f)) => ("file", fs::read(f).unwrap()),
-                EntryKind::File(FileSource::Bytes(b)) => ("file", b.clone()),
-                EntryKind::Symlink { target } => ("symlink", target.as_bytes().to_vec()),
-                EntryKind::HardLink { target } => ("hardlink", target.as_bytes().to_vec()),
-            };
-            (p.clone(), kind.to_string(), e.mode, detail)
-        })
-        .collect()
 }
 
 fn extract_ok(tar: &[u8], target: &std::path::Path) {
