@@ -155,8 +155,9 @@ impl<'a> Resolver<'a> {
     }
 }
 
-/// `repo:tag@sha256:<hex>` (the tag is the identity to sign; verify accepts
-/// a reference without tag and then matches the repository).
+/// `repo:tag@sha256:<hex>` (the tag is the identity to sign, and verify
+/// then wants exactly that repo:tag); `repo@sha256:<hex>` verifies any
+/// signed tag of the repository (containers/image's pull-by-digest rule).
 fn reference_target(arg: &str) -> Result<ImageTarget> {
     let reference = DockerReference::parse(arg)?;
     let Some(digest) = reference.digest.clone() else {
