@@ -67,10 +67,13 @@ impl Layout {
         let marker = serde_json::to_vec(&LayoutMarker {
             image_layout_version: media_type::OCI_LAYOUT_VERSION.to_string(),
         })?;
-        write_atomic(&layout.root.join(OCI_LAYOUT_FILE), &marker)?;
+        // index.json first: the marker is what `create` and `open` take as
+        // "a complete layout", so a crash in between must not leave a
+        // marker without an index.
         if !layout.root.join(INDEX_FILE).exists() {
             layout.write_index(&ImageIndex::new())?;
         }
+        write_atomic(&layout.root.join(OCI_LAYOUT_FILE), &marker)?;
         Ok(layout)
     }
 
