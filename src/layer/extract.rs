@@ -210,7 +210,14 @@ impl Extractor<'_> {
                     bail!("refusing layer entry {path}: its parent {parent} is not a directory")
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                    // A parent the layer does not list: 0755 (as docker and
+                    // containerd make them), not whatever the umask leaves,
+                    // so a tree read back from the target is the same
+                    // everywhere.
                     fs::create_dir(&full)
+                        .and_then(|()| {
+                            fs::set_permissions(&full, fs::Permissions::from_mode(0o755))
+                        })
                         .with_context(|| format!("creating {}", full.display()))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
