@@ -579,6 +579,7 @@ fn normalize(
         if scratch.exists() {
             std::fs::remove_dir_all(scratch)?;
         }
+        let mut owners: BTreeMap<String, (u32, u32)> = BTreeMap::new();
         for descriptor in upper {
             let compression =
                 media_type::layer_compression(&descriptor.media_type).with_context(|| {
@@ -590,12 +591,16 @@ fn normalize(
             let blob = layout.open_blob(&descriptor.digest, Some(descriptor.size))?;
             extract_layer(blob, compression, scratch, &ExtractOptions::default())
                 .with_context(|| format!("extracting builder layer {}", descriptor.digest))?;
+            let blob = layout.open_blob(&descriptor.digest, Some(descriptor.size))?;
+            let index = crate::layer::index_layer(blob, compression)
+                .with_context(|| format!("reading builder layer {}", descriptor.digest))?;
+            apply_owners(&mut owners, &index.entries);
         }
-        let mut tree = FileTree::from_dir(scratch)?;
-        if !ExtractOptions::default().chown {
-            // Not root: owners on disk are ours, not the image's.
-            tree.set_owner_all(0, 0);
-        }
+        let tree = FileTree::from_dir(scratch)?;
+        // Owners come from the layers' tar headers, never from the disk:
+        // rootless extraction leaves everything owned by us, root keeps the
+        // layer's, and both must give the same package digest.
+        let tree = with_owners(tree, &owners)?;
         let written = write_layer_to_layout(&tree, &options.layer, staging.layout())?;
         layers.push(ImageLayer {
             descriptor: written.descriptor(),
@@ -611,6 +616,47 @@ fn normalize(
         empty_history: Vec::new(),
         annotations: BTreeMap::new(),
     })
+}
+
+/// Folds one layer's entries into `owners` (path -> uid, gid), applying
+/// its whiteouts to what the layers below it left.
+fn apply_owners(owners: &mut BTreeMap<String, (u32, u32)>, entries: &[crate::layer::LayerEntry]) {
+    use crate::layer::EntryType;
+    let under = |owners: &mut BTreeMap<String, (u32, u32)>, dir: &str| {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        owners.retain(|p, _| !p.starts_with(&prefix));
+    };
+    for e in entries {
+        match e.kind {
+            EntryType::Whiteout => {
+                owners.remove(&e.path);
+                under(owners, &e.path);
+            }
+            EntryType::OpaqueWhiteout => under(owners, &e.path),
+            _ => {}
+        }
+    }
+    for e in entries {
+        if !matches!(e.kind, EntryType::Whiteout | EntryType::OpaqueWhiteout) {
+            owners.insert(e.path.clone(), (e.uid, e.gid));
+        }
+    }
+}
+
+/// `tree` with every entry's owner taken from `owners` (0:0 for parents no
+/// layer listed).
+fn with_owners(tree: FileTree, owners: &BTreeMap<String, (u32, u32)>) -> Result<FileTree> {
+    let mut out = FileTree::new();
+    for (path, entry) in tree.entries() {
+        let mut entry = entry.clone();
+        (entry.uid, entry.gid) = owners.get(path).copied().unwrap_or((0, 0));
+        out.insert(path, entry)?;
+    }
+    Ok(out)
 }
 
 /// True when a builder layer deletes anything (whiteouts).
@@ -649,6 +695,53 @@ pub fn normalized_run(run: &RunConfig) -> RunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owners_follow_the_layers_and_their_whiteouts() {
+        use crate::layer::{EntryType, LayerEntry};
+        let e = |path: &str, kind: EntryType, uid: u32| LayerEntry {
+            path: path.to_string(),
+            kind,
+            mode: 0o755,
+            uid,
+            gid: uid,
+            size: 0,
+            link_target: None,
+            content_digest: None,
+        };
+        let mut owners = BTreeMap::new();
+        apply_owners(
+            &mut owners,
+            &[
+                e("home", EntryType::Directory, 0),
+                e("home/u", EntryType::Directory, 1000),
+                e("home/u/f", EntryType::File, 1000),
+                e("opt", EntryType::Directory, 0),
+                e("opt/x", EntryType::File, 7),
+            ],
+        );
+        apply_owners(
+            &mut owners,
+            &[
+                e("home/u", EntryType::Whiteout, 0),
+                e("home/u", EntryType::Directory, 2000),
+                e("opt", EntryType::OpaqueWhiteout, 0),
+                e("opt/y", EntryType::File, 8),
+            ],
+        );
+        let got: Vec<(&str, u32)> = owners.iter().map(|(p, o)| (p.as_str(), o.0)).collect();
+        assert_eq!(
+            got,
+            [("home", 0), ("home/u", 2000), ("opt", 0), ("opt/y", 8)]
+        );
+        let mut tree = FileTree::new();
+        tree.insert("home/u", crate::layer::TreeEntry::dir(0o755))
+            .unwrap();
+        tree.set_owner_all(4242, 4242);
+        let tree = with_owners(tree, &owners).unwrap();
+        assert_eq!(tree.get("home").unwrap().uid, 0);
+        assert_eq!(tree.get("home/u").unwrap().uid, 2000);
+    }
 
     #[test]
     fn arg_names_and_target() {
