@@ -440,15 +440,7 @@ pub fn build(
                         &platform.to_string(),
                     ])
                     .env("SOURCE_DATE_EPOCH", epoch.to_string());
-                for (k, v) in &args {
-                    command.arg("--build-arg").arg(format!("{k}={v}"));
-                }
-                command
-                    .arg("--build-context")
-                    .arg(format!("fetch={}", fetch.canonicalize()?.display()));
-                if let Some(t) = &target {
-                    command.args(["--target", t]);
-                }
+                common_build_flags(&mut command, &args, &fetch, target.as_deref())?;
                 command
                     .arg("--iidfile")
                     .arg(&iid)
@@ -474,20 +466,12 @@ pub fn build(
                     .args(["buildx", "build", "--network", "none", "--provenance=false"])
                     .args(["--platform", &platform.to_string()])
                     .env("SOURCE_DATE_EPOCH", epoch.to_string());
-                for (k, v) in &args {
-                    command.arg("--build-arg").arg(format!("{k}={v}"));
-                }
-                command
-                    .arg("--build-context")
-                    .arg(format!("fetch={}", fetch.canonicalize()?.display()));
+                common_build_flags(&mut command, &args, &fetch, target.as_deref())?;
                 for dep in &deps {
                     command.arg("--build-context").arg(format!(
                         "stagex/{dep}=oci-layout://{}",
                         options.out_root.join(dep).canonicalize()?.display()
                     ));
-                }
-                if let Some(t) = &target {
-                    command.args(["--target", t]);
                 }
                 command
                     .arg("--output")
@@ -515,6 +499,26 @@ pub fn build(
     let dest = options.out_root.join(&package.id);
     let output = staging.finish(&images, package.version_or_latest(), &created, &dest)?;
     Ok((output, backend.name().to_string()))
+}
+
+/// What every builder gets the same way: build arguments, the `fetch`
+/// build context and the target stage.
+fn common_build_flags(
+    command: &mut Command,
+    args: &BTreeMap<String, String>,
+    fetch: &Path,
+    target: Option<&str>,
+) -> Result<()> {
+    for (k, v) in args {
+        command.arg("--build-arg").arg(format!("{k}={v}"));
+    }
+    command
+        .arg("--build-context")
+        .arg(format!("fetch={}", fetch.canonicalize()?.display()));
+    if let Some(t) = target {
+        command.args(["--target", t]);
+    }
+    Ok(())
 }
 
 /// Turns the builder's OCI layout into our deterministic image spec,
