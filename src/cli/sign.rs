@@ -20,7 +20,7 @@ use crate::sign::signer::{GpgSigner, KeyFileSigner, PayloadSigner};
 pub struct SignArgs {
     /// Package images (`<stage>-<name>`, from out/) or `REPO:TAG@sha256:<hex>`; none = all of out/.
     pub images: Vec<String>,
-    /// OpenPGP secret key file (armored or binary, not password-protected).
+    /// OpenPGP secret key file (armored or binary; a protected one is unlocked with $STAGEX_KEY_PASSPHRASE).
     #[arg(long, conflicts_with = "gpg", required_unless_present = "gpg")]
     pub key: Option<PathBuf>,
     /// Sign through gpg's agent with this key (smartcards, touch); gpg from PATH or $STAGEX_GPG.
