@@ -343,16 +343,38 @@ fn opaque_whiteouts_hide_lower_entries_at_any_depth_whatever_the_order() {
 }
 
 #[test]
-fn a_root_entry_is_accepted_and_skipped() {
+fn a_root_entry_and_a_pax_global_header_are_skipped() {
     // `tar -C rootfs -c .` writes `./` first; it names the target itself.
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let tar = raw_tar(&[
+    let mut tar = Vec::new();
+    {
+        // git archive's `pax_global_header` first: metadata, skipped.
+        let mut b = tar::Builder::new(&mut tar);
+        let mut h = tar::Header::new_ustar();
+        h.set_path("pax_global_header").unwrap();
+        h.set_entry_type(tar::EntryType::XGlobalHeader);
+        let record = b"52 comment=0123456789abcdef0123456789abcdef01234567\n";
+        h.set_size(record.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1);
+        h.set_cksum();
+        b.append(&h, &record[..]).unwrap();
+        b.finish().unwrap();
+    }
+    tar.truncate(tar.len() - 1024); // drop the end-of-archive blocks
+    tar.extend(raw_tar(&[
         Raw::Dir("./"),
         Raw::Dir("./etc/"),
         Raw::File("./etc/a", b"x"),
-    ]);
+    ]));
+    // An existing file of that name is not touched.
+    fs::create_dir_all(&root).unwrap();
+    fs::write(root.join("pax_global_header"), b"mine").unwrap();
     extract_ok(&tar, &root);
+    assert_eq!(fs::read(root.join("pax_global_header")).unwrap(), b"mine");
     assert_eq!(fs::read(root.join("etc/a")).unwrap(), b"x");
     let index = stagex::layer::index_layer(&tar[..], LayerCompression::None).unwrap();
     let paths: Vec<&str> = index.entries.iter().map(|e| e.path.as_str()).collect();

@@ -80,6 +80,11 @@ pub fn extract_layer(
     };
     for item in archive.entries().context("reading layer tar")? {
         let mut item = item.context("reading layer tar entry")?;
+        if item.header().entry_type() == tar::EntryType::XGlobalHeader {
+            // `pax_global_header` (git archive, some tar writers): archive
+            // metadata, not a file; docker and containerd skip it too.
+            continue;
+        }
         let raw = item.path_bytes().into_owned();
         let raw = utf8_path(&raw)?.to_string();
         if raw.starts_with('/') {

@@ -187,6 +187,9 @@ pub fn index_layer(reader: impl Read, compression: LayerCompression) -> Result<L
     let mut entries = Vec::new();
     for item in archive.entries().context("reading layer tar")? {
         let mut item = item.context("reading layer tar entry")?;
+        if item.header().entry_type() == tar::EntryType::XGlobalHeader {
+            continue; // archive metadata, not an entry (as in extract)
+        }
         let raw = item.path_bytes().into_owned();
         let raw = utf8_path(&raw)?;
         let header = item.header();
