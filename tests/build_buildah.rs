@@ -17,24 +17,12 @@ fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/packages/buildah")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in walkdir::WalkDir::new(from).sort_by_file_name() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.path().strip_prefix(from).unwrap());
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
-}
-
 /// A repo root with the fixture packages and a busybox source pointing at
 /// the host's static busybox; every file's mtime set to `mtime`.
 fn repo(busybox: &Path, mtime: &str) -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     let packages = root.path().join("packages");
-    copy_dir(&fixture(), &packages);
+    tools::copy_dir(&fixture(), &packages);
     let hash = hex::encode(Sha256::digest(std::fs::read(busybox).unwrap()));
     std::fs::write(
         packages.join("core/bbox/package.toml"),

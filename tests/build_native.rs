@@ -14,18 +14,6 @@ fn repo_packages() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("packages")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in walkdir::WalkDir::new(from).sort_by_file_name() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.path().strip_prefix(from).unwrap());
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
-}
-
 /// Runs `stagex build` under a given umask and TZ; returns parsed --json.
 fn build(root: &Path, packages: &Path, out: &Path, umask: &str, tz: &str, names: &[&str]) -> Value {
     let exe = env!("CARGO_BIN_EXE_stagex");
@@ -75,7 +63,7 @@ fn json_blob(layout: &Path, digest: &str) -> Value {
 fn core_filesystem_is_reproducible_across_umask_tz_and_directory() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    copy_dir(&repo_packages(), &b.path().join("elsewhere/pkgs"));
+    tools::copy_dir(&repo_packages(), &b.path().join("elsewhere/pkgs"));
     let one = build(
         a.path(),
         &repo_packages(),
@@ -269,7 +257,7 @@ fn umoci_unpacks_core_filesystem_with_modes_links_and_owners() {
 fn a_native_package_on_a_base_builds_the_base_first_and_keeps_its_layer() {
     let dir = tempfile::tempdir().unwrap();
     let packages = dir.path().join("packages");
-    copy_dir(
+    tools::copy_dir(
         &repo_packages().join("core/filesystem"),
         &packages.join("core/filesystem"),
     );

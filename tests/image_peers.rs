@@ -244,3 +244,54 @@ fn image_pushes_straight_to_a_registry_with_the_same_digest() {
     let info: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(info["Digest"].as_str().unwrap(), digest);
 }
+
+/// The owners of every entry of the image's only layer.
+fn layer_owners(layout_dir: &Path) -> Vec<(u32, u32)> {
+    use stagex::oci::layout::Layout;
+    let layout = Layout::open(layout_dir).unwrap();
+    let root = layout.resolve(Some("x")).unwrap();
+    let (_, manifest, _) = layout.image_for_platform(&root, None).unwrap();
+    let layer = &manifest.layers[0];
+    let blob = layout.open_blob(&layer.digest, Some(layer.size)).unwrap();
+    let index =
+        stagex::layer::index_layer(blob, stagex::oci::media_type::LayerCompression::Gzip).unwrap();
+    index.entries.iter().map(|e| (e.uid, e.gid)).collect()
+}
+
+#[test]
+fn image_owners_are_0_0_unless_kept() {
+    // A checkout owned by uid 1000 here and 1001 on a CI runner must give
+    // the same digest: owners are forced to 0:0 by default.
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    make_tree(&tree);
+    // Owned by someone other than root, whoever runs the test.
+    if fs::metadata(&tree).unwrap().uid() == 0 {
+        for e in walkdir::WalkDir::new(&tree) {
+            std::os::unix::fs::lchown(e.unwrap().path(), Some(1234), Some(1234)).unwrap();
+        }
+    }
+    let store = work.path().join("store");
+    let plain = work.path().join("plain");
+    stagex_image(&tree, &format!("oci:{}:x", plain.display()), &store);
+    let owners = layer_owners(&plain);
+    assert!(!owners.is_empty());
+    assert!(owners.iter().all(|&o| o == (0, 0)), "{owners:?}");
+
+    let kept = work.path().join("kept");
+    run_ok(
+        stagex()
+            .args(["image", "--keep-owners"])
+            .arg(&tree)
+            .args(["--output", &format!("oci:{}:x", kept.display())])
+            .args(["--platform", "linux/amd64"])
+            .env("STAGEX_STORE", &store),
+    );
+    let disk = fs::metadata(tree.join("usr/bin/tool")).unwrap();
+    assert_ne!(disk.uid(), 0);
+    let kept = layer_owners(&kept);
+    assert!(
+        kept.iter().all(|&o| o == (disk.uid(), disk.gid())),
+        "{kept:?}"
+    );
+}

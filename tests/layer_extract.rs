@@ -12,7 +12,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use stagex::layer::{
-    extract_layer, write_layer, EntryKind, ExtractOptions, FileSource, FileTree, LayerOptions,
+    extract_layer, write_layer, ExtractOptions, FileSource, FileTree, LayerOptions,
 };
 use stagex::oci::media_type::LayerCompression;
 
@@ -209,8 +209,8 @@ fn a_normal_layer_round_trips() {
     let mut back = FileTree::from_dir(&target).unwrap();
     ours.set_owner_all(0, 0);
     back.set_owner_all(0, 0);
-    assert_eq!(summary(&back), summary(&ours));
-    assert!(summary(&back)
+    assert_eq!(layer_support::summary(&back), layer_support::summary(&ours));
+    assert!(layer_support::summary(&back)
         .iter()
         .any(|(p, k, m, _)| p == "usr/bin/su" && k == "file" && *m == 0o4755));
     // Writing the extracted tree again gives the same layer.
@@ -255,17 +255,128 @@ fn extracting_over_a_symlink_replaces_it_and_never_follows() {
     sandbox.assert_outside_untouched();
 }
 
-fn summary(tree: &FileTree) -> Vec<(String, String, u32, Vec<u8>)> {
-    tree.entries()
-        .map(|(p, e)| {
-            let (kind, detail) = match &e.kind {
-                EntryKind::Directory => ("dir", vec![]),
-                EntryKind::File(FileSource::Path(f)) => ("file", fs::read(f).unwrap()),
-                EntryKind::File(FileSource::Bytes(b)) => ("file", b.clone()),
-                EntryKind::Symlink { target } => ("symlink", target.as_bytes().to_vec()),
-                EntryKind::HardLink { target } => ("hardlink", target.as_bytes().to_vec()),
-            };
-            (p.clone(), kind.to_string(), e.mode, detail)
+fn extract_ok(tar: &[u8], target: &std::path::Path) {
+    extract_layer(
+        tar,
+        LayerCompression::None,
+        target,
+        &ExtractOptions { chown: false },
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_directory_replaced_by_a_symlink_is_not_chmodded_through() {
+    // Directory metadata is applied after all entries; by then `d` is a
+    // symlink to the outside file, and a path-based chmod would follow it.
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = Sandbox::new();
+    let secret = sandbox.outer.join("secret");
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let target = secret.display().to_string();
+    extract_ok(
+        &raw_tar(&[Raw::Dir("d/"), Raw::Symlink("d", &target)]),
+        &sandbox.target,
+    );
+    let mode = fs::metadata(&secret).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "the outside file's mode was changed");
+    sandbox.assert_outside_untouched();
+    // Same through a parent replaced by a symlink: refused.
+    let sandbox = Sandbox::new();
+    let outer = sandbox.outer.display().to_string();
+    fs::create_dir(sandbox.outer.join("x")).unwrap();
+    let tar = raw_tar(&[Raw::Dir("p/"), Raw::Dir("p/x/"), Raw::Symlink("p", &outer)]);
+    let err = extract_layer(
+        &tar[..],
+        LayerCompression::None,
+        &sandbox.target,
+        &ExtractOptions { chown: false },
+    )
+    .expect_err("a parent replaced by a symlink must be refused");
+    assert!(format!("{err:#}").contains("p/x"), "{err:#}");
+    let mode = fs::metadata(sandbox.outer.join("x"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_ne!(mode, 0o644, "chmod went through the symlink");
+}
+
+#[test]
+fn opaque_whiteouts_hide_lower_entries_at_any_depth_whatever_the_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    extract_ok(
+        &raw_tar(&[
+            Raw::Dir("opt/"),
+            Raw::Dir("opt/sub/"),
+            Raw::File("opt/sub/old", b"lower"),
+            Raw::File("opt/keep", b"lower"),
+            Raw::Dir("opt/deep/"),
+            Raw::File("opt/deep/old", b"lower"),
+        ]),
+        &root,
+    );
+    // The marker comes AFTER this layer's own entries (allowed by the
+    // spec); `opt/deep` is only an implicit parent of what it writes.
+    extract_ok(
+        &raw_tar(&[
+            Raw::Dir("opt/sub/"),
+            Raw::File("opt/deep/new", b"upper"),
+            Raw::File("opt/.wh..wh..opq", b""),
+        ]),
+        &root,
+    );
+    let listing: Vec<String> = walkdir::WalkDir::new(root.join("opt"))
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .strip_prefix(&root)
+                .unwrap()
+                .display()
+                .to_string()
         })
-        .collect()
+        .collect();
+    assert_eq!(listing, ["opt", "opt/deep", "opt/deep/new", "opt/sub"]);
+}
+
+#[test]
+fn a_root_entry_and_a_pax_global_header_are_skipped() {
+    // `tar -C rootfs -c .` writes `./` first; it names the target itself.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let mut tar = Vec::new();
+    {
+        // git archive's `pax_global_header` first: metadata, skipped.
+        let mut b = tar::Builder::new(&mut tar);
+        let mut h = tar::Header::new_ustar();
+        h.set_path("pax_global_header").unwrap();
+        h.set_entry_type(tar::EntryType::XGlobalHeader);
+        let record = b"52 comment=0123456789abcdef0123456789abcdef01234567\n";
+        h.set_size(record.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1);
+        h.set_cksum();
+        b.append(&h, &record[..]).unwrap();
+        b.finish().unwrap();
+    }
+    tar.truncate(tar.len() - 1024); // drop the end-of-archive blocks
+    tar.extend(raw_tar(&[
+        Raw::Dir("./"),
+        Raw::Dir("./etc/"),
+        Raw::File("./etc/a", b"x"),
+    ]));
+    // An existing file of that name is not touched.
+    fs::create_dir_all(&root).unwrap();
+    fs::write(root.join("pax_global_header"), b"mine").unwrap();
+    extract_ok(&tar, &root);
+    assert_eq!(fs::read(root.join("pax_global_header")).unwrap(), b"mine");
+    assert_eq!(fs::read(root.join("etc/a")).unwrap(), b"x");
+    let index = stagex::layer::index_layer(&tar[..], LayerCompression::None).unwrap();
+    let paths: Vec<&str> = index.entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["etc", "etc/a"]);
 }

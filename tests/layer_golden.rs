@@ -115,23 +115,8 @@ fn gnu_tar_and_gzip_read_the_golden_layer() {
     theirs.set_owner_all(0, 0);
     let mut ours = FileTree::from_dir(&dir.path().join("tree")).unwrap();
     ours.set_owner_all(0, 0);
-    assert_eq!(layer_support_summary(&theirs), layer_support_summary(&ours));
-}
-
-/// (path, kind, mode, link target or content) for comparing trees that live
-/// in different directories.
-fn layer_support_summary(tree: &FileTree) -> Vec<(String, String, u32, Vec<u8>)> {
-    use stagex::layer::{EntryKind, FileSource};
-    tree.entries()
-        .map(|(p, e)| {
-            let (kind, detail) = match &e.kind {
-                EntryKind::Directory => ("dir", vec![]),
-                EntryKind::File(FileSource::Path(f)) => ("file", fs::read(f).unwrap()),
-                EntryKind::File(FileSource::Bytes(b)) => ("file", b.clone()),
-                EntryKind::Symlink { target } => ("symlink", target.as_bytes().to_vec()),
-                EntryKind::HardLink { target } => ("hardlink", target.as_bytes().to_vec()),
-            };
-            (p.clone(), kind.to_string(), e.mode, detail)
-        })
-        .collect()
+    assert_eq!(
+        layer_support::summary(&theirs),
+        layer_support::summary(&ours)
+    );
 }

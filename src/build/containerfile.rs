@@ -231,13 +231,29 @@ impl DepLinks {
         .into_iter()
         .find(|p| valid(p) && p.is_dir())
         .context("no temp directory with a lowercase path (set TMPDIR=/tmp)")?;
+        // A NEW private directory (mkdir fails on anything already there,
+        // symlinks included): in a shared /tmp a predictable name another
+        // user created first would let them swap the dependency links.
+        // tempfile's random names are mixed-case, hence our own.
+        use std::os::unix::fs::DirBuilderExt;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        let dir = base.join(format!("stagex-deps-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(DepLinks { dir })
+        for attempt in 0..100u32 {
+            let dir = base.join(format!(
+                "stagex-deps-{}-{nanos}-{attempt}",
+                std::process::id()
+            ));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Ok(DepLinks { dir }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("creating {}", dir.display()));
+                }
+            }
+        }
+        bail!("could not create a private directory in {}", base.display())
     }
 
     fn link(&self, dep: &str, layout: &Path) -> Result<PathBuf> {
@@ -424,15 +440,7 @@ pub fn build(
                         &platform.to_string(),
                     ])
                     .env("SOURCE_DATE_EPOCH", epoch.to_string());
-                for (k, v) in &args {
-                    command.arg("--build-arg").arg(format!("{k}={v}"));
-                }
-                command
-                    .arg("--build-context")
-                    .arg(format!("fetch={}", fetch.canonicalize()?.display()));
-                if let Some(t) = &target {
-                    command.args(["--target", t]);
-                }
+                common_build_flags(&mut command, &args, &fetch, target.as_deref())?;
                 command
                     .arg("--iidfile")
                     .arg(&iid)
@@ -458,20 +466,12 @@ pub fn build(
                     .args(["buildx", "build", "--network", "none", "--provenance=false"])
                     .args(["--platform", &platform.to_string()])
                     .env("SOURCE_DATE_EPOCH", epoch.to_string());
-                for (k, v) in &args {
-                    command.arg("--build-arg").arg(format!("{k}={v}"));
-                }
-                command
-                    .arg("--build-context")
-                    .arg(format!("fetch={}", fetch.canonicalize()?.display()));
+                common_build_flags(&mut command, &args, &fetch, target.as_deref())?;
                 for dep in &deps {
                     command.arg("--build-context").arg(format!(
                         "stagex/{dep}=oci-layout://{}",
                         options.out_root.join(dep).canonicalize()?.display()
                     ));
-                }
-                if let Some(t) = &target {
-                    command.args(["--target", t]);
                 }
                 command
                     .arg("--output")
@@ -499,6 +499,26 @@ pub fn build(
     let dest = options.out_root.join(&package.id);
     let output = staging.finish(&images, package.version_or_latest(), &created, &dest)?;
     Ok((output, backend.name().to_string()))
+}
+
+/// What every builder gets the same way: build arguments, the `fetch`
+/// build context and the target stage.
+fn common_build_flags(
+    command: &mut Command,
+    args: &BTreeMap<String, String>,
+    fetch: &Path,
+    target: Option<&str>,
+) -> Result<()> {
+    for (k, v) in args {
+        command.arg("--build-arg").arg(format!("{k}={v}"));
+    }
+    command
+        .arg("--build-context")
+        .arg(format!("fetch={}", fetch.canonicalize()?.display()));
+    if let Some(t) = target {
+        command.args(["--target", t]);
+    }
+    Ok(())
 }
 
 /// Turns the builder's OCI layout into our deterministic image spec,
@@ -563,6 +583,7 @@ fn normalize(
         if scratch.exists() {
             std::fs::remove_dir_all(scratch)?;
         }
+        let mut owners: BTreeMap<String, (u32, u32)> = BTreeMap::new();
         for descriptor in upper {
             let compression =
                 media_type::layer_compression(&descriptor.media_type).with_context(|| {
@@ -574,12 +595,16 @@ fn normalize(
             let blob = layout.open_blob(&descriptor.digest, Some(descriptor.size))?;
             extract_layer(blob, compression, scratch, &ExtractOptions::default())
                 .with_context(|| format!("extracting builder layer {}", descriptor.digest))?;
+            let blob = layout.open_blob(&descriptor.digest, Some(descriptor.size))?;
+            let index = crate::layer::index_layer(blob, compression)
+                .with_context(|| format!("reading builder layer {}", descriptor.digest))?;
+            apply_owners(&mut owners, &index.entries);
         }
-        let mut tree = FileTree::from_dir(scratch)?;
-        if !ExtractOptions::default().chown {
-            // Not root: owners on disk are ours, not the image's.
-            tree.set_owner_all(0, 0);
-        }
+        let tree = FileTree::from_dir(scratch)?;
+        // Owners come from the layers' tar headers, never from the disk:
+        // rootless extraction leaves everything owned by us, root keeps the
+        // layer's, and both must give the same package digest.
+        let tree = with_owners(tree, &owners)?;
         let written = write_layer_to_layout(&tree, &options.layer, staging.layout())?;
         layers.push(ImageLayer {
             descriptor: written.descriptor(),
@@ -595,6 +620,47 @@ fn normalize(
         empty_history: Vec::new(),
         annotations: BTreeMap::new(),
     })
+}
+
+/// Folds one layer's entries into `owners` (path -> uid, gid), applying
+/// its whiteouts to what the layers below it left.
+fn apply_owners(owners: &mut BTreeMap<String, (u32, u32)>, entries: &[crate::layer::LayerEntry]) {
+    use crate::layer::EntryType;
+    let under = |owners: &mut BTreeMap<String, (u32, u32)>, dir: &str| {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        owners.retain(|p, _| !p.starts_with(&prefix));
+    };
+    for e in entries {
+        match e.kind {
+            EntryType::Whiteout => {
+                owners.remove(&e.path);
+                under(owners, &e.path);
+            }
+            EntryType::OpaqueWhiteout => under(owners, &e.path),
+            _ => {}
+        }
+    }
+    for e in entries {
+        if !matches!(e.kind, EntryType::Whiteout | EntryType::OpaqueWhiteout) {
+            owners.insert(e.path.clone(), (e.uid, e.gid));
+        }
+    }
+}
+
+/// `tree` with every entry's owner taken from `owners` (0:0 for parents no
+/// layer listed).
+fn with_owners(tree: FileTree, owners: &BTreeMap<String, (u32, u32)>) -> Result<FileTree> {
+    let mut out = FileTree::new();
+    for (path, entry) in tree.entries() {
+        let mut entry = entry.clone();
+        (entry.uid, entry.gid) = owners.get(path).copied().unwrap_or((0, 0));
+        out.insert(path, entry)?;
+    }
+    Ok(out)
 }
 
 /// True when a builder layer deletes anything (whiteouts).
@@ -633,6 +699,53 @@ pub fn normalized_run(run: &RunConfig) -> RunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owners_follow_the_layers_and_their_whiteouts() {
+        use crate::layer::{EntryType, LayerEntry};
+        let e = |path: &str, kind: EntryType, uid: u32| LayerEntry {
+            path: path.to_string(),
+            kind,
+            mode: 0o755,
+            uid,
+            gid: uid,
+            size: 0,
+            link_target: None,
+            content_digest: None,
+        };
+        let mut owners = BTreeMap::new();
+        apply_owners(
+            &mut owners,
+            &[
+                e("home", EntryType::Directory, 0),
+                e("home/u", EntryType::Directory, 1000),
+                e("home/u/f", EntryType::File, 1000),
+                e("opt", EntryType::Directory, 0),
+                e("opt/x", EntryType::File, 7),
+            ],
+        );
+        apply_owners(
+            &mut owners,
+            &[
+                e("home/u", EntryType::Whiteout, 0),
+                e("home/u", EntryType::Directory, 2000),
+                e("opt", EntryType::OpaqueWhiteout, 0),
+                e("opt/y", EntryType::File, 8),
+            ],
+        );
+        let got: Vec<(&str, u32)> = owners.iter().map(|(p, o)| (p.as_str(), o.0)).collect();
+        assert_eq!(
+            got,
+            [("home", 0), ("home/u", 2000), ("opt", 0), ("opt/y", 8)]
+        );
+        let mut tree = FileTree::new();
+        tree.insert("home/u", crate::layer::TreeEntry::dir(0o755))
+            .unwrap();
+        tree.set_owner_all(4242, 4242);
+        let tree = with_owners(tree, &owners).unwrap();
+        assert_eq!(tree.get("home").unwrap().uid, 0);
+        assert_eq!(tree.get("home/u").unwrap().uid, 2000);
+    }
 
     #[test]
     fn arg_names_and_target() {

@@ -49,6 +49,11 @@ pub struct ImageArgs {
     /// Value of the org.opencontainers.image.version annotation.
     #[arg(long)]
     pub version: Option<String>,
+    /// Keep the numeric uid/gid of the files on disk. Default: every entry
+    /// is owned by 0:0, so the digest does not depend on who checked the
+    /// directory out (uid 1000 on a laptop, 1001 on a CI runner, ...).
+    #[arg(long)]
+    pub keep_owners: bool,
     /// Local store used as the staging area (default: see README).
     #[arg(long, env = "STAGEX_STORE")]
     pub store: Option<PathBuf>,
@@ -71,8 +76,11 @@ pub fn run(ctx: &Context, args: ImageArgs) -> Result<ExitCode> {
         None => Store::open_default()?,
     };
     let options = LayerOptions::from_env()?;
-    let tree = FileTree::from_dir(&args.dir)
+    let mut tree = FileTree::from_dir(&args.dir)
         .with_context(|| format!("reading the tree at {}", args.dir.display()))?;
+    if !args.keep_owners {
+        tree.set_owner_all(0, 0);
+    }
     let layer = write_layer_to_layout(&tree, &options, store.layout())?;
 
     let mut run = RunConfig::default();

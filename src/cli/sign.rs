@@ -20,7 +20,7 @@ use crate::sign::signer::{GpgSigner, KeyFileSigner, PayloadSigner};
 pub struct SignArgs {
     /// Package images (`<stage>-<name>`, from out/) or `REPO:TAG@sha256:<hex>`; none = all of out/.
     pub images: Vec<String>,
-    /// OpenPGP secret key file (armored or binary, not password-protected).
+    /// OpenPGP secret key file (armored or binary; a protected one is unlocked with $STAGEX_KEY_PASSPHRASE).
     #[arg(long, conflicts_with = "gpg", required_unless_present = "gpg")]
     pub key: Option<PathBuf>,
     /// Sign through gpg's agent with this key (smartcards, touch); gpg from PATH or $STAGEX_GPG.
@@ -52,12 +52,7 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
         (None, Some(fpr)) => Box::new(GpgSigner::new(fpr)?),
         (None, None) => anyhow::bail!("pass --key FILE or --gpg FINGERPRINT"),
     };
-    let namespace = args.identity.as_deref().unwrap_or(&ctx.settings.namespace);
-    let resolver = Resolver {
-        out: &ctx.settings.out,
-        packages: &ctx.settings.packages,
-        namespace,
-    };
+    let resolver = Resolver::from_settings(&ctx.settings, args.identity.as_deref());
     let targets = resolver.resolve_all(&args.images)?;
     let root = args
         .signatures

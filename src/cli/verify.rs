@@ -13,6 +13,7 @@ use crate::lookaside::Lookaside;
 use crate::sign::check::{verify_images, ImageReport};
 use crate::sign::image::Resolver;
 use crate::sign::keyring::Keyring;
+use crate::sign::quorum::check_threshold;
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -38,18 +39,13 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| ctx.settings.keys.clone());
     let keyring = Keyring::load_dir(&keys)?;
-    let threshold = args.threshold.unwrap_or(ctx.settings.threshold);
+    let threshold = check_threshold(args.threshold.unwrap_or(ctx.settings.threshold))?;
     let location = args
         .lookaside
         .clone()
         .unwrap_or_else(|| ctx.settings.lookaside.clone());
     let lookaside = Lookaside::parse(&location)?;
-    let namespace = args.identity.as_deref().unwrap_or(&ctx.settings.namespace);
-    let resolver = Resolver {
-        out: &ctx.settings.out,
-        packages: &ctx.settings.packages,
-        namespace,
-    };
+    let resolver = Resolver::from_settings(&ctx.settings, args.identity.as_deref());
     let targets = resolver.resolve_all(&args.images)?;
     let reports = verify_images(&keyring, &lookaside, &targets, threshold);
     let missing = reports.iter().filter(|r| !r.quorum).count();

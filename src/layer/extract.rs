@@ -30,7 +30,7 @@
 //! them), owners only when `ExtractOptions::chown` (default: only when
 //! running as root). Whiteouts delete lower entries; an opaque whiteout
 //! deletes everything under its directory that this layer did not write.
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read};
@@ -71,7 +71,7 @@ pub fn extract_layer(
 ) -> Result<()> {
     fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
     let mut archive = tar::Archive::new(decompress(reader, compression)?);
-    let mut written: HashSet<String> = HashSet::new();
+    let mut written: BTreeSet<String> = BTreeSet::new();
     // (path, mode, uid, gid, mtime), applied after all entries.
     let mut dirs: Vec<(String, u32, u32, u32, u64)> = Vec::new();
     let x = Extractor {
@@ -80,6 +80,11 @@ pub fn extract_layer(
     };
     for item in archive.entries().context("reading layer tar")? {
         let mut item = item.context("reading layer tar entry")?;
+        if item.header().entry_type() == tar::EntryType::XGlobalHeader {
+            // `pax_global_header` (git archive, some tar writers): archive
+            // metadata, not a file; docker and containerd skip it too.
+            continue;
+        }
         let raw = item.path_bytes().into_owned();
         let raw = utf8_path(&raw)?.to_string();
         if raw.starts_with('/') {
@@ -176,11 +181,7 @@ pub fn extract_layer(
     // Deepest first, so a read-only parent is set after its children.
     dirs.sort_by(|a, b| b.0.cmp(&a.0));
     for (path, mode, uid, gid, mtime) in dirs {
-        let dest = target.join(&path);
-        let ctx = || format!("setting metadata of {path} in {}", target.display());
-        x.lchown(&dest, uid, gid).with_context(ctx)?;
-        fs::set_permissions(&dest, fs::Permissions::from_mode(mode)).with_context(ctx)?;
-        set_mtime(&dest, mtime).with_context(ctx)?;
+        x.set_dir_metadata(&path, mode, uid, gid, mtime)?;
     }
     Ok(())
 }
@@ -214,7 +215,14 @@ impl Extractor<'_> {
                     bail!("refusing layer entry {path}: its parent {parent} is not a directory")
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                    // A parent the layer does not list: 0755 (as docker and
+                    // containerd make them), not whatever the umask leaves,
+                    // so a tree read back from the target is the same
+                    // everywhere.
                     fs::create_dir(&full)
+                        .and_then(|()| {
+                            fs::set_permissions(&full, fs::Permissions::from_mode(0o755))
+                        })
                         .with_context(|| format!("creating {}", full.display()))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -239,16 +247,14 @@ impl Extractor<'_> {
     }
 
     fn remove(&self, path: &str) -> Result<()> {
-        let full = self.root.join(path);
-        let result = match fs::symlink_metadata(&full) {
-            Ok(meta) if meta.is_dir() => fs::remove_dir_all(&full),
-            Ok(_) => fs::remove_file(&full),
-            Err(_) => return Ok(()),
-        };
-        result.with_context(|| format!("removing {}", full.display()))
+        remove_path(&self.root.join(path))
     }
 
-    fn opaque(&self, dir: &str, written: &HashSet<String>) -> Result<()> {
+    /// An opaque whiteout hides every lower entry under `dir`, at any
+    /// depth: what this layer wrote (before or after the marker) stays,
+    /// directories holding something it wrote are descended into, the rest
+    /// is removed.
+    fn opaque(&self, dir: &str, written: &BTreeSet<String>) -> Result<()> {
         let full = if dir.is_empty() {
             self.root.to_path_buf()
         } else {
@@ -259,20 +265,87 @@ impl Extractor<'_> {
             Ok(_) => bail!("refusing opaque whiteout of {dir}: it is not a directory"),
             Err(_) => return Ok(()),
         }
+        let mut children = Vec::new();
         for child in fs::read_dir(&full).with_context(|| format!("listing {}", full.display()))? {
-            let child = child?;
+            let child = child.with_context(|| format!("listing {}", full.display()))?;
             let name = child.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let rel = if dir.is_empty() {
+            let Some(name) = name.to_str() else {
+                // Not UTF-8: no layer entry can have written it.
+                let path = child.path();
+                remove_path(&path)?;
+                continue;
+            };
+            children.push(if dir.is_empty() {
                 name.to_string()
             } else {
                 format!("{dir}/{name}")
-            };
-            if !written.contains(&rel) {
+            });
+        }
+        children.sort();
+        for rel in children {
+            let holds_written = written
+                .range(format!("{rel}/")..)
+                .next()
+                .is_some_and(|w| w.starts_with(&format!("{rel}/")));
+            let is_dir = fs::symlink_metadata(self.root.join(&rel)).is_ok_and(|m| m.is_dir());
+            if is_dir && (holds_written || written.contains(&rel)) {
+                self.opaque(&rel, written)?;
+            } else if !written.contains(&rel) {
                 self.remove(&rel)?;
             }
         }
         Ok(())
+    }
+
+    /// Applies a directory entry's owner, mode and mtime through a
+    /// descriptor opened with `O_NOFOLLOW`, after re-checking its parents:
+    /// a later entry of the same layer may have replaced the directory (or
+    /// a parent) by a symlink, and chmod through that would reach outside.
+    /// A directory that is no longer there was replaced: nothing to do.
+    fn set_dir_metadata(
+        &self,
+        path: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        mtime: u64,
+    ) -> Result<()> {
+        let ctx = || format!("setting metadata of {path} in {}", self.root.display());
+        self.check_parents(path, false).with_context(ctx)?;
+        let dir = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(self.root.join(path))
+        {
+            Ok(dir) => dir,
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ELOOP)
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                return Ok(());
+            }
+            // Unreadable (e.g. a lower layer made it 0o300, rootless): fall
+            // back to path-based calls on what lstat says is a directory.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                let full = self.root.join(path);
+                if !fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
+                    return Ok(());
+                }
+                self.lchown(&full, uid, gid).with_context(ctx)?;
+                fs::set_permissions(&full, fs::Permissions::from_mode(mode)).with_context(ctx)?;
+                return set_mtime(&full, mtime).with_context(ctx);
+            }
+            Err(e) => return Err(e).with_context(ctx),
+        };
+        if self.options.chown {
+            std::os::unix::fs::fchown(&dir, Some(uid), Some(gid)).with_context(ctx)?;
+        }
+        dir.set_permissions(fs::Permissions::from_mode(mode))
+            .with_context(ctx)?;
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+        dir.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t))
+            .with_context(ctx)
     }
 
     fn hard_link_source(&self, path: &str, link: &str) -> Result<PathBuf> {
@@ -336,6 +409,16 @@ impl Extractor<'_> {
         }
         Ok(())
     }
+}
+
+/// Removes a file, symlink or directory tree (never following symlinks).
+fn remove_path(full: &Path) -> Result<()> {
+    let result = match fs::symlink_metadata(full) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(full),
+        Ok(_) => fs::remove_file(full),
+        Err(_) => return Ok(()),
+    };
+    result.with_context(|| format!("removing {}", full.display()))
 }
 
 /// Sets atime and mtime of `path` without following a final symlink.

@@ -121,7 +121,13 @@ pub enum PathMeaning {
 }
 
 /// Classifies a raw tar path: normalizes it and recognizes whiteouts.
+/// An entry naming the root itself (`./`, as `tar -C dir .` and many
+/// image tools write first) is skipped: the root is the target directory,
+/// whose metadata a layer does not own.
 pub fn tree_path_of(raw: &str) -> Result<PathMeaning> {
+    if names_root(raw) {
+        return Ok(PathMeaning::Skip);
+    }
     let path = normalize_path(raw)?;
     let (dir, base) = match path.rfind('/') {
         Some(i) => (&path[..i], &path[i + 1..]),
@@ -145,6 +151,11 @@ pub fn tree_path_of(raw: &str) -> Result<PathMeaning> {
         return Ok(PathMeaning::Whiteout(deleted));
     }
     Ok(PathMeaning::Entry(path))
+}
+
+/// `.`, `./`, `/`, `.//./`: a path that is the root and nothing else.
+fn names_root(raw: &str) -> bool {
+    !raw.is_empty() && raw.split('/').all(|c| c.is_empty() || c == ".")
 }
 
 pub(crate) fn utf8_path(bytes: &[u8]) -> Result<&str> {
@@ -176,6 +187,9 @@ pub fn index_layer(reader: impl Read, compression: LayerCompression) -> Result<L
     let mut entries = Vec::new();
     for item in archive.entries().context("reading layer tar")? {
         let mut item = item.context("reading layer tar entry")?;
+        if item.header().entry_type() == tar::EntryType::XGlobalHeader {
+            continue; // archive metadata, not an entry (as in extract)
+        }
         let raw = item.path_bytes().into_owned();
         let raw = utf8_path(&raw)?;
         let header = item.header();
@@ -279,6 +293,11 @@ mod tests {
         );
         assert_eq!(tree_path_of("a/.wh..wh.aufs").unwrap(), PathMeaning::Skip);
         assert!(tree_path_of("../x").is_err());
+        for root in ["./", ".", "/", ".//./"] {
+            assert_eq!(tree_path_of(root).unwrap(), PathMeaning::Skip, "{root}");
+        }
+        assert!(tree_path_of("").is_err());
+        assert!(tree_path_of("./..").is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! for N both keep their file and numbering stays contiguous).
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -82,8 +83,9 @@ impl FileLookaside {
     ) -> Result<(u32, PathBuf)> {
         let dir = self.image_dir(repository_path, digest);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut temp = tempfile::NamedTempFile::new_in(&dir)
-            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+        // 0644 like every file we publish: a lookaside is served by a web
+        // server or synced as-is, and tempfile's 0600 locks readers out.
+        let mut temp = crate::oci::layout::new_temp_file(&dir)?;
         temp.write_all(blob)
             .and_then(|_| temp.as_file().sync_all())
             .with_context(|| format!("writing a signature in {}", dir.display()))?;
@@ -113,6 +115,7 @@ impl FileLookaside {
                     match fs::OpenOptions::new()
                         .write(true)
                         .create_new(true)
+                        .mode(0o644)
                         .open(&target)
                     {
                         Ok(mut f) => {
@@ -161,7 +164,7 @@ fn numbered_files(dir: &Path) -> Result<Vec<u32>> {
             .file_name()
             .to_str()
             .and_then(|n| n.strip_prefix("signature-"))
-            .and_then(|n| n.parse::<u32>().ok())
+            .and_then(|n| n.parse::<u32>().ok().filter(|v| v.to_string() == n))
         {
             numbers.push(n);
         }
@@ -198,6 +201,16 @@ mod tests {
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
         assert!(store.read("stagex/none", &d).unwrap().files.is_empty());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(image.join("signature-1"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644, "signatures must be world-readable");
+        // `signature-06` is not a signature name readers ask for: it must
+        // not make `add` skip 6 (that would open a gap).
+        fs::write(image.join("signature-06"), b"x").unwrap();
+        assert_eq!(store.add("stagex/x", &d, b"f").unwrap().0, 6);
     }
 
     #[test]

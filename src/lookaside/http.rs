@@ -29,8 +29,14 @@ pub struct HttpLookaside {
 /// Builds an HTTP client trusting `$STAGEX_CA_FILE` in addition to the
 /// system roots.
 pub fn client() -> Result<reqwest::Client> {
-    let builder =
-        || reqwest::Client::builder().user_agent(concat!("stagex/", env!("CARGO_PKG_VERSION")));
+    // A mirror that accepts the connection and then stalls must fail the
+    // check, not hang `verify` (and a release) forever.
+    let builder = || {
+        reqwest::Client::builder()
+            .user_agent(concat!("stagex/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .read_timeout(std::time::Duration::from_secs(60))
+    };
     let Some(path) = std::env::var_os(CA_FILE_ENV) else {
         return builder().build().context("creating the HTTP client");
     };

@@ -67,10 +67,13 @@ impl Layout {
         let marker = serde_json::to_vec(&LayoutMarker {
             image_layout_version: media_type::OCI_LAYOUT_VERSION.to_string(),
         })?;
-        write_atomic(&layout.root.join(OCI_LAYOUT_FILE), &marker)?;
+        // index.json first: the marker is what `create` and `open` take as
+        // "a complete layout", so a crash in between must not leave a
+        // marker without an index.
         if !layout.root.join(INDEX_FILE).exists() {
             layout.write_index(&ImageIndex::new())?;
         }
+        write_atomic(&layout.root.join(OCI_LAYOUT_FILE), &marker)?;
         Ok(layout)
     }
 
@@ -175,6 +178,21 @@ impl Layout {
         let dest = self.blob_path(&descriptor.digest);
         fs::create_dir_all(dest.parent().expect("blob path has a parent"))?;
         if fs::hard_link(&source, &dest).is_ok() {
+            // A link is only as good as the source file: check it like any
+            // other incoming bytes, and leave nothing behind if it is wrong.
+            let verified = self
+                .open_blob(&descriptor.digest, Some(descriptor.size))
+                .and_then(|mut r| io::copy(&mut r, &mut io::sink()).map_err(anyhow::Error::from));
+            if let Err(e) = verified {
+                let _ = fs::remove_file(&dest);
+                return Err(e).with_context(|| {
+                    format!(
+                        "blob {} in {} does not match its digest or size (nothing was copied)",
+                        descriptor.digest,
+                        other.root.display()
+                    )
+                });
+            }
             return Ok(());
         }
         let reader = other.open_blob(&descriptor.digest, Some(descriptor.size))?;
@@ -392,6 +410,25 @@ mod tests {
         fs::write(layout.blob_path(&digest), b"hellO").unwrap();
         let err = layout.read_blob(&digest).unwrap_err();
         assert!(format!("{err:#}").contains("does not match"), "{err:#}");
+    }
+
+    #[test]
+    fn copying_a_tampered_blob_is_refused_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = Layout::create(dir.path().join("src")).unwrap();
+        let target = Layout::create(dir.path().join("dst")).unwrap();
+        let digest = source.write_blob(b"hello").unwrap();
+        let desc = Descriptor::new(media_type::OCI_LAYER_GZIP, digest.clone(), 5);
+        fs::remove_file(source.blob_path(&digest)).unwrap();
+        fs::write(source.blob_path(&digest), b"hellO").unwrap();
+        let err = target.copy_blob_from(&source, &desc).unwrap_err();
+        assert!(format!("{err:#}").contains(&digest.to_string()), "{err:#}");
+        assert!(!target.has_blob(&digest), "a bad blob was linked in");
+        // An intact blob is copied.
+        let good = source.write_blob(b"good").unwrap();
+        let desc = Descriptor::new(media_type::OCI_LAYER_GZIP, good.clone(), 4);
+        target.copy_blob_from(&source, &desc).unwrap();
+        assert_eq!(target.read_blob(&good).unwrap(), b"good");
     }
 
     #[test]

@@ -108,6 +108,9 @@ pub async fn fetch_all_async(jobs: &[FetchJob], options: &FetchOptions) -> Resul
     let client = reqwest::Client::builder()
         .user_agent(concat!("stagex/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(30))
+        // Between reads, not in total: big sources may take long, a stalled
+        // mirror must fail over to the next one instead of hanging.
+        .read_timeout(std::time::Duration::from_secs(120))
         .build()
         .context("creating the HTTP client")?;
     let bars = options.progress.then(|| Arc::new(MultiProgress::new()));

@@ -51,7 +51,20 @@ pub fn is_reference(arg: &str) -> bool {
     arg.contains(['/', ':', '@'])
 }
 
-impl Resolver<'_> {
+impl<'a> Resolver<'a> {
+    /// The resolver of `stagex sign`/`verify`: out/ and packages/ from the
+    /// settings, the namespace from `--identity` or the settings.
+    pub fn from_settings(
+        settings: &'a crate::settings::Settings,
+        identity: Option<&'a str>,
+    ) -> Resolver<'a> {
+        Resolver {
+            out: &settings.out,
+            packages: &settings.packages,
+            namespace: identity.unwrap_or(&settings.namespace),
+        }
+    }
+
     /// Every package layout in `out/` (sorted), or the named ones.
     pub fn resolve_all(&self, args: &[String]) -> Result<Vec<ImageTarget>> {
         let names: Vec<String> = if args.is_empty() {
@@ -142,8 +155,9 @@ impl Resolver<'_> {
     }
 }
 
-/// `repo:tag@sha256:<hex>` (the tag is the identity to sign; verify accepts
-/// a reference without tag and then matches the repository).
+/// `repo:tag@sha256:<hex>` (the tag is the identity to sign, and verify
+/// then wants exactly that repo:tag); `repo@sha256:<hex>` verifies any
+/// signed tag of the repository (containers/image's pull-by-digest rule).
 fn reference_target(arg: &str) -> Result<ImageTarget> {
     let reference = DockerReference::parse(arg)?;
     let Some(digest) = reference.digest.clone() else {

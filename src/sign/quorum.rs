@@ -12,12 +12,25 @@ pub fn distinct_signers<'a>(
     signers.into_iter().cloned().collect()
 }
 
-/// True when `signers` holds at least `threshold` distinct keys.
+/// True when `signers` holds at least `threshold` distinct keys. A
+/// threshold of 0 would pass unsigned images: it counts as 1 here (and
+/// `check_threshold` rejects it where users set it).
 pub fn quorum_met<'a>(
     signers: impl IntoIterator<Item = &'a Fingerprint>,
     threshold: usize,
 ) -> bool {
-    distinct_signers(signers).len() >= threshold
+    distinct_signers(signers).len() >= threshold.max(1)
+}
+
+/// Validates a configured threshold: 0 would turn the release gate off.
+pub fn check_threshold(threshold: usize) -> anyhow::Result<usize> {
+    if threshold == 0 {
+        anyhow::bail!(
+            "threshold 0 would accept images with no signature at all: set --threshold \
+             (or `threshold` in stagex.toml) to at least 1"
+        );
+    }
+    Ok(threshold)
 }
 
 #[cfg(test)]
@@ -30,7 +43,13 @@ mod tests {
         let b = Fingerprint::from_hex("1123456789ABCDEF0123456789ABCDEF01234567").unwrap();
         assert!(!quorum_met([&a, &a], 2));
         assert!(quorum_met([&a, &b, &a], 2));
-        assert!(quorum_met([], 0));
+        assert!(
+            !quorum_met([], 0),
+            "threshold 0 must not pass unsigned images"
+        );
+        assert!(quorum_met([&a], 0));
+        assert!(check_threshold(0).is_err());
+        assert_eq!(check_threshold(2).unwrap(), 2);
         assert!(!quorum_met([&b], 2));
     }
 }

@@ -105,8 +105,11 @@ impl DockerReference {
             return false;
         }
         match (&self.tag, &self.digest) {
-            (Some(_), None) => self == signed,
-            (_, Some(_)) => self.repository() == signed.repository(),
+            // By tag (with or without a digest, which the payload check
+            // compares on its own): exactly that repo:tag was signed. A
+            // signature for `:1.0` never covers `:latest@sha256:...`.
+            (Some(_), _) => &self.without_digest() == signed,
+            (None, Some(_)) => self.repository() == signed.repository(),
             (None, None) => false,
         }
     }
@@ -182,5 +185,10 @@ mod tests {
         assert!(by_digest.matches_signed(&r("stagex/x:anything")));
         assert!(!by_digest.matches_signed(&r("stagex/y:1")));
         assert!(!by_digest.matches_signed(&r("stagex/x")));
+        // A tag next to the digest is what was asked for: it must match.
+        let both = r(&format!("stagex/x:1@sha256:{hex}"));
+        assert!(both.matches_signed(&r("docker.io/stagex/x:1")));
+        assert!(!both.matches_signed(&r("stagex/x:latest")));
+        assert!(!both.matches_signed(&r("stagex/y:1")));
     }
 }

@@ -94,3 +94,21 @@ pub fn golden_layer(dir: &Path, reverse: bool, options: &LayerOptions) -> (Writt
     let written = write_layer(&tree, options, &mut blob).unwrap();
     (written, blob)
 }
+
+/// (path, kind, mode, link target or content) for comparing trees that live
+/// in different directories.
+pub fn summary(tree: &FileTree) -> Vec<(String, String, u32, Vec<u8>)> {
+    use stagex::layer::{EntryKind, FileSource};
+    tree.entries()
+        .map(|(p, e)| {
+            let (kind, detail) = match &e.kind {
+                EntryKind::Directory => ("dir", vec![]),
+                EntryKind::File(FileSource::Path(f)) => ("file", fs::read(f).unwrap()),
+                EntryKind::File(FileSource::Bytes(b)) => ("file", b.clone()),
+                EntryKind::Symlink { target } => ("symlink", target.as_bytes().to_vec()),
+                EntryKind::HardLink { target } => ("hardlink", target.as_bytes().to_vec()),
+            };
+            (p.clone(), kind.to_string(), e.mode, detail)
+        })
+        .collect()
+}

@@ -66,3 +66,16 @@ pub fn free_port() -> u16 {
 pub fn stagex() -> Command {
     Command::new(env!("CARGO_BIN_EXE_stagex"))
 }
+
+/// Copies a directory tree (files and directories; sorted walk).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in walkdir::WalkDir::new(from).sort_by_file_name() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.path().strip_prefix(from).unwrap());
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
