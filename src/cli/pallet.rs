@@ -106,7 +106,8 @@ fn verify_inputs(ctx: &Context, args: &PalletArgs, composed: &Composed) -> Resul
         ),
         Err(e) => return Err(e),
     };
-    let threshold = args.threshold.unwrap_or(ctx.settings.threshold);
+    let threshold =
+        crate::sign::quorum::check_threshold(args.threshold.unwrap_or(ctx.settings.threshold))?;
     let location = args
         .lookaside
         .clone()

@@ -23,6 +23,9 @@ use crate::oci::digest::{Digest, HashingWriter};
 use crate::oci::layout::Layout;
 use crate::oci::media_type;
 
+/// Largest manifest accepted (containers/image uses the same 4 MiB cap).
+const MAX_MANIFEST_BYTES: usize = 4 << 20;
+
 /// Chunk size for streamed uploads (constant memory).
 const CHUNK: usize = 4 << 20;
 
@@ -182,6 +185,13 @@ impl RegistryClient {
                     .pull_manifest_raw(&reference, &self.auth, ACCEPTED),
             )
             .with_context(|| format!("pulling manifest {}", self.url(repo, &sep(tag_or_digest))))?;
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            bail!(
+                "manifest {} is {} bytes, over the {MAX_MANIFEST_BYTES}-byte limit (as in containers/image)",
+                self.url(repo, &sep(tag_or_digest)),
+                bytes.len()
+            );
+        }
         let digest = Digest::of_bytes(&bytes);
         if tag_or_digest.starts_with("sha256:") && digest.to_string() != tag_or_digest {
             bail!(
@@ -209,7 +219,7 @@ impl RegistryClient {
         let path = layout.blob_path(digest);
         let dir = path.parent().expect("blob path has a parent");
         std::fs::create_dir_all(dir)?;
-        let temp = tempfile::NamedTempFile::new_in(dir)?;
+        let temp = crate::oci::layout::new_temp_file(dir)?;
         let mut writer = HashingWriter::new(BufWriter::new(temp));
         let reference = self.reference(repo, &digest.to_string());
         let digest_text = digest.to_string();
@@ -224,6 +234,14 @@ impl RegistryClient {
                     .await?;
                 while let Some(chunk) = stream.next().await {
                     let chunk = chunk?;
+                    // A hostile registry must not fill the disk: stop at the
+                    // descriptor's size instead of trusting the stream's end.
+                    if writer.count() + chunk.len() as u64 > descriptor.size {
+                        bail!(
+                            "the registry sent more than the {} bytes the descriptor declares; nothing stored",
+                            descriptor.size
+                        );
+                    }
                     writer.write_all(&chunk)?;
                     if let Some(bar) = progress {
                         bar.inc(chunk.len() as u64);
