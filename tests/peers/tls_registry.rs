@@ -21,7 +21,8 @@ impl TlsRegistry {
         let bins = tools::require(&["docker-registry", "openssl", "htpasswd", "curl"])?;
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        make_ca_and_server_cert(d);
+        // The same throwaway CA + server certificate the nginx peer uses.
+        super::nginx::make_tls(d)?;
         let (user, password) = ("stagex".to_string(), "s3cret-pass".to_string());
         let htpasswd = run_ok(Command::new(&bins[2]).args(["-Bbn", &user, &password]));
         std::fs::write(d.join("htpasswd"), htpasswd.stdout).unwrap();
@@ -120,66 +121,4 @@ impl Drop for TlsRegistry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// ca.crt/ca.key and a server.crt/server.key for localhost and 127.0.0.1.
-pub fn make_ca_and_server_cert(d: &Path) {
-    let openssl = || {
-        let mut c = Command::new("openssl");
-        c.current_dir(d);
-        c
-    };
-    run_ok(openssl().args([
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "30",
-        "-subj",
-        "/CN=stagex-test-CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]));
-    run_ok(openssl().args([
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]));
-    std::fs::write(
-        d.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run_ok(openssl().args([
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "30",
-        "-extfile",
-        "server.ext",
-    ]));
 }
