@@ -24,6 +24,12 @@
 //!
 //! Any gzip reader (GNU gzip, Go's compress/gzip, flate2) decodes it: it is a
 //! single ordinary gzip member, the same construction pigz uses.
+//!
+//! Failure: a job that panics in a worker (or inline) is caught
+//! (`catch_unwind`) and answered with an error for its sequence number, so
+//! the collector never waits for a block that will not come (other live
+//! workers keep the result channel open, so waiting would hang forever).
+//! The first error is kept: every later `write`/`finish` returns it at once.
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::sync::{mpsc, Arc, Mutex};
@@ -89,6 +95,9 @@ struct Job {
     seq: u64,
     input: Vec<u8>,
     last: bool,
+    /// Test hook: the job panics (simulates a bug or allocation failure).
+    #[cfg(test)]
+    panic: bool,
 }
 
 struct Done {
@@ -99,6 +108,10 @@ struct Done {
 }
 
 fn run_job(job: Job) -> Done {
+    #[cfg(test)]
+    if job.panic {
+        panic!("injected gzip worker panic (block {})", job.seq);
+    }
     let output = compress_block(&job.input, job.last);
     let mut crc = crc32fast::Hasher::new();
     crc.update(&job.input);
@@ -110,9 +123,26 @@ fn run_job(job: Job) -> Done {
     }
 }
 
+/// A job's result: its block, or why it failed (never silence: the
+/// collector counts on one answer per job).
+type Answer = Result<Done, String>;
+
+/// Runs a job, turning a panic into an error naming the block.
+fn run_job_caught(job: Job) -> Answer {
+    let seq = job.seq;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(job))).map_err(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        format!("gzip worker failed on block {seq}: {why}")
+    })
+}
+
 struct Pool {
     jobs: Option<mpsc::Sender<Job>>,
-    done: mpsc::Receiver<Done>,
+    done: mpsc::Receiver<Answer>,
     handles: Vec<JoinHandle<()>>,
 }
 
@@ -120,7 +150,7 @@ impl Pool {
     fn new(workers: usize) -> Pool {
         let (job_tx, job_rx) = mpsc::channel::<Job>();
         let job_rx = Arc::new(Mutex::new(job_rx));
-        let (done_tx, done_rx) = mpsc::channel::<Done>();
+        let (done_tx, done_rx) = mpsc::channel::<Answer>();
         let handles = (0..workers)
             .map(|_| {
                 let job_rx = Arc::clone(&job_rx);
@@ -131,7 +161,7 @@ impl Pool {
                         Err(_) => return,
                     };
                     let Ok(job) = job else { return };
-                    if done_tx.send(run_job(job)).is_err() {
+                    if done_tx.send(run_job_caught(job)).is_err() {
                         return;
                     }
                 })
@@ -175,6 +205,12 @@ pub struct ParallelGzipWriter<W: Write> {
     in_flight: usize,
     max_in_flight: usize,
     pool: Option<Pool>,
+    /// The first failure: once set, the output is incomplete and every
+    /// call returns it.
+    failed: Option<String>,
+    /// Test hook: the block with this sequence number panics.
+    #[cfg(test)]
+    panic_at: Option<u64>,
 }
 
 impl<W: Write> ParallelGzipWriter<W> {
@@ -200,10 +236,28 @@ impl<W: Write> ParallelGzipWriter<W> {
             in_flight: 0,
             max_in_flight: 2 * workers,
             pool,
+            failed: None,
+            #[cfg(test)]
+            panic_at: None,
         })
     }
 
+    /// The stored failure as an io::Error, if any.
+    fn check(&self) -> io::Result<()> {
+        match &self.failed {
+            Some(why) => Err(io::Error::other(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the first failure and returns it.
+    fn fail(&mut self, why: String) -> io::Error {
+        let why = self.failed.get_or_insert(why).clone();
+        io::Error::other(why)
+    }
+
     fn submit(&mut self, last: bool) -> io::Result<()> {
+        self.check()?;
         let fresh = self
             .free
             .pop()
@@ -213,18 +267,23 @@ impl<W: Write> ParallelGzipWriter<W> {
             seq: self.next_seq,
             input,
             last,
+            #[cfg(test)]
+            panic: self.panic_at == Some(self.next_seq),
         };
         self.next_seq += 1;
         let Some(pool) = self.pool.as_ref() else {
-            let done = run_job(job);
+            let done = run_job_caught(job).map_err(|why| self.fail(why))?;
             self.pending.insert(done.seq, done);
             return self.write_ready();
         };
-        pool.jobs
+        let sent = pool
+            .jobs
             .as_ref()
             .expect("jobs channel open until drop")
-            .send(job)
-            .map_err(|_| io::Error::other("gzip worker thread died"))?;
+            .send(job);
+        if sent.is_err() {
+            return Err(self.fail("gzip worker threads died".to_string()));
+        }
         self.in_flight += 1;
         while self.in_flight >= self.max_in_flight {
             self.receive_one()?;
@@ -234,13 +293,19 @@ impl<W: Write> ParallelGzipWriter<W> {
 
     fn receive_one(&mut self) -> io::Result<()> {
         let pool = self.pool.as_ref().expect("a pool when not inline");
-        let done = pool
-            .done
-            .recv()
-            .map_err(|_| io::Error::other("gzip worker thread died"))?;
+        // Every job sends exactly one answer (panics are caught), so this
+        // returns as long as a job is in flight; Err(RecvError) only if
+        // every worker is gone.
+        let answer = pool.done.recv();
         self.in_flight -= 1;
-        self.pending.insert(done.seq, done);
-        Ok(())
+        match answer {
+            Ok(Ok(done)) => {
+                self.pending.insert(done.seq, done);
+                Ok(())
+            }
+            Ok(Err(why)) => Err(self.fail(why)),
+            Err(_) => Err(self.fail("gzip worker threads died".to_string())),
+        }
     }
 
     fn write_ready(&mut self) -> io::Result<()> {
@@ -256,6 +321,7 @@ impl<W: Write> ParallelGzipWriter<W> {
 
     /// Compresses the last block, writes the trailer, returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
+        self.check()?;
         self.submit(true)?;
         while self.in_flight > 0 {
             self.receive_one()?;
@@ -278,6 +344,7 @@ impl<W: Write> ParallelGzipWriter<W> {
 
 impl<W: Write> Write for ParallelGzipWriter<W> {
     fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
+        self.check()?;
         let total = data.len();
         while !data.is_empty() {
             if self.buf.len() == BLOCK_SIZE {
@@ -380,6 +447,59 @@ mod tests {
             let gz = gzip_bytes(&input, 2);
             assert_eq!(gunzip(&gz), input, "len {len}");
             assert_eq!(gz, gzip_bytes(&input, 1), "len {len}");
+        }
+    }
+
+    /// Runs `f` on its own thread; a hang (the old collector waited forever
+    /// for a panicked block while the other workers lived) fails the test
+    /// instead of blocking the suite. The bound is a hang guard, not a
+    /// timing assertion.
+    fn without_hanging<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || tx.send(f()).unwrap());
+        rx.recv_timeout(std::time::Duration::from_secs(300))
+            .expect("the gzip writer hung after a worker failure")
+    }
+
+    fn writer_failing_at(workers: usize, seq: u64) -> ParallelGzipWriter<Vec<u8>> {
+        let mut w = ParallelGzipWriter::new(Vec::new(), workers).unwrap();
+        w.panic_at = Some(seq);
+        w
+    }
+
+    #[test]
+    fn a_worker_panic_is_an_error_from_write_not_a_hang() {
+        for workers in [1, 2, 3] {
+            let (first, again, finished) = without_hanging(move || {
+                let mut w = writer_failing_at(workers, 0);
+                let input = sample(16 * BLOCK_SIZE);
+                let first = w.write_all(&input).unwrap_err();
+                let again = w.write_all(b"more").unwrap_err();
+                let finished = w.finish().unwrap_err();
+                (first, again, finished)
+            });
+            for e in [&first, &again, &finished] {
+                assert!(
+                    e.to_string().contains("gzip worker failed on block 0")
+                        && e.to_string().contains("injected"),
+                    "{workers} workers: {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_panic_in_the_last_block_is_an_error_from_finish() {
+        for workers in [1, 4] {
+            let err = without_hanging(move || {
+                let mut w = writer_failing_at(workers, 2);
+                w.write_all(&sample(2 * BLOCK_SIZE + 5)).unwrap();
+                w.finish().unwrap_err()
+            });
+            assert!(
+                err.to_string().contains("gzip worker failed on block 2"),
+                "{workers} workers: {err}"
+            );
         }
     }
 }
