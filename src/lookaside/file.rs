@@ -4,6 +4,12 @@
 //! temporary file in the image's directory, then hard-linked to the first
 //! free `signature-N` (link fails if the name exists, so two signers racing
 //! for N both keep their file and numbering stays contiguous).
+//!
+//! Where hard links are refused (some FUSE/network file systems), the same
+//! fsynced temporary file is renamed with `renameat2(RENAME_NOREPLACE)`
+//! (Linux): still atomic and never overwriting, so a crash cannot leave a
+//! truncated `signature-N`. Only if that call is unsupported (EINVAL,
+//! ENOSYS, not Linux) do we fall back to exclusive create-then-write.
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -101,9 +107,7 @@ impl FileLookaside {
             match fs::hard_link(temp.path(), &target) {
                 Ok(()) => {
                     drop(temp);
-                    if let Ok(d) = fs::File::open(&dir) {
-                        let _ = d.sync_all();
-                    }
+                    sync_dir(&dir);
                     return Ok((n, target));
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
@@ -111,28 +115,118 @@ impl FileLookaside {
                     if e.kind() == io::ErrorKind::Unsupported
                         || e.kind() == io::ErrorKind::PermissionDenied =>
                 {
-                    // No hard links here: exclusive create (never overwrites).
-                    match fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o644)
-                        .open(&target)
-                    {
-                        Ok(mut f) => {
-                            f.write_all(blob)
-                                .and_then(|_| f.sync_all())
-                                .with_context(|| format!("writing {}", target.display()))?;
-                            return Ok((n, target));
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
-                        Err(e) => {
-                            return Err(e).with_context(|| format!("creating {}", target.display()))
-                        }
-                    }
+                    return add_by_rename(&dir, temp, blob, n);
                 }
                 Err(e) => return Err(e).with_context(|| format!("creating {}", target.display())),
             }
         }
+    }
+}
+
+/// No hard links here: renames the written and fsynced `temp` to the first
+/// free `signature-N` from `n` on, with RENAME_NOREPLACE (EEXIST: try N+1).
+/// Atomic and never overwriting. Falls back to `add_by_create` only when
+/// the kernel or file system does not support that rename.
+fn add_by_rename(
+    dir: &Path,
+    temp: tempfile::NamedTempFile,
+    blob: &[u8],
+    mut n: u32,
+) -> Result<(u32, PathBuf)> {
+    let mut temp = temp.into_temp_path(); // closed; removed on drop
+    loop {
+        if n > MAX_SIGNATURES {
+            bail!(
+                "{} already holds {MAX_SIGNATURES} signatures: readers ignore any more",
+                dir.display()
+            );
+        }
+        let target = dir.join(format!("signature-{n}"));
+        match rename_noreplace(&temp, &target) {
+            Ok(()) => {
+                // The temporary name is gone: never unlink it afterwards.
+                temp.disable_cleanup(true);
+                sync_dir(dir);
+                return Ok((n, target));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => n += 1,
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS))
+                    || e.kind() == io::ErrorKind::Unsupported =>
+            {
+                drop(temp);
+                return add_by_create(dir, blob, n);
+            }
+            Err(e) => return Err(e).with_context(|| format!("creating {}", target.display())),
+        }
+    }
+}
+
+/// `rename(from, to)` that fails with EEXIST instead of replacing `to`.
+#[cfg(target_os = "linux")]
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let from = CString::new(from.as_os_str().as_bytes())?;
+    let to = CString::new(to.as_os_str().as_bytes())?;
+    // The raw syscall: the libc wrapper is missing from older C libraries.
+    // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rename_noreplace(_from: &Path, _to: &Path) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// Last resort (no hard links, no RENAME_NOREPLACE): exclusive create, then
+/// write. Never overwrites, but a crash mid-write leaves a short file.
+fn add_by_create(dir: &Path, blob: &[u8], mut n: u32) -> Result<(u32, PathBuf)> {
+    loop {
+        if n > MAX_SIGNATURES {
+            bail!(
+                "{} already holds {MAX_SIGNATURES} signatures: readers ignore any more",
+                dir.display()
+            );
+        }
+        let target = dir.join(format!("signature-{n}"));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&target)
+        {
+            Ok(mut f) => {
+                f.write_all(blob)
+                    .and_then(|_| f.sync_all())
+                    .with_context(|| format!("writing {}", target.display()))?;
+                sync_dir(dir);
+                return Ok((n, target));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", target.display())),
+        }
+    }
+}
+
+/// Makes a new directory entry durable (best effort).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
     }
 }
 
@@ -239,5 +333,64 @@ mod tests {
             vec!["signature-129".to_string(), "signature-130".to_string()]
         );
         assert!(store.add("stagex/x", &d, b"more").is_err());
+    }
+
+    /// The no-hard-link path: an atomic rename that skips taken numbers and
+    /// never replaces an existing signature (the old fallback could leave a
+    /// truncated file in the slot after a crash).
+    #[test]
+    fn rename_fallback_is_atomic_and_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path();
+        fs::write(image.join("signature-1"), b"one").unwrap();
+        fs::write(image.join("signature-2"), b"two").unwrap();
+        let written = |blob: &[u8]| {
+            let mut temp = crate::oci::layout::new_temp_file(image).unwrap();
+            temp.write_all(blob).unwrap();
+            temp
+        };
+        // Start at 1 on purpose: 1 and 2 are taken (EEXIST) and must survive.
+        let (n, path) = add_by_rename(image, written(b"three"), b"three", 1).unwrap();
+        assert_eq!((n, path.clone()), (3, image.join("signature-3")));
+        assert_eq!(fs::read(image.join("signature-1")).unwrap(), b"one");
+        assert_eq!(fs::read(image.join("signature-2")).unwrap(), b"two");
+        assert_eq!(fs::read(&path).unwrap(), b"three");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+        // The file is renamed, never rewritten: same inode as the temp file.
+        let temp = written(b"four");
+        use std::os::unix::fs::MetadataExt;
+        let inode = temp.as_file().metadata().unwrap().ino();
+        let (n, path) = add_by_rename(image, temp, b"four", 2).unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
+        let mut names: Vec<String> = fs::read_dir(image)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["signature-1", "signature-2", "signature-3", "signature-4"],
+            "no temporary file may be left behind"
+        );
+        // Full: an error, and the temporary file is removed.
+        let err = add_by_rename(image, written(b"x"), b"x", MAX_SIGNATURES + 1).unwrap_err();
+        assert!(err.to_string().contains("already holds"), "{err}");
+        assert_eq!(fs::read_dir(image).unwrap().count(), 4);
+    }
+
+    #[test]
+    fn rename_noreplace_refuses_an_existing_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::write(&a, b"a").unwrap();
+        fs::write(&b, b"b").unwrap();
+        let err = rename_noreplace(&a, &b).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EEXIST), "{err}");
+        assert_eq!(fs::read(&b).unwrap(), b"b");
+        rename_noreplace(&a, &dir.path().join("c")).unwrap();
+        assert!(!a.exists());
     }
 }
