@@ -17,11 +17,8 @@ use peers::registry::Registry;
 use peers::tools::{self, run_ok};
 
 fn digests(report: &serde_json::Value, origin: &str) -> Vec<String> {
-    report["platforms"][0]["layers"]
-        .as_array()
-        .unwrap()
+    layers_of(report, origin)
         .iter()
-        .filter(|l| l["origin"] == origin)
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect()
 }
@@ -88,13 +85,7 @@ fn rust_plus_clang_from_a_registry_end_to_end() {
 
     // umoci unpacks every package's files and the hard links under x86_64.
     let bundle = tmp.path().join("bundle");
-    run_ok(
-        Command::new("umoci")
-            .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:latest", image_dir.display()))
-            .arg(&bundle),
-    );
-    let rootfs = bundle.join("rootfs");
+    let rootfs = umoci_unpack(&format!("{}:latest", image_dir.display()), &bundle);
     for name in RUST_CLANG_PACKAGES {
         let id = std::fs::read_to_string(rootfs.join(format!("usr/share/doc/{name}/ID"))).unwrap();
         assert_eq!(id, format!("{name}\n"));
@@ -132,14 +123,8 @@ fn rust_plus_clang_from_a_registry_end_to_end() {
     assert!(rootfs.join("bin/busybox").is_file());
 
     // Config: env inherited from core-profile, entrypoint from pallet-rust, provenance.
-    let config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
-    let env: Vec<&str> = config["process"]["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let config = bundle_config(&bundle);
+    let env = process_env(&config);
     assert!(env.contains(&"TZ=UTC"), "{env:?}");
     assert_eq!(config["process"]["args"][0], "/usr/bin/cargo");
     let inspect = run_ok(
@@ -247,11 +232,8 @@ fn rust_plus_clang_from_a_registry_end_to_end() {
         push["blobs_mounted"].as_u64().unwrap() as usize,
         package_layers.len()
     );
-    let built_size: u64 = pushed["platforms"][0]["layers"]
-        .as_array()
-        .unwrap()
+    let built_size: u64 = layers_of(&pushed, "built")
         .iter()
-        .filter(|l| l["origin"] == "built")
         .map(|l| l["size"].as_u64().unwrap())
         .sum();
     let config_size = pushed["platforms"][0]["manifest"]["size"].as_u64().unwrap();
@@ -305,31 +287,16 @@ fn a_warm_store_composes_with_the_registry_gone() {
     let store = tmp.path().join("store");
     let first = pallet_json(&store, &["core-busybox+core-git", "--source", &source]);
     drop(registry);
-    let output = pallet_command(&store, &["core-busybox+core-git", "--source", &source])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let (second, stderr) = pallet_output(
+        &repo_root(),
+        &store,
+        &["core-busybox+core-git", "--source", &source],
     );
-    let second: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(second["digest"], first["digest"]);
     assert_eq!(second["fetch"]["blobs_fetched"], 0);
-    assert!(String::from_utf8_lossy(&output.stderr).contains("using sha256:"));
+    assert!(stderr.contains("using sha256:"), "{stderr}");
     // A digest pin needs no tag lookup at all.
     let pinned = format!("core-busybox@{}", world["core-busybox"].manifest.digest);
-    let output = pallet_command(&store, &[&pinned, "--source", &source])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (_, stderr) = pallet_output(&repo_root(), &store, &[&pinned, "--source", &source]);
+    assert!(stderr.is_empty(), "{stderr}");
 }
