@@ -11,9 +11,9 @@ use std::process::Command;
 use pallet_support::*;
 use peers::tools::{self, run_ok};
 use stagex::layer::tree::{FileTree, TreeEntry};
-use stagex::oci::config::{rfc3339_utc, RunConfig};
+use stagex::oci::config::RunConfig;
 use stagex::oci::descriptor::Platform;
-use stagex::oci::image::{build_image, build_index, ImageLayer, ImageSpec};
+use stagex::oci::image::{build_index, ImageLayer};
 use stagex::oci::layout::Layout;
 use stagex::oci::media_type;
 
@@ -159,27 +159,18 @@ fn multi_platform_package(out: &std::path::Path, name: &str) -> BTreeMap<String,
         let written =
             stagex::layer::writer::write_layer_to_layout(&tree, &Default::default(), &layout)
                 .unwrap();
-        let spec = ImageSpec {
-            platform: platform.parse().unwrap(),
-            created: rfc3339_utc(1),
-            run: RunConfig::default(),
-            layers: vec![ImageLayer {
+        let manifest = write_image(
+            &layout,
+            platform.parse().unwrap(),
+            RunConfig::default(),
+            vec![ImageLayer {
                 descriptor: written.descriptor(),
                 diff_id: written.diff_id.clone(),
                 history: Default::default(),
             }],
-            empty_history: vec![],
-            annotations: BTreeMap::new(),
-        };
-        let built = build_image(&spec).unwrap();
-        layout
-            .write_json(&built.config, media_type::OCI_CONFIG)
-            .unwrap();
-        layout
-            .write_json(&built.manifest, media_type::OCI_MANIFEST)
-            .unwrap();
-        digests.insert(platform.to_string(), built.descriptor.digest.to_string());
-        manifests.push(built.descriptor);
+        );
+        digests.insert(platform.to_string(), manifest.digest.to_string());
+        manifests.push(manifest);
     }
     let index = build_index(&manifests, BTreeMap::new()).unwrap();
     let descriptor = layout.write_json(&index, media_type::OCI_INDEX).unwrap();

@@ -141,11 +141,29 @@ pub fn write_package(out: &Path, name: &str, trees: &[FileTree], run: RunConfig)
             },
         });
     }
+    let mut descriptor = write_image(&layout, Platform::host(), run, layers.clone());
+    descriptor.platform = None;
+    layout.set_ref(Some("latest"), descriptor.clone()).unwrap();
+    Package {
+        name: name.to_string(),
+        manifest: descriptor,
+        layers: layers.iter().map(|l| l.descriptor.digest.clone()).collect(),
+    }
+}
+
+/// Writes the config and manifest of an image of `layers` (created at
+/// second 1) into `layout`; returns the manifest's descriptor.
+pub fn write_image(
+    layout: &Layout,
+    platform: Platform,
+    run: RunConfig,
+    layers: Vec<ImageLayer>,
+) -> Descriptor {
     let spec = ImageSpec {
-        platform: Platform::host(),
+        platform,
         created: rfc3339_utc(1),
         run,
-        layers: layers.clone(),
+        layers,
         empty_history: vec![],
         annotations: BTreeMap::new(),
     };
@@ -156,14 +174,7 @@ pub fn write_package(out: &Path, name: &str, trees: &[FileTree], run: RunConfig)
     layout
         .write_json(&built.manifest, media_type::OCI_MANIFEST)
         .unwrap();
-    let mut descriptor = built.descriptor.clone();
-    descriptor.platform = None;
-    layout.set_ref(Some("latest"), descriptor.clone()).unwrap();
-    Package {
-        name: name.to_string(),
-        manifest: descriptor,
-        layers: layers.iter().map(|l| l.descriptor.digest.clone()).collect(),
-    }
+    built.descriptor
 }
 
 /// The rust+clang world in `out/`: every package FROM the shared
