@@ -106,24 +106,60 @@ fn skopeo_pull(
     c.output().unwrap()
 }
 
+/// What the skopeo tests with two maintainers start from.
+struct TwoKeys {
+    skopeo: PathBuf,
+    registry: Registry,
+    keys: [GpgHome; 2],
+    dir: tempfile::TempDir,
+    /// Of `out/<package>` (tag 1.0).
+    digest: Digest,
+}
+
+/// skopeo, gpg and the `more` tools, a registry, two gpg keys named
+/// `names`, and a work dir whose out/ holds the image `package` 1.0 salted
+/// with `salt`; None (outside CI only) when a peer is missing.
+fn two_keys(more: &[&str], names: [&str; 2], package: &str, salt: &str) -> Option<TwoKeys> {
+    let mut wanted = vec!["skopeo", "gpg"];
+    wanted.extend(more);
+    let skopeo = require(&wanted)?.swap_remove(0);
+    let registry = Registry::start()?;
+    let keys = [GpgHome::with_key(names[0])?, GpgHome::with_key(names[1])?];
+    let dir = tempfile::tempdir().unwrap();
+    let digest = make_image(
+        &dir.path().join("out"),
+        package,
+        "1.0",
+        Shape::Manifest,
+        salt,
+    );
+    Some(TwoKeys {
+        skopeo,
+        registry,
+        keys,
+        dir,
+        digest,
+    })
+}
+
 #[test]
 fn skopeo_accepts_our_signature_served_by_nginx_over_http_and_https() {
-    let Some(tools) = require(&["skopeo", "gpg", "nginx", "openssl"]) else {
+    let Some(TwoKeys {
+        skopeo,
+        registry,
+        keys: [maintainer, outsider],
+        dir,
+        digest,
+    }) = two_keys(
+        &["nginx", "openssl"],
+        ["maintainer", "outsider"],
+        "test-x",
+        "x",
+    )
+    else {
         return;
     };
-    let skopeo = &tools[0];
-    let Some(registry) = Registry::start() else {
-        return;
-    };
-    let Some(maintainer) = GpgHome::with_key("maintainer") else {
-        return;
-    };
-    let Some(outsider) = GpgHome::with_key("outsider") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let digest = make_image(&root.join("out"), "test-x", "1.0", Shape::Manifest, "x");
+    let (skopeo, root) = (&skopeo, dir.path());
     let reference = push(skopeo, root, &registry, "test-x", &digest);
 
     // Our sequoia signer, with the key gpg made.
@@ -315,22 +351,17 @@ fn gpg_and_skopeo_standalone_verify_accept_our_blob_and_our_gpg_signer_works() {
 
 #[test]
 fn signatures_made_by_skopeo_sign_by_and_gpg_sign_are_accepted() {
-    let Some(tools) = require(&["skopeo", "gpg"]) else {
+    let Some(TwoKeys {
+        skopeo,
+        registry,
+        keys: [first, second],
+        dir,
+        digest,
+    }) = two_keys(&[], ["first", "second"], "test-y", "y")
+    else {
         return;
     };
-    let skopeo = &tools[0];
-    let Some(registry) = Registry::start() else {
-        return;
-    };
-    let Some(first) = GpgHome::with_key("first") else {
-        return;
-    };
-    let Some(second) = GpgHome::with_key("second") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let digest = make_image(&root.join("out"), "test-y", "1.0", Shape::Manifest, "y");
+    let (skopeo, root) = (&skopeo, dir.path());
     let sigs = root.join("sigs");
     let registries_d = root.join("registries.d");
     std::fs::create_dir_all(&registries_d).unwrap();
