@@ -1015,6 +1015,27 @@ mod tests {
             .collect()
     }
 
+    /// Composes `plan` from `world` for linux/amd64 with default options.
+    fn compose_amd64(plan: &Plan, world: &BTreeMap<ItemRef, PackageImage>) -> Result<Composition> {
+        compose(
+            plan,
+            world,
+            &"linux/amd64".parse().unwrap(),
+            &ComposeOptions::default(),
+        )
+    }
+
+    /// core-x is the filesystem layer, core-y changes /etc/passwd to
+    /// `passwd`, core-z repeats the filesystem layer.
+    fn passwd_changed_world(passwd: &str) -> BTreeMap<ItemRef, PackageImage> {
+        let fs = fs_layer();
+        images(vec![
+            image("core-x", vec![fs.clone()]),
+            image("core-y", vec![vec![dir("etc"), file("etc/passwd", passwd)]]),
+            image("core-z", vec![fs, vec![file("z", "z")]]),
+        ])
+    }
+
     fn catalog() -> Catalog {
         Catalog::from_sources([
             ("clang", "base = \"core-profile\"\npackages = [\"core-musl\", \"core-llvm\"]\nentrypoint = [\"/usr/bin/clang\"]"),
@@ -1215,13 +1236,7 @@ mod tests {
         let plan = Catalog::default()
             .expand(&"core-w".parse().unwrap())
             .unwrap();
-        let error = compose(
-            &plan,
-            &world,
-            &"linux/amd64".parse().unwrap(),
-            &ComposeOptions::default(),
-        )
-        .unwrap_err();
+        let error = compose_amd64(&plan, &world).unwrap_err();
         let text = format!("{error:#}");
         assert!(
             text.contains("core-w@sha256:") && text.contains("whiteout for /etc/passwd"),
@@ -1231,53 +1246,25 @@ mod tests {
 
     #[test]
     fn repeated_layer_is_kept_when_something_in_between_changed_it() {
-        let fs = fs_layer();
-        let world = images(vec![
-            image("core-x", vec![fs.clone()]),
-            image(
-                "core-y",
-                vec![vec![dir("etc"), file("etc/passwd", "changed")]],
-            ),
-            image("core-z", vec![fs.clone(), vec![file("z", "z")]]),
-        ]);
+        let world = passwd_changed_world("changed");
         let plan = Catalog::default()
             .expand(&"core-x+core-y+core-z".parse().unwrap())
             .unwrap();
-        let c = compose(
-            &plan,
-            &world,
-            &"linux/amd64".parse().unwrap(),
-            &ComposeOptions::default(),
-        )
-        .unwrap();
+        let c = compose_amd64(&plan, &world).unwrap();
         assert_eq!(c.layers.len(), 4);
         assert_eq!(c.kept_duplicates.len(), 1);
     }
 
     #[test]
     fn repeated_layer_is_kept_when_a_copy_layer_changed_it() {
-        let fs = fs_layer();
-        let world = images(vec![
-            image("core-x", vec![fs.clone()]),
-            image(
-                "core-y",
-                vec![vec![dir("etc"), file("etc/passwd", "other")]],
-            ),
-            image("core-z", vec![fs.clone(), vec![file("z", "z")]]),
-        ]);
+        let world = passwd_changed_world("other");
         let catalog = Catalog::from_sources([(
             "p",
             "base = \"core-x\"\ncopy = [\"core-y:/etc/passwd -> /etc/passwd\"]",
         )])
         .unwrap();
         let plan = catalog.expand(&"p+core-z".parse().unwrap()).unwrap();
-        let c = compose(
-            &plan,
-            &world,
-            &"linux/amd64".parse().unwrap(),
-            &ComposeOptions::default(),
-        )
-        .unwrap();
+        let c = compose_amd64(&plan, &world).unwrap();
         assert_eq!(c.kept_duplicates.len(), 1, "{:?}", c.layers);
         assert_eq!(c.layers.len(), 4);
     }
@@ -1290,13 +1277,7 @@ mod tests {
             ItemRef::named("core-llvm"),
             image("core-llvm", vec![vec![dir("bin")]]),
         );
-        let error = compose(
-            &plan,
-            &world,
-            &"linux/amd64".parse().unwrap(),
-            &ComposeOptions::default(),
-        )
-        .unwrap_err();
+        let error = compose_amd64(&plan, &world).unwrap_err();
         assert!(
             format!("{error:#}").contains("/bin/lld is not provided"),
             "{error:#}"
