@@ -22,6 +22,23 @@ fn stagex(root: &Path, args: &[&str]) -> Command {
     c
 }
 
+/// `stagex --json verify --threshold 1 --lookaside LOOKASIDE IMAGES...`.
+fn verify_one_signer(root: &Path, lookaside: &str, images: &[&str]) -> Command {
+    let mut c = stagex(
+        root,
+        &[
+            "--json",
+            "verify",
+            "--threshold",
+            "1",
+            "--lookaside",
+            lookaside,
+        ],
+    );
+    c.args(images);
+    c
+}
+
 fn text(output: &Output) -> String {
     format!(
         "{}\n{}",
@@ -230,16 +247,7 @@ fn skopeo_accepts_our_signature_served_by_nginx_over_http_and_https() {
     std::fs::create_dir_all(&keys).unwrap();
     std::fs::write(keys.join("maintainer.gpg"), maintainer.export()).unwrap();
     let by_ref = format!("{reference}@{digest}");
-    let args = [
-        "--json",
-        "verify",
-        "--threshold",
-        "1",
-        "--lookaside",
-        &https.url(),
-        &by_ref,
-    ];
-    let verified = stagex(root, &args)
+    let verified = verify_one_signer(root, &https.url(), &[&by_ref])
         .env("STAGEX_CA_FILE", https.ca.as_ref().unwrap())
         .output()
         .unwrap();
@@ -248,7 +256,7 @@ fn skopeo_accepts_our_signature_served_by_nginx_over_http_and_https() {
         json(&verified)[0]["signers"][0]["fingerprint"],
         maintainer.fingerprint
     );
-    let untrusted = stagex(root, &args)
+    let untrusted = verify_one_signer(root, &https.url(), &[&by_ref])
         .env_remove("STAGEX_CA_FILE")
         .output()
         .unwrap();
@@ -493,21 +501,9 @@ fn a_soft_404_mirror_and_bad_statuses_are_reported() {
     ) else {
         return;
     };
-    let out = stagex(
-        root,
-        &[
-            "--json",
-            "verify",
-            "--threshold",
-            "1",
-            "--lookaside",
-            &soft.url(),
-            "core-m",
-            "core-forbidden",
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = verify_one_signer(root, &soft.url(), &["core-m", "core-forbidden"])
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "the 403 image must fail");
     let report = json(&out);
     assert_eq!(report[0]["valid_signers"], 1, "{report:#}");
@@ -526,20 +522,9 @@ fn a_soft_404_mirror_and_bad_statuses_are_reported() {
     let Some(good) = Nginx::start(&mirror, false, "") else {
         return;
     };
-    let out = stagex(
-        root,
-        &[
-            "--json",
-            "verify",
-            "--threshold",
-            "1",
-            "--lookaside",
-            &good.url(),
-            "core-m",
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = verify_one_signer(root, &good.url(), &["core-m"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(json(&out)[0]["invalid"].as_array().unwrap().is_empty());
 }
