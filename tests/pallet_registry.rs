@@ -23,6 +23,12 @@ fn digests(report: &serde_json::Value, origin: &str) -> Vec<String> {
         .collect()
 }
 
+/// `skopeo inspect` of `image` (with `flags` first), as JSON.
+fn skopeo_inspect(flags: &[&str], image: &str) -> serde_json::Value {
+    let inspect = run_ok(Command::new("skopeo").arg("inspect").args(flags).arg(image));
+    serde_json::from_slice(&inspect.stdout).unwrap()
+}
+
 #[test]
 fn rust_plus_clang_from_a_registry_end_to_end() {
     let Some(registry) = Registry::start() else {
@@ -41,10 +47,14 @@ fn rust_plus_clang_from_a_registry_end_to_end() {
 
     // Cold store, from the registry.
     let store1 = tmp.path().join("store1");
-    let report = pallet_json(
-        &store1,
-        &["rust+clang", "--source", &source, "--output", &dest],
-    );
+    // rust+clang from the registry with the first store, to `dest`.
+    let compose_to = |dest: &str| {
+        pallet_json(
+            &store1,
+            &["rust+clang", "--source", &source, "--output", dest],
+        )
+    };
+    let report = compose_to(&dest);
     let digest = report["digest"].as_str().unwrap().to_string();
 
     // Every input pinned to its manifest digest.
@@ -127,10 +137,7 @@ fn rust_plus_clang_from_a_registry_end_to_end() {
     let env = process_env(&config);
     assert!(env.contains(&"TZ=UTC"), "{env:?}");
     assert_eq!(config["process"]["args"][0], "/usr/bin/cargo");
-    let inspect = run_ok(
-        Command::new("skopeo").args(["inspect", &format!("oci:{}:latest", image_dir.display())]),
-    );
-    let inspect: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let inspect = skopeo_inspect(&[], &dest);
     assert_eq!(inspect["Digest"], digest.as_str());
     let labels = inspect["Labels"]["org.stagex.pallet.packages"]
         .as_str()
@@ -161,19 +168,10 @@ fn rust_plus_clang_from_a_registry_end_to_end() {
     // podman runs busybox from the composed image.
     if let Some(podman) = Podman::new() {
         let archive = tmp.path().join("rust.tar");
-        pallet_json(
-            &store1,
-            &[
-                "rust+clang",
-                "--source",
-                &source,
-                "--output",
-                &format!(
-                    "docker-archive:{}:localhost/rust-clang:test",
-                    archive.display()
-                ),
-            ],
-        );
+        compose_to(&format!(
+            "docker-archive:{}:localhost/rust-clang:test",
+            archive.display()
+        ));
         let loaded = podman.load(&archive);
         assert!(loaded.contains("rust-clang"), "{loaded}");
         let said = run_ok(podman.command().args([
@@ -199,34 +197,15 @@ fn rust_plus_clang_from_a_registry_end_to_end() {
 
     // oci-archive read back by skopeo, same digest.
     let archive = tmp.path().join("rust-oci.tar");
-    pallet_json(
-        &store1,
-        &[
-            "rust+clang",
-            "--source",
-            &source,
-            "--output",
-            &format!("oci-archive:{}:v1", archive.display()),
-        ],
-    );
-    let inspect = run_ok(
-        Command::new("skopeo").args(["inspect", &format!("oci-archive:{}:v1", archive.display())]),
-    );
-    let inspect: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let oci_archive = format!("oci-archive:{}:v1", archive.display());
+    compose_to(&oci_archive);
+    let inspect = skopeo_inspect(&[], &oci_archive);
     assert_eq!(inspect["Digest"], digest.as_str());
 
     // Push to the registry the packages live in: package layers mounted,
     // only the config and the link layer uploaded.
-    let pushed = pallet_json(
-        &store1,
-        &[
-            "rust+clang",
-            "--source",
-            &source,
-            "--output",
-            &format!("docker://{}/me/rust-clang:1", registry.host()),
-        ],
-    );
+    let remote = format!("docker://{}/me/rust-clang:1", registry.host());
+    let pushed = compose_to(&remote);
     let push = &pushed["push"];
     assert_eq!(
         push["blobs_mounted"].as_u64().unwrap() as usize,
@@ -240,12 +219,7 @@ fn rust_plus_clang_from_a_registry_end_to_end() {
     assert_eq!(push["blobs_uploaded"], 2, "config + link layer");
     assert!(push["bytes_uploaded"].as_u64().unwrap() >= built_size);
     assert!(config_size > 0);
-    let inspect = run_ok(Command::new("skopeo").args([
-        "inspect",
-        "--tls-verify=false",
-        &format!("docker://{}/me/rust-clang:1", registry.host()),
-    ]));
-    let inspect: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let inspect = skopeo_inspect(&["--tls-verify=false"], &remote);
     assert_eq!(inspect["Digest"], digest.as_str());
 
     // Packages only: a push uploads zero layer bytes (just the config).
