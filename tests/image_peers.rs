@@ -6,7 +6,7 @@ mod peers;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use peers::podman::Podman;
@@ -53,6 +53,31 @@ fn stagex_image(tree: &Path, output: &str, store: &Path) -> String {
     report["manifest_digest"].as_str().unwrap().to_string()
 }
 
+/// A temporary directory holding the test tree (`tree/`) and a store
+/// (`store/`) for `stagex image`.
+struct Work {
+    dir: tempfile::TempDir,
+    tree: PathBuf,
+}
+
+impl Work {
+    fn new() -> Work {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        make_tree(&tree);
+        Work { dir, tree }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `stagex image` of the tree to `output` with the shared store.
+    fn image(&self, output: &str) -> String {
+        stagex_image(&self.tree, output, &self.path("store"))
+    }
+}
+
 fn assert_same_entry(source: &Path, unpacked: &Path, relative: &str) {
     let a = fs::symlink_metadata(source.join(relative)).unwrap();
     let b = fs::symlink_metadata(unpacked.join(relative))
@@ -80,16 +105,10 @@ fn umoci_unpacks_our_layout_to_the_same_tree() {
     let Some(_) = tools::require(&["umoci"]) else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let tree = work.path().join("tree");
-    make_tree(&tree);
-    let layout = work.path().join("layout");
-    stagex_image(
-        &tree,
-        &format!("oci:{}:latest", layout.display()),
-        &work.path().join("store"),
-    );
-    let bundle = work.path().join("bundle");
+    let work = Work::new();
+    let layout = work.path("layout");
+    work.image(&format!("oci:{}:latest", layout.display()));
+    let bundle = work.path("bundle");
     run_ok(
         Command::new("umoci")
             .args(["unpack", "--rootless", "--image"])
@@ -106,7 +125,7 @@ fn umoci_unpacks_our_layout_to_the_same_tree() {
         "empty",
         &long,
     ] {
-        assert_same_entry(&tree, &rootfs, relative);
+        assert_same_entry(&work.tree, &rootfs, relative);
     }
     let data = fs::metadata(rootfs.join("usr/bin/data")).unwrap();
     let link = fs::metadata(rootfs.join("usr/bin/data-link")).unwrap();
@@ -125,15 +144,9 @@ fn skopeo_pushes_our_layout_without_changing_the_digest() {
     let Some(registry) = Registry::start() else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let tree = work.path().join("tree");
-    make_tree(&tree);
-    let layout = work.path().join("layout");
-    let digest = stagex_image(
-        &tree,
-        &format!("oci:{}:v1", layout.display()),
-        &work.path().join("store"),
-    );
+    let work = Work::new();
+    let layout = work.path("layout");
+    let digest = work.image(&format!("oci:{}:v1", layout.display()));
     let remote = format!("docker://{}/x/y:v1", registry.host());
     run_ok(
         Command::new("skopeo")
@@ -151,15 +164,9 @@ fn oci_archive_is_read_by_skopeo_with_the_same_digest() {
     let Some(_) = tools::require(&["skopeo"]) else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let tree = work.path().join("tree");
-    make_tree(&tree);
-    let archive = work.path().join("image.tar");
-    let digest = stagex_image(
-        &tree,
-        &format!("oci-archive:{}:v1", archive.display()),
-        &work.path().join("store"),
-    );
+    let work = Work::new();
+    let archive = work.path("image.tar");
+    let digest = work.image(&format!("oci-archive:{}:v1", archive.display()));
     let raw = run_ok(
         Command::new("skopeo")
             .args(["inspect", "--raw"])
@@ -175,15 +182,12 @@ fn podman_loads_our_docker_archive_and_runs_it() {
     let Some(_) = tools::require(&["busybox"]) else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let tree = work.path().join("tree");
-    make_tree(&tree);
-    let archive = work.path().join("docker.tar");
-    stagex_image(
-        &tree,
-        &format!("docker-archive:{}:stagex-test/tree:1", archive.display()),
-        &work.path().join("store"),
-    );
+    let work = Work::new();
+    let archive = work.path("docker.tar");
+    work.image(&format!(
+        "docker-archive:{}:stagex-test/tree:1",
+        archive.display()
+    ));
     let loaded = podman.load(&archive);
     assert!(
         loaded.contains("stagex-test/tree:1"),
@@ -198,18 +202,16 @@ fn podman_loads_our_docker_archive_and_runs_it() {
 
 #[test]
 fn same_tree_gives_the_same_digest_in_two_processes_and_stores() {
-    let work = tempfile::tempdir().unwrap();
-    let tree = work.path().join("tree");
-    make_tree(&tree);
+    let work = Work::new();
     let a = stagex_image(
-        &tree,
-        &format!("oci:{}", work.path().join("a").display()),
-        &work.path().join("s1"),
+        &work.tree,
+        &format!("oci:{}", work.path("a").display()),
+        &work.path("s1"),
     );
     let b = stagex_image(
-        &tree,
-        &format!("oci:{}", work.path().join("b").display()),
-        &work.path().join("s2"),
+        &work.tree,
+        &format!("oci:{}", work.path("b").display()),
+        &work.path("s2"),
     );
     assert_eq!(a, b);
 }
@@ -227,15 +229,9 @@ fn image_pushes_straight_to_a_registry_with_the_same_digest() {
     let Some(registry) = Registry::start() else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let tree = work.path().join("tree");
-    make_tree(&tree);
+    let work = Work::new();
     let remote = format!("{}/x/direct:v1", registry.host());
-    let digest = stagex_image(
-        &tree,
-        &format!("docker://{remote}"),
-        &work.path().join("store"),
-    );
+    let digest = work.image(&format!("docker://{remote}"));
     let inspect = run_ok(Command::new("skopeo").args([
         "inspect",
         "--tls-verify=false",
@@ -262,30 +258,28 @@ fn layer_owners(layout_dir: &Path) -> Vec<(u32, u32)> {
 fn image_owners_are_0_0_unless_kept() {
     // A checkout owned by uid 1000 here and 1001 on a CI runner must give
     // the same digest: owners are forced to 0:0 by default.
-    let work = tempfile::tempdir().unwrap();
-    let tree = work.path().join("tree");
-    make_tree(&tree);
+    let work = Work::new();
+    let tree = &work.tree;
     // Owned by someone other than root, whoever runs the test.
-    if fs::metadata(&tree).unwrap().uid() == 0 {
-        for e in walkdir::WalkDir::new(&tree) {
+    if fs::metadata(tree).unwrap().uid() == 0 {
+        for e in walkdir::WalkDir::new(tree) {
             std::os::unix::fs::lchown(e.unwrap().path(), Some(1234), Some(1234)).unwrap();
         }
     }
-    let store = work.path().join("store");
-    let plain = work.path().join("plain");
-    stagex_image(&tree, &format!("oci:{}:x", plain.display()), &store);
+    let plain = work.path("plain");
+    work.image(&format!("oci:{}:x", plain.display()));
     let owners = layer_owners(&plain);
     assert!(!owners.is_empty());
     assert!(owners.iter().all(|&o| o == (0, 0)), "{owners:?}");
 
-    let kept = work.path().join("kept");
+    let kept = work.path("kept");
     run_ok(
         stagex()
             .args(["image", "--keep-owners"])
-            .arg(&tree)
+            .arg(tree)
             .args(["--output", &format!("oci:{}:x", kept.display())])
             .args(["--platform", "linux/amd64"])
-            .env("STAGEX_STORE", &store),
+            .env("STAGEX_STORE", work.path("store")),
     );
     let disk = fs::metadata(tree.join("usr/bin/tool")).unwrap();
     assert_ne!(disk.uid(), 0);

@@ -11,9 +11,9 @@ use std::process::Command;
 use pallet_support::*;
 use peers::tools::{self, run_ok};
 use stagex::layer::tree::{FileTree, TreeEntry};
-use stagex::oci::config::{rfc3339_utc, RunConfig};
+use stagex::oci::config::RunConfig;
 use stagex::oci::descriptor::Platform;
-use stagex::oci::image::{build_image, build_index, ImageLayer, ImageSpec};
+use stagex::oci::image::{build_index, ImageLayer};
 use stagex::oci::layout::Layout;
 use stagex::oci::media_type;
 
@@ -82,22 +82,14 @@ fn conflicts_are_reported_per_path_with_both_packages() {
         ]
     );
     // Human output names them too; --strict makes them an error.
-    let strict = pallet_command(&store, &["core-a+core-b", "--source", src, "--strict"])
-        .output()
-        .unwrap();
-    assert!(!strict.status.success());
-    let stderr = String::from_utf8_lossy(&strict.stderr);
+    let stderr = pallet_fails(&store, &["core-a+core-b", "--source", src, "--strict"]);
     assert!(
         stderr.contains("/usr/bin/tool") && stderr.contains("core-a") && stderr.contains("core-b"),
         "{stderr}"
     );
 
     // A whiteout in a package layer is refused, naming it and the victim.
-    let whiteout = pallet_command(&store, &["core-a+core-w", "--source", src])
-        .output()
-        .unwrap();
-    assert!(!whiteout.status.success());
-    let stderr = String::from_utf8_lossy(&whiteout.stderr);
+    let stderr = pallet_fails(&store, &["core-a+core-w", "--source", src]);
     assert!(
         stderr.contains("whiteout for /etc/passwd")
             && stderr.contains("core-w@sha256:")
@@ -141,13 +133,7 @@ fn flatten_gives_one_layer_with_the_merged_tree() {
     );
     assert_eq!(again["digest"], report["digest"]);
     let bundle = tmp.path().join("bundle");
-    run_ok(
-        Command::new("umoci")
-            .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:x", image.display()))
-            .arg(&bundle),
-    );
-    let rootfs = bundle.join("rootfs");
+    let rootfs = umoci_unpack(&format!("{}:x", image.display()), &bundle);
     assert_eq!(
         std::fs::read_to_string(rootfs.join("usr/bin/tool")).unwrap(),
         "from b"
@@ -173,27 +159,18 @@ fn multi_platform_package(out: &std::path::Path, name: &str) -> BTreeMap<String,
         let written =
             stagex::layer::writer::write_layer_to_layout(&tree, &Default::default(), &layout)
                 .unwrap();
-        let spec = ImageSpec {
-            platform: platform.parse().unwrap(),
-            created: rfc3339_utc(1),
-            run: RunConfig::default(),
-            layers: vec![ImageLayer {
+        let manifest = write_image(
+            &layout,
+            platform.parse().unwrap(),
+            RunConfig::default(),
+            vec![ImageLayer {
                 descriptor: written.descriptor(),
                 diff_id: written.diff_id.clone(),
                 history: Default::default(),
             }],
-            empty_history: vec![],
-            annotations: BTreeMap::new(),
-        };
-        let built = build_image(&spec).unwrap();
-        layout
-            .write_json(&built.config, media_type::OCI_CONFIG)
-            .unwrap();
-        layout
-            .write_json(&built.manifest, media_type::OCI_MANIFEST)
-            .unwrap();
-        digests.insert(platform.to_string(), built.descriptor.digest.to_string());
-        manifests.push(built.descriptor);
+        );
+        digests.insert(platform.to_string(), manifest.digest.to_string());
+        manifests.push(manifest);
     }
     let index = build_index(&manifests, BTreeMap::new()).unwrap();
     let descriptor = layout.write_json(&index, media_type::OCI_INDEX).unwrap();
@@ -323,41 +300,24 @@ target = "tool"
     )
     .unwrap();
     let image = tmp.path().join("demo");
-    let output = Command::new(env!("CARGO_BIN_EXE_stagex"))
-        .args(["--json", "--root"])
-        .arg(&root)
-        .args([
-            "pallet",
+    let (report, _) = pallet_output(
+        &root,
+        &tmp.path().join("store"),
+        &[
             "demo",
             "--source",
             out.to_str().unwrap(),
             "--output",
-        ])
-        .arg(format!("oci:{}:x", image.display()))
-        .env("STAGEX_STORE", tmp.path().join("store"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+            &format!("oci:{}:x", image.display()),
+        ],
     );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let built = report["platforms"][0]["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| l["origin"] == "built")
-        .count();
-    assert_eq!(built, 2, "one copy layer, one link layer");
+    assert_eq!(
+        layers_of(&report, "built").len(),
+        2,
+        "one copy layer, one link layer"
+    );
     let bundle = tmp.path().join("bundle");
-    run_ok(
-        Command::new("umoci")
-            .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:x", image.display()))
-            .arg(&bundle),
-    );
-    let rootfs = bundle.join("rootfs");
+    let rootfs = umoci_unpack(&format!("{}:x", image.display()), &bundle);
     assert_eq!(
         std::fs::read_to_string(rootfs.join("bin/tool-b")).unwrap(),
         "from b"
@@ -381,14 +341,8 @@ target = "tool"
     );
     let arch = Platform::host().uname_machine().to_string();
     assert!(rootfs.join(format!("opt/{arch}/empty")).is_dir());
-    let config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
-    let env: Vec<&str> = config["process"]["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let config = bundle_config(&bundle);
+    let env = process_env(&config);
     assert!(env.contains(&"B=1/x"), "{env:?}");
     assert_eq!(config["process"]["cwd"], "/home/user");
 }

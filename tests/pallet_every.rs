@@ -9,10 +9,11 @@ mod peers;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::process::Command;
 
-use pallet_support::{filesystem_layer, package_layer, pallet_json, repo_root, write_package};
-use peers::tools::{self, run_ok};
+use pallet_support::{
+    filesystem_layer, package_layer, pallet_json, repo_root, umoci_unpack, write_package,
+};
+use peers::tools;
 use stagex::layer::tree::{FileSource, TreeEntry};
 use stagex::oci::config::RunConfig;
 use stagex::pallet::definition::Catalog;
@@ -91,13 +92,7 @@ fn every_shipped_pallet_composes_and_unpacks() {
         );
         assert_eq!(report["platforms"].as_array().unwrap().len(), 1, "{pallet}");
         let bundle = work.path().join(format!("bundle-{pallet}"));
-        run_ok(
-            Command::new("umoci")
-                .args(["unpack", "--rootless", "--image"])
-                .arg(format!("{}:latest", dest.display()))
-                .arg(&bundle),
-        );
-        let rootfs = bundle.join("rootfs");
+        let rootfs = umoci_unpack(&format!("{}:latest", dest.display()), &bundle);
         for name in names {
             let marker = rootfs.join(format!("usr/share/doc/{name}/ID"));
             // Images used only as single-file copy sources contribute one file.

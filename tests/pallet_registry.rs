@@ -17,13 +17,16 @@ use peers::registry::Registry;
 use peers::tools::{self, run_ok};
 
 fn digests(report: &serde_json::Value, origin: &str) -> Vec<String> {
-    report["platforms"][0]["layers"]
-        .as_array()
-        .unwrap()
+    layers_of(report, origin)
         .iter()
-        .filter(|l| l["origin"] == origin)
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// `skopeo inspect` of `image` (with `flags` first), as JSON.
+fn skopeo_inspect(flags: &[&str], image: &str) -> serde_json::Value {
+    let inspect = run_ok(Command::new("skopeo").arg("inspect").args(flags).arg(image));
+    serde_json::from_slice(&inspect.stdout).unwrap()
 }
 
 #[test]
@@ -44,10 +47,14 @@ fn rust_plus_clang_from_a_registry_end_to_end() {
 
     // Cold store, from the registry.
     let store1 = tmp.path().join("store1");
-    let report = pallet_json(
-        &store1,
-        &["rust+clang", "--source", &source, "--output", &dest],
-    );
+    // rust+clang from the registry with the first store, to `dest`.
+    let compose_to = |dest: &str| {
+        pallet_json(
+            &store1,
+            &["rust+clang", "--source", &source, "--output", dest],
+        )
+    };
+    let report = compose_to(&dest);
     let digest = report["digest"].as_str().unwrap().to_string();
 
     // Every input pinned to its manifest digest.
@@ -88,13 +95,7 @@ fn rust_plus_clang_from_a_registry_end_to_end() {
 
     // umoci unpacks every package's files and the hard links under x86_64.
     let bundle = tmp.path().join("bundle");
-    run_ok(
-        Command::new("umoci")
-            .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:latest", image_dir.display()))
-            .arg(&bundle),
-    );
-    let rootfs = bundle.join("rootfs");
+    let rootfs = umoci_unpack(&format!("{}:latest", image_dir.display()), &bundle);
     for name in RUST_CLANG_PACKAGES {
         let id = std::fs::read_to_string(rootfs.join(format!("usr/share/doc/{name}/ID"))).unwrap();
         assert_eq!(id, format!("{name}\n"));
@@ -132,20 +133,11 @@ fn rust_plus_clang_from_a_registry_end_to_end() {
     assert!(rootfs.join("bin/busybox").is_file());
 
     // Config: env inherited from core-profile, entrypoint from pallet-rust, provenance.
-    let config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
-    let env: Vec<&str> = config["process"]["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let config = bundle_config(&bundle);
+    let env = process_env(&config);
     assert!(env.contains(&"TZ=UTC"), "{env:?}");
     assert_eq!(config["process"]["args"][0], "/usr/bin/cargo");
-    let inspect = run_ok(
-        Command::new("skopeo").args(["inspect", &format!("oci:{}:latest", image_dir.display())]),
-    );
-    let inspect: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let inspect = skopeo_inspect(&[], &dest);
     assert_eq!(inspect["Digest"], digest.as_str());
     let labels = inspect["Labels"]["org.stagex.pallet.packages"]
         .as_str()
@@ -176,19 +168,10 @@ fn rust_plus_clang_from_a_registry_end_to_end() {
     // podman runs busybox from the composed image.
     if let Some(podman) = Podman::new() {
         let archive = tmp.path().join("rust.tar");
-        pallet_json(
-            &store1,
-            &[
-                "rust+clang",
-                "--source",
-                &source,
-                "--output",
-                &format!(
-                    "docker-archive:{}:localhost/rust-clang:test",
-                    archive.display()
-                ),
-            ],
-        );
+        compose_to(&format!(
+            "docker-archive:{}:localhost/rust-clang:test",
+            archive.display()
+        ));
         let loaded = podman.load(&archive);
         assert!(loaded.contains("rust-clang"), "{loaded}");
         let said = run_ok(podman.command().args([
@@ -214,56 +197,29 @@ fn rust_plus_clang_from_a_registry_end_to_end() {
 
     // oci-archive read back by skopeo, same digest.
     let archive = tmp.path().join("rust-oci.tar");
-    pallet_json(
-        &store1,
-        &[
-            "rust+clang",
-            "--source",
-            &source,
-            "--output",
-            &format!("oci-archive:{}:v1", archive.display()),
-        ],
-    );
-    let inspect = run_ok(
-        Command::new("skopeo").args(["inspect", &format!("oci-archive:{}:v1", archive.display())]),
-    );
-    let inspect: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let oci_archive = format!("oci-archive:{}:v1", archive.display());
+    compose_to(&oci_archive);
+    let inspect = skopeo_inspect(&[], &oci_archive);
     assert_eq!(inspect["Digest"], digest.as_str());
 
     // Push to the registry the packages live in: package layers mounted,
     // only the config and the link layer uploaded.
-    let pushed = pallet_json(
-        &store1,
-        &[
-            "rust+clang",
-            "--source",
-            &source,
-            "--output",
-            &format!("docker://{}/me/rust-clang:1", registry.host()),
-        ],
-    );
+    let remote = format!("docker://{}/me/rust-clang:1", registry.host());
+    let pushed = compose_to(&remote);
     let push = &pushed["push"];
     assert_eq!(
         push["blobs_mounted"].as_u64().unwrap() as usize,
         package_layers.len()
     );
-    let built_size: u64 = pushed["platforms"][0]["layers"]
-        .as_array()
-        .unwrap()
+    let built_size: u64 = layers_of(&pushed, "built")
         .iter()
-        .filter(|l| l["origin"] == "built")
         .map(|l| l["size"].as_u64().unwrap())
         .sum();
     let config_size = pushed["platforms"][0]["manifest"]["size"].as_u64().unwrap();
     assert_eq!(push["blobs_uploaded"], 2, "config + link layer");
     assert!(push["bytes_uploaded"].as_u64().unwrap() >= built_size);
     assert!(config_size > 0);
-    let inspect = run_ok(Command::new("skopeo").args([
-        "inspect",
-        "--tls-verify=false",
-        &format!("docker://{}/me/rust-clang:1", registry.host()),
-    ]));
-    let inspect: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let inspect = skopeo_inspect(&["--tls-verify=false"], &remote);
     assert_eq!(inspect["Digest"], digest.as_str());
 
     // Packages only: a push uploads zero layer bytes (just the config).
@@ -305,31 +261,16 @@ fn a_warm_store_composes_with_the_registry_gone() {
     let store = tmp.path().join("store");
     let first = pallet_json(&store, &["core-busybox+core-git", "--source", &source]);
     drop(registry);
-    let output = pallet_command(&store, &["core-busybox+core-git", "--source", &source])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let (second, stderr) = pallet_output(
+        &repo_root(),
+        &store,
+        &["core-busybox+core-git", "--source", &source],
     );
-    let second: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(second["digest"], first["digest"]);
     assert_eq!(second["fetch"]["blobs_fetched"], 0);
-    assert!(String::from_utf8_lossy(&output.stderr).contains("using sha256:"));
+    assert!(stderr.contains("using sha256:"), "{stderr}");
     // A digest pin needs no tag lookup at all.
     let pinned = format!("core-busybox@{}", world["core-busybox"].manifest.digest);
-    let output = pallet_command(&store, &[&pinned, "--source", &source])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (_, stderr) = pallet_output(&repo_root(), &store, &[&pinned, "--source", &source]);
+    assert!(stderr.is_empty(), "{stderr}");
 }

@@ -61,9 +61,7 @@ fn inputs_must_meet_the_signature_quorum() {
     let dest = format!("oci:{}:x", image.display());
     let mut args = vec!["core-a+core-b", "--source", src, "--output", &dest];
     args.extend(flags);
-    let short = pallet_command(&store, &args).output().unwrap();
-    assert!(!short.status.success());
-    let stderr = String::from_utf8_lossy(&short.stderr);
+    let stderr = pallet_fails(&store, &args);
     assert!(
         stderr.contains("stagex/core-b@") && stderr.contains("1/2 signers"),
         "{stderr}"

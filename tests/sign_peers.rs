@@ -22,6 +22,23 @@ fn stagex(root: &Path, args: &[&str]) -> Command {
     c
 }
 
+/// `stagex --json verify --threshold 1 --lookaside LOOKASIDE IMAGES...`.
+fn verify_one_signer(root: &Path, lookaside: &str, images: &[&str]) -> Command {
+    let mut c = stagex(
+        root,
+        &[
+            "--json",
+            "verify",
+            "--threshold",
+            "1",
+            "--lookaside",
+            lookaside,
+        ],
+    );
+    c.args(images);
+    c
+}
+
 fn text(output: &Output) -> String {
     format!(
         "{}\n{}",
@@ -106,24 +123,60 @@ fn skopeo_pull(
     c.output().unwrap()
 }
 
+/// What the skopeo tests with two maintainers start from.
+struct TwoKeys {
+    skopeo: PathBuf,
+    registry: Registry,
+    keys: [GpgHome; 2],
+    dir: tempfile::TempDir,
+    /// Of `out/<package>` (tag 1.0).
+    digest: Digest,
+}
+
+/// skopeo, gpg and the `more` tools, a registry, two gpg keys named
+/// `names`, and a work dir whose out/ holds the image `package` 1.0 salted
+/// with `salt`; None (outside CI only) when a peer is missing.
+fn two_keys(more: &[&str], names: [&str; 2], package: &str, salt: &str) -> Option<TwoKeys> {
+    let mut wanted = vec!["skopeo", "gpg"];
+    wanted.extend(more);
+    let skopeo = require(&wanted)?.swap_remove(0);
+    let registry = Registry::start()?;
+    let keys = [GpgHome::with_key(names[0])?, GpgHome::with_key(names[1])?];
+    let dir = tempfile::tempdir().unwrap();
+    let digest = make_image(
+        &dir.path().join("out"),
+        package,
+        "1.0",
+        Shape::Manifest,
+        salt,
+    );
+    Some(TwoKeys {
+        skopeo,
+        registry,
+        keys,
+        dir,
+        digest,
+    })
+}
+
 #[test]
 fn skopeo_accepts_our_signature_served_by_nginx_over_http_and_https() {
-    let Some(tools) = require(&["skopeo", "gpg", "nginx", "openssl"]) else {
+    let Some(TwoKeys {
+        skopeo,
+        registry,
+        keys: [maintainer, outsider],
+        dir,
+        digest,
+    }) = two_keys(
+        &["nginx", "openssl"],
+        ["maintainer", "outsider"],
+        "test-x",
+        "x",
+    )
+    else {
         return;
     };
-    let skopeo = &tools[0];
-    let Some(registry) = Registry::start() else {
-        return;
-    };
-    let Some(maintainer) = GpgHome::with_key("maintainer") else {
-        return;
-    };
-    let Some(outsider) = GpgHome::with_key("outsider") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let digest = make_image(&root.join("out"), "test-x", "1.0", Shape::Manifest, "x");
+    let (skopeo, root) = (&skopeo, dir.path());
     let reference = push(skopeo, root, &registry, "test-x", &digest);
 
     // Our sequoia signer, with the key gpg made.
@@ -194,16 +247,7 @@ fn skopeo_accepts_our_signature_served_by_nginx_over_http_and_https() {
     std::fs::create_dir_all(&keys).unwrap();
     std::fs::write(keys.join("maintainer.gpg"), maintainer.export()).unwrap();
     let by_ref = format!("{reference}@{digest}");
-    let args = [
-        "--json",
-        "verify",
-        "--threshold",
-        "1",
-        "--lookaside",
-        &https.url(),
-        &by_ref,
-    ];
-    let verified = stagex(root, &args)
+    let verified = verify_one_signer(root, &https.url(), &[&by_ref])
         .env("STAGEX_CA_FILE", https.ca.as_ref().unwrap())
         .output()
         .unwrap();
@@ -212,7 +256,7 @@ fn skopeo_accepts_our_signature_served_by_nginx_over_http_and_https() {
         json(&verified)[0]["signers"][0]["fingerprint"],
         maintainer.fingerprint
     );
-    let untrusted = stagex(root, &args)
+    let untrusted = verify_one_signer(root, &https.url(), &[&by_ref])
         .env_remove("STAGEX_CA_FILE")
         .output()
         .unwrap();
@@ -315,22 +359,17 @@ fn gpg_and_skopeo_standalone_verify_accept_our_blob_and_our_gpg_signer_works() {
 
 #[test]
 fn signatures_made_by_skopeo_sign_by_and_gpg_sign_are_accepted() {
-    let Some(tools) = require(&["skopeo", "gpg"]) else {
+    let Some(TwoKeys {
+        skopeo,
+        registry,
+        keys: [first, second],
+        dir,
+        digest,
+    }) = two_keys(&[], ["first", "second"], "test-y", "y")
+    else {
         return;
     };
-    let skopeo = &tools[0];
-    let Some(registry) = Registry::start() else {
-        return;
-    };
-    let Some(first) = GpgHome::with_key("first") else {
-        return;
-    };
-    let Some(second) = GpgHome::with_key("second") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let digest = make_image(&root.join("out"), "test-y", "1.0", Shape::Manifest, "y");
+    let (skopeo, root) = (&skopeo, dir.path());
     let sigs = root.join("sigs");
     let registries_d = root.join("registries.d");
     std::fs::create_dir_all(&registries_d).unwrap();
@@ -462,21 +501,9 @@ fn a_soft_404_mirror_and_bad_statuses_are_reported() {
     ) else {
         return;
     };
-    let out = stagex(
-        root,
-        &[
-            "--json",
-            "verify",
-            "--threshold",
-            "1",
-            "--lookaside",
-            &soft.url(),
-            "core-m",
-            "core-forbidden",
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = verify_one_signer(root, &soft.url(), &["core-m", "core-forbidden"])
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "the 403 image must fail");
     let report = json(&out);
     assert_eq!(report[0]["valid_signers"], 1, "{report:#}");
@@ -495,20 +522,9 @@ fn a_soft_404_mirror_and_bad_statuses_are_reported() {
     let Some(good) = Nginx::start(&mirror, false, "") else {
         return;
     };
-    let out = stagex(
-        root,
-        &[
-            "--json",
-            "verify",
-            "--threshold",
-            "1",
-            "--lookaside",
-            &good.url(),
-            "core-m",
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = verify_one_signer(root, &good.url(), &["core-m"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(json(&out)[0]["invalid"].as_array().unwrap().is_empty());
 }

@@ -14,6 +14,7 @@ use crate::settings::Settings;
 
 pub mod pallet;
 pub mod sign;
+pub mod trust;
 pub mod verify;
 
 /// Build, compose, sign and publish StageX OCI images.

@@ -10,6 +10,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use serde::Serialize;
 
+use super::trust::{Trust, TrustArgs};
 use super::Context;
 use crate::oci::descriptor::Platform;
 use crate::output::{self, Destination};
@@ -47,19 +48,8 @@ pub struct PalletArgs {
     /// The local store (default: $STAGEX_STORE, else ~/.cache/stagex/store).
     #[arg(long, env = "STAGEX_STORE")]
     pub store: Option<PathBuf>,
-    /// Trusted maintainer certificates (default: stagex.toml `keys`).
-    #[arg(long, value_name = "DIR")]
-    pub keys: Option<PathBuf>,
-    /// Distinct trusted signers every input needs (default: stagex.toml `threshold`).
-    #[arg(long, value_name = "N")]
-    pub threshold: Option<usize>,
-    /// Where signatures are read: https://, http://, file:// or a directory
-    /// (default: stagex.toml `lookaside`).
-    #[arg(long, value_name = "URL|DIR")]
-    pub lookaside: Option<String>,
-    /// Identity namespace of the package images (default: stagex.toml `namespace`).
-    #[arg(long, value_name = "NS")]
-    pub identity: Option<String>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Compose without checking the inputs' signatures.
     #[arg(long, conflicts_with_all = ["keys", "threshold", "lookaside"])]
     pub no_verify: bool,
@@ -78,7 +68,6 @@ struct Verification {
 /// `--no-verify`; when no flag asks for it and the keys directory holds no
 /// certificate, it is skipped and the report says so.
 fn verify_inputs(ctx: &Context, args: &PalletArgs, composed: &Composed) -> Result<Verification> {
-    use crate::lookaside::Lookaside;
     use crate::sign::check::verify_images;
     use crate::sign::keyring::Keyring;
     if args.no_verify {
@@ -87,14 +76,10 @@ fn verify_inputs(ctx: &Context, args: &PalletArgs, composed: &Composed) -> Resul
             images: vec![],
         });
     }
-    let asked = args.keys.is_some() || args.threshold.is_some() || args.lookaside.is_some();
-    let keys = args
-        .keys
-        .clone()
-        .unwrap_or_else(|| ctx.settings.keys.clone());
+    let keys = args.trust.keys_dir(&ctx.settings);
     let keyring = match Keyring::load_dir(&keys) {
         Ok(k) if !k.is_empty() => k,
-        Ok(_) | Err(_) if !asked => {
+        Ok(_) | Err(_) if !args.trust.asked() => {
             return Ok(Verification {
                 status: format!("skipped (no trusted keys in {})", keys.display()),
                 images: vec![],
@@ -106,29 +91,20 @@ fn verify_inputs(ctx: &Context, args: &PalletArgs, composed: &Composed) -> Resul
         ),
         Err(e) => return Err(e),
     };
-    let threshold =
-        crate::sign::quorum::check_threshold(args.threshold.unwrap_or(ctx.settings.threshold))?;
-    let location = args
-        .lookaside
-        .clone()
-        .unwrap_or_else(|| ctx.settings.lookaside.clone());
-    let lookaside = Lookaside::parse(&location)?;
-    let namespace = args
-        .identity
-        .clone()
-        .unwrap_or_else(|| ctx.settings.namespace.clone());
-    let resolver = crate::sign::image::Resolver {
-        out: &ctx.settings.out,
-        packages: &ctx.settings.packages,
-        namespace: &namespace,
-    };
+    let Trust {
+        keys,
+        keyring,
+        threshold,
+        lookaside,
+    } = args.trust.with_keyring(&ctx.settings, keys, keyring)?;
+    let resolver = args.trust.resolver(&ctx.settings);
     let mut seen = std::collections::BTreeSet::new();
     let mut targets = Vec::new();
     for pin in &composed.pinned {
         if seen.insert(pin.manifest.clone()) {
             let reference = format!(
                 "{}/{}@{}",
-                namespace.trim_end_matches('/'),
+                resolver.namespace.trim_end_matches('/'),
                 pin.name,
                 pin.manifest
             );

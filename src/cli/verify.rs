@@ -2,52 +2,30 @@
 //! against the trusted keys and print who signed, which files are bad and
 //! why, and whether the quorum of DISTINCT signers is met. Exit non-zero
 //! when any image misses the quorum.
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
 
+use super::trust::TrustArgs;
 use super::Context;
-use crate::lookaside::Lookaside;
 use crate::sign::check::{verify_images, ImageReport};
-use crate::sign::image::Resolver;
-use crate::sign::keyring::Keyring;
-use crate::sign::quorum::check_threshold;
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Package images (`<stage>-<name>`, from out/) or `REPO[:TAG]@sha256:<hex>`; none = all of out/.
     pub images: Vec<String>,
-    /// Directory of trusted certificates (default: stagex.toml `keys`).
-    #[arg(long, value_name = "DIR")]
-    pub keys: Option<PathBuf>,
-    /// Distinct trusted signers needed (default: stagex.toml `threshold`, 2).
-    #[arg(long, value_name = "N")]
-    pub threshold: Option<usize>,
-    /// Where signatures are read: https://, http://, file:// or a directory.
-    #[arg(long, value_name = "URL|DIR")]
-    pub lookaside: Option<String>,
-    /// Identity namespace for package names (default: stagex.toml `namespace`).
-    #[arg(long, value_name = "NS")]
-    pub identity: Option<String>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
-    let keys = args
-        .keys
-        .clone()
-        .unwrap_or_else(|| ctx.settings.keys.clone());
-    let keyring = Keyring::load_dir(&keys)?;
-    let threshold = check_threshold(args.threshold.unwrap_or(ctx.settings.threshold))?;
-    let location = args
-        .lookaside
-        .clone()
-        .unwrap_or_else(|| ctx.settings.lookaside.clone());
-    let lookaside = Lookaside::parse(&location)?;
-    let resolver = Resolver::from_settings(&ctx.settings, args.identity.as_deref());
-    let targets = resolver.resolve_all(&args.images)?;
-    let reports = verify_images(&keyring, &lookaside, &targets, threshold);
+    let trust = args.trust.load(&ctx.settings)?;
+    let targets = args
+        .trust
+        .resolver(&ctx.settings)
+        .resolve_all(&args.images)?;
+    let reports = verify_images(&trust.keyring, &trust.lookaside, &targets, trust.threshold);
     let missing = reports.iter().filter(|r| !r.quorum).count();
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
@@ -56,9 +34,10 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
     }
     if missing > 0 {
         eprintln!(
-            "stagex: error: {missing} of {} image(s) miss the quorum of {threshold} distinct trusted signers (signatures from {})",
+            "stagex: error: {missing} of {} image(s) miss the quorum of {} distinct trusted signers (signatures from {})",
             reports.len(),
-            lookaside.describe()
+            trust.threshold,
+            trust.lookaside.describe()
         );
         return Ok(ExitCode::FAILURE);
     }

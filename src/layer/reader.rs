@@ -39,6 +39,8 @@ pub enum EntryType {
 /// One entry of a layer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerEntry {
+    /// Normalized relative path (`usr/bin/sh`); for a whiteout the path
+    /// deleted, for an opaque marker the directory.
     pub path: String,
     pub kind: EntryType,
     /// Permission bits incl. setuid/setgid/sticky (`& 0o7777`).

@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use super::definition::{FileCopy, Link, LinkKind, Plan, Step};
 use super::expr::ItemRef;
+use crate::layer::reader::{EntryType, LayerEntry, LayerIndex};
 use crate::oci::config::{rfc3339_utc, History, ImageConfig, RunConfig};
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::Digest;
@@ -57,49 +58,6 @@ pub const LABEL_PACKAGE_PREFIX: &str = "org.stagex.package.";
 /// The expression the image was composed from.
 pub const LABEL_EXPRESSION: &str = "org.stagex.pallet.expression";
 
-/// The type of an indexed tar entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    File,
-    Directory,
-    Symlink,
-    HardLink,
-    CharDevice,
-    BlockDevice,
-    Fifo,
-    Whiteout,
-    OpaqueWhiteout,
-}
-
-/// One entry of a layer, as the composer needs it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileEntry {
-    /// Normalized relative path (`usr/bin/sh`); for whiteouts the path
-    /// deleted, for an opaque marker the directory.
-    pub path: String,
-    pub kind: Kind,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub size: u64,
-    /// Symlink target, or hard-link target (a normalized path of the same
-    /// layer).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link_target: Option<String>,
-    /// sha256 of a regular file's bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<Digest>,
-}
-
-/// The file index of one layer (cached in the store, keyed by the
-/// compressed digest).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerFiles {
-    pub diff_id: Digest,
-    pub entries: Vec<FileEntry>,
-}
-
 /// A resolved, pinned package image.
 #[derive(Clone, Debug)]
 pub struct PackageImage {
@@ -110,7 +68,7 @@ pub struct PackageImage {
     pub manifest: ImageManifest,
     pub config: ImageConfig,
     /// One index per manifest layer, same order.
-    pub layers: Vec<LayerFiles>,
+    pub layers: Vec<LayerIndex>,
 }
 
 /// How two packages disagree about a path.
@@ -235,7 +193,7 @@ pub struct ComposeOptions {
 /// The merged tree's view of one path.
 #[derive(Clone, Debug)]
 struct Merged {
-    entry: FileEntry,
+    entry: LayerEntry,
     package: String,
     /// Where a regular file's bytes are (layer + path of the data entry).
     bytes: Option<(usize, String)>,
@@ -244,7 +202,7 @@ struct Merged {
 struct Composer<'a> {
     images: &'a BTreeMap<ItemRef, PackageImage>,
     /// Kept layers so far: descriptor + index.
-    kept: Vec<(Descriptor, &'a LayerFiles)>,
+    kept: Vec<(Descriptor, &'a LayerIndex)>,
     merged: BTreeMap<String, Merged>,
     conflicts: Vec<Conflict>,
     reported: BTreeSet<(String, String, String)>,
@@ -257,39 +215,39 @@ fn pinned(item: &ItemRef, image: &PackageImage) -> String {
 }
 
 /// True when two entries are the same file-system object for merging.
-fn same_entry(a: &FileEntry, b: &FileEntry) -> bool {
+fn same_entry(a: &LayerEntry, b: &LayerEntry) -> bool {
     a.kind == b.kind
         && a.mode == b.mode
         && a.uid == b.uid
         && a.gid == b.gid
-        && a.content == b.content
-        && (a.kind == Kind::HardLink || a.link_target == b.link_target)
+        && a.content_digest == b.content_digest
+        && (a.kind == EntryType::HardLink || a.link_target == b.link_target)
 }
 
 fn ancestors(path: &str) -> impl Iterator<Item = &str> {
     path.match_indices('/').map(move |(i, _)| &path[..i])
 }
 
-fn classify(before: &FileEntry, after: &FileEntry) -> Option<(ConflictKind, String)> {
-    use Kind::*;
-    let k = |e: &FileEntry| format!("{:?}", e.kind).to_lowercase();
+fn classify(before: &LayerEntry, after: &LayerEntry) -> Option<(ConflictKind, String)> {
+    use EntryType::*;
+    let k = |e: &LayerEntry| format!("{:?}", e.kind).to_lowercase();
     match (before.kind, after.kind) {
         (Directory, Symlink) | (Symlink, Directory) => Some((
             ConflictKind::DirectoryVsSymlink,
             format!("{} vs {}", k(before), k(after)),
         )),
         (a, b) if a != b => Some((ConflictKind::Type, format!("{} vs {}", k(before), k(after)))),
-        (File, File) if before.content != after.content => Some((
+        (File, File) if before.content_digest != after.content_digest => Some((
             ConflictKind::Content,
             format!(
                 "{} vs {}",
                 before
-                    .content
+                    .content_digest
                     .as_ref()
                     .map(|d| d.to_string())
                     .unwrap_or_default(),
                 after
-                    .content
+                    .content_digest
                     .as_ref()
                     .map(|d| d.to_string())
                     .unwrap_or_default()
@@ -320,21 +278,21 @@ fn classify(before: &FileEntry, after: &FileEntry) -> Option<(ConflictKind, Stri
 
 /// Resolves hard links inside one layer: the entry as a file with the
 /// target's content, and the path holding the bytes.
-fn resolve_in_layer(layer: &LayerFiles, entry: &FileEntry) -> (FileEntry, Option<String>) {
+fn resolve_in_layer(layer: &LayerIndex, entry: &LayerEntry) -> (LayerEntry, Option<String>) {
     match entry.kind {
-        Kind::File => (entry.clone(), Some(entry.path.clone())),
-        Kind::HardLink => {
+        EntryType::File => (entry.clone(), Some(entry.path.clone())),
+        EntryType::HardLink => {
             let target = entry.link_target.as_deref().unwrap_or("");
             match layer
                 .entries
                 .iter()
-                .find(|e| e.path == target && e.kind == Kind::File)
+                .find(|e| e.path == target && e.kind == EntryType::File)
             {
                 Some(t) => (
-                    FileEntry {
-                        kind: Kind::File,
+                    LayerEntry {
+                        kind: EntryType::File,
                         link_target: None,
-                        content: t.content.clone(),
+                        content_digest: t.content_digest.clone(),
                         size: t.size,
                         ..entry.clone()
                     },
@@ -358,7 +316,7 @@ impl<'a> Composer<'a> {
     /// merged tree.
     fn repeat_is_invisible(&self, first: usize) -> bool {
         let layer = self.kept[first].1;
-        let paths: BTreeMap<&str, &FileEntry> =
+        let paths: BTreeMap<&str, &LayerEntry> =
             layer.entries.iter().map(|e| (e.path.as_str(), e)).collect();
         let untouched_by_layers = self.kept[first + 1..].iter().all(|(_, later)| {
             later
@@ -366,7 +324,7 @@ impl<'a> Composer<'a> {
                 .iter()
                 .all(|e| match paths.get(e.path.as_str()) {
                     None => true,
-                    Some(mine) => e.kind == Kind::Directory && same_entry(mine, e),
+                    Some(mine) => e.kind == EntryType::Directory && same_entry(mine, e),
                 })
         });
         // Extra (copy/link) layers written since then count too.
@@ -402,7 +360,7 @@ impl<'a> Composer<'a> {
             digest: image.manifest_digest.clone(),
         });
         // The package's own tree (its layers override each other).
-        let mut own: BTreeMap<String, (FileEntry, Option<(usize, String)>)> = BTreeMap::new();
+        let mut own: BTreeMap<String, (LayerEntry, Option<(usize, String)>)> = BTreeMap::new();
         for (i, (descriptor, files)) in image.manifest.layers.iter().zip(&image.layers).enumerate()
         {
             if files.diff_id != image.config.rootfs.diff_ids[i] {
@@ -417,7 +375,7 @@ impl<'a> Composer<'a> {
             if let Some(w) = files
                 .entries
                 .iter()
-                .find(|e| matches!(e.kind, Kind::Whiteout | Kind::OpaqueWhiteout))
+                .find(|e| matches!(e.kind, EntryType::Whiteout | EntryType::OpaqueWhiteout))
             {
                 let victim = self
                     .merged
@@ -431,7 +389,7 @@ impl<'a> Composer<'a> {
                     "package {} layer {} holds a {} for /{}: in a pallet it would delete files of other packages{victim}; rebuild the package without deletions",
                     pinned(item, image),
                     descriptor.digest,
-                    if w.kind == Kind::Whiteout { "whiteout" } else { "opaque-directory marker" },
+                    if w.kind == EntryType::Whiteout { "whiteout" } else { "opaque-directory marker" },
                     w.path
                 );
             }
@@ -484,7 +442,7 @@ impl<'a> Composer<'a> {
                     continue;
                 }
                 if let Some(before) = self.merged.get(ancestor) {
-                    if before.entry.kind == Kind::Symlink && before.package != item.name {
+                    if before.entry.kind == EntryType::Symlink && before.package != item.name {
                         let detail = format!("symlink vs directory holding /{path}");
                         self.conflict(
                             ancestor,
@@ -537,7 +495,7 @@ impl<'a> Composer<'a> {
         resolve_path(path, follow_last, |p| {
             self.merged
                 .get(p)
-                .filter(|m| m.entry.kind == Kind::Symlink)
+                .filter(|m| m.entry.kind == EntryType::Symlink)
                 .and_then(|m| m.entry.link_target.clone())
         })
     }
@@ -548,7 +506,7 @@ impl<'a> Composer<'a> {
     fn add_parents(&self, extra: &mut ExtraLayer, path: &str, what: &str) -> Result<()> {
         for parent in ancestors(path) {
             match self.merged.get(parent) {
-                Some(m) if m.entry.kind == Kind::Directory => {
+                Some(m) if m.entry.kind == EntryType::Directory => {
                     extra.entries.insert(
                         parent.to_string(),
                         ExtraEntry::Directory {
@@ -592,7 +550,7 @@ impl<'a> Composer<'a> {
                 path: data_path.clone(),
                 content: merged
                     .entry
-                    .content
+                    .content_digest
                     .clone()
                     .unwrap_or_else(|| Digest::of_bytes(b"")),
                 size: merged.entry.size,
@@ -608,7 +566,7 @@ impl<'a> Composer<'a> {
             let what = format!("pallet-{pallet} link {}", link.path);
             let path = link.path.trim_start_matches('/').to_string();
             if let Some(existing) = self.merged.get(&path) {
-                if (existing.entry.kind == Kind::Directory) != (link.kind == LinkKind::Dir) {
+                if (existing.entry.kind == EntryType::Directory) != (link.kind == LinkKind::Dir) {
                     {
                         bail!(
                             "{what}: /{path} already exists as a {:?} from {}",
@@ -671,7 +629,7 @@ impl<'a> Composer<'a> {
         );
         let image = self.image(&copy.from)?;
         // The source image's own tree.
-        let mut tree: BTreeMap<&str, (usize, &FileEntry, &LayerFiles)> = BTreeMap::new();
+        let mut tree: BTreeMap<&str, (usize, &LayerEntry, &LayerIndex)> = BTreeMap::new();
         for (i, files) in image.layers.iter().enumerate() {
             for e in &files.entries {
                 tree.insert(e.path.as_str(), (i, e, files));
@@ -679,7 +637,7 @@ impl<'a> Composer<'a> {
         }
         let source = resolve_path(copy.source.trim_start_matches('/'), true, |p| {
             tree.get(p)
-                .filter(|(_, e, _)| e.kind == Kind::Symlink)
+                .filter(|(_, e, _)| e.kind == EntryType::Symlink)
                 .and_then(|(_, e, _)| e.link_target.clone())
         })
         .with_context(|| what.clone())?;
@@ -695,7 +653,7 @@ impl<'a> Composer<'a> {
         })?;
         let path = copy.path.trim_start_matches('/').to_string();
         if let Some(m) = self.merged.get(&path) {
-            if m.entry.kind == Kind::Directory {
+            if m.entry.kind == EntryType::Directory {
                 bail!("{what}: /{path} is a directory from {}", m.package);
             }
         }
@@ -711,7 +669,7 @@ impl<'a> Composer<'a> {
                     layer: image.manifest.layers[*layer].clone(),
                     path: data,
                     content: resolved
-                        .content
+                        .content_digest
                         .clone()
                         .unwrap_or_else(|| Digest::of_bytes(b"")),
                     size: resolved.size,
@@ -734,7 +692,7 @@ impl<'a> Composer<'a> {
         for (path, entry) in &extra.entries {
             let (kind, mode, uid, gid, link_target, content, size) = match entry {
                 ExtraEntry::Directory { mode, uid, gid } => {
-                    (Kind::Directory, *mode, *uid, *gid, None, None, 0)
+                    (EntryType::Directory, *mode, *uid, *gid, None, None, 0)
                 }
                 ExtraEntry::File {
                     mode,
@@ -742,7 +700,7 @@ impl<'a> Composer<'a> {
                     gid,
                     from,
                 } => (
-                    Kind::File,
+                    EntryType::File,
                     *mode,
                     *uid,
                     *gid,
@@ -751,7 +709,7 @@ impl<'a> Composer<'a> {
                     from.size,
                 ),
                 ExtraEntry::Symlink { target, uid, gid } => (
-                    Kind::Symlink,
+                    EntryType::Symlink,
                     0o777,
                     *uid,
                     *gid,
@@ -761,12 +719,12 @@ impl<'a> Composer<'a> {
                 ),
                 ExtraEntry::HardLink { target } => match self.merged.get(target) {
                     Some(m) => (
-                        Kind::File,
+                        EntryType::File,
                         m.entry.mode,
                         m.entry.uid,
                         m.entry.gid,
                         None,
-                        m.entry.content.clone(),
+                        m.entry.content_digest.clone(),
                         m.entry.size,
                     ),
                     None => continue,
@@ -781,7 +739,7 @@ impl<'a> Composer<'a> {
             self.merged.insert(
                 path.clone(),
                 Merged {
-                    entry: FileEntry {
+                    entry: LayerEntry {
                         path: path.clone(),
                         kind,
                         mode,
@@ -789,7 +747,7 @@ impl<'a> Composer<'a> {
                         gid,
                         size,
                         link_target,
-                        content,
+                        content_digest: content,
                     },
                     package: owner.to_string(),
                     bytes,
@@ -967,47 +925,47 @@ mod tests {
     use crate::oci::media_type;
     use crate::pallet::definition::Catalog;
 
-    pub(crate) fn file(path: &str, body: &str) -> FileEntry {
-        FileEntry {
+    pub(crate) fn file(path: &str, body: &str) -> LayerEntry {
+        LayerEntry {
             path: path.into(),
-            kind: Kind::File,
+            kind: EntryType::File,
             mode: 0o755,
             uid: 0,
             gid: 0,
             size: body.len() as u64,
             link_target: None,
-            content: Some(Digest::of_bytes(body.as_bytes())),
+            content_digest: Some(Digest::of_bytes(body.as_bytes())),
         }
     }
 
-    pub(crate) fn dir(path: &str) -> FileEntry {
-        FileEntry {
+    pub(crate) fn dir(path: &str) -> LayerEntry {
+        LayerEntry {
             path: path.into(),
-            kind: Kind::Directory,
+            kind: EntryType::Directory,
             mode: 0o755,
             uid: 0,
             gid: 0,
             size: 0,
             link_target: None,
-            content: None,
+            content_digest: None,
         }
     }
 
-    fn symlink(path: &str, target: &str) -> FileEntry {
-        FileEntry {
-            kind: Kind::Symlink,
+    fn symlink(path: &str, target: &str) -> LayerEntry {
+        LayerEntry {
+            kind: EntryType::Symlink,
             mode: 0o777,
             link_target: Some(target.into()),
-            content: None,
+            content_digest: None,
             size: 0,
             ..dir(path)
         }
     }
 
-    fn image(name: &str, layers: Vec<Vec<FileEntry>>) -> PackageImage {
-        let files: Vec<LayerFiles> = layers
+    fn image(name: &str, layers: Vec<Vec<LayerEntry>>) -> PackageImage {
+        let files: Vec<LayerIndex> = layers
             .into_iter()
-            .map(|entries| LayerFiles {
+            .map(|entries| LayerIndex {
                 diff_id: Digest::of_bytes(format!("{entries:?}").as_bytes()),
                 entries,
             })
@@ -1047,7 +1005,7 @@ mod tests {
         }
     }
 
-    fn fs_layer() -> Vec<FileEntry> {
+    fn fs_layer() -> Vec<LayerEntry> {
         vec![dir("bin"), dir("etc"), file("etc/passwd", "root")]
     }
 
@@ -1055,6 +1013,27 @@ mod tests {
         list.into_iter()
             .map(|i| (ItemRef::named(&i.name), i))
             .collect()
+    }
+
+    /// Composes `plan` from `world` for linux/amd64 with default options.
+    fn compose_amd64(plan: &Plan, world: &BTreeMap<ItemRef, PackageImage>) -> Result<Composition> {
+        compose(
+            plan,
+            world,
+            &"linux/amd64".parse().unwrap(),
+            &ComposeOptions::default(),
+        )
+    }
+
+    /// core-x is the filesystem layer, core-y changes /etc/passwd to
+    /// `passwd`, core-z repeats the filesystem layer.
+    fn passwd_changed_world(passwd: &str) -> BTreeMap<ItemRef, PackageImage> {
+        let fs = fs_layer();
+        images(vec![
+            image("core-x", vec![fs.clone()]),
+            image("core-y", vec![vec![dir("etc"), file("etc/passwd", passwd)]]),
+            image("core-z", vec![fs, vec![file("z", "z")]]),
+        ])
     }
 
     fn catalog() -> Catalog {
@@ -1082,8 +1061,8 @@ mod tests {
                     vec![
                         dir("bin"),
                         file("bin/lld", "lld"),
-                        FileEntry {
-                            kind: Kind::HardLink,
+                        LayerEntry {
+                            kind: EntryType::HardLink,
                             link_target: Some("bin/lld".into()),
                             ..file("bin/ld.lld", "")
                         },
@@ -1195,7 +1174,7 @@ mod tests {
                 vec![vec![
                     dir("usr"),
                     dir("usr/bin"),
-                    FileEntry {
+                    LayerEntry {
                         mode: 0o644,
                         ..file("usr/bin/y", "y")
                     },
@@ -1248,22 +1227,16 @@ mod tests {
     fn whiteouts_in_package_layers_are_rejected() {
         let world = images(vec![image(
             "core-w",
-            vec![vec![FileEntry {
-                kind: Kind::Whiteout,
-                content: None,
+            vec![vec![LayerEntry {
+                kind: EntryType::Whiteout,
+                content_digest: None,
                 ..file("etc/passwd", "")
             }]],
         )]);
         let plan = Catalog::default()
             .expand(&"core-w".parse().unwrap())
             .unwrap();
-        let error = compose(
-            &plan,
-            &world,
-            &"linux/amd64".parse().unwrap(),
-            &ComposeOptions::default(),
-        )
-        .unwrap_err();
+        let error = compose_amd64(&plan, &world).unwrap_err();
         let text = format!("{error:#}");
         assert!(
             text.contains("core-w@sha256:") && text.contains("whiteout for /etc/passwd"),
@@ -1273,53 +1246,25 @@ mod tests {
 
     #[test]
     fn repeated_layer_is_kept_when_something_in_between_changed_it() {
-        let fs = fs_layer();
-        let world = images(vec![
-            image("core-x", vec![fs.clone()]),
-            image(
-                "core-y",
-                vec![vec![dir("etc"), file("etc/passwd", "changed")]],
-            ),
-            image("core-z", vec![fs.clone(), vec![file("z", "z")]]),
-        ]);
+        let world = passwd_changed_world("changed");
         let plan = Catalog::default()
             .expand(&"core-x+core-y+core-z".parse().unwrap())
             .unwrap();
-        let c = compose(
-            &plan,
-            &world,
-            &"linux/amd64".parse().unwrap(),
-            &ComposeOptions::default(),
-        )
-        .unwrap();
+        let c = compose_amd64(&plan, &world).unwrap();
         assert_eq!(c.layers.len(), 4);
         assert_eq!(c.kept_duplicates.len(), 1);
     }
 
     #[test]
     fn repeated_layer_is_kept_when_a_copy_layer_changed_it() {
-        let fs = fs_layer();
-        let world = images(vec![
-            image("core-x", vec![fs.clone()]),
-            image(
-                "core-y",
-                vec![vec![dir("etc"), file("etc/passwd", "other")]],
-            ),
-            image("core-z", vec![fs.clone(), vec![file("z", "z")]]),
-        ]);
+        let world = passwd_changed_world("other");
         let catalog = Catalog::from_sources([(
             "p",
             "base = \"core-x\"\ncopy = [\"core-y:/etc/passwd -> /etc/passwd\"]",
         )])
         .unwrap();
         let plan = catalog.expand(&"p+core-z".parse().unwrap()).unwrap();
-        let c = compose(
-            &plan,
-            &world,
-            &"linux/amd64".parse().unwrap(),
-            &ComposeOptions::default(),
-        )
-        .unwrap();
+        let c = compose_amd64(&plan, &world).unwrap();
         assert_eq!(c.kept_duplicates.len(), 1, "{:?}", c.layers);
         assert_eq!(c.layers.len(), 4);
     }
@@ -1332,13 +1277,7 @@ mod tests {
             ItemRef::named("core-llvm"),
             image("core-llvm", vec![vec![dir("bin")]]),
         );
-        let error = compose(
-            &plan,
-            &world,
-            &"linux/amd64".parse().unwrap(),
-            &ComposeOptions::default(),
-        )
-        .unwrap_err();
+        let error = compose_amd64(&plan, &world).unwrap_err();
         assert!(
             format!("{error:#}").contains("/bin/lld is not provided"),
             "{error:#}"

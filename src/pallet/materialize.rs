@@ -13,12 +13,8 @@ use std::io::Read;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::compose::{
-    Composition, ExtraEntry, ExtraLayer, FileEntry, Kind, LayerFiles, PlannedLayer,
-};
-use crate::layer::reader::{
-    decompress, index_layer, tree_path_of, EntryType, LayerIndex, PathMeaning,
-};
+use super::compose::{Composition, ExtraEntry, ExtraLayer, PlannedLayer};
+use crate::layer::reader::{decompress, index_layer, tree_path_of, LayerIndex, PathMeaning};
 use crate::layer::tree::{EntryKind, FileSource, FileTree, TreeEntry};
 use crate::layer::writer::{write_layer_to_layout, LayerOptions};
 use crate::oci::config::History;
@@ -32,37 +28,6 @@ use crate::store::Store;
 pub const META_LAYER_INDEX: &str = "layer-index";
 /// Store metadata kind of built extra layers.
 pub const META_EXTRA_LAYER: &str = "extra-layer";
-
-/// Converts the layer module's index into the composer's.
-pub fn layer_files(index: LayerIndex) -> LayerFiles {
-    LayerFiles {
-        diff_id: index.diff_id,
-        entries: index
-            .entries
-            .into_iter()
-            .map(|e| FileEntry {
-                path: e.path,
-                kind: match e.kind {
-                    EntryType::File => Kind::File,
-                    EntryType::Directory => Kind::Directory,
-                    EntryType::Symlink => Kind::Symlink,
-                    EntryType::HardLink => Kind::HardLink,
-                    EntryType::CharDevice => Kind::CharDevice,
-                    EntryType::BlockDevice => Kind::BlockDevice,
-                    EntryType::Fifo => Kind::Fifo,
-                    EntryType::Whiteout => Kind::Whiteout,
-                    EntryType::OpaqueWhiteout => Kind::OpaqueWhiteout,
-                },
-                mode: e.mode,
-                uid: e.uid,
-                gid: e.gid,
-                size: e.size,
-                link_target: e.link_target,
-                content: e.content_digest,
-            })
-            .collect(),
-    }
-}
 
 fn compression(descriptor: &Descriptor) -> Result<media_type::LayerCompression> {
     media_type::layer_compression(&descriptor.media_type).ok_or_else(|| {
@@ -96,7 +61,7 @@ pub fn ensure_layer_index(store: &Store, descriptor: &Descriptor) -> Result<()> 
 }
 
 /// The cached index of a layer (indexing it first if needed).
-pub fn layer_index(store: &Store, descriptor: &Descriptor) -> Result<LayerFiles> {
+pub fn layer_index(store: &Store, descriptor: &Descriptor) -> Result<LayerIndex> {
     ensure_layer_index(store, descriptor)?;
     let bytes = store
         .read_meta(META_LAYER_INDEX, &descriptor.digest)
@@ -112,7 +77,7 @@ pub fn layer_index(store: &Store, descriptor: &Descriptor) -> Result<LayerFiles>
             descriptor.digest
         )
     })?;
-    Ok(layer_files(index))
+    Ok(index)
 }
 
 /// Reads the regular files `paths` of a layer blob (hard links inside the

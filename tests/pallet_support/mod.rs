@@ -141,11 +141,29 @@ pub fn write_package(out: &Path, name: &str, trees: &[FileTree], run: RunConfig)
             },
         });
     }
+    let mut descriptor = write_image(&layout, Platform::host(), run, layers.clone());
+    descriptor.platform = None;
+    layout.set_ref(Some("latest"), descriptor.clone()).unwrap();
+    Package {
+        name: name.to_string(),
+        manifest: descriptor,
+        layers: layers.iter().map(|l| l.descriptor.digest.clone()).collect(),
+    }
+}
+
+/// Writes the config and manifest of an image of `layers` (created at
+/// second 1) into `layout`; returns the manifest's descriptor.
+pub fn write_image(
+    layout: &Layout,
+    platform: Platform,
+    run: RunConfig,
+    layers: Vec<ImageLayer>,
+) -> Descriptor {
     let spec = ImageSpec {
-        platform: Platform::host(),
+        platform,
         created: rfc3339_utc(1),
         run,
-        layers: layers.clone(),
+        layers,
         empty_history: vec![],
         annotations: BTreeMap::new(),
     };
@@ -156,14 +174,7 @@ pub fn write_package(out: &Path, name: &str, trees: &[FileTree], run: RunConfig)
     layout
         .write_json(&built.manifest, media_type::OCI_MANIFEST)
         .unwrap();
-    let mut descriptor = built.descriptor.clone();
-    descriptor.platform = None;
-    layout.set_ref(Some("latest"), descriptor.clone()).unwrap();
-    Package {
-        name: name.to_string(),
-        manifest: descriptor,
-        layers: layers.iter().map(|l| l.descriptor.digest.clone()).collect(),
-    }
+    built.descriptor
 }
 
 /// The rust+clang world in `out/`: every package FROM the shared
@@ -206,29 +217,94 @@ pub fn repo_root() -> PathBuf {
 /// Runs `stagex --json --root <repo> pallet ARGS` with `store`; returns the
 /// parsed JSON report, panicking with stderr on failure.
 pub fn pallet_json(store: &Path, args: &[&str]) -> serde_json::Value {
-    let output = pallet_command(store, args).output().unwrap();
+    pallet_output(&repo_root(), store, args).0
+}
+
+/// Runs `stagex --json --root <root> pallet ARGS` with `store`, which must
+/// succeed; returns the parsed JSON report and stderr.
+pub fn pallet_output(root: &Path, store: &Path, args: &[&str]) -> (serde_json::Value, String) {
+    let output = pallet_command_in(root, store, args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
         output.status.success(),
-        "stagex pallet {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        "stagex pallet {args:?} failed:\n{stderr}"
     );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
             "bad JSON ({e}):\n{}",
             String::from_utf8_lossy(&output.stdout)
         )
-    })
+    });
+    (report, stderr)
+}
+
+/// Runs `stagex pallet ARGS`, which must fail; returns its stderr.
+pub fn pallet_fails(store: &Path, args: &[&str]) -> String {
+    let output = pallet_command(store, args).output().unwrap();
+    assert!(
+        !output.status.success(),
+        "stagex pallet {args:?} succeeded but should fail"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 pub fn pallet_command(store: &Path, args: &[&str]) -> std::process::Command {
+    pallet_command_in(&repo_root(), store, args)
+}
+
+/// `stagex --json --root <root> pallet ARGS` with `store`, without
+/// SOURCE_DATE_EPOCH.
+pub fn pallet_command_in(root: &Path, store: &Path, args: &[&str]) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_stagex"));
     command
         .arg("--json")
         .arg("--root")
-        .arg(repo_root())
+        .arg(root)
         .arg("pallet")
         .args(args)
         .env("STAGEX_STORE", store)
         .env_remove("SOURCE_DATE_EPOCH");
     command
+}
+
+/// The first platform's layers whose `origin` is `reused` or `built`.
+pub fn layers_of<'a>(report: &'a serde_json::Value, origin: &str) -> Vec<&'a serde_json::Value> {
+    report["platforms"][0]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["origin"] == origin)
+        .collect()
+}
+
+/// `umoci unpack --rootless` of `image` (`DIR:TAG`) into `bundle`; returns
+/// the bundle's rootfs. The caller has checked that umoci is there.
+pub fn umoci_unpack(image: &str, bundle: &Path) -> PathBuf {
+    let output = std::process::Command::new("umoci")
+        .args(["unpack", "--rootless", "--image", image])
+        .arg(bundle)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start umoci: {e}"));
+    assert!(
+        output.status.success(),
+        "umoci unpack {image} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    bundle.join("rootfs")
+}
+
+/// The OCI runtime config umoci wrote into `bundle`.
+pub fn bundle_config(bundle: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap()
+}
+
+/// `process.env` of a bundle config.
+pub fn process_env(config: &serde_json::Value) -> Vec<&str> {
+    config["process"]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect()
 }
