@@ -95,30 +95,65 @@ impl FileLookaside {
         temp.write_all(blob)
             .and_then(|_| temp.as_file().sync_all())
             .with_context(|| format!("writing a signature in {}", dir.display()))?;
-        let mut n = first_free(&dir)?;
-        loop {
-            if n > MAX_SIGNATURES {
-                bail!(
-                    "{} already holds {MAX_SIGNATURES} signatures: readers ignore any more",
-                    dir.display()
-                );
-            }
-            let target = dir.join(format!("signature-{n}"));
-            match fs::hard_link(temp.path(), &target) {
-                Ok(()) => {
-                    drop(temp);
-                    sync_dir(&dir);
-                    return Ok((n, target));
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
+        let linked = claim_slot(&dir, first_free(&dir)?, |target| {
+            match fs::hard_link(temp.path(), target) {
+                Ok(()) => Ok(Slot::Placed),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Slot::Taken),
                 Err(e)
                     if e.kind() == io::ErrorKind::Unsupported
                         || e.kind() == io::ErrorKind::PermissionDenied =>
                 {
-                    return add_by_rename(&dir, temp, blob, n);
+                    Ok(Slot::Unsupported)
                 }
-                Err(e) => return Err(e).with_context(|| format!("creating {}", target.display())),
+                Err(e) => Err(e),
             }
+        })?;
+        match linked {
+            Claim::Placed(n, target) => Ok((n, target)),
+            Claim::Unsupported(n) => add_by_rename(&dir, temp, blob, n),
+        }
+    }
+}
+
+/// What one attempt to place a signature at `signature-N` did.
+enum Slot {
+    Placed,
+    /// `signature-N` exists: try N+1.
+    Taken,
+    /// This way of placing files does not work here: try the next way.
+    Unsupported,
+}
+
+/// How a whole search for a free slot ended.
+enum Claim {
+    Placed(u32, PathBuf),
+    Unsupported(u32),
+}
+
+/// The one slot-claiming loop behind every way of adding a signature: tries
+/// `place(signature-N)` for N = `n`, N+1, ... until it places (the directory
+/// entry is then synced), the method turns out unsupported, or the
+/// 128-signature cap readers honour is reached.
+fn claim_slot(
+    dir: &Path,
+    mut n: u32,
+    mut place: impl FnMut(&Path) -> io::Result<Slot>,
+) -> Result<Claim> {
+    loop {
+        if n > MAX_SIGNATURES {
+            bail!(
+                "{} already holds {MAX_SIGNATURES} signatures: readers ignore any more",
+                dir.display()
+            );
+        }
+        let target = dir.join(format!("signature-{n}"));
+        match place(&target).with_context(|| format!("creating {}", target.display()))? {
+            Slot::Placed => {
+                sync_dir(dir);
+                return Ok(Claim::Placed(n, target));
+            }
+            Slot::Taken => n += 1,
+            Slot::Unsupported => return Ok(Claim::Unsupported(n)),
         }
     }
 }
@@ -131,33 +166,29 @@ fn add_by_rename(
     dir: &Path,
     temp: tempfile::NamedTempFile,
     blob: &[u8],
-    mut n: u32,
+    n: u32,
 ) -> Result<(u32, PathBuf)> {
     let mut temp = temp.into_temp_path(); // closed; removed on drop
-    loop {
-        if n > MAX_SIGNATURES {
-            bail!(
-                "{} already holds {MAX_SIGNATURES} signatures: readers ignore any more",
-                dir.display()
-            );
+    let renamed = claim_slot(dir, n, |target| match rename_noreplace(&temp, target) {
+        Ok(()) => Ok(Slot::Placed),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(Slot::Taken),
+        Err(e)
+            if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS))
+                || e.kind() == io::ErrorKind::Unsupported =>
+        {
+            Ok(Slot::Unsupported)
         }
-        let target = dir.join(format!("signature-{n}"));
-        match rename_noreplace(&temp, &target) {
-            Ok(()) => {
-                // The temporary name is gone: never unlink it afterwards.
-                temp.disable_cleanup(true);
-                sync_dir(dir);
-                return Ok((n, target));
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => n += 1,
-            Err(e)
-                if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS))
-                    || e.kind() == io::ErrorKind::Unsupported =>
-            {
-                drop(temp);
-                return add_by_create(dir, blob, n);
-            }
-            Err(e) => return Err(e).with_context(|| format!("creating {}", target.display())),
+        Err(e) => Err(e),
+    })?;
+    match renamed {
+        Claim::Placed(n, target) => {
+            // The temporary name is gone: never unlink it afterwards.
+            temp.disable_cleanup(true);
+            Ok((n, target))
+        }
+        Claim::Unsupported(n) => {
+            drop(temp);
+            add_by_create(dir, blob, n)
         }
     }
 }
@@ -195,30 +226,25 @@ fn rename_noreplace(_from: &Path, _to: &Path) -> io::Result<()> {
 
 /// Last resort (no hard links, no RENAME_NOREPLACE): exclusive create, then
 /// write. Never overwrites, but a crash mid-write leaves a short file.
-fn add_by_create(dir: &Path, blob: &[u8], mut n: u32) -> Result<(u32, PathBuf)> {
-    loop {
-        if n > MAX_SIGNATURES {
-            bail!(
-                "{} already holds {MAX_SIGNATURES} signatures: readers ignore any more",
-                dir.display()
-            );
-        }
-        let target = dir.join(format!("signature-{n}"));
-        match fs::OpenOptions::new()
+fn add_by_create(dir: &Path, blob: &[u8], n: u32) -> Result<(u32, PathBuf)> {
+    let created = claim_slot(dir, n, |target| {
+        let mut file = match fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o644)
-            .open(&target)
+            .open(target)
         {
-            Ok(mut f) => {
-                f.write_all(blob)
-                    .and_then(|_| f.sync_all())
-                    .with_context(|| format!("writing {}", target.display()))?;
-                sync_dir(dir);
-                return Ok((n, target));
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
-            Err(e) => return Err(e).with_context(|| format!("creating {}", target.display())),
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Slot::Taken),
+            Err(e) => return Err(e),
+        };
+        file.write_all(blob).and_then(|_| file.sync_all())?;
+        Ok(Slot::Placed)
+    })?;
+    match created {
+        Claim::Placed(n, target) => Ok((n, target)),
+        Claim::Unsupported(_) => {
+            unreachable!("exclusive create is the last resort and never reports unsupported")
         }
     }
 }
