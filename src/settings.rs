@@ -1,7 +1,8 @@
 //! Project defaults from an optional `stagex.toml` at the repository root.
 //! Every value here can be overridden by a command-line flag; a missing file
 //! means all defaults. Unknown keys are an error (a typo must not silently
-//! fall back to a default).
+//! fall back to a default). Keys appear here with the command that reads
+//! them (publish targets arrive with `stagex publish`).
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -14,10 +15,6 @@ pub const SETTINGS_FILE: &str = "stagex.toml";
 pub struct Settings {
     /// Where package images come from by default (`stagex pallet --source`).
     pub source: String,
-    /// Registry namespaces `stagex publish` pushes to.
-    pub registries: Vec<String>,
-    /// Signature mirrors (https:// lookaside bases) `stagex publish` uploads to.
-    pub mirrors: Vec<String>,
     /// Distinct trusted signers a release needs.
     pub threshold: usize,
     /// Directory of trusted OpenPGP certificates.
@@ -28,8 +25,6 @@ pub struct Settings {
     pub signatures: PathBuf,
     /// Namespace in signed identities and lookaside paths (`stagex`).
     pub namespace: String,
-    /// Registry host images are published under (`docker.io`).
-    pub registry_host: String,
     /// StageX packages tree.
     pub packages: PathBuf,
     /// Pallet definitions.
@@ -42,14 +37,11 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             source: "docker.io/stagex".to_string(),
-            registries: vec!["docker.io/stagex".to_string(), "quay.io/stagex".to_string()],
-            mirrors: Vec::new(),
             threshold: 2,
             keys: PathBuf::from("keys"),
             lookaside: "signatures".to_string(),
             signatures: PathBuf::from("signatures"),
             namespace: "stagex".to_string(),
-            registry_host: "docker.io".to_string(),
             packages: PathBuf::from("packages"),
             pallets: PathBuf::from("pallets"),
             out: PathBuf::from("out"),
