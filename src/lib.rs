@@ -10,6 +10,7 @@ pub mod oci;
 pub mod output;
 pub mod package;
 pub mod pallet;
+pub mod publish;
 pub mod registry;
 pub mod settings;
 pub mod sign;

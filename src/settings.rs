@@ -2,7 +2,7 @@
 //! Every value here can be overridden by a command-line flag; a missing file
 //! means all defaults. Unknown keys are an error (a typo must not silently
 //! fall back to a default). Keys appear here with the command that reads
-//! them (publish targets arrive with `stagex publish`).
+//! them; `[publish]` holds what only `stagex publish` reads.
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -31,6 +31,44 @@ pub struct Settings {
     pub pallets: PathBuf,
     /// Build outputs.
     pub out: PathBuf,
+    /// Release destinations (`stagex publish`).
+    pub publish: PublishSettings,
+}
+
+/// `[publish]`: where a release goes. Registries and mirrors have no
+/// default: a release must name them.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishSettings {
+    /// Registry namespaces, `HOST[:PORT]/NAMESPACE`; image `<stage>-<name>`
+    /// goes to `HOST/NAMESPACE/<stage>-<name>`.
+    pub registries: Vec<String>,
+    /// Signature mirrors: `https://...` (WebDAV PUT), `file://DIR` or a directory.
+    pub mirrors: Vec<String>,
+    /// Tag templates; `{version}` and `{release}` are replaced.
+    pub tags: Vec<String>,
+    /// Images pushed at once.
+    pub jobs: usize,
+    /// Where the committed `<stage>.txt` digests files are.
+    pub digests: PathBuf,
+    /// The journal of pushed tags (saves requests on re-runs).
+    pub journal: PathBuf,
+}
+
+impl Default for PublishSettings {
+    fn default() -> Self {
+        PublishSettings {
+            registries: Vec::new(),
+            mirrors: Vec::new(),
+            tags: crate::publish::DEFAULT_TAGS
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
+            jobs: 8,
+            digests: PathBuf::from("digests"),
+            journal: PathBuf::from(".stagex/publish-journal.json"),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -45,6 +83,7 @@ impl Default for Settings {
             packages: PathBuf::from("packages"),
             pallets: PathBuf::from("pallets"),
             out: PathBuf::from("out"),
+            publish: PublishSettings::default(),
         }
     }
 }
@@ -68,6 +107,8 @@ impl Settings {
             &mut settings.packages,
             &mut settings.pallets,
             &mut settings.out,
+            &mut settings.publish.digests,
+            &mut settings.publish.journal,
         ] {
             if dir.is_relative() {
                 *dir = root.join(&*dir);
@@ -75,6 +116,11 @@ impl Settings {
         }
         if !settings.lookaside.contains("://") && Path::new(&settings.lookaside).is_relative() {
             settings.lookaside = root.join(&settings.lookaside).display().to_string();
+        }
+        for mirror in &mut settings.publish.mirrors {
+            if !mirror.contains("://") && Path::new(mirror.as_str()).is_relative() {
+                *mirror = root.join(mirror.as_str()).display().to_string();
+            }
         }
         Ok(settings)
     }
@@ -103,5 +149,29 @@ mod tests {
         );
         std::fs::write(dir.path().join(SETTINGS_FILE), "threshold = 3\n").unwrap();
         assert_eq!(Settings::load(dir.path()).unwrap().threshold, 3);
+    }
+
+    #[test]
+    fn publish_section_reads_destinations_and_roots_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(SETTINGS_FILE),
+            "[publish]\nregistries = [\"127.0.0.1:5000/stagex\"]\nmirrors = [\"mirror\", \"https://m.example/sigs\"]\njobs = 3\n",
+        )
+        .unwrap();
+        let s = Settings::load(dir.path()).unwrap();
+        assert_eq!(s.publish.registries, vec!["127.0.0.1:5000/stagex"]);
+        assert_eq!(
+            s.publish.mirrors,
+            vec![
+                dir.path().join("mirror").display().to_string(),
+                "https://m.example/sigs".to_string()
+            ]
+        );
+        assert_eq!(s.publish.jobs, 3);
+        assert_eq!(s.publish.tags, vec!["{version}", "sx{release}", "latest"]);
+        assert_eq!(s.publish.digests, dir.path().join("digests"));
+        std::fs::write(dir.path().join(SETTINGS_FILE), "[publish]\nregistry = []\n").unwrap();
+        assert!(Settings::load(dir.path()).is_err());
     }
 }

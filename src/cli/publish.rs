@@ -1,0 +1,260 @@
+//! `stagex publish`: flags over stagex.toml `[publish]`, the release set
+//! from digests/*.txt and out/, ONE library call (`publish::publish`: gate,
+//! push, mirrors), then the report: progress bars per registry and overall
+//! on a terminal, a summary (or `--json`) at the end, exit 1 when any image
+//! failed. Owns the bars; the library only sends events.
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use super::trust::TrustArgs;
+use super::Context;
+use crate::publish::push::Destination;
+use crate::publish::report::{Event, Observer, PublishReport, Silent};
+use crate::publish::retry::Policy;
+use crate::publish::{publish, release, Request, Trust};
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The release name (`YYYY.MM.N`), for the `sx<release>` tag.
+    #[arg(long, value_name = "YYYY.MM.N")]
+    pub release: Option<String>,
+    /// Registry namespace to push to, `HOST[:PORT]/NAMESPACE`; repeat for
+    /// several (default: stagex.toml [publish] registries).
+    #[arg(long = "registry", value_name = "HOST/NS")]
+    pub registries: Vec<String>,
+    /// Signature mirror to upload to (https:// with WebDAV PUT, file://DIR
+    /// or a directory); repeat for several (default: [publish] mirrors).
+    #[arg(long = "mirror", value_name = "URL|DIR")]
+    pub mirrors: Vec<String>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Directory of the digests files (default: [publish] digests, `digests`).
+    #[arg(long, value_name = "DIR")]
+    pub digests: Option<PathBuf>,
+    /// Tag template, `{version}`/`{release}` replaced; repeat (default:
+    /// [publish] tags: `{version}`, `sx{release}`, `latest`).
+    #[arg(long = "tag", value_name = "TEMPLATE")]
+    pub tags: Vec<String>,
+    /// Images pushed at once (default: [publish] jobs, 8).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Show what would be uploaded, mounted, skipped and tagged; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Ignore the journal of earlier runs: ask the registries about every image.
+    #[arg(long)]
+    pub no_journal: bool,
+    /// First retry backoff in milliseconds (doubles per retry).
+    #[arg(long, hide = true, value_name = "MS")]
+    pub retry_base_ms: Option<u64>,
+}
+
+pub fn run(ctx: &Context, args: PublishArgs) -> Result<ExitCode> {
+    let settings = &ctx.settings;
+    let pick = |flag: &Vec<String>, config: &Vec<String>| {
+        if flag.is_empty() {
+            config.clone()
+        } else {
+            flag.clone()
+        }
+    };
+    let destinations = pick(&args.registries, &settings.publish.registries)
+        .iter()
+        .map(|r| Destination::parse(r).with_context(|| format!("registry {r:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    let digests = args
+        .digests
+        .clone()
+        .unwrap_or_else(|| settings.publish.digests.clone());
+    let listed = release::read_digests(&digests)?;
+    let images = release::load(&listed, &args.trust.resolver(settings))?;
+    let trust = args.trust.load(settings)?;
+    let mut policy = Policy::default();
+    if let Some(ms) = args.retry_base_ms {
+        policy.base = Duration::from_millis(ms);
+    }
+    let request = Request {
+        release: args.release.clone(),
+        destinations,
+        mirrors: pick(&args.mirrors, &settings.publish.mirrors),
+        tags: pick(&args.tags, &settings.publish.tags),
+        jobs: args.jobs.unwrap_or(settings.publish.jobs).max(1),
+        dry_run: args.dry_run,
+        journal: (!args.no_journal).then(|| settings.publish.journal.clone()),
+        policy,
+    };
+    let gate = Trust {
+        keyring: &trust.keyring,
+        lookaside: &trust.lookaside,
+        threshold: trust.threshold,
+    };
+    let bars = (!ctx.json && std::io::stderr().is_terminal()).then(Bars::default);
+    let observer: &dyn Observer = match &bars {
+        Some(bars) => bars,
+        None => &Silent,
+    };
+    let report = publish(&request, &images, &gate, observer)?;
+    if let Some(bars) = bars {
+        bars.clear();
+    }
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", summary(&report));
+    }
+    if !report.ok() {
+        eprintln!(
+            "stagex: error: {} failure(s); re-run the same command to finish (what is there is not sent again)",
+            report.summary.failures
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The human report.
+pub fn summary(report: &PublishReport) -> String {
+    let verb = if report.dry_run {
+        "would push"
+    } else {
+        "pushed"
+    };
+    let mut out = String::new();
+    if report.dry_run {
+        out += "dry run: nothing was changed\n";
+    }
+    for r in &report.registries {
+        out += &format!(
+            "{}: {} image(s) ({} journaled), tags {verb} {} (present {}), blobs uploaded {} ({}), mounted {} ({}), skipped {}, manifests {}, retries {}\n",
+            r.registry,
+            r.images,
+            r.images_journaled,
+            r.tags_pushed,
+            r.tags_present,
+            r.blobs_uploaded,
+            bytes(r.bytes_uploaded),
+            r.blobs_mounted,
+            bytes(r.bytes_mounted),
+            r.blobs_skipped,
+            r.manifests_pushed,
+            r.retries
+        );
+        for f in &r.failed {
+            out += &format!("  FAILED {}: {}\n", f.image, f.error);
+        }
+    }
+    for m in &report.mirrors {
+        out += &format!(
+            "{}: {} image(s), signatures uploaded {} (present {})\n",
+            m.mirror, m.images, m.signatures_uploaded, m.signatures_present
+        );
+        for f in &m.failed {
+            out += &format!("  FAILED {}: {}\n", f.image, f.error);
+        }
+    }
+    for note in &report.notes {
+        out += &format!("note: {note}\n");
+    }
+    let s = &report.summary;
+    out += &format!(
+        "total: images {}, tags {verb} {}, bytes uploaded {}, blobs mounted {}, blobs skipped {}, signatures uploaded {}, retries {}, failures {}\n",
+        s.images,
+        s.tags_pushed,
+        bytes(s.bytes_uploaded),
+        s.blobs_mounted,
+        s.blobs_skipped,
+        s.signatures_uploaded,
+        s.retries,
+        s.failures
+    );
+    out
+}
+
+fn bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+/// One bar per registry (images) and one overall (bytes).
+#[derive(Default)]
+struct Bars {
+    multi: MultiProgress,
+    state: Mutex<BarState>,
+}
+
+#[derive(Default)]
+struct BarState {
+    overall: Option<ProgressBar>,
+    registries: BTreeMap<String, ProgressBar>,
+}
+
+impl Bars {
+    fn clear(&self) {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for bar in state.registries.values().chain(&state.overall) {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for Bars {
+    fn event(&self, event: Event) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            Event::RegistryStarted {
+                registry,
+                images,
+                bytes,
+            } => {
+                let overall = state.overall.get_or_insert_with(|| {
+                    let bar = self.multi.add(ProgressBar::new(0));
+                    bar.set_style(
+                        ProgressStyle::with_template("{msg:30} {bar:30} {bytes}/{total_bytes}")
+                            .expect("valid template"),
+                    );
+                    bar.set_message("all registries");
+                    bar
+                });
+                overall.inc_length(bytes);
+                let bar = self.multi.add(ProgressBar::new(images as u64));
+                bar.set_style(
+                    ProgressStyle::with_template("{msg:30} {bar:30} {pos}/{len} images")
+                        .expect("valid template"),
+                );
+                bar.set_message(registry.clone());
+                state.registries.insert(registry, bar);
+            }
+            Event::BlobDone { bytes, .. } => {
+                if let Some(bar) = &state.overall {
+                    bar.inc(bytes);
+                }
+            }
+            Event::ImageDone { registry, .. } => {
+                if let Some(bar) = state.registries.get(&registry) {
+                    bar.inc(1);
+                }
+            }
+            Event::MirrorStarted { mirror, images } => {
+                let bar = self.multi.add(ProgressBar::new(images as u64));
+                bar.set_style(
+                    ProgressStyle::with_template("{msg:30} {bar:30} {pos}/{len} images")
+                        .expect("valid template"),
+                );
+                bar.set_message(mirror.clone());
+                state.registries.insert(mirror, bar);
+            }
+            Event::MirrorImageDone { mirror, .. } => {
+                if let Some(bar) = state.registries.get(&mirror) {
+                    bar.inc(1);
+                }
+            }
+        }
+    }
+}

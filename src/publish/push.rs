@@ -1,0 +1,482 @@
+//! Owns: pushing release images to registry destinations, in parallel and
+//! resumably. Per image and destination: every blob first (HEAD: skip what
+//! the repository has; mount from another repository of the same registry
+//! that holds it; upload otherwise, streamed in constant memory), then the
+//! child manifests by digest and the root under each tag as their exact
+//! bytes, then a read-back: the digest the registry serves for each tag
+//! must be ours, or the image fails. Every call goes through the retry
+//! engine (one budget per registry host). A failed image is reported and
+//! does not stop the others.
+//!
+//! Concurrency: `jobs` worker threads take (destination, image) pairs from
+//! one queue; each worker keeps one client per registry host. Uploads of
+//! one blob to several repositories of a host are single-flight: the first
+//! uploads, the others wait and mount from it.
+//!
+//! Must not: check signatures (the gate did) or draw progress (events).
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+
+use super::classify::OpError;
+use super::journal::{Entry, Journal};
+use super::release::ReleaseImage;
+use super::report::{Counters, Event, Observer};
+use super::retry::{retry, Budget, Policy};
+use crate::oci::descriptor::Descriptor;
+use crate::oci::digest::Digest;
+use crate::registry::RegistryClient;
+
+/// A registry namespace to publish into: `host[:port]/namespace`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Destination {
+    pub host: String,
+    pub namespace: String,
+}
+
+impl Destination {
+    /// Parses `HOST[:PORT]/NAMESPACE`.
+    pub fn parse(text: &str) -> anyhow::Result<Destination> {
+        let (host, namespace) = crate::registry::split_repository(text.trim_end_matches('/'))?;
+        Ok(Destination { host, namespace })
+    }
+
+    /// The repository of image `name` (`stagex/core-busybox`).
+    pub fn repository(&self, name: &str) -> String {
+        format!("{}/{name}", self.namespace)
+    }
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.host, self.namespace)
+    }
+}
+
+/// Where a blob is known to live on one registry host, and which blobs are
+/// being uploaded right now (single flight).
+#[derive(Default)]
+pub struct Holders {
+    map: Mutex<HashMap<Digest, Slot>>,
+    changed: Condvar,
+}
+
+enum Slot {
+    InFlight,
+    Held(Vec<String>),
+}
+
+/// What a worker should do about a blob its repository lacks.
+enum Claim {
+    /// Nobody has it: upload it, then call `finish`.
+    Upload,
+    /// These repositories hold it: mount.
+    MountFrom(Vec<String>),
+}
+
+impl Holders {
+    /// Records that `repo` holds `digest`.
+    pub fn add(&self, digest: &Digest, repo: &str) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(digest) {
+            Some(Slot::Held(repos)) => {
+                if !repos.iter().any(|r| r == repo) {
+                    repos.push(repo.to_string());
+                }
+            }
+            _ => {
+                map.insert(digest.clone(), Slot::Held(vec![repo.to_string()]));
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// Repositories known to hold `digest` (none while in flight).
+    pub fn known(&self, digest: &Digest) -> Vec<String> {
+        match self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+        {
+            Some(Slot::Held(repos)) => repos.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn claim(&self, digest: &Digest, repo: &str) -> Claim {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match map.get(digest) {
+                None => {
+                    map.insert(digest.clone(), Slot::InFlight);
+                    return Claim::Upload;
+                }
+                Some(Slot::Held(repos)) => {
+                    return Claim::MountFrom(repos.iter().filter(|r| *r != repo).cloned().collect())
+                }
+                Some(Slot::InFlight) => {
+                    map = self.changed.wait(map).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        }
+    }
+
+    /// Ends an `Upload` claim: `Some(repo)` now holds it, `None` failed.
+    fn finish(&self, digest: &Digest, holder: Option<&str>) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        match holder {
+            Some(repo) => {
+                map.insert(digest.clone(), Slot::Held(vec![repo.to_string()]));
+            }
+            None => {
+                map.remove(digest);
+            }
+        }
+        self.changed.notify_all();
+    }
+}
+
+/// Shared state of one registry host.
+pub struct Host {
+    pub budget: Budget,
+    pub holders: Holders,
+}
+
+/// Everything the workers share.
+pub struct Run<'a> {
+    pub images: &'a [ReleaseImage],
+    pub destinations: &'a [Destination],
+    /// Tags per image (index into `images`).
+    pub tags: &'a [Vec<String>],
+    pub journal: &'a Journal,
+    pub observer: &'a dyn Observer,
+    pub hosts: BTreeMap<String, Host>,
+    /// Per destination (same order).
+    pub counters: Vec<Counters>,
+}
+
+impl<'a> Run<'a> {
+    pub fn new(
+        images: &'a [ReleaseImage],
+        destinations: &'a [Destination],
+        tags: &'a [Vec<String>],
+        journal: &'a Journal,
+        observer: &'a dyn Observer,
+        policy: Policy,
+    ) -> Run<'a> {
+        let mut hosts = BTreeMap::new();
+        for d in destinations {
+            hosts.entry(d.host.clone()).or_insert_with(|| Host {
+                budget: Budget::new(policy),
+                holders: Holders::default(),
+            });
+        }
+        // What earlier runs pushed is a mount source for new repositories.
+        for (host, state) in &hosts {
+            for (repo, digest) in journal.manifests_on(host) {
+                for image in images
+                    .iter()
+                    .filter(|i| i.root.digest.to_string() == digest)
+                {
+                    for blob in &image.blobs {
+                        state.holders.add(&blob.digest, &repo);
+                    }
+                }
+            }
+        }
+        Run {
+            images,
+            destinations,
+            tags,
+            journal,
+            observer,
+            hosts,
+            counters: destinations.iter().map(|_| Counters::default()).collect(),
+        }
+    }
+
+    pub(crate) fn host(&self, dest: &Destination) -> &Host {
+        &self.hosts[&dest.host]
+    }
+
+    /// True when the journal has every tag of `image` on `dest`.
+    pub(crate) fn journaled(&self, dest: &Destination, image: usize) -> bool {
+        let repo = dest.repository(&self.images[image].name);
+        let digest = self.images[image].root.digest.to_string();
+        self.tags[image].iter().all(|tag| {
+            self.journal.contains(&Entry {
+                registry: dest.host.clone(),
+                repository: repo.clone(),
+                digest: digest.clone(),
+                tag: tag.clone(),
+            })
+        })
+    }
+}
+
+/// Runs `op` under the host's retry budget; the error text names what
+/// failed and why the engine stopped.
+pub(crate) fn call<T>(host: &Host, mut op: impl FnMut() -> anyhow::Result<T>) -> Result<T, String> {
+    retry(&host.budget, || op().map_err(OpError::from)).map_err(|e| e.to_string())
+}
+
+/// Clients of one worker thread, one per registry host.
+#[derive(Default)]
+pub(crate) struct Clients(HashMap<String, RegistryClient>);
+
+impl Clients {
+    pub(crate) fn get(&mut self, host: &str) -> Result<&RegistryClient, String> {
+        if !self.0.contains_key(host) {
+            let client = RegistryClient::new(host).map_err(|e| format!("{e:#}"))?;
+            self.0.insert(host.to_string(), client);
+        }
+        Ok(&self.0[host])
+    }
+}
+
+/// Runs `f(clients, destination, image)` for every pair on `jobs` worker
+/// threads, in phases: phase N holds the N-th destination of every host,
+/// so the first namespace of a registry gets the uploads and the next ones
+/// (a phase later) mount from it, every time, while different registries
+/// are pushed side by side.
+pub(crate) fn for_each_pair(
+    run: &Run<'_>,
+    jobs: usize,
+    f: impl Fn(&mut Clients, usize, usize) + Sync,
+) {
+    let mut rank = vec![0usize; run.destinations.len()];
+    for (d, dest) in run.destinations.iter().enumerate() {
+        rank[d] = run.destinations[..d]
+            .iter()
+            .filter(|o| o.host == dest.host)
+            .count();
+    }
+    let phases = rank.iter().max().map_or(0, |m| m + 1);
+    for phase in 0..phases {
+        let work: Vec<(usize, usize)> = (0..run.images.len())
+            .flat_map(|i| {
+                let rank = &rank;
+                (0..run.destinations.len())
+                    .filter(move |&d| rank[d] == phase)
+                    .map(move |d| (d, i))
+            })
+            .collect();
+        let next = AtomicUsize::new(0);
+        let workers = jobs.clamp(1, work.len().max(1));
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    let mut clients = Clients::default();
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&(d, i)) = work.get(n) else { break };
+                        f(&mut clients, d, i);
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// Pushes every image to every destination with `jobs` workers.
+pub fn push_all(run: &Run<'_>, jobs: usize) {
+    for dest in run.destinations {
+        run.observer.event(Event::RegistryStarted {
+            registry: dest.to_string(),
+            images: run.images.len(),
+            bytes: run.images.iter().map(ReleaseImage::blob_bytes).sum(),
+        });
+    }
+    for_each_pair(run, jobs, |clients, d, i| push_one(run, clients, d, i));
+}
+
+fn push_one(run: &Run<'_>, clients: &mut Clients, d: usize, i: usize) {
+    let dest = &run.destinations[d];
+    let image = &run.images[i];
+    let counters = &run.counters[d];
+    Counters::add(&counters.images, 1);
+    let result = if run.journaled(dest, i) {
+        Counters::add(&counters.images_journaled, 1);
+        Ok(())
+    } else {
+        clients
+            .get(&dest.host)
+            .and_then(|client| push_image(run, client, dest, counters, image, &run.tags[i]))
+    };
+    let ok = result.is_ok();
+    if let Err(error) = result {
+        counters.fail(&image.name, error);
+    }
+    run.observer.event(Event::ImageDone {
+        registry: dest.to_string(),
+        image: image.name.clone(),
+        ok,
+    });
+}
+
+/// One image to one destination.
+fn push_image(
+    run: &Run<'_>,
+    client: &RegistryClient,
+    dest: &Destination,
+    counters: &Counters,
+    image: &ReleaseImage,
+    tags: &[String],
+) -> Result<(), String> {
+    let host = run.host(dest);
+    let repo = dest.repository(&image.name);
+    for blob in &image.blobs {
+        push_blob(run, client, host, dest, &repo, counters, image, blob)
+            .map_err(|e| format!("blob {}: {e}", blob.digest))?;
+    }
+    let (children, root) = image.manifests.split_at(image.manifests.len() - 1);
+    for child in children {
+        let bytes = image
+            .layout
+            .read_blob(&child.digest)
+            .map_err(|e| format!("{e:#}"))?;
+        call(host, || {
+            client.push_manifest(&repo, &child.digest.to_string(), &bytes, &child.media_type)
+        })?;
+        Counters::add(&counters.manifests_pushed, 1);
+    }
+    let root = &root[0];
+    let bytes = image
+        .layout
+        .read_blob(&root.digest)
+        .map_err(|e| format!("{e:#}"))?;
+    for tag in tags {
+        if served_digest(client, host, &repo, tag).as_ref() == Some(&root.digest) {
+            Counters::add(&counters.tags_present, 1);
+        } else {
+            call(host, || {
+                client.push_manifest(&repo, tag, &bytes, &root.media_type)
+            })?;
+            Counters::add(&counters.tags_pushed, 1);
+            match served_digest(client, host, &repo, tag) {
+                Some(got) if got == root.digest => {}
+                got => {
+                    return Err(format!(
+                        "{}/{repo}:{tag}: the registry serves {} after the push, ours is {} (a registry or proxy rewrote the manifest)",
+                        dest.host,
+                        got.map_or("nothing".to_string(), |d| d.to_string()),
+                        root.digest
+                    ))
+                }
+            }
+        }
+        run.journal.record(Entry {
+            registry: dest.host.clone(),
+            repository: repo.clone(),
+            digest: root.digest.to_string(),
+            tag: tag.clone(),
+        });
+    }
+    for blob in &image.blobs {
+        host.holders.add(&blob.digest, &repo);
+    }
+    Ok(())
+}
+
+/// The digest of what the registry serves for `repo:tag` (None when
+/// absent or unreadable after retries).
+pub(crate) fn served_digest(
+    client: &RegistryClient,
+    host: &Host,
+    repo: &str,
+    tag: &str,
+) -> Option<Digest> {
+    call(host, || client.pull_manifest(repo, tag))
+        .ok()
+        .map(|(_, digest)| digest)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn push_blob(
+    run: &Run<'_>,
+    client: &RegistryClient,
+    host: &Host,
+    dest: &Destination,
+    repo: &str,
+    counters: &Counters,
+    image: &ReleaseImage,
+    blob: &Descriptor,
+) -> Result<(), String> {
+    let done = |uploaded: bool| {
+        run.observer.event(Event::BlobDone {
+            registry: dest.to_string(),
+            bytes: blob.size,
+            uploaded,
+        })
+    };
+    if call(host, || client.blob_exists(repo, &blob.digest))? {
+        Counters::add(&counters.blobs_skipped, 1);
+        host.holders.add(&blob.digest, repo);
+        done(false);
+        return Ok(());
+    }
+    let sources = match host.holders.claim(&blob.digest, repo) {
+        Claim::MountFrom(sources) => sources,
+        Claim::Upload => {
+            let result = call(host, || client.upload_blob(repo, blob, &image.layout, None));
+            host.holders
+                .finish(&blob.digest, result.as_ref().ok().map(|_| repo));
+            result?;
+            Counters::add(&counters.blobs_uploaded, 1);
+            Counters::add(&counters.bytes_uploaded, blob.size);
+            done(true);
+            return Ok(());
+        }
+    };
+    for from in &sources {
+        if call(host, || client.mount_blob(repo, from, &blob.digest))? {
+            Counters::add(&counters.blobs_mounted, 1);
+            Counters::add(&counters.bytes_mounted, blob.size);
+            host.holders.add(&blob.digest, repo);
+            done(false);
+            return Ok(());
+        }
+    }
+    // Not mountable (a 202, or another token scope): upload.
+    call(host, || client.upload_blob(repo, blob, &image.layout, None))?;
+    Counters::add(&counters.blobs_uploaded, 1);
+    Counters::add(&counters.bytes_uploaded, blob.size);
+    host.holders.add(&blob.digest, repo);
+    done(true);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_parse_and_name_repositories() {
+        let d = Destination::parse("127.0.0.1:5000/stagex/").unwrap();
+        assert_eq!(d.host, "127.0.0.1:5000");
+        assert_eq!(d.repository("core-x"), "stagex/core-x");
+        assert_eq!(d.to_string(), "127.0.0.1:5000/stagex");
+        assert!(Destination::parse("stagex").is_err());
+    }
+
+    #[test]
+    fn one_upload_per_blob_others_mount() {
+        let holders = Holders::default();
+        let d = Digest::of_bytes(b"layer");
+        assert!(matches!(holders.claim(&d, "ns/a"), Claim::Upload));
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| holders.claim(&d, "ns/b"));
+            holders.finish(&d, Some("ns/a"));
+            match waiter.join().unwrap() {
+                Claim::MountFrom(from) => assert_eq!(from, vec!["ns/a".to_string()]),
+                Claim::Upload => panic!("the waiter must mount"),
+            }
+        });
+        // A failed upload lets the next claimant upload.
+        let e = Digest::of_bytes(b"other");
+        assert!(matches!(holders.claim(&e, "ns/a"), Claim::Upload));
+        holders.finish(&e, None);
+        assert!(matches!(holders.claim(&e, "ns/b"), Claim::Upload));
+    }
+}

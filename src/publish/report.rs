@@ -1,0 +1,202 @@
+//! Owns: what a publish run tells its caller: progress EVENTS while it
+//! runs (the CLI draws bars from them; the library draws nothing) and the
+//! final report, per registry and per mirror, with the totals the release
+//! manager reads (images, tags, bytes uploaded, blobs mounted and skipped,
+//! signatures uploaded, retries, failures). Serializable for `--json`.
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// Something that happened during a run.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// Work on `registry` (a destination, `host/namespace`) starts.
+    RegistryStarted {
+        registry: String,
+        images: usize,
+        bytes: u64,
+    },
+    /// Bytes of one blob reached the registry (uploaded, mounted or found).
+    BlobDone {
+        registry: String,
+        bytes: u64,
+        uploaded: bool,
+    },
+    ImageDone {
+        registry: String,
+        image: String,
+        ok: bool,
+    },
+    MirrorStarted {
+        mirror: String,
+        images: usize,
+    },
+    MirrorImageDone {
+        mirror: String,
+        image: String,
+    },
+}
+
+/// Receives events (from several worker threads).
+pub trait Observer: Sync {
+    fn event(&self, event: Event);
+}
+
+/// Drops every event.
+pub struct Silent;
+
+impl Observer for Silent {
+    fn event(&self, _: Event) {}
+}
+
+/// One image that failed on one registry or mirror.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Failed {
+    pub image: String,
+    pub error: String,
+}
+
+/// Counts for one registry destination.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct RegistryReport {
+    /// `host/namespace`.
+    pub registry: String,
+    pub images: u64,
+    /// Images not asked about again: the journal has every tag.
+    pub images_journaled: u64,
+    pub tags_pushed: u64,
+    pub tags_present: u64,
+    pub manifests_pushed: u64,
+    pub blobs_uploaded: u64,
+    pub bytes_uploaded: u64,
+    pub blobs_mounted: u64,
+    pub bytes_mounted: u64,
+    pub blobs_skipped: u64,
+    pub retries: u64,
+    pub failed: Vec<Failed>,
+}
+
+/// Counts for one signature mirror.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct MirrorReport {
+    pub mirror: String,
+    pub images: u64,
+    pub signatures_uploaded: u64,
+    pub signatures_present: u64,
+    pub failed: Vec<Failed>,
+}
+
+/// Totals over every registry and mirror.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    pub images: u64,
+    pub tags_pushed: u64,
+    pub tags_present: u64,
+    pub bytes_uploaded: u64,
+    pub blobs_uploaded: u64,
+    pub blobs_mounted: u64,
+    pub blobs_skipped: u64,
+    pub signatures_uploaded: u64,
+    pub retries: u64,
+    pub failures: u64,
+}
+
+/// The whole run.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct PublishReport {
+    pub release: Option<String>,
+    pub dry_run: bool,
+    pub registries: Vec<RegistryReport>,
+    pub mirrors: Vec<MirrorReport>,
+    pub summary: Summary,
+    /// Notes worth reading (an ignored journal, ...).
+    pub notes: Vec<String>,
+}
+
+impl PublishReport {
+    /// Fills `summary` from the per-registry and per-mirror reports.
+    pub fn total(&mut self, images: u64) {
+        let r = &self.registries;
+        let sum = |f: fn(&RegistryReport) -> u64| r.iter().map(f).sum::<u64>();
+        self.summary = Summary {
+            images,
+            tags_pushed: sum(|r| r.tags_pushed),
+            tags_present: sum(|r| r.tags_present),
+            bytes_uploaded: sum(|r| r.bytes_uploaded),
+            blobs_uploaded: sum(|r| r.blobs_uploaded),
+            blobs_mounted: sum(|r| r.blobs_mounted),
+            blobs_skipped: sum(|r| r.blobs_skipped),
+            signatures_uploaded: self.mirrors.iter().map(|m| m.signatures_uploaded).sum(),
+            retries: sum(|r| r.retries),
+            failures: sum(|r| r.failed.len() as u64)
+                + self
+                    .mirrors
+                    .iter()
+                    .map(|m| m.failed.len() as u64)
+                    .sum::<u64>(),
+        };
+    }
+
+    pub fn ok(&self) -> bool {
+        self.summary.failures == 0
+    }
+}
+
+/// Counters workers add to while a registry is pushed.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub images: AtomicU64,
+    pub images_journaled: AtomicU64,
+    pub tags_pushed: AtomicU64,
+    pub tags_present: AtomicU64,
+    pub manifests_pushed: AtomicU64,
+    pub blobs_uploaded: AtomicU64,
+    pub bytes_uploaded: AtomicU64,
+    pub blobs_mounted: AtomicU64,
+    pub bytes_mounted: AtomicU64,
+    pub blobs_skipped: AtomicU64,
+    pub failed: Mutex<Vec<Failed>>,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn fail(&self, image: &str, error: String) {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Failed {
+                image: image.to_string(),
+                error,
+            });
+    }
+
+    /// The report of `registry` (retries come from its budget).
+    pub fn report(&self, registry: &str, retries: u64) -> RegistryReport {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        failed.sort_by(|a, b| a.image.cmp(&b.image));
+        RegistryReport {
+            registry: registry.to_string(),
+            images: get(&self.images),
+            images_journaled: get(&self.images_journaled),
+            tags_pushed: get(&self.tags_pushed),
+            tags_present: get(&self.tags_present),
+            manifests_pushed: get(&self.manifests_pushed),
+            blobs_uploaded: get(&self.blobs_uploaded),
+            bytes_uploaded: get(&self.bytes_uploaded),
+            blobs_mounted: get(&self.blobs_mounted),
+            bytes_mounted: get(&self.bytes_mounted),
+            blobs_skipped: get(&self.blobs_skipped),
+            retries,
+            failed,
+        }
+    }
+}

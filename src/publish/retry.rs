@@ -1,0 +1,402 @@
+//! Owns: WHEN and HOW LONG to wait before retrying one registry operation.
+//! Exponential backoff with jitter for transient failures (5xx, resets,
+//! timeouts), `Retry-After` honoured for 429, and a budget SHARED by every
+//! worker talking to one registry: a 429 pauses the whole registry (not just
+//! the request that got it), the pause grows while 429s keep coming and
+//! resets after a success, and a registry-wide cap on retries stops a run
+//! from hammering a broken server forever.
+//!
+//! Must not: know about HTTP, registries or images. Errors are classified
+//! by the caller through [`Classify`]; the only I/O is the sleep in
+//! [`retry`].
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// What kind of failure an operation had.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Retrying cannot help (401, 404, bad digest, local I/O, ...).
+    Permanent,
+    /// 5xx, a reset connection, a timeout: retry after a backoff.
+    Transient,
+    /// 429: retry after `retry_after` if the server said, else after the
+    /// registry-wide backoff.
+    RateLimited { retry_after: Option<Duration> },
+}
+
+/// Implemented by the error types operations return.
+pub trait Classify {
+    fn failure(&self) -> Failure;
+}
+
+/// How retries are spaced and capped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Attempts per operation, the first included.
+    pub max_attempts: u32,
+    /// Backoff before the first retry (doubles each time).
+    pub base: Duration,
+    /// Longest backoff we choose ourselves.
+    pub max_delay: Duration,
+    /// Longest `Retry-After` we accept; a longer one fails the operation
+    /// (re-run later: the run is resumable).
+    pub max_retry_after: Duration,
+    /// Retries allowed per registry over the whole run.
+    pub registry_budget: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_attempts: 8,
+            base: Duration::from_millis(500),
+            max_delay: Duration::from_secs(60),
+            max_retry_after: Duration::from_secs(600),
+            registry_budget: 1000,
+        }
+    }
+}
+
+impl Policy {
+    /// Backoff before retry number `attempt` (1 = first retry): `base *
+    /// 2^(attempt-1)`, capped, scaled by `jitter` in [0, 1) into the upper
+    /// half of the interval ("equal jitter": never less than half the
+    /// backoff, so retries stay spaced, yet workers do not retry in step).
+    pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
+        let exp = attempt.saturating_sub(1).min(30);
+        let full = self.base.saturating_mul(1u32 << exp).min(self.max_delay);
+        full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// What to do after a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Wait this long (the registry-wide pause included), then try again.
+    Retry(Duration),
+    /// Stop: why.
+    GiveUp(GiveUp),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GiveUp {
+    Permanent,
+    AttemptsExhausted,
+    BudgetExhausted,
+    RetryAfterTooLong(Duration),
+}
+
+#[derive(Debug)]
+struct State {
+    retries_left: u32,
+    retries: u64,
+    paused_until: Option<Instant>,
+    /// 429s without Retry-After since the last success.
+    rate_streak: u32,
+}
+
+/// The retry state shared by every worker of one registry.
+#[derive(Debug)]
+pub struct Budget {
+    policy: Policy,
+    state: Mutex<State>,
+}
+
+impl Budget {
+    pub fn new(policy: Policy) -> Budget {
+        Budget {
+            state: Mutex::new(State {
+                retries_left: policy.registry_budget,
+                retries: 0,
+                paused_until: None,
+                rate_streak: 0,
+            }),
+            policy,
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Retries granted so far (for the report).
+    pub fn retries(&self) -> u64 {
+        self.lock().retries
+    }
+
+    /// How long to wait at `now` before sending anything to this registry
+    /// (a 429 paused it).
+    pub fn pause_left(&self, now: Instant) -> Duration {
+        self.lock()
+            .paused_until
+            .map_or(Duration::ZERO, |until| until.saturating_duration_since(now))
+    }
+
+    /// A success: the rate-limit backoff starts over.
+    pub fn on_success(&self) {
+        self.lock().rate_streak = 0;
+    }
+
+    /// Decides after the `attempt`-th try (1-based) failed with `failure`
+    /// at `now`; `jitter` in [0, 1). Pure apart from the shared state.
+    pub fn on_failure(
+        &self,
+        failure: Failure,
+        attempt: u32,
+        now: Instant,
+        jitter: f64,
+    ) -> Decision {
+        let policy = self.policy;
+        let mut state = self.lock();
+        let delay = match failure {
+            Failure::Permanent => return Decision::GiveUp(GiveUp::Permanent),
+            Failure::Transient => policy.backoff(attempt, jitter),
+            Failure::RateLimited {
+                retry_after: Some(after),
+            } => {
+                if after > policy.max_retry_after {
+                    return Decision::GiveUp(GiveUp::RetryAfterTooLong(after));
+                }
+                after
+            }
+            Failure::RateLimited { retry_after: None } => {
+                state.rate_streak += 1;
+                policy.backoff(state.rate_streak, jitter)
+            }
+        };
+        if attempt >= policy.max_attempts {
+            return Decision::GiveUp(GiveUp::AttemptsExhausted);
+        }
+        if state.retries_left == 0 {
+            return Decision::GiveUp(GiveUp::BudgetExhausted);
+        }
+        state.retries_left -= 1;
+        state.retries += 1;
+        let resume = now + delay;
+        if matches!(failure, Failure::RateLimited { .. }) {
+            // Everyone waits, not only this request.
+            state.paused_until = Some(state.paused_until.map_or(resume, |u| u.max(resume)));
+        }
+        let pause = state
+            .paused_until
+            .map_or(Duration::ZERO, |u| u.saturating_duration_since(now));
+        Decision::Retry(delay.max(pause))
+    }
+}
+
+/// An operation that failed for good, with what the retry engine decided.
+#[derive(Debug)]
+pub struct Exhausted<E> {
+    pub error: E,
+    pub attempts: u32,
+    pub reason: GiveUp,
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for Exhausted<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.reason {
+            GiveUp::Permanent => write!(f, "{}", self.error),
+            GiveUp::AttemptsExhausted => write!(
+                f,
+                "{} (gave up after {} attempts; re-run to resume)",
+                self.error, self.attempts
+            ),
+            GiveUp::BudgetExhausted => write!(
+                f,
+                "{} (the registry's retry budget for this run is spent; re-run later to resume)",
+                self.error
+            ),
+            GiveUp::RetryAfterTooLong(d) => write!(
+                f,
+                "{} (the registry asks to wait {}s; re-run later to resume)",
+                self.error,
+                d.as_secs()
+            ),
+        }
+    }
+}
+
+/// Runs `op` until it succeeds or the budget says stop, sleeping between
+/// attempts (and first while the registry is paused by a 429).
+pub fn retry<T, E: Classify>(
+    budget: &Budget,
+    mut op: impl FnMut() -> Result<T, E>,
+) -> Result<T, Exhausted<E>> {
+    let mut attempt = 1;
+    loop {
+        let pause = budget.pause_left(Instant::now());
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
+        match op() {
+            Ok(value) => {
+                budget.on_success();
+                return Ok(value);
+            }
+            Err(error) => {
+                let failure = error.failure();
+                match budget.on_failure(failure, attempt, Instant::now(), fastrand::f64()) {
+                    Decision::Retry(delay) => std::thread::sleep(delay),
+                    Decision::GiveUp(reason) => {
+                        return Err(Exhausted {
+                            error,
+                            attempts: attempt,
+                            reason,
+                        })
+                    }
+                }
+                attempt += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            max_attempts: 4,
+            base: Duration::from_millis(100),
+            max_delay: Duration::from_millis(1000),
+            max_retry_after: Duration::from_secs(60),
+            registry_budget: 5,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_is_capped_and_jittered_into_the_upper_half() {
+        let p = policy();
+        assert_eq!(p.backoff(1, 0.0), Duration::from_millis(50));
+        assert_eq!(p.backoff(1, 1.0), Duration::from_millis(100));
+        assert_eq!(p.backoff(2, 1.0), Duration::from_millis(200));
+        assert_eq!(p.backoff(3, 0.5), Duration::from_millis(300));
+        assert_eq!(p.backoff(10, 1.0), Duration::from_millis(1000));
+        assert_eq!(p.backoff(100, 1.0), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn permanent_failures_are_not_retried_and_attempts_are_capped() {
+        let b = Budget::new(policy());
+        let now = Instant::now();
+        assert_eq!(
+            b.on_failure(Failure::Permanent, 1, now, 0.0),
+            Decision::GiveUp(GiveUp::Permanent)
+        );
+        assert!(matches!(
+            b.on_failure(Failure::Transient, 3, now, 0.0),
+            Decision::Retry(_)
+        ));
+        assert_eq!(
+            b.on_failure(Failure::Transient, 4, now, 0.0),
+            Decision::GiveUp(GiveUp::AttemptsExhausted)
+        );
+        assert_eq!(b.retries(), 1);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_and_pauses_the_whole_registry() {
+        let b = Budget::new(policy());
+        let now = Instant::now();
+        let after = Duration::from_secs(3);
+        assert_eq!(
+            b.on_failure(
+                Failure::RateLimited {
+                    retry_after: Some(after)
+                },
+                1,
+                now,
+                0.9
+            ),
+            Decision::Retry(after)
+        );
+        assert_eq!(b.pause_left(now), after);
+        // Another worker's transient failure waits for the pause too.
+        assert_eq!(
+            b.on_failure(Failure::Transient, 1, now, 0.0),
+            Decision::Retry(after)
+        );
+        assert_eq!(
+            b.on_failure(
+                Failure::RateLimited {
+                    retry_after: Some(Duration::from_secs(3600))
+                },
+                1,
+                now,
+                0.0
+            ),
+            Decision::GiveUp(GiveUp::RetryAfterTooLong(Duration::from_secs(3600)))
+        );
+    }
+
+    #[test]
+    fn rate_limits_without_retry_after_back_off_on_a_shared_streak() {
+        let b = Budget::new(policy());
+        let now = Instant::now();
+        let limited = Failure::RateLimited { retry_after: None };
+        // Three workers each get their first 429: the pause grows anyway.
+        let d1 = b.on_failure(limited, 1, now, 1.0);
+        let d2 = b.on_failure(limited, 1, now, 1.0);
+        let d3 = b.on_failure(limited, 1, now, 1.0);
+        assert_eq!(d1, Decision::Retry(Duration::from_millis(100)));
+        assert_eq!(d2, Decision::Retry(Duration::from_millis(200)));
+        assert_eq!(d3, Decision::Retry(Duration::from_millis(400)));
+        b.on_success();
+        assert_eq!(
+            b.on_failure(limited, 1, now + Duration::from_secs(1), 1.0),
+            Decision::Retry(Duration::from_millis(100))
+        );
+    }
+
+    #[test]
+    fn the_registry_budget_is_shared_and_finite() {
+        let b = Budget::new(policy());
+        let now = Instant::now();
+        for _ in 0..5 {
+            assert!(matches!(
+                b.on_failure(Failure::Transient, 1, now, 0.0),
+                Decision::Retry(_)
+            ));
+        }
+        assert_eq!(
+            b.on_failure(Failure::Transient, 1, now, 0.0),
+            Decision::GiveUp(GiveUp::BudgetExhausted)
+        );
+        assert_eq!(b.retries(), 5);
+    }
+
+    #[derive(Debug)]
+    struct E(Failure);
+    impl Classify for E {
+        fn failure(&self) -> Failure {
+            self.0
+        }
+    }
+
+    #[test]
+    fn retry_runs_until_success_and_counts() {
+        let b = Budget::new(Policy {
+            base: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            ..policy()
+        });
+        let mut calls = 0;
+        let got = retry(&b, || {
+            calls += 1;
+            if calls < 3 {
+                Err(E(Failure::Transient))
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(got.unwrap(), 3);
+        assert_eq!(b.retries(), 2);
+        let err = retry(&b, || Err::<(), _>(E(Failure::Permanent))).unwrap_err();
+        assert_eq!((err.attempts, err.reason), (1, GiveUp::Permanent));
+    }
+}
