@@ -1,24 +1,60 @@
-//! Registry credentials: `auths` entries of the docker/podman auth files
-//! (`$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`,
-//! `$DOCKER_CONFIG/config.json`, `~/.docker/config.json`), base64
-//! `user:pass`. Anonymous when none matches. Credential helpers are not run.
+//! Owns: finding registry credentials the way container users keep them,
+//! first match wins:
+//! 1. `$STAGEX_REGISTRY_USER` / `$STAGEX_REGISTRY_PASSWORD` (CI), for the
+//!    hosts listed in `$STAGEX_REGISTRY_HOSTS` (comma-separated), or for
+//!    every host when that variable is unset;
+//! 2. the auth files, in order `$REGISTRY_AUTH_FILE`,
+//!    `$XDG_RUNTIME_DIR/containers/auth.json`, `$DOCKER_CONFIG/config.json`,
+//!    `~/.docker/config.json`; in each, `credHelpers[host]`, then
+//!    `auths[host].auth` (base64 `user:pass`), then `credsStore`. A helper
+//!    is the program `docker-credential-<name>` from PATH, run as `get`
+//!    with the host on stdin (the docker credential-helper protocol),
+//!    under a timeout.
+//!
+//! Anonymous when nothing matches. Must not: print or log a secret.
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use base64::Engine;
 use serde::Deserialize;
 
+/// CI credentials.
+pub const USER_ENV: &str = "STAGEX_REGISTRY_USER";
+pub const PASSWORD_ENV: &str = "STAGEX_REGISTRY_PASSWORD";
+/// Limits the CI credentials to these hosts.
+pub const HOSTS_ENV: &str = "STAGEX_REGISTRY_HOSTS";
+
+/// Longest a credential helper may take.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
 struct AuthFile {
     #[serde(default)]
     auths: BTreeMap<String, AuthEntry>,
+    #[serde(default)]
+    cred_helpers: BTreeMap<String, String>,
+    #[serde(default)]
+    creds_store: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 struct AuthEntry {
     #[serde(default)]
     auth: Option<String>,
+}
+
+/// What a helper answers.
+#[derive(Deserialize)]
+struct HelperAnswer {
+    #[serde(rename = "Username")]
+    username: String,
+    #[serde(rename = "Secret")]
+    secret: String,
 }
 
 /// The auth files searched, first match wins.
@@ -48,9 +84,21 @@ fn key_host(key: &str) -> &str {
     key.split('/').next().unwrap_or(key)
 }
 
-/// Finds `(user, password)` for `host` in auth file `text`.
-pub fn find_in(text: &str, host: &str) -> Result<Option<(String, String)>> {
+/// Where to get the credentials of `host` from one auth file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Source {
+    Basic(String, String),
+    /// `docker-credential-<name>`.
+    Helper(String),
+}
+
+/// Finds how to get `(user, password)` for `host` in auth file `text`:
+/// `credHelpers` first, then `auths`, then `credsStore` (pure).
+pub fn source_in(text: &str, host: &str) -> Result<Option<Source>> {
     let file: AuthFile = serde_json::from_str(text).context("invalid auth file JSON")?;
+    if let Some((_, helper)) = file.cred_helpers.iter().find(|(k, _)| key_host(k) == host) {
+        return Ok(Some(Source::Helper(helper.clone())));
+    }
     for (key, entry) in &file.auths {
         if key_host(key) != host {
             continue;
@@ -64,22 +112,121 @@ pub fn find_in(text: &str, host: &str) -> Result<Option<(String, String)>> {
         let (user, pass) = decoded
             .split_once(':')
             .with_context(|| format!("auths[{key:?}].auth is not base64 of user:password"))?;
-        return Ok(Some((user.to_string(), pass.to_string())));
+        return Ok(Some(Source::Basic(user.to_string(), pass.to_string())));
     }
-    Ok(None)
+    Ok(file
+        .creds_store
+        .filter(|s| !s.is_empty())
+        .map(Source::Helper))
 }
 
-/// Credentials for `host` from the first auth file that has them.
+/// Finds `(user, password)` stored inline for `host` in auth file `text`.
+pub fn find_in(text: &str, host: &str) -> Result<Option<(String, String)>> {
+    Ok(match source_in(text, host)? {
+        Some(Source::Basic(user, pass)) => Some((user, pass)),
+        _ => None,
+    })
+}
+
+/// The CI credentials from the environment, if they apply to `host`.
+fn from_env(host: &str) -> Option<(String, String)> {
+    let user = std::env::var(USER_ENV).ok().filter(|u| !u.is_empty())?;
+    let password = std::env::var(PASSWORD_ENV).ok()?;
+    let applies = match std::env::var(HOSTS_ENV) {
+        Ok(hosts) => hosts.split(',').any(|h| h.trim() == host),
+        Err(_) => true,
+    };
+    applies.then_some((user, password))
+}
+
+/// Credentials for `host`: the environment, then the auth files.
 pub fn credentials(host: &str) -> Result<Option<(String, String)>> {
+    if let Some(found) = from_env(host) {
+        return Ok(Some(found));
+    }
     for path in auth_files() {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        if let Some(found) = find_in(&text, host).with_context(|| path.display().to_string())? {
-            return Ok(Some(found));
+        let source = source_in(&text, host).with_context(|| path.display().to_string())?;
+        match source {
+            Some(Source::Basic(user, pass)) => return Ok(Some((user, pass))),
+            Some(Source::Helper(name)) => {
+                let program = format!("docker-credential-{name}");
+                let found = run_helper(Path::new(&program), host).with_context(|| {
+                    format!(
+                        "credentials for {host} from {program} (named in {})",
+                        path.display()
+                    )
+                })?;
+                if found.is_some() {
+                    return Ok(found);
+                }
+            }
+            None => {}
         }
     }
     Ok(None)
+}
+
+/// Runs `<program> get` with `host` on stdin. `None` when the helper has
+/// no credentials for it (its "credentials not found" answer).
+pub fn run_helper(program: &Path, host: &str) -> Result<Option<(String, String)>> {
+    let mut child = Command::new(program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot run {} (install it, or remove it from the auth file)",
+                program.display()
+            )
+        })?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(host.as_bytes())?;
+    drop(stdin);
+    // The output is read on a thread so that a helper which hangs (waiting
+    // for a keyring unlock, say) fails the lookup instead of the run.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(HELPER_TIMEOUT) {
+        Ok(output) => output?,
+        Err(_) => {
+            // SAFETY: kill(2) on the pid of the child we started; it has
+            // not been reaped (the waiting thread is still blocked on it).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            bail!(
+                "{} did not answer within {}s",
+                program.display(),
+                HELPER_TIMEOUT.as_secs()
+            );
+        }
+    };
+    if !output.status.success() {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        // The protocol's own answer for "no credentials for this host".
+        if stdout.contains("credentials not found") {
+            return Ok(None);
+        }
+        bail!(
+            "{} get failed ({}): {}",
+            program.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let answer: HelperAnswer = serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "{} get: expected JSON with Username and Secret",
+            program.display()
+        )
+    })?;
+    Ok(Some((answer.username, answer.secret)))
 }
 
 #[cfg(test)]
@@ -96,5 +243,43 @@ mod tests {
         );
         assert_eq!(find_in(text, "other.example").unwrap(), None);
         assert!(find_in(r#"{"auths":{"h":{"auth":"!!"}}}"#, "h").is_err());
+    }
+
+    #[test]
+    fn helpers_come_first_then_auths_then_the_store() {
+        let text = r#"{"auths":{"a.example":{"auth":"dTpw"}},"credHelpers":{"h.example":"pass"},"credsStore":"desktop"}"#;
+        assert_eq!(
+            source_in(text, "h.example").unwrap(),
+            Some(Source::Helper("pass".into()))
+        );
+        assert_eq!(
+            source_in(text, "a.example").unwrap(),
+            Some(Source::Basic("u".into(), "p".into()))
+        );
+        assert_eq!(
+            source_in(text, "z.example").unwrap(),
+            Some(Source::Helper("desktop".into()))
+        );
+        assert_eq!(source_in("{}", "z.example").unwrap(), None);
+    }
+
+    #[test]
+    fn runs_a_credential_helper_by_the_protocol() {
+        let dir = tempfile::tempdir().unwrap();
+        let helper = dir.path().join("docker-credential-test");
+        std::fs::write(
+            &helper,
+            "#!/bin/sh\nread host\nif [ \"$1\" = get ] && [ \"$host\" = reg.example ]; then\n  echo '{\"ServerURL\":\"reg.example\",\"Username\":\"ci\",\"Secret\":\"t0k\"}'\nelse\n  echo 'credentials not found in native keychain'; exit 1\nfi\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            run_helper(&helper, "reg.example").unwrap(),
+            Some(("ci".into(), "t0k".into()))
+        );
+        assert_eq!(run_helper(&helper, "other.example").unwrap(), None);
+        let err = run_helper(&dir.path().join("missing"), "x").unwrap_err();
+        assert!(format!("{err:#}").contains("cannot run"), "{err:#}");
     }
 }
