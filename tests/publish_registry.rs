@@ -116,6 +116,11 @@ fn publishes_to_two_namespaces_mounts_the_second_and_resumes_from_the_journal() 
 
     // Nothing new: the journal answers, the registry hears nothing.
     let before = requests(&registry);
+    assert!(
+        before > 0,
+        "the registry logs its requests: {}",
+        registry.logs()
+    );
     let again = publish(root, &ns, &["--registry", &ns, "--registry", &second])
         .output()
         .unwrap();
@@ -133,6 +138,7 @@ fn publishes_to_two_namespaces_mounts_the_second_and_resumes_from_the_journal() 
     // Without the journal: HEADs only, no blob, no tag rewritten.
     let patches = |r: &Registry| r.logs().matches("\"PATCH ").count();
     let sent = patches(&registry);
+    assert!(sent > 0, "the first publish sent blob data");
     let checked = publish(
         root,
         &ns,

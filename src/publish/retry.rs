@@ -43,6 +43,10 @@ pub struct Policy {
     pub max_retry_after: Duration,
     /// Retries allowed per registry over the whole run.
     pub registry_budget: u32,
+    /// Failures in a row, over every worker, after which the registry is
+    /// taken as down: later operations fail at once instead of each
+    /// spending its own attempts (a re-run resumes).
+    pub down_after: u32,
 }
 
 impl Default for Policy {
@@ -53,6 +57,7 @@ impl Default for Policy {
             max_delay: Duration::from_secs(60),
             max_retry_after: Duration::from_secs(600),
             registry_budget: 1000,
+            down_after: 32,
         }
     }
 }
@@ -84,6 +89,7 @@ pub enum GiveUp {
     AttemptsExhausted,
     BudgetExhausted,
     RetryAfterTooLong(Duration),
+    RegistryDown,
 }
 
 #[derive(Debug)]
@@ -93,6 +99,8 @@ struct State {
     paused_until: Option<Instant>,
     /// 429s without Retry-After since the last success.
     rate_streak: u32,
+    /// Failures since the last success (any worker).
+    failures_in_row: u32,
 }
 
 /// The retry state shared by every worker of one registry.
@@ -110,6 +118,7 @@ impl Budget {
                 retries: 0,
                 paused_until: None,
                 rate_streak: 0,
+                failures_in_row: 0,
             }),
             policy,
         }
@@ -138,7 +147,9 @@ impl Budget {
 
     /// A success: the rate-limit backoff starts over.
     pub fn on_success(&self) {
-        self.lock().rate_streak = 0;
+        let mut state = self.lock();
+        state.rate_streak = 0;
+        state.failures_in_row = 0;
     }
 
     /// Decides after the `attempt`-th try (1-based) failed with `failure`
@@ -152,6 +163,13 @@ impl Budget {
     ) -> Decision {
         let policy = self.policy;
         let mut state = self.lock();
+        if failure == Failure::Permanent {
+            return Decision::GiveUp(GiveUp::Permanent);
+        }
+        state.failures_in_row += 1;
+        if state.failures_in_row > policy.down_after {
+            return Decision::GiveUp(GiveUp::RegistryDown);
+        }
         let delay = match failure {
             Failure::Permanent => return Decision::GiveUp(GiveUp::Permanent),
             Failure::Transient => policy.backoff(attempt, jitter),
@@ -210,6 +228,11 @@ impl<E: std::fmt::Display> std::fmt::Display for Exhausted<E> {
                 "{} (the registry's retry budget for this run is spent; re-run later to resume)",
                 self.error
             ),
+            GiveUp::RegistryDown => write!(
+                f,
+                "{} (the registry failed every request for a while: taken as down; re-run to resume)",
+                self.error
+            ),
             GiveUp::RetryAfterTooLong(d) => write!(
                 f,
                 "{} (the registry asks to wait {}s; re-run later to resume)",
@@ -266,6 +289,7 @@ mod tests {
             max_delay: Duration::from_millis(1000),
             max_retry_after: Duration::from_secs(60),
             registry_budget: 5,
+            down_after: 100,
         }
     }
 
@@ -372,6 +396,31 @@ mod tests {
 
     #[derive(Debug)]
     struct E(Failure);
+
+    #[test]
+    fn a_registry_failing_everything_is_taken_as_down_until_a_success() {
+        let b = Budget::new(Policy {
+            down_after: 3,
+            registry_budget: 100,
+            ..policy()
+        });
+        let now = Instant::now();
+        for _ in 0..3 {
+            assert!(matches!(
+                b.on_failure(Failure::Transient, 1, now, 0.0),
+                Decision::Retry(_)
+            ));
+        }
+        assert_eq!(
+            b.on_failure(Failure::Transient, 1, now, 0.0),
+            Decision::GiveUp(GiveUp::RegistryDown)
+        );
+        b.on_success();
+        assert!(matches!(
+            b.on_failure(Failure::Transient, 1, now, 0.0),
+            Decision::Retry(_)
+        ));
+    }
     impl Classify for E {
         fn failure(&self) -> Failure {
             self.0

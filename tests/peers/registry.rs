@@ -99,3 +99,42 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
     stream.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
+
+/// Crash and restart (for resume tests): same port, same storage.
+impl Registry {
+    /// Kills the registry as a crash would (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and storage; logs are appended.
+    pub fn restart(&mut self) {
+        let bin = tools::find("docker-registry").expect("docker-registry ran before");
+        let append = |name: &str| {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(self.dir.path().join(name))
+                .unwrap()
+        };
+        self.child = Command::new(bin)
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .stdout(Stdio::from(append("registry.log")))
+            .stderr(Stdio::from(append("registry.err")))
+            .spawn()
+            .expect("restart docker-registry");
+        self.wait_ready();
+    }
+
+    /// Blob files the registry has stored so far.
+    pub fn stored_blobs(&self) -> usize {
+        let dir = self.dir.path().join("data/docker/registry/v2/blobs/sha256");
+        walkdir::WalkDir::new(dir)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name() == "data")
+            .count()
+    }
+}
