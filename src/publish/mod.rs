@@ -11,6 +11,7 @@
 pub mod classify;
 pub mod gate;
 pub mod journal;
+pub mod mirror;
 pub mod plan;
 pub mod push;
 pub mod release;
@@ -118,7 +119,12 @@ pub fn publish(
         .iter()
         .map(|i| expand_tags(&request.tags, &i.version, request.release.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
-    gate::check(trust.keyring, trust.lookaside, images, trust.threshold)?;
+    let passed = gate::check(trust.keyring, trust.lookaside, images, trust.threshold)?;
+    let signatures = if request.mirrors.is_empty() {
+        Vec::new()
+    } else {
+        mirror::collect(trust.lookaside, images, &passed.reports).map_err(PublishError::Config)?
+    };
     let journal = match &request.journal {
         Some(path) => Journal::load(path),
         None => Journal::disabled(),
@@ -153,6 +159,7 @@ pub fn publish(
                 .push(format!("the publish journal was not saved: {e:#}"));
         }
     }
+    report.mirrors = mirror::upload_all(&request.mirrors, &signatures, request.dry_run, observer);
     report.total(images.len() as u64);
     Ok(report)
 }
