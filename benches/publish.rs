@@ -1,0 +1,133 @@
+//! Bench (not a test): `stagex publish` against a real docker-registry on
+//! 127.0.0.1, side by side with `skopeo copy` in the same run.
+//!
+//! 1. Fresh publish of 20 images (STAGEX_BENCH_MIB total, default 1024) to
+//!    an empty registry vs `skopeo copy oci:out/<image> docker://...` of each
+//!    image (one after the other, as a script would) to another empty one.
+//! 2. Re-publish with nothing new: from the journal, and with
+//!    `--no-journal` (HEAD and manifest checks only); 0 bytes must go out.
+//! 3. 500 small images, all present: re-publish (journal, and
+//!    `--no-journal`).
+//!
+//! Run: `cargo bench --bench publish` (STAGEX_BENCH_MIB=64 for a quick
+//! check, STAGEX_BENCH_SMALL=50 to shrink step 3). Targets (issue 11):
+//! fresh <= 0.5x skopeo, no-change re-publish < 2 s, 500 present < 5 s.
+#[path = "../tests/peers/mod.rs"]
+mod peers;
+#[path = "../tests/publish_support/mod.rs"]
+mod publish_support;
+#[path = "../tests/sign_support/mod.rs"]
+mod sign_support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use peers::registry::Registry;
+use peers::tools::{require, run_ok};
+use publish_support::*;
+
+const IMAGES: usize = 20;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A signed release of `count` images of `size` layer bytes in `root`.
+fn release(root: &Path, ns: &str, count: usize, size: usize) -> Vec<Package> {
+    let packages = make_release(root, "core", count, size, 42);
+    let (alice, bob) = (sign_support::key("alice"), sign_support::key("bob"));
+    sign_support::write_keys(&keys_dir(root), &[&alice, &bob]);
+    for (name, cert) in [("alice", &alice), ("bob", &bob)] {
+        sign_all(root, &sign_support::write_secret(root, name, cert), ns);
+    }
+    packages
+}
+
+/// Runs a publish, returns (seconds, report).
+fn timed_publish(root: &Path, ns: &str, extra: &[&str]) -> (Duration, serde_json::Value) {
+    let start = Instant::now();
+    let out = publish(root, ns, &[&["--registry", ns], extra].concat())
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    (took, json(&out))
+}
+
+fn main() {
+    let Some(tools) = require(&["skopeo", "docker-registry"]) else {
+        eprintln!("publish bench: skopeo and docker-registry are needed");
+        return;
+    };
+    let skopeo = &tools[0];
+    let mib = env_usize("STAGEX_BENCH_MIB", 1024);
+    let size = (mib << 20) / IMAGES;
+    println!("publish bench: {IMAGES} images of {} MiB", size >> 20);
+
+    // 1. Fresh publish vs skopeo copy, each to its own empty registry.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let ours = Registry::start().expect("registry");
+    let theirs = Registry::start().expect("registry");
+    let ns = format!("{}/stagex", ours.host());
+    let packages = release(root, &ns, IMAGES, size);
+    let (fresh, report) = timed_publish(root, &ns, &[]);
+    let uploaded = report["summary"]["bytes_uploaded"].as_u64().unwrap();
+    let start = Instant::now();
+    for p in &packages {
+        run_ok(
+            Command::new(skopeo)
+                .args(["copy", "--quiet", "--dest-tls-verify=false"])
+                .arg(format!("oci:{}", root.join("out").join(&p.name).display()))
+                .arg(format!(
+                    "docker://{}/stagex/{}:{}",
+                    theirs.host(),
+                    p.name,
+                    p.version
+                )),
+        );
+    }
+    let baseline = start.elapsed();
+    println!(
+        "fresh publish: stagex {:.2}s ({} MiB uploaded, 3 tags/image) vs skopeo copy {:.2}s (1 tag/image): {:.2}x",
+        fresh.as_secs_f64(),
+        uploaded >> 20,
+        baseline.as_secs_f64(),
+        fresh.as_secs_f64() / baseline.as_secs_f64()
+    );
+
+    // 2. Nothing new.
+    let (journal, report) = timed_publish(root, &ns, &[]);
+    assert_eq!(report["summary"]["bytes_uploaded"], 0);
+    let (checked, report) = timed_publish(root, &ns, &["--no-journal"]);
+    assert_eq!(report["summary"]["bytes_uploaded"], 0);
+    println!(
+        "no-change re-publish of {IMAGES}: {:.3}s from the journal, {:.3}s asking the registry (0 bytes uploaded)",
+        journal.as_secs_f64(),
+        checked.as_secs_f64()
+    );
+    drop(dir);
+
+    // 3. Many small images, all present.
+    let small = env_usize("STAGEX_BENCH_SMALL", 500);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let registry = Registry::start().expect("registry");
+    let ns = format!("{}/stagex", registry.host());
+    release(root, &ns, small, 1024);
+    let (first, _) = timed_publish(root, &ns, &[]);
+    let (journal, report) = timed_publish(root, &ns, &[]);
+    assert_eq!(report["summary"]["bytes_uploaded"], 0);
+    let (checked, report) = timed_publish(root, &ns, &["--no-journal"]);
+    assert_eq!(report["summary"]["bytes_uploaded"], 0);
+    println!(
+        "{small} small images: first publish {:.2}s; re-publish all present {:.3}s from the journal, {:.3}s asking the registry",
+        first.as_secs_f64(),
+        journal.as_secs_f64(),
+        checked.as_secs_f64()
+    );
+}

@@ -1,0 +1,81 @@
+//! The README's first command: `scripts/demo.sh` runs the whole mission on
+//! this machine (own TLS registry and WebDAV mirror on 127.0.0.1, build,
+//! two keys, sign, publish, pallet, skopeo signedBy pull) and stops what it
+//! started. Run here with the test build of stagex.
+mod peers;
+
+use std::process::Command;
+
+use peers::tools::require;
+
+#[test]
+fn the_demo_script_runs_the_whole_mission_and_stops_its_servers() {
+    let Some(_) = require(&[
+        "docker-registry",
+        "nginx",
+        "openssl",
+        "skopeo",
+        "gpg",
+        "python3",
+        "curl",
+        "jq",
+        "htpasswd",
+    ]) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(work.path())
+        .env("STAGEX", env!("CARGO_BIN_EXE_stagex"))
+        .env_remove("STAGEX_DEMO_KEEP")
+        .env_remove("STAGEX_ROOT")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    for name in ["core-filesystem", "core-profile", "pallet-demo"] {
+        assert!(
+            all.contains("verified and pulled") && all.contains(name),
+            "{name} not pulled back: {all}"
+        );
+        assert!(work
+            .path()
+            .join("pull")
+            .join(name)
+            .join("index.json")
+            .is_file());
+    }
+    // The pallet's package layers were mounted, not uploaded again.
+    assert!(
+        all.contains("(2 journaled)") && all.contains("mounted 2"),
+        "{all}"
+    );
+    // Signatures of all three images are on the mirror (2 maintainers each).
+    let mirror = work.path().join("servers/mirror");
+    let files = walkdir::WalkDir::new(&mirror)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .count();
+    assert_eq!(files, 6, "{all}");
+    // Everything it started is stopped: the ports no longer answer.
+    for line in all.lines().filter(|l| l.contains("https://127.0.0.1:")) {
+        if let Some(port) = line
+            .split("https://127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|p| p.parse::<u16>().ok())
+        {
+            assert!(
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+                "port {port} still open after the demo"
+            );
+        }
+    }
+}
