@@ -40,8 +40,11 @@ fn plan_image(
     let dest = &run.destinations[d];
     let (image, counters, host) = (&run.images[i], &run.counters[d], run.host(dest));
     let repo = dest.repository(&image.name);
+    let mut all_there = true;
     for blob in &image.blobs {
-        if call(host, || client.blob_exists(&repo, &blob.digest))? {
+        let there = call(host, || client.blob_exists(&repo, &blob.digest))?;
+        all_there &= there;
+        if there {
             Counters::add(&counters.blobs_skipped, 1);
             host.holders.add(&blob.digest, &repo);
         } else if host.holders.known(&blob.digest).iter().any(|r| r != &repo) {
@@ -54,16 +57,21 @@ fn plan_image(
             host.holders.add(&blob.digest, &repo);
         }
     }
-    Counters::add(
-        &counters.manifests_pushed,
-        image.manifests.len().saturating_sub(1) as u64,
-    );
-    for tag in &run.tags[i] {
-        if served_digest(client, host, &repo, tag).as_ref() == Some(&image.root.digest) {
-            Counters::add(&counters.tags_present, 1);
-        } else {
-            Counters::add(&counters.tags_pushed, 1);
-        }
+    let present = run.tags[i]
+        .iter()
+        .filter(|tag| {
+            all_there
+                && served_digest(client, host, &repo, tag).as_ref() == Some(&image.root.digest)
+        })
+        .count() as u64;
+    let tags = run.tags[i].len() as u64;
+    Counters::add(&counters.tags_present, present);
+    Counters::add(&counters.tags_pushed, tags - present);
+    if present < tags {
+        Counters::add(
+            &counters.manifests_pushed,
+            image.manifests.len().saturating_sub(1) as u64,
+        );
     }
     Ok(())
 }

@@ -326,28 +326,41 @@ fn push_image(
 ) -> Result<(), String> {
     let host = run.host(dest);
     let repo = dest.repository(&image.name);
+    let mut all_there = true;
     for blob in &image.blobs {
-        push_blob(run, client, host, dest, &repo, counters, image, blob)
+        let skipped = push_blob(run, client, host, dest, &repo, counters, image, blob)
             .map_err(|e| format!("blob {}: {e}", blob.digest))?;
+        all_there &= skipped;
     }
-    let (children, root) = image.manifests.split_at(image.manifests.len() - 1);
-    for child in children {
-        let bytes = image
-            .layout
-            .read_blob(&child.digest)
-            .map_err(|e| format!("{e:#}"))?;
-        call(host, || {
-            client.push_manifest(&repo, &child.digest.to_string(), &bytes, &child.media_type)
-        })?;
-        Counters::add(&counters.manifests_pushed, 1);
+    let root = image.manifests.last().expect("the root manifest is last");
+    // Every blob was there: the image may be complete already. Tags that
+    // serve our digest need nothing (the registry only accepts an index
+    // whose children it holds); otherwise (re)push everything.
+    let present: Vec<bool> = if all_there {
+        tags.iter()
+            .map(|tag| served_digest(client, host, &repo, tag).as_ref() == Some(&root.digest))
+            .collect()
+    } else {
+        vec![false; tags.len()]
+    };
+    if present.iter().any(|p| !p) {
+        for child in &image.manifests[..image.manifests.len() - 1] {
+            let bytes = image
+                .layout
+                .read_blob(&child.digest)
+                .map_err(|e| format!("{e:#}"))?;
+            call(host, || {
+                client.push_manifest(&repo, &child.digest.to_string(), &bytes, &child.media_type)
+            })?;
+            Counters::add(&counters.manifests_pushed, 1);
+        }
     }
-    let root = &root[0];
     let bytes = image
         .layout
         .read_blob(&root.digest)
         .map_err(|e| format!("{e:#}"))?;
-    for tag in tags {
-        if served_digest(client, host, &repo, tag).as_ref() == Some(&root.digest) {
+    for (tag, present) in tags.iter().zip(present) {
+        if present {
             Counters::add(&counters.tags_present, 1);
         } else {
             call(host, || {
@@ -372,9 +385,6 @@ fn push_image(
             digest: root.digest.to_string(),
             tag: tag.clone(),
         });
-    }
-    for blob in &image.blobs {
-        host.holders.add(&blob.digest, &repo);
     }
     Ok(())
 }
@@ -402,7 +412,7 @@ fn push_blob(
     counters: &Counters,
     image: &ReleaseImage,
     blob: &Descriptor,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let done = |uploaded: bool| {
         run.observer.event(Event::BlobDone {
             registry: dest.to_string(),
@@ -414,7 +424,7 @@ fn push_blob(
         Counters::add(&counters.blobs_skipped, 1);
         host.holders.add(&blob.digest, repo);
         done(false);
-        return Ok(());
+        return Ok(true);
     }
     let sources = match host.holders.claim(&blob.digest, repo) {
         Claim::MountFrom(sources) => sources,
@@ -426,7 +436,7 @@ fn push_blob(
             Counters::add(&counters.blobs_uploaded, 1);
             Counters::add(&counters.bytes_uploaded, blob.size);
             done(true);
-            return Ok(());
+            return Ok(false);
         }
     };
     for from in &sources {
@@ -435,7 +445,7 @@ fn push_blob(
             Counters::add(&counters.bytes_mounted, blob.size);
             host.holders.add(&blob.digest, repo);
             done(false);
-            return Ok(());
+            return Ok(false);
         }
     }
     // Not mountable (a 202, or another token scope): upload.
@@ -444,7 +454,7 @@ fn push_blob(
     Counters::add(&counters.bytes_uploaded, blob.size);
     host.holders.add(&blob.digest, repo);
     done(true);
-    Ok(())
+    Ok(false)
 }
 
 #[cfg(test)]
