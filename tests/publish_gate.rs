@@ -80,6 +80,17 @@ fn refused(s: &Setup, wants: &[&str]) {
 fn one_signer_is_not_a_quorum_and_the_error_says_who_signed() {
     let Some(s) = setup() else { return };
     let alice_fpr = s.alice.fingerprint().to_hex();
+    // --json: the short images as data.
+    let out = publish(s.dir.path(), &s.ns, &["--registry", &s.ns])
+        .output()
+        .unwrap();
+    let short = json(&out)["short"].clone();
+    assert_eq!(short.as_array().unwrap().len(), 2, "{short:#}");
+    assert_eq!(short[0]["valid_signers"], 1);
+    assert!(short[0]["signed_by"][0]
+        .as_str()
+        .unwrap()
+        .starts_with(&alice_fpr));
     refused(
         &s,
         &[

@@ -19,7 +19,7 @@ use super::Context;
 use crate::publish::push::Destination;
 use crate::publish::report::{Event, Observer, PublishReport, Silent};
 use crate::publish::retry::Policy;
-use crate::publish::{publish, release, Request, Trust};
+use crate::publish::{publish, release, PublishError, Request, Trust};
 
 #[derive(Debug, Args)]
 pub struct PublishArgs {
@@ -101,7 +101,23 @@ pub fn run(ctx: &Context, args: PublishArgs) -> Result<ExitCode> {
         Some(bars) => bars,
         None => &Silent,
     };
-    let report = publish(&request, &images, &gate, observer)?;
+    let report = match publish(&request, &images, &gate, observer) {
+        Ok(report) => report,
+        Err(PublishError::Gate(e)) if ctx.json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "gate": "quorum missed, nothing was pushed",
+                    "threshold": e.threshold,
+                    "lookaside": e.lookaside,
+                    "short": e.short,
+                }))?
+            );
+            eprintln!("stagex: error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(bars) = bars {
         bars.clear();
     }

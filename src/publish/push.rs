@@ -154,7 +154,13 @@ pub struct Run<'a> {
     pub hosts: BTreeMap<String, Host>,
     /// Per destination (same order).
     pub counters: Vec<Counters>,
+    /// Images finished (any destination), for periodic journal saves.
+    finished: AtomicUsize,
 }
+
+/// The journal is written after this many finished images, so an
+/// interrupted run keeps most of what it learned.
+const JOURNAL_EVERY: usize = 50;
 
 impl<'a> Run<'a> {
     pub fn new(
@@ -193,6 +199,7 @@ impl<'a> Run<'a> {
             observer,
             hosts,
             counters: destinations.iter().map(|_| Counters::default()).collect(),
+            finished: AtomicUsize::new(0),
         }
     }
 
@@ -307,6 +314,10 @@ fn push_one(run: &Run<'_>, clients: &mut Clients, d: usize, i: usize) {
     let ok = result.is_ok();
     if let Err(error) = result {
         counters.fail(&image.name, error);
+    }
+    if (run.finished.fetch_add(1, Ordering::Relaxed) + 1) % JOURNAL_EVERY == 0 {
+        // Best effort: the final save reports a failure.
+        let _ = run.journal.save();
     }
     run.observer.event(Event::ImageDone {
         registry: dest.to_string(),
