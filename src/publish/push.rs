@@ -337,12 +337,7 @@ fn push_image(
 ) -> Result<(), String> {
     let host = run.host(dest);
     let repo = dest.repository(&image.name);
-    let mut all_there = true;
-    for blob in &image.blobs {
-        let skipped = push_blob(run, client, host, dest, &repo, counters, image, blob)
-            .map_err(|e| format!("blob {}: {e}", blob.digest))?;
-        all_there &= skipped;
-    }
+    let all_there = push_blobs(run, client, dest, &repo, counters, image)?;
     let root = image.manifests.last().expect("the root manifest is last");
     // Every blob was there: the image may be complete already. Tags that
     // serve our digest need nothing (the registry only accepts an index
@@ -398,6 +393,54 @@ fn push_image(
         });
     }
     Ok(())
+}
+
+/// Blobs of one image pushed at once (on top of the images in parallel).
+const BLOB_JOBS: usize = 4;
+
+/// Every blob of `image`, up to `BLOB_JOBS` at a time; true when every one
+/// was already there.
+fn push_blobs(
+    run: &Run<'_>,
+    client: &RegistryClient,
+    dest: &Destination,
+    repo: &str,
+    counters: &Counters,
+    image: &ReleaseImage,
+) -> Result<bool, String> {
+    let host = run.host(dest);
+    let one = |blob: &Descriptor| {
+        push_blob(run, client, host, dest, repo, counters, image, blob)
+            .map_err(|e| format!("blob {}: {e}", blob.digest))
+    };
+    if image.blobs.len() <= 1 {
+        return image
+            .blobs
+            .iter()
+            .try_fold(true, |all, b| Ok(all & one(b)?));
+    }
+    let next = AtomicUsize::new(0);
+    let results: Vec<Result<bool, String>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..BLOB_JOBS.min(image.blobs.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut all = Ok(true);
+                    while let Some(blob) = image.blobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        all = match (all, one(blob)) {
+                            (Ok(a), Ok(b)) => Ok(a & b),
+                            (Err(e), _) | (_, Err(e)) => Err(e),
+                        };
+                    }
+                    all
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("blob push thread panicked"))
+            .collect()
+    });
+    results.into_iter().try_fold(true, |all, r| Ok(all & r?))
 }
 
 /// The digest of what the registry serves for `repo:tag` (None when
