@@ -22,6 +22,7 @@ use stagex::oci::descriptor::Descriptor;
 use stagex::oci::digest::Digest;
 use stagex::oci::layout::Layout;
 use stagex::oci::media_type;
+use stagex::progress::NoProgress;
 use stagex::registry::RegistryClient;
 
 /// What the mock answers for a path: status, content type, body.
@@ -176,7 +177,7 @@ fn pull_blob_error(body: Vec<u8>) -> (String, Vec<String>, Vec<String>) {
     let layout = Layout::create(dir.path().join("oci")).unwrap();
     let client = RegistryClient::new(&server.host()).unwrap();
     let err = client
-        .pull_blob("stagex/core", &blob_descriptor(), &layout, None)
+        .pull_blob("stagex/core", &blob_descriptor(), &layout, &NoProgress)
         .expect_err("a bad blob must not be accepted");
     assert!(!layout.has_blob(&blob_descriptor().digest));
     let left = files_under(&dir.path().join("oci/blobs"));
@@ -191,7 +192,7 @@ fn honest_blob_is_stored() {
     let client = RegistryClient::new(&server.host()).unwrap();
     let desc = blob_descriptor();
     client
-        .pull_blob("stagex/core", &desc, &layout, None)
+        .pull_blob("stagex/core", &desc, &layout, &NoProgress)
         .unwrap();
     assert_eq!(layout.read_blob(&desc.digest).unwrap(), BLOB);
     assert_eq!(
