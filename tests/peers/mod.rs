@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 pub mod gpg;
 pub mod http_server;
+pub mod mock_http;
 pub mod nginx;
 pub mod podman;
 pub mod registry;
