@@ -296,3 +296,29 @@ fn a_stalled_mirror_fails_over_to_the_next() {
     let fetched = std::fs::read(root.path().join("fetch/core/demo/demo-1.0.tar")).unwrap();
     assert_eq!(fetched, SOURCE);
 }
+
+/// The same limits without the environment: a client built with its own
+/// configuration (one second) gives a typed, retryable timeout.
+#[test]
+fn library_clients_time_out_with_their_own_configuration() {
+    use stagex::net::{NetConfig, RegistryError};
+    let hole = MockHttp::black_hole();
+    let config = NetConfig::with_timeout(1);
+    let client =
+        stagex::registry::RegistryClient::with_config(&hole.host(), config.clone()).unwrap();
+    let err = client.pull_manifest("stagex/core", "1").unwrap_err();
+    assert!(matches!(err, RegistryError::Timeout { .. }), "{err:?}");
+    assert!(
+        err.is_retryable() && err.host() == Some(hole.host().as_str()),
+        "{err:?}"
+    );
+
+    let lookaside =
+        stagex::lookaside::http::HttpLookaside::with_config(&hole.url(""), config).unwrap();
+    let digest = stagex::oci::digest::Digest::of_bytes(b"x");
+    let err = lookaside.read("stagex/core", &digest).unwrap_err();
+    let err = err
+        .downcast_ref::<RegistryError>()
+        .unwrap_or_else(|| panic!("untyped: {err:#}"));
+    assert!(matches!(err, RegistryError::Timeout { .. }), "{err:?}");
+}

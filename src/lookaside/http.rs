@@ -84,7 +84,7 @@ impl HttpLookaside {
     async fn get(&self, url: &str) -> Result<Answer> {
         let what = format!("GET {url}");
         let transport =
-            |e: &reqwest::Error| NetError::from_reqwest(&self.host, &what, e, self.config.idle);
+            |e: &reqwest::Error| NetError::from_reqwest(&self.host, &what, e, &self.config);
         let answer = net::within(self.config.document, &self.host, &what, async {
             let response = self
                 .client

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 
-use super::config::{CA_FILE_ENV, TIMEOUT_ENV};
+use super::config::{NetConfig, CA_FILE_ENV, TIMEOUT_ENV};
 
 /// The configuration could not be read.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -168,18 +168,23 @@ impl NetError {
         }
     }
 
-    /// A reqwest failure (no HTTP answer): timeout or transport.
+    /// A reqwest failure (no HTTP answer): timeout (of the connect or the
+    /// idle limit of `config`) or transport.
     pub fn from_reqwest(
         host: &str,
         what: &str,
         error: &reqwest::Error,
-        idle: Duration,
+        config: &NetConfig,
     ) -> NetError {
         if error.is_timeout() {
             return NetError::Timeout {
                 host: host.to_string(),
                 what: what.to_string(),
-                after: idle,
+                after: if error.is_connect() {
+                    config.connect
+                } else {
+                    config.idle
+                },
             };
         }
         NetError::Transport {
@@ -234,11 +239,11 @@ impl NetError {
         host: &str,
         what: &str,
         error: oci_client::errors::OciDistributionError,
-        idle: Duration,
+        config: &NetConfig,
     ) -> NetError {
         use oci_client::errors::OciDistributionError as E;
         match error {
-            E::RequestError(e) => NetError::from_reqwest(host, what, &e, idle),
+            E::RequestError(e) => NetError::from_reqwest(host, what, &e, config),
             E::ServerError { code, message, .. } => {
                 let detail = message.chars().take(200).collect::<String>();
                 classify(host, what, code, None, detail.trim(), |_| false)

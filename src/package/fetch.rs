@@ -290,7 +290,7 @@ async fn download(
     let host = net::host_of(url);
     // The caller prefixes the URL.
     let what = "download";
-    let transport = |e: &reqwest::Error| NetError::from_reqwest(host, what, e, http.config.idle);
+    let transport = |e: &reqwest::Error| NetError::from_reqwest(host, what, e, http.config);
     let response = http
         .client
         .get(url)

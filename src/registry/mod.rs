@@ -158,7 +158,7 @@ impl RegistryClient {
             self.oci
                 .auth(&reference, &self.auth, operation)
                 .await
-                .map_err(|e| RegistryError::from_oci(&self.host, what, e, self.config.idle))
+                .map_err(|e| RegistryError::from_oci(&self.host, what, e, &self.config))
         })
         .await?;
         let value = match (token, &self.auth) {
@@ -177,6 +177,24 @@ impl RegistryClient {
                 what: what.to_string(),
                 detail: "credentials are not a valid HTTP header value".into(),
             })
+    }
+
+    /// One small exchange under the document deadline: credentials for
+    /// `operation` on `repo`, then `exchange(authorization)`.
+    fn small<T, F>(
+        &self,
+        repo: &str,
+        operation: RegistryOperation,
+        what: &str,
+        exchange: impl FnOnce(Option<HeaderValue>) -> F,
+    ) -> Result<T, RegistryError>
+    where
+        F: std::future::Future<Output = Result<T, RegistryError>>,
+    {
+        net::block_on(net::within(self.config.document, &self.host, what, async {
+            let authorization = self.authorize(repo, operation, what).await?;
+            exchange(authorization).await
+        }))
     }
 
     /// Sends `request` (with credentials); the response if its status is
@@ -208,7 +226,7 @@ impl RegistryClient {
     }
 
     fn transport(&self, what: &str, error: &reqwest::Error) -> RegistryError {
-        RegistryError::from_reqwest(&self.host, what, error, self.config.idle)
+        RegistryError::from_reqwest(&self.host, what, error, &self.config)
     }
 
     /// The body, refused past `limit` bytes without reading further.
@@ -245,12 +263,11 @@ impl RegistryClient {
         tag_or_digest: &str,
     ) -> Result<(Vec<u8>, Digest), RegistryError> {
         let what = format!("manifest {}", self.url(repo, &sep(tag_or_digest)));
-        let bytes = net::block_on(net::within(
-            self.config.document,
-            &self.host,
+        let bytes = self.small(
+            repo,
+            RegistryOperation::Pull,
             &what,
-            async {
-                let authorization = self.authorize(repo, RegistryOperation::Pull, &what).await?;
+            |authorization| async {
                 let request = self
                     .http
                     .get(self.endpoint(repo, &format!("manifests/{tag_or_digest}")))
@@ -260,7 +277,7 @@ impl RegistryClient {
                     .await?;
                 self.read_capped(response, MAX_MANIFEST_BYTES, &what).await
             },
-        ))?;
+        )?;
         let digest = Digest::of_bytes(&bytes);
         if tag_or_digest.starts_with("sha256:") && digest.to_string() != tag_or_digest {
             return Err(RegistryError::DigestMismatch {
@@ -348,12 +365,11 @@ impl RegistryClient {
     /// True if `repo` on this registry has the blob.
     pub fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool, RegistryError> {
         let what = format!("blob {}", self.url(repo, &format!("/blobs/{digest}")));
-        net::block_on(net::within(
-            self.config.document,
-            &self.host,
+        self.small(
+            repo,
+            RegistryOperation::Pull,
             &what,
-            async {
-                let authorization = self.authorize(repo, RegistryOperation::Pull, &what).await?;
+            |authorization| async {
                 let request = self
                     .http
                     .head(self.endpoint(repo, &format!("blobs/{digest}")));
@@ -366,7 +382,7 @@ impl RegistryClient {
                     Err(e) => Err(e),
                 }
             },
-        ))
+        )
     }
 
     /// Asks the registry to mount `digest` from `from_repo` into `repo`:
@@ -383,32 +399,25 @@ impl RegistryClient {
             self.url(from_repo, ""),
             self.url(repo, "")
         );
-        net::block_on(net::within(
-            self.config.document,
-            &self.host,
+        self.small(
+            repo,
+            RegistryOperation::Push,
             &what,
-            async {
-                let authorization = self.authorize(repo, RegistryOperation::Push, &what).await?;
+            |authorization| async {
                 let request = self
                     .http
                     .post(self.endpoint(repo, "blobs/uploads/"))
                     .query(&[("mount", digest.to_string().as_str()), ("from", from_repo)])
                     .header(reqwest::header::CONTENT_LENGTH, "0");
-                let response = self
-                    .send(
-                        request,
-                        authorization,
-                        &[StatusCode::CREATED, StatusCode::ACCEPTED],
-                        &what,
-                    )
-                    .await?;
+                let accepted = [StatusCode::CREATED, StatusCode::ACCEPTED];
+                let response = self.send(request, authorization, &accepted, &what).await?;
                 Ok(if response.status() == StatusCode::CREATED {
                     Mount::Mounted
                 } else {
                     Mount::NotMounted
                 })
             },
-        ))
+        )
     }
 
     /// Uploads a blob from `layout` in constant memory (4 MiB chunks), as
@@ -483,7 +492,7 @@ impl RegistryClient {
                         }
                         return result
                             .map(|_| ())
-                            .map_err(|e| RegistryError::from_oci(&self.host, &what, e, self.config.idle));
+                            .map_err(|e| RegistryError::from_oci(&self.host, &what, e, &self.config));
                     }
                     Some(n) = sent_rx.recv() => task.advance(n),
                 }
@@ -529,27 +538,22 @@ impl RegistryClient {
             what: what.clone(),
             detail: format!("bad media type {media_type:?}"),
         })?;
-        net::block_on(net::within(
-            self.config.document,
-            &self.host,
+        self.small(
+            repo,
+            RegistryOperation::Push,
             &what,
-            async {
-                let authorization = self.authorize(repo, RegistryOperation::Push, &what).await?;
+            |authorization| async {
                 let request = self
                     .http
                     .put(self.endpoint(repo, &format!("manifests/{tag_or_digest}")))
                     .header(CONTENT_TYPE, content_type)
                     .body(bytes.to_vec());
-                self.send(
-                    request,
-                    authorization,
-                    &[StatusCode::CREATED, StatusCode::OK, StatusCode::ACCEPTED],
-                    &what,
-                )
-                .await
-                .map(|_| ())
+                let accepted = [StatusCode::CREATED, StatusCode::OK, StatusCode::ACCEPTED];
+                self.send(request, authorization, &accepted, &what)
+                    .await
+                    .map(|_| ())
             },
-        ))
+        )
     }
 
     /// The idle timeout this client uses (for callers' messages).
