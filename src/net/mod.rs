@@ -69,6 +69,18 @@ mod tests {
     }
 
     #[test]
+    fn block_on_nests_from_blocking_tasks() {
+        // A synchronous library call made from a blocking task must not try
+        // to start a second runtime.
+        let got = block_on(async {
+            tokio::task::spawn_blocking(|| block_on(async { 7 }))
+                .await
+                .unwrap()
+        });
+        assert_eq!(got, 7);
+    }
+
+    #[test]
     fn a_deadline_names_host_and_object() {
         let result: Result<(), NetError> = block_on(within(
             Duration::from_millis(20),
