@@ -4,10 +4,12 @@
 //!
 //! Owns: reading from file:// (or a plain directory) and http(s)://, with
 //! the limits of containers/image (128 signatures, 4 MiB each), and
-//! contiguous, never-overwriting writes to file:// stores. It knows nothing
-//! of OpenPGP: blobs are bytes here.
+//! contiguous, never-overwriting writes to file:// stores and WebDAV
+//! mirrors (`mirror`). It knows nothing of OpenPGP: blobs are bytes here.
+pub mod fetch;
 pub mod file;
 pub mod http;
+pub mod mirror;
 
 use anyhow::Result;
 

@@ -92,21 +92,61 @@ pub fn make_tls(dir: &Path) -> Option<TestTls> {
     })
 }
 
+/// How a test nginx is set up beyond the served root.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// https with a fresh test CA.
+    pub tls: bool,
+    /// HTTP/2 on the TLS listener (`listen ... ssl http2`).
+    pub http2: bool,
+    /// WebDAV uploads (PUT, DELETE, MKCOL, MOVE) behind basic auth for this
+    /// `(user, password)`; GET and HEAD stay anonymous.
+    pub webdav: Option<(String, String)>,
+    /// Inserted into the `server` block (e.g. `error_page`).
+    pub extra: String,
+}
+
 impl Nginx {
     /// Serves `root` read-only; `tls` switches to https with a fresh test CA;
     /// `extra` is inserted into the `server` block (e.g. `error_page`).
     /// `None` if nginx (or openssl) is missing outside CI.
     pub fn start(root: &Path, tls: bool, extra: &str) -> Option<Nginx> {
+        Nginx::start_with(
+            root,
+            &Options {
+                tls,
+                extra: extra.to_string(),
+                ..Options::default()
+            },
+        )
+    }
+
+    /// A WebDAV mirror of `root` (uploads need `user`/`password`).
+    pub fn start_webdav(root: &Path, tls: bool, user: &str, password: &str) -> Option<Nginx> {
+        Nginx::start_with(
+            root,
+            &Options {
+                tls,
+                webdav: Some((user.to_string(), password.to_string())),
+                ..Options::default()
+            },
+        )
+    }
+
+    /// Serves `root` as `options` say. `None` if nginx (or openssl) is
+    /// missing outside CI.
+    pub fn start_with(root: &Path, options: &Options) -> Option<Nginx> {
         let bin = tools::require(&["nginx"])?.remove(0);
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         std::fs::create_dir_all(d.join("tmp")).unwrap();
         let port = tools::free_port();
-        let (listen, ca) = if tls {
+        let http2 = if options.http2 { " http2" } else { "" };
+        let (listen, ca) = if options.tls {
             let certs = make_tls(d)?;
             (
                 format!(
-                    "listen 127.0.0.1:{port} ssl; ssl_certificate {}; ssl_certificate_key {};",
+                    "listen 127.0.0.1:{port} ssl{http2}; ssl_certificate {}; ssl_certificate_key {};",
                     certs.server_cert.display(),
                     certs.server_key.display()
                 ),
@@ -115,18 +155,33 @@ impl Nginx {
         } else {
             (format!("listen 127.0.0.1:{port};"), None)
         };
+        let location = match &options.webdav {
+            None => String::new(),
+            Some((user, password)) => {
+                let htpasswd = d.join("htpasswd");
+                write_htpasswd(&htpasswd, user, password)?;
+                format!(
+                    "location / {{ dav_methods PUT DELETE MKCOL MOVE; create_full_put_path on;\n\
+                       dav_access user:rw group:r all:r; client_max_body_size 16m;\n\
+                       limit_except GET HEAD {{ auth_basic \"mirror\"; auth_basic_user_file {}; }} }}",
+                    htpasswd.display()
+                )
+            }
+        };
         let t = d.join("tmp").display().to_string();
         let conf = format!(
             "daemon off; master_process off; pid {pid}; error_log {d}/error.log info;\n\
-             events {{ worker_connections 64; }}\n\
+             events {{ worker_connections 1024; }}\n\
              http {{ access_log {d}/access.log;\n\
                client_body_temp_path {t}/body; proxy_temp_path {t}/proxy; fastcgi_temp_path {t}/fcgi;\n\
                uwsgi_temp_path {t}/uwsgi; scgi_temp_path {t}/scgi;\n\
+               keepalive_requests 100000;\n\
                types {{ text/html html; }} default_type application/octet-stream;\n\
-               server {{ {listen} root {root}; {extra} }} }}\n",
+               server {{ {listen} root {root}; {extra} {location} }} }}\n",
             pid = d.join("nginx.pid").display(),
             d = d.display(),
             root = root.display(),
+            extra = options.extra,
         );
         std::fs::write(d.join("nginx.conf"), conf).unwrap();
         let child = Command::new(bin)
@@ -183,6 +238,15 @@ impl Nginx {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// An htpasswd line for `user` (apr1, which nginx checks natively).
+fn write_htpasswd(path: &Path, user: &str, password: &str) -> Option<()> {
+    let openssl = tools::require(&["openssl"])?.remove(0);
+    let out = tools::run_ok(Command::new(openssl).args(["passwd", "-apr1", password]));
+    let hash = String::from_utf8(out.stdout).unwrap();
+    std::fs::write(path, format!("{user}:{}\n", hash.trim())).unwrap();
+    Some(())
 }
 
 impl Drop for Nginx {

@@ -1,0 +1,652 @@
+//! Owns: WRITING signatures to a mirror, shared by `stagex sigs sync` and
+//! `stagex publish`. A mirror is a file:// directory (or a plain path) or an
+//! https:// (loopback http://) WebDAV server (nginx `dav_methods PUT`).
+//!
+//! `put_missing` uploads only the blobs the mirror lacks BY CONTENT, each at
+//! the next free contiguous `signature-N`, never overwriting a file: on
+//! WebDAV every PUT carries `If-None-Match: *` and is preceded by a HEAD
+//! (nginx's dav module ignores the header), then the file is read back and
+//! compared byte for byte. Directories go through `file.rs`'s atomic,
+//! never-replacing `add`.
+//!
+//! It does not verify signatures (the caller decides what is worth
+//! uploading) and draws no UI. Credentials come from the URL's userinfo,
+//! `STAGEX_MIRROR_USER`/`STAGEX_MIRROR_PASSWORD`, or `~/.netrc`.
+//!
+//! One `Mirror` is used either through its async methods from ONE tokio
+//! runtime, or through the `*_blocking` methods (which own a runtime): the
+//! HTTP connection pool belongs to the runtime that opened it.
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde::Serialize;
+
+use super::fetch::{self, Credentials, Outcome, Policy};
+use super::file::FileLookaside;
+use super::{signature_dir, Fetched, SignatureFile, MAX_SIGNATURES};
+use crate::oci::digest::Digest;
+
+/// Environment variables holding the WebDAV user and password.
+pub const USER_ENV: &str = "STAGEX_MIRROR_USER";
+pub const PASSWORD_ENV: &str = "STAGEX_MIRROR_PASSWORD";
+
+/// Why a mirror could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error("invalid mirror {location:?}: {reason}")]
+    Invalid { location: String, reason: String },
+    #[error(
+        "mirror {mirror} refused the request (HTTP 401) for {url}: give credentials in the URL \
+         (https://USER:PASSWORD@host/...), in {USER_ENV}/{PASSWORD_ENV}, or in ~/.netrc \
+         (`machine HOST login USER password PASSWORD`)"
+    )]
+    Unauthorized { mirror: String, url: String },
+    #[error("{method} {url}: HTTP {status} (a signature mirror must answer 200/201 or 404)")]
+    Status {
+        method: &'static str,
+        url: String,
+        status: u16,
+    },
+    #[error(
+        "GET {url}: an HTML page with status 200 where a signature or a 404 was expected \
+         (\"soft 404\"): configure the mirror to answer 404 for missing files"
+    )]
+    SoftNotFound { url: String },
+    #[error("GET {url}: larger than the 4 MiB signature limit ({size} bytes): remove it")]
+    TooLarge { url: String, size: u64 },
+    #[error("{0}")]
+    Transport(#[from] fetch::FetchError),
+    #[error("{method} {url}: {message}")]
+    Request {
+        method: &'static str,
+        url: String,
+        message: String,
+    },
+    #[error(
+        "PUT {url} answered {status}: the file existed and was REPLACED (another writer raced us \
+         between HEAD and PUT): re-run `stagex sigs audit` on the mirror"
+    )]
+    Overwrote { url: String, status: u16 },
+    #[error("{location}: the bytes read back differ from the bytes uploaded (a concurrent writer, or a rewriting proxy)")]
+    ReadBackMismatch { location: String },
+    #[error("{location} already holds {MAX_SIGNATURES} signatures: readers ignore any more")]
+    Full { location: String },
+    #[error("{0}")]
+    File(String),
+}
+
+/// Where one blob ended up, or where it already was.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Placed {
+    /// `signature-N`.
+    pub name: String,
+    /// Path or URL (without credentials).
+    pub location: String,
+}
+
+/// What `put_missing` did for one image.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PutReport {
+    /// Blobs written now, in the order given.
+    pub uploaded: Vec<Placed>,
+    /// Blobs the mirror already held (same bytes).
+    pub present: Vec<Placed>,
+}
+
+/// A signature mirror to write to.
+pub enum Mirror {
+    File(FileLookaside),
+    WebDav(WebDav),
+}
+
+impl Mirror {
+    /// `https://[user:pass@]host/base`, loopback `http://...`, `file:///dir`
+    /// or a directory path.
+    pub fn parse(location: &str) -> Result<Mirror, MirrorError> {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            Ok(Mirror::WebDav(WebDav::new(location, Policy::default())?))
+        } else if let Some(path) = location.strip_prefix("file://") {
+            Ok(Mirror::File(FileLookaside::new(path)))
+        } else if location.contains("://") {
+            Err(MirrorError::Invalid {
+                location: location.to_string(),
+                reason: "use https:// (WebDAV), http:// on loopback, file:// or a directory".into(),
+            })
+        } else {
+            Ok(Mirror::File(FileLookaside::new(location)))
+        }
+    }
+
+    /// Where the mirror is (never with credentials).
+    pub fn describe(&self) -> String {
+        match self {
+            Mirror::File(f) => f.root().display().to_string(),
+            Mirror::WebDav(w) => w.base.clone(),
+        }
+    }
+
+    /// The signatures the mirror serves for an image: `signature-1..` until
+    /// the first missing one.
+    pub async fn existing(
+        &self,
+        repository_path: &str,
+        digest: &Digest,
+    ) -> Result<Vec<SignatureFile>, MirrorError> {
+        match self {
+            Mirror::File(f) => f
+                .read(repository_path, digest)
+                .map(|s| s.files)
+                .map_err(|e| MirrorError::File(format!("{e:#}"))),
+            Mirror::WebDav(w) => w.existing(repository_path, digest).await,
+        }
+    }
+
+    /// Uploads every blob the mirror lacks (by content), contiguously.
+    pub async fn put_missing(
+        &self,
+        repository_path: &str,
+        digest: &Digest,
+        blobs: &[Vec<u8>],
+    ) -> Result<PutReport, MirrorError> {
+        let existing = self.existing(repository_path, digest).await?;
+        let mut report = PutReport::default();
+        let mut next = existing.len() as u32 + 1;
+        let mut written: Vec<(&[u8], Placed)> = Vec::new();
+        for blob in blobs {
+            if let Some(found) = holding(&existing, blob) {
+                report.present.push(found);
+                continue;
+            }
+            if let Some((_, found)) = written.iter().find(|(b, _)| *b == blob.as_slice()) {
+                report.present.push(found.clone()); // the same blob twice in `blobs`
+                continue;
+            }
+            let placed = match self {
+                Mirror::File(f) => add_file(f, repository_path, digest, blob)?,
+                Mirror::WebDav(w) => w.put_new(repository_path, digest, blob, next).await?,
+            };
+            next = slot_number(&placed.name).map_or(next, |n| n + 1);
+            written.push((blob.as_slice(), placed.clone()));
+            report.uploaded.push(placed);
+        }
+        Ok(report)
+    }
+
+    /// `existing` for callers without a runtime.
+    pub fn existing_blocking(
+        &self,
+        repository_path: &str,
+        digest: &Digest,
+    ) -> Result<Vec<SignatureFile>, MirrorError> {
+        block_on(self.existing(repository_path, digest))
+    }
+
+    /// `put_missing` for callers without a runtime.
+    pub fn put_missing_blocking(
+        &self,
+        repository_path: &str,
+        digest: &Digest,
+        blobs: &[Vec<u8>],
+    ) -> Result<PutReport, MirrorError> {
+        block_on(self.put_missing(repository_path, digest, blobs))
+    }
+}
+
+/// The runtime behind the blocking methods (one per process, so blocking
+/// callers share one connection pool).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("starting the mirror runtime")
+        })
+        .block_on(future)
+}
+
+/// The existing file holding exactly `blob`, if any.
+fn holding(existing: &[SignatureFile], blob: &[u8]) -> Option<Placed> {
+    existing.iter().find_map(|f| match &f.content {
+        Fetched::Blob(b) if b == blob => Some(Placed {
+            name: f.name.clone(),
+            location: f.location.clone(),
+        }),
+        _ => None,
+    })
+}
+
+fn slot_number(name: &str) -> Option<u32> {
+    name.strip_prefix("signature-")?.parse().ok()
+}
+
+/// Adds to a directory (atomic, never replacing), then reads it back.
+fn add_file(
+    store: &FileLookaside,
+    repository_path: &str,
+    digest: &Digest,
+    blob: &[u8],
+) -> Result<Placed, MirrorError> {
+    let (n, path) = store
+        .add(repository_path, digest, blob)
+        .map_err(|e| MirrorError::File(format!("{e:#}")))?;
+    let location = path.display().to_string();
+    let back = std::fs::read(&path)
+        .map_err(|e| MirrorError::File(format!("reading back {location}: {e}")))?;
+    if back != blob {
+        return Err(MirrorError::ReadBackMismatch { location });
+    }
+    Ok(Placed {
+        name: format!("signature-{n}"),
+        location,
+    })
+}
+
+/// A WebDAV mirror (PUT, HEAD, GET, MKCOL).
+pub struct WebDav {
+    /// The base URL without credentials (for requests and messages).
+    base: String,
+    auth: Option<Credentials>,
+    client: reqwest::Client,
+    policy: Policy,
+}
+
+impl WebDav {
+    /// Parses the URL, takes credentials from it, the environment or
+    /// ~/.netrc, and refuses plain http beyond loopback (passwords).
+    pub fn new(location: &str, policy: Policy) -> Result<WebDav, MirrorError> {
+        let invalid = |reason: String| MirrorError::Invalid {
+            location: redact(location),
+            reason,
+        };
+        let mut url = reqwest::Url::parse(location).map_err(|e| invalid(e.to_string()))?;
+        let host = url.host_str().unwrap_or_default().to_string();
+        let host_port = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.clone(),
+        };
+        if url.scheme() == "http" && !crate::registry::is_loopback(&host_port) {
+            return Err(invalid(
+                "plain http is allowed on loopback only (credentials and signatures travel in clear): use https://".into(),
+            ));
+        }
+        let from_url = (!url.username().is_empty()).then(|| Credentials {
+            user: percent_decode(url.username()),
+            password: percent_decode(url.password().unwrap_or_default()),
+        });
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let auth = from_url
+            .or_else(credentials_from_env)
+            .or_else(|| credentials_from_netrc(&host));
+        let client = super::http::client().map_err(|e| invalid(format!("{e:#}")))?;
+        Ok(WebDav {
+            base: url.as_str().trim_end_matches('/').to_string(),
+            auth,
+            client,
+            policy,
+        })
+    }
+
+    /// Replaces the request policy (timeouts, retries).
+    pub fn with_policy(mut self, policy: Policy) -> WebDav {
+        self.policy = policy;
+        self
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, repository_path: &str, digest: &Digest, name: &str) -> String {
+        format!(
+            "{}/{}/{name}",
+            self.base,
+            signature_dir(repository_path, digest)
+        )
+    }
+
+    async fn existing(
+        &self,
+        repository_path: &str,
+        digest: &Digest,
+    ) -> Result<Vec<SignatureFile>, MirrorError> {
+        let mut files = Vec::new();
+        for n in 1..=MAX_SIGNATURES {
+            let name = format!("signature-{n}");
+            let url = self.url(repository_path, digest, &name);
+            match self.get(&url).await? {
+                Some(body) => files.push(SignatureFile {
+                    name,
+                    location: url,
+                    content: Fetched::Blob(body),
+                }),
+                None => break,
+            }
+        }
+        Ok(files)
+    }
+
+    /// GET: `Some(bytes)`, `None` on 404, an error on anything else.
+    async fn get(&self, url: &str) -> Result<Option<Vec<u8>>, MirrorError> {
+        match fetch::get(&self.client, url, self.auth.as_ref(), None, &self.policy).await? {
+            Outcome::Found { body, .. } => Ok(Some(body)),
+            Outcome::NotFound => Ok(None),
+            Outcome::Unauthorized => Err(self.unauthorized(url)),
+            Outcome::SoftNotFound => Err(MirrorError::SoftNotFound { url: url.into() }),
+            Outcome::TooLarge(size) => Err(MirrorError::TooLarge {
+                url: url.into(),
+                size,
+            }),
+            Outcome::NotModified => Err(MirrorError::Status {
+                method: "GET",
+                url: url.into(),
+                status: 304,
+            }),
+            Outcome::Status(status) => Err(MirrorError::Status {
+                method: "GET",
+                url: url.into(),
+                status,
+            }),
+        }
+    }
+
+    fn unauthorized(&self, url: &str) -> MirrorError {
+        MirrorError::Unauthorized {
+            mirror: self.base.clone(),
+            url: url.to_string(),
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let request = self
+            .client
+            .request(method, url)
+            .timeout(self.policy.timeout);
+        match &self.auth {
+            Some(c) => request.basic_auth(&c.user, Some(&c.password)),
+            None => request,
+        }
+    }
+
+    async fn send(
+        &self,
+        method: &'static str,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<u16, MirrorError> {
+        let response = request.send().await.map_err(|e| MirrorError::Request {
+            method,
+            url: url.to_string(),
+            message: fetch::describe(&e),
+        })?;
+        match response.status().as_u16() {
+            401 => Err(self.unauthorized(url)),
+            status => Ok(status),
+        }
+    }
+
+    /// Writes `blob` at the first free slot from `from` on: HEAD (taken ->
+    /// next), PUT with If-None-Match: * (412 -> next; 409 -> MKCOL the
+    /// parents once), then read back and compare.
+    async fn put_new(
+        &self,
+        repository_path: &str,
+        digest: &Digest,
+        blob: &[u8],
+        from: u32,
+    ) -> Result<Placed, MirrorError> {
+        let mut n = from.max(1);
+        let mut made_collections = false;
+        loop {
+            if n > MAX_SIGNATURES {
+                return Err(MirrorError::Full {
+                    location: self.url(repository_path, digest, ""),
+                });
+            }
+            let name = format!("signature-{n}");
+            let url = self.url(repository_path, digest, &name);
+            match self
+                .send("HEAD", &url, self.request(reqwest::Method::HEAD, &url))
+                .await?
+            {
+                404 => {}
+                200..=299 => {
+                    n += 1;
+                    continue;
+                }
+                status => {
+                    return Err(MirrorError::Status {
+                        method: "HEAD",
+                        url,
+                        status,
+                    })
+                }
+            }
+            let put = self
+                .request(reqwest::Method::PUT, &url)
+                .header(reqwest::header::IF_NONE_MATCH, "*")
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(blob.to_vec());
+            match self.send("PUT", &url, put).await? {
+                201 => {}
+                412 => {
+                    n += 1;
+                    continue;
+                }
+                409 if !made_collections => {
+                    self.make_collections(repository_path, digest).await?;
+                    made_collections = true;
+                    continue;
+                }
+                status @ (200 | 204) => return Err(MirrorError::Overwrote { url, status }),
+                status => {
+                    return Err(MirrorError::Status {
+                        method: "PUT",
+                        url,
+                        status,
+                    })
+                }
+            }
+            if self.get(&url).await?.as_deref() != Some(blob) {
+                return Err(MirrorError::ReadBackMismatch { location: url });
+            }
+            return Ok(Placed {
+                name,
+                location: url,
+            });
+        }
+    }
+
+    /// MKCOL every directory of the image's path (for WebDAV servers that
+    /// do not create parents on PUT; 405 means "exists").
+    async fn make_collections(
+        &self,
+        repository_path: &str,
+        digest: &Digest,
+    ) -> Result<(), MirrorError> {
+        let dir = signature_dir(repository_path, digest);
+        let mut path = String::new();
+        for part in dir.split('/') {
+            path = format!("{path}/{part}");
+            let url = format!("{}{path}/", self.base);
+            let mkcol = reqwest::Method::from_bytes(b"MKCOL").expect("valid method");
+            match self.send("MKCOL", &url, self.request(mkcol, &url)).await? {
+                200..=299 | 405 => {}
+                status => {
+                    return Err(MirrorError::Status {
+                        method: "MKCOL",
+                        url,
+                        status,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `location` with any password replaced (for messages).
+fn redact(location: &str) -> String {
+    match reqwest::Url::parse(location) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => location.to_string(),
+    }
+}
+
+/// Decodes %XX escapes of URL userinfo.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn credentials_from_env() -> Option<Credentials> {
+    let user = std::env::var(USER_ENV).ok().filter(|u| !u.is_empty())?;
+    Some(Credentials {
+        user,
+        password: std::env::var(PASSWORD_ENV).unwrap_or_default(),
+    })
+}
+
+/// `$NETRC`, else `~/.netrc`.
+fn netrc_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NETRC") {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("HOME").map(|h| Path::new(&h).join(".netrc"))
+}
+
+fn credentials_from_netrc(host: &str) -> Option<Credentials> {
+    let text = std::fs::read_to_string(netrc_path()?).ok()?;
+    netrc_lookup(&text, host)
+}
+
+/// The `machine HOST` entry of a netrc text (else `default`). A dozen lines
+/// of parsing do not justify a dependency; macros are not supported.
+pub fn netrc_lookup(text: &str, host: &str) -> Option<Credentials> {
+    let mut tokens = text.split_whitespace();
+    let (mut found, mut fallback) = (None, None);
+    let mut current: Option<(bool, Credentials)> = None; // (is default, creds)
+    let finish = |entry: Option<(bool, Credentials)>,
+                  found: &mut Option<Credentials>,
+                  fallback: &mut Option<Credentials>| {
+        if let Some((is_default, c)) = entry {
+            if is_default {
+                fallback.get_or_insert(c);
+            } else if !c.user.is_empty() || !c.password.is_empty() {
+                found.get_or_insert(c);
+            }
+        }
+    };
+    let empty = || Credentials {
+        user: String::new(),
+        password: String::new(),
+    };
+    while let Some(token) = tokens.next() {
+        match token {
+            "machine" => {
+                finish(current.take(), &mut found, &mut fallback);
+                let name = tokens.next().unwrap_or_default();
+                current = (name == host).then(|| (false, empty()));
+            }
+            "default" => {
+                finish(current.take(), &mut found, &mut fallback);
+                current = Some((true, empty()));
+            }
+            "login" => {
+                let v = tokens.next().unwrap_or_default().to_string();
+                if let Some((_, c)) = current.as_mut() {
+                    c.user = v;
+                }
+            }
+            "password" => {
+                let v = tokens.next().unwrap_or_default().to_string();
+                if let Some((_, c)) = current.as_mut() {
+                    c.password = v;
+                }
+            }
+            _ => {}
+        }
+    }
+    finish(current.take(), &mut found, &mut fallback);
+    found.or(fallback)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netrc_picks_the_machine_then_default() {
+        let text = "machine other login a password b\n\
+                    machine 127.0.0.1 login mirror password s3cret\n\
+                    default login anon password x\n";
+        let c = netrc_lookup(text, "127.0.0.1").unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("mirror", "s3cret"));
+        assert_eq!(netrc_lookup(text, "elsewhere").unwrap().user, "anon");
+        assert!(netrc_lookup("machine a login b password c", "z").is_none());
+    }
+
+    #[test]
+    fn urls_lose_their_credentials_and_http_is_loopback_only() {
+        let w = WebDav::new("https://u:p%40ss@127.0.0.1:8443/sigs/", Policy::default()).unwrap();
+        assert_eq!(w.base(), "https://127.0.0.1:8443/sigs");
+        let c = w.auth.clone().unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("u", "p@ss"));
+        assert!(WebDav::new("http://127.0.0.1:1/x", Policy::default()).is_ok());
+        let err = WebDav::new("http://u:pw@mirror.example/x", Policy::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("loopback") && !err.contains("pw@"), "{err}");
+        assert!(Mirror::parse("ftp://x").is_err());
+        assert!(matches!(Mirror::parse("/srv/m"), Ok(Mirror::File(_))));
+    }
+
+    #[test]
+    fn file_mirror_uploads_only_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::parse(dir.path().to_str().unwrap()).unwrap();
+        let d = Digest::of_bytes(b"m");
+        let first = mirror
+            .put_missing_blocking("stagex/x", &d, &[b"a".to_vec(), b"b".to_vec()])
+            .unwrap();
+        assert_eq!(first.uploaded.len(), 2);
+        assert_eq!(first.uploaded[1].name, "signature-2");
+        let again = mirror
+            .put_missing_blocking(
+                "stagex/x",
+                &d,
+                &[b"b".to_vec(), b"c".to_vec(), b"c".to_vec()],
+            )
+            .unwrap();
+        assert_eq!(again.present.len(), 2);
+        assert_eq!(again.present[0].name, "signature-2");
+        assert_eq!(again.uploaded.len(), 1);
+        assert_eq!(again.uploaded[0].name, "signature-3");
+        let names: Vec<String> = mirror
+            .existing_blocking("stagex/x", &d)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(names, ["signature-1", "signature-2", "signature-3"]);
+    }
+}
