@@ -32,8 +32,9 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// Runs `future` to completion on the shared runtime, from synchronous
-/// code. Called from inside a runtime (a blocking task), it blocks in place
-/// instead of starting a nested runtime.
+/// code. Called from inside a multi-thread runtime (a blocking task, a
+/// worker), it blocks in place instead of starting a nested runtime; inside
+/// a current-thread runtime tokio forbids blocking: use the async API there.
 pub fn block_on<F: Future>(future: F) -> F::Output {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => tokio::task::block_in_place(|| handle.block_on(future)),
