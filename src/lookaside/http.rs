@@ -3,18 +3,18 @@
 //! 4 MiB are rejected; an HTML page served with 200 is reported as a mirror
 //! misconfiguration ("soft 404") and ends the list.
 //!
-//! Owns: the lookaside's HTTP reads only. The client, its timeouts, the
-//! private CA (`STAGEX_CA_FILE`) and the runtime are the shared ones of
-//! `crate::net`; each signature must arrive whole within the small-document
-//! deadline, so a stalled mirror fails the check naming its host.
+//! Owns: walking an image's signature list over http(s). Each file is one
+//! `lookaside::fetch::get` (the one lookaside GET: limits, soft 404s); the
+//! client, its timeouts, the private CA (`STAGEX_CA_FILE`) and the runtime
+//! are the shared ones of `crate::net`. Each signature must arrive whole
+//! within the small-document deadline, so a stalled mirror fails the check
+//! naming its URL.
 use anyhow::{bail, Result};
 use futures_util::StreamExt;
 
-use super::{
-    looks_like_html, signature_dir, Fetched, SignatureFile, SignatureSet, MAX_SIGNATURES,
-    MAX_SIGNATURE_BYTES,
-};
-use crate::net::{self, NetConfig, NetError};
+use super::fetch::{self, Outcome, Policy};
+use super::{signature_dir, Fetched, SignatureFile, SignatureSet, MAX_SIGNATURES};
+use crate::net::{self, NetConfig};
 use crate::oci::digest::Digest;
 
 /// Images fetched at once by `read_many`.
@@ -22,19 +22,8 @@ const CONCURRENT_IMAGES: usize = 16;
 
 pub struct HttpLookaside {
     base: String,
-    host: String,
     client: reqwest::Client,
     config: NetConfig,
-}
-
-/// One GET's outcome before interpretation.
-enum Answer {
-    Missing,
-    Body {
-        content_type: Option<String>,
-        body: Vec<u8>,
-        too_large: Option<u64>,
-    },
 }
 
 impl HttpLookaside {
@@ -56,7 +45,6 @@ impl HttpLookaside {
     fn with_client(base: &str, config: NetConfig, client: reqwest::Client) -> HttpLookaside {
         let base = base.trim_end_matches('/').to_string();
         HttpLookaside {
-            host: net::host_of(&base).to_string(),
             base,
             client,
             config,
@@ -80,66 +68,31 @@ impl HttpLookaside {
         )
     }
 
-    /// One signature URL, whole, within the small-document deadline.
-    async fn get(&self, url: &str) -> Result<Answer> {
-        let what = format!("GET {url}");
-        let transport =
-            |e: &reqwest::Error| NetError::from_reqwest(&self.host, &what, e, &self.config);
-        let answer = net::within(self.config.document, &self.host, &what, async {
-            let response = self
-                .client
-                .get(url)
-                .send()
-                .await
-                .map_err(|e| transport(&e))?;
-            let status = response.status();
-            if status == reqwest::StatusCode::NOT_FOUND {
-                return Ok(Ok(Answer::Missing));
-            }
-            if status != reqwest::StatusCode::OK {
-                return Ok(Err(status));
-            }
-            let content_type = response
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            if let Some(length) = response
-                .content_length()
-                .filter(|n| *n > MAX_SIGNATURE_BYTES)
-            {
-                return Ok(Ok(Answer::Body {
-                    content_type,
-                    body: Vec::new(),
-                    too_large: Some(length),
-                }));
-            }
-            let mut body = Vec::new();
-            let mut stream = response.bytes_stream();
-            while let Some(chunk) = stream.next().await {
-                body.extend_from_slice(&chunk.map_err(|e| transport(&e))?);
-                if body.len() as u64 > MAX_SIGNATURE_BYTES {
-                    let size = body.len() as u64;
-                    return Ok(Ok(Answer::Body {
-                        content_type,
-                        body: Vec::new(),
-                        too_large: Some(size),
-                    }));
-                }
-            }
-            Ok(Ok(Answer::Body {
-                content_type,
-                body,
-                too_large: None,
-            }))
-        })
-        .await?;
-        match answer {
-            Ok(answer) => Ok(answer),
-            Err(status) => {
-                bail!("GET {url}: HTTP {status} (a lookaside must answer 200 or 404): check the mirror")
-            }
-        }
+    /// One signature URL through the lookaside GET (`super::fetch`): whole
+    /// within the small-document deadline, one attempt (a stalled mirror
+    /// fails the check at once; retrying is the caller's policy).
+    async fn get(&self, url: &str) -> Result<Option<Fetched>> {
+        let policy = Policy {
+            timeout: self.config.document,
+            attempts: 1,
+            ..Policy::default()
+        };
+        Ok(
+            match fetch::get(&self.client, url, None, None, &policy).await? {
+                Outcome::NotFound => None,
+                Outcome::Found { body, .. } => Some(Fetched::Blob(body)),
+                Outcome::TooLarge(size) => Some(Fetched::TooLarge(size)),
+                Outcome::SoftNotFound => Some(Fetched::SoftNotFound),
+                Outcome::Unauthorized => bail!(
+                    "GET {url}: HTTP 401 (a lookaside must answer 200 or 404): check the mirror"
+                ),
+                Outcome::Status(status) => bail!(
+                "GET {url}: HTTP {status} (a lookaside must answer 200 or 404): check the mirror"
+            ),
+                // No validators were sent: a 304 is a broken server.
+                Outcome::NotModified => bail!("GET {url}: unexpected HTTP 304: check the mirror"),
+            },
+        )
     }
 
     async fn read_async(&self, repository_path: &str, digest: &Digest) -> Result<SignatureSet> {
@@ -148,16 +101,8 @@ impl HttpLookaside {
         for n in 1..=MAX_SIGNATURES {
             let name = format!("signature-{n}");
             let url = format!("{}/{dir}/{name}", self.base);
-            let content = match self.get(&url).await? {
-                Answer::Missing => break,
-                Answer::Body {
-                    too_large: Some(size),
-                    ..
-                } => Fetched::TooLarge(size),
-                Answer::Body {
-                    content_type, body, ..
-                } if looks_like_html(content_type.as_deref(), &body) => Fetched::SoftNotFound,
-                Answer::Body { body, .. } => Fetched::Blob(body),
+            let Some(content) = self.get(&url).await? else {
+                break;
             };
             let soft = content == Fetched::SoftNotFound;
             set.files.push(SignatureFile {
