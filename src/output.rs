@@ -122,6 +122,7 @@ pub fn write(
     source: &Layout,
     root: &Descriptor,
     platform: Option<&Platform>,
+    progress: &dyn crate::progress::Progress,
 ) -> Result<()> {
     match destination {
         Destination::OciLayout { dir, tag } => write_oci_layout(source, root, dir, tag.as_deref()),
@@ -133,7 +134,8 @@ pub fn write(
         }
         Destination::Registry { reference } => {
             let no_mounts = std::collections::BTreeMap::new();
-            crate::registry::push::push_image(reference, source, root, &no_mounts, true).map(|_| ())
+            crate::registry::push::push_image(reference, source, root, &no_mounts, progress)
+                .map(|_| ())
         }
     }
 }

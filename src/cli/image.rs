@@ -125,7 +125,13 @@ pub fn run(ctx: &Context, args: ImageArgs) -> Result<ExitCode> {
         .write_json(&image.manifest, media_type::OCI_MANIFEST)?;
     let mut root = image.descriptor.clone();
     root.platform = None;
-    output::write(&destination, store.layout(), &root, Some(&args.platform))?;
+    output::write(
+        &destination,
+        store.layout(),
+        &root,
+        Some(&args.platform),
+        super::progress::for_command(ctx.json).as_ref(),
+    )?;
 
     let report = ImageReport {
         destination: destination.to_string(),

@@ -1,7 +1,6 @@
 //! `stagex pallet <expr>`: compose package images into one image and
 //! write it to `--output`. Arguments and reporting only; the work is in
 //! `crate::pallet::pipeline`, `crate::output` and `crate::registry::push`.
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -184,16 +183,15 @@ pub fn run(ctx: &Context, args: PalletArgs) -> Result<ExitCode> {
         Some(dir) => Store::open(dir)?,
         None => Store::open_default()?,
     };
-    let progress = !ctx.json && std::io::stderr().is_terminal();
+    let progress = super::progress::for_command(ctx.json);
     let request = Request {
         expression: args.expression.clone(),
         source,
         platforms: platforms.clone(),
         strict: args.strict,
         flatten: args.flatten,
-        progress,
     };
-    let composed = pipeline::run(&store, &catalog, &request)?;
+    let composed = pipeline::run(&store, &catalog, &request, progress.as_ref())?;
     let verification = verify_inputs(ctx, &args, &composed)?;
     let mut push = None;
     if let Some(destination) = &destination {
@@ -207,14 +205,26 @@ pub fn run(ctx: &Context, args: PalletArgs) -> Result<ExitCode> {
                     Default::default()
                 };
                 push = Some(
-                    push_image(reference, store.layout(), &composed.root, &mounts, progress)
-                        .with_context(|| format!("pushing to {destination}"))?,
+                    push_image(
+                        reference,
+                        store.layout(),
+                        &composed.root,
+                        &mounts,
+                        progress.as_ref(),
+                    )
+                    .with_context(|| format!("pushing to {destination}"))?,
                 );
             }
             other => {
                 let platform = (platforms.len() == 1).then(|| &platforms[0]);
-                output::write(other, store.layout(), &composed.root, platform)
-                    .with_context(|| format!("writing {other}"))?;
+                output::write(
+                    other,
+                    store.layout(),
+                    &composed.root,
+                    platform,
+                    progress.as_ref(),
+                )
+                .with_context(|| format!("writing {other}"))?;
             }
         }
     }

@@ -247,11 +247,17 @@ impl Observer for Bars {
                 bar.set_message(registry.clone());
                 state.registries.insert(registry, bar);
             }
-            Event::BlobDone { bytes, .. } => {
+            Event::BlobProgress { bytes, .. }
+            | Event::BlobDone {
+                bytes,
+                uploaded: false,
+                ..
+            } => {
                 if let Some(bar) = &state.overall {
                     bar.inc(bytes);
                 }
             }
+            Event::BlobDone { .. } => {}
             Event::ImageDone { registry, .. } => {
                 if let Some(bar) = state.registries.get(&registry) {
                     bar.inc(1);

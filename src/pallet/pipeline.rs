@@ -19,6 +19,7 @@ use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::Digest;
 use crate::oci::image::{build_image, build_index, ImageSpec};
 use crate::oci::media_type;
+use crate::progress::Progress;
 use crate::store::Store;
 
 /// What to compose.
@@ -29,7 +30,6 @@ pub struct Request {
     pub platforms: Vec<Platform>,
     pub strict: bool,
     pub flatten: bool,
-    pub progress: bool,
 }
 
 /// One layer of a composed image, for the report.
@@ -77,8 +77,14 @@ pub fn plan(catalog: &Catalog, expression: &str) -> Result<Plan> {
     catalog.expand(&expr)
 }
 
-/// Composes `request` into `store`.
-pub fn run(store: &Store, catalog: &Catalog, request: &Request) -> Result<Composed> {
+/// Composes `request` into `store`; pulls and warnings are reported to
+/// `progress`.
+pub fn run(
+    store: &Store,
+    catalog: &Catalog,
+    request: &Request,
+    progress: &dyn Progress,
+) -> Result<Composed> {
     let plan = plan(catalog, &request.expression)?;
     let expr_names: Vec<String> = request
         .expression
@@ -87,7 +93,7 @@ pub fn run(store: &Store, catalog: &Catalog, request: &Request) -> Result<Compos
         .into_iter()
         .map(|i| i.name)
         .collect();
-    let mut resolver = Resolver::new(store, request.source.clone(), request.progress)?;
+    let mut resolver = Resolver::new(store, request.source.clone(), progress)?;
     let mut reports = Vec::new();
     let mut manifests = Vec::new();
     for platform in &request.platforms {

@@ -18,14 +18,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use super::classify::OpError;
 use super::journal::{Entry, Journal};
 use super::release::ReleaseImage;
 use super::report::{Counters, Event, Observer};
 use super::retry::{retry, Budget, Policy};
+use crate::net::RegistryError;
 use crate::oci::descriptor::Descriptor;
 use crate::oci::digest::Digest;
-use crate::registry::RegistryClient;
+use crate::progress::Progress;
+use crate::registry::{Mount, RegistryClient};
 
 /// A registry namespace to publish into: `host[:port]/namespace`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -224,8 +225,28 @@ impl<'a> Run<'a> {
 
 /// Runs `op` under the host's retry budget; the error text names what
 /// failed and why the engine stopped.
-pub(crate) fn call<T>(host: &Host, mut op: impl FnMut() -> anyhow::Result<T>) -> Result<T, String> {
-    retry(&host.budget, || op().map_err(OpError::from)).map_err(|e| e.to_string())
+pub(crate) fn call<T>(
+    host: &Host,
+    op: impl FnMut() -> Result<T, RegistryError>,
+) -> Result<T, String> {
+    retry(&host.budget, op).map_err(|e| e.to_string())
+}
+
+/// Upload progress of one registry, as publish events.
+struct Uploading<'a> {
+    observer: &'a dyn Observer,
+    registry: String,
+}
+
+impl Progress for Uploading<'_> {
+    fn event(&self, event: crate::progress::Event<'_>) {
+        if let crate::progress::Event::Advanced { bytes, .. } = event {
+            self.observer.event(Event::BlobProgress {
+                registry: self.registry.clone(),
+                bytes,
+            });
+        }
+    }
 }
 
 /// Clients of one worker thread, one per registry host.
@@ -474,6 +495,10 @@ fn push_blob(
             uploaded,
         })
     };
+    let uploading = Uploading {
+        observer: run.observer,
+        registry: dest.to_string(),
+    };
     if call(host, || client.blob_exists(repo, &blob.digest))? {
         Counters::add(&counters.blobs_skipped, 1);
         host.holders.add(&blob.digest, repo);
@@ -483,7 +508,9 @@ fn push_blob(
     let sources = match host.holders.claim(&blob.digest, repo) {
         Claim::MountFrom(sources) => sources,
         Claim::Upload => {
-            let result = call(host, || client.upload_blob(repo, blob, &image.layout, None));
+            let result = call(host, || {
+                client.upload_blob(repo, blob, &image.layout, &uploading)
+            });
             host.holders
                 .finish(&blob.digest, result.as_ref().ok().map(|_| repo));
             result?;
@@ -494,7 +521,10 @@ fn push_blob(
         }
     };
     for from in &sources {
-        if call(host, || client.mount_blob(repo, from, &blob.digest))? {
+        // Not mounted (202), or refused (a token without pull scope on
+        // `from`): try the next source, then upload.
+        let mounted = call(host, || client.mount_blob(repo, from, &blob.digest));
+        if mounted == Ok(Mount::Mounted) {
             Counters::add(&counters.blobs_mounted, 1);
             Counters::add(&counters.bytes_mounted, blob.size);
             host.holders.add(&blob.digest, repo);
@@ -502,8 +532,9 @@ fn push_blob(
             return Ok(false);
         }
     }
-    // Not mountable (a 202, or another token scope): upload.
-    call(host, || client.upload_blob(repo, blob, &image.layout, None))?;
+    call(host, || {
+        client.upload_blob(repo, blob, &image.layout, &uploading)
+    })?;
     Counters::add(&counters.blobs_uploaded, 1);
     Counters::add(&counters.bytes_uploaded, blob.size);
     host.holders.add(&blob.digest, repo);

@@ -17,7 +17,13 @@ pub enum Event {
         images: usize,
         bytes: u64,
     },
-    /// Bytes of one blob reached the registry (uploaded, mounted or found).
+    /// `bytes` more of an upload reached the registry.
+    BlobProgress {
+        registry: String,
+        bytes: u64,
+    },
+    /// One blob is in place (uploaded, mounted or found): `bytes` is its
+    /// size (uploads also sent `BlobProgress` for them).
     BlobDone {
         registry: String,
         bytes: u64,

@@ -13,12 +13,12 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::reference::DockerReference;
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::Digest;
 use crate::oci::layout::Layout;
 use crate::oci::manifest::AnyManifest;
 use crate::oci::media_type::{ANNOTATION_REF_NAME, ANNOTATION_VERSION};
+use crate::oci::reference::DockerReference;
 
 /// One manifest to sign or verify.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,6 +5,7 @@
 pub mod fault_proxy;
 pub mod gpg;
 pub mod http_server;
+pub mod mock_http;
 pub mod nginx;
 pub mod podman;
 pub mod registry;
