@@ -280,3 +280,40 @@ impl Observer for Bars {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::report::{Failed, RegistryReport};
+
+    #[test]
+    fn the_summary_names_failures_and_says_dry_run() {
+        let mut report = PublishReport {
+            dry_run: true,
+            registries: vec![RegistryReport {
+                registry: "127.0.0.1:5000/stagex".into(),
+                images: 1,
+                tags_pushed: 3,
+                bytes_uploaded: 2048,
+                failed: vec![Failed {
+                    image: "core-x".into(),
+                    error: "blob sha256:ab: refused".into(),
+                }],
+                ..RegistryReport::default()
+            }],
+            ..PublishReport::default()
+        };
+        report.total(1);
+        let text = summary(&report);
+        for want in [
+            "dry run: nothing was changed",
+            "127.0.0.1:5000/stagex: 1 image(s)",
+            "tags would push 3",
+            "2.00 KiB",
+            "FAILED core-x: blob sha256:ab: refused",
+            "failures 1",
+        ] {
+            assert!(text.contains(want), "{want:?} in {text}");
+        }
+    }
+}

@@ -206,3 +206,41 @@ impl Counters {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_registries_and_mirrors() {
+        let counters = Counters::default();
+        Counters::add(&counters.images, 2);
+        Counters::add(&counters.tags_pushed, 6);
+        Counters::add(&counters.bytes_uploaded, 100);
+        Counters::add(&counters.blobs_mounted, 3);
+        counters.fail("core-b", "boom".into());
+        counters.fail("core-a", "bang".into());
+        let first = counters.report("h/ns", 4);
+        assert_eq!(first.failed[0].image, "core-a", "failures sorted by image");
+        let mut report = PublishReport {
+            registries: vec![first.clone(), first],
+            mirrors: vec![MirrorReport {
+                signatures_uploaded: 5,
+                failed: vec![Failed {
+                    image: "x".into(),
+                    error: "401".into(),
+                }],
+                ..MirrorReport::default()
+            }],
+            ..PublishReport::default()
+        };
+        report.total(2);
+        let s = &report.summary;
+        assert_eq!(
+            (s.images, s.tags_pushed, s.bytes_uploaded, s.blobs_mounted),
+            (2, 12, 200, 6)
+        );
+        assert_eq!((s.retries, s.signatures_uploaded, s.failures), (8, 5, 5));
+        assert!(!report.ok());
+    }
+}
