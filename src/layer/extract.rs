@@ -25,6 +25,9 @@
 //!   an image, e.g. `bin -> /usr/bin`; they are only dangerous when written
 //!   through, which the parent rule forbids).
 //!
+//! Entries (UTF-8 paths, normalization, whiteouts, link targets) come from
+//! the one tar walk in `entries`; this module adds the write policy above.
+//!
 //! Metadata: modes incl. setuid/setgid/sticky, mtimes (also on symlinks and
 //! directories, the latter set after all entries so children do not bump
 //! them), owners only when `ExtractOptions::chown` (default: only when
@@ -78,8 +81,9 @@ pub fn extract_layer(
         root: target,
         options,
     };
-    for entry in layer.entries()? {
-        let mut entry = entry?;
+    let reading = || format!("extracting a layer into {}", target.display());
+    for entry in layer.entries().with_context(reading)? {
+        let mut entry = entry.with_context(reading)?;
         if entry.raw_path.starts_with('/') {
             bail!(
                 "refusing layer entry {:?}: absolute paths are not allowed in a layer \
