@@ -8,7 +8,9 @@
 //! - `source`: `ImageSource` (registry, OCI layout, `out/`, the store);
 //! - `sink`: `ImageSink` and its one `WriteReport` (the sinks themselves
 //!   are the destinations in `crate::output`);
-//! - `out_dir`: `OutDir`, the only reader of `out/`.
+//! - `out_dir`: `OutDir`, the only reader of `out/`;
+//! - `from_dir`: a one-layer image from a directory (`stagex image`).
+pub mod from_dir;
 pub mod model;
 pub mod out_dir;
 pub mod sink;
