@@ -200,16 +200,11 @@ pub struct OciArchiveSink {
 impl ImageSink for OciArchiveSink {
     fn write(&self, from: &Layout, root: &Descriptor, _: Option<&Platform>) -> Result<WriteReport> {
         let blobs = write_oci_archive(from, root, &self.file, self.tag.as_deref())?;
-        let mut report = report_for(
-            &Destination::OciArchive {
-                file: self.file.clone(),
-                tag: self.tag.clone(),
-            },
-            root,
-        );
-        report.blobs_written = blobs;
-        report.bytes_written = std::fs::metadata(&self.file)?.len();
-        Ok(report)
+        let destination = Destination::OciArchive {
+            file: self.file.clone(),
+            tag: self.tag.clone(),
+        };
+        archive_report(&destination, root, &self.file, blobs)
     }
 }
 
@@ -228,16 +223,11 @@ impl ImageSink for DockerArchiveSink {
     ) -> Result<WriteReport> {
         let blobs =
             write_docker_archive(from, root, platform, &self.file, self.reference.as_deref())?;
-        let mut report = report_for(
-            &Destination::DockerArchive {
-                file: self.file.clone(),
-                reference: self.reference.clone(),
-            },
-            root,
-        );
-        report.blobs_written = blobs;
-        report.bytes_written = std::fs::metadata(&self.file)?.len();
-        Ok(report)
+        let destination = Destination::DockerArchive {
+            file: self.file.clone(),
+            reference: self.reference.clone(),
+        };
+        archive_report(&destination, root, &self.file, blobs)
     }
 }
 
@@ -278,6 +268,21 @@ fn report_for(destination: &Destination, root: &Descriptor) -> WriteReport {
         digest: Some(root.digest.clone()),
         ..WriteReport::default()
     }
+}
+
+/// The report of an archive sink: `blobs` in one file.
+fn archive_report(
+    destination: &Destination,
+    root: &Descriptor,
+    file: &Path,
+    blobs: u64,
+) -> Result<WriteReport> {
+    let mut report = report_for(destination, root);
+    report.blobs_written = blobs;
+    report.bytes_written = std::fs::metadata(file)
+        .with_context(|| format!("reading back {}", file.display()))?
+        .len();
+    Ok(report)
 }
 
 /// Writes a tar of an OCI layout holding just this image; returns the

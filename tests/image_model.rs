@@ -8,11 +8,14 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
+mod pallet_support;
+use pallet_support::write_image;
+
 use stagex::build::image_out::Staging;
 use stagex::image::{platform_manifest, Image, ImageSource, OutDir};
 use stagex::layer::{write_layer_to_layout, FileSource, FileTree, LayerOptions, TreeEntry};
 use stagex::oci::config::{History, RunConfig};
-use stagex::oci::image::{build_image, build_index, ImageLayer, ImageSpec};
+use stagex::oci::image::{build_index, ImageLayer, ImageSpec};
 use stagex::oci::layout::Layout;
 use stagex::oci::{media_type, Descriptor, Digest, Platform};
 use stagex::output::{self, Destination};
@@ -61,17 +64,10 @@ fn specs(layout: &Layout, platforms: &[&str]) -> Vec<ImageSpec> {
 /// the index descriptor and the per-platform manifests.
 fn source_layout(dir: &Path) -> (Layout, Descriptor, Vec<Descriptor>) {
     let layout = Layout::create(dir).unwrap();
-    let mut manifests = Vec::new();
-    for spec in specs(&layout, &["linux/amd64", "linux/arm64"]) {
-        let built = build_image(&spec).unwrap();
-        layout
-            .write_json(&built.config, media_type::OCI_CONFIG)
-            .unwrap();
-        layout
-            .write_json(&built.manifest, media_type::OCI_MANIFEST)
-            .unwrap();
-        manifests.push(built.descriptor);
-    }
+    let manifests: Vec<Descriptor> = specs(&layout, &["linux/amd64", "linux/arm64"])
+        .into_iter()
+        .map(|spec| write_image(&layout, spec.platform, spec.run, spec.layers))
+        .collect();
     let index = build_index(&manifests, BTreeMap::new()).unwrap();
     let root = layout.write_json(&index, media_type::OCI_INDEX).unwrap();
     layout.set_ref(Some("demo:1"), root.clone()).unwrap();

@@ -182,11 +182,7 @@ fn walk(
     }
     match layout.read_manifest(descriptor)?.0 {
         AnyManifest::Image(image) => {
-            let version = image
-                .annotations
-                .get(ANNOTATION_VERSION)
-                .cloned()
-                .or(version);
+            let version = nearest_version(&image.annotations, version);
             let mut descriptor = descriptor.clone();
             if descriptor.platform.is_none() {
                 descriptor.platform = config_platform(layout, &image.config);
@@ -202,26 +198,26 @@ fn walk(
             }
         }
         AnyManifest::Index(index) => {
-            let version = index
-                .annotations
-                .get(ANNOTATION_VERSION)
-                .cloned()
-                .or(version);
+            let version = nearest_version(&index.annotations, version);
             for child in &index.manifests {
                 // Attestation manifests (unknown/unknown) are not images.
                 if child.platform.as_ref().is_some_and(|p| p.os == "unknown") {
                     continue;
                 }
-                let child_version = child
-                    .annotations
-                    .get(ANNOTATION_VERSION)
-                    .cloned()
-                    .or(version.clone());
+                let child_version = nearest_version(&child.annotations, version.clone());
                 walk(layout, child, child_version, depth + 1, found)?;
             }
         }
     }
     Ok(())
+}
+
+/// The version annotation in `annotations`, else the one from further up.
+fn nearest_version(
+    annotations: &BTreeMap<String, String>,
+    outer: Option<String>,
+) -> Option<String> {
+    annotations.get(ANNOTATION_VERSION).cloned().or(outer)
 }
 
 /// The platform an image config declares (for display when the layout's

@@ -14,6 +14,9 @@ use std::sync::Mutex;
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::ProgressBar;
 
+/// The progress bar a blob fetch advances, if any.
+pub type Bar<'a> = Option<&'a ProgressBar>;
+
 use super::out_dir::OutDir;
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::Digest;
@@ -38,13 +41,7 @@ pub trait ImageSource: Send + Sync {
 
     /// Puts blob `descriptor` of `name` into `into` (verified; a no-op if
     /// it is there already).
-    fn fetch_blob(
-        &self,
-        name: &str,
-        descriptor: &Descriptor,
-        into: &Layout,
-        progress: Option<&ProgressBar>,
-    ) -> Result<()>;
+    fn fetch_blob(&self, name: &str, blob: &Descriptor, into: &Layout, bar: Bar) -> Result<()>;
 
     /// The registry repository of `name`, when the source is a registry
     /// (layers can then be mounted from it on a push to the same host).
@@ -161,17 +158,11 @@ impl ImageSource for RegistrySource {
         Ok(bytes)
     }
 
-    fn fetch_blob(
-        &self,
-        name: &str,
-        descriptor: &Descriptor,
-        into: &Layout,
-        progress: Option<&ProgressBar>,
-    ) -> Result<()> {
-        if into.has_blob(&descriptor.digest) {
+    fn fetch_blob(&self, name: &str, blob: &Descriptor, into: &Layout, bar: Bar) -> Result<()> {
+        if into.has_blob(&blob.digest) {
             return Ok(());
         }
-        self.with_client(|c| c.pull_blob(&self.repo(name), descriptor, into, progress))
+        self.with_client(|c| c.pull_blob(&self.repo(name), blob, into, bar))
     }
 
     fn repository(&self, name: &str) -> Option<String> {
@@ -258,14 +249,8 @@ impl ImageSource for Layout {
         read_manifest_of(self, name, digest)
     }
 
-    fn fetch_blob(
-        &self,
-        _name: &str,
-        descriptor: &Descriptor,
-        into: &Layout,
-        _progress: Option<&ProgressBar>,
-    ) -> Result<()> {
-        into.copy_blob_from(self, descriptor)
+    fn fetch_blob(&self, _name: &str, blob: &Descriptor, into: &Layout, _bar: Bar) -> Result<()> {
+        into.copy_blob_from(self, blob)
     }
 }
 
@@ -288,14 +273,8 @@ impl ImageSource for OutDir {
         read_manifest_of(&self.layout(name)?, name, digest)
     }
 
-    fn fetch_blob(
-        &self,
-        name: &str,
-        descriptor: &Descriptor,
-        into: &Layout,
-        _progress: Option<&ProgressBar>,
-    ) -> Result<()> {
-        into.copy_blob_from(&self.layout(name)?, descriptor)
+    fn fetch_blob(&self, name: &str, blob: &Descriptor, into: &Layout, _bar: Bar) -> Result<()> {
+        into.copy_blob_from(&self.layout(name)?, blob)
     }
 }
 
@@ -314,14 +293,8 @@ impl ImageSource for Store {
         self.layout().manifest(name, digest)
     }
 
-    fn fetch_blob(
-        &self,
-        name: &str,
-        descriptor: &Descriptor,
-        into: &Layout,
-        progress: Option<&ProgressBar>,
-    ) -> Result<()> {
-        self.layout().fetch_blob(name, descriptor, into, progress)
+    fn fetch_blob(&self, name: &str, blob: &Descriptor, into: &Layout, bar: Bar) -> Result<()> {
+        self.layout().fetch_blob(name, blob, into, bar)
     }
 }
 
@@ -376,13 +349,7 @@ impl ImageSource for DirSource {
         self.with(name, |s| s.manifest(name, digest))
     }
 
-    fn fetch_blob(
-        &self,
-        name: &str,
-        descriptor: &Descriptor,
-        into: &Layout,
-        progress: Option<&ProgressBar>,
-    ) -> Result<()> {
-        self.with(name, |s| s.fetch_blob(name, descriptor, into, progress))
+    fn fetch_blob(&self, name: &str, blob: &Descriptor, into: &Layout, bar: Bar) -> Result<()> {
+        self.with(name, |s| s.fetch_blob(name, blob, into, bar))
     }
 }
