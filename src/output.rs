@@ -16,6 +16,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 
 use crate::image::{Image, ImageSink, WriteReport};
+use crate::oci::blob_writer::sync_and_rename;
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::{Digest, HashingWriter};
 use crate::oci::json::JsonBlob;
@@ -426,15 +427,11 @@ fn write_tar_atomic(path: &Path, fill: impl FnOnce(&mut TarBuilder) -> Result<()
     let temp = crate::oci::layout::new_temp_file(dir)?;
     let mut builder = tar::Builder::new(BufWriter::new(temp.reopen()?));
     fill(&mut builder).with_context(|| format!("writing {}", path.display()))?;
-    let file = builder
+    builder
         .into_inner()?
         .into_inner()
         .map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    temp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
+    sync_and_rename(temp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {

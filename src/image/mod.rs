@@ -19,4 +19,4 @@ pub mod source;
 pub use model::{Image, ImageError};
 pub use out_dir::{OutDir, OutManifest};
 pub use sink::{ImageSink, WriteReport};
-pub use source::{platform_manifest, DirSource, ImageSource, RegistrySource};
+pub use source::{fetch_image, platform_manifest, DirSource, ImageSource, RegistrySource};

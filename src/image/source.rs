@@ -17,6 +17,7 @@ use indicatif::ProgressBar;
 /// The progress bar a blob fetch advances, if any.
 pub type Bar<'a> = Option<&'a ProgressBar>;
 
+use super::model::Image;
 use super::out_dir::OutDir;
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::Digest;
@@ -99,6 +100,25 @@ pub fn platform_manifest(
             }
         }
     }
+}
+
+/// The whole image `top` names for `platform`: manifests, config and
+/// layers fetched into `into` (what it already holds is kept), read and
+/// checked as an `Image`. For callers that want every blob at once
+/// (preseeding `out/`, copying); the pallet resolver fetches layers itself,
+/// in parallel.
+pub fn fetch_image(
+    source: &dyn ImageSource,
+    name: &str,
+    top: &Digest,
+    platform: &Platform,
+    into: &Layout,
+) -> Result<Image> {
+    let (_, descriptor, manifest) = platform_manifest(source, name, top, platform, into)?;
+    for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
+        source.fetch_blob(name, blob, into, None)?;
+    }
+    Image::load(into, &descriptor).with_context(|| source.locate(name))
 }
 
 /// A registry namespace: image `core-jq` is `<host>/<namespace>/core-jq`.

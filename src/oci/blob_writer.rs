@@ -48,6 +48,14 @@ pub fn new_temp_file(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
         .tempfile_in(dir)
 }
 
+/// Makes a finished temp file durable and visible under `path`: fsync,
+/// then rename (atomic within a file system, replacing `path`).
+pub fn sync_and_rename(temp: tempfile::NamedTempFile, path: &Path) -> io::Result<()> {
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 /// A blob being written into `dir` (e.g. `<layout>/blobs/sha256`).
 pub struct BlobWriter {
     dir: PathBuf,
@@ -122,11 +130,7 @@ impl BlobWriter {
         if path.is_file() {
             return Ok((digest, size));
         }
-        temp.as_file()
-            .sync_all()
-            .map_err(|e| io_err("syncing", e))?;
-        temp.persist(&path)
-            .map_err(|e| io_err("renaming into", e.error))?;
+        sync_and_rename(temp, &path).map_err(|e| io_err("storing", e))?;
         Ok((digest, size))
     }
 }

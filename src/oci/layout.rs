@@ -377,12 +377,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut temp = new_temp_file(dir)?;
     temp.write_all(bytes)
-        .and_then(|_| temp.as_file().sync_all())
-        .with_context(|| format!("writing {}", path.display()))?;
-    temp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
+        .and_then(|_| super::blob_writer::sync_and_rename(temp, path))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
