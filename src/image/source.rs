@@ -149,13 +149,18 @@ impl RegistrySource {
         }
     }
 
-    fn with_client<T>(&self, call: impl FnOnce(&RegistryClient) -> Result<T>) -> Result<T> {
+    /// Runs `call` with an idle client. The client's error is passed on
+    /// as it is (typed errors stay downcastable for the caller).
+    fn with_client<T, E: Into<anyhow::Error>>(
+        &self,
+        call: impl FnOnce(&RegistryClient) -> std::result::Result<T, E>,
+    ) -> Result<T> {
         let idle = self.clients.lock().expect("client pool").pop();
         let client = match idle {
             Some(client) => client,
             None => RegistryClient::new(&self.host)?,
         };
-        let result = call(&client);
+        let result = call(&client).map_err(Into::into);
         self.clients.lock().expect("client pool").push(client);
         result
     }
