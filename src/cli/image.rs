@@ -71,7 +71,8 @@ pub fn run(ctx: &Context, args: ImageArgs) -> Result<ExitCode> {
         version: args.version,
         keep_owners: args.keep_owners,
     };
-    let report = write_dir_image(&store, &request, &LayerOptions::from_env()?, &destination)?;
+    let options = LayerOptions::from_env()?;
+    let report = write_dir_image(&store, &request, &options, &destination, !ctx.json)?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -18,7 +18,7 @@ use crate::oci::descriptor::Platform;
 use crate::oci::digest::Digest;
 use crate::oci::image::{build_image, ImageLayer, ImageSpec};
 use crate::oci::media_type;
-use crate::output::{self, Destination};
+use crate::output::{Destination, Mounts};
 use crate::store::Store;
 
 /// What the image holds and declares.
@@ -69,12 +69,13 @@ fn run_config(request: &DirImage) -> Result<RunConfig> {
 }
 
 /// Builds the image in `store` (layer, config, manifest) and writes it
-/// to `destination`.
+/// to `destination` (`progress`: a push may show bars on a terminal).
 pub fn write_dir_image(
     store: &Store,
     request: &DirImage,
     options: &LayerOptions,
     destination: &Destination,
+    progress: bool,
 ) -> Result<DirImageReport> {
     let run = run_config(request)?;
     let mut tree = FileTree::from_dir(&request.dir)
@@ -113,7 +114,10 @@ pub fn write_dir_image(
         .write_json(&image.manifest, media_type::OCI_MANIFEST)?;
     let mut root = image.descriptor.clone();
     root.platform = None;
-    let write = output::write(destination, store.layout(), &root, Some(&request.platform))?;
+    let write = destination
+        .sink(Mounts::default(), progress)
+        .write(store.layout(), &root, Some(&request.platform))
+        .with_context(|| format!("writing {destination}"))?;
     Ok(DirImageReport {
         destination: destination.to_string(),
         manifest_digest: image.descriptor.digest,
