@@ -291,6 +291,14 @@ mod tests {
         assert_eq!(image.platform().to_string(), "linux/arm64");
         assert_eq!(image.layers().len(), 2);
         assert_eq!(image.image_layers(&History::default()).len(), 2);
+        // Bytes changed on disk under the manifest's name are refused.
+        let path = layout.blob_path(&desc.digest);
+        let mut tampered = std::fs::read(&path).unwrap();
+        tampered[0] = b' ';
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, tampered).unwrap();
+        let err = Image::load(&layout, &desc).unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
     }
 
     #[test]
