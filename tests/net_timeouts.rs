@@ -240,20 +240,7 @@ fn a_stalled_lookaside_fails_verify_naming_the_host() {
 /// A repo root with one package `core-demo` fetched from `mirrors`.
 fn fetch_repo(mirrors: &[String], body: &[u8]) -> tempfile::TempDir {
     use sha2::Digest;
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("packages/core/demo");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mirrors: Vec<String> = mirrors.iter().map(|m| format!("{m:?}")).collect();
-    std::fs::write(
-        dir.join("package.toml"),
-        format!(
-            "[package]\nname = \"demo\"\nversion = \"1.0\"\n\n[sources.demo]\nhash = \"{}\"\nformat = \"tar\"\nfile = \"demo-{{version}}.{{format}}\"\nmirrors = [{}]\n",
-            hex::encode(sha2::Sha256::digest(body)),
-            mirrors.join(", ")
-        ),
-    )
-    .unwrap();
-    root
+    peers::demo_package::demo_root(mirrors, &hex::encode(sha2::Sha256::digest(body)))
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
