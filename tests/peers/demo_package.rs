@@ -1,4 +1,4 @@
-//! A throwaway StageX repository root holding one package, `core-demo`,
+//! Owns: a throwaway StageX repository root holding one package, `core-demo`,
 //! whose single source `demo-1.0.tar` comes from the given mirrors (for
 //! `stagex fetch` tests).
 #![allow(dead_code)]
