@@ -322,3 +322,27 @@ fn library_clients_time_out_with_their_own_configuration() {
     assert!(err.url.contains(&hole.host()), "{err:?}");
     assert!(err.message.contains("timed out"), "{err:?}");
 }
+
+#[test]
+fn an_invalid_timeout_is_refused_with_the_variable_named() {
+    let good = MockHttp::start(|_, _| Reply::ok("application/octet-stream", SOURCE));
+    let root = fetch_repo(&[good.url("demo-1.0.tar")], SOURCE);
+    let output = stagex()
+        .arg("--root")
+        .arg(root.path())
+        .args(["fetch", "core-demo"])
+        .env("STAGEX_TIMEOUT", "soon")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("STAGEX_TIMEOUT=\"soon\"") && stderr.contains("whole number of seconds"),
+        "{stderr}"
+    );
+    assert!(
+        good.seen().is_empty(),
+        "asked the mirror anyway: {:?}",
+        good.seen()
+    );
+}

@@ -586,6 +586,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_client_can_serve_many_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<RegistryClient>();
+    }
+
+    #[test]
     fn splits_repositories() {
         assert_eq!(
             split_repository("127.0.0.1:5000/stagex").unwrap(),
