@@ -35,6 +35,7 @@ use stagex::oci::media_type;
 use stagex::pallet::definition::Catalog;
 use stagex::pallet::pipeline::{self, Request};
 use stagex::pallet::resolve::Source;
+use stagex::progress::NoProgress;
 use stagex::store::Store;
 
 const PACKAGES: usize = 20;
@@ -102,7 +103,6 @@ fn request(expression: &str, source: Source) -> Request {
         platforms: vec![Platform::host()],
         strict: false,
         flatten: false,
-        progress: false,
     }
 }
 
@@ -157,13 +157,24 @@ fn main() {
     let store = Store::open(tmp.path().join("store")).unwrap();
     let local = Source::Local(out.clone());
     let first = Instant::now();
-    let composed = pipeline::run(&store, &catalog, &request(&expression, local.clone())).unwrap();
+    let composed = pipeline::run(
+        &store,
+        &catalog,
+        &request(&expression, local.clone()),
+        &NoProgress,
+    )
+    .unwrap();
     let cold_local = first.elapsed();
     let warm: Vec<Duration> = (0..7)
         .map(|_| {
             let t = Instant::now();
-            let again =
-                pipeline::run(&store, &catalog, &request(&expression, local.clone())).unwrap();
+            let again = pipeline::run(
+                &store,
+                &catalog,
+                &request(&expression, local.clone()),
+                &NoProgress,
+            )
+            .unwrap();
             assert_eq!(again.root.digest, composed.root.digest);
             t.elapsed()
         })
@@ -213,7 +224,13 @@ fn main() {
     let source = Source::parse(&format!("{}/stagex", registry.host())).unwrap();
     let cold_store = Store::open(tmp.path().join("cold-store")).unwrap();
     let t = Instant::now();
-    let cold = pipeline::run(&cold_store, &catalog, &request(&expression, source)).unwrap();
+    let cold = pipeline::run(
+        &cold_store,
+        &catalog,
+        &request(&expression, source),
+        &NoProgress,
+    )
+    .unwrap();
     let cold_time = t.elapsed();
     assert_eq!(cold.root.digest, composed.root.digest);
     let skopeo = peers::tools::find("skopeo");

@@ -23,6 +23,7 @@ use crate::oci::json::JsonBlob;
 use crate::oci::layout::Layout;
 use crate::oci::manifest::ImageIndex;
 use crate::oci::media_type::{self, LayerCompression, ANNOTATION_REF_NAME};
+use crate::progress::Progress;
 use crate::registry::push;
 
 /// Where an image goes.
@@ -127,36 +128,33 @@ pub struct Mounts {
 }
 
 impl Destination {
-    /// The sink that writes here. `mounts` and `progress` matter only for
-    /// a registry (mounts only when it is the registry they name).
-    pub fn sink(&self, mounts: Mounts, progress: bool) -> Box<dyn ImageSink> {
+    /// The sink that writes here. `mounts` matter only for a registry
+    /// (and only when it is the registry they name).
+    pub fn sink(&self, mounts: Mounts) -> Box<dyn ImageSink> {
         match self.clone() {
             Destination::OciLayout { dir, tag } => Box::new(OciLayoutSink { dir, tag }),
             Destination::OciArchive { file, tag } => Box::new(OciArchiveSink { file, tag }),
             Destination::DockerArchive { file, reference } => {
                 Box::new(DockerArchiveSink { file, reference })
             }
-            Destination::Registry { reference } => Box::new(RegistrySink {
-                reference,
-                mounts,
-                progress,
-            }),
+            Destination::Registry { reference } => Box::new(RegistrySink { reference, mounts }),
         }
     }
 }
 
 /// Writes the image at `root` (held in `source`) to `destination`, with no
-/// mounts and no progress. `platform` picks the manifest for single-image
-/// formats (docker-archive).
+/// mounts. `platform` picks the manifest for single-image formats
+/// (docker-archive); `progress` hears about uploads.
 pub fn write(
     destination: &Destination,
     source: &Layout,
     root: &Descriptor,
     platform: Option<&Platform>,
+    progress: &dyn Progress,
 ) -> Result<WriteReport> {
     destination
-        .sink(Mounts::default(), false)
-        .write(source, root, platform)
+        .sink(Mounts::default())
+        .write(source, root, platform, progress)
         .with_context(|| format!("writing {destination}"))
 }
 
@@ -169,7 +167,13 @@ pub struct OciLayoutSink {
 impl ImageSink for OciLayoutSink {
     /// Copies the image (children first, so the layout never references a
     /// blob it lacks), then tags it.
-    fn write(&self, from: &Layout, root: &Descriptor, _: Option<&Platform>) -> Result<WriteReport> {
+    fn write(
+        &self,
+        from: &Layout,
+        root: &Descriptor,
+        _: Option<&Platform>,
+        _: &dyn Progress,
+    ) -> Result<WriteReport> {
         let target = Layout::create(&self.dir)?;
         let mut report = report_for(
             &Destination::OciLayout {
@@ -199,7 +203,13 @@ pub struct OciArchiveSink {
 }
 
 impl ImageSink for OciArchiveSink {
-    fn write(&self, from: &Layout, root: &Descriptor, _: Option<&Platform>) -> Result<WriteReport> {
+    fn write(
+        &self,
+        from: &Layout,
+        root: &Descriptor,
+        _: Option<&Platform>,
+        _: &dyn Progress,
+    ) -> Result<WriteReport> {
         let blobs = write_oci_archive(from, root, &self.file, self.tag.as_deref())?;
         let destination = Destination::OciArchive {
             file: self.file.clone(),
@@ -221,6 +231,7 @@ impl ImageSink for DockerArchiveSink {
         from: &Layout,
         root: &Descriptor,
         platform: Option<&Platform>,
+        _: &dyn Progress,
     ) -> Result<WriteReport> {
         let blobs =
             write_docker_archive(from, root, platform, &self.file, self.reference.as_deref())?;
@@ -236,11 +247,16 @@ impl ImageSink for DockerArchiveSink {
 pub struct RegistrySink {
     pub reference: String,
     pub mounts: Mounts,
-    pub progress: bool,
 }
 
 impl ImageSink for RegistrySink {
-    fn write(&self, from: &Layout, root: &Descriptor, _: Option<&Platform>) -> Result<WriteReport> {
+    fn write(
+        &self,
+        from: &Layout,
+        root: &Descriptor,
+        _: Option<&Platform>,
+        progress: &dyn Progress,
+    ) -> Result<WriteReport> {
         let (host, _, _) = push::parse_reference(&self.reference)?;
         // Mount only from repositories on the same registry.
         let no_mounts = BTreeMap::new();
@@ -248,7 +264,7 @@ impl ImageSink for RegistrySink {
             Some(source) if *source == host => &self.mounts.repos,
             _ => &no_mounts,
         };
-        let pushed = push::push_image(&self.reference, from, root, mounts, self.progress)?;
+        let pushed = push::push_image(&self.reference, from, root, mounts, progress)?;
         Ok(WriteReport {
             reference: pushed.reference,
             digest: pushed.digest,

@@ -19,6 +19,7 @@ use stagex::oci::image::{build_index, ImageLayer, ImageSpec};
 use stagex::oci::layout::Layout;
 use stagex::oci::{media_type, Descriptor, Digest, Platform};
 use stagex::output::{self, Destination};
+use stagex::progress::NoProgress;
 use stagex::store::Store;
 
 fn platform(text: &str) -> Platform {
@@ -94,7 +95,7 @@ fn layout_to_oci_archive_to_layout_keeps_every_byte() {
     let (source, root, manifests) = source_layout(&dir.path().join("src"));
     let archive = dir.path().join("out/demo.tar");
     let destination = Destination::parse(&format!("oci-archive:{}:v1", archive.display())).unwrap();
-    let report = output::write(&destination, &source, &root, None).unwrap();
+    let report = output::write(&destination, &source, &root, None, &NoProgress).unwrap();
     assert_eq!(report.digest.as_ref(), Some(&root.digest));
     // index + 2 manifests + 2 configs + 2 shared layers.
     assert_eq!(report.blobs_written, 7);
@@ -130,7 +131,14 @@ fn layout_to_docker_archive_holds_the_config_and_diff_id_layers() {
     let archive = dir.path().join("demo-docker.tar");
     let destination =
         Destination::parse(&format!("docker-archive:{}:me/demo:1", archive.display())).unwrap();
-    output::write(&destination, &source, &root, Some(&platform("linux/arm64"))).unwrap();
+    output::write(
+        &destination,
+        &source,
+        &root,
+        Some(&platform("linux/arm64")),
+        &NoProgress,
+    )
+    .unwrap();
     untar(&archive, &dir.path().join("unpacked"));
     let unpacked = dir.path().join("unpacked");
     let manifest: serde_json::Value =
@@ -161,9 +169,9 @@ fn store_to_layout_and_back_through_sources_and_sinks() {
     // store -> layout (oci: sink).
     let target = dir.path().join("copy");
     let destination = Destination::parse(&format!("oci:{}:2", target.display())).unwrap();
-    let report = output::write(&destination, store.layout(), &root, None).unwrap();
+    let report = output::write(&destination, store.layout(), &root, None, &NoProgress).unwrap();
     assert_eq!((report.blobs_written, report.blobs_existing), (7, 0));
-    let again = output::write(&destination, store.layout(), &root, None).unwrap();
+    let again = output::write(&destination, store.layout(), &root, None, &NoProgress).unwrap();
     assert_eq!((again.blobs_written, again.blobs_existing), (0, 7));
     // layout -> a fresh store, through the layout as an ImageSource.
     let copy = Layout::open(&target).unwrap();
@@ -175,7 +183,7 @@ fn store_to_layout_and_back_through_sources_and_sinks() {
     assert_eq!(top, root.digest);
     fresh.layout().write_blob(&bytes).unwrap();
     let arm64 = platform("linux/arm64");
-    let image = fetch_image(&copy, "demo", &top, &arm64, fresh.layout()).unwrap();
+    let image = fetch_image(&copy, "demo", &top, &arm64, fresh.layout(), &NoProgress).unwrap();
     // What platform_manifest picked under the index is arm64's manifest.
     let (index, manifest, _) =
         platform_manifest(&copy, "demo", &top, &arm64, fresh.layout()).unwrap();
@@ -229,7 +237,14 @@ fn out_dir_to_layout_keeps_the_digests_files_manifest() {
     let top = out.top("core-demo").unwrap();
     let target = dir.path().join("exported");
     let destination = Destination::parse(&format!("oci:{}:1.2.3", target.display())).unwrap();
-    output::write(&destination, &out.layout("core-demo").unwrap(), &top, None).unwrap();
+    output::write(
+        &destination,
+        &out.layout("core-demo").unwrap(),
+        &top,
+        None,
+        &NoProgress,
+    )
+    .unwrap();
     let exported = Layout::open(&target).unwrap();
     let root = exported.resolve(Some("1.2.3")).unwrap();
     assert_eq!(root.digest, built.index.digest);

@@ -13,6 +13,7 @@ use peers::tools;
 use stagex::oci::descriptor::Descriptor;
 use stagex::oci::layout::Layout;
 use stagex::oci::media_type;
+use stagex::progress::NoProgress;
 use stagex::registry::{BlobPush, RegistryClient};
 
 struct Child(std::process::Child);
@@ -77,7 +78,7 @@ fn basic_auth_from_the_auth_file() {
     let error = format!(
         "{:#}",
         anonymous
-            .push_blob("me/x", &blob, &layout, &[], None)
+            .push_blob("me/x", &blob, &layout, &[], &NoProgress)
             .unwrap_err()
     );
     assert!(error.contains(&host), "{error}");
@@ -93,11 +94,13 @@ fn basic_auth_from_the_auth_file() {
     std::env::set_var("REGISTRY_AUTH_FILE", &file);
     let client = RegistryClient::new(&host).unwrap();
     assert_eq!(
-        client.push_blob("me/x", &blob, &layout, &[], None).unwrap(),
+        client
+            .push_blob("me/x", &blob, &layout, &[], &NoProgress)
+            .unwrap(),
         BlobPush::Uploaded(blob.size)
     );
     assert!(client.blob_exists("me/x", &blob.digest).unwrap());
     let dest = Layout::create(dir.path().join("dest")).unwrap();
-    client.pull_blob("me/x", &blob, &dest, None).unwrap();
+    client.pull_blob("me/x", &blob, &dest, &NoProgress).unwrap();
     assert_eq!(dest.read_blob(&blob.digest).unwrap(), bytes);
 }

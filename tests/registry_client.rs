@@ -9,6 +9,7 @@ use stagex::oci::json::JsonBlob;
 use stagex::oci::layout::Layout;
 use stagex::oci::manifest::ImageManifest;
 use stagex::oci::media_type;
+use stagex::progress::NoProgress;
 use stagex::registry::{BlobPush, RegistryClient};
 
 fn sample(layout: &Layout) -> (Descriptor, Descriptor, JsonBlob) {
@@ -46,25 +47,25 @@ fn push_pull_mount_round_trip() {
 
     assert!(!client.blob_exists("ns/a", &layer.digest).unwrap());
     let pushed = client
-        .push_blob("ns/a", &layer, &layout, &[], None)
+        .push_blob("ns/a", &layer, &layout, &[], &NoProgress)
         .unwrap();
     assert_eq!(pushed, BlobPush::Uploaded(layer.size));
     client
-        .push_blob("ns/a", &config, &layout, &[], None)
+        .push_blob("ns/a", &config, &layout, &[], &NoProgress)
         .unwrap();
     client
         .push_manifest("ns/a", "v1", &manifest.bytes, media_type::OCI_MANIFEST)
         .unwrap();
     assert_eq!(
         client
-            .push_blob("ns/a", &layer, &layout, &[], None)
+            .push_blob("ns/a", &layer, &layout, &[], &NoProgress)
             .unwrap(),
         BlobPush::Existed
     );
     // Another repository on the same registry: mounted, not uploaded.
     assert_eq!(
         client
-            .push_blob("ns/b", &layer, &layout, &["ns/a".to_string()], None)
+            .push_blob("ns/b", &layer, &layout, &["ns/a".to_string()], &NoProgress)
             .unwrap(),
         BlobPush::Mounted
     );
@@ -88,7 +89,9 @@ fn push_pull_mount_round_trip() {
     assert!(error.contains(&registry.host()), "{error}");
 
     let dest = Layout::create(dir.path().join("dest")).unwrap();
-    client.pull_blob("ns/b", &layer, &dest, None).unwrap();
+    client
+        .pull_blob("ns/b", &layer, &dest, &NoProgress)
+        .unwrap();
     assert_eq!(
         dest.read_blob(&layer.digest).unwrap().len() as u64,
         layer.size
@@ -96,6 +99,8 @@ fn push_pull_mount_round_trip() {
     // A descriptor whose size lies is refused and nothing is stored.
     let mut wrong = config.clone();
     wrong.size += 1;
-    assert!(client.pull_blob("ns/a", &wrong, &dest, None).is_err());
+    assert!(client
+        .pull_blob("ns/a", &wrong, &dest, &NoProgress)
+        .is_err());
     assert!(!dest.has_blob(&config.digest));
 }

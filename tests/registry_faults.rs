@@ -1,135 +1,25 @@
 //! Faults a real registry cannot be made to produce: a hostile or broken
 //! server that sends blobs longer than their descriptor, wrong or short
-//! blob bytes, manifests over the 4 MiB cap, or manifest bytes that do not
-//! match the digest asked for. A mock is the only way to get these, so this
-//! file holds a tiny single-threaded HTTP/1.1 server (std `TcpListener` on a
-//! free 127.0.0.1 port) that speaks just what `RegistryClient` asks:
-//! `GET /v2/` (200, no auth challenge, so oci-client stays anonymous), then
-//! `GET /v2/<repo>/blobs/<digest>` or `/v2/<repo>/manifests/<ref>`.
-//! Each answer sets `Connection: close`, so every request is a new
-//! connection and the one thread serves them in order. Every fault test has
-//! a matching honest answer that must succeed, so a failure cannot come
-//! from the mock itself.
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+//! blob bytes, manifests over the 4 MiB cap, manifest bytes that do not
+//! match the digest asked for, statuses whose URL holds "404", mount
+//! answers (202, 401), rate limits with Retry-After. The mock is
+//! `peers::mock_http` (a std `TcpListener` server answering `GET /v2/`
+//! with 200 and no auth challenge, so the client stays anonymous). Every
+//! fault test has a matching honest answer that must succeed, so a failure
+//! cannot come from the mock itself.
+mod peers;
+
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+use peers::mock_http::{MockHttp, Reply};
+use stagex::net::RegistryError;
 use stagex::oci::descriptor::Descriptor;
 use stagex::oci::digest::Digest;
 use stagex::oci::layout::Layout;
 use stagex::oci::media_type;
-use stagex::registry::RegistryClient;
-
-/// What the mock answers for a path: status, content type, body.
-type Route = dyn Fn(&str) -> (u16, &'static str, Vec<u8>) + Send + Sync;
-
-struct MockRegistry {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    requests: Arc<Mutex<Vec<String>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl MockRegistry {
-    /// Serves `route` for everything but `/v2/` (always 200).
-    fn start(route: impl Fn(&str) -> (u16, &'static str, Vec<u8>) + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free 127.0.0.1 port");
-        let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let route: Arc<Route> = Arc::new(route);
-        let thread = {
-            let (stop, requests) = (Arc::clone(&stop), Arc::clone(&requests));
-            std::thread::spawn(move || {
-                // Bounded: at most 64 connections, and Drop wakes it to stop.
-                for _ in 0..64 {
-                    let Ok((stream, _)) = listener.accept() else {
-                        return;
-                    };
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    serve(stream, &*route, &requests);
-                }
-            })
-        };
-        MockRegistry {
-            port,
-            stop,
-            requests,
-            thread: Some(thread),
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for MockRegistry {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port)); // wakes accept()
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Reads one request head and writes one answer. I/O errors (the client
-/// hanging up on a hostile answer) are expected and ignored.
-fn serve(stream: TcpStream, route: &Route, requests: &Mutex<Vec<String>>) {
-    let timeout = Some(Duration::from_secs(30)); // a stuck client cannot block the test forever
-    let _ = stream.set_read_timeout(timeout);
-    let _ = stream.set_write_timeout(timeout);
-    let mut reader = BufReader::new(&stream);
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return;
-    }
-    loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) if line == "\r\n" || line == "\n" => break,
-            Ok(_) => {}
-        }
-    }
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    requests.lock().unwrap().push(format!("{method} {path}"));
-    let (status, content_type, body) = if method != "GET" && method != "HEAD" {
-        (405, "text/plain", b"only GET".to_vec())
-    } else if path == "/v2/" {
-        (200, "application/json", b"{}".to_vec())
-    } else {
-        route(path)
-    };
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        _ => "Error",
-    };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Docker-Distribution-API-Version: registry/2.0\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let mut stream = &stream;
-    let _ = stream.write_all(head.as_bytes());
-    if method == "GET" {
-        let _ = stream.write_all(&body);
-    }
-    let _ = stream.flush();
-}
+use stagex::progress::NoProgress;
+use stagex::registry::{Mount, RegistryClient};
 
 /// Every file under the layout's blob directory (blobs and temporaries).
 fn files_under(dir: &Path) -> Vec<String> {
@@ -160,12 +50,12 @@ fn blob_descriptor() -> Descriptor {
 }
 
 /// A registry that answers every blob request with `body`.
-fn blob_server(body: Vec<u8>) -> MockRegistry {
-    MockRegistry::start(move |path| {
+fn blob_server(body: Vec<u8>) -> MockHttp {
+    MockHttp::registry(move |_, path| {
         if path.starts_with("/v2/stagex/core/blobs/sha256:") {
-            (200, "application/octet-stream", body.clone())
+            Reply::ok("application/octet-stream", &body)
         } else {
-            (404, "application/json", br#"{"errors":[]}"#.to_vec())
+            Reply::status(404, "application/json", br#"{"errors":[]}"#)
         }
     })
 }
@@ -176,11 +66,11 @@ fn pull_blob_error(body: Vec<u8>) -> (String, Vec<String>, Vec<String>) {
     let layout = Layout::create(dir.path().join("oci")).unwrap();
     let client = RegistryClient::new(&server.host()).unwrap();
     let err = client
-        .pull_blob("stagex/core", &blob_descriptor(), &layout, None)
+        .pull_blob("stagex/core", &blob_descriptor(), &layout, &NoProgress)
         .expect_err("a bad blob must not be accepted");
     assert!(!layout.has_blob(&blob_descriptor().digest));
     let left = files_under(&dir.path().join("oci/blobs"));
-    (format!("{err:#}"), left, server.requests())
+    (format!("{err:#}"), left, server.seen())
 }
 
 #[test]
@@ -191,14 +81,14 @@ fn honest_blob_is_stored() {
     let client = RegistryClient::new(&server.host()).unwrap();
     let desc = blob_descriptor();
     client
-        .pull_blob("stagex/core", &desc, &layout, None)
+        .pull_blob("stagex/core", &desc, &layout, &NoProgress)
         .unwrap();
     assert_eq!(layout.read_blob(&desc.digest).unwrap(), BLOB);
     assert_eq!(
         files_under(&dir.path().join("oci/blobs")),
         vec![layout.blob_path(&desc.digest).display().to_string()]
     );
-    let requests = server.requests();
+    let requests = server.seen();
     assert!(
         requests.contains(&format!("GET /v2/stagex/core/blobs/{}", desc.digest)),
         "{requests:?}"
@@ -250,12 +140,12 @@ const MANIFEST: &[u8] =
     br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
 
 /// A registry that answers every manifest request with `body`.
-fn manifest_server(body: Vec<u8>) -> MockRegistry {
-    MockRegistry::start(move |path| {
+fn manifest_server(body: Vec<u8>) -> MockHttp {
+    MockHttp::registry(move |_, path| {
         if path.starts_with("/v2/stagex/core/manifests/") {
-            (200, media_type::OCI_INDEX, body.clone())
+            Reply::ok(media_type::OCI_INDEX, &body)
         } else {
-            (404, "application/json", br#"{"errors":[]}"#.to_vec())
+            Reply::status(404, "application/json", br#"{"errors":[]}"#)
         }
     })
 }
@@ -270,7 +160,7 @@ fn honest_manifest_is_returned_exactly() {
         assert_eq!(bytes, MANIFEST, "{reference}");
         assert_eq!(got, digest, "{reference}");
     }
-    let requests = server.requests();
+    let requests = server.seen();
     assert!(
         requests.contains(&format!("GET /v2/stagex/core/manifests/{digest}")),
         "{requests:?}"
@@ -308,4 +198,148 @@ fn manifest_not_matching_the_requested_digest_is_refused() {
     let err = format!("{err:#}");
     assert!(err.contains(&asked.to_string()), "names the digest: {err}");
     assert!(err.to_lowercase().contains("digest"), "{err}");
+}
+
+/// A registry answering every manifest request with `status` (and an
+/// optional `Retry-After`).
+fn status_server(status: u16, body: &'static [u8], retry_after: Option<&'static str>) -> MockHttp {
+    MockHttp::registry(move |_, path| {
+        if path.starts_with("/v2/stagex/core/manifests/") {
+            let reply = Reply::status(status, "application/json", body);
+            match retry_after {
+                Some(v) => reply.with_header("Retry-After", v),
+                None => reply,
+            }
+        } else {
+            Reply::status(404, "application/json", b"{}")
+        }
+    })
+}
+
+#[test]
+fn a_server_error_for_a_tag_holding_404_is_not_not_found() {
+    // The URL of tag 1.404 contains "404": only the status may decide.
+    let outage = status_server(500, b"internal error", None);
+    let client = RegistryClient::new(&outage.host()).unwrap();
+    let err = client.pull_manifest("stagex/core", "1.404").unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Server { status: 500, .. }),
+        "{err:?}"
+    );
+    assert!(!err.is_not_found() && err.is_retryable(), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("/stagex/core:1.404") && text.contains("HTTP 500"),
+        "{text}"
+    );
+
+    // The honest counterpart: a real 404 with an OCI code is not found.
+    let missing = status_server(
+        404,
+        br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+        None,
+    );
+    let client = RegistryClient::new(&missing.host()).unwrap();
+    let err = client.pull_manifest("stagex/core", "1.404").unwrap_err();
+    assert!(err.is_not_found() && !err.is_retryable(), "{err:?}");
+}
+
+#[test]
+fn rate_limits_carry_retry_after() {
+    let limited = status_server(
+        429,
+        br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#,
+        Some("3"),
+    );
+    let client = RegistryClient::new(&limited.host()).unwrap();
+    let err = client.pull_manifest("stagex/core", "1").unwrap_err();
+    assert!(matches!(err, RegistryError::RateLimited { .. }), "{err:?}");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
+    assert!(err.is_retryable());
+}
+
+/// A registry answering mount requests with `status`.
+fn mount_server(status: u16) -> MockHttp {
+    MockHttp::registry(move |method, path| {
+        if method == "POST" && path.starts_with("/v2/stagex/to/blobs/uploads/?mount=sha256") {
+            Reply::status(status, "application/json", b"")
+                .with_header("Location", "/v2/stagex/to/blobs/uploads/u1")
+        } else {
+            Reply::status(404, "application/json", b"{}")
+        }
+    })
+}
+
+#[test]
+fn mount_tells_not_mounted_from_failure() {
+    let digest = blob_descriptor().digest;
+    let accepted = mount_server(202);
+    let client = RegistryClient::new(&accepted.host()).unwrap();
+    assert_eq!(
+        client
+            .mount_blob("stagex/to", "stagex/from", &digest)
+            .unwrap(),
+        Mount::NotMounted
+    );
+    assert!(
+        accepted
+            .seen()
+            .iter()
+            .any(|r| r.starts_with("POST ") && r.contains("from=stagex%2Ffrom")),
+        "{:?}",
+        accepted.seen()
+    );
+
+    let created = mount_server(201);
+    let client = RegistryClient::new(&created.host()).unwrap();
+    assert_eq!(
+        client
+            .mount_blob("stagex/to", "stagex/from", &digest)
+            .unwrap(),
+        Mount::Mounted
+    );
+
+    // Refused credentials are an error, never "not mounted".
+    let refused = mount_server(401);
+    let client = RegistryClient::new(&refused.host()).unwrap();
+    let err = client
+        .mount_blob("stagex/to", "stagex/from", &digest)
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err:?}");
+    assert!(err.to_string().contains(&refused.host()), "{err}");
+}
+
+/// Records progress events as text.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl stagex::progress::Progress for Recorder {
+    fn event(&self, event: stagex::progress::Event<'_>) {
+        self.0.lock().unwrap().push(format!("{event:?}"));
+    }
+}
+
+#[test]
+fn a_pull_reports_progress_as_events() {
+    let server = blob_server(BLOB.to_vec());
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::create(dir.path().join("oci")).unwrap();
+    let client = RegistryClient::new(&server.host()).unwrap();
+    let recorder = Recorder::default();
+    client
+        .pull_blob("stagex/core", &blob_descriptor(), &layout, &recorder)
+        .unwrap();
+    let events = recorder.0.into_inner().unwrap();
+    assert!(events.first().unwrap().starts_with("Started"), "{events:?}");
+    assert!(
+        events[0].contains(&format!("total: Some({})", BLOB.len())),
+        "{events:?}"
+    );
+    let advanced: u64 = events
+        .iter()
+        .filter_map(|e| e.split("bytes: ").nth(1))
+        .map(|n| n.trim_end_matches(" }").parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(advanced, BLOB.len() as u64, "{events:?}");
+    assert!(events.last().unwrap().starts_with("Finished"), "{events:?}");
 }

@@ -1,6 +1,5 @@
 //! `stagex fetch [<stage>-<name>...]`: download package sources into
 //! `fetch/<stage>/<name>/`, verified by sha256 (see package::fetch).
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -41,9 +40,9 @@ pub fn run(ctx: &Context, args: FetchArgs) -> Result<ExitCode> {
     let jobs = fetch::jobs_for_names(&tree, &args.packages, &fetch_root)?;
     let options = FetchOptions {
         concurrency: args.jobs,
-        progress: !ctx.json && std::io::stderr().is_terminal(),
     };
-    let outcomes = fetch::fetch_all(&jobs, &options)?;
+    let progress = super::progress::for_command(ctx.json);
+    let outcomes = fetch::fetch_all(&jobs, &options, progress.as_ref())?;
     if ctx.json {
         let report: Vec<serde_json::Value> = jobs
             .iter()

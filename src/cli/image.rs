@@ -72,7 +72,13 @@ pub fn run(ctx: &Context, args: ImageArgs) -> Result<ExitCode> {
         keep_owners: args.keep_owners,
     };
     let options = LayerOptions::from_env()?;
-    let report = write_dir_image(&store, &request, &options, &destination, !ctx.json)?;
+    let report = write_dir_image(
+        &store,
+        &request,
+        &options,
+        &destination,
+        super::progress::for_command(ctx.json).as_ref(),
+    )?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::settings::Settings;
 
 pub mod pallet;
+pub mod progress;
 pub mod sign;
 pub mod trust;
 pub mod verify;

@@ -2,7 +2,6 @@
 //! write it to `--output`. Arguments and reporting only; the work is in
 //! `crate::pallet::pipeline` (compose, write) and `crate::pallet::inputs`
 //! (the quorum gate).
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -126,20 +125,19 @@ pub fn run(ctx: &Context, args: PalletArgs) -> Result<ExitCode> {
         Some(dir) => Store::open(dir)?,
         None => Store::open_default()?,
     };
-    let progress = !ctx.json && std::io::stderr().is_terminal();
+    let progress = super::progress::for_command(ctx.json);
     let request = Request {
         expression: args.expression.clone(),
         source,
         platforms: platforms.clone(),
         strict: args.strict,
         flatten: args.flatten,
-        progress,
     };
-    let composed = pipeline::run(&store, &catalog, &request)?;
+    let composed = pipeline::run(&store, &catalog, &request, progress.as_ref())?;
     let verification = verify_inputs(ctx, &args, &composed)?;
     let written = destination
         .as_ref()
-        .map(|d| pipeline::write_output(&store, &composed, d, &platforms, progress))
+        .map(|d| pipeline::write_output(&store, &composed, d, &platforms, progress.as_ref()))
         .transpose()?;
     let is_push = matches!(destination, Some(Destination::Registry { .. }));
     let (push, written) = match is_push {

@@ -19,6 +19,7 @@ use crate::oci::digest::Digest;
 use crate::oci::image::{build_image, ImageLayer, ImageSpec};
 use crate::oci::media_type;
 use crate::output::{Destination, Mounts};
+use crate::progress::Progress;
 use crate::store::Store;
 
 /// What the image holds and declares.
@@ -69,13 +70,13 @@ fn run_config(request: &DirImage) -> Result<RunConfig> {
 }
 
 /// Builds the image in `store` (layer, config, manifest) and writes it
-/// to `destination` (`progress`: a push may show bars on a terminal).
+/// to `destination` (`progress` hears about a push's uploads).
 pub fn write_dir_image(
     store: &Store,
     request: &DirImage,
     options: &LayerOptions,
     destination: &Destination,
-    progress: bool,
+    progress: &dyn Progress,
 ) -> Result<DirImageReport> {
     let run = run_config(request)?;
     let mut tree = FileTree::from_dir(&request.dir)
@@ -115,8 +116,8 @@ pub fn write_dir_image(
     let mut root = image.descriptor.clone();
     root.platform = None;
     let write = destination
-        .sink(Mounts::default(), progress)
-        .write(store.layout(), &root, Some(&request.platform))
+        .sink(Mounts::default())
+        .write(store.layout(), &root, Some(&request.platform), progress)
         .with_context(|| format!("writing {destination}"))?;
     Ok(DirImageReport {
         destination: destination.to_string(),

@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::Digest;
 use crate::oci::layout::Layout;
+use crate::progress::Progress;
 
 /// What writing an image did. File sinks count what they wrote into
 /// `blobs_written`/`bytes_written`; a registry push counts uploads, mounts
@@ -33,11 +34,13 @@ pub struct WriteReport {
 /// A place an image (held in a local layout) can be written to.
 pub trait ImageSink {
     /// Writes the image `root` (a manifest or index whose blobs are all in
-    /// `from`). `platform` picks the manifest for single-image formats.
+    /// `from`). `platform` picks the manifest for single-image formats;
+    /// `progress` hears about uploads (registry sinks).
     fn write(
         &self,
         from: &Layout,
         root: &Descriptor,
         platform: Option<&Platform>,
+        progress: &dyn Progress,
     ) -> anyhow::Result<WriteReport>;
 }

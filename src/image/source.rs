@@ -8,14 +8,11 @@
 //! Every byte a source hands over is verified against its digest; the
 //! caller's cache (the store) is where bytes land. A source must not keep
 //! state about what was fetched (the store does) nor draw progress.
+use crate::progress::Progress;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
-use indicatif::ProgressBar;
-
-/// The progress bar a blob fetch advances, if any.
-pub type Bar<'a> = Option<&'a ProgressBar>;
 
 use super::model::Image;
 use super::out_dir::OutDir;
@@ -42,7 +39,13 @@ pub trait ImageSource: Send + Sync {
 
     /// Puts blob `descriptor` of `name` into `into` (verified; a no-op if
     /// it is there already).
-    fn fetch_blob(&self, name: &str, blob: &Descriptor, into: &Layout, bar: Bar) -> Result<()>;
+    fn fetch_blob(
+        &self,
+        name: &str,
+        blob: &Descriptor,
+        into: &Layout,
+        progress: &dyn Progress,
+    ) -> Result<()>;
 
     /// The registry repository of `name`, when the source is a registry
     /// (layers can then be mounted from it on a push to the same host).
@@ -113,10 +116,11 @@ pub fn fetch_image(
     top: &Digest,
     platform: &Platform,
     into: &Layout,
+    progress: &dyn Progress,
 ) -> Result<Image> {
     let (_, descriptor, manifest) = platform_manifest(source, name, top, platform, into)?;
     for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
-        source.fetch_blob(name, blob, into, None)?;
+        source.fetch_blob(name, blob, into, progress)?;
     }
     Image::load(into, &descriptor).with_context(|| source.locate(name))
 }
@@ -183,11 +187,17 @@ impl ImageSource for RegistrySource {
         Ok(bytes)
     }
 
-    fn fetch_blob(&self, name: &str, blob: &Descriptor, into: &Layout, bar: Bar) -> Result<()> {
+    fn fetch_blob(
+        &self,
+        name: &str,
+        blob: &Descriptor,
+        into: &Layout,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         if into.has_blob(&blob.digest) {
             return Ok(());
         }
-        self.with_client(|c| c.pull_blob(&self.repo(name), blob, into, bar))
+        self.with_client(|c| c.pull_blob(&self.repo(name), blob, into, progress))
     }
 
     fn repository(&self, name: &str) -> Option<String> {
@@ -274,7 +284,13 @@ impl ImageSource for Layout {
         read_manifest_of(self, name, digest)
     }
 
-    fn fetch_blob(&self, _name: &str, blob: &Descriptor, into: &Layout, _bar: Bar) -> Result<()> {
+    fn fetch_blob(
+        &self,
+        _name: &str,
+        blob: &Descriptor,
+        into: &Layout,
+        _: &dyn Progress,
+    ) -> Result<()> {
         into.copy_blob_from(self, blob)
     }
 }
@@ -298,7 +314,13 @@ impl ImageSource for OutDir {
         read_manifest_of(&self.layout(name)?, name, digest)
     }
 
-    fn fetch_blob(&self, name: &str, blob: &Descriptor, into: &Layout, _bar: Bar) -> Result<()> {
+    fn fetch_blob(
+        &self,
+        name: &str,
+        blob: &Descriptor,
+        into: &Layout,
+        _: &dyn Progress,
+    ) -> Result<()> {
         into.copy_blob_from(&self.layout(name)?, blob)
     }
 }
@@ -318,8 +340,14 @@ impl ImageSource for Store {
         self.layout().manifest(name, digest)
     }
 
-    fn fetch_blob(&self, name: &str, blob: &Descriptor, into: &Layout, bar: Bar) -> Result<()> {
-        self.layout().fetch_blob(name, blob, into, bar)
+    fn fetch_blob(
+        &self,
+        name: &str,
+        blob: &Descriptor,
+        into: &Layout,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        self.layout().fetch_blob(name, blob, into, progress)
     }
 }
 
@@ -374,7 +402,13 @@ impl ImageSource for DirSource {
         self.with(name, |s| s.manifest(name, digest))
     }
 
-    fn fetch_blob(&self, name: &str, blob: &Descriptor, into: &Layout, bar: Bar) -> Result<()> {
-        self.with(name, |s| s.fetch_blob(name, blob, into, bar))
+    fn fetch_blob(
+        &self,
+        name: &str,
+        blob: &Descriptor,
+        into: &Layout,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        self.with(name, |s| s.fetch_blob(name, blob, into, progress))
     }
 }

@@ -13,17 +13,17 @@
 //! uploading) and draws no UI. Credentials come from the URL's userinfo,
 //! `STAGEX_MIRROR_USER`/`STAGEX_MIRROR_PASSWORD`, or `~/.netrc`.
 //!
-//! One `Mirror` is used either through its async methods from ONE tokio
-//! runtime, or through the `*_blocking` methods (which own a runtime): the
-//! HTTP connection pool belongs to the runtime that opened it.
+//! One `Mirror` is used either through its async methods or through the
+//! `*_blocking` methods, both on the process runtime of `crate::net` (the
+//! HTTP connection pool belongs to the runtime that opened it).
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use serde::Serialize;
 
 use super::fetch::{self, Credentials, Outcome, Policy};
 use super::file::FileLookaside;
 use super::{signature_dir, Fetched, SignatureFile, MAX_SIGNATURES};
+use crate::net::block_on;
 use crate::oci::digest::Digest;
 
 /// Environment variables holding the WebDAV user and password.
@@ -192,20 +192,6 @@ impl Mirror {
     }
 }
 
-/// The runtime behind the blocking methods (one per process, so blocking
-/// callers share one connection pool).
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("starting the mirror runtime")
-        })
-        .block_on(future)
-}
-
 /// The existing file holding exactly `blob`, if any.
 fn holding(existing: &[SignatureFile], blob: &[u8]) -> Option<Placed> {
     existing.iter().find_map(|f| match &f.content {
@@ -280,7 +266,7 @@ impl WebDav {
         let auth = from_url
             .or_else(credentials_from_env)
             .or_else(|| credentials_from_netrc(&host));
-        let client = super::http::client().map_err(|e| invalid(format!("{e:#}")))?;
+        let client = crate::net::http_client().map_err(|e| invalid(e.to_string()))?;
         Ok(WebDav {
             base: url.as_str().trim_end_matches('/').to_string(),
             auth,

@@ -9,6 +9,7 @@ pub mod json;
 pub mod layout;
 pub mod manifest;
 pub mod media_type;
+pub mod reference;
 
 pub use config::{ImageConfig, RunConfig};
 pub use descriptor::{Descriptor, Platform};

@@ -5,19 +5,22 @@
 //! place only after its sha256 matches. A present file with the right hash
 //! is kept; a present file with a wrong hash is replaced. An interrupted
 //! download leaves nothing behind, so the next run simply starts over.
-//! `http(s)://` goes through reqwest, `file://` through std::fs.
+//! `http(s)://` goes through the shared client and runtime of `crate::net`
+//! (a mirror silent for the idle timeout fails over to the next one),
+//! `file://` through std::fs. Progress leaves as events (one task per
+//! download); nothing is drawn here.
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
 use futures_util::StreamExt;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use sha2::{Digest as _, Sha256};
 
 use super::load::PackageTree;
 use super::model::{Package, ResolvedSource};
+use crate::net::{self, NetConfig, NetError};
 use crate::oci::Digest;
+use crate::progress::{Progress, Task};
 
 /// One file to fetch.
 #[derive(Clone, Debug)]
@@ -46,16 +49,11 @@ pub enum Outcome {
 pub struct FetchOptions {
     /// Downloads at once.
     pub concurrency: usize,
-    /// Show a progress bar per file (on a terminal).
-    pub progress: bool,
 }
 
 impl Default for FetchOptions {
     fn default() -> Self {
-        FetchOptions {
-            concurrency: 4,
-            progress: false,
-        }
+        FetchOptions { concurrency: 4 }
     }
 }
 
@@ -93,33 +91,42 @@ pub fn jobs_for_names(
     jobs_for(&packages, fetch_root)
 }
 
-/// Runs every job (several at once) on a private runtime. All jobs are
+/// Runs every job (several at once) on the shared runtime. All jobs are
 /// attempted; if any failed, the error lists every failure.
-pub fn fetch_all(jobs: &[FetchJob], options: &FetchOptions) -> Result<Vec<Outcome>> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the download runtime")?;
-    runtime.block_on(fetch_all_async(jobs, options))
+pub fn fetch_all(
+    jobs: &[FetchJob],
+    options: &FetchOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<Outcome>> {
+    let config = net::config()?;
+    net::block_on(fetch_all_async(
+        jobs,
+        options,
+        config,
+        &net::http_client()?,
+        progress,
+    ))
 }
 
-pub async fn fetch_all_async(jobs: &[FetchJob], options: &FetchOptions) -> Result<Vec<Outcome>> {
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("stagex/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(std::time::Duration::from_secs(30))
-        // Between reads, not in total: big sources may take long, a stalled
-        // mirror must fail over to the next one instead of hanging.
-        .read_timeout(std::time::Duration::from_secs(120))
-        .build()
-        .context("creating the HTTP client")?;
-    let bars = options.progress.then(|| Arc::new(MultiProgress::new()));
+/// The HTTP side of one download: client and its configuration.
+struct Http<'a> {
+    client: &'a reqwest::Client,
+    config: &'a NetConfig,
+}
+
+pub async fn fetch_all_async(
+    jobs: &[FetchJob],
+    options: &FetchOptions,
+    config: &NetConfig,
+    client: &reqwest::Client,
+    progress: &dyn Progress,
+) -> Result<Vec<Outcome>> {
+    let http = Http { client, config };
     let results: Vec<(usize, Result<Outcome>)> =
         futures_util::stream::iter(jobs.iter().enumerate())
             .map(|(i, job)| {
-                let client = client.clone();
-                let bars = bars.clone();
-                async move { (i, fetch_one(&client, job, bars.as_deref()).await) }
+                let http = &http;
+                async move { (i, fetch_one(http, job, progress).await) }
             })
             .buffer_unordered(options.concurrency.max(1))
             .collect()
@@ -155,11 +162,7 @@ fn hash_file(path: &Path) -> Result<Digest> {
         .0)
 }
 
-async fn fetch_one(
-    client: &reqwest::Client,
-    job: &FetchJob,
-    bars: Option<&MultiProgress>,
-) -> Result<Outcome> {
+async fn fetch_one(http: &Http<'_>, job: &FetchJob, progress: &dyn Progress) -> Result<Outcome> {
     let dest = job.dest();
     std::fs::create_dir_all(&job.dest_dir)
         .with_context(|| format!("creating {}", job.dest_dir.display()))?;
@@ -183,7 +186,7 @@ async fn fetch_one(
             let (path, job) = (PathBuf::from(path), job.clone());
             tokio::task::spawn_blocking(move || copy_local(&path, &job)).await?
         } else if url.starts_with("http://") || url.starts_with("https://") {
-            download(client, url, job, bars).await
+            download(http, url, job, progress).await
         } else {
             Err(anyhow::anyhow!(
                 "unsupported URL scheme (expected http://, https:// or file://)"
@@ -276,42 +279,41 @@ fn copy_local(path: &Path, job: &FetchJob) -> Result<()> {
     staging.finish(job)
 }
 
+/// GETs `url` into a staging file; only silence (the idle timeout) ends a
+/// slow download, and the error then names the mirror's host.
 async fn download(
-    client: &reqwest::Client,
+    http: &Http<'_>,
     url: &str,
     job: &FetchJob,
-    bars: Option<&MultiProgress>,
+    progress: &dyn Progress,
 ) -> Result<()> {
-    let response = client.get(url).send().await.context("request failed")?;
+    let host = net::host_of(url);
+    // The caller prefixes the URL.
+    let what = "download";
+    let transport = |e: &reqwest::Error| NetError::from_reqwest(host, what, e, http.config);
+    let response = http
+        .client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| transport(&e))?;
     let status = response.status();
     if !status.is_success() {
         bail!("HTTP {status}");
     }
-    let bar = bars.map(|m| {
-        let bar = m.add(match response.content_length() {
-            Some(n) => ProgressBar::new(n),
-            None => ProgressBar::no_length(),
-        });
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg:30!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.set_message(job.source.file.clone());
-        bar
-    });
+    let task = Task::start(
+        progress,
+        &job.dest().display().to_string(),
+        &job.source.file,
+        response.content_length(),
+    );
     let mut staging = Staging::new(job)?;
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.context("download interrupted")?;
+        let chunk = chunk.map_err(|e| transport(&e))?;
         staging.write(&chunk)?;
-        if let Some(bar) = &bar {
-            bar.inc(chunk.len() as u64);
-        }
+        task.advance(chunk.len() as u64);
     }
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
-    }
+    drop(task);
     staging.finish(job)
 }

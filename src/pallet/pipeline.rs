@@ -22,6 +22,7 @@ use crate::oci::digest::Digest;
 use crate::oci::image::{build_image, build_index, ImageSpec};
 use crate::oci::media_type;
 use crate::output::{Destination, Mounts};
+use crate::progress::Progress;
 use crate::store::Store;
 
 /// What to compose.
@@ -32,7 +33,6 @@ pub struct Request {
     pub platforms: Vec<Platform>,
     pub strict: bool,
     pub flatten: bool,
-    pub progress: bool,
 }
 
 /// One layer of a composed image, for the report.
@@ -80,8 +80,14 @@ pub fn plan(catalog: &Catalog, expression: &str) -> Result<Plan> {
     catalog.expand(&expr)
 }
 
-/// Composes `request` into `store`.
-pub fn run(store: &Store, catalog: &Catalog, request: &Request) -> Result<Composed> {
+/// Composes `request` into `store`; pulls and warnings are reported to
+/// `progress`.
+pub fn run(
+    store: &Store,
+    catalog: &Catalog,
+    request: &Request,
+    progress: &dyn Progress,
+) -> Result<Composed> {
     let plan = plan(catalog, &request.expression)?;
     let expr_names: Vec<String> = request
         .expression
@@ -90,7 +96,7 @@ pub fn run(store: &Store, catalog: &Catalog, request: &Request) -> Result<Compos
         .into_iter()
         .map(|i| i.name)
         .collect();
-    let mut resolver = Resolver::new(store, request.source.clone(), request.progress)?;
+    let mut resolver = Resolver::new(store, request.source.clone(), progress)?;
     let mut reports = Vec::new();
     let mut manifests = Vec::new();
     for platform in &request.platforms {
@@ -210,7 +216,7 @@ pub fn write_output(
     composed: &Composed,
     destination: &Destination,
     platforms: &[Platform],
-    progress: bool,
+    progress: &dyn Progress,
 ) -> Result<WriteReport> {
     let mounts = Mounts {
         host: composed.source_host.clone(),
@@ -218,8 +224,8 @@ pub fn write_output(
     };
     let platform = (platforms.len() == 1).then(|| &platforms[0]);
     destination
-        .sink(mounts, progress)
-        .write(store.layout(), &composed.root, platform)
+        .sink(mounts)
+        .write(store.layout(), &composed.root, platform, progress)
         .with_context(|| match destination {
             Destination::Registry { .. } => format!("pushing to {destination}"),
             _ => format!("writing {destination}"),

@@ -11,19 +11,19 @@
 //! in the store is used as is, and when the registry cannot be reached a
 //! tag falls back to the digest it had last time (`remote-tag` metadata).
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::compose::PackageImage;
 use super::expr::ItemRef;
 use super::materialize::{ensure_layer_index, layer_index, META_LAYER_INDEX};
 use crate::image::{platform_manifest, DirSource, Image, ImageSource, RegistrySource};
+use crate::net::RegistryError;
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::Digest;
+use crate::progress::{self, Progress};
 use crate::store::Store;
 
 /// Parallel layer fetch/index workers.
@@ -56,7 +56,7 @@ impl Source {
             Some((h, n)) => (h, n),
             None => (text, ""),
         };
-        if !(host.contains('.') || host.contains(':') || host == "localhost") {
+        if !crate::oci::reference::is_registry_host(host) {
             bail!("--source {text:?}: neither a directory nor HOST[:PORT]/NAMESPACE (e.g. 127.0.0.1:5000/stagex or ./out)");
         }
         Ok(Source::Registry {
@@ -103,7 +103,7 @@ pub struct Resolver<'a> {
     store: &'a Store,
     pub source: Source,
     images: Box<dyn ImageSource>,
-    progress: bool,
+    progress: &'a dyn Progress,
     pub pinned: Vec<Pinned>,
     pub stats: FetchStats,
     /// Layer digest -> repositories holding it on the source registry
@@ -112,14 +112,18 @@ pub struct Resolver<'a> {
 }
 
 impl<'a> Resolver<'a> {
-    /// `progress`: show bars (only on a terminal).
-    pub fn new(store: &'a Store, source: Source, progress: bool) -> Result<Resolver<'a>> {
+    /// `progress` receives a task per pulled blob and the warnings.
+    pub fn new(
+        store: &'a Store,
+        source: Source,
+        progress: &'a dyn Progress,
+    ) -> Result<Resolver<'a>> {
         let images = source.open()?;
         Ok(Resolver {
             store,
             source,
             images,
-            progress: progress && std::io::stderr().is_terminal(),
+            progress,
             pinned: Vec::new(),
             stats: FetchStats::default(),
             layer_repos: BTreeMap::new(),
@@ -242,7 +246,7 @@ impl<'a> Resolver<'a> {
         if jobs.is_empty() {
             return Ok(());
         }
-        let multi = self.progress.then(indicatif::MultiProgress::new);
+        let progress = self.progress;
         let queue = std::sync::Mutex::new(jobs.into_iter().rev().collect::<Vec<_>>());
         let fetched = std::sync::atomic::AtomicU64::new(0);
         let bytes = std::sync::atomic::AtomicU64::new(0);
@@ -259,29 +263,7 @@ impl<'a> Resolver<'a> {
                                 return Ok(());
                             };
                             if !store.layout().has_blob(&descriptor.digest) {
-                                let bar = multi.as_ref().map(|m| {
-                                    let bar = m.add(ProgressBar::new(descriptor.size));
-                                    bar.set_style(
-                                        ProgressStyle::with_template(
-                                            "{msg:30} {bar:30} {bytes}/{total_bytes}",
-                                        )
-                                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                                    );
-                                    bar.set_message(format!(
-                                        "pull {name} {}",
-                                        &descriptor.digest.hex()[..12]
-                                    ));
-                                    bar
-                                });
-                                images.fetch_blob(
-                                    &name,
-                                    &descriptor,
-                                    store.layout(),
-                                    bar.as_ref(),
-                                )?;
-                                if let Some(bar) = bar {
-                                    bar.finish_and_clear();
-                                }
+                                images.fetch_blob(&name, &descriptor, store.layout(), progress)?;
                                 fetched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 bytes.fetch_add(
                                     descriptor.size,
@@ -339,10 +321,13 @@ impl<'a> Resolver<'a> {
                     .and_then(|b| Digest::parse(std::str::from_utf8(&b).ok()?).ok())
                     .filter(|d| layout.has_blob(d));
                 match cached {
-                    Some(digest) if !is_not_found(&error) => {
-                        eprintln!(
-                            "stagex: warning: {}:{tag} unreachable ({error:#}); using {digest} from the store",
-                            self.images.locate(&item.name)
+                    Some(digest) if !is_not_found(error.as_ref()) => {
+                        progress::warn(
+                            self.progress,
+                            &format!(
+                                "{}:{tag} unreachable ({error:#}); using {digest} from the store",
+                                self.images.locate(&item.name)
+                            ),
                         );
                         Ok(digest)
                     }
@@ -370,33 +355,21 @@ impl<'a> Resolver<'a> {
             self.stats.blobs_cached += 1;
             return Ok(());
         }
-        let bar = self.progress.then(|| {
-            let bar = ProgressBar::new(descriptor.size);
-            bar.set_style(
-                ProgressStyle::with_template("{msg:30} {bar:30} {bytes}/{total_bytes}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar.set_message(format!(
-                "pull {} {}",
-                item.name,
-                &descriptor.digest.hex()[..12]
-            ));
-            bar
-        });
         self.images
-            .fetch_blob(&item.name, descriptor, self.store.layout(), bar.as_ref())?;
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
+            .fetch_blob(&item.name, descriptor, self.store.layout(), self.progress)?;
         self.stats.blobs_fetched += 1;
         self.stats.bytes_fetched += descriptor.size;
         Ok(())
     }
 }
 
-fn is_not_found(error: &anyhow::Error) -> bool {
-    let text = format!("{error:#}");
-    text.contains("MANIFEST_UNKNOWN") || text.contains("NAME_UNKNOWN") || text.contains("404")
+/// The registry said the tag does not exist (a typed answer, never the
+/// error's text: a tag like `1.404` must not turn an outage into "missing").
+fn is_not_found(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        e.downcast_ref::<RegistryError>()
+            .is_some_and(RegistryError::is_not_found)
+    })
 }
 
 #[cfg(test)]
@@ -405,7 +378,7 @@ mod tests {
 
     #[test]
     fn parses_sources() {
-        use crate::registry::is_loopback;
+        use crate::net::is_loopback;
         assert_eq!(
             Source::parse("127.0.0.1:5000/stagex").unwrap(),
             Source::Registry {

@@ -2,12 +2,11 @@
 //! registry: children first, each blob skipped if the repository has it,
 //! mounted from a source repository of the same registry when one is
 //! known, uploaded otherwise; manifests pushed as their exact bytes; the
-//! tag last. Returns what it did, byte for byte.
+//! tag last. Returns what it did, byte for byte. Progress is reported as
+//! events (one task per uploaded blob), never drawn here.
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 
-use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::{BlobPush, RegistryClient};
@@ -15,6 +14,8 @@ use crate::oci::descriptor::Descriptor;
 use crate::oci::digest::Digest;
 use crate::oci::layout::Layout;
 use crate::oci::manifest::AnyManifest;
+use crate::oci::reference::DockerReference;
+use crate::progress::Progress;
 
 /// What a push did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -30,21 +31,11 @@ pub struct PushReport {
 }
 
 /// Splits `HOST/REPO:TAG` or `HOST/REPO@sha256:..` (tag defaults to
-/// `latest`).
+/// `latest`) into `(host, repo, tag or digest)`.
 pub fn parse_reference(text: &str) -> Result<(String, String, String)> {
-    let (host, rest) = super::split_repository(text)?;
-    let (repo, tag) = if let Some((repo, digest)) = rest.split_once('@') {
-        (repo.to_string(), digest.to_string())
-    } else {
-        match rest.rsplit_once(':') {
-            Some((repo, tag)) if !tag.contains('/') => (repo.to_string(), tag.to_string()),
-            _ => (rest.clone(), "latest".to_string()),
-        }
-    };
-    if repo.is_empty() || tag.is_empty() {
-        bail!("{text:?}: expected HOST/REPO:TAG");
-    }
-    Ok((host, repo, tag))
+    let reference = DockerReference::parse_explicit(text)?;
+    let tag = reference.tag_or_digest();
+    Ok((reference.domain, reference.path, tag))
 }
 
 /// Pushes the image at `root` from `layout` to `docker://reference`.
@@ -55,11 +46,10 @@ pub fn push_image(
     layout: &Layout,
     root: &Descriptor,
     mount_from: &BTreeMap<Digest, Vec<String>>,
-    progress: bool,
+    progress: &dyn Progress,
 ) -> Result<PushReport> {
     let (host, repo, tag) = parse_reference(reference)?;
     let client = RegistryClient::new(&host)?;
-    let progress = progress && std::io::stderr().is_terminal();
     let mut report = PushReport {
         reference: reference.to_string(),
         digest: Some(root.digest.clone()),
@@ -85,7 +75,7 @@ fn push_node(
     layout: &Layout,
     node: &Descriptor,
     mount_from: &BTreeMap<Digest, Vec<String>>,
-    progress: bool,
+    progress: &dyn Progress,
     report: &mut PushReport,
 ) -> Result<()> {
     let bytes = layout.read_blob(&node.digest)?;
@@ -112,16 +102,7 @@ fn push_node(
                     continue;
                 }
                 let sources = mount_from.get(&blob.digest).cloned().unwrap_or_default();
-                let bar = progress.then(|| {
-                    let bar = ProgressBar::new(blob.size);
-                    bar.set_style(
-                        ProgressStyle::with_template("{msg:30} {bar:30} {bytes}/{total_bytes}")
-                            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                    );
-                    bar.set_message(format!("push {}", &blob.digest.hex()[..12]));
-                    bar
-                });
-                match client.push_blob(repo, blob, layout, &sources, bar.as_ref())? {
+                match client.push_blob(repo, blob, layout, &sources, progress)? {
                     BlobPush::Existed => report.blobs_existing += 1,
                     BlobPush::Mounted => {
                         report.blobs_mounted += 1;
@@ -131,9 +112,6 @@ fn push_node(
                         report.blobs_uploaded += 1;
                         report.bytes_uploaded += n;
                     }
-                }
-                if let Some(bar) = bar {
-                    bar.finish_and_clear();
                 }
             }
         }
@@ -154,5 +132,12 @@ mod tests {
         );
         assert_eq!(parse_reference("h.example/x").unwrap().2, "latest");
         assert!(parse_reference("x").is_err());
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            parse_reference(&format!("h.example/x@sha256:{hex}"))
+                .unwrap()
+                .2,
+            format!("sha256:{hex}")
+        );
     }
 }

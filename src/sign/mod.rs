@@ -8,6 +8,6 @@ pub mod image;
 pub mod keyring;
 pub mod payload;
 pub mod quorum;
-pub mod reference;
+pub use crate::oci::reference;
 pub mod signer;
 pub mod verify;

@@ -22,8 +22,8 @@ use openpgp::{Cert, Fingerprint, KeyHandle, Packet, PacketPile};
 
 use super::keyring::{key_state_now, KeyState, Keyring};
 use super::payload::{Payload, PayloadError};
-use super::reference::DockerReference;
 use crate::oci::digest::Digest;
+use crate::oci::reference::DockerReference;
 
 /// Largest signature blob accepted (as containers/image).
 pub const MAX_SIGNATURE_SIZE: usize = 4 * 1024 * 1024;

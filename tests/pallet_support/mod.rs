@@ -203,7 +203,7 @@ pub fn seed_registry(host: &str, out: &Path, packages: &BTreeMap<String, Package
             &layout,
             &package.manifest,
             &BTreeMap::new(),
-            false,
+            &stagex::progress::NoProgress,
         )
         .unwrap();
     }

@@ -2,8 +2,10 @@
 //! nginx, skopeo, umoci, podman, gpg). Each test file includes it with
 //! `mod peers;`.
 #![allow(dead_code)]
+pub mod demo_package;
 pub mod gpg;
 pub mod http_server;
+pub mod mock_http;
 pub mod nginx;
 pub mod podman;
 pub mod registry;

@@ -1,7 +1,10 @@
-//! Docker image references, normalized the way docker and containers/image
-//! do it (`stagex/x:1` is `docker.io/stagex/x:1`, `busybox` is
-//! `docker.io/library/busybox`), and the `matchRepoDigestOrExact` identity
-//! rule of containers-policy.json. Pure: no I/O.
+//! Owns: the ONE image reference type. Docker references normalized the
+//! way docker and containers/image do it (`stagex/x:1` is
+//! `docker.io/stagex/x:1`, `busybox` is `docker.io/library/busybox`), the
+//! explicit-host form the registry client and `--source` take
+//! (`HOST[:PORT]/REPO[:TAG|@DIGEST]`, nothing implied), and the
+//! `matchRepoDigestOrExact` identity rule of containers-policy.json.
+//! Pure: no I/O.
 use std::fmt;
 
 use anyhow::{bail, Result};
@@ -84,6 +87,36 @@ impl DockerReference {
         })
     }
 
+    /// A reference that names its registry host (`127.0.0.1:5000/a/b:1`,
+    /// `reg.example/a@sha256:..`), never normalized: a first component that
+    /// is not a host is an error telling how to write one. The result has
+    /// exactly the host and path written; tag and digest as written.
+    pub fn parse_explicit(text: &str) -> Result<DockerReference> {
+        let (first, rest) = text
+            .split_once('/')
+            .ok_or_else(|| anyhow::anyhow!("{text:?}: expected HOST[:PORT]/REPOSITORY"))?;
+        if !is_registry_host(first) {
+            bail!("{text:?}: the first component {first:?} is not a registry host (write e.g. 127.0.0.1:5000/{text})");
+        }
+        if rest.is_empty() || rest.ends_with('/') {
+            bail!("{text:?}: empty repository name");
+        }
+        let parsed = DockerReference::parse(text)?;
+        if parsed.domain != first {
+            bail!("{text:?}: the registry host {first:?} is not valid");
+        }
+        Ok(parsed)
+    }
+
+    /// The tag, else the digest, else `latest`: what to ask a registry for.
+    pub fn tag_or_digest(&self) -> String {
+        match (&self.tag, &self.digest) {
+            (_, Some(digest)) => digest.to_string(),
+            (Some(tag), None) => tag.clone(),
+            (None, None) => "latest".to_string(),
+        }
+    }
+
     /// `domain/path`, without tag or digest.
     pub fn repository(&self) -> String {
         format!("{}/{}", self.domain, self.path)
@@ -113,6 +146,12 @@ impl DockerReference {
             (None, None) => false,
         }
     }
+}
+
+/// True when the first component of a reference names a registry host:
+/// it holds a '.' or a ':' (a domain, a port) or is `localhost`.
+pub fn is_registry_host(first: &str) -> bool {
+    !first.is_empty() && (first.contains(['.', ':']) || first == "localhost")
 }
 
 fn valid_component(component: &str) -> bool {
@@ -171,6 +210,35 @@ mod tests {
             "a//b",
         ] {
             assert!(DockerReference::parse(bad).is_err(), "accepted {bad}");
+        }
+    }
+
+    #[test]
+    fn explicit_references_name_their_host() {
+        let e = DockerReference::parse_explicit("127.0.0.1:5000/me/rust-jq:1").unwrap();
+        assert_eq!(
+            (e.domain.as_str(), e.path.as_str(), e.tag_or_digest()),
+            ("127.0.0.1:5000", "me/rust-jq", "1".to_string())
+        );
+        let one = DockerReference::parse_explicit("h.example/x").unwrap();
+        assert_eq!(
+            (one.path.as_str(), one.tag_or_digest()),
+            ("x", "latest".into())
+        );
+        let hex = "ab".repeat(32);
+        let pinned = DockerReference::parse_explicit(&format!("localhost/a@sha256:{hex}")).unwrap();
+        assert_eq!(pinned.tag_or_digest(), format!("sha256:{hex}"));
+        for bad in [
+            "x",
+            "stagex/core",
+            "host.example",
+            "host.example/",
+            "h.example/X",
+        ] {
+            assert!(
+                DockerReference::parse_explicit(bad).is_err(),
+                "accepted {bad}"
+            );
         }
     }
 

@@ -1,0 +1,104 @@
+//! Owns: progress and warnings as events. Library functions that take
+//! time report through a `&dyn Progress` (tasks started, advanced,
+//! finished; warnings) and never draw anything: rendering (bars, terminal
+//! detection) lives in `cli/progress.rs`. `NoProgress` ignores everything.
+
+/// One thing that happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A task began: `id` is unique while it runs (a digest, a file name),
+    /// `what` says it for humans (`pull core-jq 1a2b3c4d5e6f`), `total` in
+    /// bytes when known.
+    Started {
+        id: &'a str,
+        what: &'a str,
+        total: Option<u64>,
+    },
+    /// `bytes` more of task `id` are done.
+    Advanced { id: &'a str, bytes: u64 },
+    /// Task `id` ended (done or failed).
+    Finished { id: &'a str },
+    /// Something the user should know that does not stop the work.
+    Warning(&'a str),
+}
+
+/// Receives events; shared by worker threads.
+pub trait Progress: Send + Sync {
+    fn event(&self, event: Event<'_>);
+}
+
+/// Ignores every event.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn event(&self, _: Event<'_>) {}
+}
+
+/// A running task: reports `Started` on creation and `Finished` when
+/// dropped, so an early error cannot leave a task open.
+pub struct Task<'a> {
+    progress: &'a dyn Progress,
+    id: String,
+}
+
+impl<'a> Task<'a> {
+    pub fn start(progress: &'a dyn Progress, id: &str, what: &str, total: Option<u64>) -> Self {
+        progress.event(Event::Started { id, what, total });
+        Task {
+            progress,
+            id: id.to_string(),
+        }
+    }
+
+    pub fn advance(&self, bytes: u64) {
+        self.progress.event(Event::Advanced {
+            id: &self.id,
+            bytes,
+        });
+    }
+}
+
+impl Drop for Task<'_> {
+    fn drop(&mut self) {
+        self.progress.event(Event::Finished { id: &self.id });
+    }
+}
+
+/// Reports a warning.
+pub fn warn(progress: &dyn Progress, message: &str) {
+    progress.event(Event::Warning(message));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Progress for Recorder {
+        fn event(&self, event: Event<'_>) {
+            self.0.lock().unwrap().push(format!("{event:?}"));
+        }
+    }
+
+    #[test]
+    fn a_task_finishes_even_on_early_return() {
+        let recorder = Recorder::default();
+        let failing = || -> Result<(), ()> {
+            let task = Task::start(&recorder, "d1", "pull x", Some(10));
+            task.advance(4);
+            Err(())
+        };
+        assert!(failing().is_err());
+        warn(&recorder, "careful");
+        let events = recorder.0.into_inner().unwrap();
+        assert_eq!(events.len(), 4, "{events:?}");
+        assert!(events[0].starts_with("Started"));
+        assert!(events[1].contains("bytes: 4"));
+        assert!(events[2].starts_with("Finished"));
+        assert_eq!(events[3], "Warning(\"careful\")");
+    }
+}
