@@ -12,6 +12,13 @@
 //! Run: `cargo bench --bench publish` (STAGEX_BENCH_MIB=64 for a quick
 //! check, STAGEX_BENCH_SMALL=50 to shrink step 3). Targets (issue 11):
 //! fresh <= 0.5x skopeo, no-change re-publish < 2 s, 500 present < 5 s.
+//!
+//! Measured once, small (STAGEX_BENCH_MIB=64, 2 shared cores, other builds
+//! running): fresh publish 1.55 s (64 MiB, 3 tags per image, gate
+//! included) vs skopeo copy 2.00 s (1 tag per image): 0.77x; no-change
+//! re-publish of 20: 0.017 s from the journal, 0.46 s asking the registry,
+//! 0 bytes; 500 small images all present: 0.16 s from the journal, 4.7 s
+//! asking the registry (`--no-journal`). The 1 GiB run is the lead's.
 #[path = "../tests/peers/mod.rs"]
 mod peers;
 #[path = "../tests/publish_support/mod.rs"]

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use peers::demo_package::demo_root;
 use peers::http_server::HttpServer;
 use peers::tools::stagex;
 use sha2::{Digest, Sha256};
@@ -17,23 +18,6 @@ const BODY: &[u8] = b"pretend this is a source tarball\n";
 
 fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
-}
-
-/// A repo root with one package `core-demo` whose source is `demo-1.0.tar`.
-fn repo(mirrors: &[String], hash: &str) -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("packages/core/demo");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mirrors: Vec<String> = mirrors.iter().map(|m| format!("{m:?}")).collect();
-    std::fs::write(
-        dir.join("package.toml"),
-        format!(
-            "[package]\nname = \"demo\"\nversion = \"1.0\"\n\n[sources.demo]\nhash = \"{hash}\"\nformat = \"tar\"\nfile = \"demo-{{version}}.{{format}}\"\nmirrors = [{}]\n",
-            mirrors.join(", ")
-        ),
-    )
-    .unwrap();
-    root
 }
 
 fn fetch(root: &Path) -> std::process::Output {
@@ -70,7 +54,7 @@ fn first_mirror_404_then_second_mirror_is_used_and_reruns_skip() {
     let Some(server) = HttpServer::start(served.path()) else {
         return;
     };
-    let root = repo(
+    let root = demo_root(
         &[server.url("missing/{file}"), server.url("good/{file}")],
         &sha(BODY),
     );
@@ -105,7 +89,7 @@ fn wrong_hash_is_an_error_and_leaves_no_file() {
         return;
     };
     let wrong = sha(b"something else");
-    let root = repo(&[server.url("good/{file}")], &wrong);
+    let root = demo_root(&[server.url("good/{file}")], &wrong);
     let out = fetch(root.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -155,7 +139,7 @@ fn flaky_server() -> (u16, Arc<AtomicUsize>) {
 #[test]
 fn interrupted_download_leaves_nothing_and_the_next_run_completes() {
     let (port, count) = flaky_server();
-    let root = repo(&[format!("http://127.0.0.1:{port}/{{file}}")], &sha(BODY));
+    let root = demo_root(&[format!("http://127.0.0.1:{port}/{{file}}")], &sha(BODY));
     let out = fetch(root.path());
     assert!(!out.status.success(), "{out:?}");
     assert!(
@@ -176,7 +160,7 @@ fn interrupted_download_leaves_nothing_and_the_next_run_completes() {
 fn file_mirrors_are_copied_and_verified() {
     let served = served_dir();
     let url = format!("file://{}/good/{{file}}", served.path().display());
-    let root = repo(&[url], &sha(BODY));
+    let root = demo_root(&[url], &sha(BODY));
     let out = fetch(root.path());
     assert!(out.status.success(), "{out:?}");
     assert_eq!(fetched(root.path()), ["demo-1.0.tar"]);

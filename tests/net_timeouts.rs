@@ -240,20 +240,7 @@ fn a_stalled_lookaside_fails_verify_naming_the_host() {
 /// A repo root with one package `core-demo` fetched from `mirrors`.
 fn fetch_repo(mirrors: &[String], body: &[u8]) -> tempfile::TempDir {
     use sha2::Digest;
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("packages/core/demo");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mirrors: Vec<String> = mirrors.iter().map(|m| format!("{m:?}")).collect();
-    std::fs::write(
-        dir.join("package.toml"),
-        format!(
-            "[package]\nname = \"demo\"\nversion = \"1.0\"\n\n[sources.demo]\nhash = \"{}\"\nformat = \"tar\"\nfile = \"demo-{{version}}.{{format}}\"\nmirrors = [{}]\n",
-            hex::encode(sha2::Sha256::digest(body)),
-            mirrors.join(", ")
-        ),
-    )
-    .unwrap();
-    root
+    peers::demo_package::demo_root(mirrors, &hex::encode(sha2::Sha256::digest(body)))
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
@@ -334,4 +321,28 @@ fn library_clients_time_out_with_their_own_configuration() {
         .unwrap_or_else(|| panic!("untyped: {err:#}"));
     assert!(err.url.contains(&hole.host()), "{err:?}");
     assert!(err.message.contains("timed out"), "{err:?}");
+}
+
+#[test]
+fn an_invalid_timeout_is_refused_with_the_variable_named() {
+    let good = MockHttp::start(|_, _| Reply::ok("application/octet-stream", SOURCE));
+    let root = fetch_repo(&[good.url("demo-1.0.tar")], SOURCE);
+    let output = stagex()
+        .arg("--root")
+        .arg(root.path())
+        .args(["fetch", "core-demo"])
+        .env("STAGEX_TIMEOUT", "soon")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("STAGEX_TIMEOUT=\"soon\"") && stderr.contains("whole number of seconds"),
+        "{stderr}"
+    );
+    assert!(
+        good.seen().is_empty(),
+        "asked the mirror anyway: {:?}",
+        good.seen()
+    );
 }

@@ -4,17 +4,19 @@
 //! manifest child-first, every blob once, the version) and what the gate
 //! must verify (the per-platform manifests and their signed identity).
 //!
-//! Must not: touch the network or decide about signatures.
+//! Must not: touch the network or decide about signatures; out/ is read
+//! through `image::out_dir::OutDir` (the layout walk here only orders what
+//! a push sends).
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::image::out_dir::OutDir;
 use crate::oci::descriptor::Descriptor;
 use crate::oci::digest::Digest;
 use crate::oci::layout::Layout;
 use crate::oci::manifest::AnyManifest;
-use crate::oci::media_type;
 use crate::sign::image::{ImageTarget, Resolver};
 
 /// One line of a digests file.
@@ -172,15 +174,16 @@ pub fn load(listed: &[Listed], resolver: &Resolver<'_>) -> Result<Vec<ReleaseIma
 }
 
 fn load_one(item: &Listed, resolver: &Resolver<'_>) -> Result<ReleaseImage, String> {
-    let dir = resolver.out.join(&item.name);
+    let out = OutDir::open(resolver.out);
     let fail = |e: anyhow::Error| format!("{} ({}): {e:#}", item.name, item.source);
-    let layout = Layout::open(&dir).map_err(fail)?;
-    let root = layout.resolve(None).map_err(fail)?;
+    let layout = out.layout(&item.name).map_err(fail)?;
+    let root = out.top(&item.name).map_err(fail)?;
     let (manifests, blobs) = walk(&layout, &root).map_err(fail)?;
-    let platform_manifests: BTreeSet<&Digest> = manifests
-        .iter()
-        .filter(|d| media_type::is_manifest(&d.media_type))
-        .map(|d| &d.digest)
+    let platform_manifests: BTreeSet<Digest> = out
+        .manifests(&item.name)
+        .map_err(fail)?
+        .into_iter()
+        .map(|m| m.descriptor.digest)
         .collect();
     if !platform_manifests.contains(&item.digest) {
         return Err(format!(

@@ -10,7 +10,7 @@ pub mod auth;
 pub mod push;
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -21,8 +21,9 @@ use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
 
 use crate::net::{self, NetConfig, RegistryError};
+use crate::oci::blob_writer::BlobError;
 use crate::oci::descriptor::Descriptor;
-use crate::oci::digest::{Digest, HashingWriter};
+use crate::oci::digest::Digest;
 use crate::oci::layout::Layout;
 use crate::oci::media_type;
 use crate::oci::reference::DockerReference;
@@ -305,18 +306,14 @@ impl RegistryClient {
             return Ok(());
         }
         let what = format!("blob {}", self.url(repo, &format!("/blobs/{digest}")));
-        let local = |e: std::io::Error| RegistryError::Local {
+        let local_error = |e: &dyn std::fmt::Display| RegistryError::Local {
             what: what.clone(),
             detail: e.to_string(),
         };
-        let path = layout.blob_path(digest);
-        let dir = path.parent().expect("blob path has a parent");
-        std::fs::create_dir_all(dir).map_err(local)?;
-        let temp = crate::oci::layout::new_temp_file(dir).map_err(|e| RegistryError::Local {
-            what: what.clone(),
-            detail: format!("{e:#}"),
-        })?;
-        let mut writer = HashingWriter::new(BufWriter::new(temp));
+        let mut writer = layout
+            .blob_writer()
+            .map_err(|e| local_error(&format!("{e:#}")))?
+            .expecting(digest, Some(descriptor.size));
         net::block_on(async {
             let authorization = self.authorize(repo, RegistryOperation::Pull, &what).await?;
             let request = self
@@ -342,23 +339,20 @@ impl RegistryClient {
                         ),
                     });
                 }
-                writer.write_all(&chunk).map_err(local)?;
+                writer.write_all(&chunk).map_err(|e| local_error(&e))?;
                 task.advance(chunk.len() as u64);
             }
             Ok(())
         })?;
-        let (got, size, buffered) = writer.finish();
-        if &got != digest || size != descriptor.size {
-            return Err(RegistryError::DigestMismatch {
+        writer.commit().map_err(|e| match e {
+            BlobError::Io { .. } => local_error(&e),
+            mismatch => RegistryError::DigestMismatch {
                 host: self.host.clone(),
-                what,
+                what: what.clone(),
                 expected: format!("{digest} ({} bytes)", descriptor.size),
-                actual: format!("{got} ({size} bytes)"),
-            });
-        }
-        let temp = buffered.into_inner().map_err(|e| local(e.into_error()))?;
-        temp.as_file().sync_all().map_err(local)?;
-        temp.persist(&path).map_err(|e| local(e.error))?;
+                actual: mismatch.to_string(),
+            },
+        })?;
         Ok(())
     }
 
@@ -584,6 +578,12 @@ fn sep(tag_or_digest: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_client_can_serve_many_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<RegistryClient>();
+    }
 
     #[test]
     fn splits_repositories() {

@@ -1,4 +1,4 @@
-//! An in-process HTTP/1.1 mock (std `TcpListener` on a free 127.0.0.1
+//! Owns: the ONE in-process HTTP/1.1 mock (std `TcpListener` on a free 127.0.0.1
 //! port, one thread per connection) for the faults no real server can be
 //! made to produce: a black hole that accepts and never answers, a slow
 //! loris that sends headers and then nothing, a body that stops halfway,

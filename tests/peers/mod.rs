@@ -2,6 +2,7 @@
 //! nginx, skopeo, umoci, podman, gpg). Each test file includes it with
 //! `mod peers;`.
 #![allow(dead_code)]
+pub mod demo_package;
 pub mod fault_proxy;
 pub mod gpg;
 pub mod http_server;
