@@ -2,6 +2,7 @@
 //! (`expr`), the pure composer (`compose`) and resolution of package images
 //! from a registry or local layouts (`resolve`).
 pub mod compose;
+pub mod containerfile;
 pub mod definition;
 pub mod expr;
 pub mod materialize;
