@@ -13,4 +13,5 @@ pub mod pallet;
 pub mod registry;
 pub mod settings;
 pub mod sign;
+pub mod sigs;
 pub mod store;

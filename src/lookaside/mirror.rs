@@ -172,6 +172,53 @@ impl Mirror {
         Ok(report)
     }
 
+    /// Removes the image's signatures whose bytes are not in `keep` and
+    /// renumbers the rest contiguously (in order, never replacing a file);
+    /// returns what was removed. Only `stagex sigs sync --prune` calls it.
+    pub async fn prune(
+        &self,
+        repository_path: &str,
+        digest: &Digest,
+        keep: &[&[u8]],
+    ) -> Result<Vec<Placed>, MirrorError> {
+        let existing = self.existing(repository_path, digest).await?;
+        let doomed: Vec<&SignatureFile> = existing
+            .iter()
+            .filter(|f| !matches!(&f.content, Fetched::Blob(b) if keep.contains(&b.as_slice())))
+            .collect();
+        if doomed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let removed: Vec<Placed> = doomed
+            .iter()
+            .map(|f| Placed {
+                name: f.name.clone(),
+                location: f.location.clone(),
+            })
+            .collect();
+        let names: Vec<String> = removed.iter().map(|p| p.name.clone()).collect();
+        match self {
+            Mirror::File(f) => {
+                f.remove_and_compact(repository_path, digest, &names)
+                    .map_err(|e| MirrorError::File(format!("{e:#}")))?;
+            }
+            Mirror::WebDav(w) => {
+                let visible: Vec<String> = existing.iter().map(|f| f.name.clone()).collect();
+                w.remove_and_compact(repository_path, digest, &visible, &names)
+                    .await?;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The same mirror with another request policy (timeouts, retries).
+    pub fn with_policy(self, policy: Policy) -> Mirror {
+        match self {
+            Mirror::WebDav(w) => Mirror::WebDav(w.with_policy(policy)),
+            file => file,
+        }
+    }
+
     /// `existing` for callers without a runtime.
     pub fn existing_blocking(
         &self,
@@ -457,6 +504,58 @@ impl WebDav {
                 location: url,
             });
         }
+    }
+
+    /// DELETE `remove`, then MOVE the other `visible` files down to a
+    /// contiguous 1..k (`Overwrite: F`: never replacing a file).
+    async fn remove_and_compact(
+        &self,
+        repository_path: &str,
+        digest: &Digest,
+        visible: &[String],
+        remove: &[String],
+    ) -> Result<(), MirrorError> {
+        for name in remove {
+            let url = self.url(repository_path, digest, name);
+            match self
+                .send("DELETE", &url, self.request(reqwest::Method::DELETE, &url))
+                .await?
+            {
+                200..=299 | 404 => {}
+                status => {
+                    return Err(MirrorError::Status {
+                        method: "DELETE",
+                        url,
+                        status,
+                    })
+                }
+            }
+        }
+        let kept = visible.iter().filter(|n| !remove.contains(n));
+        for (i, name) in kept.enumerate() {
+            let target = format!("signature-{}", i + 1);
+            if *name == target {
+                continue;
+            }
+            let url = self.url(repository_path, digest, name);
+            let destination = self.url(repository_path, digest, &target);
+            let r#move = reqwest::Method::from_bytes(b"MOVE").expect("valid method");
+            let request = self
+                .request(r#move, &url)
+                .header("Destination", &destination)
+                .header("Overwrite", "F");
+            match self.send("MOVE", &url, request).await? {
+                200..=299 => {}
+                status => {
+                    return Err(MirrorError::Status {
+                        method: "MOVE",
+                        url,
+                        status,
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 
     /// MKCOL every directory of the image's path (for WebDAV servers that

@@ -434,6 +434,65 @@ pub fn read_small_blob(layout: &Layout, digest: &Digest) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Listing repositories and tags (for `stagex sigs sync --registry`; kept
+/// apart, at the end, by the helper that added it).
+impl RegistryClient {
+    /// Every repository of the registry's catalog under `prefix/`
+    /// (`/v2/_catalog`, paginated). Registries without a catalog (Docker
+    /// Hub) answer an error: name the images with a digests file there.
+    pub fn repositories(&self, prefix: &str) -> Result<Vec<String>> {
+        let anchor = self.reference(&format!("{prefix}/x"), "latest");
+        let mut all = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let page = self
+                .runtime
+                .block_on(
+                    self.client
+                        .catalog(&anchor, &self.auth, Some(1000), last.as_deref()),
+                )
+                .with_context(|| {
+                    format!(
+                        "listing the repositories of {} (/v2/_catalog): a registry without a catalog needs --digests",
+                        self.host
+                    )
+                })?;
+            let n = page.repositories.len();
+            last = page.repositories.last().cloned();
+            all.extend(page.repositories);
+            if n < 1000 || last.is_none() {
+                break;
+            }
+        }
+        let wanted = format!("{}/", prefix.trim_end_matches('/'));
+        all.retain(|r| r.starts_with(&wanted));
+        Ok(all)
+    }
+
+    /// Every tag of `repo` (paginated).
+    pub fn tags(&self, repo: &str) -> Result<Vec<String>> {
+        let anchor = self.reference(repo, "latest");
+        let mut all = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let page = self
+                .runtime
+                .block_on(
+                    self.client
+                        .list_tags(&anchor, &self.auth, Some(1000), last.as_deref()),
+                )
+                .with_context(|| format!("listing the tags of {}", self.url(repo, "")))?;
+            let n = page.tags.len();
+            last = page.tags.last().cloned();
+            all.extend(page.tags);
+            if n < 1000 || last.is_none() {
+                break;
+            }
+        }
+        Ok(all)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
