@@ -44,7 +44,7 @@ fn platform_digests(client: &RegistryClient, repo: &str, tag: &str) -> Result<Ve
         AnyManifest::Index(index) => index
             .manifests
             .iter()
-            .filter(|d| !d.platform.as_ref().is_some_and(|p| p.os == "unknown"))
+            .filter(|d| d.platform.as_ref().is_none_or(|p| p.os != "unknown"))
             .map(|d| d.digest.clone())
             .collect(),
     })

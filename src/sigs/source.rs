@@ -261,13 +261,32 @@ async fn list_http(
     image: &Image,
     known: &[Validators],
 ) -> Listing {
-    let mut files = Vec::new();
-    for n in 1..=MAX_SIGNATURES {
+    let get = |n: u32| {
         let name = format!("signature-{n}");
         let url = file_url(base, image, &name);
-        let validators = known.get(n as usize - 1).filter(|v| !v.is_empty());
-        let outcome = fetch::get(client, &url, None, validators, policy).await;
-        match entry_or_end(&name, &url, outcome) {
+        let validators = known.get(n as usize - 1).filter(|v| !v.is_empty()).cloned();
+        async move {
+            let outcome = fetch::get(client, &url, None, validators.as_ref(), policy).await;
+            entry_or_end(&name, &url, outcome)
+        }
+    };
+    // With the last run's state, the files it saw and the next number are
+    // asked at once (HTTP/2 multiplexes them); the answers are still read
+    // in order, so the stop-at-404 rule holds. Beyond that, one by one.
+    let ahead = (known.len() as u32 + 1).min(MAX_SIGNATURES);
+    let first = if known.is_empty() {
+        Vec::new()
+    } else {
+        futures_util::future::join_all((1..=ahead).map(get)).await
+    };
+    let mut files = Vec::new();
+    let mut answers = first.into_iter();
+    for n in 1..=MAX_SIGNATURES {
+        let answer = match answers.next() {
+            Some(a) => a,
+            None => get(n).await,
+        };
+        match answer {
             Ok(Some(entry)) => files.push(entry),
             Ok(None) => {
                 return Listing {
