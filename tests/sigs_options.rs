@@ -177,3 +177,40 @@ fn registry_namespace_gives_per_platform_digests() {
     assert_eq!(report["uploaded"].as_array().unwrap().len(), 2);
     assert_eq!(names(&dest, "stagex/core-i", &indexed), ["signature-1"]);
 }
+
+#[test]
+fn progress_shows_on_a_terminal_and_not_in_a_pipe() {
+    let Some(script) = require(&["script"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let m1 = key("m1");
+    write_keys(&root.join("keys"), &[&m1]);
+    let src = root.join("src");
+    for name in ["core-a", "core-b", "core-c"] {
+        let d = Digest::of_bytes(name.as_bytes());
+        let sig = signature(&m1, &format!("stagex/{name}:1"), &d);
+        place(&src, &format!("stagex/{name}"), &d, 1, &sig);
+    }
+    let args = |to: &str| {
+        format!(
+            "{} --root {} sigs sync --from {} --to {} --keys {} --full",
+            env!("CARGO_BIN_EXE_stagex"),
+            root.display(),
+            src.display(),
+            root.join(to).display(),
+            root.join("keys").display()
+        )
+    };
+    let piped = run_ok(Command::new("sh").args(["-c", &args("piped")]));
+    assert!(piped.stderr.is_empty(), "{}", text(&piped));
+    assert!(String::from_utf8_lossy(&piped.stdout).contains("3 new"));
+    let on_tty = run_ok(
+        Command::new(&script[0])
+            .args(["-qec", &args("tty"), "/dev/null"])
+            .env("TERM", "xterm"),
+    );
+    let screen = String::from_utf8_lossy(&on_tty.stdout);
+    assert!(screen.contains("/3 images"), "no progress bar:\n{screen}");
+}

@@ -209,28 +209,35 @@ fn list_file(store: &FileLookaside, image: &Image) -> Listing {
             }
         }
     };
-    let end = if set.files.len() as u32 >= MAX_SIGNATURES {
+    let mut end = if set.files.len() as u32 >= MAX_SIGNATURES {
         End::Limit
     } else {
         End::Missing
     };
-    let files = set
-        .files
-        .into_iter()
-        .map(|f| Entry {
-            got: match f.content {
-                Fetched::Blob(bytes) => Got::Blob {
-                    bytes,
-                    validators: Validators::default(),
-                },
-                Fetched::TooLarge(n) => Got::TooLarge(n),
-                // Files have no content type: only bytes.
-                Fetched::SoftNotFound => Got::TooLarge(0),
+    let mut files = Vec::new();
+    for f in set.files {
+        let got = match f.content {
+            Fetched::Blob(bytes) => Got::Blob {
+                bytes,
+                validators: Validators::default(),
             },
+            Fetched::TooLarge(n) => Got::TooLarge(n),
+            // Only http answers are classified as HTML pages; should a
+            // store ever say so, the list ends there as over http.
+            Fetched::SoftNotFound => {
+                end = End::SoftNotFound {
+                    name: f.name,
+                    location: f.location,
+                };
+                break;
+            }
+        };
+        files.push(Entry {
             name: f.name,
             location: f.location,
-        })
-        .collect();
+            got,
+        });
+    }
     let dir = store.image_dir(&image.repository_path, &image.digest);
     let hidden = set
         .hidden

@@ -50,17 +50,22 @@ impl State {
     /// Loads `path` if it exists and was made under the same `trust`;
     /// anything else gives an empty state (a full run).
     pub fn load(path: &Path, trust: &str) -> State {
-        let empty = State {
-            version: VERSION,
-            trust: trust.to_string(),
-            images: BTreeMap::new(),
-        };
+        let empty = State::empty(trust);
         let Ok(bytes) = std::fs::read(path) else {
             return empty;
         };
         match serde_json::from_slice::<State>(&bytes) {
             Ok(state) if state.version == VERSION && state.trust == trust => state,
             _ => empty,
+        }
+    }
+
+    /// No knowledge: every image gets a full run.
+    pub fn empty(trust: &str) -> State {
+        State {
+            version: VERSION,
+            trust: trust.to_string(),
+            images: BTreeMap::new(),
         }
     }
 

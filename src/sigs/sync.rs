@@ -151,7 +151,7 @@ pub fn sync(
     );
     let mut state = match &options.state_file {
         Some(path) => State::load(path, &trust),
-        None => State::load(std::path::Path::new(""), &trust),
+        None => State::empty(&trust),
     };
     let context = Arc::new(Context {
         source,
