@@ -176,6 +176,8 @@ fn main() {
     )
     .unwrap();
     let resync_time = start.elapsed();
+    let log = nginx.access_log();
+    let over_h2 = log.lines().filter(|l| l.contains("HTTP/2.0")).count();
     assert!(again.uploaded.is_empty() && again.errors.is_empty());
     assert_eq!(again.unchanged, images);
 
@@ -225,5 +227,9 @@ fn main() {
     println!(
         "no-change resync (conditional GETs, state file): {:.2} s  (target < 2 s)",
         resync_time.as_secs_f64()
+    );
+    println!(
+        "requests nginx saw over HTTP/2: {over_h2} of {}",
+        log.lines().count()
     );
 }

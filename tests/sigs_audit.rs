@@ -173,6 +173,28 @@ fn audit_finds_every_planted_defect_and_passes_a_clean_tree() {
         3,
         &sig(&m2, "core-unknown"),
     );
+    // oversized (5 MiB).
+    place(
+        &tree,
+        &repo("core-big"),
+        &digest("core-big"),
+        1,
+        &sig(&m1, "core-big"),
+    );
+    place(
+        &tree,
+        &repo("core-big"),
+        &digest("core-big"),
+        2,
+        &vec![0x90; 5 << 20],
+    );
+    place(
+        &tree,
+        &repo("core-big"),
+        &digest("core-big"),
+        3,
+        &sig(&m2, "core-big"),
+    );
     // legacy format (and so under the quorum of 2).
     let d = digest("core-legacy");
     place(
@@ -193,7 +215,7 @@ fn audit_finds_every_planted_defect_and_passes_a_clean_tree() {
         String::from_utf8_lossy(&out.stderr)
     );
     let report = json(&out);
-    assert_eq!(report["images"], 8, "{report}");
+    assert_eq!(report["images"], 9, "{report}");
     let found = findings(&report);
     assert!(
         has(&found, "core-gap", Some("signature-3"), "gap"),

@@ -31,6 +31,9 @@ pub struct State {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageState {
+    /// The identity the verdicts were given for.
+    #[serde(default)]
+    pub reference: String,
     /// The source's files, in order.
     pub files: Vec<FileState>,
     /// The destination held every valid file after the last run.
@@ -90,7 +93,8 @@ pub fn default_path(from: &str, to: &str) -> Option<PathBuf> {
     )
 }
 
-/// A fingerprint of everything a verdict depends on.
+/// A fingerprint of everything a verdict depends on (the trusted
+/// certificates and options; the identity is kept per image).
 pub fn trust_key(signers: &[String], options: &str) -> String {
     let mut sorted = signers.to_vec();
     sorted.sort();
@@ -114,6 +118,7 @@ mod tests {
         state.images.insert(
             "stagex/x@sha256=00".into(),
             ImageState {
+                reference: "docker.io/stagex/x@sha256:00".into(),
                 files: vec![FileState {
                     validators: Validators {
                         etag: Some("\"e\"".into()),

@@ -141,14 +141,19 @@ pub fn sync(
     let dest = Mirror::parse(to)
         .with_context(|| format!("destination {to}"))?
         .with_policy(options.policy);
-    let trust = trust_key(
-        &keyring
-            .certs()
-            .iter()
-            .map(|c| c.fingerprint().to_hex())
-            .collect::<Vec<_>>(),
-        &format!("legacy={}", options.allow_legacy),
-    );
+    // The whole certificates, not only fingerprints: a revocation or a
+    // new expiry date changes verdicts too.
+    let certs: Vec<String> = keyring
+        .certs()
+        .iter()
+        .map(|c| {
+            use sequoia_openpgp::serialize::SerializeInto;
+            Digest::of_bytes(&c.to_vec().unwrap_or_default())
+                .hex()
+                .to_string()
+        })
+        .collect();
+    let trust = trust_key(&certs, &format!("legacy={}", options.allow_legacy));
     let mut state = match &options.state_file {
         Some(path) => State::load(path, &trust),
         None => State::empty(&trust),
@@ -169,7 +174,12 @@ pub fn sync(
     let mut outcomes: Vec<(usize, Outcome)> = runtime.block_on(async {
         let tasks = images.iter().enumerate().map(|(i, image)| {
             let context = context.clone();
-            let prior = state.images.get(&image.key()).cloned();
+            // A state made for another identity says nothing of this one.
+            let prior = state
+                .images
+                .get(&image.key())
+                .filter(|p| p.reference == image.reference.to_string())
+                .cloned();
             let image = image.clone();
             async move {
                 let task = tokio::spawn(sync_image(context, image, prior));
@@ -212,7 +222,9 @@ pub fn sync(
                 image: image.label(),
                 message,
             }));
-        state.images.insert(image.key(), outcome.state);
+        let mut image_state = outcome.state;
+        image_state.reference = image.reference.to_string();
+        state.images.insert(image.key(), image_state);
     }
     if let Some(path) = &options.state_file {
         state
@@ -446,6 +458,7 @@ async fn prune(context: &Context, image: &Image, files: &[Known], outcome: &mut 
 
 fn state_of(files: &[Known], synced: bool) -> ImageState {
     ImageState {
+        reference: String::new(), // set by the caller, which knows the image
         files: files
             .iter()
             .map(|f| FileState {
