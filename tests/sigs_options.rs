@@ -92,6 +92,21 @@ fn directory_sync_never_replaces_prunes_on_request_and_gates_legacy() {
     );
     assert_eq!(read(&dest, "stagex/core-a", &a, 1), valid_a);
     assert_eq!(read(&dest, "stagex/core-a", &a, 2), legacy_a);
+
+    // An image the source serves nothing for is never emptied by --prune
+    // (a wrong base URL answers 404 everywhere).
+    let z = Digest::of_bytes(b"z");
+    place(&dest, "stagex/core-z", &z, 1, b"kept");
+    let digests = root.join("z.txt");
+    std::fs::write(&digests, format!("{} core-z\n", z.hex())).unwrap();
+    let out = sync(
+        root,
+        &from,
+        dest.to_str().unwrap(),
+        &["--prune", "--digests", digests.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(read(&dest, "stagex/core-z", &z, 1), b"kept");
 }
 
 #[test]

@@ -72,7 +72,8 @@ pub struct SyncArgs {
     pub to: String,
     #[command(flatten)]
     pub set: SetArgs,
-    /// Remove destination signatures the source does not validly serve.
+    /// Remove destination signatures the source does not validly serve
+    /// (never for an image the source serves nothing valid for).
     #[arg(long)]
     pub prune: bool,
     /// The no-change state file (default: under ~/.cache/stagex/sigs-sync/).

@@ -315,7 +315,9 @@ async fn sync_image(context: Arc<Context>, image: Image, prior: Option<ImageStat
     }
     let written = put_valid(&context, &image, &mut files, &expected, &mut outcome).await;
     let synced = clean && written && listing.end.is_clean();
-    if synced && context.prune {
+    // Never prune from a source that serves nothing valid for the image:
+    // a wrong base URL answers 404 everywhere and must not empty a mirror.
+    if synced && context.prune && valid > 0 {
         prune(&context, &image, &files, &mut outcome).await;
     }
     outcome.state = state_of(&files, synced && outcome.errors.is_empty());
@@ -435,7 +437,8 @@ async fn put_valid(
 }
 
 /// `--prune`: removes destination files whose bytes are not a valid
-/// source signature, keeping numbering contiguous.
+/// source signature, keeping numbering contiguous. Only called when the
+/// source listed the image completely and served at least one valid file.
 async fn prune(context: &Context, image: &Image, files: &[Known], outcome: &mut Outcome) {
     let keep: Vec<&[u8]> = files
         .iter()
