@@ -1,10 +1,12 @@
 //! Image destinations (`--output`): parsing the transport strings users
-//! know from skopeo, and writing an image held in a local layout to the
-//! file-based ones. Registry pushes go through `crate::registry`.
+//! know from skopeo, and the `ImageSink` of each (`oci:`, `oci-archive:`,
+//! `docker-archive:`, `docker://`), every one returning a `WriteReport`.
+//! The registry sink is a thin wrapper over `registry::push`.
 //!
 //! Archives are written deterministically (sorted entries, fixed owners,
 //! modes and mtime) to a temp file beside the target and renamed into
 //! place, so a failed write never leaves a half archive.
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek};
@@ -13,12 +15,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 
+use crate::image::{Image, ImageSink, WriteReport};
+use crate::oci::blob_writer::sync_and_rename;
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::{Digest, HashingWriter};
 use crate::oci::json::JsonBlob;
 use crate::oci::layout::Layout;
 use crate::oci::manifest::ImageIndex;
 use crate::oci::media_type::{self, LayerCompression, ANNOTATION_REF_NAME};
+use crate::registry::push;
 
 /// Where an image goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,54 +118,182 @@ impl fmt::Display for Destination {
     }
 }
 
-/// Writes the image at `root` (held in `source`) to a file-based
-/// destination or a registry. `platform` picks the manifest for
-/// single-image formats (docker-archive). Callers that want the push report
-/// (bytes uploaded vs mounted) call `registry::push::push_image` directly.
+/// Layers that can be mounted on a push instead of uploaded: digest ->
+/// repositories holding it on `host` (the registry images came from).
+#[derive(Clone, Debug, Default)]
+pub struct Mounts {
+    pub host: Option<String>,
+    pub repos: BTreeMap<Digest, Vec<String>>,
+}
+
+impl Destination {
+    /// The sink that writes here. `mounts` and `progress` matter only for
+    /// a registry (mounts only when it is the registry they name).
+    pub fn sink(&self, mounts: Mounts, progress: bool) -> Box<dyn ImageSink> {
+        match self.clone() {
+            Destination::OciLayout { dir, tag } => Box::new(OciLayoutSink { dir, tag }),
+            Destination::OciArchive { file, tag } => Box::new(OciArchiveSink { file, tag }),
+            Destination::DockerArchive { file, reference } => {
+                Box::new(DockerArchiveSink { file, reference })
+            }
+            Destination::Registry { reference } => Box::new(RegistrySink {
+                reference,
+                mounts,
+                progress,
+            }),
+        }
+    }
+}
+
+/// Writes the image at `root` (held in `source`) to `destination`, with no
+/// mounts and no progress. `platform` picks the manifest for single-image
+/// formats (docker-archive).
 pub fn write(
     destination: &Destination,
     source: &Layout,
     root: &Descriptor,
     platform: Option<&Platform>,
-) -> Result<()> {
-    match destination {
-        Destination::OciLayout { dir, tag } => write_oci_layout(source, root, dir, tag.as_deref()),
-        Destination::OciArchive { file, tag } => {
-            write_oci_archive(source, root, file, tag.as_deref())
+) -> Result<WriteReport> {
+    destination
+        .sink(Mounts::default(), false)
+        .write(source, root, platform)
+        .with_context(|| format!("writing {destination}"))
+}
+
+/// `oci:DIR[:TAG]`.
+pub struct OciLayoutSink {
+    pub dir: PathBuf,
+    pub tag: Option<String>,
+}
+
+impl ImageSink for OciLayoutSink {
+    /// Copies the image (children first, so the layout never references a
+    /// blob it lacks), then tags it.
+    fn write(&self, from: &Layout, root: &Descriptor, _: Option<&Platform>) -> Result<WriteReport> {
+        let target = Layout::create(&self.dir)?;
+        let mut report = report_for(
+            &Destination::OciLayout {
+                dir: self.dir.clone(),
+                tag: self.tag.clone(),
+            },
+            root,
+        );
+        for descriptor in from.reachable(root)?.iter().rev() {
+            if target.has_blob(&descriptor.digest) {
+                report.blobs_existing += 1;
+                continue;
+            }
+            target.copy_blob_from(from, descriptor)?;
+            report.blobs_written += 1;
+            report.bytes_written += descriptor.size;
         }
-        Destination::DockerArchive { file, reference } => {
-            write_docker_archive(source, root, platform, file, reference.as_deref())
-        }
-        Destination::Registry { reference } => {
-            let no_mounts = std::collections::BTreeMap::new();
-            crate::registry::push::push_image(reference, source, root, &no_mounts, true).map(|_| ())
-        }
+        target.set_ref(self.tag.as_deref(), root.clone())?;
+        Ok(report)
     }
 }
 
-/// Copies the image at `root` (a manifest or index in `source`) into an
-/// OCI layout directory, tagging it.
-pub fn write_oci_layout(
-    source: &Layout,
+/// `oci-archive:FILE[:TAG]`.
+pub struct OciArchiveSink {
+    pub file: PathBuf,
+    pub tag: Option<String>,
+}
+
+impl ImageSink for OciArchiveSink {
+    fn write(&self, from: &Layout, root: &Descriptor, _: Option<&Platform>) -> Result<WriteReport> {
+        let blobs = write_oci_archive(from, root, &self.file, self.tag.as_deref())?;
+        let destination = Destination::OciArchive {
+            file: self.file.clone(),
+            tag: self.tag.clone(),
+        };
+        archive_report(&destination, root, &self.file, blobs)
+    }
+}
+
+/// `docker-archive:FILE[:NAME:TAG]`.
+pub struct DockerArchiveSink {
+    pub file: PathBuf,
+    pub reference: Option<String>,
+}
+
+impl ImageSink for DockerArchiveSink {
+    fn write(
+        &self,
+        from: &Layout,
+        root: &Descriptor,
+        platform: Option<&Platform>,
+    ) -> Result<WriteReport> {
+        let blobs =
+            write_docker_archive(from, root, platform, &self.file, self.reference.as_deref())?;
+        let destination = Destination::DockerArchive {
+            file: self.file.clone(),
+            reference: self.reference.clone(),
+        };
+        archive_report(&destination, root, &self.file, blobs)
+    }
+}
+
+/// `docker://HOST/REPO:TAG`: a push through `registry::push`.
+pub struct RegistrySink {
+    pub reference: String,
+    pub mounts: Mounts,
+    pub progress: bool,
+}
+
+impl ImageSink for RegistrySink {
+    fn write(&self, from: &Layout, root: &Descriptor, _: Option<&Platform>) -> Result<WriteReport> {
+        let (host, _, _) = push::parse_reference(&self.reference)?;
+        // Mount only from repositories on the same registry.
+        let no_mounts = BTreeMap::new();
+        let mounts = match &self.mounts.host {
+            Some(source) if *source == host => &self.mounts.repos,
+            _ => &no_mounts,
+        };
+        let pushed = push::push_image(&self.reference, from, root, mounts, self.progress)?;
+        Ok(WriteReport {
+            reference: pushed.reference,
+            digest: pushed.digest,
+            blobs_uploaded: pushed.blobs_uploaded,
+            bytes_uploaded: pushed.bytes_uploaded,
+            blobs_mounted: pushed.blobs_mounted,
+            bytes_mounted: pushed.bytes_mounted,
+            blobs_existing: pushed.blobs_existing,
+            manifests_pushed: pushed.manifests_pushed,
+            ..WriteReport::default()
+        })
+    }
+}
+
+fn report_for(destination: &Destination, root: &Descriptor) -> WriteReport {
+    WriteReport {
+        reference: destination.to_string(),
+        digest: Some(root.digest.clone()),
+        ..WriteReport::default()
+    }
+}
+
+/// The report of an archive sink: `blobs` in one file.
+fn archive_report(
+    destination: &Destination,
     root: &Descriptor,
-    dir: &Path,
-    tag: Option<&str>,
-) -> Result<()> {
-    let target = Layout::create(dir)?;
-    // Children first, so the layout never references a blob it lacks.
-    for descriptor in source.reachable(root)?.iter().rev() {
-        target.copy_blob_from(source, descriptor)?;
-    }
-    target.set_ref(tag, root.clone())
+    file: &Path,
+    blobs: u64,
+) -> Result<WriteReport> {
+    let mut report = report_for(destination, root);
+    report.blobs_written = blobs;
+    report.bytes_written = std::fs::metadata(file)
+        .with_context(|| format!("reading back {}", file.display()))?
+        .len();
+    Ok(report)
 }
 
-/// Writes a tar of an OCI layout holding just this image.
+/// Writes a tar of an OCI layout holding just this image; returns the
+/// number of blobs in it.
 pub fn write_oci_archive(
     source: &Layout,
     root: &Descriptor,
     file: &Path,
     tag: Option<&str>,
-) -> Result<()> {
+) -> Result<u64> {
     let mut entry = root.clone();
     if let Some(tag) = tag {
         entry
@@ -186,7 +319,8 @@ pub fn write_oci_archive(
         }
         append_bytes(builder, "index.json", &index.bytes)?;
         append_bytes(builder, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
-    })
+    })?;
+    Ok(blobs.len() as u64)
 }
 
 #[derive(Serialize)]
@@ -203,49 +337,41 @@ struct DockerManifestEntry {
 /// only one when `root` is a single manifest). Layers are stored
 /// uncompressed under their diff_id, as `docker save` writes them, and each
 /// is checked against the config's diff_id while it is decompressed.
+/// Returns the number of blobs written.
 pub fn write_docker_archive(
     source: &Layout,
     root: &Descriptor,
     platform: Option<&Platform>,
     file: &Path,
     reference: Option<&str>,
-) -> Result<()> {
-    let (_, manifest, _) = source.image_for_platform(root, platform)?;
-    let config_bytes = source.read_blob(&manifest.config.digest)?;
-    let config: crate::oci::config::ImageConfig = serde_json::from_slice(&config_bytes)
-        .with_context(|| format!("invalid image config {}", manifest.config.digest))?;
-    ensure!(
-        config.rootfs.diff_ids.len() == manifest.layers.len(),
-        "image config {} lists {} diff_ids for {} layers",
-        manifest.config.digest,
-        config.rootfs.diff_ids.len(),
-        manifest.layers.len()
-    );
+) -> Result<u64> {
+    let (descriptor, _, _) = source.image_for_platform(root, platform)?;
+    let image = Image::load(source, &descriptor)?;
+    let config = image.config_blob();
     let entry = DockerManifestEntry {
-        config: format!("blobs/sha256/{}", manifest.config.digest.hex()),
+        config: format!("blobs/sha256/{}", config.digest.hex()),
         repo_tags: reference.map(|r| vec![r.to_string()]).unwrap_or_default(),
-        layers: config
-            .rootfs
-            .diff_ids
+        layers: image
+            .diff_ids()
             .iter()
             .map(|d| format!("blobs/sha256/{}", d.hex()))
             .collect(),
     };
     let manifest_json = serde_json::to_vec(&[entry])?;
+    let mut written = std::collections::BTreeSet::new();
     write_tar_atomic(file, |builder| {
         append_dir(builder, "blobs/")?;
         append_dir(builder, "blobs/sha256/")?;
         append_bytes(
             builder,
-            &format!("blobs/sha256/{}", manifest.config.digest.hex()),
-            &config_bytes,
+            &format!("blobs/sha256/{}", config.digest.hex()),
+            &config.bytes,
         )?;
-        let mut written = std::collections::BTreeSet::new();
-        for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+        for (layer, diff_id) in image.layers().iter().zip(image.diff_ids()) {
             if !written.insert(diff_id.clone()) {
                 continue;
             }
-            let mut plain = uncompressed_layer(source, layer, diff_id)?;
+            let mut plain = uncompressed_layer(&image, layer, diff_id)?;
             let size = plain.seek(io::SeekFrom::End(0))?;
             plain.rewind()?;
             append_file(
@@ -256,14 +382,15 @@ pub fn write_docker_archive(
             )?;
         }
         append_bytes(builder, "manifest.json", &manifest_json)
-    })
+    })?;
+    Ok(written.len() as u64 + 1)
 }
 
 /// Decompresses a layer into a temp file, verifying its diff_id.
-fn uncompressed_layer(source: &Layout, layer: &Descriptor, diff_id: &Digest) -> Result<File> {
+fn uncompressed_layer(image: &Image, layer: &Descriptor, diff_id: &Digest) -> Result<File> {
     let compression = media_type::layer_compression(&layer.media_type)
         .with_context(|| format!("{} is not a layer media type", layer.media_type))?;
-    let blob = source.open_blob(&layer.digest, Some(layer.size))?;
+    let blob = image.open_blob(layer)?;
     let mut reader: Box<dyn Read> = match compression {
         LayerCompression::None => Box::new(blob),
         LayerCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(blob)),
@@ -300,15 +427,11 @@ fn write_tar_atomic(path: &Path, fill: impl FnOnce(&mut TarBuilder) -> Result<()
     let temp = crate::oci::layout::new_temp_file(dir)?;
     let mut builder = tar::Builder::new(BufWriter::new(temp.reopen()?));
     fill(&mut builder).with_context(|| format!("writing {}", path.display()))?;
-    let file = builder
+    builder
         .into_inner()?
         .into_inner()
         .map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    temp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
+    sync_and_rename(temp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {

@@ -26,7 +26,7 @@ use anyhow::{bail, Context as _, Result};
 use super::image_out::{read_package_image, PackageOutput, Staging};
 use super::package_build::{layer_history, platforms_for, BuildOptions, BuilderChoice};
 use crate::layer::{extract_layer, write_layer_to_layout, ExtractOptions, FileTree};
-use crate::oci::config::{rfc3339_utc, ImageConfig};
+use crate::oci::config::rfc3339_utc;
 use crate::oci::image::{ImageLayer, ImageSpec};
 use crate::oci::layout::Layout;
 use crate::oci::media_type;
@@ -536,16 +536,9 @@ fn normalize(
 ) -> Result<ImageSpec> {
     let layout = Layout::open(result)?;
     let top = layout.resolve(None)?;
-    let (_, manifest, _) = layout.image_for_platform(&top, Some(platform))?;
-    let config: ImageConfig = serde_json::from_slice(&layout.read_blob(&manifest.config.digest)?)
-        .context("builder wrote an invalid image config")?;
-    if config.rootfs.diff_ids.len() != manifest.layers.len() {
-        bail!(
-            "builder output: {} diff_ids for {} layers",
-            config.rootfs.diff_ids.len(),
-            manifest.layers.len()
-        );
-    }
+    let (descriptor, _, _) = layout.image_for_platform(&top, Some(platform))?;
+    let image = crate::image::Image::load(&layout, &descriptor).context("builder output")?;
+    let (manifest, config) = (image.manifest().clone(), image.config().clone());
     // Layers we already have, byte for byte, from the dependencies.
     let mut known: BTreeMap<Digest, (ImageLayer, Layout)> = BTreeMap::new();
     for dep in deps {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
-use super::image_out::package_manifest;
+use crate::image::OutDir;
 use crate::oci::layout::write_atomic;
 use crate::oci::{Digest, Platform};
 
@@ -24,33 +24,18 @@ pub fn format_stage(entries: &[(String, Digest)]) -> String {
         .collect()
 }
 
-/// Every built package under `out_root` (directories `<stage>-<name>`
-/// holding an index.json), grouped by stage.
+/// Every built package under `out_root` (`OutDir::images`, ids
+/// `<stage>-<name>`), grouped by stage.
 pub fn scan(out_root: &Path, platform: &Platform) -> Result<DigestsByStage> {
+    let out = OutDir::open(out_root);
     let mut by_stage: DigestsByStage = BTreeMap::new();
-    let entries = std::fs::read_dir(out_root)
-        .with_context(|| format!("reading {} (run `stagex build` first)", out_root.display()))?;
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for entry in entries {
-        let entry = entry.with_context(|| format!("reading {}", out_root.display()))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || !entry.path().join("index.json").is_file() {
-            continue;
-        }
-        dirs.push(entry.path());
-    }
-    dirs.sort();
-    for dir in dirs {
-        let id = dir
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+    for id in out.images()? {
         let Some((stage, _)) = id.split_once('-') else {
             continue;
         };
-        let manifest = package_manifest(&dir, platform)
-            .with_context(|| format!("reading {}", dir.display()))?;
+        let manifest = out
+            .manifest_digest(&id, platform)
+            .with_context(|| format!("reading {}", out.path(&id).display()))?;
         by_stage
             .entry(stage.to_string())
             .or_default()

@@ -4,12 +4,14 @@
 //! `org.opencontainers.image.created` annotations. The layout is assembled
 //! in a staging directory beside the destination and swapped in at the end,
 //! so a failed build never leaves a half-written `out/<id>/`.
-//! Also reads a built package image back (as the base of another).
+//! Also reads a built package image back (as the base of another), through
+//! `image::OutDir`.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 
+use crate::image::OutDir;
 use crate::oci::config::{History, ImageConfig};
 use crate::oci::image::{build_image, build_index, ImageLayer, ImageSpec};
 use crate::oci::layout::Layout;
@@ -131,75 +133,18 @@ pub struct BaseImage {
     pub config: ImageConfig,
 }
 
-/// Reads `out_root/<id>/` for `platform`.
+/// Reads `out_root/<id>/` for `platform` (through `OutDir`, checked once).
 pub fn read_package_image(out_root: &Path, id: &str, platform: &Platform) -> Result<BaseImage> {
-    let dir = out_root.join(id);
-    let layout = Layout::open(&dir).with_context(|| {
-        format!(
-            "package image {id} is not built (expected {})",
-            dir.display()
-        )
-    })?;
-    let top = layout.resolve(None)?;
-    let (manifest_desc, manifest, _) = layout
-        .image_for_platform(&top, Some(platform))
-        .with_context(|| format!("{}: no image for {platform}", dir.display()))?;
-    let config: ImageConfig = serde_json::from_slice(&layout.read_blob(&manifest.config.digest)?)
-        .with_context(|| {
-        format!(
-            "{}: invalid image config {}",
-            dir.display(),
-            manifest.config.digest
-        )
-    })?;
-    if config.rootfs.diff_ids.len() != manifest.layers.len() {
-        bail!(
-            "{}: config lists {} diff_ids for {} layers",
-            dir.display(),
-            config.rootfs.diff_ids.len(),
-            manifest.layers.len()
-        );
-    }
-    let mut layer_history = config.history.iter().filter(|h| !h.empty_layer);
-    let layers = manifest
-        .layers
-        .iter()
-        .zip(&config.rootfs.diff_ids)
-        .map(|(descriptor, diff_id)| ImageLayer {
-            descriptor: Descriptor::new(
-                descriptor.media_type.clone(),
-                descriptor.digest.clone(),
-                descriptor.size,
-            ),
-            diff_id: diff_id.clone(),
-            history: layer_history.next().cloned().unwrap_or_else(|| History {
-                created_by: Some(format!("stagex/{id}")),
-                ..History::default()
-            }),
-        })
-        .collect();
+    let image = OutDir::open(out_root).image(id, platform)?;
+    let fallback = History {
+        created_by: Some(format!("stagex/{id}")),
+        ..History::default()
+    };
     Ok(BaseImage {
-        run: config.config.clone(),
-        layout,
-        manifest: manifest_desc,
-        layers,
-        config,
+        layers: image.image_layers(&fallback),
+        run: image.run_config().clone(),
+        config: image.config().clone(),
+        manifest: image.descriptor(),
+        layout: image.layout().clone(),
     })
-}
-
-/// The per-platform manifest digest of a built package (the one
-/// digests/<stage>.txt lists): the only one, else `platform`'s.
-pub fn package_manifest(dir: &Path, platform: &Platform) -> Result<Descriptor> {
-    let layout = Layout::open(dir)?;
-    let top = layout.resolve(None)?;
-    if media_type::is_manifest(&top.media_type) {
-        return Ok(top);
-    }
-    let (parsed, _) = layout.read_manifest(&top)?;
-    match parsed {
-        crate::oci::AnyManifest::Index(index) if index.manifests.len() == 1 => {
-            Ok(index.manifests[0].clone())
-        }
-        _ => Ok(layout.image_for_platform(&top, Some(platform))?.0),
-    }
 }

@@ -8,6 +8,7 @@ use anyhow::{bail, Context as _, Result};
 
 use super::image_out::{read_package_image, PackageOutput, Staging};
 use super::native;
+use crate::image::OutDir;
 use crate::layer::writer::{write_layer_to_layout, LayerOptions};
 use crate::oci::config::{rfc3339_utc, History};
 use crate::oci::image::{ImageLayer, ImageSpec};
@@ -62,9 +63,10 @@ pub fn build(
     let graph = Graph::from_tree(tree)?;
     let order = graph.build_order(&requested)?;
     let wanted: BTreeSet<&String> = requested.iter().collect();
+    let out = OutDir::open(&options.out_root);
     let mut reports = Vec::new();
     for id in &order {
-        let built = options.out_root.join(id).join("index.json").is_file();
+        let built = out.is_built(id);
         let explicit = requested.is_empty() || wanted.contains(id);
         if !explicit && built && !options.rebuild_deps {
             continue;

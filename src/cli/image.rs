@@ -1,23 +1,18 @@
 //! `stagex image DIR --output DEST`: turn a directory into a deterministic
 //! single-layer image (the same digest on every machine), with declared
-//! entrypoint, env, user and workdir. The general form of what a native
-//! package build does, usable on any tree.
-use std::collections::BTreeMap;
+//! entrypoint, env, user and workdir. Arguments and reporting only; the
+//! work is `image::from_dir::write_dir_image`.
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::Args;
-use serde::Serialize;
 
 use super::Context;
-use crate::layer::tree::FileTree;
-use crate::layer::writer::{write_layer_to_layout, LayerOptions};
-use crate::oci::config::{rfc3339_utc, History, RunConfig};
+use crate::image::from_dir::{write_dir_image, DirImage};
+use crate::layer::writer::LayerOptions;
 use crate::oci::descriptor::Platform;
-use crate::oci::image::{build_image, ImageLayer, ImageSpec};
-use crate::oci::media_type;
-use crate::output::{self, Destination};
+use crate::output::Destination;
 use crate::store::Store;
 
 #[derive(Debug, Args)]
@@ -59,82 +54,25 @@ pub struct ImageArgs {
     pub store: Option<PathBuf>,
 }
 
-#[derive(Serialize)]
-struct ImageReport {
-    destination: String,
-    manifest_digest: String,
-    config_digest: String,
-    layer_digest: String,
-    diff_id: String,
-    layer_size: u64,
-}
-
 pub fn run(ctx: &Context, args: ImageArgs) -> Result<ExitCode> {
     let destination = Destination::parse(&args.output)?;
     let store = match &args.store {
         Some(path) => Store::open(path)?,
         None => Store::open_default()?,
     };
+    let request = DirImage {
+        dir: args.dir,
+        platform: args.platform,
+        entrypoint: args.entrypoint,
+        cmd: args.cmd,
+        env: args.env,
+        user: args.user,
+        workdir: args.workdir,
+        version: args.version,
+        keep_owners: args.keep_owners,
+    };
     let options = LayerOptions::from_env()?;
-    let mut tree = FileTree::from_dir(&args.dir)
-        .with_context(|| format!("reading the tree at {}", args.dir.display()))?;
-    if !args.keep_owners {
-        tree.set_owner_all(0, 0);
-    }
-    let layer = write_layer_to_layout(&tree, &options, store.layout())?;
-
-    let mut run = RunConfig::default();
-    for entry in &args.env {
-        let (name, value) = entry
-            .split_once('=')
-            .with_context(|| format!("--env {entry:?}: expected NAME=VALUE"))?;
-        run.set_env_var(name, value);
-    }
-    run.entrypoint = (!args.entrypoint.is_empty()).then(|| args.entrypoint.clone());
-    run.cmd = (!args.cmd.is_empty()).then(|| args.cmd.clone());
-    run.user = args.user.clone();
-    run.working_dir = args.workdir.clone();
-
-    let created = rfc3339_utc(options.mtime as i64);
-    let mut annotations =
-        BTreeMap::from([(media_type::ANNOTATION_CREATED.to_string(), created.clone())]);
-    if let Some(version) = &args.version {
-        annotations.insert(media_type::ANNOTATION_VERSION.to_string(), version.clone());
-    }
-    let spec = ImageSpec {
-        platform: args.platform.clone(),
-        created,
-        run,
-        layers: vec![ImageLayer {
-            descriptor: layer.descriptor(),
-            diff_id: layer.diff_id.clone(),
-            history: History {
-                created_by: Some("stagex image".to_string()),
-                ..History::default()
-            },
-        }],
-        empty_history: Vec::new(),
-        annotations,
-    };
-    let image = build_image(&spec)?;
-    store
-        .layout()
-        .write_json(&image.config, media_type::OCI_CONFIG)?;
-    store
-        .layout()
-        .write_json(&image.manifest, media_type::OCI_MANIFEST)?;
-    let mut root = image.descriptor.clone();
-    root.platform = None;
-    output::write(&destination, store.layout(), &root, Some(&args.platform))?;
-
-    let report = ImageReport {
-        destination: destination.to_string(),
-        manifest_digest: image.descriptor.digest.to_string(),
-        config_digest: image.config.digest.to_string(),
-        layer_digest: layer.digest.to_string(),
-        diff_id: layer.diff_id.to_string(),
-        layer_size: layer.size,
-    };
+    let report = write_dir_image(&store, &request, &options, &destination, !ctx.json)?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -1,23 +1,25 @@
 //! `stagex pallet <expr>`: compose package images into one image and
 //! write it to `--output`. Arguments and reporting only; the work is in
-//! `crate::pallet::pipeline`, `crate::output` and `crate::registry::push`.
+//! `crate::pallet::pipeline` (compose, write) and `crate::pallet::inputs`
+//! (the quorum gate).
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
 use super::trust::{Trust, TrustArgs};
 use super::Context;
+use crate::image::WriteReport;
 use crate::oci::descriptor::Platform;
-use crate::output::{self, Destination};
+use crate::output::Destination;
 use crate::pallet::definition::Catalog;
+use crate::pallet::inputs::{self, InputTrust, Verification};
 use crate::pallet::pipeline::{self, Composed, Request};
 use crate::pallet::resolve::Source;
-use crate::registry::push::{parse_reference, push_image, PushReport};
 use crate::store::Store;
 
 /// Compose pallets and package images (`rust+clang`, `rust+core-jq:1.7`) into one image.
@@ -55,41 +57,16 @@ pub struct PalletArgs {
     pub no_verify: bool,
 }
 
-/// Whether and how the pinned inputs were verified.
-#[derive(Serialize)]
-struct Verification {
-    /// `verified`, `skipped (--no-verify)`, or `skipped (no trusted keys in DIR)`.
-    status: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    images: Vec<crate::sign::check::ImageReport>,
-}
-
-/// Checks every pinned input against the quorum. Verification runs unless
-/// `--no-verify`; when no flag asks for it and the keys directory holds no
-/// certificate, it is skipped and the report says so.
+/// Gathers the trust flags (over stagex.toml) and runs the library's
+/// quorum gate on the pinned inputs.
 fn verify_inputs(ctx: &Context, args: &PalletArgs, composed: &Composed) -> Result<Verification> {
-    use crate::sign::check::verify_images;
-    use crate::sign::keyring::Keyring;
-    if args.no_verify {
-        return Ok(Verification {
-            status: "skipped (--no-verify)".into(),
-            images: vec![],
-        });
-    }
     let keys = args.trust.keys_dir(&ctx.settings);
-    let keyring = match Keyring::load_dir(&keys) {
-        Ok(k) if !k.is_empty() => k,
-        Ok(_) | Err(_) if !args.trust.asked() => {
-            return Ok(Verification {
-                status: format!("skipped (no trusted keys in {})", keys.display()),
-                images: vec![],
-            })
-        }
-        Ok(_) => bail!(
-            "{}: no trusted certificates; add maintainer keys or pass --no-verify",
-            keys.display()
-        ),
-        Err(e) => return Err(e),
+    let keyring = match args.no_verify {
+        true => None,
+        false => inputs::gate_keyring(&keys, args.trust.asked())?,
+    };
+    let Some(keyring) = keyring else {
+        return Ok(inputs::not_verified(args.no_verify, &keys));
     };
     let Trust {
         keys,
@@ -97,54 +74,14 @@ fn verify_inputs(ctx: &Context, args: &PalletArgs, composed: &Composed) -> Resul
         threshold,
         lookaside,
     } = args.trust.with_keyring(&ctx.settings, keys, keyring)?;
-    let resolver = args.trust.resolver(&ctx.settings);
-    let mut seen = std::collections::BTreeSet::new();
-    let mut targets = Vec::new();
-    for pin in &composed.pinned {
-        if seen.insert(pin.manifest.clone()) {
-            let reference = format!(
-                "{}/{}@{}",
-                resolver.namespace.trim_end_matches('/'),
-                pin.name,
-                pin.manifest
-            );
-            let mut found = resolver.resolve(&reference)?;
-            for t in &mut found {
-                t.platform = Some(pin.platform.clone());
-            }
-            targets.extend(found);
-        }
-    }
-    let images = verify_images(&keyring, &lookaside, &targets, threshold);
-    let missed: Vec<String> = images
-        .iter()
-        .filter(|r| !r.quorum)
-        .map(|r| {
-            format!(
-                "{} ({}/{} signers{})",
-                r.image,
-                r.valid_signers,
-                r.threshold,
-                r.error
-                    .as_ref()
-                    .map(|e| format!(", {e}"))
-                    .unwrap_or_default()
-            )
-        })
-        .collect();
-    if !missed.is_empty() {
-        bail!(
-            "{} input(s) miss the quorum of {threshold} distinct trusted signers (keys {}, signatures from {}): {}; nothing was written (--no-verify to compose anyway)",
-            missed.len(),
-            keys.display(),
-            lookaside.describe(),
-            missed.join(", ")
-        );
-    }
-    Ok(Verification {
-        status: "verified".into(),
-        images,
-    })
+    let trust = InputTrust {
+        keys,
+        keyring,
+        threshold,
+        lookaside,
+        resolver: args.trust.resolver(&ctx.settings),
+    };
+    inputs::verify_inputs(&trust, &composed.pinned)
 }
 
 #[derive(Serialize)]
@@ -154,7 +91,12 @@ struct Report<'a> {
     digest: String,
     verification: Verification,
     output: Option<String>,
-    push: Option<PushReport>,
+    /// What a push to a registry did (uploads, mounts, blobs already there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    push: Option<WriteReport>,
+    /// What writing a file destination did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    written: Option<WriteReport>,
     elapsed_ms: u128,
 }
 
@@ -195,35 +137,22 @@ pub fn run(ctx: &Context, args: PalletArgs) -> Result<ExitCode> {
     };
     let composed = pipeline::run(&store, &catalog, &request)?;
     let verification = verify_inputs(ctx, &args, &composed)?;
-    let mut push = None;
-    if let Some(destination) = &destination {
-        match destination {
-            Destination::Registry { reference } => {
-                let (host, _, _) = parse_reference(reference)?;
-                // Mount only from repositories on the same registry.
-                let mounts = if composed.source_host.as_deref() == Some(host.as_str()) {
-                    composed.layer_repos.clone()
-                } else {
-                    Default::default()
-                };
-                push = Some(
-                    push_image(reference, store.layout(), &composed.root, &mounts, progress)
-                        .with_context(|| format!("pushing to {destination}"))?,
-                );
-            }
-            other => {
-                let platform = (platforms.len() == 1).then(|| &platforms[0]);
-                output::write(other, store.layout(), &composed.root, platform)
-                    .with_context(|| format!("writing {other}"))?;
-            }
-        }
-    }
+    let written = destination
+        .as_ref()
+        .map(|d| pipeline::write_output(&store, &composed, d, &platforms, progress))
+        .transpose()?;
+    let is_push = matches!(destination, Some(Destination::Registry { .. }));
+    let (push, written) = match is_push {
+        true => (written, None),
+        false => (None, written),
+    };
     let report = Report {
         composed: &composed,
         digest: composed.root.digest.to_string(),
         verification,
         output: destination.as_ref().map(|d| d.to_string()),
         push,
+        written,
         elapsed_ms: started.elapsed().as_millis(),
     };
     if ctx.json {

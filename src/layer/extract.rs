@@ -25,6 +25,9 @@
 //!   an image, e.g. `bin -> /usr/bin`; they are only dangerous when written
 //!   through, which the parent rule forbids).
 //!
+//! Entries (UTF-8 paths, normalization, whiteouts, link targets) come from
+//! the one tar walk in `entries`; this module adds the write policy above.
+//!
 //! Metadata: modes incl. setuid/setgid/sticky, mtimes (also on symlinks and
 //! directories, the latter set after all entries so children do not bump
 //! them), owners only when `ExtractOptions::chown` (default: only when
@@ -40,7 +43,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::reader::{decompress, tree_path_of, utf8_path, PathMeaning};
+use super::entries::{Entry, EntryInfo, EntryType, LayerTar};
 use super::tree::normalize_path;
 use crate::oci::media_type::LayerCompression;
 
@@ -70,118 +73,58 @@ pub fn extract_layer(
     options: &ExtractOptions,
 ) -> Result<()> {
     fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
-    let mut archive = tar::Archive::new(decompress(reader, compression)?);
+    let mut layer = LayerTar::new(reader, compression)?;
     let mut written: BTreeSet<String> = BTreeSet::new();
-    // (path, mode, uid, gid, mtime), applied after all entries.
-    let mut dirs: Vec<(String, u32, u32, u32, u64)> = Vec::new();
+    // Directory entries, whose metadata is applied after all entries.
+    let mut dirs: Vec<EntryInfo> = Vec::new();
     let x = Extractor {
         root: target,
         options,
     };
-    for item in archive.entries().context("reading layer tar")? {
-        let mut item = item.context("reading layer tar entry")?;
-        if item.header().entry_type() == tar::EntryType::XGlobalHeader {
-            // `pax_global_header` (git archive, some tar writers): archive
-            // metadata, not a file; docker and containerd skip it too.
-            continue;
-        }
-        let raw = item.path_bytes().into_owned();
-        let raw = utf8_path(&raw)?.to_string();
-        if raw.starts_with('/') {
+    let reading = || format!("extracting a layer into {}", target.display());
+    for entry in layer.entries().with_context(reading)? {
+        let mut entry = entry.with_context(reading)?;
+        if entry.raw_path.starts_with('/') {
             bail!(
-                "refusing layer entry {raw:?}: absolute paths are not allowed in a layer \
+                "refusing layer entry {:?}: absolute paths are not allowed in a layer \
                  (nothing was written outside {})",
+                entry.raw_path,
                 target.display()
             );
         }
-        let meaning =
-            tree_path_of(&raw).with_context(|| format!("refusing layer entry {raw:?}"))?;
-        match meaning {
-            PathMeaning::Skip => {}
-            PathMeaning::Whiteout(path) => {
-                x.check_parents(&path, false)?;
-                x.remove(&path)?;
+        match entry.kind {
+            EntryType::Whiteout => {
+                x.check_parents(&entry.path, false)?;
+                x.remove(&entry.path)?;
             }
-            PathMeaning::Opaque(dir) => {
-                if !dir.is_empty() {
-                    x.check_parents(&dir, false)?;
+            EntryType::OpaqueWhiteout => {
+                if !entry.path.is_empty() {
+                    x.check_parents(&entry.path, false)?;
                 }
-                x.opaque(&dir, &written)?;
+                x.opaque(&entry.path, &written)?;
             }
-            PathMeaning::Entry(path) => {
-                let header = item.header().clone();
-                let mode = header.mode().with_context(|| format!("{path}: bad mode"))? & 0o7777;
-                let uid = header.uid().with_context(|| format!("{path}: bad uid"))? as u32;
-                let gid = header.gid().with_context(|| format!("{path}: bad gid"))? as u32;
-                let mtime = header
-                    .mtime()
-                    .with_context(|| format!("{path}: bad mtime"))?;
-                let link = match item.link_name_bytes() {
-                    Some(l) if !l.is_empty() => Some(utf8_path(&l)?.to_string()),
-                    _ => None,
-                };
-                x.check_parents(&path, true)?;
-                let dest = x.root.join(&path);
-                let is_dir = header.entry_type() == tar::EntryType::Directory;
-                x.clear(&path, is_dir)?;
-                let ctx = || format!("extracting {path} into {}", target.display());
-                match header.entry_type() {
-                    tar::EntryType::Directory => {
-                        if fs::symlink_metadata(&dest).is_err() {
-                            fs::create_dir(&dest).with_context(ctx)?;
-                        }
-                        dirs.push((path.clone(), mode, uid, gid, mtime));
-                    }
-                    tar::EntryType::Regular | tar::EntryType::Continuous => {
-                        let mut file = fs::OpenOptions::new()
-                            .write(true)
-                            .create_new(true)
-                            .mode(0o600)
-                            .custom_flags(libc::O_NOFOLLOW)
-                            .open(&dest)
-                            .with_context(ctx)?;
-                        io::copy(&mut item, &mut file).with_context(ctx)?;
-                        if options.chown {
-                            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
-                                .with_context(ctx)?;
-                        }
-                        file.set_permissions(fs::Permissions::from_mode(mode))
-                            .with_context(ctx)?;
-                        drop(file);
-                        set_mtime(&dest, mtime).with_context(ctx)?;
-                    }
-                    tar::EntryType::Symlink => {
-                        let Some(link) = link else {
-                            bail!("refusing layer entry {path}: symlink without a target");
-                        };
-                        std::os::unix::fs::symlink(&link, &dest).with_context(ctx)?;
-                        x.lchown(&dest, uid, gid).with_context(ctx)?;
-                        set_mtime(&dest, mtime).with_context(ctx)?;
-                    }
-                    tar::EntryType::Link => {
-                        let Some(link) = link else {
-                            bail!("refusing layer entry {path}: hard link without a target");
-                        };
-                        let source = x.hard_link_source(&path, &link)?;
-                        fs::hard_link(&source, &dest).with_context(ctx)?;
-                    }
-                    tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block => {
-                        x.make_node(&path, &header, mode)?;
-                        x.lchown(&dest, uid, gid).with_context(ctx)?;
-                        fs::set_permissions(&dest, fs::Permissions::from_mode(mode))
-                            .with_context(ctx)?;
-                        set_mtime(&dest, mtime).with_context(ctx)?;
-                    }
-                    other => bail!("refusing layer entry {path}: unsupported tar type {other:?}"),
+            EntryType::Directory => {
+                x.check_parents(&entry.path, true)?;
+                x.clear(&entry.path, true)?;
+                let dest = x.root.join(&entry.path);
+                if fs::symlink_metadata(&dest).is_err() {
+                    fs::create_dir(&dest).with_context(|| x.context(&entry))?;
                 }
-                written.insert(path);
+                written.insert(entry.path.clone());
+                dirs.push(entry.into_info());
+            }
+            _ => {
+                x.check_parents(&entry.path, true)?;
+                x.clear(&entry.path, false)?;
+                x.write_entry(&mut entry)?;
+                written.insert(entry.path.clone());
             }
         }
     }
     // Deepest first, so a read-only parent is set after its children.
-    dirs.sort_by(|a, b| b.0.cmp(&a.0));
-    for (path, mode, uid, gid, mtime) in dirs {
-        x.set_dir_metadata(&path, mode, uid, gid, mtime)?;
+    dirs.sort_by(|a, b| b.path.cmp(&a.path));
+    for dir in dirs {
+        x.set_dir_metadata(&dir.path, dir.mode, dir.uid, dir.gid, dir.mtime)?;
     }
     Ok(())
 }
@@ -192,6 +135,58 @@ struct Extractor<'a> {
 }
 
 impl Extractor<'_> {
+    fn context(&self, entry: &EntryInfo) -> String {
+        format!("extracting {} into {}", entry.path, self.root.display())
+    }
+
+    /// Creates a non-directory entry at its (cleared) path.
+    fn write_entry(&self, entry: &mut Entry<'_, '_>) -> Result<()> {
+        let text = self.context(entry);
+        let ctx = || text.clone();
+        let dest = self.root.join(&entry.path);
+        let (mode, uid, gid, mtime) = (entry.mode, entry.uid, entry.gid, entry.mtime);
+        match entry.kind {
+            EntryType::File => {
+                let mut file = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&dest)
+                    .with_context(ctx)?;
+                io::copy(entry, &mut file).with_context(ctx)?;
+                if self.options.chown {
+                    std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).with_context(ctx)?;
+                }
+                file.set_permissions(fs::Permissions::from_mode(mode))
+                    .with_context(ctx)?;
+                drop(file);
+                set_mtime(&dest, mtime).with_context(ctx)?;
+            }
+            EntryType::Symlink => {
+                let link = entry.link_target.as_deref().unwrap_or_default();
+                std::os::unix::fs::symlink(link, &dest).with_context(ctx)?;
+                self.lchown(&dest, uid, gid).with_context(ctx)?;
+                set_mtime(&dest, mtime).with_context(ctx)?;
+            }
+            EntryType::HardLink => {
+                let raw = entry.raw_link_target.as_deref().unwrap_or_default();
+                let source = self.hard_link_source(&entry.path, raw)?;
+                fs::hard_link(&source, &dest).with_context(ctx)?;
+            }
+            EntryType::Fifo | EntryType::CharDevice | EntryType::BlockDevice => {
+                self.make_node(entry)?;
+                self.lchown(&dest, uid, gid).with_context(ctx)?;
+                fs::set_permissions(&dest, fs::Permissions::from_mode(mode)).with_context(ctx)?;
+                set_mtime(&dest, mtime).with_context(ctx)?;
+            }
+            EntryType::Directory | EntryType::Whiteout | EntryType::OpaqueWhiteout => {
+                unreachable!("handled by extract_layer")
+            }
+        }
+        Ok(())
+    }
+
     /// Every proper parent of `path` must be a real directory (never a
     /// symlink) inside the root; missing ones are created when `create`.
     fn check_parents(&self, path: &str, create: bool) -> Result<()> {
@@ -380,21 +375,21 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    fn make_node(&self, path: &str, header: &tar::Header, mode: u32) -> Result<()> {
+    fn make_node(&self, entry: &EntryInfo) -> Result<()> {
+        let path = &entry.path;
         let full = self.root.join(path);
         let c = CString::new(full.as_os_str().as_bytes())?;
-        let (kind, dev) = match header.entry_type() {
-            tar::EntryType::Fifo => (libc::S_IFIFO, 0),
-            other => {
+        let (kind, dev) = match (entry.kind, entry.device) {
+            (EntryType::Fifo, _) => (libc::S_IFIFO, 0),
+            (other, device) => {
                 if unsafe { libc::geteuid() } != 0 {
                     bail!(
                         "cannot create device node {path} ({other:?}) without root; \
                          extract as root or drop it from the image"
                     );
                 }
-                let major = header.device_major()?.unwrap_or(0);
-                let minor = header.device_minor()?.unwrap_or(0);
-                let kind = if other == tar::EntryType::Char {
+                let (major, minor) = device.unwrap_or_default();
+                let kind = if other == EntryType::CharDevice {
                     libc::S_IFCHR
                 } else {
                     libc::S_IFBLK
@@ -402,7 +397,7 @@ impl Extractor<'_> {
                 (kind, libc::makedev(major, minor))
             }
         };
-        let rc = unsafe { libc::mknod(c.as_ptr(), kind | (mode & 0o7777), dev) };
+        let rc = unsafe { libc::mknod(c.as_ptr(), kind | (entry.mode & 0o7777), dev) };
         if rc != 0 {
             return Err(io::Error::last_os_error())
                 .with_context(|| format!("creating {}", full.display()));

@@ -196,27 +196,20 @@ pub fn write_layer(
     })
 }
 
-/// Writes `tree` as a layer blob into `layout` (temp file + fsync + rename,
-/// named by its digest); an existing identical blob is kept.
+/// Writes `tree` as a layer blob into `layout` through the layout's blob
+/// writer (temp file, hashed, fsync, rename to its digest); an existing
+/// identical blob is kept.
 pub fn write_layer_to_layout(
     tree: &FileTree,
     options: &LayerOptions,
     layout: &Layout,
 ) -> Result<WrittenLayer> {
-    let dir = layout.root().join("blobs").join("sha256");
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let temp = crate::oci::layout::new_temp_file(&dir)?;
-    let written = write_layer(tree, options, temp.as_file())?;
-    let path = layout.blob_path(&written.digest);
-    if path.is_file() {
-        return Ok(written);
-    }
-    temp.as_file()
-        .sync_all()
-        .with_context(|| format!("syncing layer blob {}", written.digest))?;
-    temp.persist(&path)
-        .map_err(|e| e.error)
+    let mut blob = layout.blob_writer()?;
+    let written = write_layer(tree, options, &mut blob)?;
+    let (digest, _) = blob
+        .commit()
         .with_context(|| format!("storing layer blob {}", written.digest))?;
+    debug_assert_eq!(digest, written.digest);
     Ok(written)
 }
 

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::blob_writer::BlobWriter;
 use super::descriptor::{Descriptor, Platform};
-use super::digest::{Digest, HashingWriter, VerifyingReader};
+use super::digest::{Digest, VerifyingReader};
 use super::json::JsonBlob;
 use super::manifest::{AnyManifest, ImageIndex, ImageManifest};
 use super::media_type::{self, ANNOTATION_REF_NAME};
@@ -124,24 +125,27 @@ impl Layout {
     pub fn write_blob(&self, bytes: &[u8]) -> Result<Digest> {
         let digest = Digest::of_bytes(bytes);
         if !self.has_blob(&digest) {
-            write_atomic(&self.blob_path(&digest), bytes)?;
+            self.write_blob_from_reader(bytes, Some(&digest))?;
         }
         Ok(digest)
     }
 
     /// Stores a serialized JSON document as a blob and describes it.
     pub fn write_json(&self, blob: &JsonBlob, media_type: &str) -> Result<Descriptor> {
-        if !self.has_blob(&blob.digest) {
-            write_atomic(&self.blob_path(&blob.digest), &blob.bytes)?;
-        }
+        self.write_blob(&blob.bytes)?;
         Ok(blob.descriptor(media_type))
+    }
+
+    /// A writer for a new blob of this layout (see `BlobWriter`).
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        Ok(BlobWriter::new(&self.root.join("blobs").join("sha256"))?)
     }
 
     /// Streams a blob in from a reader. With `expected`, the content must
     /// match it or nothing is stored. Returns the digest and size.
     pub fn write_blob_from_reader(
         &self,
-        reader: impl Read,
+        mut reader: impl Read,
         expected: Option<&Digest>,
     ) -> Result<(Digest, u64)> {
         if let Some(d) = expected {
@@ -149,24 +153,13 @@ impl Layout {
                 return Ok((d.clone(), fs::metadata(self.blob_path(d))?.len()));
             }
         }
-        let dir = self.root.join("blobs").join("sha256");
-        fs::create_dir_all(&dir)?;
-        let temp = new_temp_file(&dir)?;
-        let mut hashing = HashingWriter::new(io::BufWriter::new(temp));
-        let mut reader = reader;
-        io::copy(&mut reader, &mut hashing).context("copying blob into the layout")?;
-        let (digest, size, buffered) = hashing.finish();
-        let temp = buffered.into_inner().map_err(|e| e.into_error())?;
-        if let Some(expected) = expected {
-            if &digest != expected {
-                bail!("content does not match its digest: expected {expected}, got {digest} (nothing was stored)");
-            }
+        let mut writer = self.blob_writer()?;
+        if let Some(d) = expected {
+            writer = writer.expecting(d, None);
         }
-        temp.as_file().sync_all()?;
-        temp.persist(self.blob_path(&digest))
-            .map_err(|e| e.error)
-            .with_context(|| format!("storing blob {digest}"))?;
-        Ok((digest, size))
+        io::copy(&mut reader, &mut writer)
+            .with_context(|| format!("copying a blob into the layout {}", self.root.display()))?;
+        Ok(writer.commit()?)
     }
 
     /// Hard-links (or, across file systems, copies) a blob from another layout.
@@ -369,13 +362,9 @@ pub fn select_platform<'a>(
     }
 }
 
-/// A temp file in `dir` that will be renamed into place: created 0644 (not
-/// tempfile's 0600), so what we publish is readable like any other file.
+/// A temp file in `dir` that will be renamed into place (mode 0644).
 pub fn new_temp_file(dir: &Path) -> Result<tempfile::NamedTempFile> {
-    use std::os::unix::fs::PermissionsExt;
-    tempfile::Builder::new()
-        .permissions(fs::Permissions::from_mode(0o644))
-        .tempfile_in(dir)
+    super::blob_writer::new_temp_file(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))
 }
 
@@ -388,12 +377,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut temp = new_temp_file(dir)?;
     temp.write_all(bytes)
-        .and_then(|_| temp.as_file().sync_all())
-        .with_context(|| format!("writing {}", path.display()))?;
-    temp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
+        .and_then(|_| super::blob_writer::sync_and_rename(temp, path))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

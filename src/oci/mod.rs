@@ -1,5 +1,6 @@
 //! OCI data model and its on-disk forms: digests, descriptors, manifests,
 //! indexes, configs (pure), plus image layouts and archives (I/O).
+pub mod blob_writer;
 pub mod config;
 pub mod descriptor;
 pub mod digest;

@@ -6,7 +6,8 @@
 //!   writer (mtime 1, pinned gzip), file bytes read from the package layer
 //!   named in the plan and checked against the indexed content digest;
 //!   cached under `extra-layer` keyed by the plan's digest;
-//! - `--flatten`: one layer holding the merged tree.
+//! - `--flatten`: the store side of `layer::squash` (blobs opened from the
+//!   store, the squashed layer written into it).
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
@@ -14,7 +15,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::compose::{Composition, ExtraEntry, ExtraLayer, PlannedLayer};
-use crate::layer::reader::{decompress, index_layer, tree_path_of, LayerIndex, PathMeaning};
+use crate::layer::entries::{EntryType, LayerTar};
+use crate::layer::reader::{index_layer, LayerIndex};
+use crate::layer::squash::{squash, SquashInput};
 use crate::layer::tree::{EntryKind, FileSource, FileTree, TreeEntry};
 use crate::layer::writer::{write_layer_to_layout, LayerOptions};
 use crate::oci::config::History;
@@ -88,18 +91,16 @@ fn read_files(
     paths: &BTreeSet<String>,
 ) -> Result<BTreeMap<String, Vec<u8>>> {
     let blob = store.layout().open_blob(&layer.digest, Some(layer.size))?;
-    let mut archive = tar::Archive::new(decompress(blob, compression(layer)?)?);
+    let mut tar = LayerTar::new(blob, compression(layer)?)?;
     let mut found = BTreeMap::new();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let PathMeaning::Entry(path) = tree_path_of(&raw)? else {
-            continue;
-        };
-        if paths.contains(&path) && entry.header().entry_type().is_file() {
+    for entry in tar.entries()? {
+        let mut entry = entry.with_context(|| format!("reading layer {}", layer.digest))?;
+        if entry.kind == EntryType::File && paths.contains(&entry.path) {
             let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes)?;
-            found.insert(path, bytes);
+            entry
+                .read_to_end(&mut bytes)
+                .with_context(|| format!("reading /{} of layer {}", entry.path, layer.digest))?;
+            found.insert(entry.path.clone(), bytes);
             if found.len() == paths.len() {
                 break;
             }
@@ -274,130 +275,29 @@ pub fn materialize(store: &Store, composition: &Composition) -> Result<Vec<Image
         .collect()
 }
 
-/// `--flatten`: one layer holding the merged tree of `layers` (whiteouts
-/// applied; hard links kept when their target still holds the same bytes
-/// at the end, copied otherwise). Holds file bytes in memory.
+/// `--flatten`: one layer holding the merged tree of `layers` (see
+/// `layer::squash` for the rules), written to the store.
 pub fn flatten(store: &Store, layers: &[ImageLayer], history: &History) -> Result<ImageLayer> {
-    let mut tree: BTreeMap<String, TreeEntry> = BTreeMap::new();
-    let mut links: BTreeMap<String, (String, Digest)> = BTreeMap::new();
-    for layer in layers {
-        let descriptor = &layer.descriptor;
-        let blob = store
-            .layout()
-            .open_blob(&descriptor.digest, Some(descriptor.size))?;
-        let mut archive = tar::Archive::new(decompress(blob, compression(descriptor)?)?);
-        let mut contents: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        for entry in archive.entries()? {
-            let mut entry = entry?;
-            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let header = entry.header().clone();
-            let mode = header.mode()? & 0o7777;
-            let (uid, gid) = (header.uid()? as u32, header.gid()? as u32);
-            let path = match tree_path_of(&raw)? {
-                PathMeaning::Skip => continue,
-                PathMeaning::Whiteout(p) => {
-                    remove_subtree(&mut tree, &p, true);
-                    continue;
-                }
-                PathMeaning::Opaque(p) => {
-                    remove_subtree(&mut tree, &p, false);
-                    continue;
-                }
-                PathMeaning::Entry(p) => p,
-            };
-            let link = entry
-                .link_name_bytes()
-                .map(|l| String::from_utf8_lossy(&l).into_owned());
-            let kind = match header.entry_type() {
-                tar::EntryType::Directory => EntryKind::Directory,
-                tar::EntryType::Symlink => EntryKind::Symlink {
-                    target: link.unwrap_or_default(),
-                },
-                tar::EntryType::Link => {
-                    let target = crate::layer::tree::normalize_path(&link.unwrap_or_default())?;
-                    let data = contents.get(&target).cloned().ok_or_else(|| {
-                        anyhow!(
-                            "layer {}: hard link /{path} to missing /{target}",
-                            descriptor.digest
-                        )
-                    })?;
-                    links.insert(path.clone(), (target, Digest::of_bytes(&data)));
-                    contents.insert(path.clone(), data.clone());
-                    EntryKind::File(FileSource::Bytes(data))
-                }
-                t if t.is_file() => {
-                    let mut data = Vec::new();
-                    entry.read_to_end(&mut data)?;
-                    contents.insert(path.clone(), data.clone());
-                    links.remove(&path);
-                    EntryKind::File(FileSource::Bytes(data))
-                }
-                other => bail!(
-                    "--flatten: layer {} entry /{path} has unsupported type {other:?}",
-                    descriptor.digest
+    let inputs = layers
+        .iter()
+        .map(|layer| {
+            let descriptor = &layer.descriptor;
+            Ok(SquashInput {
+                name: descriptor.digest.to_string(),
+                blob: Box::new(
+                    store
+                        .layout()
+                        .open_blob(&descriptor.digest, Some(descriptor.size))?,
                 ),
-            };
-            if !matches!(kind, EntryKind::Directory) {
-                remove_subtree(&mut tree, &path, true);
-            } else if tree.get(&path).is_some_and(|e| !e.is_dir()) {
-                tree.remove(&path);
-            }
-            tree.insert(
-                path,
-                TreeEntry {
-                    kind,
-                    mode,
-                    uid,
-                    gid,
-                },
-            );
-        }
-    }
-    // Keep hard links whose target still holds the bytes they were made of.
-    for (path, (target, digest)) in &links {
-        let keep = target < path
-            && matches!(tree.get(target), Some(TreeEntry { kind: EntryKind::File(FileSource::Bytes(b)), .. }) if Digest::of_bytes(b) == *digest)
-            && matches!(
-                tree.get(path),
-                Some(TreeEntry {
-                    kind: EntryKind::File(_),
-                    ..
-                })
-            );
-        if keep {
-            let entry = tree.get_mut(path).expect("checked");
-            entry.kind = EntryKind::HardLink {
-                target: target.clone(),
-            };
-        }
-    }
-    let mut file_tree = FileTree::new();
-    for (path, entry) in tree {
-        file_tree.insert(&path, entry)?;
-    }
-    let written = write_layer_to_layout(&file_tree, &LayerOptions::default(), store.layout())?;
+                compression: compression(descriptor)?,
+                diff_id: Some(layer.diff_id.clone()),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let written = squash(inputs, &LayerOptions::default(), store.layout()).context("--flatten")?;
     Ok(ImageLayer {
         descriptor: written.descriptor(),
         diff_id: written.diff_id,
         history: history.clone(),
     })
-}
-
-fn remove_subtree(tree: &mut BTreeMap<String, TreeEntry>, path: &str, including_self: bool) {
-    let prefix = if path.is_empty() {
-        String::new()
-    } else {
-        format!("{path}/")
-    };
-    let doomed: Vec<String> = tree
-        .range(prefix.clone()..)
-        .take_while(|(k, _)| k.starts_with(&prefix))
-        .map(|(k, _)| k.clone())
-        .collect();
-    for k in doomed {
-        tree.remove(&k);
-    }
-    if including_self {
-        tree.remove(path);
-    }
 }

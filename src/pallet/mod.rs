@@ -1,9 +1,11 @@
 //! Pallets: declarative definitions (`definition`), `a+b` expressions
 //! (`expr`), the pure composer (`compose`) and resolution of package images
-//! from a registry or local layouts (`resolve`).
+//! from a registry or local layouts (`resolve`), the quorum gate on inputs
+//! (`inputs`) and the whole command minus its flags (`pipeline`).
 pub mod compose;
 pub mod definition;
 pub mod expr;
+pub mod inputs;
 pub mod materialize;
 pub mod pipeline;
 pub mod resolve;

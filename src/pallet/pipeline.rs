@@ -1,10 +1,11 @@
 //! `stagex pallet` end to end, minus the command line: expand the
 //! expression, resolve and pin every input per platform, compose (pure),
 //! materialize the extra layers, assemble config/manifest (and an index for
-//! several platforms) into the store. Output writing is the caller's.
+//! several platforms) into the store; then `write_output` hands the result
+//! to the destination's sink.
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use super::compose::{
@@ -14,11 +15,13 @@ use super::definition::{Catalog, Plan};
 use super::expr::Expr;
 use super::materialize::{flatten, materialize};
 use super::resolve::{FetchStats, Pinned, Resolver, Source};
+use crate::image::WriteReport;
 use crate::oci::config::{rfc3339_utc, History};
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::Digest;
 use crate::oci::image::{build_image, build_index, ImageSpec};
 use crate::oci::media_type;
+use crate::output::{Destination, Mounts};
 use crate::store::Store;
 
 /// What to compose.
@@ -197,4 +200,28 @@ pub fn run(store: &Store, catalog: &Catalog, request: &Request) -> Result<Compos
         source_host: resolver.registry_host().map(str::to_string),
         layer_repos: resolver.layer_repos.clone(),
     })
+}
+
+/// Writes the composed image to `destination`; a push to the registry the
+/// packages came from mounts their layers instead of uploading them.
+/// `platforms` as composed: with one, single-image formats take it.
+pub fn write_output(
+    store: &Store,
+    composed: &Composed,
+    destination: &Destination,
+    platforms: &[Platform],
+    progress: bool,
+) -> Result<WriteReport> {
+    let mounts = Mounts {
+        host: composed.source_host.clone(),
+        repos: composed.layer_repos.clone(),
+    };
+    let platform = (platforms.len() == 1).then(|| &platforms[0]);
+    destination
+        .sink(mounts, progress)
+        .write(store.layout(), &composed.root, platform)
+        .with_context(|| match destination {
+            Destination::Registry { .. } => format!("pushing to {destination}"),
+            _ => format!("writing {destination}"),
+        })
 }

@@ -21,13 +21,9 @@ use serde::Serialize;
 use super::compose::PackageImage;
 use super::expr::ItemRef;
 use super::materialize::{ensure_layer_index, layer_index, META_LAYER_INDEX};
-use crate::oci::config::ImageConfig;
+use crate::image::{platform_manifest, DirSource, Image, ImageSource, RegistrySource};
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::Digest;
-use crate::oci::layout::{select_platform, Layout};
-use crate::oci::manifest::{AnyManifest, ImageManifest};
-use crate::oci::media_type::{self, ANNOTATION_REF_NAME};
-use crate::registry::RegistryClient;
 use crate::store::Store;
 
 /// Parallel layer fetch/index workers.
@@ -69,13 +65,12 @@ impl Source {
         })
     }
 
-    /// The repository of image `name` on a registry source.
-    pub fn repository(&self, name: &str) -> Option<String> {
-        match self {
-            Source::Registry { namespace, .. } if namespace.is_empty() => Some(name.to_string()),
-            Source::Registry { namespace, .. } => Some(format!("{namespace}/{name}")),
-            Source::Local(_) => None,
-        }
+    /// The `ImageSource` this names.
+    pub fn open(&self) -> Result<Box<dyn ImageSource>> {
+        Ok(match self {
+            Source::Registry { host, namespace } => Box::new(RegistrySource::new(host, namespace)?),
+            Source::Local(dir) => Box::new(DirSource::new(dir)),
+        })
     }
 }
 
@@ -107,7 +102,7 @@ pub struct FetchStats {
 pub struct Resolver<'a> {
     store: &'a Store,
     pub source: Source,
-    client: Option<RegistryClient>,
+    images: Box<dyn ImageSource>,
     progress: bool,
     pub pinned: Vec<Pinned>,
     pub stats: FetchStats,
@@ -116,21 +111,14 @@ pub struct Resolver<'a> {
     pub layer_repos: BTreeMap<Digest, Vec<String>>,
 }
 
-fn parse_config(bytes: &[u8], digest: &Digest) -> Result<ImageConfig> {
-    serde_json::from_slice(bytes).with_context(|| format!("invalid image config {digest}"))
-}
-
 impl<'a> Resolver<'a> {
     /// `progress`: show bars (only on a terminal).
     pub fn new(store: &'a Store, source: Source, progress: bool) -> Result<Resolver<'a>> {
-        let client = match &source {
-            Source::Registry { host, .. } => Some(RegistryClient::new(host)?),
-            Source::Local(_) => None,
-        };
+        let images = source.open()?;
         Ok(Resolver {
             store,
             source,
-            client,
+            images,
             progress: progress && std::io::stderr().is_terminal(),
             pinned: Vec::new(),
             stats: FetchStats::default(),
@@ -140,53 +128,29 @@ impl<'a> Resolver<'a> {
 
     /// True when the source is a loopback registry on `host`.
     pub fn registry_host(&self) -> Option<&str> {
-        match &self.source {
-            Source::Registry { host, .. } => Some(host),
-            Source::Local(_) => None,
-        }
+        self.images.registry_host()
     }
 
     /// Pins `item` for `platform` and fetches its manifest and config;
     /// layers are left to `resolve_all`.
     fn resolve_head(&mut self, item: &ItemRef, platform: &Platform) -> Result<PackageImage> {
-        let (top, source) = match self.source.clone() {
-            Source::Registry { host, .. } => {
-                let repo = self.source.repository(&item.name).expect("registry source");
-                (self.remote_top(&repo, item)?, format!("{host}/{repo}"))
-            }
-            Source::Local(dir) => (
-                self.local_top(&dir, item)?,
-                dir.join(&item.name).display().to_string(),
-            ),
-        };
+        let source = self.images.locate(&item.name);
+        let top = self.top(item)?;
         // Down the index to the platform manifest.
-        let layout = self.store.layout();
-        let mut index_digest = None;
-        let mut current = top;
-        let manifest: ImageManifest = loop {
-            let bytes = layout.read_blob(&current)?;
-            match AnyManifest::parse(&bytes, None)
-                .with_context(|| format!("{item}: manifest {current}"))?
-            {
-                AnyManifest::Image(m) => break m,
-                AnyManifest::Index(index) => {
-                    if index_digest.is_some() {
-                        bail!("{item}: nested image indexes are not supported");
-                    }
-                    index_digest = Some(current.clone());
-                    let chosen = select_platform(&index, Some(platform))
-                        .with_context(|| format!("{item} ({source})"))?;
-                    let digest = chosen.digest.clone();
-                    self.fetch_manifest(item, &digest)?;
-                    current = digest;
-                }
-            }
-        };
-        let manifest_digest = current;
+        let (index_digest, manifest, parsed) = platform_manifest(
+            &*self.images,
+            &item.name,
+            &top,
+            platform,
+            self.store.layout(),
+        )
+        .with_context(|| format!("{item} ({source})"))?;
+        let manifest_digest = manifest.digest.clone();
         // Config and layers.
-        self.fetch_blob(item, &manifest.config)?;
-        let config_bytes = layout.read_blob(&manifest.config.digest)?;
-        let config = parse_config(&config_bytes, &manifest.config.digest)?;
+        self.fetch_blob(item, &parsed.config)?;
+        let image = Image::load(self.store.layout(), &manifest)
+            .with_context(|| format!("{item} ({source})"))?;
+        let (manifest, config) = (image.manifest().clone(), image.config().clone());
         if config.os != platform.os || config.architecture != platform.architecture {
             bail!(
                 "{item} ({source}) is {}/{}, not {platform}: build or pull it for {platform}",
@@ -195,7 +159,7 @@ impl<'a> Resolver<'a> {
             );
         }
         for descriptor in &manifest.layers {
-            if let Some(repo) = self.source.repository(&item.name) {
+            if let Some(repo) = self.images.repository(&item.name) {
                 let repos = self
                     .layer_repos
                     .entry(descriptor.digest.clone())
@@ -284,28 +248,17 @@ impl<'a> Resolver<'a> {
         let bytes = std::sync::atomic::AtomicU64::new(0);
         let workers = FETCH_WORKERS.min(queue.lock().expect("queue").len());
         let store = self.store;
-        let source = &self.source;
+        let images = &*self.images;
         let results: Vec<Result<()>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
                     scope.spawn(|| -> Result<()> {
-                        let client = match source {
-                            Source::Registry { host, .. } => Some(RegistryClient::new(host)?),
-                            Source::Local(_) => None,
-                        };
                         loop {
                             let Some((name, descriptor)) = queue.lock().expect("queue").pop()
                             else {
                                 return Ok(());
                             };
                             if !store.layout().has_blob(&descriptor.digest) {
-                                let Some(client) = &client else {
-                                    bail!(
-                                        "{name}: blob {} is not in the store or the source",
-                                        descriptor.digest
-                                    );
-                                };
-                                let repo = source.repository(&name).expect("registry");
                                 let bar = multi.as_ref().map(|m| {
                                     let bar = m.add(ProgressBar::new(descriptor.size));
                                     bar.set_style(
@@ -320,8 +273,8 @@ impl<'a> Resolver<'a> {
                                     ));
                                     bar
                                 });
-                                client.pull_blob(
-                                    &repo,
+                                images.fetch_blob(
+                                    &name,
                                     &descriptor,
                                     store.layout(),
                                     bar.as_ref(),
@@ -354,9 +307,11 @@ impl<'a> Resolver<'a> {
         results.into_iter().collect()
     }
 
-    /// The digest the reference names on the registry, with its bytes in
-    /// the store.
-    fn remote_top(&mut self, repo: &str, item: &ItemRef) -> Result<Digest> {
+    /// The digest the reference names on the source, with its bytes in
+    /// the store. A digest pin found in the store needs no source; a tag
+    /// the source cannot answer for falls back to the digest it had last
+    /// time (registries only: `tag_cache_key`).
+    fn top(&mut self, item: &ItemRef) -> Result<Digest> {
         let layout = self.store.layout();
         if let Some(digest) = &item.digest {
             if !layout.has_blob(digest) {
@@ -364,27 +319,30 @@ impl<'a> Resolver<'a> {
             }
             return Ok(digest.clone());
         }
-        let client = self.client.as_ref().expect("registry source has a client");
         let tag = item.tag_or_latest();
-        let key = Digest::of_bytes(format!("{}/{repo}:{tag}", client.host()).as_bytes());
-        match client.pull_manifest(repo, tag) {
-            Ok((bytes, digest)) => {
+        let key = self
+            .images
+            .tag_cache_key(&item.name, tag)
+            .map(|k| Digest::of_bytes(k.as_bytes()));
+        match self.images.resolve_tag(&item.name, item.tag.as_deref()) {
+            Ok((digest, bytes)) => {
                 layout.write_blob(&bytes)?;
-                self.store
-                    .write_meta(META_REMOTE_TAG, &key, digest.to_string().as_bytes())?;
+                if let Some(key) = &key {
+                    self.store
+                        .write_meta(META_REMOTE_TAG, key, digest.to_string().as_bytes())?;
+                }
                 Ok(digest)
             }
             Err(error) => {
-                let cached = self
-                    .store
-                    .read_meta(META_REMOTE_TAG, &key)
+                let cached = key
+                    .and_then(|key| self.store.read_meta(META_REMOTE_TAG, &key))
                     .and_then(|b| Digest::parse(std::str::from_utf8(&b).ok()?).ok())
                     .filter(|d| layout.has_blob(d));
                 match cached {
                     Some(digest) if !is_not_found(&error) => {
                         eprintln!(
-                            "stagex: warning: {}/{repo}:{tag} unreachable ({error:#}); using {digest} from the store",
-                            client.host()
+                            "stagex: warning: {}:{tag} unreachable ({error:#}); using {digest} from the store",
+                            self.images.locate(&item.name)
                         );
                         Ok(digest)
                     }
@@ -394,34 +352,15 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// The digest the reference names in a local directory; its blobs are
-    /// linked into the store.
-    fn local_top(&mut self, dir: &Path, item: &ItemRef) -> Result<Digest> {
-        let (layout, descriptor) = find_local(dir, item)?;
-        // Link every blob reachable from it (all platforms: cheap links).
-        let reachable = layout.reachable(&descriptor)?;
-        for blob in reachable.iter().rev() {
-            if self.store.layout().has_blob(&blob.digest) {
-                self.stats.blobs_cached += 1;
-            } else {
-                self.store.layout().copy_blob_from(&layout, blob)?;
-                self.stats.blobs_fetched += 1;
-                self.stats.bytes_fetched += blob.size;
-            }
-        }
-        Ok(descriptor.digest)
-    }
-
     fn fetch_manifest(&mut self, item: &ItemRef, digest: &Digest) -> Result<()> {
         let layout = self.store.layout();
         if layout.has_blob(digest) {
             return Ok(());
         }
-        let Some(client) = &self.client else {
-            bail!("{item}: manifest {digest} is not in the store or the source");
-        };
-        let repo = self.source.repository(&item.name).expect("registry");
-        let (bytes, _) = client.pull_manifest(&repo, &digest.to_string())?;
+        let bytes = self
+            .images
+            .manifest(&item.name, digest)
+            .with_context(|| format!("{item}: manifest {digest}"))?;
         layout.write_blob(&bytes)?;
         Ok(())
     }
@@ -431,13 +370,6 @@ impl<'a> Resolver<'a> {
             self.stats.blobs_cached += 1;
             return Ok(());
         }
-        let Some(client) = &self.client else {
-            bail!(
-                "{item}: blob {} is not in the store or the source",
-                descriptor.digest
-            );
-        };
-        let repo = self.source.repository(&item.name).expect("registry");
         let bar = self.progress.then(|| {
             let bar = ProgressBar::new(descriptor.size);
             bar.set_style(
@@ -451,7 +383,8 @@ impl<'a> Resolver<'a> {
             ));
             bar
         });
-        client.pull_blob(&repo, descriptor, self.store.layout(), bar.as_ref())?;
+        self.images
+            .fetch_blob(&item.name, descriptor, self.store.layout(), bar.as_ref())?;
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
@@ -464,75 +397,6 @@ impl<'a> Resolver<'a> {
 fn is_not_found(error: &anyhow::Error) -> bool {
     let text = format!("{error:#}");
     text.contains("MANIFEST_UNKNOWN") || text.contains("NAME_UNKNOWN") || text.contains("404")
-}
-
-/// Finds the image `item` names under `dir`: `dir/<name>/` as a layout
-/// (tag = its ref name, or its only image), or `dir` itself as a layout
-/// tagging `name:tag` (or `name` for latest).
-pub fn find_local(dir: &Path, item: &ItemRef) -> Result<(Layout, Descriptor)> {
-    let per_image = dir.join(&item.name);
-    let (layout, names): (Layout, Vec<String>) = if per_image.join("oci-layout").is_file() {
-        let tag = item.tag_or_latest().to_string();
-        (
-            Layout::open(&per_image)?,
-            vec![tag.clone(), format!("{}:{tag}", item.name)],
-        )
-    } else if dir.join("oci-layout").is_file() {
-        let tag = item.tag_or_latest();
-        let mut names = vec![format!("{}:{tag}", item.name)];
-        if item.tag.is_none() {
-            names.push(item.name.clone());
-        }
-        (Layout::open(dir)?, names)
-    } else {
-        bail!(
-            "{item}: no OCI layout at {} (and {} is not a layout)",
-            per_image.display(),
-            dir.display()
-        );
-    };
-    if let Some(digest) = &item.digest {
-        if !layout.has_blob(digest) {
-            bail!("{item}: {digest} is not in {}", layout.root().display());
-        }
-        let bytes = layout.read_blob(digest)?;
-        let media_type = match AnyManifest::parse(&bytes, None)? {
-            AnyManifest::Image(_) => media_type::OCI_MANIFEST,
-            AnyManifest::Index(_) => media_type::OCI_INDEX,
-        };
-        return Ok((
-            layout,
-            Descriptor::new(media_type, digest.clone(), bytes.len() as u64),
-        ));
-    }
-    let index = layout.read_index()?;
-    let by_name = index.manifests.iter().find(|d| {
-        d.annotations
-            .get(ANNOTATION_REF_NAME)
-            .is_some_and(|n| names.contains(n))
-    });
-    let descriptor = match (
-        by_name,
-        per_image.join("oci-layout").is_file(),
-        index.manifests.as_slice(),
-    ) {
-        (Some(d), _, _) => d.clone(),
-        (None, true, [only]) if item.tag.is_none() => only.clone(),
-        _ => {
-            let offered: Vec<&str> = index
-                .manifests
-                .iter()
-                .filter_map(|d| d.annotations.get(ANNOTATION_REF_NAME).map(String::as_str))
-                .collect();
-            return Err(anyhow!(
-                "{item}: no image tagged {} in {} (tags: {})",
-                names.join(" or "),
-                layout.root().display(),
-                offered.join(", ")
-            ));
-        }
-    };
-    Ok((layout, descriptor))
 }
 
 #[cfg(test)]
@@ -554,8 +418,13 @@ mod tests {
             Source::Local("./out".into())
         );
         assert!(Source::parse("stagex").is_err());
-        let s = Source::parse("reg.example/a/b").unwrap();
-        assert_eq!(s.repository("core-jq").unwrap(), "a/b/core-jq");
+        assert_eq!(
+            Source::parse("reg.example/a/b").unwrap(),
+            Source::Registry {
+                host: "reg.example".into(),
+                namespace: "a/b".into()
+            }
+        );
         assert!(!is_loopback("reg.example"));
     }
 }

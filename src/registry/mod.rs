@@ -9,7 +9,7 @@ pub mod auth;
 pub mod push;
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
@@ -19,7 +19,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use crate::oci::descriptor::Descriptor;
-use crate::oci::digest::{Digest, HashingWriter};
+use crate::oci::digest::Digest;
 use crate::oci::layout::Layout;
 use crate::oci::media_type;
 
@@ -216,11 +216,9 @@ impl RegistryClient {
             return Ok(());
         }
         let url = self.url(repo, &format!("/blobs/{digest}"));
-        let path = layout.blob_path(digest);
-        let dir = path.parent().expect("blob path has a parent");
-        std::fs::create_dir_all(dir)?;
-        let temp = crate::oci::layout::new_temp_file(dir)?;
-        let mut writer = HashingWriter::new(BufWriter::new(temp));
+        let mut writer = layout
+            .blob_writer()?
+            .expecting(digest, Some(descriptor.size));
         let reference = self.reference(repo, &digest.to_string());
         let digest_text = digest.to_string();
         self.runtime
@@ -250,18 +248,9 @@ impl RegistryClient {
                 anyhow::Ok(())
             })
             .with_context(|| format!("pulling blob {url}"))?;
-        let (got, size, buffered) = writer.finish();
-        if &got != digest || size != descriptor.size {
-            bail!(
-                "blob {url}: got {got} ({size} bytes), expected {digest} ({} bytes); nothing stored",
-                descriptor.size
-            );
-        }
-        let temp = buffered.into_inner().map_err(|e| e.into_error())?;
-        temp.as_file().sync_all()?;
-        temp.persist(&path)
-            .map_err(|e| e.error)
-            .with_context(|| format!("storing blob {digest}"))?;
+        writer
+            .commit()
+            .with_context(|| format!("blob {url}: the registry sent wrong bytes"))?;
         Ok(())
     }
 

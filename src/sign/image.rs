@@ -8,17 +8,14 @@
 //! `org.opencontainers.image.version` annotation, else the layout's
 //! `ref.name` tag, else `packages/<stage>/<name>/package.toml`.
 //! An image reference `repo:tag@sha256:<hex>` names one manifest directly.
-use std::collections::BTreeMap;
+//! `out/` is read through `image::OutDir` only.
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
 use super::reference::DockerReference;
-use crate::oci::descriptor::{Descriptor, Platform};
+use crate::image::{OutDir, OutManifest};
 use crate::oci::digest::Digest;
-use crate::oci::layout::Layout;
-use crate::oci::manifest::AnyManifest;
-use crate::oci::media_type::{ANNOTATION_REF_NAME, ANNOTATION_VERSION};
 
 /// One manifest to sign or verify.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,22 +65,9 @@ impl<'a> Resolver<'a> {
     /// Every package layout in `out/` (sorted), or the named ones.
     pub fn resolve_all(&self, args: &[String]) -> Result<Vec<ImageTarget>> {
         let names: Vec<String> = if args.is_empty() {
-            let mut names = Vec::new();
-            let entries = std::fs::read_dir(self.out).with_context(|| {
-                format!(
-                    "reading {} (build images first, or name images to sign)",
-                    self.out.display()
-                )
-            })?;
-            for entry in entries {
-                let entry = entry?;
-                if entry.path().join("oci-layout").is_file() {
-                    if let Some(name) = entry.file_name().to_str() {
-                        names.push(name.to_string());
-                    }
-                }
-            }
-            names.sort();
+            let names = OutDir::open(self.out)
+                .images()
+                .context("build images first, or name images to sign")?;
             if names.is_empty() {
                 bail!("no OCI layout in {}: nothing to do", self.out.display());
             }
@@ -107,26 +91,19 @@ impl<'a> Resolver<'a> {
     }
 
     fn package_targets(&self, package: &str) -> Result<Vec<ImageTarget>> {
-        let dir = self.out.join(package);
-        let layout = Layout::open(&dir).with_context(|| {
+        let out = OutDir::open(self.out);
+        out.layout(package).with_context(|| {
             format!("image {package}: no build output (run `stagex build {package}` first)")
         })?;
-        let index = layout.read_index()?;
-        if index.manifests.is_empty() {
-            bail!("{}: index.json lists no image", dir.display());
-        }
-        let mut found: BTreeMap<Digest, (Descriptor, Option<String>)> = BTreeMap::new();
-        let mut tag_version = None;
-        for top in &index.manifests {
-            if tag_version.is_none() {
-                tag_version = top.annotations.get(ANNOTATION_REF_NAME).map(|r| tag_of(r));
-            }
-            let version = top.annotations.get(ANNOTATION_VERSION).cloned();
-            walk(&layout, top, version, 0, &mut found)?;
-        }
+        let found = out.manifests(package)?;
+        let tag_version = out.ref_name(package)?.map(|r| tag_of(&r));
         let mut package_version = None;
         let mut targets = Vec::new();
-        for (digest, (descriptor, version)) in found {
+        for OutManifest {
+            descriptor,
+            version,
+        } in found
+        {
             let version = match version.or_else(|| tag_version.clone()) {
                 Some(v) => v,
                 None => {
@@ -144,7 +121,7 @@ impl<'a> Resolver<'a> {
                 .with_context(|| format!("image {package}: identity {identity:?}"))?;
             targets.push(ImageTarget {
                 name: package.to_string(),
-                digest,
+                digest: descriptor.digest.clone(),
                 platform: descriptor.platform.as_ref().map(|p| p.to_string()),
                 identity,
                 repository_path: reference.path.clone(),
@@ -190,77 +167,6 @@ fn tag_of(ref_name: &str) -> String {
         }
     }
     ref_name.rsplit(':').next().unwrap_or(ref_name).to_string()
-}
-
-fn walk(
-    layout: &Layout,
-    descriptor: &Descriptor,
-    version: Option<String>,
-    depth: usize,
-    found: &mut BTreeMap<Digest, (Descriptor, Option<String>)>,
-) -> Result<()> {
-    if depth > 8 {
-        bail!(
-            "image index nesting deeper than 8 levels at {}",
-            descriptor.digest
-        );
-    }
-    let (manifest, _) = layout.read_manifest(descriptor)?;
-    match manifest {
-        AnyManifest::Image(image) => {
-            let version = image
-                .annotations
-                .get(ANNOTATION_VERSION)
-                .cloned()
-                .or(version);
-            let mut descriptor = descriptor.clone();
-            if descriptor.platform.is_none() {
-                descriptor.platform = config_platform(layout, &image.config);
-            }
-            let entry = found
-                .entry(descriptor.digest.clone())
-                .or_insert_with(|| (descriptor.clone(), None));
-            if entry.1.is_none() {
-                entry.1 = version;
-            }
-        }
-        AnyManifest::Index(index) => {
-            let version = index
-                .annotations
-                .get(ANNOTATION_VERSION)
-                .cloned()
-                .or(version);
-            for child in &index.manifests {
-                // Attestation manifests (unknown/unknown) are not images.
-                if child.platform.as_ref().is_some_and(|p| p.os == "unknown") {
-                    continue;
-                }
-                let child_version = child
-                    .annotations
-                    .get(ANNOTATION_VERSION)
-                    .cloned()
-                    .or(version.clone());
-                walk(layout, child, child_version, depth + 1, found)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The platform an image config declares (for display when the layout's
-/// descriptor has none, as in skopeo/umoci layouts).
-fn config_platform(layout: &Layout, config: &Descriptor) -> Option<Platform> {
-    let bytes = layout.read_blob(&config.digest).ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let mut platform = Platform::new(
-        value.get("os")?.as_str()?,
-        value.get("architecture")?.as_str()?,
-    );
-    platform.variant = value
-        .get("variant")
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
-    Some(platform)
 }
 
 /// `version` from `packages/<stage>/<name>/package.toml` (following `version_from`).

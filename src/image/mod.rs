@@ -1,0 +1,22 @@
+//! Owns: the one image model and the edges images cross, after
+//! go-containerregistry's `pkg/v1` (`Image`), `remote`/`layout`/`tarball`
+//! (sources and sinks). Composition and building never know where bytes
+//! live: they ask an `ImageSource`, get an `Image`, and hand the result to
+//! an `ImageSink`.
+//!
+//! - `model`: `Image`, read once with every check;
+//! - `source`: `ImageSource` (registry, OCI layout, `out/`, the store);
+//! - `sink`: `ImageSink` and its one `WriteReport` (the sinks themselves
+//!   are the destinations in `crate::output`);
+//! - `out_dir`: `OutDir`, the only reader of `out/`;
+//! - `from_dir`: a one-layer image from a directory (`stagex image`).
+pub mod from_dir;
+pub mod model;
+pub mod out_dir;
+pub mod sink;
+pub mod source;
+
+pub use model::{Image, ImageError};
+pub use out_dir::{OutDir, OutManifest};
+pub use sink::{ImageSink, WriteReport};
+pub use source::{fetch_image, platform_manifest, DirSource, ImageSource, RegistrySource};

@@ -1,0 +1,124 @@
+//! Owns: the quorum gate on a pallet's inputs: every pinned package
+//! manifest must carry valid signatures by `threshold` distinct trusted
+//! maintainers, or nothing is written. Also the rule for when the gate is
+//! skipped (`--no-verify`, or no trusted keys when no flag asked for it).
+//!
+//! It must not parse flags or print: `cli/pallet.rs` gathers the trust
+//! settings, this decides and reports.
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+use super::resolve::Pinned;
+use crate::lookaside::Lookaside;
+use crate::sign::check::{verify_images, ImageReport};
+use crate::sign::image::Resolver;
+use crate::sign::keyring::Keyring;
+
+/// Whether and how the pinned inputs were verified.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verification {
+    /// `verified`, `skipped (--no-verify)`, or `skipped (no trusted keys in DIR)`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageReport>,
+}
+
+impl Verification {
+    fn skipped(why: String) -> Verification {
+        Verification {
+            status: format!("skipped ({why})"),
+            images: vec![],
+        }
+    }
+}
+
+/// What the gate needs once it is decided to run.
+pub struct InputTrust<'a> {
+    /// The directory the keyring came from (for messages).
+    pub keys: PathBuf,
+    pub keyring: Keyring,
+    pub threshold: usize,
+    pub lookaside: Lookaside,
+    /// Names pinned inputs in the identity namespace.
+    pub resolver: Resolver<'a>,
+}
+
+/// The keyring the gate runs with, or `None` when it is skipped: an empty
+/// or unreadable keys directory skips it unless a trust flag asked for
+/// verification (`asked`), in which case it is an error.
+pub fn gate_keyring(keys: &Path, asked: bool) -> Result<Option<Keyring>> {
+    match Keyring::load_dir(keys) {
+        Ok(k) if !k.is_empty() => Ok(Some(k)),
+        Ok(_) | Err(_) if !asked => Ok(None),
+        Ok(_) => bail!(
+            "{}: no trusted certificates; add maintainer keys or pass --no-verify",
+            keys.display()
+        ),
+        Err(e) => Err(e),
+    }
+}
+
+/// The report of a gate that did not run.
+pub fn not_verified(no_verify: bool, keys: &Path) -> Verification {
+    if no_verify {
+        Verification::skipped("--no-verify".into())
+    } else {
+        Verification::skipped(format!("no trusted keys in {}", keys.display()))
+    }
+}
+
+/// Checks every pinned input (each manifest once) against the quorum;
+/// an error lists every input that misses it.
+pub fn verify_inputs(trust: &InputTrust<'_>, pinned: &[Pinned]) -> Result<Verification> {
+    let mut seen = BTreeSet::new();
+    let mut targets = Vec::new();
+    for pin in pinned {
+        if seen.insert(pin.manifest.clone()) {
+            let reference = format!(
+                "{}/{}@{}",
+                trust.resolver.namespace.trim_end_matches('/'),
+                pin.name,
+                pin.manifest
+            );
+            let mut found = trust.resolver.resolve(&reference)?;
+            for t in &mut found {
+                t.platform = Some(pin.platform.clone());
+            }
+            targets.extend(found);
+        }
+    }
+    let images = verify_images(&trust.keyring, &trust.lookaside, &targets, trust.threshold);
+    let missed: Vec<String> = images
+        .iter()
+        .filter(|r| !r.quorum)
+        .map(|r| {
+            format!(
+                "{} ({}/{} signers{})",
+                r.image,
+                r.valid_signers,
+                r.threshold,
+                r.error
+                    .as_ref()
+                    .map(|e| format!(", {e}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if !missed.is_empty() {
+        bail!(
+            "{} input(s) miss the quorum of {} distinct trusted signers (keys {}, signatures from {}): {}; nothing was written (--no-verify to compose anyway)",
+            missed.len(),
+            trust.threshold,
+            trust.keys.display(),
+            trust.lookaside.describe(),
+            missed.join(", ")
+        );
+    }
+    Ok(Verification {
+        status: "verified".into(),
+        images,
+    })
+}
