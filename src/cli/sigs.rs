@@ -13,10 +13,10 @@ use clap::{Args, Subcommand};
 
 use super::Context;
 use crate::lookaside::fetch::Policy;
-use crate::sign::image::Resolver;
+use crate::sign::image::{ImageTarget, Resolver};
 use crate::sign::keyring::Keyring;
 use crate::sign::quorum::check_threshold;
-use crate::sigs::images::{self, Image};
+use crate::sigs::images;
 use crate::sigs::{self as lib, AuditOptions, AuditReport, Progress, SyncOptions, SyncReport};
 
 /// Exit code of a sync that rejected signatures but had no other error.
@@ -191,7 +191,7 @@ fn keyring(ctx: &Context, set: &SetArgs) -> Result<Keyring> {
 
 /// The images: --digests, else --registry, else a directory source's
 /// tree, else out/.
-fn image_set(ctx: &Context, set: &SetArgs, source: &str) -> Result<Vec<Image>> {
+fn image_set(ctx: &Context, set: &SetArgs, source: &str) -> Result<Vec<ImageTarget>> {
     let namespace = set
         .identity
         .clone()
@@ -215,7 +215,7 @@ fn image_set(ctx: &Context, set: &SetArgs, source: &str) -> Result<Vec<Image>> {
             found = walked;
         } else if ctx.settings.out.is_dir() {
             let resolver = Resolver::from_settings(&ctx.settings, set.identity.as_deref());
-            found = images::from_targets(&resolver.resolve_all(&[])?);
+            found = resolver.resolve_all(&[])?;
         } else {
             bail!(
                 "{source}: a lookaside over http has no listing: name the images with \

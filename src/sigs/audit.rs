@@ -16,11 +16,12 @@ use anyhow::{Context as _, Result};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::images::Image;
+use super::images::label;
 use super::judge::{judge, Verdict};
 use super::source::{End, Entry, Got, Listing, Store};
 use super::sync::Progress;
 use crate::lookaside::fetch::Policy;
+use crate::sign::image::ImageTarget;
 use crate::sign::keyring::Keyring;
 use crate::sign::verify::{Expected, Rejection};
 
@@ -99,7 +100,7 @@ struct Context {
 /// Audits the signatures of `images` in the lookaside at `location`.
 pub fn audit(
     location: &str,
-    images: &[Image],
+    images: &[ImageTarget],
     keyring: &Keyring,
     options: &AuditOptions,
     progress: &dyn Fn(Progress),
@@ -126,7 +127,7 @@ pub fn audit(
             let context = context.clone();
             let image = image.clone();
             async move {
-                let label = image.label();
+                let label = label(&image);
                 let result = tokio::spawn(audit_image(context, image))
                     .await
                     .unwrap_or_else(|e| {
@@ -174,8 +175,8 @@ pub fn audit(
 }
 
 /// Every finding of one image, and its number of valid signatures.
-async fn audit_image(context: Arc<Context>, image: Image) -> (Vec<Finding>, usize) {
-    let label = image.label();
+async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>, usize) {
+    let label = label(&image);
     let finding = |file: Option<&str>, code: &str, detail: String| Finding {
         image: label.clone(),
         file: file.map(str::to_string),

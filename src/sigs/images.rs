@@ -2,13 +2,14 @@
 //! listing, so the set comes from StageX's `digests/<stage>.txt` files
 //! (`<manifest hex> <stage>-<name>`), from the per-platform manifests of a
 //! local `out/`, or, for a directory lookaside, from walking its tree
-//! (`<repository path>@sha256=<hex>/`). Each image carries the identity its
-//! signatures must match: the repository in the identity namespace, by
-//! digest (containers/image's pull-by-digest rule: any signed tag of that
+//! (`<repository path>@sha256=<hex>/`). Each image is a `sign::image::
+//! ImageTarget` (the one "manifest whose signatures matter" type) whose
+//! reference is the repository in the identity namespace, by digest
+//! (containers/image's pull-by-digest rule: any signed tag of that
 //! repository counts).
 //!
 //! Pure apart from reading those files; no network.
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -17,45 +18,41 @@ use crate::oci::digest::Digest;
 use crate::sign::image::ImageTarget;
 use crate::sign::reference::DockerReference;
 
-/// One image manifest whose signatures are synced or audited.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Image {
-    /// The lookaside directory prefix (`stagex/core-busybox`).
-    pub repository_path: String,
-    pub digest: Digest,
-    /// What signatures must match (repository by digest, or an exact tag).
-    pub reference: DockerReference,
+/// `stagex/core-x@sha256:<hex>` (for messages and reports).
+pub fn label(image: &ImageTarget) -> String {
+    format!("{}@{}", image.repository_path, image.digest)
 }
 
-impl Image {
-    /// `stagex/core-x@sha256:<hex>` (for messages and reports).
-    pub fn label(&self) -> String {
-        format!("{}@{}", self.repository_path, self.digest)
-    }
+/// The key of an image in state files: its lookaside directory.
+pub fn key(image: &ImageTarget) -> String {
+    crate::lookaside::signature_dir(&image.repository_path, &image.digest)
+}
 
-    /// The key of this image in state files: its lookaside directory.
-    pub fn key(&self) -> String {
-        crate::lookaside::signature_dir(&self.repository_path, &self.digest)
+/// A target known only by repository and digest (no platform, no tag).
+fn target(name: &str, digest: Digest, reference: DockerReference) -> ImageTarget {
+    ImageTarget {
+        name: name.to_string(),
+        digest,
+        platform: None,
+        identity: reference.to_string(),
+        repository_path: reference.path.clone(),
+        reference,
     }
 }
 
 /// The image `name` (a repository path, `stagex/core-x`, or a package name
 /// `core-x` under `namespace`) at `digest`, matched by repository.
-pub fn image(namespace: &str, name: &str, digest: Digest) -> Result<Image> {
+pub fn image(namespace: &str, name: &str, digest: Digest) -> Result<ImageTarget> {
     let namespace = namespace.trim_end_matches('/');
     let text = format!("{namespace}/{name}@{digest}");
     let reference = DockerReference::parse(&text)
         .with_context(|| format!("image {name:?} in namespace {namespace:?}"))?;
-    Ok(Image {
-        repository_path: reference.path.clone(),
-        digest,
-        reference,
-    })
+    Ok(target(name, digest, reference))
 }
 
 /// Parses one digests file (`<hex> <stage>-<name>` per line; blank lines
 /// and `#` comments skipped). `origin` names the file in errors.
-pub fn parse_digests(text: &str, namespace: &str, origin: &str) -> Result<Vec<Image>> {
+pub fn parse_digests(text: &str, namespace: &str, origin: &str) -> Result<Vec<ImageTarget>> {
     let mut images = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -78,7 +75,7 @@ pub fn parse_digests(text: &str, namespace: &str, origin: &str) -> Result<Vec<Im
 
 /// Every image of `--digests` arguments: files, or directories whose
 /// `*.txt` files are read (sorted).
-pub fn from_digests(paths: &[PathBuf], namespace: &str) -> Result<Vec<Image>> {
+pub fn from_digests(paths: &[PathBuf], namespace: &str) -> Result<Vec<ImageTarget>> {
     let mut images = Vec::new();
     for path in paths {
         for file in digest_files(path)? {
@@ -113,22 +110,10 @@ fn digest_files(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// The images of resolved `out/` targets (each per-platform manifest).
-pub fn from_targets(targets: &[ImageTarget]) -> Vec<Image> {
-    targets
-        .iter()
-        .map(|t| Image {
-            repository_path: t.repository_path.clone(),
-            digest: t.digest.clone(),
-            reference: t.reference.clone(),
-        })
-        .collect()
-}
-
 /// Every `<repository path>@sha256=<hex>` directory under a lookaside
 /// tree. Directories whose name is not a valid repository path are skipped
 /// (returned apart, for the report).
-pub fn walk(root: &Path, namespace: &str) -> Result<(Vec<Image>, Vec<String>)> {
+pub fn walk(root: &Path, namespace: &str) -> Result<(Vec<ImageTarget>, Vec<String>)> {
     if !root.is_dir() {
         bail!(
             "{}: not a directory (a directory lookaside source is walked to find its images)",
@@ -163,11 +148,7 @@ pub fn walk(root: &Path, namespace: &str) -> Result<(Vec<Image>, Vec<String>)> {
         };
         match Digest::from_hex(hex).and_then(|d| {
             let reference = DockerReference::parse(&format!("{domain}/{path}@{d}"))?;
-            Ok(Image {
-                repository_path: path.clone(),
-                digest: d,
-                reference,
-            })
+            Ok(target(&path, d, reference))
         }) {
             Ok(image) if image.reference.path == path => images.push(image),
             _ => skipped.push(entry.path().display().to_string()),
@@ -176,10 +157,13 @@ pub fn walk(root: &Path, namespace: &str) -> Result<(Vec<Image>, Vec<String>)> {
     Ok((images, skipped))
 }
 
-/// Sorted, each image once.
-pub fn dedup(images: Vec<Image>) -> Vec<Image> {
-    let set: BTreeSet<Image> = images.into_iter().collect();
-    set.into_iter().collect()
+/// Sorted by lookaside directory, each image once (the first seen wins).
+pub fn dedup(images: Vec<ImageTarget>) -> Vec<ImageTarget> {
+    let mut by_key: BTreeMap<String, ImageTarget> = BTreeMap::new();
+    for image in images {
+        by_key.entry(key(&image)).or_insert(image);
+    }
+    by_key.into_values().collect()
 }
 
 #[cfg(test)]

@@ -16,5 +16,4 @@ pub mod state;
 pub mod sync;
 
 pub use audit::{audit, AuditOptions, AuditReport, Finding};
-pub use images::Image;
 pub use sync::{sync, Progress, SyncOptions, SyncReport};

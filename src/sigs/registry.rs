@@ -7,14 +7,15 @@ use std::collections::BTreeSet;
 
 use anyhow::{Context, Result};
 
-use super::images::{image, Image};
+use super::images::image;
 use crate::oci::digest::Digest;
 use crate::oci::manifest::AnyManifest;
 use crate::registry::{split_repository, RegistryClient};
+use crate::sign::image::ImageTarget;
 
 /// The images of `namespace_ref` (`host/ns`), named in `identity` (the
 /// identity namespace signatures carry).
-pub fn list(namespace_ref: &str, identity: &str) -> Result<Vec<Image>> {
+pub fn list(namespace_ref: &str, identity: &str) -> Result<Vec<ImageTarget>> {
     let (host, prefix) = split_repository(namespace_ref)?;
     let client = RegistryClient::new(&host)?;
     let mut images = Vec::new();

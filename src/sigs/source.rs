@@ -12,10 +12,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use super::images::Image;
 use crate::lookaside::fetch::{self, Outcome, Policy, Validators};
 use crate::lookaside::file::FileLookaside;
 use crate::lookaside::{signature_dir, Fetched, MAX_SIGNATURES, MAX_SIGNATURE_BYTES};
+use crate::sign::image::ImageTarget;
 
 /// A lookaside to read from.
 pub enum Store {
@@ -122,7 +122,7 @@ impl Store {
 
     /// Reads `signature-1..` of `image`. `known[n-1]`, when given and not
     /// empty, makes the request for `signature-n` conditional.
-    pub async fn list(&self, image: &Image, known: &[Validators]) -> Listing {
+    pub async fn list(&self, image: &ImageTarget, known: &[Validators]) -> Listing {
         match self {
             Store::File(f) => list_file(f, image),
             Store::Http {
@@ -134,7 +134,7 @@ impl Store {
     }
 
     /// One file, unconditionally (to get the bytes behind a 304).
-    pub async fn get(&self, image: &Image, name: &str) -> Result<Got, End> {
+    pub async fn get(&self, image: &ImageTarget, name: &str) -> Result<Got, End> {
         match self {
             Store::File(f) => {
                 let listing = list_file(f, image);
@@ -163,7 +163,7 @@ impl Store {
 
     /// Over http: which of the `count` files after `signature-<after>`
     /// exist (a gap cannot be listed, only probed).
-    pub async fn probe_after(&self, image: &Image, after: u32, count: u32) -> Vec<Entry> {
+    pub async fn probe_after(&self, image: &ImageTarget, after: u32, count: u32) -> Vec<Entry> {
         let Store::Http {
             base,
             client,
@@ -185,14 +185,14 @@ impl Store {
     }
 }
 
-fn file_url(base: &str, image: &Image, name: &str) -> String {
+fn file_url(base: &str, image: &ImageTarget, name: &str) -> String {
     format!(
         "{base}/{}/{name}",
         signature_dir(&image.repository_path, &image.digest)
     )
 }
 
-fn list_file(store: &FileLookaside, image: &Image) -> Listing {
+fn list_file(store: &FileLookaside, image: &ImageTarget) -> Listing {
     let set = match store.read(&image.repository_path, &image.digest) {
         Ok(set) => set,
         Err(e) => {
@@ -265,7 +265,7 @@ async fn list_http(
     base: &str,
     client: &reqwest::Client,
     policy: &Policy,
-    image: &Image,
+    image: &ImageTarget,
     known: &[Validators],
 ) -> Listing {
     let get = |n: u32| {

@@ -21,13 +21,14 @@ use anyhow::{Context as _, Result};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::images::Image;
+use super::images::{key, label};
 use super::judge::{judge, Verdict};
 use super::source::{End, Entry, Got, Store};
 use super::state::{trust_key, FileState, ImageState, State};
 use crate::lookaside::fetch::{Policy, Validators};
 use crate::lookaside::mirror::Mirror;
 use crate::oci::digest::Digest;
+use crate::sign::image::ImageTarget;
 use crate::sign::keyring::Keyring;
 use crate::sign::verify::Expected;
 
@@ -132,7 +133,7 @@ struct Outcome {
 pub fn sync(
     from: &str,
     to: &str,
-    images: &[Image],
+    images: &[ImageTarget],
     keyring: &Keyring,
     options: &SyncOptions,
     progress: &dyn Fn(Progress),
@@ -177,7 +178,7 @@ pub fn sync(
             // A state made for another identity says nothing of this one.
             let prior = state
                 .images
-                .get(&image.key())
+                .get(&key(image))
                 .filter(|p| p.reference == image.reference.to_string())
                 .cloned();
             let image = image.clone();
@@ -219,12 +220,12 @@ pub fn sync(
         report
             .errors
             .extend(outcome.errors.into_iter().map(|message| ImageError {
-                image: image.label(),
+                image: label(image),
                 message,
             }));
         let mut image_state = outcome.state;
         image_state.reference = image.reference.to_string();
-        state.images.insert(image.key(), image_state);
+        state.images.insert(key(image), image_state);
     }
     if let Some(path) = &options.state_file {
         state
@@ -244,8 +245,12 @@ struct Known {
     verdict: Verdict,
 }
 
-async fn sync_image(context: Arc<Context>, image: Image, prior: Option<ImageState>) -> Outcome {
-    let label = image.label();
+async fn sync_image(
+    context: Arc<Context>,
+    image: ImageTarget,
+    prior: Option<ImageState>,
+) -> Outcome {
+    let label = label(&image);
     let prior = prior.unwrap_or_default();
     // Conditional requests only when the last run completed this image:
     // otherwise every byte is needed anyway.
@@ -376,12 +381,12 @@ fn known_file(
 /// first). False when something failed (recorded in `outcome`).
 async fn put_valid(
     context: &Context,
-    image: &Image,
+    image: &ImageTarget,
     files: &mut [Known],
     expected: &Expected,
     outcome: &mut Outcome,
 ) -> bool {
-    let label = image.label();
+    let label = label(image);
     for file in files.iter_mut() {
         if file.bytes.is_some() || !file.verdict.is_valid() {
             continue;
@@ -439,7 +444,7 @@ async fn put_valid(
 /// `--prune`: removes destination files whose bytes are not a valid
 /// source signature, keeping numbering contiguous. Only called when the
 /// source listed the image completely and served at least one valid file.
-async fn prune(context: &Context, image: &Image, files: &[Known], outcome: &mut Outcome) {
+async fn prune(context: &Context, image: &ImageTarget, files: &[Known], outcome: &mut Outcome) {
     let keep: Vec<&[u8]> = files
         .iter()
         .filter(|f| f.verdict.is_valid())
@@ -451,7 +456,7 @@ async fn prune(context: &Context, image: &Image, files: &[Known], outcome: &mut 
         .await
     {
         Ok(removed) => outcome.pruned.extend(removed.into_iter().map(|p| FileRef {
-            image: image.label(),
+            image: label(image),
             file: p.name,
             location: p.location,
         })),
