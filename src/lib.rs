@@ -16,4 +16,5 @@ pub mod progress;
 pub mod registry;
 pub mod settings;
 pub mod sign;
+pub mod sigs;
 pub mod store;

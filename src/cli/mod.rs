@@ -15,6 +15,7 @@ use crate::settings::Settings;
 pub mod pallet;
 pub mod progress;
 pub mod sign;
+pub mod sigs;
 pub mod trust;
 pub mod verify;
 
@@ -50,6 +51,8 @@ pub enum Command {
     Image(image::ImageArgs),
     /// Compose pallets and package images into one image.
     Pallet(pallet::PalletArgs),
+    /// Sync signatures between lookasides (verified) and audit a lookaside.
+    Sigs(sigs::SigsArgs),
 }
 
 /// What every command gets: global flags and the loaded settings.
@@ -74,5 +77,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Digests(args) => digests::run(&context, args),
         Command::Image(args) => image::run(&context, args),
         Command::Pallet(args) => pallet::run(&context, args),
+        Command::Sigs(args) => sigs::run(&context, args),
     }
 }
