@@ -17,4 +17,5 @@ pub mod publish;
 pub mod registry;
 pub mod settings;
 pub mod sign;
+pub mod sigs;
 pub mod store;

@@ -18,7 +18,9 @@ fn fixture() -> PathBuf {
 }
 
 /// A repo root with the fixture packages and a busybox source pointing at
-/// the host's static busybox; every file's mtime set to `mtime`.
+/// the host's static busybox; every file's mtime set to `mtime`. The
+/// source sets its own `version`: only then does StageX (targets.py) pass
+/// `BUSYBOX_SOURCE`, which the bbox Containerfile uses.
 fn repo(busybox: &Path, mtime: &str) -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     let packages = root.path().join("packages");
@@ -27,7 +29,7 @@ fn repo(busybox: &Path, mtime: &str) -> tempfile::TempDir {
     std::fs::write(
         packages.join("core/bbox/package.toml"),
         format!(
-            "[package]\nname = \"bbox\"\nversion = \"1.0\"\n\n[sources.busybox]\nhash = \"{hash}\"\nmirrors = [\"file://{}\"]\n",
+            "[package]\nname = \"bbox\"\nversion = \"1.0\"\n\n[sources.busybox]\nhash = \"{hash}\"\nversion = \"1.0\"\nmirrors = [\"file://{}\"]\n",
             busybox.display()
         ),
     )
@@ -186,6 +188,119 @@ fn buildah_builds_are_reproducible_and_run_under_podman() {
     assert_eq!(said, "hello 2.0\n");
     let said = podman.run(&image, &["echo", "busybox runs"]);
     assert_eq!(said, "busybox runs\n");
+}
+
+/// The files of the single layer of `out/<id>/`, with their contents.
+fn layer_files(out: &Path, id: &str) -> Vec<(String, String)> {
+    let layout = out.join(id);
+    let top: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let index = json_blob(&layout, top["manifests"][0]["digest"].as_str().unwrap());
+    let manifest = json_blob(&layout, index["manifests"][0]["digest"].as_str().unwrap());
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 1, "{id}");
+    let hex = manifest["layers"][0]["digest"].as_str().unwrap()[7..].to_string();
+    let blob = std::fs::File::open(layout.join("blobs/sha256").join(hex)).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+    let mut files = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.header().entry_type().is_file() {
+            let path = entry.path().unwrap().display().to_string();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            files.push((path, text));
+        }
+    }
+    files
+}
+
+fn dry_run(root: &Path) -> Vec<(String, bool)> {
+    let out = run_ok(
+        tools::stagex()
+            .arg("--json")
+            .arg("--root")
+            .arg(root)
+            .args(["build", "--dry-run", "core-multi-a", "core-multi-b"])
+            .env_remove("SOURCE_DATE_EPOCH"),
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    plan["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["up_to_date"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn subpackages_are_two_images_from_one_containerfile() {
+    let Some(found) = tools::require(&["buildah", "runc", "busybox"]) else {
+        return;
+    };
+    let busybox = found[2].canonicalize().unwrap();
+    let root = repo(&busybox, "1000000000");
+    let names = |plan: &[(String, bool)]| plan.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    let before = dry_run(root.path());
+    assert_eq!(
+        names(&before),
+        ["core-bbox", "core-multi-a", "core-multi-b"]
+    );
+    assert!(before.iter().all(|(_, fresh)| !fresh), "{before:?}");
+
+    let report: Value = serde_json::from_slice(
+        &run_ok(
+            tools::stagex()
+                .arg("--json")
+                .arg("--root")
+                .arg(root.path())
+                .args([
+                    "build",
+                    "--builder",
+                    "buildah",
+                    "core-multi-a",
+                    "core-multi-b",
+                ])
+                .env_remove("SOURCE_DATE_EPOCH"),
+        )
+        .stdout,
+    )
+    .unwrap();
+    let built: Vec<&str> = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["package"].as_str().unwrap())
+        .collect();
+    assert_eq!(built, ["core-bbox", "core-multi-a", "core-multi-b"]);
+    let out = root.path().join("out");
+    // Each image holds its own stage's files only, built with VERSION.
+    assert_eq!(
+        layer_files(&out, "core-multi-a"),
+        [("usr/share/multi/a.txt".to_string(), "a 3.0\n".to_string())]
+    );
+    assert_eq!(
+        layer_files(&out, "core-multi-b"),
+        [("usr/share/multi/b.txt".to_string(), "b 3.0\n".to_string())]
+    );
+    assert!(
+        !out.join("core-multi").exists(),
+        "the definition is no image"
+    );
+
+    // Built -> up to date; a changed dependency makes its dependants stale.
+    let after = dry_run(root.path());
+    assert!(after.iter().all(|(_, fresh)| *fresh), "{after:?}");
+    let bbox = root.path().join("packages/core/bbox/Containerfile");
+    let mut text = std::fs::read_to_string(&bbox).unwrap();
+    text.push_str("# changed\n");
+    std::fs::write(&bbox, text).unwrap();
+    let changed = dry_run(root.path());
+    assert!(changed.iter().all(|(_, fresh)| !fresh), "{changed:?}");
 }
 
 #[test]

@@ -25,6 +25,7 @@ use anyhow::{bail, Context as _, Result};
 
 use super::image_out::{read_package_image, PackageOutput, Staging};
 use super::package_build::{layer_history, platforms_for, BuildOptions, BuilderChoice};
+use super::plan::build_args;
 use crate::layer::{extract_layer, write_layer_to_layout, ExtractOptions, FileTree};
 use crate::oci::config::rfc3339_utc;
 use crate::oci::image::{ImageLayer, ImageSpec};
@@ -98,39 +99,6 @@ pub fn select_backend(choice: BuilderChoice) -> Result<Backend> {
             }),
         BuilderChoice::Native => bail!("--builder native cannot build a Containerfile"),
     }
-}
-
-/// `<ID>` of a source id in build argument names: `go1_4` -> `GO1_4`.
-pub fn arg_prefix(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// StageX's build arguments for a package (sorted by name).
-pub fn build_args(package: &Package, epoch: u64) -> Result<BTreeMap<String, String>> {
-    let mut args = BTreeMap::new();
-    if let Some(version) = &package.version {
-        args.insert("VERSION".to_string(), version.clone());
-    }
-    args.insert("SOURCE_DATE_EPOCH".to_string(), epoch.to_string());
-    for source in package.resolved_sources()? {
-        let prefix = arg_prefix(&source.id);
-        if let Some(v) = &source.version {
-            args.insert(format!("{prefix}_VERSION"), v.clone());
-        }
-        args.insert(format!("{prefix}_SOURCE"), source.file.clone());
-        if let Some(sha) = &source.git_sha {
-            args.insert(format!("{prefix}_GIT_SHA"), sha.clone());
-        }
-    }
-    Ok(args)
 }
 
 /// Checks every source is fetched with the right hash; returns the files.
@@ -359,20 +327,32 @@ pub fn build(
         .prefix(&format!(".{}.build.", package.id))
         .tempdir_in(&options.out_root)
         .context("creating a build directory")?;
-    // Build context: the package directory plus the fetched sources.
+    // Build context: the package directory plus the fetched sources, at
+    // its top and in `fetch/` (where StageX's Makefile puts them, for
+    // `ADD fetch/<file>`).
     let context = work.path().join("context");
     copy_tree(&package.dir, &context)?;
+    std::fs::create_dir_all(context.join("fetch"))?;
     for source in &sources {
-        let dest = context.join(source.file_name().unwrap_or_default());
-        if std::fs::hard_link(source, &dest).is_err() {
-            std::fs::copy(source, &dest)
-                .with_context(|| format!("copying {}", source.display()))?;
+        let name = source.file_name().unwrap_or_default();
+        for dest in [context.join(name), context.join("fetch").join(name)] {
+            if dest.exists() {
+                continue;
+            }
+            if std::fs::hard_link(source, &dest).is_err() {
+                std::fs::copy(source, &dest)
+                    .with_context(|| format!("copying {}", source.display()))?;
+            }
         }
     }
     let fetch = fetch_dir(&options.fetch_root, package);
     std::fs::create_dir_all(&fetch).with_context(|| format!("creating {}", fetch.display()))?;
     let args = build_args(package, epoch)?;
-    let target = target_stage(&containerfile);
+    // A subpackage's own stage (`package-<sub>`), else `package` if any.
+    let target = package
+        .target
+        .clone()
+        .or_else(|| target_stage(&containerfile));
 
     let staging = Staging::new(&options.out_root, &package.id)?;
     let mut images = Vec::new();
@@ -741,9 +721,7 @@ mod tests {
     }
 
     #[test]
-    fn arg_names_and_target() {
-        assert_eq!(arg_prefix("go1_4"), "GO1_4");
-        assert_eq!(arg_prefix("go-linux-amd64"), "GO_LINUX_AMD64");
+    fn target_is_the_package_stage() {
         assert_eq!(
             target_stage("FROM scratch AS build\nFROM stagex/core-filesystem AS package\n")
                 .as_deref(),

@@ -4,5 +4,7 @@
 pub mod containerfile;
 pub mod digests;
 pub mod image_out;
+pub mod inputs;
 pub mod native;
 pub mod package_build;
+pub mod plan;

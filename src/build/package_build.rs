@@ -73,20 +73,27 @@ pub fn build(
         }
         let package = tree.get(id)?;
         let report = build_one(tree, package, options).with_context(|| format!("building {id}"))?;
+        record_inputs(package, options).with_context(|| format!("building {id}"))?;
         reports.push(report);
     }
     Ok(reports)
 }
 
-/// The platforms a package is built for.
+/// Writes `out/<id>/.stagex-inputs` for a package just built (see
+/// `build::inputs`): what `build --dry-run` compares to say up to date.
+fn record_inputs(package: &Package, options: &BuildOptions) -> Result<()> {
+    let plan_options = super::plan::PlanOptions {
+        platforms: options.platforms.clone(),
+        epoch: options.layer.mtime,
+        root: PathBuf::new(),
+    };
+    let entry = super::plan::entry(package, &plan_options)?;
+    super::inputs::record_build(&entry, package, &options.out_root)
+}
+
+/// The platforms a package is built for (see `plan::platforms`).
 pub fn platforms_for(package: &Package, options: &BuildOptions) -> Vec<Platform> {
-    if !options.platforms.is_empty() {
-        options.platforms.clone()
-    } else if !package.platforms.is_empty() {
-        package.platforms.clone()
-    } else {
-        vec![Platform::host()]
-    }
+    super::plan::platforms(package, &options.platforms)
 }
 
 /// Builds one package (its dependencies must be in `out/`).

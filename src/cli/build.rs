@@ -8,7 +8,9 @@ use clap::Args;
 
 use super::fetch::packages_dir;
 use super::Context;
+use crate::build::inputs;
 use crate::build::package_build::{self, BuildOptions, BuilderChoice};
+use crate::build::plan::{self, PlanOptions};
 use crate::layer::LayerOptions;
 use crate::oci::Platform;
 use crate::package::PackageTree;
@@ -20,8 +22,8 @@ pub struct BuildArgs {
     /// Backend for Containerfile packages (native packages never need one).
     #[arg(long, value_enum, default_value_t = BuilderChoice::Auto)]
     pub builder: BuilderChoice,
-    /// Platforms, comma-separated (`linux/amd64,linux/arm64`); default: the
-    /// package's `platforms`, else the host.
+    /// Platforms, comma-separated (`linux/amd64,linux/arm64`), for packages
+    /// whose package.toml sets no `platforms` (default: the host).
     #[arg(long, value_delimiter = ',')]
     pub platform: Vec<Platform>,
     /// The packages tree (default: `packages` in stagex.toml, else <root>/packages).
@@ -36,6 +38,10 @@ pub struct BuildArgs {
     /// Rebuild dependencies even when they are already in the output directory.
     #[arg(long)]
     pub rebuild_deps: bool,
+    /// Print the plan (build order, targets, build args, up to date or not)
+    /// and build nothing; with --json, `{"plan": [...]}`.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 pub fn run(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
@@ -51,6 +57,9 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
         layer: LayerOptions::from_env()?,
         rebuild_deps: args.rebuild_deps,
     };
+    if args.dry_run {
+        return dry_run(ctx, &tree, &args.packages, &options);
+    }
     let reports = package_build::build(&tree, &args.packages, &options)?;
     if ctx.json {
         let report: Vec<serde_json::Value> = reports
@@ -87,6 +96,49 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
                 );
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--dry-run`: the plan, nothing built.
+fn dry_run(
+    ctx: &Context,
+    tree: &PackageTree,
+    names: &[String],
+    options: &BuildOptions,
+) -> Result<ExitCode> {
+    let plan_options = PlanOptions {
+        platforms: options.platforms.clone(),
+        epoch: options.layer.mtime,
+        root: ctx.root.clone(),
+    };
+    let mut plan = plan::plan(tree, names, &plan_options)?;
+    inputs::mark_up_to_date(&mut plan, tree, &options.out_root)?;
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::to_string(&serde_json::json!({ "plan": plan }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in &plan {
+        let state = if e.up_to_date { "up to date" } else { "build" };
+        let target = e
+            .target
+            .as_deref()
+            .map(|t| format!(" --target {t}"))
+            .unwrap_or_default();
+        println!(
+            "{} {} [{}]{target} {state}{}",
+            e.name,
+            e.version,
+            e.platforms.join(","),
+            if e.deps.is_empty() {
+                String::new()
+            } else {
+                format!(" (after {})", e.deps.join(" "))
+            }
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,7 @@ pub mod pallet;
 pub mod progress;
 pub mod publish;
 pub mod sign;
+pub mod sigs;
 pub mod trust;
 pub mod verify;
 
@@ -53,6 +54,8 @@ pub enum Command {
     Pallet(pallet::PalletArgs),
     /// Release: check the quorum, push every image to every registry, upload signatures to mirrors.
     Publish(publish::PublishArgs),
+    /// Sync signatures between lookasides (verified) and audit a lookaside.
+    Sigs(sigs::SigsArgs),
 }
 
 /// What every command gets: global flags and the loaded settings.
@@ -78,5 +81,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Image(args) => image::run(&context, args),
         Command::Pallet(args) => pallet::run(&context, args),
         Command::Publish(args) => publish::run(&context, args),
+        Command::Sigs(args) => sigs::run(&context, args),
     }
 }

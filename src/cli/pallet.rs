@@ -101,12 +101,7 @@ struct Report<'a> {
 
 pub fn run(ctx: &Context, args: PalletArgs) -> Result<ExitCode> {
     let started = Instant::now();
-    let pallets_dir = ctx.settings.pallets.clone();
-    let catalog = if pallets_dir.is_dir() {
-        Catalog::load(&pallets_dir)?
-    } else {
-        Catalog::default()
-    };
+    let catalog = Catalog::load_with_tree(&ctx.settings.pallets, &ctx.settings.packages)?;
     let source_text = args
         .source
         .clone()

@@ -115,6 +115,45 @@ impl FileLookaside {
     }
 }
 
+impl FileLookaside {
+    /// `--prune`: deletes the named files of one image, then renames the
+    /// visible ones left (signature-1.. up to the first gap) down to a
+    /// contiguous 1..k, in order, never replacing a file. Returns the paths
+    /// removed. A crash in between leaves a gap (audit reports it).
+    pub fn remove_and_compact(
+        &self,
+        repository_path: &str,
+        digest: &Digest,
+        remove: &[String],
+    ) -> Result<Vec<PathBuf>> {
+        let dir = self.image_dir(repository_path, digest);
+        let visible: Vec<String> = self
+            .read(repository_path, digest)?
+            .files
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        let mut removed = Vec::new();
+        for name in remove {
+            let path = dir.join(name);
+            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            removed.push(path);
+        }
+        let kept = visible.iter().filter(|n| !remove.contains(n));
+        for (i, name) in kept.enumerate() {
+            let target = dir.join(format!("signature-{}", i + 1));
+            let from = dir.join(name);
+            if from != target {
+                rename_noreplace(&from, &target).with_context(|| {
+                    format!("renaming {} to {}", from.display(), target.display())
+                })?;
+            }
+        }
+        sync_dir(&dir);
+        Ok(removed)
+    }
+}
+
 /// What one attempt to place a signature at `signature-N` did.
 enum Slot {
     Placed,

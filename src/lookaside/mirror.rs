@@ -133,10 +133,10 @@ impl Mirror {
         digest: &Digest,
     ) -> Result<Vec<SignatureFile>, MirrorError> {
         match self {
-            Mirror::File(f) => f
-                .read(repository_path, digest)
-                .map(|s| s.files)
-                .map_err(|e| MirrorError::File(format!("{e:#}"))),
+            Mirror::File(f) => {
+                let (f, repo, digest) = (f.clone(), repository_path.to_string(), digest.clone());
+                off_runtime(move || read_file(&f, &repo, &digest)).await
+            }
             Mirror::WebDav(w) => w.existing(repository_path, digest).await,
         }
     }
@@ -148,28 +148,65 @@ impl Mirror {
         digest: &Digest,
         blobs: &[Vec<u8>],
     ) -> Result<PutReport, MirrorError> {
-        let existing = self.existing(repository_path, digest).await?;
-        let mut report = PutReport::default();
-        let mut next = existing.len() as u32 + 1;
-        let mut written: Vec<(&[u8], Placed)> = Vec::new();
-        for blob in blobs {
-            if let Some(found) = holding(&existing, blob) {
-                report.present.push(found);
-                continue;
+        match self {
+            Mirror::File(f) => {
+                let (f, repo, digest) = (f.clone(), repository_path.to_string(), digest.clone());
+                let blobs = blobs.to_vec();
+                off_runtime(move || put_missing_file(&f, &repo, &digest, &blobs)).await
             }
-            if let Some((_, found)) = written.iter().find(|(b, _)| *b == blob.as_slice()) {
-                report.present.push(found.clone()); // the same blob twice in `blobs`
-                continue;
-            }
-            let placed = match self {
-                Mirror::File(f) => add_file(f, repository_path, digest, blob)?,
-                Mirror::WebDav(w) => w.put_new(repository_path, digest, blob, next).await?,
-            };
-            next = slot_number(&placed.name).map_or(next, |n| n + 1);
-            written.push((blob.as_slice(), placed.clone()));
-            report.uploaded.push(placed);
+            Mirror::WebDav(w) => w.put_missing(repository_path, digest, blobs).await,
         }
-        Ok(report)
+    }
+
+    /// Removes the image's signatures whose bytes are not in `keep` and
+    /// renumbers the rest contiguously (in order, never replacing a file);
+    /// returns what was removed. Only `stagex sigs sync --prune` calls it.
+    pub async fn prune(
+        &self,
+        repository_path: &str,
+        digest: &Digest,
+        keep: &[&[u8]],
+    ) -> Result<Vec<Placed>, MirrorError> {
+        let existing = self.existing(repository_path, digest).await?;
+        let doomed: Vec<&SignatureFile> = existing
+            .iter()
+            .filter(|f| !matches!(&f.content, Fetched::Blob(b) if keep.contains(&b.as_slice())))
+            .collect();
+        if doomed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let removed: Vec<Placed> = doomed
+            .iter()
+            .map(|f| Placed {
+                name: f.name.clone(),
+                location: f.location.clone(),
+            })
+            .collect();
+        let names: Vec<String> = removed.iter().map(|p| p.name.clone()).collect();
+        match self {
+            Mirror::File(f) => {
+                let (f, repo, digest) = (f.clone(), repository_path.to_string(), digest.clone());
+                off_runtime(move || {
+                    f.remove_and_compact(&repo, &digest, &names)
+                        .map_err(|e| MirrorError::File(format!("{e:#}")))
+                })
+                .await?;
+            }
+            Mirror::WebDav(w) => {
+                let visible: Vec<String> = existing.iter().map(|f| f.name.clone()).collect();
+                w.remove_and_compact(repository_path, digest, &visible, &names)
+                    .await?;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The same mirror with another request policy (timeouts, retries).
+    pub fn with_policy(self, policy: Policy) -> Mirror {
+        match self {
+            Mirror::WebDav(w) => Mirror::WebDav(w.with_policy(policy)),
+            file => file,
+        }
     }
 
     /// `existing` for callers without a runtime.
@@ -192,19 +229,96 @@ impl Mirror {
     }
 }
 
-/// The existing file holding exactly `blob`, if any.
-fn holding(existing: &[SignatureFile], blob: &[u8]) -> Option<Placed> {
-    existing.iter().find_map(|f| match &f.content {
-        Fetched::Blob(b) if b == blob => Some(Placed {
-            name: f.name.clone(),
-            location: f.location.clone(),
-        }),
-        _ => None,
-    })
+/// Runs blocking file work (fsyncs) on the blocking pool, so that many
+/// images' writes proceed in parallel instead of stalling the runtime.
+async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("a mirror file task panicked")
 }
 
+/// What to do with one blob of `put_missing`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Step {
+    /// The mirror already holds these bytes.
+    Present(Placed),
+    /// Upload it.
+    Write,
+    /// Same bytes as the earlier blob at this index.
+    SameAs(usize),
+}
+
+/// Decides, by content, which blobs the mirror lacks. Pure.
+fn plan(existing: &[SignatureFile], blobs: &[Vec<u8>]) -> Vec<Step> {
+    blobs
+        .iter()
+        .enumerate()
+        .map(|(i, blob)| {
+            if let Some(found) = existing.iter().find_map(|f| match &f.content {
+                Fetched::Blob(b) if b == blob => Some(Placed {
+                    name: f.name.clone(),
+                    location: f.location.clone(),
+                }),
+                _ => None,
+            }) {
+                Step::Present(found)
+            } else if let Some(first) = blobs[..i].iter().position(|b| b == blob) {
+                Step::SameAs(first)
+            } else {
+                Step::Write
+            }
+        })
+        .collect()
+}
+
+/// Turns a plan and the places written into the report.
+fn report_of(steps: Vec<Step>, written: Vec<Option<Placed>>) -> PutReport {
+    let placed_of = |i: usize| match &steps[i] {
+        Step::Present(p) => Some(p.clone()),
+        _ => written[i].clone(),
+    };
+    let mut report = PutReport::default();
+    for (i, step) in steps.iter().enumerate() {
+        match step {
+            Step::Present(p) => report.present.push(p.clone()),
+            Step::SameAs(first) => report.present.extend(placed_of(*first)),
+            Step::Write => report.uploaded.extend(written[i].clone()),
+        }
+    }
+    report
+}
+
+/// N of `signature-N`.
 fn slot_number(name: &str) -> Option<u32> {
     name.strip_prefix("signature-")?.parse().ok()
+}
+
+fn read_file(
+    store: &FileLookaside,
+    repository_path: &str,
+    digest: &Digest,
+) -> Result<Vec<SignatureFile>, MirrorError> {
+    store
+        .read(repository_path, digest)
+        .map(|s| s.files)
+        .map_err(|e| MirrorError::File(format!("{e:#}")))
+}
+
+/// `put_missing` on a directory (blocking).
+fn put_missing_file(
+    store: &FileLookaside,
+    repository_path: &str,
+    digest: &Digest,
+    blobs: &[Vec<u8>],
+) -> Result<PutReport, MirrorError> {
+    let steps = plan(&read_file(store, repository_path, digest)?, blobs);
+    let mut written = vec![None; blobs.len()];
+    for (i, step) in steps.iter().enumerate() {
+        if *step == Step::Write {
+            written[i] = Some(add_file(store, repository_path, digest, &blobs[i])?);
+        }
+    }
+    Ok(report_of(steps, written))
 }
 
 /// Adds to a directory (atomic, never replacing), then reads it back.
@@ -312,6 +426,28 @@ impl WebDav {
             }
         }
         Ok(files)
+    }
+
+    async fn put_missing(
+        &self,
+        repository_path: &str,
+        digest: &Digest,
+        blobs: &[Vec<u8>],
+    ) -> Result<PutReport, MirrorError> {
+        let existing = self.existing(repository_path, digest).await?;
+        let steps = plan(&existing, blobs);
+        let mut next = existing.len() as u32 + 1;
+        let mut written = vec![None; blobs.len()];
+        for (i, step) in steps.iter().enumerate() {
+            if *step == Step::Write {
+                let placed = self
+                    .put_new(repository_path, digest, &blobs[i], next)
+                    .await?;
+                next = slot_number(&placed.name).map_or(next, |n| n + 1);
+                written[i] = Some(placed);
+            }
+        }
+        Ok(report_of(steps, written))
     }
 
     /// GET: `Some(bytes)`, `None` on 404, an error on anything else.
@@ -443,6 +579,58 @@ impl WebDav {
                 location: url,
             });
         }
+    }
+
+    /// DELETE `remove`, then MOVE the other `visible` files down to a
+    /// contiguous 1..k (`Overwrite: F`: never replacing a file).
+    async fn remove_and_compact(
+        &self,
+        repository_path: &str,
+        digest: &Digest,
+        visible: &[String],
+        remove: &[String],
+    ) -> Result<(), MirrorError> {
+        for name in remove {
+            let url = self.url(repository_path, digest, name);
+            match self
+                .send("DELETE", &url, self.request(reqwest::Method::DELETE, &url))
+                .await?
+            {
+                200..=299 | 404 => {}
+                status => {
+                    return Err(MirrorError::Status {
+                        method: "DELETE",
+                        url,
+                        status,
+                    })
+                }
+            }
+        }
+        let kept = visible.iter().filter(|n| !remove.contains(n));
+        for (i, name) in kept.enumerate() {
+            let target = format!("signature-{}", i + 1);
+            if *name == target {
+                continue;
+            }
+            let url = self.url(repository_path, digest, name);
+            let destination = self.url(repository_path, digest, &target);
+            let r#move = reqwest::Method::from_bytes(b"MOVE").expect("valid method");
+            let request = self
+                .request(r#move, &url)
+                .header("Destination", &destination)
+                .header("Overwrite", "F");
+            match self.send("MOVE", &url, request).await? {
+                200..=299 => {}
+                status => {
+                    return Err(MirrorError::Status {
+                        method: "MOVE",
+                        url,
+                        status,
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 
     /// MKCOL every directory of the image's path (for WebDAV servers that

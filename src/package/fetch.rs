@@ -67,6 +67,14 @@ pub fn jobs_for(packages: &[&Package], fetch_root: &Path) -> Result<Vec<FetchJob
     let mut jobs = Vec::new();
     for package in packages {
         for source in package.resolved_sources()? {
+            // Subpackages share their definition's sources: fetch once.
+            let dest = fetch_dir(fetch_root, package);
+            if jobs
+                .iter()
+                .any(|j: &FetchJob| j.dest_dir == dest && j.source.file == source.file)
+            {
+                continue;
+            }
             jobs.push(FetchJob {
                 package: package.id.clone(),
                 source,

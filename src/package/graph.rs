@@ -200,8 +200,8 @@ pub fn containerfile_refs(text: &str) -> ContainerfileRefs {
     refs
 }
 
-/// The packages a package needs built first (sorted, without itself).
-pub fn package_deps(package: &Package) -> Result<BTreeSet<String>> {
+/// The packages a definition needs built first (sorted), read from its Containerfile or `native.base`.
+pub fn definition_deps(package: &Package) -> Result<BTreeSet<String>> {
     let mut deps = BTreeSet::new();
     if let Some(native) = &package.native {
         if let Some(base) = &native.base {
@@ -212,8 +212,13 @@ pub fn package_deps(package: &Package) -> Result<BTreeSet<String>> {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         deps = containerfile_refs(&text).packages;
     }
-    deps.remove(&package.id);
     Ok(deps)
+}
+
+/// The packages a loaded package needs built first (sorted, without
+/// itself): what `PackageTree::load` read once per definition.
+pub fn package_deps(package: &Package) -> Result<BTreeSet<String>> {
+    Ok(package.deps.clone())
 }
 
 /// Dependencies of every package in a tree.

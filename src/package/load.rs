@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 
+use super::graph::definition_deps;
 use super::model::{NativeSpec, Package, PackageToml, Source};
 use super::placeholders::{self, TemplateKind};
 use crate::oci::{Digest, Platform};
@@ -104,6 +105,9 @@ pub fn parse_package(path: &Path, text: &str, stage: &str, dir_name: &str) -> Re
         stage: stage.to_string(),
         name: p.name.clone(),
         id: format!("{stage}-{dir_name}"),
+        origin: None,
+        target: None,
+        deps: Default::default(),
         dir: dir.clone(),
         toml_path: path.to_path_buf(),
         version: p.version.clone(),
@@ -205,7 +209,9 @@ pub struct PackageTree {
 
 impl PackageTree {
     /// Loads `root/<stage>/<name>/package.toml` for every stage and name
-    /// (sorted), then resolves `version_from`.
+    /// (sorted), reads each definition's dependencies once, expands
+    /// subpackages into their own packages, then resolves `version_from`
+    /// (which may name a subpackage).
     pub fn load(root: &Path) -> Result<PackageTree> {
         if !root.is_dir() {
             bail!(
@@ -223,8 +229,11 @@ impl PackageTree {
                 }
                 let text = std::fs::read_to_string(&toml_path)
                     .with_context(|| format!("reading {}", toml_path.display()))?;
-                let package = parse_package(&toml_path, &text, &stage_name, &file_name(&dir))?;
-                packages.insert(package.id.clone(), package);
+                let mut package = parse_package(&toml_path, &text, &stage_name, &file_name(&dir))?;
+                package.deps = definition_deps(&package)?;
+                for image in expand_subpackages(package) {
+                    insert_unique(&mut packages, image)?;
+                }
             }
         }
         let mut tree = PackageTree {
@@ -245,7 +254,14 @@ impl PackageTree {
                 let Some(from) = &p.version_from else {
                     break p.version.clone();
                 };
-                let Some(target) = self.packages.get(from) else {
+                // An image, or a definition made only of subpackages
+                // (they all share its version).
+                let target = self.packages.get(from).or_else(|| {
+                    self.packages
+                        .values()
+                        .find(|p| p.origin.as_deref() == Some(from.as_str()))
+                });
+                let Some(target) = target else {
                     bail!(
                         "{}: package.version_from = {from:?}: no package {from} in {} (expected <stage>-<name> of an existing package)",
                         p.toml_path.display(),
@@ -293,10 +309,24 @@ impl PackageTree {
             .collect();
         match matches.as_slice() {
             [one] => Ok(one),
-            [] => bail!(
-                "no package {name:?} in {} (expected <stage>-<name>, e.g. core-busybox)",
-                self.root.display()
-            ),
+            [] => {
+                let subs: Vec<&str> = self
+                    .packages
+                    .values()
+                    .filter(|p| p.origin.as_deref() == Some(key.as_str()))
+                    .map(|p| p.id.as_str())
+                    .collect();
+                if !subs.is_empty() {
+                    bail!(
+                        "{key} defines subpackages, each its own image: name one of {}",
+                        subs.join(", ")
+                    );
+                }
+                bail!(
+                    "no package {name:?} in {} (expected <stage>-<name>, e.g. core-busybox)",
+                    self.root.display()
+                )
+            }
             many => bail!(
                 "package name {name:?} is ambiguous: {}; use <stage>-<name>",
                 many.iter()
@@ -306,6 +336,47 @@ impl PackageTree {
             ),
         }
     }
+}
+
+/// The images a definition makes: itself, or one per subpackage
+/// (`<stage>-<sub>`, built with `--target package-<sub>`, version, sources
+/// and dependencies inherited), as StageX's targets.py does.
+/// An image never depends on itself.
+pub fn expand_subpackages(mut definition: Package) -> Vec<Package> {
+    if definition.subpackages.is_empty() {
+        definition.deps.remove(&definition.id);
+        return vec![definition];
+    }
+    definition
+        .subpackages
+        .iter()
+        .map(|sub| {
+            let mut image = definition.clone();
+            image.id = format!("{}-{sub}", definition.stage);
+            image.origin = Some(definition.id.clone());
+            image.target = Some(format!("package-{sub}"));
+            image.subpackages = Vec::new();
+            image.deps.remove(&image.id);
+            image
+        })
+        .collect()
+}
+
+fn insert_unique(packages: &mut BTreeMap<String, Package>, image: Package) -> Result<()> {
+    if let Some(other) = packages.get(&image.id) {
+        let what = |p: &Package| match &p.origin {
+            Some(origin) => format!("a subpackage of {origin} ({})", p.toml_path.display()),
+            None => format!("the package in {}", p.toml_path.display()),
+        };
+        bail!(
+            "two images are named {}: {} and {}; rename one of them",
+            image.id,
+            what(other),
+            what(&image)
+        );
+    }
+    packages.insert(image.id.clone(), image);
+    Ok(())
 }
 
 fn sorted_subdirs(dir: &Path) -> Result<Vec<PathBuf>> {

@@ -8,7 +8,7 @@
 //!
 //! Our extension for native (no compiler, no RUN) packages lives in the same
 //! file under `[native]`; see `NativeSpec` and docs/native-packages.md.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
@@ -198,15 +198,33 @@ pub struct ResolvedSource {
     pub hash: Digest,
 }
 
-/// A validated package definition.
+/// One image to build: a package definition, or one subpackage of it.
+///
+/// A package.toml with `subpackages = ["a", "b"]` becomes one `Package` per
+/// entry (`<stage>-a`, `<stage>-b`), as StageX's targets.py does: same
+/// directory, sources, Containerfile and version, `origin` naming the
+/// defining package and `target` its `package-<sub>` build stage. The
+/// defining package itself is then no image of its own (unless it lists
+/// its own name among the subpackages).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Package {
     /// `bootstrap`, `core`, `pallet`, `user`, ... (the parent directory).
     pub stage: String,
-    /// `[package].name`.
+    /// `[package].name` of the defining package.toml (for a subpackage too:
+    /// sources are fetched once per definition, into `fetch/<stage>/<name>/`).
     pub name: String,
-    /// `<stage>-<dir name>`: the image is `stagex/<id>`, output `out/<id>/`.
+    /// `<stage>-<dir name>`, or `<stage>-<sub>` for a subpackage: the image
+    /// is `stagex/<id>`, output `out/<id>/`.
     pub id: String,
+    /// For a subpackage, the id of the defining package (`core-llvm` for
+    /// `core-clang`); `None` for a package that is its own definition.
+    pub origin: Option<String>,
+    /// The Containerfile stage to build (`package-clang`) for a subpackage.
+    pub target: Option<String>,
+    /// The `stagex/<stage>-<name>` images this one needs (from the
+    /// Containerfile's `FROM` / `COPY --from=` / `RUN --mount=from=` lines,
+    /// or `native.base`), without itself.
+    pub deps: BTreeSet<String>,
     pub dir: PathBuf,
     pub toml_path: PathBuf,
     /// The effective version (after `version_from`), if any.
@@ -223,6 +241,12 @@ pub struct Package {
 }
 
 impl Package {
+    /// The id of the package definition this image comes from: `origin`
+    /// for a subpackage, else its own id.
+    pub fn origin_id(&self) -> &str {
+        self.origin.as_deref().unwrap_or(&self.id)
+    }
+
     /// `stagex/<stage>-<name>`.
     pub fn image_name(&self) -> String {
         format!("stagex/{}", self.id)

@@ -127,13 +127,10 @@ pub fn version_under(version: &str) -> String {
     version.replace('.', "_")
 }
 
-/// `X.Y.Z-rc.1` (or `X.Y.Z+build`) -> `X.Y.Z`.
+/// `X.Y.Z-rc.1` -> `X.Y.Z`: everything before the first `-`, as StageX's
+/// common.py (so `1.2+b` stays `1.2+b`).
 pub fn version_strip_suffix(version: &str) -> String {
-    version
-        .split(['-', '+'])
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    version.split('-').next().unwrap_or_default().to_string()
 }
 
 impl Vars {
@@ -166,16 +163,25 @@ impl Vars {
     /// Expands every placeholder of `template` (validated for `kind`).
     pub fn expand(&self, template: &str, kind: TemplateKind) -> Result<String> {
         validate(template, kind)?;
-        let mut out = String::with_capacity(template.len());
-        for piece in parse(template)? {
-            match piece {
-                Piece::Text(t) => out.push_str(t),
-                Piece::Brace(c) => out.push(c),
-                Piece::Name(n) => out.push_str(&self.value(n)?),
-            }
-        }
-        Ok(out)
+        expand_with(template, |n| self.value(n))
     }
+}
+
+/// Expands `template` with `value` giving each placeholder's text (the
+/// caller decides which names exist and what they mean).
+pub fn expand_with(
+    template: &str,
+    mut value: impl FnMut(&str) -> Result<String>,
+) -> Result<String> {
+    let mut out = String::with_capacity(template.len());
+    for piece in parse(template)? {
+        match piece {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Brace(c) => out.push(c),
+            Piece::Name(n) => out.push_str(&value(n)?),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -199,6 +205,7 @@ mod tests {
         assert_eq!(version_under("1.37.0"), "1_37_0");
         assert_eq!(version_strip_suffix("1.2.3-rc.1"), "1.2.3");
         assert_eq!(version_strip_suffix("1.2.3"), "1.2.3");
+        assert_eq!(version_strip_suffix("1.2.3+b1-x"), "1.2.3+b1");
     }
 
     #[test]

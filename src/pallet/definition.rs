@@ -419,13 +419,54 @@ impl Catalog {
     /// and validates the set.
     pub fn load(dir: &Path) -> Result<Catalog> {
         let mut catalog = Catalog::default();
-        let entries = fs::read_dir(dir)
-            .with_context(|| format!("reading pallet definitions in {}", dir.display()))?;
-        let mut paths: Vec<_> = entries
-            .map(|e| e.map(|e| e.path()))
-            .collect::<std::io::Result<_>>()?;
-        paths.sort();
-        for path in paths {
+        catalog.read_toml_dir(dir)?;
+        catalog
+            .validate(None)
+            .with_context(|| format!("pallet definitions in {}", dir.display()))?;
+        Ok(catalog)
+    }
+
+    /// The pallets of a StageX tree, `packages/pallet/<name>/Containerfile`
+    /// (see `pallet::containerfile`), then `pallets/<name>.toml`: a TOML
+    /// file of the same name overrides the Containerfile. Either directory
+    /// may be missing.
+    pub fn load_with_tree(pallets_dir: &Path, packages_dir: &Path) -> Result<Catalog> {
+        let mut catalog = Catalog::default();
+        let tree = packages_dir.join("pallet");
+        if tree.is_dir() {
+            catalog.read_containerfiles(&tree)?;
+        }
+        if pallets_dir.is_dir() {
+            catalog.read_toml_dir(pallets_dir)?;
+        }
+        catalog.validate(None).with_context(|| {
+            format!(
+                "pallet definitions in {} and {}",
+                tree.display(),
+                pallets_dir.display()
+            )
+        })?;
+        Ok(catalog)
+    }
+
+    /// Every `<dir>/<name>/Containerfile`, sorted.
+    fn read_containerfiles(&mut self, dir: &Path) -> Result<()> {
+        for path in sorted_entries(dir)? {
+            let file = path.join("Containerfile");
+            if !file.is_file() {
+                continue;
+            }
+            let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("");
+            let text =
+                fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let pallet = super::containerfile::parse(name, &file.display().to_string(), &text)?;
+            self.pallets.insert(pallet.name.clone(), pallet);
+        }
+        Ok(())
+    }
+
+    fn read_toml_dir(&mut self, dir: &Path) -> Result<()> {
+        for path in sorted_entries(dir)? {
             if path.extension().and_then(|e| e.to_str()) != Some("toml") {
                 continue;
             }
@@ -433,12 +474,9 @@ impl Catalog {
             let text =
                 fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
             let pallet = Pallet::parse(stem, &text).with_context(|| path.display().to_string())?;
-            catalog.pallets.insert(pallet.name.clone(), pallet);
+            self.pallets.insert(pallet.name.clone(), pallet);
         }
-        catalog
-            .validate(None)
-            .with_context(|| format!("pallet definitions in {}", dir.display()))?;
-        Ok(catalog)
+        Ok(())
     }
 
     /// Builds a catalog from `(name, toml)` pairs (tests, embedded use).
@@ -635,6 +673,16 @@ impl Catalog {
             config: config.unwrap_or_default(),
         })
     }
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let entries = fs::read_dir(dir)
+        .with_context(|| format!("reading pallet definitions in {}", dir.display()))?;
+    let mut paths: Vec<_> = entries
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    paths.sort();
+    Ok(paths)
 }
 
 /// The package image names under a `packages/` tree laid out as

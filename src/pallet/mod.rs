@@ -3,6 +3,7 @@
 //! from a registry or local layouts (`resolve`), the quorum gate on inputs
 //! (`inputs`) and the whole command minus its flags (`pipeline`).
 pub mod compose;
+pub mod containerfile;
 pub mod definition;
 pub mod expr;
 pub mod inputs;

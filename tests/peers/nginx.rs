@@ -231,6 +231,11 @@ impl Nginx {
         );
     }
 
+    /// The access log alone (one line per request, in order).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
     pub fn logs(&self) -> String {
         ["stderr.log", "error.log", "access.log"]
             .iter()

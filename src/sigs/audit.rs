@@ -1,0 +1,348 @@
+//! Owns: `stagex sigs audit` as a library call: for each image, what is
+//! wrong with a lookaside before users hit it: numbering gaps (and what
+//! hides behind them: listed on a directory, probed over http), zero-byte
+//! and oversized files, soft 404s, statuses other than 200/404 (403 from a
+//! bucket without listing), unreadable files, invalid signatures with
+//! their reason (unknown key, legacy format, bad signature, wrong digest
+//! or identity...), duplicate signers, images under the quorum; and with
+//! `compare`, which files differ from a second lookaside.
+//!
+//! Returns data (`AuditReport`) and reports progress through a callback;
+//! no UI, never writes.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Result;
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use super::images::label;
+use super::judge::{judge, Verdict};
+use super::source::{End, Entry, Got, Listing, Store};
+use super::sync::Progress;
+use crate::lookaside::fetch::Policy;
+use crate::sign::image::ImageTarget;
+use crate::sign::keyring::Keyring;
+use crate::sign::verify::{Expected, Rejection};
+
+/// How an audit runs.
+#[derive(Clone, Debug)]
+pub struct AuditOptions {
+    /// Distinct trusted signers every image needs.
+    pub threshold: usize,
+    /// Count legacy-format signatures as valid (they are still reported).
+    pub allow_legacy: bool,
+    /// A second lookaside to compare file by file.
+    pub compare: Option<String>,
+    pub concurrency: usize,
+    pub policy: Policy,
+    /// Over http, how many numbers past the first 404 are probed for
+    /// files hidden behind a gap.
+    pub probe: u32,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions {
+            threshold: 2,
+            allow_legacy: false,
+            compare: None,
+            concurrency: 32,
+            policy: Policy::default(),
+            probe: 2,
+        }
+    }
+}
+
+/// One problem.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Finding {
+    /// `stagex/core-x@sha256:<hex>`.
+    pub image: String,
+    /// `signature-N` when the problem is one file's.
+    pub file: Option<String>,
+    /// Stable code: `gap`, `empty`, `too-large`, `soft-404`, `http-status`,
+    /// `error`, `duplicate-signer`, `unknown-key`, `legacy-format`,
+    /// `under-quorum`, `differs`, `missing-in-compare`, `only-in-compare`,
+    /// or any rejection code of `stagex verify`.
+    pub code: String,
+    pub detail: String,
+}
+
+/// The outcome of an audit.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct AuditReport {
+    pub lookaside: String,
+    pub compare: Option<String>,
+    pub images: usize,
+    /// Images without any finding.
+    pub clean: usize,
+    /// Valid signatures seen.
+    pub valid: usize,
+    pub findings: Vec<Finding>,
+    /// Findings per code.
+    pub counts: BTreeMap<String, usize>,
+}
+
+impl AuditReport {
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty()
+    }
+}
+
+struct Context {
+    store: Store,
+    compare: Option<Store>,
+    keyring: Keyring,
+    options: AuditOptions,
+}
+
+/// Audits the signatures of `images` in the lookaside at `location`.
+pub fn audit(
+    location: &str,
+    images: &[ImageTarget],
+    keyring: &Keyring,
+    options: &AuditOptions,
+    progress: &dyn Fn(Progress),
+) -> Result<AuditReport> {
+    let store = Store::parse(location, options.policy)?;
+    let compare = match &options.compare {
+        Some(other) => Some(Store::parse(other, options.policy)?),
+        None => None,
+    };
+    let context = Arc::new(Context {
+        store,
+        compare,
+        keyring: keyring.clone(),
+        options: options.clone(),
+    });
+    let total = images.len();
+    progress(Progress { done: 0, total });
+    let mut results: Vec<(usize, (Vec<Finding>, usize))> = crate::net::block_on(async {
+        let tasks = images.iter().enumerate().map(|(i, image)| {
+            let context = context.clone();
+            let image = image.clone();
+            async move {
+                let label = label(&image);
+                let result = tokio::spawn(audit_image(context, image))
+                    .await
+                    .unwrap_or_else(|e| {
+                        (
+                            vec![Finding {
+                                image: label,
+                                file: None,
+                                code: "error".into(),
+                                detail: format!("internal error: {e}"),
+                            }],
+                            0,
+                        )
+                    });
+                (i, result)
+            }
+        });
+        let mut stream =
+            futures_util::stream::iter(tasks).buffer_unordered(options.concurrency.max(1));
+        let mut results = Vec::with_capacity(total);
+        while let Some(done) = stream.next().await {
+            results.push(done);
+            progress(Progress {
+                done: results.len(),
+                total,
+            });
+        }
+        results
+    });
+    results.sort_by_key(|(i, _)| *i);
+    let mut report = AuditReport {
+        lookaside: context.store.describe(),
+        compare: context.compare.as_ref().map(Store::describe),
+        images: total,
+        ..AuditReport::default()
+    };
+    for (_, (findings, valid)) in results {
+        report.clean += usize::from(findings.is_empty());
+        report.valid += valid;
+        for f in &findings {
+            *report.counts.entry(f.code.clone()).or_default() += 1;
+        }
+        report.findings.extend(findings);
+    }
+    Ok(report)
+}
+
+/// Every finding of one image, and its number of valid signatures.
+async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>, usize) {
+    let label = label(&image);
+    let finding = |file: Option<&str>, code: &str, detail: String| Finding {
+        image: label.clone(),
+        file: file.map(str::to_string),
+        code: code.to_string(),
+        detail,
+    };
+    let expected = Expected {
+        digest: image.digest.clone(),
+        reference: image.reference.clone(),
+    };
+    let listing = context.store.list(&image, &[]).await;
+    let mut findings = Vec::new();
+    let mut signers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for entry in &listing.files {
+        match verdict(&context, &entry.got, &expected) {
+            Verdict::Valid { signer } => {
+                signers.entry(signer).or_default().push(entry.name.clone())
+            }
+            Verdict::Rejected { code, reason } => {
+                findings.push(finding(Some(&entry.name), &code, reason))
+            }
+        }
+    }
+    findings.extend(end_finding(&listing.end, &finding));
+    let hidden = match (&context.store, &listing.end) {
+        (Store::Http { .. }, End::Missing) => {
+            let after = listing.files.len() as u32 + 1;
+            context
+                .store
+                .probe_after(&image, after, context.options.probe)
+                .await
+        }
+        _ => listing.hidden.clone(),
+    };
+    let first_missing = listing.files.len() + 1;
+    for entry in &hidden {
+        let what = match verdict(&context, &entry.got, &expected) {
+            Verdict::Valid { signer } => format!("a valid signature by {signer}"),
+            Verdict::Rejected { reason, .. } => format!("not valid: {reason}"),
+        };
+        findings.push(finding(
+            Some(&entry.name),
+            "gap",
+            format!(
+                "signature-{first_missing} is missing, so no reader sees {} ({what}): renumber the files contiguously",
+                entry.name
+            ),
+        ));
+    }
+    for (signer, files) in &signers {
+        if files.len() > 1 {
+            findings.push(finding(
+                None,
+                "duplicate-signer",
+                format!(
+                    "{signer} signed {} times ({}): counts once toward the quorum",
+                    files.len(),
+                    files.join(", ")
+                ),
+            ));
+        }
+    }
+    let threshold = context.options.threshold.max(1);
+    if signers.len() < threshold {
+        findings.push(finding(
+            None,
+            "under-quorum",
+            format!(
+                "{} distinct trusted signer(s), {threshold} needed",
+                signers.len()
+            ),
+        ));
+    }
+    if let Some(other) = &context.compare {
+        let theirs = other.list(&image, &[]).await;
+        findings.extend(compare(&listing, &theirs, &other.describe(), &finding));
+    }
+    let valid = signers.values().map(Vec::len).sum();
+    (findings, valid)
+}
+
+fn verdict(context: &Context, got: &Got, expected: &Expected) -> Verdict {
+    match got {
+        Got::Blob { bytes, .. } => judge(
+            &context.keyring,
+            bytes,
+            expected,
+            context.options.allow_legacy,
+        ),
+        Got::TooLarge(n) => Verdict::rejected(&Rejection::TooLarge(*n as usize)),
+        Got::Unchanged => Verdict::Rejected {
+            code: "error".into(),
+            reason: "304 to an unconditional request".into(),
+        },
+    }
+}
+
+fn end_finding(
+    end: &End,
+    finding: &dyn Fn(Option<&str>, &str, String) -> Finding,
+) -> Option<Finding> {
+    match end {
+        End::Missing | End::Limit => None,
+        End::SoftNotFound { name, location } => Some(finding(
+            Some(name),
+            "soft-404",
+            format!("{location}: {}", Rejection::SoftNotFound),
+        )),
+        End::Status {
+            name,
+            location,
+            status,
+        } => Some(finding(
+            Some(name),
+            "http-status",
+            format!(
+                "{location}: HTTP {status}: readers stop with an error here (a bucket without \
+                 listing answers 403 for a missing file: make the mirror answer 404)"
+            ),
+        )),
+        End::Error { location, message } => {
+            Some(finding(None, "error", format!("{location}: {message}")))
+        }
+    }
+}
+
+/// File-by-file differences between two listings of one image.
+fn compare(
+    ours: &Listing,
+    theirs: &Listing,
+    other: &str,
+    finding: &dyn Fn(Option<&str>, &str, String) -> Finding,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    if let Some(f) = end_finding(&theirs.end, finding) {
+        findings.push(Finding {
+            detail: format!("in {other}: {}", f.detail),
+            ..f
+        });
+    }
+    let bytes = |e: &Entry| match &e.got {
+        Got::Blob { bytes, .. } => Some(bytes.clone()),
+        _ => None,
+    };
+    let theirs_by_name: BTreeMap<&str, &Entry> =
+        theirs.files.iter().map(|e| (e.name.as_str(), e)).collect();
+    for entry in &ours.files {
+        match theirs_by_name.get(entry.name.as_str()) {
+            None => findings.push(finding(
+                Some(&entry.name),
+                "missing-in-compare",
+                format!("{other} has no {}", entry.name),
+            )),
+            Some(t) if bytes(t) != bytes(entry) => findings.push(finding(
+                Some(&entry.name),
+                "differs",
+                format!("{} and {} differ", entry.location, t.location),
+            )),
+            Some(_) => {}
+        }
+    }
+    let ours_names: Vec<&str> = ours.files.iter().map(|e| e.name.as_str()).collect();
+    for entry in &theirs.files {
+        if !ours_names.contains(&entry.name.as_str()) {
+            findings.push(finding(
+                Some(&entry.name),
+                "only-in-compare",
+                format!("{} exists only in {other}", entry.location),
+            ));
+        }
+    }
+    findings
+}

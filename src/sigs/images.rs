@@ -1,0 +1,218 @@
+//! Owns: WHICH images a sync or an audit looks at. A lookaside has no
+//! listing, so the set comes from StageX's `digests/<stage>.txt` files
+//! (`<manifest hex> <stage>-<name>`), from the per-platform manifests of a
+//! local `out/`, or, for a directory lookaside, from walking its tree
+//! (`<repository path>@sha256=<hex>/`). Each image is a `sign::image::
+//! ImageTarget` (the one "manifest whose signatures matter" type) whose
+//! reference is the repository in the identity namespace, by digest
+//! (containers/image's pull-by-digest rule: any signed tag of that
+//! repository counts).
+//!
+//! Pure apart from reading those files; no network.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::oci::digest::Digest;
+use crate::sign::image::ImageTarget;
+use crate::sign::reference::DockerReference;
+
+/// `stagex/core-x@sha256:<hex>` (for messages and reports).
+pub fn label(image: &ImageTarget) -> String {
+    format!("{}@{}", image.repository_path, image.digest)
+}
+
+/// The key of an image in state files: its lookaside directory.
+pub fn key(image: &ImageTarget) -> String {
+    crate::lookaside::signature_dir(&image.repository_path, &image.digest)
+}
+
+/// A target known only by repository and digest (no platform, no tag).
+fn target(name: &str, digest: Digest, reference: DockerReference) -> ImageTarget {
+    ImageTarget {
+        name: name.to_string(),
+        digest,
+        platform: None,
+        identity: reference.to_string(),
+        repository_path: reference.path.clone(),
+        reference,
+    }
+}
+
+/// The image `name` (a repository path, `stagex/core-x`, or a package name
+/// `core-x` under `namespace`) at `digest`, matched by repository.
+pub fn image(namespace: &str, name: &str, digest: Digest) -> Result<ImageTarget> {
+    let namespace = namespace.trim_end_matches('/');
+    let text = format!("{namespace}/{name}@{digest}");
+    let reference = DockerReference::parse(&text)
+        .with_context(|| format!("image {name:?} in namespace {namespace:?}"))?;
+    Ok(target(name, digest, reference))
+}
+
+/// Parses one digests file (`<hex> <stage>-<name>` per line; blank lines
+/// and `#` comments skipped). `origin` names the file in errors.
+pub fn parse_digests(text: &str, namespace: &str, origin: &str) -> Result<Vec<ImageTarget>> {
+    let mut images = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let (Some(hex), Some(name), None) = (fields.next(), fields.next(), fields.next()) else {
+            bail!(
+                "{origin}:{}: expected `<sha256 hex> <stage>-<name>`, found {line:?}",
+                i + 1
+            );
+        };
+        let digest = Digest::from_hex(hex)
+            .with_context(|| format!("{origin}:{}: bad digest {hex:?}", i + 1))?;
+        images.push(image(namespace, name, digest).with_context(|| format!("{origin}:{}", i + 1))?);
+    }
+    Ok(images)
+}
+
+/// Every image of `--digests` arguments: files, or directories whose
+/// `*.txt` files are read (sorted).
+pub fn from_digests(paths: &[PathBuf], namespace: &str) -> Result<Vec<ImageTarget>> {
+    let mut images = Vec::new();
+    for path in paths {
+        for file in digest_files(path)? {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading the digests file {}", file.display()))?;
+            images.extend(parse_digests(
+                &text,
+                namespace,
+                &file.display().to_string(),
+            )?);
+        }
+    }
+    Ok(images)
+}
+
+fn digest_files(path: &Path) -> Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("reading the digests directory {}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "txt") && p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!(
+            "{}: no *.txt digests file (run `stagex digests`, or pass the files)",
+            path.display()
+        );
+    }
+    Ok(files)
+}
+
+/// Every `<repository path>@sha256=<hex>` directory under a lookaside
+/// tree. Directories whose name is not a valid repository path are skipped
+/// (returned apart, for the report).
+pub fn walk(root: &Path, namespace: &str) -> Result<(Vec<ImageTarget>, Vec<String>)> {
+    if !root.is_dir() {
+        bail!(
+            "{}: not a directory (a directory lookaside source is walked to find its images)",
+            root.display()
+        );
+    }
+    let domain = DockerReference::parse(&format!("{}/x", namespace.trim_end_matches('/')))
+        .with_context(|| format!("identity namespace {namespace:?}"))?
+        .domain;
+    let (mut images, mut skipped) = (Vec::new(), Vec::new());
+    let mut walker = walkdir::WalkDir::new(root).sort_by_file_name().into_iter();
+    while let Some(entry) = walker.next() {
+        let entry = entry.with_context(|| format!("walking {}", root.display()))?;
+        if !entry.file_type().is_dir() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy();
+        let Some((repo_name, hex)) = name.split_once("@sha256=") else {
+            continue;
+        };
+        walker.skip_current_dir();
+        let parent = entry
+            .path()
+            .parent()
+            .and_then(|p| p.strip_prefix(root).ok())
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let path = if parent.is_empty() {
+            repo_name.to_string()
+        } else {
+            format!("{parent}/{repo_name}")
+        };
+        match Digest::from_hex(hex).and_then(|d| {
+            let reference = DockerReference::parse(&format!("{domain}/{path}@{d}"))?;
+            Ok(target(&path, d, reference))
+        }) {
+            Ok(image) if image.reference.path == path => images.push(image),
+            _ => skipped.push(entry.path().display().to_string()),
+        }
+    }
+    Ok((images, skipped))
+}
+
+/// Sorted by lookaside directory, each image once (the first seen wins).
+pub fn dedup(images: Vec<ImageTarget>) -> Vec<ImageTarget> {
+    let mut by_key: BTreeMap<String, ImageTarget> = BTreeMap::new();
+    for image in images {
+        by_key.entry(key(&image)).or_insert(image);
+    }
+    by_key.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_lines_become_images_by_repository() {
+        let a = Digest::of_bytes(b"a");
+        let text = format!("# core\n{} core-busybox\n\n", a.hex());
+        let images = parse_digests(&text, "stagex", "core.txt").unwrap();
+        assert_eq!(images.len(), 1);
+        assert_eq!(images[0].repository_path, "stagex/core-busybox");
+        assert_eq!(
+            images[0].reference.to_string(),
+            format!("docker.io/stagex/core-busybox@{a}")
+        );
+        let signed = DockerReference::parse("stagex/core-busybox:1.37.0").unwrap();
+        assert!(images[0].reference.matches_signed(&signed));
+        let err = parse_digests("zz core-x\n", "stagex", "core.txt").unwrap_err();
+        assert!(format!("{err:#}").contains("core.txt:1"), "{err:#}");
+        assert!(parse_digests(&format!("{} a b\n", a.hex()), "stagex", "f").is_err());
+        let local = parse_digests(
+            &format!("{} core-x\n", a.hex()),
+            "127.0.0.1:5000/stagex",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(local[0].repository_path, "stagex/core-x");
+        assert_eq!(local[0].reference.domain, "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn walking_finds_signature_directories_at_any_depth() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (Digest::of_bytes(b"a"), Digest::of_bytes(b"b"));
+        for p in [
+            format!("stagex/core-x@sha256={}", a.hex()),
+            format!("stagex/core-x@sha256={}", b.hex()),
+            format!("other/deep/y@sha256={}", a.hex()),
+            "stagex/Bad@sha256=00".to_string(),
+            "stagex/no-digest".to_string(),
+        ] {
+            std::fs::create_dir_all(dir.path().join(p)).unwrap();
+        }
+        let (images, skipped) = walk(dir.path(), "stagex").unwrap();
+        let labels: Vec<String> = images.iter().map(|i| i.repository_path.clone()).collect();
+        assert_eq!(labels, ["other/deep/y", "stagex/core-x", "stagex/core-x"]);
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(dedup([images.clone(), images].concat()).len(), 3);
+    }
+}

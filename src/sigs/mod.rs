@@ -1,0 +1,19 @@
+//! Keeping signature mirrors complete, verified and byte-identical
+//! (`stagex sigs sync`) and finding what is wrong with a lookaside before
+//! users hit it (`stagex sigs audit`).
+//!
+//! Owns: the image set (`images`), reading a lookaside as data (`source`),
+//! the verdict on one blob (`judge`), the no-change state (`state`), and
+//! the two flows (`sync`, `audit`). Writing goes through
+//! `lookaside::mirror`; verification through `sign::verify`. Returns data
+//! and progress events only: the CLI draws.
+pub mod audit;
+pub mod images;
+pub mod judge;
+pub mod registry;
+pub mod source;
+pub mod state;
+pub mod sync;
+
+pub use audit::{audit, AuditOptions, AuditReport, Finding};
+pub use sync::{sync, Progress, SyncOptions, SyncReport};

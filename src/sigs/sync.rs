@@ -1,0 +1,476 @@
+//! Owns: `stagex sigs sync` as a library call: for each image (bounded
+//! concurrency across images; each image's files in order, as the
+//! stop-at-404 rule needs), read the source's signatures, judge each one
+//! against the trusted keys, and make the destination hold every valid one
+//! exactly once (by content, contiguous, never overwriting; `--prune`
+//! removes what the source does not validly serve). Invalid, unknown-key,
+//! legacy (unless allowed), oversized signatures are never copied: they are
+//! reported with their reason.
+//!
+//! A run with nothing new is cheap: with a state file, the source is asked
+//! conditionally (ETag / Last-Modified) and an image whose files all answer
+//! 304 (or, on a directory, hash the same) is not looked at on the
+//! destination again.
+//!
+//! Returns data (`SyncReport`) and reports progress through a callback;
+//! no UI here.
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use super::images::{key, label};
+use super::judge::{judge, Verdict};
+use super::source::{End, Entry, Got, Store};
+use super::state::{trust_key, FileState, ImageState, State};
+use crate::lookaside::fetch::{Policy, Validators};
+use crate::lookaside::mirror::Mirror;
+use crate::oci::digest::Digest;
+use crate::sign::image::ImageTarget;
+use crate::sign::keyring::Keyring;
+use crate::sign::verify::Expected;
+
+/// How a sync runs.
+#[derive(Clone, Debug)]
+pub struct SyncOptions {
+    /// Images worked on at once.
+    pub concurrency: usize,
+    /// Copy legacy-format signatures (still checked: key, digest, repository).
+    pub allow_legacy: bool,
+    /// Remove destination signatures the source does not validly serve.
+    pub prune: bool,
+    /// Where the no-change state lives (`None`: no state, always a full run).
+    pub state_file: Option<PathBuf>,
+    /// Timeouts and retries of every request.
+    pub policy: Policy,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            concurrency: 32,
+            allow_legacy: false,
+            prune: false,
+            state_file: None,
+            policy: Policy::default(),
+        }
+    }
+}
+
+/// Progress: `done` of `total` images handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub done: usize,
+    pub total: usize,
+}
+
+/// The outcome of a sync.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct SyncReport {
+    pub from: String,
+    pub to: String,
+    pub images: usize,
+    /// Images skipped by the no-change fast path.
+    pub unchanged: usize,
+    /// Signatures written to the destination now.
+    pub uploaded: Vec<FileRef>,
+    /// Valid signatures the destination already held.
+    pub present: usize,
+    /// Destination files removed by `--prune`.
+    pub pruned: Vec<FileRef>,
+    /// Source files not copied, with the reason.
+    pub rejected: Vec<Rejected>,
+    /// Images that could not be read or written completely.
+    pub errors: Vec<ImageError>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct FileRef {
+    pub image: String,
+    pub file: String,
+    pub location: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Rejected {
+    pub image: String,
+    pub file: String,
+    pub location: String,
+    pub code: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ImageError {
+    pub image: String,
+    pub message: String,
+}
+
+/// What sync shares between image tasks.
+struct Context {
+    source: Store,
+    dest: Mirror,
+    keyring: Keyring,
+    allow_legacy: bool,
+    prune: bool,
+}
+
+/// One image's result.
+#[derive(Default)]
+struct Outcome {
+    unchanged: bool,
+    uploaded: Vec<FileRef>,
+    present: usize,
+    pruned: Vec<FileRef>,
+    rejected: Vec<Rejected>,
+    errors: Vec<String>,
+    state: ImageState,
+}
+
+/// Syncs the signatures of `images` from `from` to `to`.
+pub fn sync(
+    from: &str,
+    to: &str,
+    images: &[ImageTarget],
+    keyring: &Keyring,
+    options: &SyncOptions,
+    progress: &dyn Fn(Progress),
+) -> Result<SyncReport> {
+    let source = Store::parse(from, options.policy)?;
+    let dest = Mirror::parse(to)
+        .with_context(|| format!("destination {to}"))?
+        .with_policy(options.policy);
+    // The whole certificates, not only fingerprints: a revocation or a
+    // new expiry date changes verdicts too.
+    let certs: Vec<String> = keyring
+        .certs()
+        .iter()
+        .map(|c| {
+            use sequoia_openpgp::serialize::SerializeInto;
+            Digest::of_bytes(&c.to_vec().unwrap_or_default())
+                .hex()
+                .to_string()
+        })
+        .collect();
+    let trust = trust_key(&certs, &format!("legacy={}", options.allow_legacy));
+    let mut state = match &options.state_file {
+        Some(path) => State::load(path, &trust),
+        None => State::empty(&trust),
+    };
+    let context = Arc::new(Context {
+        source,
+        dest,
+        keyring: keyring.clone(),
+        allow_legacy: options.allow_legacy,
+        prune: options.prune,
+    });
+    let total = images.len();
+    progress(Progress { done: 0, total });
+    let mut outcomes: Vec<(usize, Outcome)> = crate::net::block_on(async {
+        let tasks = images.iter().enumerate().map(|(i, image)| {
+            let context = context.clone();
+            // A state made for another identity says nothing of this one.
+            let prior = state
+                .images
+                .get(&key(image))
+                .filter(|p| p.reference == image.reference.to_string())
+                .cloned();
+            let image = image.clone();
+            async move {
+                let task = tokio::spawn(sync_image(context, image, prior));
+                let outcome = task.await.unwrap_or_else(|e| Outcome {
+                    errors: vec![format!("internal error: {e}")],
+                    ..Outcome::default()
+                });
+                (i, outcome)
+            }
+        });
+        let mut stream =
+            futures_util::stream::iter(tasks).buffer_unordered(options.concurrency.max(1));
+        let mut outcomes = Vec::with_capacity(total);
+        while let Some(done) = stream.next().await {
+            outcomes.push(done);
+            progress(Progress {
+                done: outcomes.len(),
+                total,
+            });
+        }
+        outcomes
+    });
+    outcomes.sort_by_key(|(i, _)| *i);
+    let mut report = SyncReport {
+        from: context.source.describe(),
+        to: context.dest.describe(),
+        images: total,
+        ..SyncReport::default()
+    };
+    for (i, outcome) in outcomes {
+        let image = &images[i];
+        report.unchanged += usize::from(outcome.unchanged);
+        report.uploaded.extend(outcome.uploaded);
+        report.present += outcome.present;
+        report.pruned.extend(outcome.pruned);
+        report.rejected.extend(outcome.rejected);
+        report
+            .errors
+            .extend(outcome.errors.into_iter().map(|message| ImageError {
+                image: label(image),
+                message,
+            }));
+        let mut image_state = outcome.state;
+        image_state.reference = image.reference.to_string();
+        state.images.insert(key(image), image_state);
+    }
+    if let Some(path) = &options.state_file {
+        state
+            .save(path)
+            .with_context(|| format!("saving the sync state {}", path.display()))?;
+    }
+    Ok(report)
+}
+
+/// One source file with what we know of it.
+struct Known {
+    entry: Entry,
+    sha256: String,
+    /// `None` when only the state knows them (a 304).
+    bytes: Option<Vec<u8>>,
+    validators: Validators,
+    verdict: Verdict,
+}
+
+async fn sync_image(
+    context: Arc<Context>,
+    image: ImageTarget,
+    prior: Option<ImageState>,
+) -> Outcome {
+    let label = label(&image);
+    let prior = prior.unwrap_or_default();
+    // Conditional requests only when the last run completed this image:
+    // otherwise every byte is needed anyway.
+    let known: Vec<Validators> = if prior.synced {
+        prior.files.iter().map(|f| f.validators.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let listing = context.source.list(&image, &known).await;
+    let mut outcome = Outcome::default();
+    let expected = Expected {
+        digest: image.digest.clone(),
+        reference: image.reference.clone(),
+    };
+    let mut files: Vec<Known> = Vec::new();
+    for (i, entry) in listing.files.into_iter().enumerate() {
+        match known_file(&context, entry, prior.files.get(i), &expected) {
+            Ok(file) => files.push(file),
+            Err(message) => outcome.errors.push(message),
+        }
+    }
+    let mut clean = outcome.errors.is_empty();
+    match &listing.end {
+        End::Missing | End::Limit => {}
+        End::SoftNotFound { name, location } => outcome.rejected.push(Rejected {
+            image: label.clone(),
+            file: name.clone(),
+            location: location.clone(),
+            code: "soft-404".into(),
+            reason: crate::sign::verify::Rejection::SoftNotFound.to_string(),
+        }),
+        End::Status {
+            location, status, ..
+        } => {
+            clean = false;
+            outcome.errors.push(format!(
+                "GET {location}: HTTP {status} (a lookaside must answer 200 or 404): check the source mirror"
+            ));
+        }
+        End::Error { location, message } => {
+            clean = false;
+            outcome.errors.push(format!("{location}: {message}"));
+        }
+    }
+    for file in &files {
+        if let Verdict::Rejected { code, reason } = &file.verdict {
+            outcome.rejected.push(Rejected {
+                image: label.clone(),
+                file: file.entry.name.clone(),
+                location: file.entry.location.clone(),
+                code: code.clone(),
+                reason: reason.clone(),
+            });
+        }
+    }
+    let same_as_before = files.len() == prior.files.len()
+        && files
+            .iter()
+            .zip(&prior.files)
+            .all(|(f, p)| f.sha256 == p.sha256);
+    let valid = files.iter().filter(|f| f.verdict.is_valid()).count();
+    if clean && prior.synced && same_as_before && listing.end.is_clean() {
+        outcome.unchanged = true;
+        outcome.present = valid;
+        outcome.state = state_of(&files, true);
+        return outcome;
+    }
+    let written = put_valid(&context, &image, &mut files, &expected, &mut outcome).await;
+    let synced = clean && written && listing.end.is_clean();
+    // Never prune from a source that serves nothing valid for the image:
+    // a wrong base URL answers 404 everywhere and must not empty a mirror.
+    if synced && context.prune && valid > 0 {
+        prune(&context, &image, &files, &mut outcome).await;
+    }
+    outcome.state = state_of(&files, synced && outcome.errors.is_empty());
+    outcome
+}
+
+/// Hashes and judges one listed file (reusing the state's verdict for the
+/// same bytes); a 304 takes hash and verdict from the state.
+fn known_file(
+    context: &Context,
+    entry: Entry,
+    prior: Option<&FileState>,
+    expected: &Expected,
+) -> Result<Known, String> {
+    match &entry.got {
+        Got::Unchanged => {
+            let Some(prior) = prior else {
+                return Err(format!(
+                    "{}: 304 Not Modified to a request that was not conditional",
+                    entry.location
+                ));
+            };
+            Ok(Known {
+                sha256: prior.sha256.clone(),
+                bytes: None,
+                validators: prior.validators.clone(),
+                verdict: prior.verdict.clone(),
+                entry,
+            })
+        }
+        Got::TooLarge(n) => Ok(Known {
+            sha256: format!("too-large:{n}"),
+            bytes: None,
+            validators: Validators::default(),
+            verdict: Verdict::rejected(&crate::sign::verify::Rejection::TooLarge(*n as usize)),
+            entry,
+        }),
+        Got::Blob { bytes, validators } => {
+            let sha256 = Digest::of_bytes(bytes).hex().to_string();
+            let verdict = match prior.filter(|p| p.sha256 == sha256) {
+                Some(p) => p.verdict.clone(),
+                None => judge(&context.keyring, bytes, expected, context.allow_legacy),
+            };
+            Ok(Known {
+                sha256,
+                bytes: Some(bytes.clone()),
+                validators: validators.clone(),
+                verdict,
+                entry,
+            })
+        }
+    }
+}
+
+/// Puts every valid file on the destination (fetching the bytes of 304s
+/// first). False when something failed (recorded in `outcome`).
+async fn put_valid(
+    context: &Context,
+    image: &ImageTarget,
+    files: &mut [Known],
+    expected: &Expected,
+    outcome: &mut Outcome,
+) -> bool {
+    let label = label(image);
+    for file in files.iter_mut() {
+        if file.bytes.is_some() || !file.verdict.is_valid() {
+            continue;
+        }
+        match context.source.get(image, &file.entry.name).await {
+            Ok(Got::Blob { bytes, validators }) => {
+                let sha256 = Digest::of_bytes(&bytes).hex().to_string();
+                if sha256 != file.sha256 {
+                    file.verdict = judge(&context.keyring, &bytes, expected, context.allow_legacy);
+                    file.sha256 = sha256;
+                }
+                file.validators = validators;
+                file.bytes = Some(bytes);
+            }
+            Ok(_) | Err(_) => {
+                outcome.errors.push(format!(
+                    "{}: changed while being read (fetch again later)",
+                    file.entry.location
+                ));
+                return false;
+            }
+        }
+    }
+    let blobs: Vec<Vec<u8>> = files
+        .iter()
+        .filter(|f| f.verdict.is_valid())
+        .filter_map(|f| f.bytes.clone())
+        .collect();
+    if blobs.is_empty() {
+        return true;
+    }
+    match context
+        .dest
+        .put_missing(&image.repository_path, &image.digest, &blobs)
+        .await
+    {
+        Ok(put) => {
+            outcome.present += put.present.len();
+            outcome
+                .uploaded
+                .extend(put.uploaded.into_iter().map(|p| FileRef {
+                    image: label.clone(),
+                    file: p.name,
+                    location: p.location,
+                }));
+            true
+        }
+        Err(e) => {
+            outcome.errors.push(e.to_string());
+            false
+        }
+    }
+}
+
+/// `--prune`: removes destination files whose bytes are not a valid
+/// source signature, keeping numbering contiguous. Only called when the
+/// source listed the image completely and served at least one valid file.
+async fn prune(context: &Context, image: &ImageTarget, files: &[Known], outcome: &mut Outcome) {
+    let keep: Vec<&[u8]> = files
+        .iter()
+        .filter(|f| f.verdict.is_valid())
+        .filter_map(|f| f.bytes.as_deref())
+        .collect();
+    match context
+        .dest
+        .prune(&image.repository_path, &image.digest, &keep)
+        .await
+    {
+        Ok(removed) => outcome.pruned.extend(removed.into_iter().map(|p| FileRef {
+            image: label(image),
+            file: p.name,
+            location: p.location,
+        })),
+        Err(e) => outcome.errors.push(e.to_string()),
+    }
+}
+
+fn state_of(files: &[Known], synced: bool) -> ImageState {
+    ImageState {
+        reference: String::new(), // set by the caller, which knows the image
+        files: files
+            .iter()
+            .map(|f| FileState {
+                validators: f.validators.clone(),
+                sha256: f.sha256.clone(),
+                verdict: f.verdict.clone(),
+            })
+            .collect(),
+        synced,
+    }
+}

@@ -1,0 +1,398 @@
+//! `stagex sigs sync` end to end against real peers: nginx over TLS as the
+//! source, a directory and nginx WebDAV (TLS, basic auth) as destinations,
+//! skopeo with a `signedBy` policy reading the DESTINATION as its lookaside;
+//! a second run with nothing new uploads nothing (and asks the source only
+//! conditional GETs), one new upstream signature means exactly one upload;
+//! a hostile source (forged, other digest, unknown key, 5 MiB, HTML 200,
+//! redirect loop, 500 in the middle, stall) lands nothing bad, reports
+//! everything, and the good signatures still sync.
+mod peers;
+mod sign_support;
+mod sigs_support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use peers::nginx::Nginx;
+use peers::registry::Registry;
+use peers::tools::{require, run_ok};
+use sequoia_openpgp::serialize::SerializeInto;
+use sign_support::{json, key, make_image, write_keys, Shape};
+use sigs_support::*;
+use stagex::oci::digest::Digest;
+
+fn stagex(args: &[&str]) -> Command {
+    let mut c = peers::tools::stagex();
+    c.args(args)
+        .env_remove("STAGEX_CA_FILE")
+        .env_remove("STAGEX_MIRROR_USER")
+        .env_remove("STAGEX_MIRROR_PASSWORD");
+    c
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `stagex --json sigs sync --from FROM --to TO` with the test's keys,
+/// digests, identity and state file.
+fn sync(root: &Path, from: &str, to: &str, identity: &str, state: &str) -> Command {
+    let mut c = stagex(&["--json", "--root"]);
+    c.arg(root)
+        .args(["sigs", "sync", "--from", from, "--to", to]);
+    c.arg("--keys").arg(root.join("keys"));
+    c.arg("--digests").arg(root.join("digests"));
+    c.args(["--identity", identity]);
+    c.arg("--state").arg(root.join(state));
+    c
+}
+
+fn count(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
+}
+
+/// skopeo copy of `reference` with a signedBy policy on `keyring` and the
+/// lookaside `lookaside` (TLS settings from `cert_dir`).
+fn skopeo_pull(
+    skopeo: &Path,
+    work: &Path,
+    keyring: &Path,
+    lookaside: &str,
+    reference: &str,
+    cert_dir: Option<&Path>,
+) -> Output {
+    let host = reference.split('/').next().unwrap();
+    let tag = Digest::of_bytes(lookaside.as_bytes()).hex()[..12].to_string();
+    let policy = work.join(format!("policy-{tag}.json"));
+    std::fs::write(
+        &policy,
+        serde_json::json!({
+            "default": [{"type": "reject"}],
+            "transports": {
+                "docker": {host: [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": keyring}]},
+                "oci": {"": [{"type": "insecureAcceptAnything"}]}
+            }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let registries_d = work.join(format!("registries.d-{tag}"));
+    std::fs::create_dir_all(&registries_d).unwrap();
+    std::fs::write(
+        registries_d.join("x.yaml"),
+        format!("docker:\n  {host}:\n    lookaside: {lookaside}\n"),
+    )
+    .unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let mut c = Command::new(skopeo);
+    c.arg("--policy")
+        .arg(&policy)
+        .arg("--registries.d")
+        .arg(&registries_d);
+    c.args(["copy", "--src-tls-verify=false", "--remove-signatures"]);
+    if let Some(dir) = cert_dir {
+        c.arg("--src-cert-dir").arg(dir);
+    }
+    c.arg(format!("docker://{reference}"))
+        .arg(format!("oci:{}:x", dest.path().join("img").display()));
+    c.output().unwrap()
+}
+
+#[test]
+fn https_source_to_directory_and_webdav_then_skopeo_trusts_the_destination() {
+    let Some(tools) = require(&["skopeo", "nginx", "openssl"]) else {
+        return;
+    };
+    let skopeo = &tools[0];
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let digest = make_image(&root.join("out"), "core-x", "1.0", Shape::Manifest, "sync");
+    let reference = format!("{}/stagex/core-x:1.0", registry.host());
+    run_ok(
+        Command::new(skopeo)
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:1.0", root.join("out/core-x").display()))
+            .arg(format!("docker://{reference}")),
+    );
+    let identity = format!("{}/stagex", registry.host());
+    let (m1, m2) = (key("m1"), key("m2"));
+    write_keys(&root.join("keys"), &[&m1, &m2]);
+    let keyring = root.join("trusted.gpg");
+    std::fs::write(
+        &keyring,
+        [m1.to_vec().unwrap(), m2.to_vec().unwrap()].concat(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("digests")).unwrap();
+    std::fs::write(
+        root.join("digests/core.txt"),
+        format!("{} core-x\n", digest.hex()),
+    )
+    .unwrap();
+
+    let upstream = root.join("upstream");
+    place(
+        &upstream,
+        "stagex/core-x",
+        &digest,
+        1,
+        &signature(&m1, &reference, &digest),
+    );
+    let Some(source) = Nginx::start(&upstream, true, "") else {
+        return;
+    };
+    let dav_root = root.join("dav");
+    std::fs::create_dir_all(&dav_root).unwrap();
+    let Some(dav) = Nginx::start_webdav(&dav_root, true, "mirror", "s3cret") else {
+        return;
+    };
+    let ca_bundle = root.join("ca.pem");
+    std::fs::write(
+        &ca_bundle,
+        [
+            std::fs::read(source.ca.as_ref().unwrap()).unwrap(),
+            std::fs::read(dav.ca.as_ref().unwrap()).unwrap(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let mirror_dir = root.join("mirror");
+    let dav_env = |c: &mut Command| {
+        c.env("STAGEX_CA_FILE", &ca_bundle)
+            .env("STAGEX_MIRROR_USER", "mirror")
+            .env("STAGEX_MIRROR_PASSWORD", "s3cret");
+    };
+
+    // First sync: one signature lands on each destination.
+    for (to, state) in [
+        (mirror_dir.to_str().unwrap().to_string(), "state-dir.json"),
+        (dav.url(), "state-dav.json"),
+    ] {
+        let mut c = sync(root, &source.url(), &to, &identity, state);
+        dav_env(&mut c);
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}\n{}",
+            text(&out),
+            source.logs(),
+            dav.logs()
+        );
+        let report = json(&out);
+        assert_eq!(report["uploaded"].as_array().unwrap().len(), 1, "{report}");
+        assert_eq!(report["rejected"].as_array().unwrap().len(), 0);
+    }
+    assert_eq!(
+        names(&mirror_dir, "stagex/core-x", &digest),
+        ["signature-1"]
+    );
+    assert_eq!(names(&dav_root, "stagex/core-x", &digest), ["signature-1"]);
+
+    // skopeo verifies the image against each DESTINATION.
+    let file_lookaside = format!("file://{}", mirror_dir.display());
+    let pulled = skopeo_pull(skopeo, root, &keyring, &file_lookaside, &reference, None);
+    assert!(pulled.status.success(), "{}", text(&pulled));
+    let cert_dir = root.join("certs");
+    std::fs::create_dir_all(&cert_dir).unwrap();
+    std::fs::copy(dav.ca.as_ref().unwrap(), cert_dir.join("ca.crt")).unwrap();
+    let pulled = skopeo_pull(
+        skopeo,
+        root,
+        &keyring,
+        &dav.url(),
+        &reference,
+        Some(&cert_dir),
+    );
+    assert!(pulled.status.success(), "{}\n{}", text(&pulled), dav.logs());
+    // ...and the policy does bite: an empty lookaside is refused.
+    let empty = format!("file://{}", root.join("empty").display());
+    let refused = skopeo_pull(skopeo, root, &keyring, &empty, &reference, None);
+    assert!(!refused.status.success(), "an unsigned pull must fail");
+
+    // Nothing new: nothing uploaded, the source only answers 304/404 and
+    // the WebDAV mirror is not asked at all.
+    let (source_log, dav_log) = (source.access_log(), dav.access_log());
+    let mut c = sync(root, &source.url(), &dav.url(), &identity, "state-dav.json");
+    dav_env(&mut c);
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let report = json(&out);
+    assert_eq!(report["uploaded"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(report["unchanged"], 1);
+    let new_source = source.access_log()[source_log.len()..].to_string();
+    assert_eq!(count(&new_source, "\" 304 "), 1, "{new_source}");
+    assert_eq!(count(&new_source, "\" 200 "), 0, "{new_source}");
+    assert_eq!(dav.access_log(), dav_log, "the mirror was asked");
+
+    // One new upstream signature: exactly one upload to each destination.
+    place(
+        &upstream,
+        "stagex/core-x",
+        &digest,
+        2,
+        &signature(&m2, &reference, &digest),
+    );
+    for (to, state) in [
+        (mirror_dir.to_str().unwrap().to_string(), "state-dir.json"),
+        (dav.url(), "state-dav.json"),
+    ] {
+        let before = count(&dav.access_log(), "\"PUT ");
+        let mut c = sync(root, &source.url(), &to, &identity, state);
+        dav_env(&mut c);
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let report = json(&out);
+        let uploaded = report["uploaded"].as_array().unwrap();
+        assert_eq!(uploaded.len(), 1, "{report}");
+        assert_eq!(uploaded[0]["file"], "signature-2");
+        assert_eq!(report["present"], 1);
+        if to == dav.url() {
+            assert_eq!(count(&dav.access_log(), "\"PUT ") - before, 1);
+        }
+    }
+    assert_eq!(
+        std::fs::read(image_dir(&dav_root, "stagex/core-x", &digest).join("signature-2")).unwrap(),
+        std::fs::read(image_dir(&upstream, "stagex/core-x", &digest).join("signature-2")).unwrap()
+    );
+}
+
+#[test]
+fn a_hostile_source_lands_nothing_bad_and_the_good_signatures_still_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (m1, outsider) = (key("m1"), key("outsider"));
+    write_keys(&root.join("keys"), &[&m1]);
+    let d: Vec<Digest> = (0..5)
+        .map(|i| Digest::of_bytes(format!("image-{i}").as_bytes()))
+        .collect();
+    let names_of = ["core-a", "core-b", "core-c", "core-d", "core-e"];
+    std::fs::create_dir_all(root.join("digests")).unwrap();
+    std::fs::write(
+        root.join("digests/core.txt"),
+        names_of
+            .iter()
+            .zip(&d)
+            .map(|(n, d)| format!("{} {n}\n", d.hex()))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let good = |i: usize| signature(&m1, &format!("stagex/{}:1", names_of[i]), &d[i]);
+    let mut forged = good(0);
+    let at = forged.len() - 10;
+    forged[at] ^= 0x55;
+    let (good_a, good_b, good_e) = (good(0), good(1), good(4));
+    let landed_a = good_a.clone();
+    let other_digest = signature(&m1, "stagex/core-a:1", &Digest::of_bytes(b"another"));
+    let unknown = signature(&outsider, "stagex/core-a:1", &d[0]);
+    let hex: Vec<String> = d.iter().map(|d| d.hex().to_string()).collect();
+    let server = Hostile::start(move |path| {
+        let file =
+            |i: usize, n: u32| format!("/stagex/{}@sha256={}/signature-{n}", names_of[i], hex[i]);
+        let sig = |b: &Vec<u8>| Answer::Send(200, "application/octet-stream", b.clone());
+        match path {
+            p if p == file(0, 1) => sig(&good_a),
+            p if p == file(0, 2) => sig(&forged),
+            p if p == file(0, 3) => sig(&other_digest),
+            p if p == file(0, 4) => sig(&unknown),
+            p if p == file(0, 5) => {
+                Answer::Send(200, "application/octet-stream", vec![0x90; 5 << 20])
+            }
+            p if p == file(0, 6) => Answer::Send(200, "text/html", b"<html>gone</html>".to_vec()),
+            p if p == file(1, 1) => sig(&good_b),
+            p if p == file(1, 2) => Answer::Send(500, "text/plain", b"boom".to_vec()),
+            p if p == file(2, 1) => Answer::RedirectLoop,
+            p if p == file(3, 1) => Answer::Stall,
+            p if p == file(4, 1) => sig(&good_e),
+            _ => Answer::Send(404, "text/plain", Vec::new()),
+        }
+    });
+    let mirror = root.join("mirror");
+    let out = stagex(&["--json", "--root"])
+        .arg(root)
+        .args(["sigs", "sync", "--from", &server.url(), "--to"])
+        .arg(&mirror)
+        .arg("--keys")
+        .arg(root.join("keys"))
+        .arg("--digests")
+        .arg(root.join("digests"))
+        .args(["--timeout", "2", "--full"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "errors => exit 1: {}",
+        text(&out)
+    );
+    let report = json(&out);
+
+    // Only the three good signatures landed, each as signature-1.
+    assert_eq!(names(&mirror, "stagex/core-a", &d[0]), ["signature-1"]);
+    assert_eq!(names(&mirror, "stagex/core-b", &d[1]), ["signature-1"]);
+    assert!(names(&mirror, "stagex/core-c", &d[2]).is_empty());
+    assert!(names(&mirror, "stagex/core-d", &d[3]).is_empty());
+    assert_eq!(names(&mirror, "stagex/core-e", &d[4]), ["signature-1"]);
+    assert_eq!(
+        std::fs::read(image_dir(&mirror, "stagex/core-a", &d[0]).join("signature-1")).unwrap(),
+        landed_a
+    );
+    let codes: Vec<(String, String)> = report["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["file"].as_str().unwrap().to_string(),
+                r["code"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (file, code) in [
+        ("signature-2", "bad-signature"),
+        ("signature-3", "digest-mismatch"),
+        ("signature-4", "unknown-key"),
+        ("signature-5", "too-large"),
+        ("signature-6", "soft-404"),
+    ] {
+        assert!(
+            codes.contains(&(file.to_string(), code.to_string())),
+            "{file} {code} not in {codes:?}"
+        );
+    }
+    let errors: Vec<String> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{} {}", e["image"], e["message"]))
+        .collect();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("core-b") && e.contains("HTTP 500")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("core-c") && e.contains("redirect")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("core-d") && e.contains("timed out")),
+        "{errors:?}"
+    );
+    // The 500 was retried (transient), the 404 that ends a list was not.
+    let requests = server.requests();
+    let b2 = format!("/stagex/core-b@sha256={}/signature-2", d[1].hex());
+    assert_eq!(requests.iter().filter(|r| **r == b2).count(), 3);
+}
