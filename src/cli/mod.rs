@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::settings::Settings;
 
 pub mod pallet;
+pub mod policy;
 pub mod sign;
 pub mod trust;
 pub mod verify;
@@ -49,6 +50,8 @@ pub enum Command {
     Image(image::ImageArgs),
     /// Compose pallets and package images into one image.
     Pallet(pallet::PalletArgs),
+    /// Write the containers policy.json and registries.d files that make podman/skopeo verify StageX images.
+    Policy(policy::PolicyArgs),
 }
 
 /// What every command gets: global flags and the loaded settings.
@@ -73,5 +76,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Digests(args) => digests::run(&context, args),
         Command::Image(args) => image::run(&context, args),
         Command::Pallet(args) => pallet::run(&context, args),
+        Command::Policy(args) => policy::run(&context, args),
     }
 }

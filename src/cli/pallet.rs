@@ -96,6 +96,7 @@ fn verify_inputs(ctx: &Context, args: &PalletArgs, composed: &Composed) -> Resul
         keyring,
         threshold,
         lookaside,
+        options,
     } = args.trust.with_keyring(&ctx.settings, keys, keyring)?;
     let resolver = args.trust.resolver(&ctx.settings);
     let mut seen = std::collections::BTreeSet::new();
@@ -115,7 +116,7 @@ fn verify_inputs(ctx: &Context, args: &PalletArgs, composed: &Composed) -> Resul
             targets.extend(found);
         }
     }
-    let images = verify_images(&keyring, &lookaside, &targets, threshold);
+    let images = verify_images(&keyring, &lookaside, &targets, threshold, &options);
     let missed: Vec<String> = images
         .iter()
         .filter(|r| !r.quorum)
