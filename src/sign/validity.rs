@@ -7,6 +7,12 @@
 //! - a SOFT revocation (superseded, retired) invalidates only signatures
 //!   made after it.
 //!
+//! gpg REPLACES a key's self-signature when the key is extended, so an
+//! extended certificate often has no binding as old as the signatures the
+//! key made before. Like gpg, such a key is then judged by its earliest
+//! binding newer than the signature, the expiry still compared with the
+//! signature's time (`binding_time`).
+//!
 //! The verdict carries both dates for the message. Pure (no clock, no I/O):
 //! it never judges the key's state "now".
 use std::time::SystemTime;
@@ -66,19 +72,7 @@ pub fn key_verdict_at(cert: &Cert, key: &Fingerprint, signed: SystemTime) -> Key
             signed,
         };
     }
-    let valid = match cert.with_policy(&policy, signed) {
-        Ok(valid) => valid,
-        Err(e) => return KeyVerdict::Invalid(format!("{e:#}")),
-    };
-    if valid.alive().is_err() {
-        return KeyVerdict::Expired {
-            key: primary,
-            subkey: false,
-            expired: valid.primary_key().key_expiration_time(),
-            signed,
-        };
-    }
-    let Some(ka) = valid.keys().key_handle(key.clone()).next() else {
+    let Some(when) = binding_time(cert, key, signed) else {
         let created = cert
             .keys()
             .key_handle(key.clone())
@@ -91,15 +85,38 @@ pub fn key_verdict_at(cert: &Cert, key: &Fingerprint, signed: SystemTime) -> Key
                 signed,
             },
             _ => KeyVerdict::Invalid(format!(
-                "key {key} has no valid binding to {primary} at the signature's time"
+                "key {key} has no valid binding to {primary} (re-export the certificate with gpg --export)"
             )),
         };
+    };
+    let valid = match cert.with_policy(&policy, when) {
+        Ok(valid) => valid,
+        Err(e) => return KeyVerdict::Invalid(format!("{e:#}")),
+    };
+    let expired = |at: Option<SystemTime>| at.is_some_and(|e| e <= signed);
+    if expired(valid.primary_key().key_expiration_time()) {
+        return KeyVerdict::Expired {
+            key: primary,
+            subkey: false,
+            expired: valid.primary_key().key_expiration_time(),
+            signed,
+        };
+    }
+    let Some(ka) = valid.keys().key_handle(key.clone()).next() else {
+        return KeyVerdict::Invalid(format!("key {key} is not bound to {primary}"));
     };
     let subkey = !ka.primary();
     if let RevocationStatus::Revoked(revocations) = ka.revocation_status() {
         return revoked(key.clone(), subkey, &revocations, signed);
     }
-    if ka.alive().is_err() {
+    if ka.key().creation_time() > signed {
+        return KeyVerdict::NotYetValid {
+            key: key.clone(),
+            created: ka.key().creation_time(),
+            signed,
+        };
+    }
+    if expired(ka.key_expiration_time()) {
         return KeyVerdict::Expired {
             key: key.clone(),
             subkey,
@@ -111,6 +128,32 @@ pub fn key_verdict_at(cert: &Cert, key: &Fingerprint, signed: SystemTime) -> Key
         return KeyVerdict::Invalid(format!("key {key} is not signing-capable"));
     }
     KeyVerdict::Valid
+}
+
+/// When to read `key`'s bindings for a signature made at `signed`: then,
+/// if the key was bound then; else the earliest later self-signature time
+/// at which it is (the key was extended and gpg dropped the older binding).
+fn binding_time(cert: &Cert, key: &Fingerprint, signed: SystemTime) -> Option<SystemTime> {
+    let policy = StandardPolicy::new();
+    let bound_at = |t: SystemTime| {
+        cert.with_policy(&policy, t)
+            .ok()
+            .is_some_and(|v| v.keys().key_handle(key.clone()).next().is_some())
+    };
+    if bound_at(signed) {
+        return Some(signed);
+    }
+    let mut times: Vec<SystemTime> = cert
+        .primary_key()
+        .self_signatures()
+        .chain(cert.userids().flat_map(|u| u.self_signatures()))
+        .chain(cert.keys().subkeys().flat_map(|k| k.self_signatures()))
+        .filter_map(|s| s.signature_creation_time())
+        .filter(|t| *t > signed)
+        .collect();
+    times.sort();
+    times.dedup();
+    times.into_iter().find(|t| bound_at(*t))
 }
 
 /// The verdict for revocation signatures in force at `signed`: hard if

@@ -317,26 +317,27 @@ fn classify(result: Result<GoodChecksum, VerificationError>) -> Result<Good, Rej
         )),
         // sequoia judges the key (at the signature's time) BEFORE the
         // cryptographic check: do the check first, as containers/image
-        // does, so a forgery is never reported as a key problem.
+        // does, so a forgery is never reported as a key problem. Then judge
+        // the key ourselves (`validity`: it also reads extended keys as gpg).
         Err(VerificationError::BadKey { sig, ka, error }) => {
             if let Err(e) = sig.verify_document(ka.key()) {
                 return Err(Rejection::BadSignature(format!("{e}")));
             }
-            Err(key_rejection(
+            judge(
                 ka.cert(),
                 &ka.key().fingerprint(),
                 sig,
                 format!("{error:#}"),
-            ))
+            )
         }
         Err(VerificationError::UnboundKey { sig, cert, error }) => {
-            let key = cert
-                .keys()
-                .key_handles(sig.get_issuers())
-                .next()
-                .map(|k| k.key().fingerprint())
-                .unwrap_or_else(|| cert.fingerprint());
-            Err(key_rejection(cert, &key, sig, format!("{error:#}")))
+            let Some(key) = cert.keys().key_handles(sig.get_issuers()).next() else {
+                return Err(Rejection::BadKey(cert.fingerprint(), format!("{error:#}")));
+            };
+            if let Err(e) = sig.verify_document(key.key()) {
+                return Err(Rejection::BadSignature(format!("{e}")));
+            }
+            judge(cert, &key.key().fingerprint(), sig, format!("{error:#}"))
         }
         Err(VerificationError::BadSignature { error, .. }) => {
             Err(Rejection::BadSignature(format!("{error}")))
@@ -345,18 +346,26 @@ fn classify(result: Result<GoodChecksum, VerificationError>) -> Result<Good, Rej
     }
 }
 
-/// Why sequoia found `key` unusable at the signature's time, with dates.
-fn key_rejection(
+/// A cryptographically good signature that sequoia found unusable at its
+/// time: our verdict (see `validity`), with dates when it is a rejection.
+fn judge(
     cert: &Cert,
     key: &Fingerprint,
     sig: &openpgp::packet::Signature,
     fallback: String,
-) -> Rejection {
+) -> Result<Good, Rejection> {
+    if sig.version() != 4 {
+        return Err(Rejection::NotV4(sig.version()));
+    }
     let signer = cert.fingerprint();
     let Some(signed) = sig.signature_creation_time() else {
-        return Rejection::BadKey(signer, fallback);
+        return Err(Rejection::BadKey(signer, fallback));
     };
-    match key_verdict_at(cert, key, signed) {
+    if sig.signature_alive(None, None).is_err() {
+        return Err(Rejection::BadKey(signer, fallback));
+    }
+    Err(match key_verdict_at(cert, key, signed) {
+        KeyVerdict::Valid => return Ok((signer, key.clone(), Some(signed))),
         KeyVerdict::Expired {
             key,
             subkey,
@@ -405,8 +414,7 @@ fn key_rejection(
             signed,
         },
         KeyVerdict::Invalid(e) => Rejection::BadKey(signer, e),
-        KeyVerdict::Valid => Rejection::BadKey(signer, fallback),
-    }
+    })
 }
 
 /// Checks a blob cryptographically against the keyring; on success returns
