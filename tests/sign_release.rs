@@ -295,3 +295,64 @@ fn identity_rules_match_repo_digest_or_exact_repository_and_remap() {
     assert!(!half.status.success());
     assert!(String::from_utf8_lossy(&half.stderr).contains("--signed-prefix"));
 }
+
+#[test]
+fn a_warm_signature_cache_gives_the_same_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (k1, k2) = (key("cached1"), key("cached2"));
+    write_keys(&root.join("keys"), &[&k1, &k2]);
+    let store = FileLookaside::new(root.join("signatures"));
+    let mut lines = String::new();
+    for i in 0..20 {
+        let name = format!("core-c{i:02}");
+        let digest = Digest::of_bytes(name.as_bytes());
+        let p = payload(&format!("stagex/{name}:1.0"), &digest);
+        store
+            .add(
+                &format!("stagex/{name}"),
+                &digest,
+                &sign_raw(&k1, &p, None, false, false),
+            )
+            .unwrap();
+        lines += &format!("{} {name}\n", digest.hex());
+    }
+    std::fs::write(root.join("d.txt"), lines).unwrap();
+    let cache = root.join("cache/signature-cache");
+    let run = || {
+        let output = peers::tools::stagex()
+            .arg("--root")
+            .arg(root)
+            .args(["--json", "verify", "--threshold", "1", "--digests"])
+            .arg(root.join("d.txt"))
+            .env("STAGEX_SIGNATURE_CACHE", &cache)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        json(&output)["summary"].clone()
+    };
+    let cold = run();
+    let size = std::fs::metadata(&cache).unwrap().len();
+    assert!(size > 0 && size % 32 == 0, "cache file of {size} bytes");
+    assert_eq!(run(), cold);
+    // A forged file next to the cached good ones is still caught.
+    let digest = Digest::of_bytes(b"core-c00");
+    let mut forged = sign_raw(
+        &k2,
+        &payload("stagex/core-c00:1.0", &digest),
+        None,
+        false,
+        false,
+    );
+    let at = forged.windows(6).position(|w| w == b"atomic").unwrap();
+    forged[at] ^= 0x01;
+    store.add("stagex/core-c00", &digest, &forged).unwrap();
+    assert_eq!(
+        run()["invalid_by_reason"],
+        serde_json::json!({"bad-signature": 1})
+    );
+}

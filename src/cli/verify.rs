@@ -12,6 +12,7 @@ use clap::Args;
 
 use super::trust::TrustArgs;
 use super::Context;
+use crate::sign::cache as signature_cache;
 use crate::sign::check::{summarize, verify_images, ImageReport, Summary};
 use crate::sign::release::ReleaseDigests;
 
@@ -41,6 +42,12 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
             .resolver(&ctx.settings)
             .resolve_all(&args.images)?
     };
+    let cache = signature_cache::default_path();
+    if let Some(path) = &cache {
+        if let Err(e) = signature_cache::load(path) {
+            eprintln!("stagex: warning: {e:#} (verifying without the cache)");
+        }
+    }
     let reports = verify_images(
         &trust.keyring,
         &trust.lookaside,
@@ -48,6 +55,11 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
         trust.threshold,
         &trust.options,
     );
+    if let Some(path) = &cache {
+        if let Err(e) = signature_cache::save(path) {
+            eprintln!("stagex: warning: {e:#} (the signature cache was not updated)");
+        }
+    }
     let missing = reports.iter().filter(|r| !r.quorum).count();
     let summary = summarize(&reports);
     match (ctx.json, release) {

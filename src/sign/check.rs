@@ -72,11 +72,15 @@ pub fn verify_images(
         .iter()
         .map(|t| (t.repository_path.as_str(), &t.digest))
         .collect();
-    let fetched: Vec<Result<SignatureSet, String>> = lookaside
-        .read_many(&images)
-        .into_iter()
-        .map(|r| r.map_err(|e| format!("{e:#}")))
-        .collect();
+    // A local tree is read on every core too (a release is thousands of
+    // small files); http keeps its own bounded concurrency.
+    let fetched: Vec<Result<SignatureSet, String>> = match lookaside {
+        Lookaside::File(store) => parallel_map(&images, |(path, digest)| store.read(path, digest)),
+        _ => lookaside.read_many(&images),
+    }
+    .into_iter()
+    .map(|r| r.map_err(|e| format!("{e:#}")))
+    .collect();
     // One job per signature file; results land back by index.
     let jobs: Vec<(usize, &SignatureFile)> = fetched
         .iter()

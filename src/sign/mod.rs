@@ -5,6 +5,7 @@
 //! quorum, the release digests gate, the containers-policy files, and the
 //! sign/verify flows over a lookaside store.
 pub mod apply;
+pub mod cache;
 pub mod check;
 pub mod identity;
 pub mod image;

@@ -18,7 +18,7 @@ use openpgp::parse::stream::{
     VerifierBuilder,
 };
 use openpgp::parse::Parse;
-use openpgp::policy::StandardPolicy;
+use openpgp::policy::{Policy, StandardPolicy};
 use openpgp::{Cert, Fingerprint, KeyHandle, Packet, PacketPile};
 
 use super::identity::IdentityRule;
@@ -363,6 +363,10 @@ fn judge(
     };
     if sig.signature_alive(None, None).is_err() {
         return Err(Rejection::BadKey(signer, fallback));
+    }
+    // The check sequoia makes after a good checksum (e.g. no SHA-1).
+    if let Err(e) = StandardPolicy::new().signature(sig, Default::default()) {
+        return Err(Rejection::BadSignature(format!("{e:#}")));
     }
     Err(match key_verdict_at(cert, key, signed) {
         KeyVerdict::Valid => return Ok((signer, key.clone(), Some(signed))),
