@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::settings::Settings;
 
 pub mod pallet;
+pub mod policy;
 pub mod progress;
 pub mod sign;
 pub mod sigs;
@@ -53,6 +54,8 @@ pub enum Command {
     Pallet(pallet::PalletArgs),
     /// Sync signatures between lookasides (verified) and audit a lookaside.
     Sigs(sigs::SigsArgs),
+    /// Write the containers policy.json and registries.d files that make podman/skopeo verify StageX images.
+    Policy(policy::PolicyArgs),
 }
 
 /// What every command gets: global flags and the loaded settings.
@@ -78,5 +81,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Image(args) => image::run(&context, args),
         Command::Pallet(args) => pallet::run(&context, args),
         Command::Sigs(args) => sigs::run(&context, args),
+        Command::Policy(args) => policy::run(&context, args),
     }
 }
