@@ -62,7 +62,7 @@ fn build(root: &Path, builder: &str) -> Value {
 }
 
 fn digests(report: &Value) -> Vec<(String, String)> {
-    let mut all: Vec<(String, String)> = report
+    let mut all: Vec<(String, String)> = report["built"]
         .as_array()
         .unwrap()
         .iter()
@@ -270,7 +270,7 @@ fn subpackages_are_two_images_from_one_containerfile() {
         .stdout,
     )
     .unwrap();
-    let built: Vec<&str> = report
+    let built: Vec<&str> = report["built"]
         .as_array()
         .unwrap()
         .iter()

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::settings::Settings;
 
 pub mod pallet;
+pub mod preseed;
 pub mod progress;
 pub mod sign;
 pub mod trust;
@@ -50,6 +51,8 @@ pub enum Command {
     Image(image::ImageArgs),
     /// Compose pallets and package images into one image.
     Pallet(pallet::PalletArgs),
+    /// Pull every image digests/*.txt lists, by digest, into out/.
+    Preseed(preseed::PreseedArgs),
 }
 
 /// What every command gets: global flags and the loaded settings.
@@ -74,5 +77,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Digests(args) => digests::run(&context, args),
         Command::Image(args) => image::run(&context, args),
         Command::Pallet(args) => pallet::run(&context, args),
+        Command::Preseed(args) => preseed::run(&context, args),
     }
 }

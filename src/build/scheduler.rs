@@ -1,0 +1,419 @@
+//! Owns: running a build plan like `make -j N`: which packages to build
+//! (up-to-date ones are skipped), starting a package as soon as its
+//! dependencies are built, at most N at once, one subpackage family at a
+//! time, each build's log in `out/<id>.log` (a file beside the layout, so
+//! neither the OCI layout nor the digests change), stopping new work after
+//! the first failure unless `keep_going`, and the final report (built, up
+//! to date, failed with log, skipped because of which failure, not
+//! started). Progress is reported as events (one task per running build
+//! plus one overall task counting packages); it never draws.
+//!
+//! Subpackage families (one Containerfile, `--target package-<sub>`) are
+//! built one member after the other, never two at once: each build uses
+//! its own private container storage (`build::containerfile`), so the
+//! family lock keeps the machine from running the shared `build` stage
+//! twice in parallel; it does not share the builder's cache between
+//! members.
+//!
+//! Must not know how a package is built (that is `package_build`) nor read
+//! `out/` layouts itself (`OutDir`, `build::inputs`).
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use anyhow::Result;
+
+use super::inputs;
+use super::package_build::{build_one, record_inputs, BuildOptions, BuildReport};
+use super::plan::{self, PlanEntry, PlanOptions};
+use crate::image::OutDir;
+use crate::oci::layout::write_atomic;
+use crate::package::PackageTree;
+use crate::progress::{Progress, Task};
+
+/// How to run the plan.
+#[derive(Clone, Copy, Debug)]
+pub struct ScheduleOptions {
+    /// Builds at once (at least 1).
+    pub jobs: usize,
+    /// Keep starting independent packages after a failure.
+    pub keep_going: bool,
+    /// Build only the named packages: their dependencies are in `out/`
+    /// already (`--deps-from` pulled them), never built here.
+    pub only_named: bool,
+}
+
+/// What happened to one package of the plan.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Built now. `started`/`finished` are positions on one counter shared
+    /// by every start and finish of the run (a dependency's `finished` is
+    /// always below its dependant's `started`).
+    Built {
+        report: Box<BuildReport>,
+        started: usize,
+        finished: usize,
+    },
+    /// `out/` already holds it (same inputs, or a dependency that was not
+    /// asked for and is present).
+    UpToDate,
+    /// The build failed; the error is in the log too.
+    Failed {
+        error: String,
+        started: usize,
+        finished: usize,
+    },
+    /// Not built because these failed packages are among its dependencies.
+    Skipped { because: Vec<String> },
+    /// Not started: the run stopped after a failure (no `--keep-going`).
+    NotStarted,
+}
+
+/// One package of the plan and its outcome.
+#[derive(Debug)]
+pub struct Scheduled {
+    pub id: String,
+    /// Where its build log is (written only when it was built or failed).
+    pub log: PathBuf,
+    pub outcome: Outcome,
+}
+
+/// Every package of the plan, in plan order.
+#[derive(Debug, Default)]
+pub struct ScheduleReport {
+    pub packages: Vec<Scheduled>,
+}
+
+impl ScheduleReport {
+    /// True when nothing failed, was skipped or left out.
+    pub fn success(&self) -> bool {
+        self.packages
+            .iter()
+            .all(|p| matches!(p.outcome, Outcome::Built { .. } | Outcome::UpToDate))
+    }
+}
+
+/// The build log of `id`: `out/<id>.log`.
+pub fn log_path(out_root: &Path, id: &str) -> PathBuf {
+    out_root.join(format!("{id}.log"))
+}
+
+/// Builds `names` (every package when empty) and what they need that is
+/// not up to date, `schedule.jobs` at a time.
+pub fn run(
+    tree: &PackageTree,
+    names: &[String],
+    options: &BuildOptions,
+    schedule: &ScheduleOptions,
+    progress: &dyn Progress,
+) -> Result<ScheduleReport> {
+    let plan = plan_for(tree, names, options, schedule.only_named)?;
+    let requested: BTreeSet<String> = names
+        .iter()
+        .map(|n| tree.get(n).map(|p| p.id.clone()))
+        .collect::<Result<_>>()?;
+    let skip = to_skip(&plan, &requested, options);
+    let origins = plan
+        .iter()
+        .map(|e| Ok(tree.get(&e.name)?.origin_id().to_string()))
+        .collect::<Result<Vec<_>>>()?;
+    let outcomes = execute(
+        &Graph::new(&plan, &origins, &skip),
+        schedule,
+        progress,
+        |id| build_and_record(tree, id, options),
+        |id, text| write_log(&options.out_root, id, text),
+    );
+    Ok(ScheduleReport {
+        packages: plan
+            .iter()
+            .zip(outcomes)
+            .map(|(e, outcome)| Scheduled {
+                id: e.name.clone(),
+                log: log_path(&options.out_root, &e.name),
+                outcome,
+            })
+            .collect(),
+    })
+}
+
+/// The plan with `up_to_date` filled in.
+fn plan_for(
+    tree: &PackageTree,
+    names: &[String],
+    options: &BuildOptions,
+    only_named: bool,
+) -> Result<Vec<PlanEntry>> {
+    let plan_options = PlanOptions {
+        platforms: options.platforms.clone(),
+        epoch: options.layer.mtime,
+        root: PathBuf::new(),
+    };
+    let mut plan = plan::plan(tree, names, &plan_options)?;
+    if only_named && !names.is_empty() {
+        let named: BTreeSet<&str> = names
+            .iter()
+            .map(|n| tree.get(n).map(|p| p.id.as_str()))
+            .collect::<Result<_>>()?;
+        plan.retain(|e| named.contains(e.name.as_str()));
+    }
+    inputs::mark_up_to_date(&mut plan, tree, &options.out_root)?;
+    Ok(plan)
+}
+
+/// Which entries are not built: up-to-date ones, and dependencies nobody
+/// asked for that are already in `out/` (preseeded, pulled), unless
+/// `rebuild_deps`.
+fn to_skip(plan: &[PlanEntry], requested: &BTreeSet<String>, options: &BuildOptions) -> Vec<bool> {
+    let out = OutDir::open(&options.out_root);
+    plan.iter()
+        .map(|e| {
+            let explicit = requested.is_empty() || requested.contains(&e.name);
+            if explicit {
+                e.up_to_date
+            } else {
+                !options.rebuild_deps && (e.up_to_date || out.is_built(&e.name))
+            }
+        })
+        .collect()
+}
+
+fn build_and_record(tree: &PackageTree, id: &str, options: &BuildOptions) -> Result<BuildReport> {
+    let package = tree.get(id)?;
+    let report = build_one(tree, package, options)?;
+    record_inputs(package, options)?;
+    Ok(report)
+}
+
+/// The log text of a finished build.
+fn log_text(id: &str, result: &Result<BuildReport>) -> String {
+    match result {
+        Ok(report) => {
+            let mut text = format!(
+                "stagex build {id}: built with {} into {}\n",
+                report.backend,
+                report.output.dir.display()
+            );
+            for m in &report.output.manifests {
+                let platform = m.platform.as_ref().map(|p| p.to_string());
+                text.push_str(&format!(
+                    "manifest {} {}\n",
+                    platform.unwrap_or_default(),
+                    m.digest
+                ));
+            }
+            text
+        }
+        Err(e) => format!("stagex build {id}: FAILED\n{e:#}\n"),
+    }
+}
+
+fn write_log(out_root: &Path, id: &str, text: &str) -> Result<()> {
+    std::fs::create_dir_all(out_root)?;
+    write_atomic(&log_path(out_root, id), text.as_bytes())
+}
+
+/// The plan as the scheduler sees it: dependencies as positions, the
+/// family of each entry, and what needs no build.
+struct Graph {
+    ids: Vec<String>,
+    deps: Vec<Vec<usize>>,
+    families: Vec<String>,
+    skip: Vec<bool>,
+}
+
+impl Graph {
+    fn new(plan: &[PlanEntry], origins: &[String], skip: &[bool]) -> Graph {
+        let at: HashMap<&str, usize> = plan
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.as_str(), i))
+            .collect();
+        Graph {
+            ids: plan.iter().map(|e| e.name.clone()).collect(),
+            // A dependency outside the plan is not ours to wait for.
+            deps: plan
+                .iter()
+                .map(|e| {
+                    e.deps
+                        .iter()
+                        .filter_map(|d| at.get(d.as_str()).copied())
+                        .collect()
+                })
+                .collect(),
+            families: origins.to_vec(),
+            skip: skip.to_vec(),
+        }
+    }
+}
+
+/// Where each entry stands while the plan runs.
+enum State {
+    Waiting,
+    Running,
+    Done(Outcome),
+}
+
+/// A finished build, sent back by its worker.
+struct Finished {
+    at: usize,
+    result: Result<BuildReport>,
+    started: usize,
+    finished: usize,
+}
+
+/// Runs the graph: pure scheduling around `build` (one package) and `log`
+/// (its log), so the order rules are testable without building anything.
+fn execute<B, L>(
+    graph: &Graph,
+    schedule: &ScheduleOptions,
+    progress: &dyn Progress,
+    build: B,
+    log: L,
+) -> Vec<Outcome>
+where
+    B: Fn(&str) -> Result<BuildReport> + Sync,
+    L: Fn(&str, &str) -> Result<()> + Sync,
+{
+    let mut states: Vec<State> = graph
+        .skip
+        .iter()
+        .map(|&s| {
+            if s {
+                State::Done(Outcome::UpToDate)
+            } else {
+                State::Waiting
+            }
+        })
+        .collect();
+    let to_build = states
+        .iter()
+        .filter(|s| matches!(s, State::Waiting))
+        .count();
+    let overall = Task::start(
+        progress,
+        "build:overall",
+        &format!("build {to_build} packages"),
+        Some(to_build as u64),
+    );
+    let counter = AtomicUsize::new(0);
+    let jobs = schedule.jobs.max(1);
+    let (tx, rx) = mpsc::channel::<Finished>();
+    std::thread::scope(|scope| {
+        let mut running = 0;
+        let mut stopped = false;
+        loop {
+            skip_dependants(graph, &mut states);
+            if !stopped {
+                while running < jobs {
+                    let Some(at) = next_ready(graph, &states) else {
+                        break;
+                    };
+                    states[at] = State::Running;
+                    running += 1;
+                    let (tx, build, log, counter) = (tx.clone(), &build, &log, &counter);
+                    let id = graph.ids[at].as_str();
+                    scope.spawn(move || {
+                        let task = Task::start(
+                            progress,
+                            &format!("build:{id}"),
+                            &format!("build {id}"),
+                            None,
+                        );
+                        let started = counter.fetch_add(1, Ordering::SeqCst);
+                        let mut result = build(id);
+                        if let Err(e) = log(id, &log_text(id, &result)) {
+                            result = result
+                                .and(Err(e.context(format!("writing the build log of {id}"))));
+                        }
+                        let finished = counter.fetch_add(1, Ordering::SeqCst);
+                        drop(task);
+                        // The receiver outlives every worker (same scope).
+                        let _ = tx.send(Finished {
+                            at,
+                            result,
+                            started,
+                            finished,
+                        });
+                    });
+                }
+            }
+            if running == 0 {
+                break;
+            }
+            let done = rx.recv().expect("a running worker always reports");
+            running -= 1;
+            overall.advance(1);
+            states[done.at] = State::Done(match done.result {
+                Ok(report) => Outcome::Built {
+                    report: Box::new(report),
+                    started: done.started,
+                    finished: done.finished,
+                },
+                Err(e) => {
+                    stopped |= !schedule.keep_going;
+                    Outcome::Failed {
+                        error: format!("{e:#}"),
+                        started: done.started,
+                        finished: done.finished,
+                    }
+                }
+            });
+        }
+    });
+    states
+        .into_iter()
+        .map(|s| match s {
+            State::Done(outcome) => outcome,
+            State::Waiting | State::Running => Outcome::NotStarted,
+        })
+        .collect()
+}
+
+/// Marks every waiting entry with a failed or skipped dependency as
+/// skipped, naming the failures behind it (plan order: dependencies come
+/// first, so one pass reaches every dependant).
+fn skip_dependants(graph: &Graph, states: &mut [State]) {
+    for at in 0..states.len() {
+        if !matches!(states[at], State::Waiting) {
+            continue;
+        }
+        let mut because = BTreeSet::new();
+        for &dep in &graph.deps[at] {
+            match &states[dep] {
+                State::Done(Outcome::Failed { .. }) => {
+                    because.insert(graph.ids[dep].clone());
+                }
+                State::Done(Outcome::Skipped { because: b }) => because.extend(b.iter().cloned()),
+                _ => {}
+            }
+        }
+        if !because.is_empty() {
+            states[at] = State::Done(Outcome::Skipped {
+                because: because.into_iter().collect(),
+            });
+        }
+    }
+}
+
+/// The first waiting entry (plan order) whose dependencies are all built
+/// or up to date and whose family has no build running.
+fn next_ready(graph: &Graph, states: &[State]) -> Option<usize> {
+    let busy: BTreeSet<&str> = states
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(s, State::Running))
+        .map(|(i, _)| graph.families[i].as_str())
+        .collect();
+    (0..states.len()).find(|&at| {
+        matches!(states[at], State::Waiting)
+            && !busy.contains(graph.families[at].as_str())
+            && graph.deps[at].iter().all(|&d| {
+                matches!(
+                    states[d],
+                    State::Done(Outcome::Built { .. } | Outcome::UpToDate)
+                )
+            })
+    })
+}
