@@ -417,3 +417,81 @@ fn next_ready(graph: &Graph, states: &[State]) -> Option<usize> {
             })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+    use std::time::{Duration, Instant};
+
+    fn graph(families: &[&str], deps: Vec<Vec<usize>>) -> Graph {
+        Graph {
+            ids: (0..families.len()).map(|i| format!("core-{i}")).collect(),
+            deps,
+            families: families.iter().map(|f| f.to_string()).collect(),
+            skip: vec![false; families.len()],
+        }
+    }
+
+    /// Runs `g` with builds that fail after giving another build a bounded
+    /// chance to start alongside; returns the outcomes and the most builds
+    /// seen running at once.
+    fn run_counting(g: &Graph, jobs: usize, keep_going: bool) -> (Vec<Outcome>, usize) {
+        let in_flight = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let schedule = ScheduleOptions {
+            jobs,
+            keep_going,
+            only_named: false,
+        };
+        let outcomes = execute(
+            g,
+            &schedule,
+            &NoProgress,
+            |id| {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                let deadline = Instant::now() + Duration::from_millis(200);
+                while in_flight.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+                    std::thread::yield_now();
+                }
+                most.fetch_max(in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                anyhow::bail!("{id} fails")
+            },
+            |_, _| Ok(()),
+        );
+        (outcomes, most.load(Ordering::SeqCst))
+    }
+
+    #[test]
+    fn one_family_member_at_a_time_other_families_in_parallel() {
+        // Three subpackages of one origin, nothing between them.
+        let g = graph(&["core-llvm"; 3], vec![vec![], vec![], vec![]]);
+        let (outcomes, most) = run_counting(&g, 3, true);
+        assert_eq!(most, 1, "two members of one family ran at once");
+        assert!(outcomes.iter().all(|o| matches!(o, Outcome::Failed { .. })));
+        // Two families: -j 2 does run them together.
+        let g = graph(&["core-llvm", "core-gcc"], vec![vec![], vec![]]);
+        let (_, most) = run_counting(&g, 2, true);
+        assert_eq!(most, 2);
+    }
+
+    #[test]
+    fn dependants_of_a_failure_are_skipped_naming_it() {
+        // 0 fails; 1 needs 0; 2 needs 1; 3 is independent.
+        let g = graph(
+            &["a", "b", "c", "d"],
+            vec![vec![], vec![0], vec![1], vec![]],
+        );
+        let (outcomes, _) = run_counting(&g, 1, false);
+        assert!(matches!(outcomes[0], Outcome::Failed { .. }));
+        for at in [1, 2] {
+            match &outcomes[at] {
+                Outcome::Skipped { because } => assert_eq!(because, &["core-0"]),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(outcomes[3], Outcome::NotStarted), "{outcomes:?}");
+    }
+}
