@@ -189,6 +189,7 @@ fn preseed_pulls_the_release_then_check_is_green_and_a_tampered_layout_mismatche
     let fixed = cmd(me.path(), &store, &["--json", "preseed", "--source", &ns]);
     assert!(fixed.status.success(), "{fixed:?}");
     assert!(statuses(&json(&fixed)).contains(&("core-b".to_string(), "pulled".to_string())));
+    assert_eq!(blob_gets(&registry), before, "repaired from the store");
     tools::copy_dir(&me.path().join("out/core-f"), &me.path().join("out/user-x"));
     let check = cmd(me.path(), &store, &["--json", "digests", "--check"]);
     assert!(check.status.success(), "{check:?}");
