@@ -98,7 +98,7 @@ fn buildah_builds_are_reproducible_and_run_under_podman() {
         ["core-bbox", "core-hello", "core-layered"],
         "dependency built first, in the report"
     );
-    assert_eq!(first[0]["package"], "core-bbox");
+    assert_eq!(first["built"][0]["package"], "core-bbox");
     assert_eq!(d1, digests(&second), "builds from different mtimes differ");
 
     // core-layered is FROM stagex/core-bbox: its first layer is bbox's, reused.

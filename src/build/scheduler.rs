@@ -322,7 +322,11 @@ where
                             None,
                         );
                         let started = counter.fetch_add(1, Ordering::SeqCst);
-                        let mut result = build(id);
+                        // A panicking build is a failed build, never a
+                        // scheduler waiting forever for its report.
+                        let mut result =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(id)))
+                                .unwrap_or_else(|_| Err(anyhow::anyhow!("building {id} panicked")));
                         if let Err(e) = log(id, &log_text(id, &result)) {
                             result = result
                                 .and(Err(e.context(format!("writing the build log of {id}"))));
@@ -475,6 +479,28 @@ mod tests {
         let g = graph(&["core-llvm", "core-gcc"], vec![vec![], vec![]]);
         let (_, most) = run_counting(&g, 2, true);
         assert_eq!(most, 2);
+    }
+
+    #[test]
+    fn a_panicking_build_is_a_failure_not_a_hang() {
+        let g = graph(&["a", "b"], vec![vec![], vec![0]]);
+        let schedule = ScheduleOptions {
+            jobs: 2,
+            keep_going: false,
+            only_named: false,
+        };
+        let outcomes = execute(
+            &g,
+            &schedule,
+            &NoProgress,
+            |_| panic!("builder bug"),
+            |_, _| Ok(()),
+        );
+        match &outcomes[0] {
+            Outcome::Failed { error, .. } => assert!(error.contains("panicked"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(outcomes[1], Outcome::Skipped { .. }));
     }
 
     #[test]

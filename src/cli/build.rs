@@ -101,6 +101,15 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
         only_named: args.deps_from.is_some(),
     };
     let report = scheduler::run(&tree, &args.packages, &options, &schedule, &*progress)?;
+    for p in &report.packages {
+        if let Outcome::Failed { error, .. } = &p.outcome {
+            eprintln!(
+                "stagex: building {} failed (log: {}): {error}",
+                p.id,
+                p.log.display()
+            );
+        }
+    }
     if ctx.json {
         println!("{}", serde_json::to_string(&report_json(&report))?);
     } else {
