@@ -195,3 +195,119 @@ fn a_failure_stops_its_dependants_and_names_its_log() {
         "{text}"
     );
 }
+
+/// The text of `path` in the top layer of `out/<id>` (a gzip tar).
+fn layer_file(out: &Path, id: &str, path: &str) -> String {
+    let layout = out.join(id);
+    let blob = |d: &str| std::fs::read(layout.join("blobs/sha256").join(&d[7..])).unwrap();
+    let json = |d: &str| -> Value { serde_json::from_slice(&blob(d)).unwrap() };
+    let top: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let index = json(top["manifests"][0]["digest"].as_str().unwrap());
+    let manifest = json(index["manifests"][0]["digest"].as_str().unwrap());
+    let layers = manifest["layers"].as_array().unwrap();
+    let gz = blob(layers.last().unwrap()["digest"].as_str().unwrap());
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&gz[..]));
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some(path) {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            return text;
+        }
+    }
+    panic!("{path} not in {id}");
+}
+
+/// A family whose `build` stage writes random bytes: its two subpackages
+/// hold the SAME bytes only if the stage ran once (taken from the cache
+/// for the second member).
+#[test]
+fn a_subpackage_family_builds_its_shared_stage_once() {
+    let Some(found) = peers::tools::require(&["buildah", "runc", "busybox"]) else {
+        return;
+    };
+    let busybox = found[2].canonicalize().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let packages = root.path().join("packages/core");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/packages/buildah/core/bbox");
+    peers::tools::copy_dir(&fixture, &packages.join("bbox"));
+    let hash = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&busybox).unwrap()))
+    };
+    std::fs::write(
+        packages.join("bbox/package.toml"),
+        format!(
+            "[package]\nname = \"bbox\"\nversion = \"1.0\"\n\n[sources.busybox]\nhash = \"{hash}\"\nversion = \"1.0\"\nmirrors = [\"file://{}\"]\n",
+            busybox.display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(packages.join("fam")).unwrap();
+    std::fs::write(
+        packages.join("fam/package.toml"),
+        "[package]\nname = \"fam\"\nversion = \"1.0\"\nsubpackages = [\"fam-a\", \"fam-b\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        packages.join("fam/Containerfile"),
+        "FROM stagex/core-bbox AS build\n\
+         RUN [\"/usr/bin/busybox\", \"sh\", \"-c\", \"/usr/bin/busybox mkdir -p /out && /usr/bin/busybox head -c 16 /dev/urandom | /usr/bin/busybox od -An -tx1 > /out/rand\"]\n\n\
+         FROM scratch AS package-fam-a\nCOPY --from=build /out/rand /a\n\n\
+         FROM scratch AS package-fam-b\nCOPY --from=build /out/rand /b\n",
+    )
+    .unwrap();
+    peers::tools::run_ok(
+        stagex()
+            .arg("--root")
+            .arg(root.path())
+            .args(["fetch", "core-bbox"]),
+    );
+    let (ok, report) = {
+        let out = stagex()
+            .arg("--json")
+            .arg("--root")
+            .arg(root.path())
+            .args([
+                "build",
+                "--builder",
+                "buildah",
+                "-j",
+                "2",
+                "core-fam-a",
+                "core-fam-b",
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            serde_json::from_slice::<Value>(&out.stdout)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr))),
+        )
+    };
+    assert!(ok, "{report}");
+    let out = root.path().join("out");
+    let a = layer_file(&out, "core-fam-a", "a");
+    let b = layer_file(&out, "core-fam-b", "b");
+    assert!(a.trim().len() >= 32, "{a:?}");
+    assert_eq!(a, b, "the build stage ran twice");
+    // The run's family storage is gone; out/ holds layouts and logs only.
+    let mut left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "core-bbox",
+            "core-bbox.log",
+            "core-fam-a",
+            "core-fam-a.log",
+            "core-fam-b",
+            "core-fam-b.log"
+        ]
+    );
+}

@@ -37,6 +37,9 @@ pub struct BuildOptions {
     pub layer: LayerOptions,
     /// Rebuild dependencies that are already in `out/`.
     pub rebuild_deps: bool,
+    /// Where subpackage families keep one builder storage each for the
+    /// run (set by the scheduler; `None`: every build has its own).
+    pub family_cache: Option<PathBuf>,
 }
 
 /// One package built.

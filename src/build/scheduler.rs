@@ -9,11 +9,11 @@
 //! plus one overall task counting packages); it never draws.
 //!
 //! Subpackage families (one Containerfile, `--target package-<sub>`) are
-//! built one member after the other, never two at once: each build uses
-//! its own private container storage (`build::containerfile`), so the
-//! family lock keeps the machine from running the shared `build` stage
-//! twice in parallel; it does not share the builder's cache between
-//! members.
+//! built one member after the other, never two at once, in ONE builder
+//! storage per family and platform for the run (`BuildOptions::
+//! family_cache`, a temp directory in `out/`, removed when the family is
+//! done): buildah/podman run with `--layers` there, so the shared `build`
+//! stage is built once and the other members take it from the cache.
 //!
 //! Must not know how a package is built (that is `package_build`) nor read
 //! `out/` layouts itself (`OutDir`, `build::inputs`).
@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use super::inputs;
 use super::package_build::{build_one, record_inputs, BuildOptions, BuildReport};
@@ -118,12 +118,18 @@ pub fn run(
         .iter()
         .map(|e| Ok(tree.get(&e.name)?.origin_id().to_string()))
         .collect::<Result<Vec<_>>>()?;
+    let cache = family_cache(tree, &plan, &skip, &options.out_root)?;
+    let options = &BuildOptions {
+        family_cache: cache.as_ref().map(|c| c.path().to_path_buf()),
+        ..options.clone()
+    };
     let outcomes = execute(
         &Graph::new(&plan, &origins, &skip),
         schedule,
         progress,
         |id| build_and_record(tree, id, options),
         |id, text| write_log(&options.out_root, id, text),
+        |family| release_family(options, family),
     );
     Ok(ScheduleReport {
         packages: plan
@@ -177,6 +183,46 @@ fn to_skip(plan: &[PlanEntry], requested: &BTreeSet<String>, options: &BuildOpti
             }
         })
         .collect()
+}
+
+/// A directory for the run's family storages (removed when the run ends),
+/// when a subpackage is to be built.
+fn family_cache(
+    tree: &PackageTree,
+    plan: &[PlanEntry],
+    skip: &[bool],
+    out_root: &Path,
+) -> Result<Option<tempfile::TempDir>> {
+    let any = plan
+        .iter()
+        .zip(skip)
+        .any(|(e, &skip)| !skip && tree.get(&e.name).is_ok_and(|p| p.target.is_some()));
+    if !any {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(out_root)?;
+    let dir = tempfile::Builder::new()
+        .prefix(".stagex-families.")
+        .tempdir_in(out_root)
+        .with_context(|| format!("creating a build cache in {}", out_root.display()))?;
+    Ok(Some(dir))
+}
+
+/// Frees a family's storages once its last member is done (best effort:
+/// the run's cache directory goes at the end anyway).
+fn release_family(options: &BuildOptions, family: &str) {
+    let Some(cache) = &options.family_cache else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(cache) else {
+        return;
+    };
+    let prefix = format!("{family}-");
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn build_and_record(tree: &PackageTree, id: &str, options: &BuildOptions) -> Result<BuildReport> {
@@ -265,16 +311,18 @@ struct Finished {
 
 /// Runs the graph: pure scheduling around `build` (one package) and `log`
 /// (its log), so the order rules are testable without building anything.
-fn execute<B, L>(
+fn execute<B, L, F>(
     graph: &Graph,
     schedule: &ScheduleOptions,
     progress: &dyn Progress,
     build: B,
     log: L,
+    family_done: F,
 ) -> Vec<Outcome>
 where
     B: Fn(&str) -> Result<BuildReport> + Sync,
     L: Fn(&str, &str) -> Result<()> + Sync,
+    F: Fn(&str),
 {
     let mut states: Vec<State> = graph
         .skip
@@ -349,6 +397,17 @@ where
             let done = rx.recv().expect("a running worker always reports");
             running -= 1;
             overall.advance(1);
+            let family = graph.families[done.at].as_str();
+            let family_left = |states: &[State]| {
+                (0..states.len()).any(|i| {
+                    i != done.at
+                        && graph.families[i] == family
+                        && matches!(states[i], State::Waiting | State::Running)
+                })
+            };
+            if !family_left(&states) {
+                family_done(family);
+            }
             states[done.at] = State::Done(match done.result {
                 Ok(report) => Outcome::Built {
                     report: Box::new(report),
@@ -464,6 +523,7 @@ mod tests {
                 anyhow::bail!("{id} fails")
             },
             |_, _| Ok(()),
+            |_| {},
         );
         (outcomes, most.load(Ordering::SeqCst))
     }
@@ -495,6 +555,7 @@ mod tests {
             &NoProgress,
             |_| panic!("builder bug"),
             |_, _| Ok(()),
+            |_| {},
         );
         match &outcomes[0] {
             Outcome::Failed { error, .. } => assert!(error.contains("panicked"), "{error}"),

@@ -75,6 +75,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
         builder: args.builder,
         layer: LayerOptions::from_env()?,
         rebuild_deps: args.rebuild_deps,
+        family_cache: None,
     };
     if args.dry_run {
         return dry_run(ctx, &tree, &args.packages, &options);
