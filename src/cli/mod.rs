@@ -14,6 +14,7 @@ use crate::settings::Settings;
 
 pub mod pallet;
 pub mod policy;
+pub mod preseed;
 pub mod progress;
 pub mod sign;
 pub mod sigs;
@@ -56,6 +57,8 @@ pub enum Command {
     Sigs(sigs::SigsArgs),
     /// Write the containers policy.json and registries.d files that make podman/skopeo verify StageX images.
     Policy(policy::PolicyArgs),
+    /// Pull every image digests/*.txt lists, by digest, into out/.
+    Preseed(preseed::PreseedArgs),
 }
 
 /// What every command gets: global flags and the loaded settings.
@@ -82,5 +85,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pallet(args) => pallet::run(&context, args),
         Command::Sigs(args) => sigs::run(&context, args),
         Command::Policy(args) => policy::run(&context, args),
+        Command::Preseed(args) => preseed::run(&context, args),
     }
 }
