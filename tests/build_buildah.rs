@@ -62,7 +62,7 @@ fn build(root: &Path, builder: &str) -> Value {
 }
 
 fn digests(report: &Value) -> Vec<(String, String)> {
-    let mut all: Vec<(String, String)> = report
+    let mut all: Vec<(String, String)> = report["built"]
         .as_array()
         .unwrap()
         .iter()
@@ -98,7 +98,7 @@ fn buildah_builds_are_reproducible_and_run_under_podman() {
         ["core-bbox", "core-hello", "core-layered"],
         "dependency built first, in the report"
     );
-    assert_eq!(first[0]["package"], "core-bbox");
+    assert_eq!(first["built"][0]["package"], "core-bbox");
     assert_eq!(d1, digests(&second), "builds from different mtimes differ");
 
     // core-layered is FROM stagex/core-bbox: its first layer is bbox's, reused.
@@ -270,7 +270,7 @@ fn subpackages_are_two_images_from_one_containerfile() {
         .stdout,
     )
     .unwrap();
-    let built: Vec<&str> = report
+    let built: Vec<&str> = report["built"]
         .as_array()
         .unwrap()
         .iter()

@@ -110,7 +110,7 @@ fn no_argument_builds_everything_dependencies_first() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let order: Vec<&str> = report
+    let order: Vec<&str> = report["built"]
         .as_array()
         .unwrap()
         .iter()

@@ -39,7 +39,7 @@ fn build(root: &Path, packages: &Path, out: &Path, umask: &str, tz: &str, names:
 }
 
 fn manifest_digest(report: &Value, id: &str) -> String {
-    report
+    report["built"]
         .as_array()
         .unwrap()
         .iter()
@@ -275,7 +275,7 @@ fn a_native_package_on_a_base_builds_the_base_first_and_keeps_its_layer() {
         "UTC",
         &["user-motd"],
     );
-    let built: Vec<&str> = report
+    let built: Vec<&str> = report["built"]
         .as_array()
         .unwrap()
         .iter()

@@ -187,6 +187,7 @@ fn skopeo_accepts_our_signature_served_by_nginx_over_http_and_https() {
         root,
         &[
             "sign",
+            "--unreleased",
             "--key",
             secret.to_str().unwrap(),
             "--identity",
@@ -286,9 +287,18 @@ fn gpg_and_skopeo_standalone_verify_accept_our_blob_and_our_gpg_signer_works() {
     let digest_gpg = make_image(&root.join("out"), "core-g", "1.0", Shape::Index, "g");
     let secret = root.join("signer.key");
     std::fs::write(&secret, maintainer.export_secret()).unwrap();
-    let out = stagex(root, &["sign", "--key", secret.to_str().unwrap(), "core-k"])
-        .output()
-        .unwrap();
+    let out = stagex(
+        root,
+        &[
+            "sign",
+            "--unreleased",
+            "--key",
+            secret.to_str().unwrap(),
+            "core-k",
+        ],
+    )
+    .output()
+    .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let sig = root.join(format!(
         "signatures/stagex/core-k@sha256={}/signature-1",
@@ -324,11 +334,20 @@ fn gpg_and_skopeo_standalone_verify_accept_our_blob_and_our_gpg_signer_works() {
     assert!(!wrong.status.success());
 
     // `stagex sign --gpg` goes through gpg's agent.
-    let out = stagex(root, &["sign", "--gpg", &maintainer.fingerprint, "core-g"])
-        .env("GNUPGHOME", maintainer.path())
-        .env_remove("STAGEX_GPG")
-        .output()
-        .unwrap();
+    let out = stagex(
+        root,
+        &[
+            "sign",
+            "--unreleased",
+            "--gpg",
+            &maintainer.fingerprint,
+            "core-g",
+        ],
+    )
+    .env("GNUPGHOME", maintainer.path())
+    .env_remove("STAGEX_GPG")
+    .output()
+    .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let gsig = root.join(format!(
         "signatures/stagex/core-g@sha256={}/signature-1",
@@ -346,10 +365,19 @@ fn gpg_and_skopeo_standalone_verify_accept_our_blob_and_our_gpg_signer_works() {
     .unwrap();
     assert!(report.status.success(), "{}", text(&report));
     // Signing again with the same key through gpg is skipped.
-    let again = stagex(root, &["sign", "--gpg", &maintainer.fingerprint, "core-g"])
-        .env("GNUPGHOME", maintainer.path())
-        .output()
-        .unwrap();
+    let again = stagex(
+        root,
+        &[
+            "sign",
+            "--unreleased",
+            "--gpg",
+            &maintainer.fingerprint,
+            "core-g",
+        ],
+    )
+    .env("GNUPGHOME", maintainer.path())
+    .output()
+    .unwrap();
     assert!(
         String::from_utf8_lossy(&again.stdout).contains("already signed"),
         "{}",

@@ -55,7 +55,10 @@ fn two_maintainers_meet_the_quorum_on_every_layout_shape() {
     let s1 = write_secret(root, "alice", &k1);
     let s2 = write_secret(root, "bob", &k2);
 
-    let first = ok(stagex(root, &["sign", "--key", s1.to_str().unwrap()]));
+    let first = ok(stagex(
+        root,
+        &["sign", "--unreleased", "--key", s1.to_str().unwrap()],
+    ));
     let text = String::from_utf8_lossy(&first.stdout);
     assert_eq!(text.matches("signed ").count(), 3, "{text}");
     // Verify misses the quorum with one signer.
@@ -71,6 +74,7 @@ fn two_maintainers_meet_the_quorum_on_every_layout_shape() {
         root,
         &[
             "sign",
+            "--unreleased",
             "--key",
             s2.to_str().unwrap(),
             "core-a",
@@ -80,7 +84,13 @@ fn two_maintainers_meet_the_quorum_on_every_layout_shape() {
     ));
     let again = ok(stagex(
         root,
-        &["sign", "--key", s1.to_str().unwrap(), "core-a"],
+        &[
+            "sign",
+            "--unreleased",
+            "--key",
+            s1.to_str().unwrap(),
+            "core-a",
+        ],
     ));
     assert!(String::from_utf8_lossy(&again.stdout).contains("already signed"));
 
@@ -149,7 +159,8 @@ fn every_bad_signature_is_rejected_with_its_own_reason() {
     let fractional = String::from_utf8(p.clone())
         .unwrap()
         .replace("1700000000", "1700000000.5");
-    let long_ago = SystemTime::now() - Duration::from_secs(9 * 86400);
+    // Made 8 days ago, after the key expired (9 days ago): invalid.
+    let long_ago = SystemTime::now() - Duration::from_secs(8 * 86400);
     let files: Vec<(&str, Vec<u8>)> = vec![
         ("valid", sign_raw(&good, &p, None, false, false)),
         ("bad-signature", flipped),
@@ -284,7 +295,13 @@ fn a_subkey_signature_counts_for_its_primary_and_image_refs_verify() {
     let secret = write_secret(root, "sub", &cert);
     ok(stagex(
         root,
-        &["sign", "--key", secret.to_str().unwrap(), "core-s"],
+        &[
+            "sign",
+            "--unreleased",
+            "--key",
+            secret.to_str().unwrap(),
+            "core-s",
+        ],
     ));
     let by_ref = format!("docker.io/stagex/core-s@sha256:{}", digest.hex());
     let report = json(&ok(stagex(
@@ -331,7 +348,7 @@ fn concurrent_signers_both_keep_their_files_and_numbering_stays_contiguous() {
             peers::tools::stagex()
                 .arg("--root")
                 .arg(root)
-                .args(["sign", "--key"])
+                .args(["sign", "--unreleased", "--key"])
                 .arg(key)
                 .arg("--signatures")
                 .arg(&sigs)
@@ -388,7 +405,7 @@ fn a_protected_key_file_needs_its_passphrase() {
         let mut c = peers::tools::stagex();
         c.arg("--root")
             .arg(root)
-            .args(["sign", "--key"])
+            .args(["sign", "--unreleased", "--key"])
             .arg(&secret);
         match passphrase {
             Some(p) => c.env("STAGEX_KEY_PASSPHRASE", p),

@@ -360,10 +360,15 @@ pub fn build(
         let result = work
             .path()
             .join(format!("result-{}", platform.to_string().replace('/', "-")));
+        let platform_dash = platform.to_string().replace('/', "-");
+        // A subpackage shares its family's storage for the run (the
+        // scheduler builds members one at a time), so the shared `build`
+        // stage comes from the builder's layer cache after the first one.
+        let shared = family_storage(package, options, &platform_dash);
         let storage = Storage::new(
-            &work
-                .path()
-                .join(format!("s-{}", platform.to_string().replace('/', "-"))),
+            shared
+                .as_deref()
+                .unwrap_or(&work.path().join(format!("s-{platform_dash}"))),
         )?;
         match &backend {
             Backend::Buildah(program) | Backend::Podman(program) => {
@@ -400,6 +405,9 @@ pub fn build(
                 let iid = work.path().join("iid");
                 let mut command = storage.command(program);
                 command.arg("build");
+                if shared.is_some() {
+                    command.env("BUILDAH_LAYERS", "true").arg("--layers");
+                }
                 if !podman {
                     command.args(["--isolation", "oci"]);
                 }
@@ -479,6 +487,14 @@ pub fn build(
     let dest = options.out_root.join(&package.id);
     let output = staging.finish(&images, package.version_or_latest(), &created, &dest)?;
     Ok((output, backend.name().to_string()))
+}
+
+/// The storage a family member builds in, when the scheduler gave the run
+/// a family cache: `<cache>/<origin>-<platform>`.
+fn family_storage(package: &Package, options: &BuildOptions, platform: &str) -> Option<PathBuf> {
+    let cache = options.family_cache.as_ref()?;
+    package.target.as_ref()?;
+    Some(cache.join(format!("{}-{platform}", package.origin_id())))
 }
 
 /// What every builder gets the same way: build arguments, the `fetch`

@@ -77,6 +77,19 @@ impl Staging {
                 .write_json(&built.manifest, media_type::OCI_MANIFEST)?;
             manifests.push(built.descriptor);
         }
+        self.finish_index(manifests, version, created, dest)
+    }
+
+    /// Writes the image index over `manifests` (already in the staging
+    /// layout, with their platforms) and index.json, then replaces `dest`:
+    /// the shape `finish` gives, for images that exist already (preseed).
+    pub fn finish_index(
+        self,
+        manifests: Vec<Descriptor>,
+        version: &str,
+        created: &str,
+        dest: &Path,
+    ) -> Result<PackageOutput> {
         let annotations = BTreeMap::from([
             (ANNOTATION_CREATED.to_string(), created.to_string()),
             (ANNOTATION_VERSION.to_string(), version.to_string()),

@@ -8,3 +8,5 @@ pub mod inputs;
 pub mod native;
 pub mod package_build;
 pub mod plan;
+pub mod preseed;
+pub mod scheduler;

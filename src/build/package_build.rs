@@ -1,19 +1,17 @@
-//! Orchestrates `stagex build`: resolves names, orders packages by their
-//! dependencies, and builds each one with the right backend (native, or a
-//! Containerfile through an external builder), writing `out/<id>/`.
-use std::collections::{BTreeMap, BTreeSet};
+//! Builds ONE package with the right backend (native, or a Containerfile
+//! through an external builder), writing `out/<id>/` and its inputs
+//! record. Ordering and running many is `build::scheduler`.
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 
 use super::image_out::{read_package_image, PackageOutput, Staging};
 use super::native;
-use crate::image::OutDir;
 use crate::layer::writer::{write_layer_to_layout, LayerOptions};
 use crate::oci::config::{rfc3339_utc, History};
 use crate::oci::image::{ImageLayer, ImageSpec};
 use crate::oci::{Platform, RunConfig};
-use crate::package::graph::Graph;
 use crate::package::{Package, PackageTree};
 
 /// Which backend builds a package.
@@ -39,6 +37,9 @@ pub struct BuildOptions {
     pub layer: LayerOptions,
     /// Rebuild dependencies that are already in `out/`.
     pub rebuild_deps: bool,
+    /// Where subpackage families keep one builder storage each for the
+    /// run (set by the scheduler; `None`: every build has its own).
+    pub family_cache: Option<PathBuf>,
 }
 
 /// One package built.
@@ -49,39 +50,9 @@ pub struct BuildReport {
     pub backend: String,
 }
 
-/// Builds `names` (every package when empty) and, first, whatever they
-/// depend on that is not built yet, in dependency order.
-pub fn build(
-    tree: &PackageTree,
-    names: &[String],
-    options: &BuildOptions,
-) -> Result<Vec<BuildReport>> {
-    let requested: Vec<String> = names
-        .iter()
-        .map(|n| tree.get(n).map(|p| p.id.clone()))
-        .collect::<Result<_>>()?;
-    let graph = Graph::from_tree(tree)?;
-    let order = graph.build_order(&requested)?;
-    let wanted: BTreeSet<&String> = requested.iter().collect();
-    let out = OutDir::open(&options.out_root);
-    let mut reports = Vec::new();
-    for id in &order {
-        let built = out.is_built(id);
-        let explicit = requested.is_empty() || wanted.contains(id);
-        if !explicit && built && !options.rebuild_deps {
-            continue;
-        }
-        let package = tree.get(id)?;
-        let report = build_one(tree, package, options).with_context(|| format!("building {id}"))?;
-        record_inputs(package, options).with_context(|| format!("building {id}"))?;
-        reports.push(report);
-    }
-    Ok(reports)
-}
-
 /// Writes `out/<id>/.stagex-inputs` for a package just built (see
 /// `build::inputs`): what `build --dry-run` compares to say up to date.
-fn record_inputs(package: &Package, options: &BuildOptions) -> Result<()> {
+pub fn record_inputs(package: &Package, options: &BuildOptions) -> Result<()> {
     let plan_options = super::plan::PlanOptions {
         platforms: options.platforms.clone(),
         epoch: options.layer.mtime,

@@ -1,16 +1,21 @@
 //! `stagex build [<stage>-<name>...]`: build package images into
-//! `out/<stage>-<name>/` (dependencies first; everything when no name).
+//! `out/<stage>-<name>/` (dependencies first; everything when no name),
+//! `-j N` at once, `--deps-from NS` taking dependencies from a registry;
+//! prints the final report (built, up to date, failed with log, skipped).
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 
 use super::fetch::packages_dir;
+use super::progress;
 use super::Context;
 use crate::build::inputs;
-use crate::build::package_build::{self, BuildOptions, BuilderChoice};
+use crate::build::package_build::{BuildOptions, BuilderChoice};
 use crate::build::plan::{self, PlanOptions};
+use crate::build::preseed;
+use crate::build::scheduler::{self, Outcome, ScheduleOptions, ScheduleReport};
 use crate::layer::LayerOptions;
 use crate::oci::Platform;
 use crate::package::PackageTree;
@@ -42,6 +47,20 @@ pub struct BuildArgs {
     /// and build nothing; with --json, `{"plan": [...]}`.
     #[arg(long)]
     pub dry_run: bool,
+    /// Builds to run at once (a package starts when its dependencies are built).
+    #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
+    pub jobs: usize,
+    /// After a failure, keep building what does not depend on it.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Take the dependencies of the named packages from this registry
+    /// namespace (HOST[:PORT]/NAMESPACE), pinned to the digests in
+    /// digests/*.txt, instead of building them.
+    #[arg(long, value_name = "NS")]
+    pub deps_from: Option<String>,
+    /// The release digests --deps-from pins to (default: <root>/digests).
+    #[arg(long, value_name = "DIR")]
+    pub digests_dir: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
@@ -56,48 +75,193 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
         builder: args.builder,
         layer: LayerOptions::from_env()?,
         rebuild_deps: args.rebuild_deps,
+        family_cache: None,
     };
     if args.dry_run {
         return dry_run(ctx, &tree, &args.packages, &options);
     }
-    let reports = package_build::build(&tree, &args.packages, &options)?;
+    let progress = progress::for_command(ctx.json);
+    if let Some(ns) = &args.deps_from {
+        let digests_dir = args
+            .digests_dir
+            .clone()
+            .unwrap_or_else(|| ctx.root.join("digests"));
+        deps_from(
+            &tree,
+            &args.packages,
+            ns,
+            &digests_dir,
+            &options,
+            ctx.json,
+            &*progress,
+        )?;
+    }
+    let schedule = ScheduleOptions {
+        jobs: args.jobs,
+        keep_going: args.keep_going,
+        only_named: args.deps_from.is_some(),
+    };
+    let report = scheduler::run(&tree, &args.packages, &options, &schedule, &*progress)?;
+    for p in &report.packages {
+        if let Outcome::Failed { error, .. } = &p.outcome {
+            eprintln!(
+                "stagex: building {} failed (log: {}): {error}",
+                p.id,
+                p.log.display()
+            );
+        }
+    }
     if ctx.json {
-        let report: Vec<serde_json::Value> = reports
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "package": r.id,
-                    "backend": r.backend,
-                    "out": r.output.dir.display().to_string(),
-                    "index": r.output.index.digest.to_string(),
-                    "manifests": r.output.manifests.iter().map(|m| serde_json::json!({
-                        "digest": m.digest.to_string(),
-                        "platform": m.platform.as_ref().map(|p| p.to_string()),
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{}", serde_json::to_string(&report_json(&report))?);
     } else {
-        for r in &reports {
-            for m in &r.output.manifests {
-                let platform = m
-                    .platform
-                    .as_ref()
-                    .map(|p| p.to_string())
-                    .unwrap_or_default();
+        print_report(&report);
+    }
+    Ok(if report.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `--deps-from`: the dependencies of the named packages (not named
+/// themselves) pulled into out/ from the registry, pinned to the release.
+fn deps_from(
+    tree: &PackageTree,
+    names: &[String],
+    ns: &str,
+    digests_dir: &std::path::Path,
+    options: &BuildOptions,
+    json: bool,
+    progress: &dyn crate::progress::Progress,
+) -> Result<()> {
+    if names.is_empty() {
+        bail!("--deps-from needs the packages to build (their dependencies come from {ns})");
+    }
+    let release = crate::build::digests::read_release(digests_dir)?;
+    let source = crate::pallet::resolve::Source::parse(ns)?.open()?;
+    let platform = options
+        .platforms
+        .first()
+        .cloned()
+        .unwrap_or_else(Platform::host);
+    let preseed_options = preseed::PreseedOptions {
+        out_root: options.out_root.clone(),
+        platform,
+        jobs: 4,
+    };
+    let store = crate::store::Store::open_default()?;
+    let entries = preseed::deps_from(
+        tree,
+        names,
+        &release,
+        &*source,
+        &store,
+        &preseed_options,
+        progress,
+    )?;
+    if !json {
+        for e in entries {
+            let how = match e.status {
+                preseed::PreseedStatus::Pulled => "pulled",
+                _ => "present",
+            };
+            eprintln!("dependency {} {} from {ns} ({how})", e.id, e.digest);
+        }
+    }
+    Ok(())
+}
+
+fn report_json(report: &ScheduleReport) -> serde_json::Value {
+    let mut built = Vec::new();
+    let mut up_to_date = Vec::new();
+    let mut failed = Vec::new();
+    let mut skipped = Vec::new();
+    let mut not_started = Vec::new();
+    for p in &report.packages {
+        let log = p.log.display().to_string();
+        match &p.outcome {
+            Outcome::Built {
+                report: r,
+                started,
+                finished,
+            } => built.push(serde_json::json!({
+                "package": r.id,
+                "backend": r.backend,
+                "out": r.output.dir.display().to_string(),
+                "index": r.output.index.digest.to_string(),
+                "manifests": r.output.manifests.iter().map(|m| serde_json::json!({
+                    "digest": m.digest.to_string(),
+                    "platform": m.platform.as_ref().map(|p| p.to_string()),
+                })).collect::<Vec<_>>(),
+                "log": log,
+                "started": started,
+                "finished": finished,
+            })),
+            Outcome::UpToDate => up_to_date.push(serde_json::json!(p.id)),
+            Outcome::Failed {
+                error,
+                started,
+                finished,
+            } => failed.push(serde_json::json!({
+                "package": p.id, "error": error, "log": log,
+                "started": started, "finished": finished,
+            })),
+            Outcome::Skipped { because } => {
+                skipped.push(serde_json::json!({ "package": p.id, "because": because }))
+            }
+            Outcome::NotStarted => not_started.push(serde_json::json!(p.id)),
+        }
+    }
+    serde_json::json!({
+        "built": built,
+        "up_to_date": up_to_date,
+        "failed": failed,
+        "skipped": skipped,
+        "not_started": not_started,
+    })
+}
+
+fn print_report(report: &ScheduleReport) {
+    let mut counts = [0usize; 5];
+    for p in &report.packages {
+        match &p.outcome {
+            Outcome::Built { report: r, .. } => {
+                counts[0] += 1;
+                for m in &r.output.manifests {
+                    let platform = m.platform.as_ref().map(|p| p.to_string());
+                    println!(
+                        "built      {} {} {} ({}) -> {}",
+                        r.id,
+                        platform.unwrap_or_default(),
+                        m.digest,
+                        r.backend,
+                        r.output.dir.display()
+                    );
+                }
+            }
+            Outcome::UpToDate => counts[1] += 1,
+            Outcome::Failed { error, .. } => {
+                counts[2] += 1;
+                let first = error.lines().next().unwrap_or_default();
+                println!("FAILED     {} (log: {}): {first}", p.id, p.log.display());
+            }
+            Outcome::Skipped { because } => {
+                counts[3] += 1;
+                println!("skipped    {} (needs failed {})", p.id, because.join(", "));
+            }
+            Outcome::NotStarted => {
+                counts[4] += 1;
                 println!(
-                    "{} {} {} ({}) -> {}",
-                    r.id,
-                    platform,
-                    m.digest,
-                    r.backend,
-                    r.output.dir.display()
+                    "not started {} (stopped after the first failure; --keep-going builds the rest)",
+                    p.id
                 );
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    println!(
+        "{} built, {} up to date, {} failed, {} skipped, {} not started",
+        counts[0], counts[1], counts[2], counts[3], counts[4]
+    );
 }
 
 /// `--dry-run`: the plan, nothing built.

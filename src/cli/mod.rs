@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
 use crate::settings::Settings;
 
 pub mod pallet;
+pub mod policy;
+pub mod preseed;
 pub mod progress;
 pub mod publish;
 pub mod sign;
@@ -56,6 +58,10 @@ pub enum Command {
     Publish(publish::PublishArgs),
     /// Sync signatures between lookasides (verified) and audit a lookaside.
     Sigs(sigs::SigsArgs),
+    /// Write the containers policy.json and registries.d files that make podman/skopeo verify StageX images.
+    Policy(policy::PolicyArgs),
+    /// Pull every image digests/*.txt lists, by digest, into out/.
+    Preseed(preseed::PreseedArgs),
 }
 
 /// What every command gets: global flags and the loaded settings.
@@ -82,5 +88,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pallet(args) => pallet::run(&context, args),
         Command::Publish(args) => publish::run(&context, args),
         Command::Sigs(args) => sigs::run(&context, args),
+        Command::Policy(args) => policy::run(&context, args),
+        Command::Preseed(args) => preseed::run(&context, args),
     }
 }

@@ -72,12 +72,14 @@ fn verify_inputs(ctx: &Context, args: &PalletArgs, composed: &Composed) -> Resul
         keyring,
         threshold,
         lookaside,
+        options,
     } = args.trust.with_keyring(&ctx.settings, keys, keyring)?;
     let trust = InputTrust {
         keys,
         keyring,
         threshold,
         lookaside,
+        options,
         resolver: args.trust.resolver(&ctx.settings),
     };
     inputs::verify_inputs(&trust, &composed.pinned)

@@ -1,7 +1,10 @@
 //! `stagex sign`: sign every image in `out/` (or the named ones) with one
-//! key, writing `signature-N` files into the local lookaside tree. One line
-//! per image (signed / already signed / failed), a progress bar on a
-//! terminal, `--json` for scripts; non-zero exit if any image failed.
+//! key, writing `signature-N` files into the local lookaside tree. Reproduce
+//! before sign: an image is signed only when its digest is the one committed
+//! in `digests/<stage>.txt` (`--unreleased` skips that check and says so).
+//! One line per image (signed / already signed / not reproduced / not in
+//! digests / failed), a progress bar on a terminal, `--json` for scripts;
+//! non-zero exit if any image was refused or failed.
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +16,8 @@ use serde::Serialize;
 use super::Context;
 use crate::lookaside::file::FileLookaside;
 use crate::sign::apply::{sign_target, SignOutcome};
-use crate::sign::image::Resolver;
+use crate::sign::image::{ImageTarget, Resolver};
+use crate::sign::release::{Gate, ReleaseDigests};
 use crate::sign::signer::{GpgSigner, KeyFileSigner, PayloadSigner};
 
 #[derive(Debug, Args)]
@@ -32,6 +36,13 @@ pub struct SignArgs {
     /// Identity namespace: signs `<NS>/<stage>-<name>:<version>` (default: stagex.toml `namespace`).
     #[arg(long, value_name = "NS")]
     pub identity: Option<String>,
+    /// The committed digests an image must match to be signed (default: digests/).
+    #[arg(long, value_name = "FILE|DIR")]
+    pub digests: Vec<PathBuf>,
+    /// Sign what is in out/ without checking it against the committed digests
+    /// (such a signature does not say "I reproduced this release").
+    #[arg(long, conflicts_with = "digests")]
+    pub unreleased: bool,
 }
 
 #[derive(Serialize)]
@@ -40,10 +51,12 @@ struct Line {
     platform: Option<String>,
     digest: String,
     identity: String,
-    /// `signed`, `already-signed` or `failed`.
+    /// `signed`, `already-signed`, `not-reproduced`, `not-in-digests` or `failed`.
     status: &'static str,
     file: Option<String>,
     error: Option<String>,
+    /// Signed with `--unreleased` (not checked against digests/).
+    unreleased: bool,
 }
 
 pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
@@ -54,6 +67,23 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
     };
     let resolver = Resolver::from_settings(&ctx.settings, args.identity.as_deref());
     let targets = resolver.resolve_all(&args.images)?;
+    let release = if args.unreleased {
+        if !ctx.json {
+            eprintln!(
+                "stagex: --unreleased: signing out/ as built, NOT checked against the committed digests; these signatures do not attest a reproduced release"
+            );
+        }
+        None
+    } else {
+        let paths = if args.digests.is_empty() {
+            vec![ctx.root.join("digests")]
+        } else {
+            args.digests.clone()
+        };
+        Some(ReleaseDigests::load(&paths).map_err(|e| {
+            e.context("reproduce before sign needs the committed digests (run `stagex digests` on the release commit), or pass --unreleased")
+        })?)
+    };
     let root = args
         .signatures
         .clone()
@@ -70,18 +100,26 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
     let fingerprint = signer.fingerprint();
     let mut lines = Vec::new();
     let mut failed = 0;
+    let mut refused = 0;
     for target in &targets {
         if let Some(bar) = &bar {
             bar.set_message(target.name.clone());
         }
-        let outcome = sign_target(signer.as_ref(), &store, target);
-        let (status, file, error) = match outcome {
-            Ok(SignOutcome::Signed { file }) => ("signed", Some(file.display().to_string()), None),
-            Ok(SignOutcome::AlreadySigned { file }) => ("already-signed", Some(file), None),
-            Err(e) => {
-                failed += 1;
-                ("failed", None, Some(format!("{e:#}")))
+        let (status, file, error) = match refusal(release.as_ref(), target) {
+            Some((status, why)) => {
+                refused += 1;
+                (status, None, Some(why))
             }
+            None => match sign_target(signer.as_ref(), &store, target) {
+                Ok(SignOutcome::Signed { file }) => {
+                    ("signed", Some(file.display().to_string()), None)
+                }
+                Ok(SignOutcome::AlreadySigned { file }) => ("already-signed", Some(file), None),
+                Err(e) => {
+                    failed += 1;
+                    ("failed", None, Some(format!("{e:#}")))
+                }
+            },
         };
         let line = Line {
             image: target.name.clone(),
@@ -91,12 +129,13 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
             status,
             file,
             error,
+            unreleased: args.unreleased && status == "signed",
         };
         if !ctx.json {
             let text = human(&line, &fingerprint.to_hex());
             match &bar {
                 Some(bar) => bar.println(text),
-                None if line.status == "failed" => eprintln!("{text}"),
+                None if line.error.is_some() => eprintln!("{text}"),
                 None => println!("{text}"),
             }
         }
@@ -111,14 +150,43 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&lines)?);
     }
+    if refused > 0 {
+        eprintln!(
+            "stagex: error: {refused} of {} image(s) not signed: their out/ digest is not the committed one (rebuild to reproduce it, or pass --unreleased to sign what was built)",
+            targets.len()
+        );
+    }
     if failed > 0 {
         eprintln!(
             "stagex: error: {failed} of {} image(s) could not be signed",
             targets.len()
         );
+    }
+    if failed + refused > 0 {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why the reproduce-before-sign gate refuses `target`, if it does.
+fn refusal(
+    release: Option<&ReleaseDigests>,
+    target: &ImageTarget,
+) -> Option<(&'static str, String)> {
+    match release?.gate(target) {
+        Gate::Reproduced => None,
+        Gate::Mismatch { committed, source } => Some((
+            "not-reproduced",
+            format!(
+                "out/ has {}, the release committed {committed} ({source})",
+                target.digest
+            ),
+        )),
+        Gate::Missing => Some((
+            "not-in-digests",
+            "not listed in the committed digests".to_string(),
+        )),
+    }
 }
 
 fn human(line: &Line, fingerprint: &str) -> String {
@@ -129,11 +197,22 @@ fn human(line: &Line, fingerprint: &str) -> String {
         .unwrap_or_default();
     match line.status {
         "signed" => format!(
-            "signed          {}{platform} {} as {} -> {}",
+            "signed          {}{platform} {} as {} -> {}{}",
             line.image,
             line.digest,
             line.identity,
-            line.file.as_deref().unwrap_or("")
+            line.file.as_deref().unwrap_or(""),
+            if line.unreleased {
+                " (unreleased: not checked against digests/)"
+            } else {
+                ""
+            }
+        ),
+        "not-reproduced" | "not-in-digests" => format!(
+            "NOT SIGNED      {}{platform} {}: {}",
+            line.image,
+            line.digest,
+            line.error.as_deref().unwrap_or("")
         ),
         "already-signed" => format!(
             "already signed  {}{platform} {} by {fingerprint} ({})",

@@ -1,6 +1,8 @@
 //! The signature-trust flags shared by `stagex verify` and `stagex pallet`
-//! (`--keys`, `--threshold`, `--lookaside`, `--identity`) and how they and
-//! stagex.toml become a keyring, a checked threshold and a lookaside.
+//! (`--keys`, `--threshold`, `--lookaside`, `--identity`, `--allow-legacy`,
+//! `--signed-identity` with `--prefix`/`--signed-prefix`) and how they and
+//! stagex.toml become a keyring, a checked threshold, a lookaside and the
+//! verification options.
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -8,9 +10,11 @@ use clap::Args;
 
 use crate::lookaside::Lookaside;
 use crate::settings::Settings;
+use crate::sign::identity::IdentityRule;
 use crate::sign::image::Resolver;
 use crate::sign::keyring::Keyring;
 use crate::sign::quorum::check_threshold;
+use crate::sign::verify::VerifyOptions;
 
 /// Which maintainers are trusted, how many must sign, where signatures are.
 #[derive(Debug, Args)]
@@ -28,6 +32,21 @@ pub struct TrustArgs {
     /// Identity namespace of the package images (default: stagex.toml `namespace`).
     #[arg(long, value_name = "NS")]
     pub identity: Option<String>,
+    /// Count legacy StageX signatures (pre-2025.06 payload: "pgp container image
+    /// signature", bare-hex digest, repository identity); otherwise they are
+    /// reported as `legacy-format` and not counted.
+    #[arg(long)]
+    pub allow_legacy: bool,
+    /// The containers-policy `signedIdentity` rule: matchRepoDigestOrExact (default),
+    /// matchRepository, or remapIdentity (with --prefix and --signed-prefix).
+    #[arg(long, value_name = "RULE", default_value = "matchRepoDigestOrExact")]
+    pub signed_identity: String,
+    /// remapIdentity: the image namespace to rewrite (e.g. quay.io/stagex).
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    /// remapIdentity: what `--prefix` becomes before matching (e.g. docker.io/stagex).
+    #[arg(long, value_name = "PREFIX")]
+    pub signed_prefix: Option<String>,
 }
 
 /// The trust a check runs under, flags over stagex.toml.
@@ -38,6 +57,8 @@ pub struct Trust {
     /// At least 1 (`check_threshold`).
     pub threshold: usize,
     pub lookaside: Lookaside,
+    /// Legacy payloads and the identity rule.
+    pub options: VerifyOptions,
 }
 
 impl TrustArgs {
@@ -49,6 +70,18 @@ impl TrustArgs {
     /// `--keys`, else stagex.toml `keys`.
     pub fn keys_dir(&self, settings: &Settings) -> PathBuf {
         self.keys.clone().unwrap_or_else(|| settings.keys.clone())
+    }
+
+    /// `--allow-legacy` and the identity rule.
+    pub fn verify_options(&self) -> Result<VerifyOptions> {
+        Ok(VerifyOptions {
+            allow_legacy: self.allow_legacy,
+            identity: IdentityRule::from_name(
+                &self.signed_identity,
+                self.prefix.as_deref(),
+                self.signed_prefix.as_deref(),
+            )?,
+        })
     }
 
     /// Finds package images under out/ and packages/, named in the
@@ -82,6 +115,7 @@ impl TrustArgs {
             keyring,
             threshold,
             lookaside,
+            options: self.verify_options()?,
         })
     }
 }

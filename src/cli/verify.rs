@@ -1,36 +1,84 @@
 //! `stagex verify`: for each image, check every signature in the lookaside
 //! against the trusted keys and print who signed, which files are bad and
 //! why, and whether the quorum of DISTINCT signers is met. Exit non-zero
-//! when any image misses the quorum.
+//! when any image misses the quorum. `--digests FILE|DIR` checks a whole
+//! release from its committed digests alone (no out/, no registry) and
+//! prints a summary (with `--json`: `{"summary": ..., "images": [...]}`).
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 
 use super::trust::TrustArgs;
 use super::Context;
-use crate::sign::check::{verify_images, ImageReport};
+use crate::sign::cache as signature_cache;
+use crate::sign::check::{summarize, verify_images, ImageReport, Summary};
+use crate::sign::release::ReleaseDigests;
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Package images (`<stage>-<name>`, from out/) or `REPO[:TAG]@sha256:<hex>`; none = all of out/.
     pub images: Vec<String>,
+    /// Verify every image listed in these digests files (`digests/<stage>.txt`)
+    /// or directories of them, instead of out/.
+    #[arg(long, value_name = "FILE|DIR", conflicts_with = "images")]
+    pub digests: Vec<PathBuf>,
     #[command(flatten)]
     pub trust: TrustArgs,
 }
 
 pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
     let trust = args.trust.load(&ctx.settings)?;
-    let targets = args
-        .trust
-        .resolver(&ctx.settings)
-        .resolve_all(&args.images)?;
-    let reports = verify_images(&trust.keyring, &trust.lookaside, &targets, trust.threshold);
-    let missing = reports.iter().filter(|r| !r.quorum).count();
-    if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+    let release = !args.digests.is_empty();
+    let targets = if release {
+        let digests = ReleaseDigests::load(&args.digests)?;
+        if digests.entries().is_empty() {
+            bail!("the digests given list no image: nothing to verify");
+        }
+        digests.targets(args.trust.resolver(&ctx.settings).namespace)?
     } else {
-        print!("{}", table(&reports));
+        args.trust
+            .resolver(&ctx.settings)
+            .resolve_all(&args.images)?
+    };
+    let cache = signature_cache::default_path();
+    if let Some(path) = &cache {
+        if let Err(e) = signature_cache::load(path) {
+            eprintln!("stagex: warning: {e:#} (verifying without the cache)");
+        }
+    }
+    let reports = verify_images(
+        &trust.keyring,
+        &trust.lookaside,
+        &targets,
+        trust.threshold,
+        &trust.options,
+    );
+    if let Some(path) = &cache {
+        if let Err(e) = signature_cache::save(path) {
+            eprintln!("stagex: warning: {e:#} (the signature cache was not updated)");
+        }
+    }
+    let missing = reports.iter().filter(|r| !r.quorum).count();
+    let summary = summarize(&reports);
+    match (ctx.json, release) {
+        (true, true) => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "summary": summary,
+                "images": reports,
+            }))?
+        ),
+        (true, false) => println!("{}", serde_json::to_string_pretty(&reports)?),
+        (false, true) => {
+            let failing: Vec<ImageReport> = reports.iter().filter(|r| !r.quorum).cloned().collect();
+            if !failing.is_empty() {
+                print!("{}", table(&failing));
+            }
+            print!("{}", summary_text(&summary, &trust.keyring));
+        }
+        (false, false) => print!("{}", table(&reports)),
     }
     if missing > 0 {
         eprintln!(
@@ -86,6 +134,57 @@ pub fn table(reports: &[ImageReport]) -> String {
                 "    hidden   {h}: after a gap in the numbering, no reader sees it (renumber the files contiguously)\n"
             );
         }
+    }
+    out
+}
+
+/// The release summary, for people.
+pub fn summary_text(s: &Summary, keyring: &crate::sign::keyring::Keyring) -> String {
+    let mut out = format!(
+        "{} image(s): {} meet the quorum, {} miss it{}\n",
+        s.images,
+        s.quorum_met,
+        s.quorum_missed,
+        if s.errors > 0 {
+            format!(" ({} could not be read)", s.errors)
+        } else {
+            String::new()
+        }
+    );
+    let counts: Vec<String> = s
+        .images_by_signer_count
+        .iter()
+        .map(|(signers, images)| format!("{images} with {signers}"))
+        .collect();
+    out += &format!("signers per image: {}\n", counts.join(", "));
+    for (fingerprint, images) in &s.images_per_signer {
+        let name = sequoia_openpgp::Fingerprint::from_hex(fingerprint)
+            .ok()
+            .and_then(|f| keyring.label(&f))
+            .unwrap_or_default();
+        out += &format!("  {fingerprint} {name}: {images} image(s)\n");
+    }
+    if s.duplicate_signatures > 0 {
+        out += &format!(
+            "{} extra signature file(s) by a key that already signed the image (counted once)\n",
+            s.duplicate_signatures
+        );
+    }
+    if s.invalid_by_reason.is_empty() {
+        out += "invalid signatures: none\n";
+    } else {
+        let reasons: Vec<String> = s
+            .invalid_by_reason
+            .iter()
+            .map(|(code, n)| format!("{code} {n}"))
+            .collect();
+        out += &format!("invalid signatures: {}\n", reasons.join(", "));
+    }
+    if s.hidden_files > 0 {
+        out += &format!(
+            "{} file(s) hidden after a gap in the numbering\n",
+            s.hidden_files
+        );
     }
     out
 }

@@ -16,6 +16,7 @@ use crate::lookaside::Lookaside;
 use crate::sign::check::{verify_images, ImageReport};
 use crate::sign::image::Resolver;
 use crate::sign::keyring::Keyring;
+use crate::sign::verify::VerifyOptions;
 
 /// Whether and how the pinned inputs were verified.
 #[derive(Clone, Debug, Serialize)]
@@ -42,6 +43,8 @@ pub struct InputTrust<'a> {
     pub keyring: Keyring,
     pub threshold: usize,
     pub lookaside: Lookaside,
+    /// Legacy payloads and the identity rule.
+    pub options: VerifyOptions,
     /// Names pinned inputs in the identity namespace.
     pub resolver: Resolver<'a>,
 }
@@ -90,7 +93,13 @@ pub fn verify_inputs(trust: &InputTrust<'_>, pinned: &[Pinned]) -> Result<Verifi
             targets.extend(found);
         }
     }
-    let images = verify_images(&trust.keyring, &trust.lookaside, &targets, trust.threshold);
+    let images = verify_images(
+        &trust.keyring,
+        &trust.lookaside,
+        &targets,
+        trust.threshold,
+        &trust.options,
+    );
     let missed: Vec<String> = images
         .iter()
         .filter(|r| !r.quorum)

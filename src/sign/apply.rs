@@ -1,5 +1,7 @@
-//! Signing targets into a file:// lookaside tree: skip a signer who already
-//! has a valid signature for the digest, build the payload, sign, check the
+//! Signing targets into a file:// lookaside tree, with StageX's `sign.sh`
+//! rules: skip a signer whose primary key already signed the digest (any
+//! payload form, any identity: one signature per maintainer), build the
+//! payload (always the current containers/image format), sign, check the
 //! blob we made, and add it as the next free `signature-N`.
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,7 +12,7 @@ use super::image::ImageTarget;
 use super::keyring::Keyring;
 use super::payload::Payload;
 use super::signer::PayloadSigner;
-use super::verify::{verify_signature, Expected};
+use super::verify::{verify_blob, verify_signature, Expected, VerifyOptions};
 use crate::lookaside::file::FileLookaside;
 use crate::lookaside::Fetched;
 
@@ -41,7 +43,7 @@ pub fn sign_target(
     let existing = store.read(&target.repository_path, &target.digest)?;
     for file in &existing.files {
         if let Fetched::Blob(blob) = &file.content {
-            if verify_signature(&own, blob, &expected).is_ok() {
+            if signed_by_own_key(&own, blob, target) {
                 return Ok(SignOutcome::AlreadySigned {
                     file: file.name.clone(),
                 });
@@ -60,7 +62,7 @@ pub fn sign_target(
         ),
     };
     let blob = signer.sign(&payload.to_bytes())?;
-    verify_signature(&own, &blob, &expected).map_err(|reason| {
+    verify_signature(&own, &blob, &expected, &VerifyOptions::default()).map_err(|reason| {
         anyhow::anyhow!(
             "the new signature for {} does not verify ({reason}): nothing was written",
             target.digest
@@ -70,4 +72,13 @@ pub fn sign_target(
         .add(&target.repository_path, &target.digest, &blob)
         .with_context(|| format!("storing the signature of {}", target.digest))?;
     Ok(SignOutcome::Signed { file })
+}
+
+/// True when `blob` is a cryptographically good signature by the key in
+/// `own` over this digest, whatever its payload form or identity.
+fn signed_by_own_key(own: &Keyring, blob: &[u8], target: &ImageTarget) -> bool {
+    let Ok(verified) = verify_blob(own, blob) else {
+        return false;
+    };
+    Payload::parse_any(&verified.payload).is_ok_and(|(p, _)| p.manifest_digest == target.digest)
 }

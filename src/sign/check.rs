@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::image::ImageTarget;
 use super::keyring::Keyring;
 use super::quorum::quorum_met;
-use super::verify::{verify_signature, Expected, Rejection};
+use super::verify::{verify_signature, Expected, Rejection, VerifyOptions};
 use crate::lookaside::{Fetched, Lookaside, SignatureFile, SignatureSet};
 
 /// The verdict for one image manifest.
@@ -59,21 +59,28 @@ fn rejection_of(file: &SignatureFile) -> Option<Rejection> {
 }
 
 /// Verifies every target; never fails as a whole (errors go into reports).
+/// `options` chooses the identity rule and whether legacy StageX payloads
+/// count (`VerifyOptions::default()` is containers/image's strictness).
 pub fn verify_images(
     keyring: &Keyring,
     lookaside: &Lookaside,
     targets: &[ImageTarget],
     threshold: usize,
+    options: &VerifyOptions,
 ) -> Vec<ImageReport> {
     let images: Vec<(&str, &crate::oci::digest::Digest)> = targets
         .iter()
         .map(|t| (t.repository_path.as_str(), &t.digest))
         .collect();
-    let fetched: Vec<Result<SignatureSet, String>> = lookaside
-        .read_many(&images)
-        .into_iter()
-        .map(|r| r.map_err(|e| format!("{e:#}")))
-        .collect();
+    // A local tree is read on every core too (a release is thousands of
+    // small files); http keeps its own bounded concurrency.
+    let fetched: Vec<Result<SignatureSet, String>> = match lookaside {
+        Lookaside::File(store) => parallel_map(&images, |(path, digest)| store.read(path, digest)),
+        _ => lookaside.read_many(&images),
+    }
+    .into_iter()
+    .map(|r| r.map_err(|e| format!("{e:#}")))
+    .collect();
     // One job per signature file; results land back by index.
     let jobs: Vec<(usize, &SignatureFile)> = fetched
         .iter()
@@ -96,7 +103,7 @@ pub fn verify_images(
             let Fetched::Blob(blob) = &file.content else {
                 unreachable!()
             };
-            verify_signature(keyring, blob, &expected[*i]).map(|(v, _)| v.signer)
+            verify_signature(keyring, blob, &expected[*i], options).map(|(v, _)| v.signer)
         };
     let results = parallel_map(&jobs, check);
     let mut reports: Vec<ImageReport> = targets
@@ -141,6 +148,61 @@ pub fn verify_images(
             .collect();
     }
     reports
+}
+
+/// What a whole release looks like: images meeting / missing the quorum,
+/// how many images each signer covers, invalid signatures by reason code.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    pub images: usize,
+    pub quorum_met: usize,
+    pub quorum_missed: usize,
+    /// Images whose signatures could not be read.
+    pub errors: usize,
+    /// Valid signatures counted (each signer once per image).
+    pub signatures_counted: usize,
+    /// Files signed by a key that already signed the same image.
+    pub duplicate_signatures: usize,
+    /// Primary fingerprint -> images it validly signed.
+    pub images_per_signer: BTreeMap<String, usize>,
+    /// Number of distinct signers -> images with that many.
+    pub images_by_signer_count: BTreeMap<usize, usize>,
+    /// Reason code -> invalid signature files.
+    pub invalid_by_reason: BTreeMap<String, usize>,
+    pub hidden_files: usize,
+}
+
+/// Sums up reports (pure).
+pub fn summarize(reports: &[ImageReport]) -> Summary {
+    let mut summary = Summary {
+        images: reports.len(),
+        ..Summary::default()
+    };
+    for r in reports {
+        if r.quorum {
+            summary.quorum_met += 1;
+        } else {
+            summary.quorum_missed += 1;
+        }
+        summary.errors += usize::from(r.error.is_some());
+        summary.signatures_counted += r.signers.len();
+        *summary
+            .images_by_signer_count
+            .entry(r.valid_signers)
+            .or_default() += 1;
+        for s in &r.signers {
+            *summary
+                .images_per_signer
+                .entry(s.fingerprint.clone())
+                .or_default() += 1;
+            summary.duplicate_signatures += s.files.len().saturating_sub(1);
+        }
+        for i in &r.invalid {
+            *summary.invalid_by_reason.entry(i.code.clone()).or_default() += 1;
+        }
+        summary.hidden_files += r.hidden.len();
+    }
+    summary
 }
 
 /// Maps `f` over `items` on every core, keeping order.

@@ -1,9 +1,9 @@
 //! The trusted keyring: every OpenPGP certificate in `keys/` (one file per
 //! maintainer, armored or binary; secret material is stripped on load).
 //!
-//! Owns: loading, mapping any key handle (primary or subkey, fingerprint or
-//! key id) to its certificate, and judging a key's state NOW (expired,
-//! revoked) under sequoia's StandardPolicy. It does not verify signatures.
+//! Owns: loading, and mapping any key handle (primary or subkey, fingerprint
+//! or key id) to its certificate. It does not verify signatures nor judge a
+//! key's validity (see `validity`: that is a question of a moment).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -12,8 +12,6 @@ use sequoia_openpgp as openpgp;
 
 use openpgp::cert::prelude::*;
 use openpgp::parse::Parse;
-use openpgp::policy::StandardPolicy;
-use openpgp::types::RevocationStatus;
 use openpgp::{Cert, Fingerprint, KeyHandle, KeyID};
 
 /// The certificates we trust, indexed by every key they hold.
@@ -24,16 +22,6 @@ pub struct Keyring {
     sources: Vec<PathBuf>,
     by_fingerprint: BTreeMap<Fingerprint, usize>,
     by_keyid: BTreeMap<KeyID, usize>,
-}
-
-/// A key's state at a moment, as far as counting signatures goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KeyState {
-    Usable,
-    Expired,
-    Revoked,
-    /// Rejected by the policy for another reason (weak algorithm, no binding).
-    Invalid(String),
 }
 
 impl Keyring {
@@ -161,29 +149,4 @@ pub fn is_key_file_name(name: &str) -> bool {
         || lower.starts_with("readme")
         || lower.ends_with(".md")
         || lower.ends_with(".txt"))
-}
-
-/// The state now of the certificate `cert` and of its key `key`.
-pub fn key_state_now(cert: &Cert, key: &Fingerprint) -> KeyState {
-    let policy = StandardPolicy::new();
-    if let RevocationStatus::Revoked(_) = cert.revocation_status(&policy, None) {
-        return KeyState::Revoked;
-    }
-    let valid = match cert.with_policy(&policy, None) {
-        Ok(valid) => valid,
-        Err(e) => return KeyState::Invalid(format!("{e:#}")),
-    };
-    if valid.alive().is_err() {
-        return KeyState::Expired;
-    }
-    let Some(ka) = valid.keys().key_handle(key.clone()).next() else {
-        return KeyState::Invalid(format!("key {key} is not bound to {}", cert.fingerprint()));
-    };
-    if let RevocationStatus::Revoked(_) = ka.revocation_status() {
-        return KeyState::Revoked;
-    }
-    if ka.alive().is_err() {
-        return KeyState::Expired;
-    }
-    KeyState::Usable
 }

@@ -1,13 +1,20 @@
 //! Container signatures (containers-signature(5) "simple signing"):
-//! payloads, references, the trusted keyring, signers (sequoia key files
-//! and gpg/smartcards), verification with reasons, the distinct-signer
-//! quorum, and the sign/verify flows over a lookaside store.
+//! payloads (and StageX's legacy form), references and identity rules, the
+//! trusted keyring, key validity at signing time, signers (sequoia key
+//! files and gpg/smartcards), verification with reasons, the distinct-signer
+//! quorum, the release digests gate, the containers-policy files, and the
+//! sign/verify flows over a lookaside store.
 pub mod apply;
+pub mod cache;
 pub mod check;
+pub mod identity;
 pub mod image;
 pub mod keyring;
 pub mod payload;
+pub mod policy;
 pub mod quorum;
 pub use crate::oci::reference;
+pub mod release;
 pub mod signer;
+pub mod validity;
 pub mod verify;

@@ -5,12 +5,29 @@
 //! its members must have exactly the documented keys, no duplicates, the
 //! documented types; `optional` ignores unknown keys but checks the types of
 //! `creator` (string) and `timestamp` (integer). Pure: no I/O.
+//!
+//! Also recognizes (never writes) the legacy StageX payload of signatures
+//! made before mid-2025: a JSON array of one object whose `critical.type`
+//! is `pgp container image signature`, the digest bare hex without
+//! `sha256:`, the identity a repository without tag, `optional` null.
 use serde::{Deserialize, Serialize};
 
 use crate::oci::digest::Digest;
 
 /// The only accepted value of `critical.type`.
 pub const SIGNATURE_TYPE: &str = "atomic container signature";
+
+/// `critical.type` of the legacy StageX payload (read, never written).
+pub const LEGACY_SIGNATURE_TYPE: &str = "pgp container image signature";
+
+/// Which payload form a signature carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayloadFormat {
+    /// containers/image's `atomic container signature` (what we write).
+    Current,
+    /// StageX's pre-2025.06 array form (see the module doc).
+    Legacy,
+}
 
 /// A parsed (or to-be-built) payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +90,17 @@ pub enum PayloadError {
     WrongType(String),
     #[error("payload manifest digest {0:?} is not a sha256 digest")]
     BadDigest(String),
+    #[error("legacy payload must be a JSON array of exactly one object, found {0}")]
+    LegacyShape(usize),
+}
+
+/// The legacy StageX payload: `optional` may be null (or an object).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LegacyWire {
+    critical: Critical,
+    #[allow(dead_code)]
+    optional: Option<serde_json::Value>,
 }
 
 impl Payload {
@@ -94,6 +122,38 @@ impl Payload {
             },
         };
         serde_json::to_vec(&wire).expect("payload serialization cannot fail")
+    }
+
+    /// Parses either form strictly: a document starting with `[` is read
+    /// as the legacy StageX payload, anything else as the current one.
+    pub fn parse_any(bytes: &[u8]) -> Result<(Payload, PayloadFormat), PayloadError> {
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first == Some(&b'[') {
+            return Payload::parse_legacy(bytes).map(|p| (p, PayloadFormat::Legacy));
+        }
+        Payload::parse(bytes).map(|p| (p, PayloadFormat::Current))
+    }
+
+    /// The legacy array form: type `pgp container image signature`, the
+    /// digest as bare 64-hex (a `sha256:` prefix is not that format).
+    pub fn parse_legacy(bytes: &[u8]) -> Result<Payload, PayloadError> {
+        let mut wires: Vec<LegacyWire> =
+            serde_json::from_slice(bytes).map_err(|e| PayloadError::Json(e.to_string()))?;
+        if wires.len() != 1 {
+            return Err(PayloadError::LegacyShape(wires.len()));
+        }
+        let wire = wires.remove(0);
+        if wire.critical.kind != LEGACY_SIGNATURE_TYPE {
+            return Err(PayloadError::WrongType(wire.critical.kind));
+        }
+        let hex = wire.critical.image.docker_manifest_digest;
+        let manifest_digest = Digest::from_hex(&hex).map_err(|_| PayloadError::BadDigest(hex))?;
+        Ok(Payload {
+            docker_reference: wire.critical.identity.docker_reference,
+            manifest_digest,
+            creator: None,
+            timestamp: None,
+        })
     }
 
     /// Parses signed bytes strictly (see the module doc).
@@ -168,6 +228,41 @@ mod tests {
             doc("", "{}").replace("{\"critical\"", "{\"x\":1,\"critical\""),
         ] {
             assert!(Payload::parse(bad.as_bytes()).is_err(), "accepted {bad}");
+        }
+    }
+
+    fn legacy(critical_extra: &str, digest: &str, optional: &str) -> String {
+        format!(
+            r#"[{{"critical":{{"identity":{{"docker-reference":"stagex/core-bash"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"pgp container image signature"{critical_extra}}},"optional":{optional}}}]"#
+        )
+    }
+
+    #[test]
+    fn legacy_stagex_payload_is_recognized_strictly() {
+        let (p, format) = Payload::parse_any(legacy("", HEX, "null").as_bytes()).unwrap();
+        assert_eq!(format, PayloadFormat::Legacy);
+        assert_eq!(p.docker_reference, "stagex/core-bash");
+        assert_eq!(p.manifest_digest.hex(), HEX);
+        let (_, format) = Payload::parse_any(sample().to_bytes().as_slice()).unwrap();
+        assert_eq!(format, PayloadFormat::Current);
+        // The current parser never accepts the legacy form.
+        assert!(Payload::parse(legacy("", HEX, "null").as_bytes()).is_err());
+        let two = legacy("", HEX, "null").replace("}]", "},{}]");
+        for bad in [
+            legacy("", &format!("sha256:{HEX}"), "null"),
+            legacy("", "abc", "null"),
+            legacy(r#","extra":1"#, HEX, "null"),
+            legacy("", HEX, "null").replace(
+                "pgp container image signature",
+                "atomic container signature",
+            ),
+            "[]".to_string(),
+            two,
+        ] {
+            assert!(
+                Payload::parse_any(bad.as_bytes()).is_err(),
+                "accepted {bad}"
+            );
         }
     }
 }

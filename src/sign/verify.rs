@@ -1,8 +1,9 @@
 //! Checking one signature blob, in containers/image's order: the OpenPGP
 //! format (a binary signed message, first byte rules of simple-signing.md),
 //! the cryptographic check against the trusted keyring, the signer (the
-//! PRIMARY fingerprint, with key state now), then the strict payload, the
-//! manifest digest and the identity.
+//! PRIMARY fingerprint; the key judged at the signature's time, see
+//! `validity`), then the strict payload (current, or legacy StageX with
+//! `allow_legacy`), the manifest digest and the identity rule.
 //!
 //! Owns the reasons a signature does not count (`Rejection`). Pure apart
 //! from the clock: no file or network I/O.
@@ -17,11 +18,13 @@ use openpgp::parse::stream::{
     VerifierBuilder,
 };
 use openpgp::parse::Parse;
-use openpgp::policy::StandardPolicy;
+use openpgp::policy::{Policy, StandardPolicy};
 use openpgp::{Cert, Fingerprint, KeyHandle, Packet, PacketPile};
 
-use super::keyring::{key_state_now, KeyState, Keyring};
-use super::payload::{Payload, PayloadError};
+use super::identity::IdentityRule;
+use super::keyring::Keyring;
+use super::payload::{Payload, PayloadError, PayloadFormat};
+use super::validity::{key_verdict_at, KeyVerdict};
 use crate::oci::digest::Digest;
 use crate::oci::reference::DockerReference;
 
@@ -53,8 +56,34 @@ pub enum Rejection {
     SignatureCount(usize),
     NotV4(u8),
     UnknownKey(String),
-    KeyExpired(Fingerprint),
-    KeyRevoked(Fingerprint),
+    /// Signed after the certificate or the signing subkey expired.
+    KeyExpired {
+        key: Fingerprint,
+        subkey: bool,
+        expired: Option<SystemTime>,
+        signed: SystemTime,
+    },
+    /// Signed before the key existed (or before the subkey was bound).
+    KeyNotYetValid {
+        key: Fingerprint,
+        created: SystemTime,
+        signed: SystemTime,
+    },
+    /// Hard revocation (compromised, or no reason): every signature.
+    KeyRevoked {
+        key: Fingerprint,
+        subkey: bool,
+        reason: String,
+        revoked: Option<SystemTime>,
+    },
+    /// Soft revocation (superseded, retired) before the signature was made.
+    KeyRevokedSoft {
+        key: Fingerprint,
+        subkey: bool,
+        reason: String,
+        revoked: Option<SystemTime>,
+        signed: SystemTime,
+    },
     BadKey(Fingerprint, String),
     BadSignature(String),
     Payload(PayloadError),
@@ -66,6 +95,11 @@ pub enum Rejection {
     IdentityMismatch {
         signed: String,
         expected: String,
+    },
+    /// A valid legacy StageX payload (see `payload`), not counted unless
+    /// `allow_legacy`.
+    LegacyFormat {
+        signed: String,
     },
     /// An HTTP 200 with an HTML page where a signature should be.
     SoftNotFound,
@@ -85,14 +119,17 @@ impl Rejection {
             Rejection::SignatureCount(_) => "signature-count",
             Rejection::NotV4(_) => "not-v4",
             Rejection::UnknownKey(_) => "unknown-key",
-            Rejection::KeyExpired(_) => "key-expired",
-            Rejection::KeyRevoked(_) => "key-revoked",
+            Rejection::KeyExpired { .. } => "key-expired",
+            Rejection::KeyNotYetValid { .. } => "key-not-yet-valid",
+            Rejection::KeyRevoked { .. } => "key-revoked",
+            Rejection::KeyRevokedSoft { .. } => "key-revoked-soft",
             Rejection::BadKey(..) => "bad-key",
             Rejection::BadSignature(_) => "bad-signature",
             Rejection::Payload(_) => "payload",
             Rejection::DigestMismatch { .. } => "digest-mismatch",
             Rejection::InvalidIdentity(_) => "invalid-identity",
             Rejection::IdentityMismatch { .. } => "identity-mismatch",
+            Rejection::LegacyFormat { .. } => "legacy-format",
             Rejection::SoftNotFound => "soft-404",
         }
     }
@@ -125,8 +162,52 @@ impl fmt::Display for Rejection {
                 f,
                 "signed by key {k}, which is not in the trusted keys directory"
             ),
-            Rejection::KeyExpired(k) => write!(f, "signing key of {k} is expired"),
-            Rejection::KeyRevoked(k) => write!(f, "signing key of {k} is revoked"),
+            Rejection::KeyExpired {
+                key,
+                subkey,
+                expired,
+                signed,
+            } => write!(
+                f,
+                "signature made {}, after {} {key} expired ({}); if the key was extended before that, refresh its certificate in the keys directory",
+                date(*signed),
+                key_kind(*subkey),
+                expired.map_or("date unknown".to_string(), date)
+            ),
+            Rejection::KeyNotYetValid {
+                key,
+                created,
+                signed,
+            } => write!(
+                f,
+                "signature made {}, before key {key} existed or was bound ({})",
+                date(*signed),
+                date(*created)
+            ),
+            Rejection::KeyRevoked {
+                key,
+                subkey,
+                reason,
+                revoked,
+            } => write!(
+                f,
+                "{} {key} was revoked {} ({reason}): a hard revocation invalidates every signature it made",
+                key_kind(*subkey),
+                revoked.map_or("at an unknown date".to_string(), |t| format!("on {}", date(t)))
+            ),
+            Rejection::KeyRevokedSoft {
+                key,
+                subkey,
+                reason,
+                revoked,
+                signed,
+            } => write!(
+                f,
+                "signature made {}, after {} {key} was retired {} ({reason})",
+                date(*signed),
+                key_kind(*subkey),
+                revoked.map_or("at an unknown date".to_string(), |t| format!("on {}", date(t)))
+            ),
             Rejection::BadKey(k, e) => write!(f, "key of {k} not usable: {e}"),
             Rejection::BadSignature(e) => write!(f, "bad signature (content altered?): {e}"),
             Rejection::Payload(e) => write!(f, "{e}"),
@@ -139,11 +220,30 @@ impl fmt::Display for Rejection {
                 f,
                 "signs identity {signed}, not {expected}"
             ),
+            Rejection::LegacyFormat { signed } => write!(
+                f,
+                "legacy StageX payload (\"pgp container image signature\", identity {signed}): valid, but counted only with --allow-legacy"
+            ),
             Rejection::SoftNotFound => write!(
                 f,
                 "HTML page served with status 200 (a \"soft 404\"): mirror misconfiguration, it must answer 404 for missing signatures"
             ),
         }
+    }
+}
+
+/// A moment as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn date(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t)
+        .format("%Y-%m-%d %H:%M:%S UTC")
+        .to_string()
+}
+
+fn key_kind(subkey: bool) -> &'static str {
+    if subkey {
+        "signing subkey"
+    } else {
+        "key"
     }
 }
 
@@ -188,7 +288,7 @@ impl VerificationHelper for Helper<'_> {
                 MessageLayer::Encryption { .. } => self.encrypted = true,
                 MessageLayer::SignatureGroup { results } => {
                     for result in results {
-                        self.results.push(classify(self.keyring, result));
+                        self.results.push(classify(result));
                     }
                 }
             }
@@ -197,23 +297,17 @@ impl VerificationHelper for Helper<'_> {
     }
 }
 
-fn classify(
-    keyring: &Keyring,
-    result: Result<GoodChecksum, VerificationError>,
-) -> Result<Good, Rejection> {
+fn classify(result: Result<GoodChecksum, VerificationError>) -> Result<Good, Rejection> {
     match result {
         Ok(GoodChecksum { sig, ka }) => {
             if sig.version() != 4 {
                 return Err(Rejection::NotV4(sig.version()));
             }
-            let signer = ka.cert().fingerprint();
-            let key = ka.key().fingerprint();
-            match key_state_now(ka.cert(), &key) {
-                KeyState::Usable => Ok((signer, key, sig.signature_creation_time())),
-                KeyState::Expired => Err(Rejection::KeyExpired(signer)),
-                KeyState::Revoked => Err(Rejection::KeyRevoked(signer)),
-                KeyState::Invalid(e) => Err(Rejection::BadKey(signer, e)),
-            }
+            Ok((
+                ka.cert().fingerprint(),
+                ka.key().fingerprint(),
+                sig.signature_creation_time(),
+            ))
         }
         Err(VerificationError::MissingKey { sig }) => Err(Rejection::UnknownKey(
             sig.get_issuers()
@@ -221,41 +315,110 @@ fn classify(
                 .map(|h| h.to_string())
                 .unwrap_or_else(|| "(no issuer)".to_string()),
         )),
-        Err(VerificationError::BadKey { ka, error, .. }) => {
-            let signer = ka.cert().fingerprint();
-            Err(key_rejection(keyring, signer, error))
+        // sequoia judges the key (at the signature's time) BEFORE the
+        // cryptographic check: do the check first, as containers/image
+        // does, so a forgery is never reported as a key problem. Then judge
+        // the key ourselves (`validity`: it also reads extended keys as gpg).
+        Err(VerificationError::BadKey { sig, ka, error }) => {
+            if let Err(e) = sig.verify_document(ka.key()) {
+                return Err(Rejection::BadSignature(format!("{e}")));
+            }
+            judge(
+                ka.cert(),
+                &ka.key().fingerprint(),
+                sig,
+                format!("{error:#}"),
+            )
         }
-        Err(VerificationError::UnboundKey { cert, error, .. }) => {
-            Err(key_rejection(keyring, cert.fingerprint(), error))
+        Err(VerificationError::UnboundKey { sig, cert, error }) => {
+            let Some(key) = cert.keys().key_handles(sig.get_issuers()).next() else {
+                return Err(Rejection::BadKey(cert.fingerprint(), format!("{error:#}")));
+            };
+            if let Err(e) = sig.verify_document(key.key()) {
+                return Err(Rejection::BadSignature(format!("{e}")));
+            }
+            judge(cert, &key.key().fingerprint(), sig, format!("{error:#}"))
         }
         Err(VerificationError::BadSignature { error, .. }) => {
             Err(Rejection::BadSignature(format!("{error}")))
-        }
-        Err(e @ VerificationError::MalformedSignature { .. })
-        | Err(e @ VerificationError::UnknownSignature { .. }) => {
-            Err(Rejection::Malformed(e.to_string()))
         }
         Err(e) => Err(Rejection::Malformed(e.to_string())),
     }
 }
 
-/// A key that sequoia found unusable at the signature's time: say why.
-fn key_rejection(keyring: &Keyring, signer: Fingerprint, error: anyhow::Error) -> Rejection {
-    let cert = keyring.cert_for(&KeyHandle::from(signer.clone()));
-    let revoked = cert.is_some_and(|c| {
-        matches!(
-            c.revocation_status(&StandardPolicy::new(), None),
-            openpgp::types::RevocationStatus::Revoked(_)
-        )
-    });
-    let text = format!("{error:#}");
-    if revoked || text.contains("revoked") {
-        Rejection::KeyRevoked(signer)
-    } else if text.contains("xpired") || text.contains("not alive") || text.contains("not live") {
-        Rejection::KeyExpired(signer)
-    } else {
-        Rejection::BadKey(signer, text)
+/// A cryptographically good signature that sequoia found unusable at its
+/// time: our verdict (see `validity`), with dates when it is a rejection.
+fn judge(
+    cert: &Cert,
+    key: &Fingerprint,
+    sig: &openpgp::packet::Signature,
+    fallback: String,
+) -> Result<Good, Rejection> {
+    if sig.version() != 4 {
+        return Err(Rejection::NotV4(sig.version()));
     }
+    let signer = cert.fingerprint();
+    let Some(signed) = sig.signature_creation_time() else {
+        return Err(Rejection::BadKey(signer, fallback));
+    };
+    if sig.signature_alive(None, None).is_err() {
+        return Err(Rejection::BadKey(signer, fallback));
+    }
+    // The check sequoia makes after a good checksum (e.g. no SHA-1).
+    if let Err(e) = StandardPolicy::new().signature(sig, Default::default()) {
+        return Err(Rejection::BadSignature(format!("{e:#}")));
+    }
+    Err(match key_verdict_at(cert, key, signed) {
+        KeyVerdict::Valid => return Ok((signer, key.clone(), Some(signed))),
+        KeyVerdict::Expired {
+            key,
+            subkey,
+            expired,
+            signed,
+        } => Rejection::KeyExpired {
+            key,
+            subkey,
+            expired,
+            signed,
+        },
+        KeyVerdict::NotYetValid {
+            key,
+            created,
+            signed,
+        } => Rejection::KeyNotYetValid {
+            key,
+            created,
+            signed,
+        },
+        KeyVerdict::Revoked {
+            key,
+            subkey,
+            hard: true,
+            reason,
+            revoked,
+            ..
+        } => Rejection::KeyRevoked {
+            key,
+            subkey,
+            reason,
+            revoked,
+        },
+        KeyVerdict::Revoked {
+            key,
+            subkey,
+            reason,
+            revoked,
+            signed,
+            ..
+        } => Rejection::KeyRevokedSoft {
+            key,
+            subkey,
+            reason,
+            revoked,
+            signed,
+        },
+        KeyVerdict::Invalid(e) => Rejection::BadKey(signer, e),
+    })
 }
 
 /// Checks a blob cryptographically against the keyring; on success returns
@@ -315,13 +478,29 @@ fn explain_parse_failure(blob: &[u8], error: anyhow::Error) -> Rejection {
 pub struct Expected {
     pub digest: Digest,
     /// The reference the image is known by (tag => exact match, digest =>
-    /// same repository).
+    /// same repository, under the default rule).
     pub reference: DockerReference,
 }
 
+/// How strict the payload checks are (the default is containers/image's:
+/// current format only, `matchRepoDigestOrExact`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Count legacy StageX payloads (crypto, bare-hex digest and
+    /// repository identity still checked); otherwise they are rejected as
+    /// `legacy-format`.
+    pub allow_legacy: bool,
+    /// The `signedIdentity` rule.
+    pub identity: IdentityRule,
+}
+
 /// Steps 3–5: strict payload, digest equality, identity match.
-pub fn check_payload(bytes: &[u8], expected: &Expected) -> Result<Payload, Rejection> {
-    let payload = Payload::parse(bytes).map_err(Rejection::Payload)?;
+pub fn check_payload(
+    bytes: &[u8],
+    expected: &Expected,
+    options: &VerifyOptions,
+) -> Result<Payload, Rejection> {
+    let (payload, format) = Payload::parse_any(bytes).map_err(Rejection::Payload)?;
     if payload.manifest_digest != expected.digest {
         return Err(Rejection::DigestMismatch {
             signed: payload.manifest_digest,
@@ -330,10 +509,26 @@ pub fn check_payload(bytes: &[u8], expected: &Expected) -> Result<Payload, Rejec
     }
     let signed = DockerReference::parse(&payload.docker_reference)
         .map_err(|e| Rejection::InvalidIdentity(format!("{e:#}")))?;
-    if !expected.reference.matches_signed(&signed) {
+    let matches = match format {
+        PayloadFormat::Current => options.identity.matches(&expected.reference, &signed),
+        // The legacy form signs a bare repository.
+        PayloadFormat::Legacy => {
+            signed.tag.is_none()
+                && signed.digest.is_none()
+                && options
+                    .identity
+                    .matches_repository(&expected.reference, &signed)
+        }
+    };
+    if !matches {
         return Err(Rejection::IdentityMismatch {
             signed: payload.docker_reference,
             expected: expected.reference.to_string(),
+        });
+    }
+    if format == PayloadFormat::Legacy && !options.allow_legacy {
+        return Err(Rejection::LegacyFormat {
+            signed: payload.docker_reference,
         });
     }
     Ok(payload)
@@ -344,9 +539,10 @@ pub fn verify_signature(
     keyring: &Keyring,
     blob: &[u8],
     expected: &Expected,
+    options: &VerifyOptions,
 ) -> Result<(VerifiedSignature, Payload), Rejection> {
     let verified = verify_blob(keyring, blob)?;
-    let payload = check_payload(&verified.payload, expected)?;
+    let payload = check_payload(&verified.payload, expected, options)?;
     Ok((verified, payload))
 }
 

@@ -1,6 +1,8 @@
-//! Throwaway GnuPG homes with one key each (primary key signs, no
-//! passphrase), for signing and verifying with the real gpg. The agent the
-//! home starts is stopped (gpgconf --kill) when dropped.
+//! Throwaway GnuPG homes with one key each (no passphrase), for signing
+//! and verifying with the real gpg: ed25519 or RSA-4096, primary-key or
+//! signing-subkey signers, and keys made, signed with, extended and revoked
+//! in the past (`--faked-system-time EPOCH!`). The agent the home starts is
+//! stopped (gpgconf --kill) when dropped.
 #![allow(dead_code)]
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -51,6 +53,143 @@ impl GpgHome {
         Some(this)
     }
 
+    /// A new home whose key gpg makes with `--quick-gen-key` (algorithm
+    /// `algo`, e.g. `rsa4096`/`ed25519`, usage `sign` or `cert`, expiry
+    /// `expire` such as `never`/`1y`), at the faked time `at` (epoch
+    /// seconds) when given. `None` if gpg is missing outside CI.
+    pub fn generate(
+        name: &str,
+        algo: &str,
+        usage: &str,
+        expire: &str,
+        at: Option<u64>,
+    ) -> Option<GpgHome> {
+        let gpg = tools::require(&["gpg"])?.remove(0);
+        let home = tempfile::Builder::new()
+            .prefix("gh")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let mut this = GpgHome {
+            home,
+            fingerprint: String::new(),
+            gpg,
+        };
+        let uid = format!("{name} <{name}@example.org>");
+        tools::run_ok(this.cmd_at(at).args([
+            "--batch",
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            &uid,
+            algo,
+            usage,
+            expire,
+        ]));
+        let listing = tools::run_ok(this.cmd().args(["--batch", "--with-colons", "--list-keys"]));
+        this.fingerprint = String::from_utf8_lossy(&listing.stdout)
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("fpr:")
+                    .map(|r| r.trim_matches(':').to_string())
+            })
+            .expect("a fingerprint in gpg's listing");
+        Some(this)
+    }
+
+    /// gpg with this home at the faked time `at` (frozen), if given.
+    pub fn cmd_at(&self, at: Option<u64>) -> Command {
+        let mut c = self.cmd();
+        if let Some(t) = at {
+            c.arg(format!("--faked-system-time={t}!"));
+        }
+        c
+    }
+
+    /// Adds a subkey (`--quick-add-key FPR algo usage expire`) at `at`.
+    pub fn add_subkey(&self, algo: &str, usage: &str, expire: &str, at: Option<u64>) {
+        tools::run_ok(self.cmd_at(at).args([
+            "--batch",
+            "--passphrase",
+            "",
+            "--quick-add-key",
+            &self.fingerprint,
+            algo,
+            usage,
+            expire,
+        ]));
+    }
+
+    /// Sets the primary key's expiry (`--quick-set-expire`) at `at`.
+    pub fn set_expire(&self, expire: &str, at: Option<u64>) {
+        tools::run_ok(self.cmd_at(at).args([
+            "--batch",
+            "--passphrase",
+            "",
+            "--quick-set-expire",
+            &self.fingerprint,
+            expire,
+        ]));
+    }
+
+    /// Revokes the key at `at` with gpg's reason `code` (0 no reason,
+    /// 1 compromised, 2 superseded, 3 no longer used) and imports the
+    /// revocation, as a maintainer would.
+    pub fn revoke(&self, code: u8, at: Option<u64>) {
+        use std::io::Write;
+        let mut child = self
+            .cmd_at(at)
+            .args([
+                "--command-fd",
+                "0",
+                "--status-fd",
+                "2",
+                "--no-tty",
+                "--armor",
+                "--gen-revoke",
+                &self.fingerprint,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gpg --gen-revoke");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("y\n{code}\ntest revocation\n\ny\n").as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success() && !output.stdout.is_empty(),
+            "gpg --gen-revoke failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let file = self.home.path().join("revocation.asc");
+        std::fs::write(&file, &output.stdout).unwrap();
+        self.import(&file);
+    }
+
+    /// `gpg --sign --no-armor` of `payload` at the faked time `at`.
+    pub fn sign_at(&self, payload: &[u8], at: Option<u64>) -> Vec<u8> {
+        let file = self.home.path().join("payload.json");
+        std::fs::write(&file, payload).unwrap();
+        tools::run_ok(
+            self.cmd_at(at)
+                .args([
+                    "--batch",
+                    "--sign",
+                    "--no-armor",
+                    "--local-user",
+                    &self.fingerprint,
+                    "--output",
+                    "-",
+                ])
+                .arg(&file),
+        )
+        .stdout
+    }
+
     /// gpg with this home.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(&self.gpg);
@@ -78,22 +217,7 @@ impl GpgHome {
 
     /// `gpg --sign --no-armor` of `payload` (the StageX way).
     pub fn sign(&self, payload: &[u8]) -> Vec<u8> {
-        let file = self.home.path().join("payload.json");
-        std::fs::write(&file, payload).unwrap();
-        tools::run_ok(
-            self.cmd()
-                .args([
-                    "--batch",
-                    "--sign",
-                    "--no-armor",
-                    "--local-user",
-                    &self.fingerprint,
-                    "--output",
-                    "-",
-                ])
-                .arg(&file),
-        )
-        .stdout
+        self.sign_at(payload, None)
     }
 
     /// Imports certificates (public keys) into this home.

@@ -1,0 +1,102 @@
+//! Owns: `stagex preseed --source NS`: pull every image listed in
+//! digests/*.txt, by its digest, into out/<stage>-<name>/ (StageX's `make
+//! preseed`, without docker). Parsing flags and printing; the work is
+//! `build::preseed`.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::progress;
+use super::Context;
+use crate::build::digests;
+use crate::build::preseed::{self, PreseedOptions, PreseedStatus};
+use crate::oci::Platform;
+use crate::pallet::resolve::Source;
+use crate::store::Store;
+
+#[derive(Debug, Args)]
+pub struct PreseedArgs {
+    /// The registry namespace the release was published to (HOST[:PORT]/NAMESPACE).
+    #[arg(long, value_name = "NS")]
+    pub source: String,
+    /// The release digests: a directory of <stage>.txt files or one file
+    /// (default: <root>/digests).
+    #[arg(long, value_name = "DIR")]
+    pub digests_dir: Option<PathBuf>,
+    /// Output directory (default: `out` in stagex.toml, else <root>/out).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The platform pulled when a digest names an index (default: the host).
+    #[arg(long)]
+    pub platform: Option<Platform>,
+    /// Images pulled at once.
+    #[arg(short = 'j', long, default_value_t = 4, value_name = "N")]
+    pub jobs: usize,
+}
+
+pub fn run(ctx: &Context, args: PreseedArgs) -> Result<ExitCode> {
+    let dir = args
+        .digests_dir
+        .clone()
+        .unwrap_or_else(|| ctx.root.join("digests"));
+    let release = digests::read_release(&dir)?;
+    let source = Source::parse(&args.source)?.open()?;
+    let store = Store::open_default()?;
+    let options = PreseedOptions {
+        out_root: args.out.clone().unwrap_or_else(|| ctx.settings.out.clone()),
+        platform: args.platform.clone().unwrap_or_else(Platform::host),
+        jobs: args.jobs,
+    };
+    let progress = progress::for_command(ctx.json);
+    let entries = preseed::preseed(&*source, &release, &store, &options, &*progress);
+    let failed = entries
+        .iter()
+        .filter(|e| matches!(e.status, PreseedStatus::Failed(_)))
+        .count();
+    if ctx.json {
+        let list: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                let (status, error) = match &e.status {
+                    PreseedStatus::Pulled => ("pulled", None),
+                    PreseedStatus::Present => ("present", None),
+                    PreseedStatus::Failed(why) => ("failed", Some(why)),
+                };
+                serde_json::json!({
+                    "package": e.id, "digest": e.digest, "status": status, "error": error,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string(&serde_json::json!({ "preseed": list }))?
+        );
+    } else {
+        for e in &entries {
+            match &e.status {
+                PreseedStatus::Pulled => println!("pulled  {} {}", e.id, e.digest),
+                PreseedStatus::Present => println!("present {} {}", e.id, e.digest),
+                PreseedStatus::Failed(why) => println!("FAILED  {} {}: {why}", e.id, e.digest),
+            }
+        }
+        println!(
+            "{} images: {} pulled, {} already present, {failed} failed",
+            entries.len(),
+            entries
+                .iter()
+                .filter(|e| matches!(e.status, PreseedStatus::Pulled))
+                .count(),
+            entries
+                .iter()
+                .filter(|e| matches!(e.status, PreseedStatus::Present))
+                .count(),
+        );
+    }
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,85 @@
+//! Owns: keeping sequoia's signature-verification cache between runs, so
+//! re-verifying a release skips the public-key arithmetic of signatures
+//! already checked. sequoia keys each entry by a SHA-512 over the
+//! signature's MPIs, the digest of the exact data it covers and the key:
+//! the cache only says "these signature bytes verify over this content
+//! with this key". Key validity at signing time, payload, digest, identity
+//! and quorum are judged on every run.
+//!
+//! Where: `$STAGEX_SIGNATURE_CACHE` (a file path; `off` disables it), else
+//! `$XDG_CACHE_HOME/stagex/signature-cache`, else
+//! `~/.cache/stagex/signature-cache`. Trust: whoever can write that file
+//! could make forged signatures pass, as whoever can replace the binary: it
+//! lives in the user's own cache directory, written 0600, atomically.
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sequoia_openpgp::packet::signature::cache::SignatureVerificationCache;
+
+/// Entries kept at most (32 MiB of file).
+const MAX_ENTRIES: usize = 1 << 20;
+/// One entry as sequoia dumps it (SHA-512/256); `restore` skips entries of
+/// another size, so a future format only costs a cold run.
+const ENTRY_BYTES: usize = 32;
+
+/// The cache file to use, or `None` when disabled.
+pub fn default_path() -> Option<PathBuf> {
+    if let Some(value) = std::env::var_os("STAGEX_SIGNATURE_CACHE") {
+        if value == "off" || value.is_empty() {
+            return None;
+        }
+        return Some(PathBuf::from(value));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("stagex").join("signature-cache"))
+}
+
+/// Loads `path` into sequoia's cache (a missing file is an empty cache)
+/// and waits until it is in place.
+pub fn load(path: &Path) -> Result<()> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let entries: Vec<Vec<u8>> = bytes
+        .chunks_exact(ENTRY_BYTES)
+        .map(<[u8]>::to_vec)
+        .collect();
+    let (done, wait) = mpsc::channel();
+    SignatureVerificationCache::restore(entries.into_iter(), move || {
+        let _ = done.send(());
+    });
+    wait.recv_timeout(Duration::from_secs(30))
+        .with_context(|| format!("loading the signature cache {}", path.display()))
+}
+
+/// Writes the entries used or added by this run back to `path`, if any
+/// were added.
+pub fn save(path: &Path) -> Result<()> {
+    if SignatureVerificationCache::insertions() == 0 {
+        return Ok(());
+    }
+    let mut bytes = Vec::new();
+    for entry in SignatureVerificationCache::dump()
+        .into_iter()
+        .filter(|e| e.inserted() || e.accessed())
+        .take(MAX_ENTRIES)
+    {
+        bytes.extend_from_slice(entry.value());
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut file = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    std::io::Write::write_all(&mut file, &bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
