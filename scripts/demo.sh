@@ -190,15 +190,9 @@ sx publish --release "$RELEASE"
 
 # --- pull everything back under a signedBy policy -----------------------------
 say "pulling back with skopeo under a signedBy policy"
-cat "$WORK"/keys/*.gpg > "$WORK/keyring.gpg"
-mkdir -p "$WORK/pull/registries.d" "$WORK/pull/certs"
+sx policy --out "$WORK/pull" --registry "$NS" --lookaside "$MIRROR"
+mkdir -p "$WORK/pull/certs"
 cp "$SRV/tls/ca.crt" "$WORK/pull/certs/ca.crt"
-cat > "$WORK/pull/policy.json" <<JSON
-{"default":[{"type":"reject"}],
- "transports":{"docker":{"$REG":[{"type":"signedBy","keyType":"GPGKeys","keyPath":"$WORK/keyring.gpg"}]},
-               "oci":{"":[{"type":"insecureAcceptAnything"}]}}}
-JSON
-printf 'docker:\n  %s:\n    lookaside: %s\n' "$REG" "$MIRROR" > "$WORK/pull/registries.d/stagex.yaml"
 cat "$WORK"/digests/*.txt | while read -r hex name; do
   version=$(jq -r '.manifests[0].annotations["org.opencontainers.image.ref.name"] // empty' "$WORK/out/$name/index.json")
   ref="$NS/$name:$version"
@@ -214,7 +208,7 @@ cat <<EOF2
   registry           https://$REG  (user $REG_USER, password $REG_PASS; data $SRV/registry/data)
   signature mirror   $MIRROR  (files in $SRV/mirror)
   trusted keys       $WORK/keys  (secret keys in $WORK/secret)
-  skopeo policy      $WORK/pull/policy.json  with  $WORK/pull/registries.d
+  skopeo policy      $WORK/pull/policy.json  with  $WORK/pull/registries.d  (written by stagex policy)
   pulled images      $WORK/pull/<image>
   publish journal    $WORK/.stagex/publish-journal.json
 EOF2
