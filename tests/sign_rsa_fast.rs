@@ -16,7 +16,7 @@ use sign_support::payload;
 use stagex::oci::digest::Digest;
 use stagex::sign::keyring::Keyring;
 use stagex::sign::rsa_fast::{entry_for, RsaKeys};
-use stagex::sign::verify::verify_blob;
+use stagex::sign::verify::{verify_blob, Rejection};
 
 fn keyring_of(homes: &[&GpgHome]) -> Keyring {
     let mut keyring = Keyring::default();
@@ -75,28 +75,37 @@ fn no_entry_for_a_tampered_signature_or_a_non_rsa_key() {
     let good = rsa.sign(&p);
     assert!(entry_for(&keys, &good).is_some());
 
-    // The last byte of the message is the low byte of the RSA value `s`.
-    let mut forged_s = good.clone();
-    *forged_s.last_mut().unwrap() ^= 0x01;
-    assert_eq!(entry_for(&keys, &forged_s), None);
-    assert!(verify_blob(&keyring, &forged_s).is_err());
-
-    // gpg compresses the payload: re-sign uncompressed and alter one byte
-    // of the literal data, so the digest no longer matches the signature.
+    // gpg compresses by default; uncompressed, the last byte of the
+    // message is the low byte of the RSA value `s`, and the payload is in
+    // the clear.
     let file = rsa.path().join("plain.json");
     std::fs::write(&file, &p).unwrap();
-    let mut altered = peers::tools::run_ok(
+    let plain = peers::tools::run_ok(
         rsa.cmd()
             .args(["--batch", "--compress-algo", "none", "--sign", "--no-armor"])
             .args(["--local-user", &rsa.fingerprint, "--output", "-"])
             .arg(&file),
     )
     .stdout;
-    assert!(entry_for(&keys, &altered).is_some());
+    assert!(entry_for(&keys, &plain).is_some());
+    let mut forged_s = plain.clone();
+    *forged_s.last_mut().unwrap() ^= 0x01;
+    assert_eq!(entry_for(&keys, &forged_s), None);
+    assert!(matches!(
+        verify_blob(&keyring, &forged_s),
+        Err(Rejection::BadSignature(_))
+    ));
+
+    // One byte of the signed payload altered: the digest no longer
+    // matches the signature.
+    let mut altered = plain;
     let at = altered.windows(6).position(|w| w == b"atomic").unwrap();
     altered[at] ^= 0x01;
     assert_eq!(entry_for(&keys, &altered), None);
-    assert!(verify_blob(&keyring, &altered).is_err());
+    assert!(matches!(
+        verify_blob(&keyring, &altered),
+        Err(Rejection::BadSignature(_))
+    ));
 
     // Ed25519 is sequoia's own business.
     assert_eq!(entry_for(&keys, &ed.sign(&p)), None);
