@@ -8,7 +8,9 @@
 //! `gpg --sign --no-armor`; gpgv checks every one of them in the loop).
 //!
 //! Run: `cargo bench --bench verify` (BENCH_IMAGES=500 by default; a
-//! quick proof run: `BENCH_IMAGES=50 cargo bench --bench verify`).
+//! quick proof run: `BENCH_IMAGES=50 cargo bench --bench verify`;
+//! `BENCH_KEEP=1` keeps the signed trees, to profile a run by hand). The
+//! "no cache" row runs with STAGEX_SIGNATURE_CACHE=off.
 #[path = "../tests/peers/mod.rs"]
 mod peers;
 
@@ -77,6 +79,19 @@ fn main() {
 fn run_row(name: &'static str, algo: &str, images: usize) -> Row {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        // To profile a run by hand: the tree stays, with the command.
+        let kept = dir.keep();
+        println!(
+            "{name}: kept {} (stagex --root DIR verify --threshold 2 --keys DIR/keys --lookaside DIR/signatures --digests DIR/bench.txt)",
+            kept.display()
+        );
+        return run_in(name, algo, images, &kept);
+    }
+    run_in(name, algo, images, root)
+}
+
+fn run_in(name: &'static str, algo: &str, images: usize, root: &Path) -> Row {
     let homes = [
         GpgHome::generate("alice", algo, "sign", "never", None).expect("gpg"),
         GpgHome::generate("bob", algo, "sign", "never", None).expect("gpg"),

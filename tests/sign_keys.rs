@@ -282,3 +282,70 @@ fn legacy_stagex_payloads_count_only_with_allow_legacy() {
     let codes: Vec<String> = invalid(&allowed).into_iter().map(|i| i.1).collect();
     assert_eq!(codes, ["identity-mismatch", "payload"]);
 }
+
+#[test]
+fn a_tampered_rsa4096_signature_is_rejected_with_its_reason_and_good_ones_are_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let Some(key) = GpgHome::generate("rsa", "rsa4096", "sign", "never", None) else {
+        return;
+    };
+    let digest = Digest::of_bytes(b"tampered rsa image");
+    let p = payload("stagex/core-x:1.0", &digest);
+    let good = key.sign(&p);
+    // Uncompressed, the last byte of the message is the low byte of the
+    // RSA value `s`.
+    std::fs::write(root.join("payload.json"), &p).unwrap();
+    let mut forged = run_ok(
+        key.cmd()
+            .args(["--batch", "--compress-algo", "none", "--sign", "--no-armor"])
+            .args(["--local-user", &key.fingerprint, "--output", "-"])
+            .arg(root.join("payload.json")),
+    )
+    .stdout;
+    *forged.last_mut().unwrap() ^= 0x01;
+    release(root, &digest, &[&good, &forged]);
+    write_cert(root, "rsa", &key.export());
+    let cache = root.join("signature-cache");
+    let run = || {
+        let output = peers::tools::stagex()
+            .env("STAGEX_SIGNATURE_CACHE", &cache)
+            .arg("--root")
+            .arg(root)
+            .args(["--json", "verify", "--threshold", "1", "--digests"])
+            .arg(root.join("digests.txt"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(signer_files(&output), [(key.fingerprint.clone(), 1)]);
+        let bad = invalid(&output);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert_eq!(
+            (bad[0].0.as_str(), bad[0].1.as_str()),
+            ("signature-2", "bad-signature"),
+            "{bad:?}"
+        );
+        assert!(bad[0].2.contains("bad signature"), "{}", bad[0].2);
+    };
+    // Cold: the RSA pass verified the good signature for sequoia; its entry
+    // is kept (beside those of the key's self-signatures; a failure is
+    // never cached).
+    run();
+    let mut keyring = stagex::sign::keyring::Keyring::default();
+    keyring.add_bytes(&key.export(), Path::new("rsa")).unwrap();
+    let keys = stagex::sign::rsa_fast::RsaKeys::from_keyring(&keyring);
+    let entry = stagex::sign::rsa_fast::entry_for(&keys, &good).unwrap();
+    let stored = std::fs::read(&cache).unwrap();
+    assert!(
+        stored.chunks(32).any(|c| c == entry),
+        "{} bytes",
+        stored.len()
+    );
+    // Warm: the same verdicts from the cache file, which stays as it is.
+    run();
+    assert_eq!(std::fs::read(&cache).unwrap(), stored);
+}

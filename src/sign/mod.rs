@@ -2,7 +2,7 @@
 //! payloads (and StageX's legacy form), references and identity rules, the
 //! trusted keyring, key validity at signing time, signers (sequoia key
 //! files and gpg/smartcards), verification with reasons, the distinct-signer
-//! quorum, the release digests gate, the containers-policy files, and the
+//! quorum, the RSA pre-verification pass (OpenSSL arithmetic feeding sequoia's cache), the release digests gate, the containers-policy files, and the
 //! sign/verify flows over a lookaside store.
 pub mod apply;
 pub mod cache;
@@ -15,6 +15,7 @@ pub mod policy;
 pub mod quorum;
 pub use crate::oci::reference;
 pub mod release;
+pub mod rsa_fast;
 pub mod signer;
 pub mod validity;
 pub mod verify;

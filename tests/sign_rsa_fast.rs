@@ -1,0 +1,113 @@
+//! Owns: proving the RSA pre-verification pass (`sign::rsa_fast`) hands
+//! sequoia exactly the cache entry sequoia itself inserts for the same
+//! signature (a guard against a change of sequoia's entry format), on
+//! gpg-made RSA-4096 primary-key and signing-subkey signatures, and that it
+//! gives no entry for a tampered signature or a non-RSA key. The CLI side
+//! (a tampered RSA signature still rejected with its reason) is in
+//! sign_keys.rs.
+mod peers;
+mod sign_support;
+
+use std::path::Path;
+
+use peers::gpg::GpgHome;
+use sequoia_openpgp::packet::signature::cache::SignatureVerificationCache;
+use sign_support::payload;
+use stagex::oci::digest::Digest;
+use stagex::sign::keyring::Keyring;
+use stagex::sign::rsa_fast::{entry_for, RsaKeys};
+use stagex::sign::verify::{verify_blob, Rejection};
+
+fn keyring_of(homes: &[&GpgHome]) -> Keyring {
+    let mut keyring = Keyring::default();
+    for home in homes {
+        keyring
+            .add_bytes(&home.export(), Path::new(&home.fingerprint))
+            .unwrap();
+    }
+    keyring
+}
+
+/// Entries sequoia inserted itself (not restored) in this process.
+fn inserted_by_sequoia() -> Vec<Vec<u8>> {
+    SignatureVerificationCache::dump()
+        .into_iter()
+        .filter(|e| e.inserted())
+        .map(|e| e.value().to_vec())
+        .collect()
+}
+
+#[test]
+fn the_pass_computes_the_entry_sequoia_inserts_for_primary_and_subkey_signatures() {
+    let Some(primary) = GpgHome::generate("primary", "rsa4096", "sign", "never", None) else {
+        return;
+    };
+    let carded = GpgHome::generate("carded", "rsa4096", "cert", "never", None).unwrap();
+    carded.add_subkey("rsa4096", "sign", "never", None);
+    let keyring = keyring_of(&[&primary, &carded]);
+    let keys = RsaKeys::from_keyring(&keyring);
+    let p = payload("stagex/core-x:1.0", &Digest::of_bytes(b"rsa fast image"));
+    for (who, blob) in [("primary", primary.sign(&p)), ("subkey", carded.sign(&p))] {
+        let entry = entry_for(&keys, &blob).unwrap_or_else(|| panic!("{who}: no entry"));
+        assert!(
+            !inserted_by_sequoia().contains(&entry.to_vec()),
+            "{who}: not verified by sequoia yet"
+        );
+        // The pass did not touch the cache: sequoia does the math itself
+        // and inserts its own entry, which must be ours.
+        verify_blob(&keyring, &blob).unwrap_or_else(|e| panic!("{who}: {e}"));
+        assert!(
+            inserted_by_sequoia().contains(&entry.to_vec()),
+            "{who}: sequoia inserted another entry than the pass computes: its format changed?"
+        );
+    }
+}
+
+#[test]
+fn no_entry_for_a_tampered_signature_or_a_non_rsa_key() {
+    let Some(rsa) = GpgHome::generate("rsa", "rsa4096", "sign", "never", None) else {
+        return;
+    };
+    let ed = GpgHome::generate("ed", "ed25519", "sign", "never", None).unwrap();
+    let keyring = keyring_of(&[&rsa, &ed]);
+    let keys = RsaKeys::from_keyring(&keyring);
+    let p = payload("stagex/core-x:1.0", &Digest::of_bytes(b"tampered"));
+    let good = rsa.sign(&p);
+    assert!(entry_for(&keys, &good).is_some());
+
+    // gpg compresses by default; uncompressed, the last byte of the
+    // message is the low byte of the RSA value `s`, and the payload is in
+    // the clear.
+    let file = rsa.path().join("plain.json");
+    std::fs::write(&file, &p).unwrap();
+    let plain = peers::tools::run_ok(
+        rsa.cmd()
+            .args(["--batch", "--compress-algo", "none", "--sign", "--no-armor"])
+            .args(["--local-user", &rsa.fingerprint, "--output", "-"])
+            .arg(&file),
+    )
+    .stdout;
+    assert!(entry_for(&keys, &plain).is_some());
+    let mut forged_s = plain.clone();
+    *forged_s.last_mut().unwrap() ^= 0x01;
+    assert_eq!(entry_for(&keys, &forged_s), None);
+    assert!(matches!(
+        verify_blob(&keyring, &forged_s),
+        Err(Rejection::BadSignature(_))
+    ));
+
+    // One byte of the signed payload altered: the digest no longer
+    // matches the signature.
+    let mut altered = plain;
+    let at = altered.windows(6).position(|w| w == b"atomic").unwrap();
+    altered[at] ^= 0x01;
+    assert_eq!(entry_for(&keys, &altered), None);
+    assert!(matches!(
+        verify_blob(&keyring, &altered),
+        Err(Rejection::BadSignature(_))
+    ));
+
+    // Ed25519 is sequoia's own business.
+    assert_eq!(entry_for(&keys, &ed.sign(&p)), None);
+    assert!(verify_blob(&keyring, &ed.sign(&p)).is_ok());
+}
