@@ -264,18 +264,7 @@ impl ImageSink for RegistrySink {
             Some(source) if *source == host => &self.mounts.repos,
             _ => &no_mounts,
         };
-        let pushed = push::push_image(&self.reference, from, root, mounts, progress)?;
-        Ok(WriteReport {
-            reference: pushed.reference,
-            digest: pushed.digest,
-            blobs_uploaded: pushed.blobs_uploaded,
-            bytes_uploaded: pushed.bytes_uploaded,
-            blobs_mounted: pushed.blobs_mounted,
-            bytes_mounted: pushed.bytes_mounted,
-            blobs_existing: pushed.blobs_existing,
-            manifests_pushed: pushed.manifests_pushed,
-            ..WriteReport::default()
-        })
+        push::push_image(&self.reference, from, root, mounts, progress)
     }
 }
 
