@@ -255,17 +255,7 @@ fn subpackages_are_two_images_from_one_containerfile() {
 
     let report: Value = serde_json::from_slice(
         &run_ok(
-            tools::stagex()
-                .arg("--json")
-                .arg("--root")
-                .arg(root.path())
-                .args([
-                    "build",
-                    "--builder",
-                    "buildah",
-                    "core-multi-a",
-                    "core-multi-b",
-                ])
+            build_support::buildah_build(root.path(), &["core-multi-a", "core-multi-b"])
                 .env_remove("SOURCE_DATE_EPOCH"),
         )
         .stdout,

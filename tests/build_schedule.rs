@@ -255,21 +255,10 @@ fn a_subpackage_family_builds_its_shared_stage_once() {
             .args(["fetch", "core-bbox"]),
     );
     let (ok, report) = {
-        let out = stagex()
-            .arg("--json")
-            .arg("--root")
-            .arg(root.path())
-            .args([
-                "build",
-                "--builder",
-                "buildah",
-                "-j",
-                "2",
-                "core-fam-a",
-                "core-fam-b",
-            ])
-            .output()
-            .unwrap();
+        let out =
+            build_support::buildah_build(root.path(), &["-j", "2", "core-fam-a", "core-fam-b"])
+                .output()
+                .unwrap();
         (
             out.status.success(),
             serde_json::from_slice::<Value>(&out.stdout)

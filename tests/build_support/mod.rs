@@ -1,6 +1,7 @@
 //! Owns: fixtures shared by the build tests: a native package definition
-//! written into a StageX tree, and the package names of a build report.
-//! Starts no peer and runs no command.
+//! written into a StageX tree, the buildah build command line, and the
+//! package names of a build report. Starts no peer and runs no command
+//! (its includers also include `peers`).
 #![allow(dead_code)]
 use std::path::Path;
 
@@ -19,6 +20,18 @@ pub fn native_package(root: &Path, name: &str, base: Option<&str>, content: &str
         format!("[package]\nname = \"{name}\"\nversion = \"1.0\"\n{base}[[native.file]]\npath = \"etc/{name}\"\ncontent = \"{content}\\n\"\n"),
     )
     .unwrap();
+}
+
+/// `stagex --json --root ROOT build --builder buildah ARGS...` (to run).
+pub fn buildah_build(root: &Path, args: &[&str]) -> std::process::Command {
+    let mut command = crate::peers::tools::stagex();
+    command
+        .arg("--json")
+        .arg("--root")
+        .arg(root)
+        .args(["build", "--builder", "buildah"])
+        .args(args);
+    command
 }
 
 /// The packages a `build --json` report lists as built, in its order.
