@@ -133,9 +133,8 @@ impl Destination {
     pub fn sink(&self, mounts: Mounts) -> Box<dyn ImageSink> {
         match self.clone() {
             Destination::OciLayout { dir, tag } => Box::new(OciLayoutSink { dir, tag }),
-            Destination::OciArchive { file, tag } => Box::new(OciArchiveSink { file, tag }),
-            Destination::DockerArchive { file, reference } => {
-                Box::new(DockerArchiveSink { file, reference })
+            archive @ (Destination::OciArchive { .. } | Destination::DockerArchive { .. }) => {
+                Box::new(ArchiveSink(archive))
             }
             Destination::Registry { reference } => Box::new(RegistrySink { reference, mounts }),
         }
@@ -196,36 +195,11 @@ impl ImageSink for OciLayoutSink {
     }
 }
 
-/// `oci-archive:FILE[:TAG]`.
-pub struct OciArchiveSink {
-    pub file: PathBuf,
-    pub tag: Option<String>,
-}
+/// `oci-archive:FILE[:TAG]` and `docker-archive:FILE[:NAME:TAG]`: one
+/// file, reported by its size.
+pub struct ArchiveSink(pub Destination);
 
-impl ImageSink for OciArchiveSink {
-    fn write(
-        &self,
-        from: &Layout,
-        root: &Descriptor,
-        _: Option<&Platform>,
-        _: &dyn Progress,
-    ) -> Result<WriteReport> {
-        let blobs = write_oci_archive(from, root, &self.file, self.tag.as_deref())?;
-        let destination = Destination::OciArchive {
-            file: self.file.clone(),
-            tag: self.tag.clone(),
-        };
-        archive_report(&destination, root, &self.file, blobs)
-    }
-}
-
-/// `docker-archive:FILE[:NAME:TAG]`.
-pub struct DockerArchiveSink {
-    pub file: PathBuf,
-    pub reference: Option<String>,
-}
-
-impl ImageSink for DockerArchiveSink {
+impl ImageSink for ArchiveSink {
     fn write(
         &self,
         from: &Layout,
@@ -233,13 +207,17 @@ impl ImageSink for DockerArchiveSink {
         platform: Option<&Platform>,
         _: &dyn Progress,
     ) -> Result<WriteReport> {
-        let blobs =
-            write_docker_archive(from, root, platform, &self.file, self.reference.as_deref())?;
-        let destination = Destination::DockerArchive {
-            file: self.file.clone(),
-            reference: self.reference.clone(),
+        let (file, blobs) = match &self.0 {
+            Destination::OciArchive { file, tag } => {
+                (file, write_oci_archive(from, root, file, tag.as_deref())?)
+            }
+            Destination::DockerArchive { file, reference } => (
+                file,
+                write_docker_archive(from, root, platform, file, reference.as_deref())?,
+            ),
+            other => bail!("{other} is not an archive destination"),
         };
-        archive_report(&destination, root, &self.file, blobs)
+        archive_report(&self.0, root, file, blobs)
     }
 }
 
@@ -264,18 +242,7 @@ impl ImageSink for RegistrySink {
             Some(source) if *source == host => &self.mounts.repos,
             _ => &no_mounts,
         };
-        let pushed = push::push_image(&self.reference, from, root, mounts, progress)?;
-        Ok(WriteReport {
-            reference: pushed.reference,
-            digest: pushed.digest,
-            blobs_uploaded: pushed.blobs_uploaded,
-            bytes_uploaded: pushed.bytes_uploaded,
-            blobs_mounted: pushed.blobs_mounted,
-            bytes_mounted: pushed.bytes_mounted,
-            blobs_existing: pushed.blobs_existing,
-            manifests_pushed: pushed.manifests_pushed,
-            ..WriteReport::default()
-        })
+        push::push_image(&self.reference, from, root, mounts, progress)
     }
 }
 

@@ -3,19 +3,28 @@
 //! finished; warnings) and never draw anything: rendering (bars, terminal
 //! detection) lives in `cli/progress.rs`. `NoProgress` ignores everything.
 
+/// What a task counts: bytes (transfers) or items (packages, images).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Unit {
+    #[default]
+    Bytes,
+    Items,
+}
+
 /// One thing that happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event<'a> {
     /// A task began: `id` is unique while it runs (a digest, a file name),
     /// `what` says it for humans (`pull core-jq 1a2b3c4d5e6f`), `total` in
-    /// bytes when known.
+    /// `unit`s when known.
     Started {
         id: &'a str,
         what: &'a str,
         total: Option<u64>,
+        unit: Unit,
     },
-    /// `bytes` more of task `id` are done.
-    Advanced { id: &'a str, bytes: u64 },
+    /// `amount` more of task `id` are done (in its unit).
+    Advanced { id: &'a str, amount: u64 },
     /// Task `id` ended (done or failed).
     Finished { id: &'a str },
     /// Something the user should know that does not stop the work.
@@ -43,18 +52,40 @@ pub struct Task<'a> {
 }
 
 impl<'a> Task<'a> {
+    /// A task counting bytes.
     pub fn start(progress: &'a dyn Progress, id: &str, what: &str, total: Option<u64>) -> Self {
-        progress.event(Event::Started { id, what, total });
+        Task::start_in(progress, id, what, total, Unit::Bytes)
+    }
+
+    /// A task counting items (packages, images).
+    pub fn counting(progress: &'a dyn Progress, id: &str, what: &str, total: Option<u64>) -> Self {
+        Task::start_in(progress, id, what, total, Unit::Items)
+    }
+
+    fn start_in(
+        progress: &'a dyn Progress,
+        id: &str,
+        what: &str,
+        total: Option<u64>,
+        unit: Unit,
+    ) -> Self {
+        progress.event(Event::Started {
+            id,
+            what,
+            total,
+            unit,
+        });
         Task {
             progress,
             id: id.to_string(),
         }
     }
 
-    pub fn advance(&self, bytes: u64) {
+    /// `amount` more done, in the task's unit.
+    pub fn advance(&self, amount: u64) {
         self.progress.event(Event::Advanced {
             id: &self.id,
-            bytes,
+            amount,
         });
     }
 }
@@ -97,7 +128,8 @@ mod tests {
         let events = recorder.0.into_inner().unwrap();
         assert_eq!(events.len(), 4, "{events:?}");
         assert!(events[0].starts_with("Started"));
-        assert!(events[1].contains("bytes: 4"));
+        assert!(events[0].contains("unit: Bytes"), "{events:?}");
+        assert!(events[1].contains("amount: 4"));
         assert!(events[2].starts_with("Finished"));
         assert_eq!(events[3], "Warning(\"careful\")");
     }

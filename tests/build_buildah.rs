@@ -3,6 +3,7 @@
 //! busybox, one that `COPY --from=stagex/core-bbox`, and one `FROM
 //! stagex/core-bbox`. Built twice from trees whose file mtimes differ ->
 //! identical digests; the result runs under podman.
+mod build_support;
 mod peers;
 
 use std::path::{Path, PathBuf};
@@ -254,29 +255,16 @@ fn subpackages_are_two_images_from_one_containerfile() {
 
     let report: Value = serde_json::from_slice(
         &run_ok(
-            tools::stagex()
-                .arg("--json")
-                .arg("--root")
-                .arg(root.path())
-                .args([
-                    "build",
-                    "--builder",
-                    "buildah",
-                    "core-multi-a",
-                    "core-multi-b",
-                ])
+            build_support::buildah_build(root.path(), &["core-multi-a", "core-multi-b"])
                 .env_remove("SOURCE_DATE_EPOCH"),
         )
         .stdout,
     )
     .unwrap();
-    let built: Vec<&str> = report["built"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["package"].as_str().unwrap())
-        .collect();
-    assert_eq!(built, ["core-bbox", "core-multi-a", "core-multi-b"]);
+    assert_eq!(
+        build_support::built(&report),
+        ["core-bbox", "core-multi-a", "core-multi-b"]
+    );
     let out = root.path().join("out");
     // Each image holds its own stage's files only, built with VERSION.
     assert_eq!(

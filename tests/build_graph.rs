@@ -1,6 +1,7 @@
 //! `stagex build` resolves the dependency graph before building anything:
 //! a cycle or a missing package is one clear error naming the chain; with
 //! no argument every package is built in dependency order.
+mod build_support;
 mod peers;
 
 use std::path::Path;
@@ -110,11 +111,5 @@ fn no_argument_builds_everything_dependencies_first() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let order: Vec<&str> = report["built"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["package"].as_str().unwrap())
-        .collect();
-    assert_eq!(order, ["core-zzz", "core-aaa"]);
+    assert_eq!(build_support::built(&report), ["core-zzz", "core-aaa"]);
 }

@@ -2,6 +2,7 @@
 //! bit-for-bit reproducible across umask, TZ and build directory; the
 //! StageX buildx output shape; umoci unpacks the tree with the right modes,
 //! symlinks and owners; `stagex digests` writes StageX's format.
+mod build_support;
 mod peers;
 
 use std::path::{Path, PathBuf};
@@ -275,13 +276,10 @@ fn a_native_package_on_a_base_builds_the_base_first_and_keeps_its_layer() {
         "UTC",
         &["user-motd"],
     );
-    let built: Vec<&str> = report["built"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["package"].as_str().unwrap())
-        .collect();
-    assert_eq!(built, ["core-filesystem", "user-motd"]);
+    assert_eq!(
+        build_support::built(&report),
+        ["core-filesystem", "user-motd"]
+    );
     let out = dir.path().join("out");
     let layer_of = |id: &str| {
         let layout = out.join(id);

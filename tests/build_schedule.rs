@@ -3,34 +3,23 @@
 //! positions, up-to-date packages skipped, a failure stopping its
 //! dependants (reported as skipped, with the failure's log path) and, with
 //! --keep-going, the independent rest still built.
+mod build_support;
 mod peers;
 
 use std::path::Path;
 
+use build_support::native_package;
 use peers::tools::stagex;
 use serde_json::Value;
 
-fn native(root: &Path, name: &str, base: Option<&str>) {
-    let dir = root.join("packages/core").join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let base = base
-        .map(|b| format!("[native]\nbase = \"{b}\"\n"))
-        .unwrap_or_default();
-    std::fs::write(
-        dir.join("package.toml"),
-        format!("[package]\nname = \"{name}\"\nversion = \"1.0\"\n{base}[[native.file]]\npath = \"etc/{name}\"\ncontent = \"{name}\\n\"\n"),
-    )
-    .unwrap();
-}
-
 /// a <- b <- d, a <- c <- e, f alone.
 fn six(root: &Path) {
-    native(root, "a", None);
-    native(root, "b", Some("core-a"));
-    native(root, "c", Some("core-a"));
-    native(root, "d", Some("core-b"));
-    native(root, "e", Some("core-c"));
-    native(root, "f", None);
+    native_package(root, "a", None, "a");
+    native_package(root, "b", Some("core-a"), "b");
+    native_package(root, "c", Some("core-a"), "c");
+    native_package(root, "d", Some("core-b"), "d");
+    native_package(root, "e", Some("core-c"), "e");
+    native_package(root, "f", None, "f");
 }
 
 /// A Containerfile package: with --builder native its build fails.
@@ -128,7 +117,7 @@ fn j2_builds_in_dependency_order_then_everything_is_up_to_date() {
     assert_eq!(names(&again["up_to_date"]).len(), 6, "{again}");
 
     // A changed package is rebuilt with what depends on it, nothing else.
-    native(root.path(), "c", Some("core-f"));
+    native_package(root.path(), "c", Some("core-f"), "c");
     let (ok, third) = build(root.path(), &["-j", "2"]);
     assert!(ok, "{third}");
     let mut rebuilt = names(&third["built"]);
@@ -139,12 +128,12 @@ fn j2_builds_in_dependency_order_then_everything_is_up_to_date() {
 #[test]
 fn a_failure_stops_its_dependants_and_names_its_log() {
     let root = tempfile::tempdir().unwrap();
-    native(root.path(), "a", None);
+    native_package(root.path(), "a", None, "a");
     broken(root.path(), "bad");
-    native(root.path(), "dep", Some("core-bad"));
-    native(root.path(), "dep2", Some("core-dep"));
-    native(root.path(), "f", None);
-    native(root.path(), "g", Some("core-f"));
+    native_package(root.path(), "dep", Some("core-bad"), "dep");
+    native_package(root.path(), "dep2", Some("core-dep"), "dep2");
+    native_package(root.path(), "f", None, "f");
+    native_package(root.path(), "g", Some("core-f"), "g");
 
     // -j 1: after the failure nothing new starts.
     let (ok, report) = build(root.path(), &[]);
@@ -266,21 +255,10 @@ fn a_subpackage_family_builds_its_shared_stage_once() {
             .args(["fetch", "core-bbox"]),
     );
     let (ok, report) = {
-        let out = stagex()
-            .arg("--json")
-            .arg("--root")
-            .arg(root.path())
-            .args([
-                "build",
-                "--builder",
-                "buildah",
-                "-j",
-                "2",
-                "core-fam-a",
-                "core-fam-b",
-            ])
-            .output()
-            .unwrap();
+        let out =
+            build_support::buildah_build(root.path(), &["-j", "2", "core-fam-a", "core-fam-b"])
+                .output()
+                .unwrap();
         (
             out.status.success(),
             serde_json::from_slice::<Value>(&out.stdout)

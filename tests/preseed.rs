@@ -1,27 +1,16 @@
 //! Owns: the tests of `stagex preseed`, `stagex digests --check` and
 //! `stagex build --deps-from` against the real docker-registry seeded with
 //! fixture images (built by stagex, pushed with skopeo by digest).
+mod build_support;
 mod peers;
 
 use std::path::Path;
 use std::process::{Command, Output};
 
+use build_support::{built, native_package};
 use peers::registry::Registry;
 use peers::tools::{self, run_ok, stagex};
 use serde_json::Value;
-
-fn native(root: &Path, name: &str, base: Option<&str>, content: &str) {
-    let dir = root.join("packages/core").join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let base = base
-        .map(|b| format!("[native]\nbase = \"{b}\"\n"))
-        .unwrap_or_default();
-    std::fs::write(
-        dir.join("package.toml"),
-        format!("[package]\nname = \"{name}\"\nversion = \"1.0\"\n{base}[[native.file]]\npath = \"etc/{name}\"\ncontent = \"{content}\\n\"\n"),
-    )
-    .unwrap();
-}
 
 fn cmd(root: &Path, store: &Path, args: &[&str]) -> Output {
     stagex()
@@ -101,9 +90,9 @@ fn preseed_pulls_the_release_then_check_is_green_and_a_tampered_layout_mismatche
         return;
     };
     let publisher = tempfile::tempdir().unwrap();
-    native(publisher.path(), "a", None, "a");
-    native(publisher.path(), "b", Some("core-a"), "b");
-    native(publisher.path(), "f", None, "f");
+    native_package(publisher.path(), "a", None, "a");
+    native_package(publisher.path(), "b", Some("core-a"), "b");
+    native_package(publisher.path(), "f", None, "f");
     publish(publisher.path(), &registry);
 
     // A new machine: only the committed digests.
@@ -207,14 +196,14 @@ fn deps_from_takes_the_dependency_from_the_registry_not_out() {
         return;
     };
     let publisher = tempfile::tempdir().unwrap();
-    native(publisher.path(), "a", None, "released a");
+    native_package(publisher.path(), "a", None, "released a");
     publish(publisher.path(), &registry);
 
     // Here core-a differs from the release, and out/ holds that local build.
     let me = tempfile::tempdir().unwrap();
     let store = me.path().join("store");
-    native(me.path(), "a", None, "local a");
-    native(me.path(), "b", Some("core-a"), "b");
+    native_package(me.path(), "a", None, "local a");
+    native_package(me.path(), "b", Some("core-a"), "b");
     tools::copy_dir(
         &publisher.path().join("digests"),
         &me.path().join("digests"),
@@ -230,13 +219,7 @@ fn deps_from_takes_the_dependency_from_the_registry_not_out() {
     );
     assert!(out.status.success(), "{out:?}");
     let report = json(&out);
-    let built: Vec<&str> = report["built"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["package"].as_str().unwrap())
-        .collect();
-    assert_eq!(built, ["core-b"], "core-a is not built: {report}");
+    assert_eq!(built(&report), ["core-b"], "core-a is not built: {report}");
     // out/core-a is now the released image...
     let check = cmd(me.path(), &store, &["--json", "digests", "--check"]);
     let entries = json(&check)["check"].as_array().unwrap().clone();
@@ -273,7 +256,7 @@ fn deps_from_takes_the_dependency_from_the_registry_not_out() {
     assert_eq!(b_layers[0], released[0]);
 
     // A dependency the release does not list is a clear error.
-    native(me.path(), "c", Some("core-b"), "c");
+    native_package(me.path(), "c", Some("core-b"), "c");
     let out = cmd(me.path(), &store, &["build", "core-c", "--deps-from", &ns]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -332,12 +332,12 @@ fn a_pull_reports_progress_as_events() {
     let events = recorder.0.into_inner().unwrap();
     assert!(events.first().unwrap().starts_with("Started"), "{events:?}");
     assert!(
-        events[0].contains(&format!("total: Some({})", BLOB.len())),
+        events[0].contains(&format!("total: Some({}), unit: Bytes", BLOB.len())),
         "{events:?}"
     );
     let advanced: u64 = events
         .iter()
-        .filter_map(|e| e.split("bytes: ").nth(1))
+        .filter_map(|e| e.split("amount: ").nth(1))
         .map(|n| n.trim_end_matches(" }").parse::<u64>().unwrap())
         .sum();
     assert_eq!(advanced, BLOB.len() as u64, "{events:?}");

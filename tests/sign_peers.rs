@@ -73,56 +73,6 @@ fn push(skopeo: &Path, root: &Path, registry: &Registry, package: &str, digest: 
     reference
 }
 
-fn skopeo_pull(
-    skopeo: &Path,
-    work: &Path,
-    keyring: &Path,
-    lookaside: &str,
-    reference: &str,
-    cert_dir: Option<&Path>,
-) -> Output {
-    let host = reference.split('/').next().unwrap();
-    let policy = work.join(format!(
-        "policy-{}.json",
-        Digest::of_bytes(keyring.to_string_lossy().as_bytes()).hex()
-    ));
-    std::fs::write(
-        &policy,
-        serde_json::json!({
-            "default": [{"type": "reject"}],
-            "transports": {
-                "docker": {host: [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": keyring}]},
-                "oci": {"": [{"type": "insecureAcceptAnything"}]}
-            }
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let registries_d = work.join(format!(
-        "registries.d-{}",
-        Digest::of_bytes(lookaside.as_bytes()).hex()
-    ));
-    std::fs::create_dir_all(&registries_d).unwrap();
-    std::fs::write(
-        registries_d.join("x.yaml"),
-        format!("docker:\n  {host}:\n    lookaside: {lookaside}\n"),
-    )
-    .unwrap();
-    let dest = tempfile::tempdir().unwrap();
-    let mut c = Command::new(skopeo);
-    c.arg("--policy")
-        .arg(&policy)
-        .arg("--registries.d")
-        .arg(&registries_d);
-    c.args(["copy", "--src-tls-verify=false", "--remove-signatures"]);
-    if let Some(dir) = cert_dir {
-        c.arg("--src-cert-dir").arg(dir);
-    }
-    c.arg(format!("docker://{reference}"))
-        .arg(format!("oci:{}:x", dest.path().join("img").display()));
-    c.output().unwrap()
-}
-
 /// What the skopeo tests with two maintainers start from.
 struct TwoKeys {
     skopeo: PathBuf,

@@ -17,7 +17,7 @@ use peers::nginx::Nginx;
 use peers::registry::Registry;
 use peers::tools::{require, run_ok};
 use sequoia_openpgp::serialize::SerializeInto;
-use sign_support::{json, key, make_image, write_keys, Shape};
+use sign_support::{json, key, make_image, skopeo_pull, write_keys, Shape};
 use sigs_support::*;
 use stagex::oci::digest::Digest;
 
@@ -53,53 +53,6 @@ fn sync(root: &Path, from: &str, to: &str, identity: &str, state: &str) -> Comma
 
 fn count(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
-}
-
-/// skopeo copy of `reference` with a signedBy policy on `keyring` and the
-/// lookaside `lookaside` (TLS settings from `cert_dir`).
-fn skopeo_pull(
-    skopeo: &Path,
-    work: &Path,
-    keyring: &Path,
-    lookaside: &str,
-    reference: &str,
-    cert_dir: Option<&Path>,
-) -> Output {
-    let host = reference.split('/').next().unwrap();
-    let tag = Digest::of_bytes(lookaside.as_bytes()).hex()[..12].to_string();
-    let policy = work.join(format!("policy-{tag}.json"));
-    std::fs::write(
-        &policy,
-        serde_json::json!({
-            "default": [{"type": "reject"}],
-            "transports": {
-                "docker": {host: [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": keyring}]},
-                "oci": {"": [{"type": "insecureAcceptAnything"}]}
-            }
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let registries_d = work.join(format!("registries.d-{tag}"));
-    std::fs::create_dir_all(&registries_d).unwrap();
-    std::fs::write(
-        registries_d.join("x.yaml"),
-        format!("docker:\n  {host}:\n    lookaside: {lookaside}\n"),
-    )
-    .unwrap();
-    let dest = tempfile::tempdir().unwrap();
-    let mut c = Command::new(skopeo);
-    c.arg("--policy")
-        .arg(&policy)
-        .arg("--registries.d")
-        .arg(&registries_d);
-    c.args(["copy", "--src-tls-verify=false", "--remove-signatures"]);
-    if let Some(dir) = cert_dir {
-        c.arg("--src-cert-dir").arg(dir);
-    }
-    c.arg(format!("docker://{reference}"))
-        .arg(format!("oci:{}:x", dest.path().join("img").display()));
-    c.output().unwrap()
 }
 
 #[test]

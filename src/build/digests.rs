@@ -2,8 +2,10 @@
 //! built package, `<manifest sha256 hex> <stage>-<name>`, sorted by name,
 //! where the digest is the per-platform image manifest's. Both sides: the
 //! write side (format, scan `out/`, write) and THE read side
-//! (`read_release`: a file or a directory of them; reproduce-before-sign,
-//! publish, preseed and `--deps-from` use it), plus the pure comparison of
+//! (`parse_entries`, `read_entries`/`read_release`: a file or a directory
+//! of them, lines kept as `file:line` for messages; sign's
+//! reproduce-before-sign, `verify --digests`, `sigs`, preseed and
+//! `--deps-from` all read through it), plus the pure comparison of
 //! `out/` with a release (`check`). Formatting and comparing are pure;
 //! scanning reads `out/`. Must not fetch or build anything.
 use std::collections::BTreeMap;
@@ -72,50 +74,96 @@ pub enum DigestsError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}:{line}: {reason} (expected `<sha256 hex> <stage>-<name>`)")]
-    Line {
-        path: PathBuf,
-        line: usize,
-        reason: String,
-    },
-    #[error("{first} and {second} both list {name} with different digests")]
+    #[error("{at}: {reason} (expected `<sha256 hex> <stage>-<name>`)")]
+    Line { at: String, reason: String },
+    #[error("{name} is listed twice with different digests ({first} and {second}): fix the digests files")]
     Conflict {
         name: String,
-        first: PathBuf,
-        second: PathBuf,
+        first: String,
+        second: String,
     },
-    #[error("{0}: no digests/<stage>.txt file in it")]
+    #[error("{0}: no such digests file or directory (pass digests/ or digests/<stage>.txt)")]
+    NotFound(PathBuf),
+    #[error("{0}: no digests/<stage>.txt file in it (run `stagex digests`, or pass the files)")]
     Empty(PathBuf),
 }
 
-/// Parses the text of one digests file (pure): `<name> -> digest`. Blank
-/// lines are skipped; anything else that is not `<64 hex> <stage>-<name>`
-/// is an error naming the line.
-pub fn parse_release(path: &Path, text: &str) -> Result<BTreeMap<String, Digest>, DigestsError> {
-    let mut found = BTreeMap::new();
-    for (at, line) in text.lines().enumerate() {
+/// One line of a digests file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseEntry {
+    /// `<stage>-<name>`.
+    pub name: String,
+    pub digest: Digest,
+    /// `file:line`, for messages.
+    pub source: String,
+}
+
+/// Parses the text of one digests file (pure), in file order. Blank lines
+/// and `#` comments are skipped; the digest may carry a `sha256:` prefix;
+/// anything else that is not `<64 hex> <stage>-<name>` is an error naming
+/// `path:line`.
+pub fn parse_entries(path: &Path, text: &str) -> Result<Vec<ReleaseEntry>, DigestsError> {
+    let mut entries = Vec::new();
+    for (n, line) in text.lines().enumerate() {
         let line = line.trim();
-        if line.is_empty() {
+        if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let bad = |reason: &str| DigestsError::Line {
-            path: path.to_path_buf(),
-            line: at + 1,
-            reason: reason.to_string(),
+        let at = format!("{}:{}", path.display(), n + 1);
+        let bad = |reason: String| DigestsError::Line {
+            at: at.clone(),
+            reason,
         };
-        let (hex, name) = line
-            .split_once(char::is_whitespace)
-            .ok_or_else(|| bad("no package name"))?;
-        let name = name.trim();
-        let digest = Digest::from_hex(hex).map_err(|e| bad(&format!("{e:#}")))?;
+        let mut fields = line.split_whitespace();
+        let (Some(hex), Some(name), None) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(bad(format!("found {line:?}")));
+        };
+        let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
+        let digest = Digest::from_hex(hex).map_err(|e| bad(format!("{e:#}")))?;
         if !valid_id(name) {
-            return Err(bad(&format!("{name:?} is not a <stage>-<name> id")));
+            return Err(bad(format!("{name:?} is not a <stage>-<name> id")));
         }
-        if found.insert(name.to_string(), digest).is_some() {
-            return Err(bad(&format!("{name} is listed twice")));
+        entries.push(ReleaseEntry {
+            name: name.to_string(),
+            digest,
+            source: at,
+        });
+    }
+    Ok(entries)
+}
+
+/// Each name once (the first line kept); one name with two digests is a
+/// `Conflict` naming both lines.
+pub fn unique(entries: Vec<ReleaseEntry>) -> Result<Vec<ReleaseEntry>, DigestsError> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut kept: Vec<ReleaseEntry> = Vec::new();
+    for entry in entries {
+        match seen.get(&entry.name) {
+            Some(&i) if kept[i].digest != entry.digest => {
+                return Err(DigestsError::Conflict {
+                    name: entry.name,
+                    first: kept[i].source.clone(),
+                    second: entry.source,
+                })
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(entry.name.clone(), kept.len());
+                kept.push(entry);
+            }
         }
     }
-    Ok(found)
+    Ok(kept)
+}
+
+/// Parses one file's text into `<name> -> digest` (pure; see
+/// `parse_entries` and `unique`).
+pub fn parse_release(path: &Path, text: &str) -> Result<BTreeMap<String, Digest>, DigestsError> {
+    Ok(to_map(unique(parse_entries(path, text)?)?))
+}
+
+fn to_map(entries: Vec<ReleaseEntry>) -> BTreeMap<String, Digest> {
+    entries.into_iter().map(|e| (e.name, e.digest)).collect()
 }
 
 fn valid_id(name: &str) -> bool {
@@ -126,50 +174,52 @@ fn valid_id(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
 }
 
-/// The digests of a release: `path` is one `<stage>.txt` file or a
-/// directory whose `*.txt` files are read (sorted). Every package id once.
+/// THE reader of a release's digests: each of `paths` is one
+/// `<stage>.txt` file or a directory whose `*.txt` files are read
+/// (sorted); every package id once, in the order read (`unique`).
+pub fn read_entries(paths: &[PathBuf]) -> Result<Vec<ReleaseEntry>, DigestsError> {
+    let mut entries = Vec::new();
+    for path in paths {
+        for file in digest_files(path)? {
+            let text = std::fs::read_to_string(&file).map_err(|e| DigestsError::Io {
+                path: file.clone(),
+                source: e,
+            })?;
+            entries.extend(parse_entries(&file, &text)?);
+        }
+    }
+    unique(entries)
+}
+
+/// `read_entries` of one file or directory, as `<name> -> digest`.
 pub fn read_release(path: &Path) -> Result<BTreeMap<String, Digest>, DigestsError> {
+    Ok(to_map(read_entries(&[path.to_path_buf()])?))
+}
+
+/// A file as given, or the sorted `*.txt` files of a directory.
+fn digest_files(path: &Path) -> Result<Vec<PathBuf>, DigestsError> {
+    if !path.is_dir() {
+        if !path.is_file() {
+            return Err(DigestsError::NotFound(path.to_path_buf()));
+        }
+        return Ok(vec![path.to_path_buf()]);
+    }
     let io = |e| DigestsError::Io {
         path: path.to_path_buf(),
         source: e,
     };
-    let files = if path.is_dir() {
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(path).map_err(io)? {
-            let file = entry.map_err(io)?.path();
-            if file.extension().is_some_and(|e| e == "txt") && file.is_file() {
-                files.push(file);
-            }
-        }
-        if files.is_empty() {
-            return Err(DigestsError::Empty(path.to_path_buf()));
-        }
-        files.sort();
-        files
-    } else {
-        vec![path.to_path_buf()]
-    };
-    let mut all: BTreeMap<String, (Digest, PathBuf)> = BTreeMap::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|e| DigestsError::Io {
-            path: file.clone(),
-            source: e,
-        })?;
-        for (name, digest) in parse_release(&file, &text)? {
-            if let Some((other, first)) = all.get(&name) {
-                if *other != digest {
-                    return Err(DigestsError::Conflict {
-                        name,
-                        first: first.clone(),
-                        second: file,
-                    });
-                }
-                continue;
-            }
-            all.insert(name, (digest, file.clone()));
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let file = entry.map_err(io)?.path();
+        if file.extension().is_some_and(|e| e == "txt") && file.is_file() {
+            files.push(file);
         }
     }
-    Ok(all.into_iter().map(|(n, (d, _))| (n, d)).collect())
+    if files.is_empty() {
+        return Err(DigestsError::Empty(path.to_path_buf()));
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// How one package of `out/` compares with the release.
@@ -248,6 +298,18 @@ mod tests {
         let err =
             parse_release(Path::new("d/core.txt"), &format!("{} ../x\n", a.hex())).unwrap_err();
         assert!(err.to_string().contains("not a <stage>-<name>"), "{err}");
+        // Comments, a `sha256:` prefix and a repeated line are accepted;
+        // two digests for one name, or a third field, are not.
+        let text = format!("# core\nsha256:{} core-a\n{} core-a\n", a.hex(), a.hex());
+        assert_eq!(parse_release(Path::new("x"), &text).unwrap()["core-a"], a);
+        let b = Digest::of_bytes(b"b");
+        let text = format!("{} core-a\n{} core-a\n", a.hex(), b.hex());
+        let err = parse_release(Path::new("x"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("x:1") && err.contains("x:2"), "{err}");
+        let text = format!("{} core-a extra\n", a.hex());
+        assert!(parse_release(Path::new("x"), &text).is_err());
         // What format_stage writes, read_release reads back.
         let written = format_stage(&[("core-a".into(), a.clone())]);
         assert_eq!(

@@ -339,7 +339,7 @@ where
         .iter()
         .filter(|s| matches!(s, State::Waiting))
         .count();
-    let overall = Task::start(
+    let overall = Task::counting(
         progress,
         "build:overall",
         &format!("build {to_build} packages"),
@@ -363,7 +363,7 @@ where
                     let (tx, build, log, counter) = (tx.clone(), &build, &log, &counter);
                     let id = graph.ids[at].as_str();
                     scope.spawn(move || {
-                        let task = Task::start(
+                        let task = Task::counting(
                             progress,
                             &format!("build:{id}"),
                             &format!("build {id}"),

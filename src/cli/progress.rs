@@ -1,5 +1,6 @@
 //! Owns: drawing the library's progress events. On a terminal (and not
-//! `--json`) every task is an indicatif bar with the ONE template below;
+//! `--json`) every task is an indicatif bar drawn with the template of its
+//! unit (`template`: bytes with a rate, items as `3/6`);
 //! otherwise tasks are silent. Warnings always go to stderr. Nothing else
 //! in the crate uses indicatif or checks for a terminal.
 use std::collections::HashMap;
@@ -8,10 +9,17 @@ use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::progress::{Event, Progress};
+use crate::progress::{Event, Progress, Unit};
 
-/// The one bar template (message, bar, bytes, rate).
-const TEMPLATE: &str = "{msg:40!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}";
+/// The bar template of a task: bytes with a rate, items as `3/6`; a task
+/// with no known total shows only its message and time.
+fn template(unit: Unit, total: Option<u64>) -> &'static str {
+    match (unit, total) {
+        (_, None) => "{msg:40!} {spinner} {elapsed}",
+        (Unit::Bytes, Some(_)) => "{msg:40!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+        (Unit::Items, Some(_)) => "{msg:40!} {bar:30} {pos}/{len} {elapsed}",
+    }
+}
 
 /// The renderer for a command: bars when stderr is a terminal and the
 /// output is not JSON, else warnings only.
@@ -42,8 +50,9 @@ pub struct Bars {
 }
 
 impl Bars {
-    fn style() -> ProgressStyle {
-        ProgressStyle::with_template(TEMPLATE).unwrap_or_else(|_| ProgressStyle::default_bar())
+    fn style(unit: Unit, total: Option<u64>) -> ProgressStyle {
+        ProgressStyle::with_template(template(unit, total))
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
     }
 }
 
@@ -51,18 +60,23 @@ impl Progress for Bars {
     fn event(&self, event: Event<'_>) {
         let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
         match event {
-            Event::Started { id, what, total } => {
+            Event::Started {
+                id,
+                what,
+                total,
+                unit,
+            } => {
                 let bar = self.multi.add(match total {
                     Some(n) => ProgressBar::new(n),
                     None => ProgressBar::no_length(),
                 });
-                bar.set_style(Bars::style());
+                bar.set_style(Bars::style(unit, total));
                 bar.set_message(what.to_string());
                 bars.insert(id.to_string(), bar);
             }
-            Event::Advanced { id, bytes } => {
+            Event::Advanced { id, amount } => {
                 if let Some(bar) = bars.get(id) {
-                    bar.inc(bytes);
+                    bar.inc(amount);
                 }
             }
             Event::Finished { id } => {
@@ -76,6 +90,28 @@ impl Progress for Bars {
                 if self.multi.println(&line).is_err() {
                     eprintln!("{line}");
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_are_counted_and_bytes_are_sized() {
+        let items = template(Unit::Items, Some(6));
+        assert!(items.contains("{pos}/{len}"), "{items}");
+        assert!(!items.contains("bytes"), "{items}");
+        let bytes = template(Unit::Bytes, Some(6));
+        assert!(bytes.contains("{bytes}/{total_bytes}"), "{bytes}");
+        for unit in [Unit::Bytes, Unit::Items] {
+            let open = template(unit, None);
+            assert!(!open.contains("total") && !open.contains("{len}"), "{open}");
+            // Every template is one indicatif accepts.
+            for total in [None, Some(1)] {
+                assert!(ProgressStyle::with_template(template(unit, total)).is_ok());
             }
         }
     }

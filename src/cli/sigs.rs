@@ -130,18 +130,9 @@ fn run_sync(ctx: &Context, args: SyncArgs) -> Result<ExitCode> {
         state_file,
         policy: policy(&args.set),
     };
-    let bar = bar(ctx, images.len());
-    let report = lib::sync(&args.from, &args.to, &images, &keyring, &options, &|p| {
-        tick(&bar, p)
+    let report = run_and_print(ctx, images.len(), sync_summary, |progress| {
+        lib::sync(&args.from, &args.to, &images, &keyring, &options, progress)
     })?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", sync_summary(&report));
-    }
     Ok(if !report.errors.is_empty() {
         ExitCode::FAILURE
     } else if !report.rejected.is_empty() {
@@ -162,18 +153,9 @@ fn run_audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
         policy: policy(&args.set),
         ..AuditOptions::default()
     };
-    let bar = bar(ctx, images.len());
-    let report = lib::audit(&args.lookaside, &images, &keyring, &options, &|p| {
-        tick(&bar, p)
+    let report = run_and_print(ctx, images.len(), audit_summary, |progress| {
+        lib::audit(&args.lookaside, &images, &keyring, &options, progress)
     })?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", audit_summary(&report));
-    }
     Ok(if report.is_clean() {
         ExitCode::SUCCESS
     } else {
@@ -227,21 +209,36 @@ fn image_set(ctx: &Context, set: &SetArgs, source: &str) -> Result<Vec<ImageTarg
     Ok(images::dedup(found))
 }
 
-fn bar(ctx: &Context, total: usize) -> Option<indicatif::ProgressBar> {
-    (!ctx.json && total > 1 && std::io::stderr().is_terminal()).then(|| {
+/// Runs `work` over `total` images with a count bar (on a terminal, not
+/// with --json), then prints its report: JSON, or `summary`.
+fn run_and_print<R: serde::Serialize>(
+    ctx: &Context,
+    total: usize,
+    summary: fn(&R) -> String,
+    work: impl FnOnce(&dyn Fn(Progress)) -> Result<R>,
+) -> Result<R> {
+    let bar = (!ctx.json && total > 1 && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(total as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} images {elapsed}")
                 .expect("valid progress template"),
         );
         bar
-    })
-}
-
-fn tick(bar: &Option<indicatif::ProgressBar>, p: Progress) {
+    });
+    let report = work(&|p: Progress| {
+        if let Some(bar) = &bar {
+            bar.set_position(p.done as u64);
+        }
+    })?;
     if let Some(bar) = bar {
-        bar.set_position(p.done as u64);
+        bar.finish_and_clear();
     }
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", summary(&report));
+    }
+    Ok(report)
 }
 
 /// The human summary of a sync.

@@ -325,19 +325,29 @@ impl ImageSource for OutDir {
     }
 }
 
-/// The local store (an OCI layout: images found by digest, or by a
-/// `name:tag` ref when one was recorded).
-impl ImageSource for Store {
+/// A source that answers through another one (the store through its
+/// layout, a directory through `out/` or itself as a layout): the lookups
+/// are forwarded once, in the `ImageSource` impl below.
+pub trait Forwarding: Send + Sync {
+    /// Where image `name` lives (see `ImageSource::locate`).
+    fn locate_image(&self, name: &str) -> String;
+
+    /// Runs `call` with the source that holds `name`.
+    fn forward<T>(&self, name: &str, call: impl FnOnce(&dyn ImageSource) -> Result<T>)
+        -> Result<T>;
+}
+
+impl<F: Forwarding> ImageSource for F {
     fn locate(&self, name: &str) -> String {
-        self.layout().locate(name)
+        self.locate_image(name)
     }
 
     fn resolve_tag(&self, name: &str, tag: Option<&str>) -> Result<(Digest, Vec<u8>)> {
-        self.layout().resolve_tag(name, tag)
+        self.forward(name, |s| s.resolve_tag(name, tag))
     }
 
     fn manifest(&self, name: &str, digest: &Digest) -> Result<Vec<u8>> {
-        self.layout().manifest(name, digest)
+        self.forward(name, |s| s.manifest(name, digest))
     }
 
     fn fetch_blob(
@@ -347,7 +357,19 @@ impl ImageSource for Store {
         into: &Layout,
         progress: &dyn Progress,
     ) -> Result<()> {
-        self.layout().fetch_blob(name, blob, into, progress)
+        self.forward(name, |s| s.fetch_blob(name, blob, into, progress))
+    }
+}
+
+/// The local store (an OCI layout: images found by digest, or by a
+/// `name:tag` ref when one was recorded).
+impl Forwarding for Store {
+    fn locate_image(&self, name: &str) -> String {
+        self.layout().locate(name)
+    }
+
+    fn forward<T>(&self, _: &str, call: impl FnOnce(&dyn ImageSource) -> Result<T>) -> Result<T> {
+        call(self.layout())
     }
 }
 
@@ -377,8 +399,18 @@ impl DirSource {
             self.dir.display()
         )
     }
+}
 
-    fn with<T>(&self, name: &str, call: impl FnOnce(&dyn ImageSource) -> Result<T>) -> Result<T> {
+impl Forwarding for DirSource {
+    fn locate_image(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn forward<T>(
+        &self,
+        name: &str,
+        call: impl FnOnce(&dyn ImageSource) -> Result<T>,
+    ) -> Result<T> {
         match self.pick(name) {
             Ok(out) => call(out),
             Err(not_out) => match Layout::open(&self.dir) {
@@ -386,29 +418,5 @@ impl DirSource {
                 Err(_) => Err(not_out),
             },
         }
-    }
-}
-
-impl ImageSource for DirSource {
-    fn locate(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-
-    fn resolve_tag(&self, name: &str, tag: Option<&str>) -> Result<(Digest, Vec<u8>)> {
-        self.with(name, |s| s.resolve_tag(name, tag))
-    }
-
-    fn manifest(&self, name: &str, digest: &Digest) -> Result<Vec<u8>> {
-        self.with(name, |s| s.manifest(name, digest))
-    }
-
-    fn fetch_blob(
-        &self,
-        name: &str,
-        blob: &Descriptor,
-        into: &Layout,
-        progress: &dyn Progress,
-    ) -> Result<()> {
-        self.with(name, |s| s.fetch_blob(name, blob, into, progress))
     }
 }

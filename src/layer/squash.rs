@@ -376,6 +376,19 @@ mod tests {
         assert_eq!(got[4].3, b"new");
     }
 
+    /// An empty ustar header of `kind` (0755, root, mtime 1), for entries
+    /// our writer cannot make.
+    fn raw_header(kind: tar::EntryType) -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1);
+        h.set_size(0);
+        h
+    }
+
     #[test]
     fn replacing_kinds_and_keeping_hard_links() {
         let mut lower = FileTree::new();
@@ -393,13 +406,7 @@ mod tests {
         upper.insert("usr/a", file(b"changed", 0o644)).unwrap();
         // A hard link to a file of the lower layer (our writer cannot
         // write one: a raw tar).
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(tar::EntryType::Link);
-        h.set_mode(0o755);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1);
-        h.set_size(0);
+        let mut h = raw_header(tar::EntryType::Link);
         let mut builder = tar::Builder::new(Vec::new());
         builder.append_link(&mut h, "bin/sh3", "bin/sh").unwrap();
         let linked = builder.into_inner().unwrap();
@@ -467,14 +474,8 @@ mod tests {
         let err = squash([input(&b, Some(wrong))], &LayerOptions::default(), &layout).unwrap_err();
         assert!(format!("{err:#}").contains("diff_id"), "{err:#}");
 
-        let mut h = tar::Header::new_ustar();
+        let mut h = raw_header(tar::EntryType::Directory);
         h.as_old_mut().name[..5].copy_from_slice(b"caf\xe9/");
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(0o755);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1);
-        h.set_size(0);
         h.set_cksum();
         let mut builder = tar::Builder::new(Vec::new());
         builder.append(&h, &b""[..]).unwrap();

@@ -181,20 +181,24 @@ impl RegistryClient {
     }
 
     /// One small exchange under the document deadline: credentials for
-    /// `operation` on `repo`, then `exchange(authorization)`.
+    /// `operation` on `repo`, `request` sent and its status checked
+    /// against `expected`, then `read` of the response.
     fn small<T, F>(
         &self,
         repo: &str,
         operation: RegistryOperation,
         what: &str,
-        exchange: impl FnOnce(Option<HeaderValue>) -> F,
+        request: reqwest::RequestBuilder,
+        expected: &[StatusCode],
+        read: impl FnOnce(reqwest::Response) -> F,
     ) -> Result<T, RegistryError>
     where
         F: std::future::Future<Output = Result<T, RegistryError>>,
     {
         net::block_on(net::within(self.config.document, &self.host, what, async {
             let authorization = self.authorize(repo, operation, what).await?;
-            exchange(authorization).await
+            let response = self.send(request, authorization, expected, what).await?;
+            read(response).await
         }))
     }
 
@@ -264,20 +268,17 @@ impl RegistryClient {
         tag_or_digest: &str,
     ) -> Result<(Vec<u8>, Digest), RegistryError> {
         let what = format!("manifest {}", self.url(repo, &sep(tag_or_digest)));
+        let request = self
+            .http
+            .get(self.endpoint(repo, &format!("manifests/{tag_or_digest}")))
+            .header(ACCEPT, ACCEPTED.join(", "));
         let bytes = self.small(
             repo,
             RegistryOperation::Pull,
             &what,
-            |authorization| async {
-                let request = self
-                    .http
-                    .get(self.endpoint(repo, &format!("manifests/{tag_or_digest}")))
-                    .header(ACCEPT, ACCEPTED.join(", "));
-                let response = self
-                    .send(request, authorization, &[StatusCode::OK], &what)
-                    .await?;
-                self.read_capped(response, MAX_MANIFEST_BYTES, &what).await
-            },
+            request,
+            &[StatusCode::OK],
+            |response| self.read_capped(response, MAX_MANIFEST_BYTES, &what),
         )?;
         let digest = Digest::of_bytes(&bytes);
         if tag_or_digest.starts_with("sha256:") && digest.to_string() != tag_or_digest {
@@ -359,24 +360,22 @@ impl RegistryClient {
     /// True if `repo` on this registry has the blob.
     pub fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool, RegistryError> {
         let what = format!("blob {}", self.url(repo, &format!("/blobs/{digest}")));
-        self.small(
+        let request = self
+            .http
+            .head(self.endpoint(repo, &format!("blobs/{digest}")));
+        let found = self.small(
             repo,
             RegistryOperation::Pull,
             &what,
-            |authorization| async {
-                let request = self
-                    .http
-                    .head(self.endpoint(repo, &format!("blobs/{digest}")));
-                match self
-                    .send(request, authorization, &[StatusCode::OK], &what)
-                    .await
-                {
-                    Ok(_) => Ok(true),
-                    Err(e) if e.is_not_found() => Ok(false),
-                    Err(e) => Err(e),
-                }
-            },
-        )
+            request,
+            &[StatusCode::OK],
+            |_| async { Ok(()) },
+        );
+        match found {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Asks the registry to mount `digest` from `from_repo` into `repo`:
@@ -393,25 +392,24 @@ impl RegistryClient {
             self.url(from_repo, ""),
             self.url(repo, "")
         );
-        self.small(
+        let request = self
+            .http
+            .post(self.endpoint(repo, "blobs/uploads/"))
+            .query(&[("mount", digest.to_string().as_str()), ("from", from_repo)])
+            .header(reqwest::header::CONTENT_LENGTH, "0");
+        let status = self.small(
             repo,
             RegistryOperation::Push,
             &what,
-            |authorization| async {
-                let request = self
-                    .http
-                    .post(self.endpoint(repo, "blobs/uploads/"))
-                    .query(&[("mount", digest.to_string().as_str()), ("from", from_repo)])
-                    .header(reqwest::header::CONTENT_LENGTH, "0");
-                let accepted = [StatusCode::CREATED, StatusCode::ACCEPTED];
-                let response = self.send(request, authorization, &accepted, &what).await?;
-                Ok(if response.status() == StatusCode::CREATED {
-                    Mount::Mounted
-                } else {
-                    Mount::NotMounted
-                })
-            },
-        )
+            request,
+            &[StatusCode::CREATED, StatusCode::ACCEPTED],
+            |response| async move { Ok(response.status()) },
+        )?;
+        Ok(if status == StatusCode::CREATED {
+            Mount::Mounted
+        } else {
+            Mount::NotMounted
+        })
     }
 
     /// Uploads a blob from `layout` in constant memory (4 MiB chunks), as
@@ -532,21 +530,18 @@ impl RegistryClient {
             what: what.clone(),
             detail: format!("bad media type {media_type:?}"),
         })?;
+        let request = self
+            .http
+            .put(self.endpoint(repo, &format!("manifests/{tag_or_digest}")))
+            .header(CONTENT_TYPE, content_type)
+            .body(bytes.to_vec());
         self.small(
             repo,
             RegistryOperation::Push,
             &what,
-            |authorization| async {
-                let request = self
-                    .http
-                    .put(self.endpoint(repo, &format!("manifests/{tag_or_digest}")))
-                    .header(CONTENT_TYPE, content_type)
-                    .body(bytes.to_vec());
-                let accepted = [StatusCode::CREATED, StatusCode::OK, StatusCode::ACCEPTED];
-                self.send(request, authorization, &accepted, &what)
-                    .await
-                    .map(|_| ())
-            },
+            request,
+            &[StatusCode::CREATED, StatusCode::OK, StatusCode::ACCEPTED],
+            |_| async { Ok(()) },
         )
     }
 

@@ -2,33 +2,21 @@
 //! registry: children first, each blob skipped if the repository has it,
 //! mounted from a source repository of the same registry when one is
 //! known, uploaded otherwise; manifests pushed as their exact bytes; the
-//! tag last. Returns what it did, byte for byte. Progress is reported as
+//! tag last. Returns what it did, byte for byte, as the
+//! `WriteReport` every image sink returns. Progress is reported as
 //! events (one task per uploaded blob), never drawn here.
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
 
 use super::{BlobPush, RegistryClient};
+use crate::image::sink::WriteReport;
 use crate::oci::descriptor::Descriptor;
 use crate::oci::digest::Digest;
 use crate::oci::layout::Layout;
 use crate::oci::manifest::AnyManifest;
 use crate::oci::reference::DockerReference;
 use crate::progress::Progress;
-
-/// What a push did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct PushReport {
-    pub reference: String,
-    pub digest: Option<Digest>,
-    pub blobs_uploaded: u64,
-    pub bytes_uploaded: u64,
-    pub blobs_mounted: u64,
-    pub bytes_mounted: u64,
-    pub blobs_existing: u64,
-    pub manifests_pushed: u64,
-}
 
 /// Splits `HOST/REPO:TAG` or `HOST/REPO@sha256:..` (tag defaults to
 /// `latest`) into `(host, repo, tag or digest)`.
@@ -47,13 +35,13 @@ pub fn push_image(
     root: &Descriptor,
     mount_from: &BTreeMap<Digest, Vec<String>>,
     progress: &dyn Progress,
-) -> Result<PushReport> {
+) -> Result<WriteReport> {
     let (host, repo, tag) = parse_reference(reference)?;
     let client = RegistryClient::new(&host)?;
-    let mut report = PushReport {
+    let mut report = WriteReport {
         reference: reference.to_string(),
         digest: Some(root.digest.clone()),
-        ..PushReport::default()
+        ..WriteReport::default()
     };
     push_node(
         &client,
@@ -76,7 +64,7 @@ fn push_node(
     node: &Descriptor,
     mount_from: &BTreeMap<Digest, Vec<String>>,
     progress: &dyn Progress,
-    report: &mut PushReport,
+    report: &mut WriteReport,
 ) -> Result<()> {
     let bytes = layout.read_blob(&node.digest)?;
     match AnyManifest::parse(&bytes, Some(&node.media_type))

@@ -4,26 +4,19 @@
 //! reproduce-before-sign gate (an out/ image is signed only when its digest
 //! is the committed one: a release signature means "I reproduced this"),
 //! and verification targets built from the digests alone (no out/, no
-//! registry). Parsing and the gate are pure; only `load` reads files. It
-//! does not write digests (see `build::digests`).
+//! registry). The gate is pure; parsing and reading are
+//! `build::digests`'s (the one reader of that format). It does not write
+//! digests.
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use super::image::{is_reference, ImageTarget};
 use super::reference::DockerReference;
+use crate::build::digests;
+pub use crate::build::digests::ReleaseEntry;
 use crate::oci::digest::Digest;
-
-/// One committed line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReleaseEntry {
-    /// `<stage>-<name>`.
-    pub name: String,
-    pub digest: Digest,
-    /// `file:line`, for messages.
-    pub source: String,
-}
 
 /// Every committed digest of a release.
 #[derive(Clone, Debug, Default)]
@@ -43,66 +36,23 @@ pub enum Gate {
     Missing,
 }
 
-/// Parses one digests file's text; `source` names it in errors.
-pub fn parse(text: &str, source: &str) -> Result<Vec<ReleaseEntry>> {
-    let mut entries = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let at = format!("{source}:{}", n + 1);
-        let mut fields = line.split_whitespace();
-        let (Some(hex), Some(name), None) = (fields.next(), fields.next(), fields.next()) else {
-            bail!("{at}: expected `<sha256 hex> <stage>-<name>`, found {line:?}");
-        };
-        let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
-        let digest = Digest::from_hex(hex).with_context(|| format!("{at}: bad digest"))?;
-        entries.push(ReleaseEntry {
-            name: name.to_string(),
-            digest,
-            source: at,
-        });
-    }
-    Ok(entries)
-}
-
 impl ReleaseDigests {
-    /// From entries; one name listed twice with different digests is an error.
+    /// From entries; one name listed twice with different digests is an
+    /// error (`digests::unique`).
     pub fn from_entries(list: Vec<ReleaseEntry>) -> Result<ReleaseDigests> {
-        let mut release = ReleaseDigests::default();
-        for entry in list {
-            if let Some(&i) = release.by_name.get(&entry.name) {
-                let first = &release.entries[i];
-                if first.digest != entry.digest {
-                    bail!(
-                        "{} is listed twice with different digests ({} and {}): fix the digests files",
-                        entry.name,
-                        first.source,
-                        entry.source
-                    );
-                }
-                continue;
-            }
-            release
-                .by_name
-                .insert(entry.name.clone(), release.entries.len());
-            release.entries.push(entry);
-        }
-        Ok(release)
+        let entries = digests::unique(list)?;
+        let by_name = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
+        Ok(ReleaseDigests { entries, by_name })
     }
 
-    /// Reads files, or every `*.txt` in directories (sorted).
+    /// Reads files, or every `*.txt` in directories (sorted), through
+    /// `digests::read_entries`.
     pub fn load(paths: &[PathBuf]) -> Result<ReleaseDigests> {
-        let mut list = Vec::new();
-        for path in paths {
-            for file in digest_files(path)? {
-                let text = std::fs::read_to_string(&file)
-                    .with_context(|| format!("reading {}", file.display()))?;
-                list.extend(parse(&text, &file.display().to_string())?);
-            }
-        }
-        ReleaseDigests::from_entries(list)
+        ReleaseDigests::from_entries(digests::read_entries(paths)?)
     }
 
     pub fn entries(&self) -> &[ReleaseEntry] {
@@ -157,33 +107,14 @@ impl ReleaseDigests {
     }
 }
 
-/// A file as given, or the sorted `*.txt` files of a directory.
-fn digest_files(path: &Path) -> Result<Vec<PathBuf>> {
-    if !path.is_dir() {
-        if !path.is_file() {
-            bail!(
-                "{}: no such digests file or directory (pass digests/ or digests/<stage>.txt)",
-                path.display()
-            );
-        }
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()
-        .with_context(|| format!("listing {}", path.display()))?;
-    files.retain(|f| f.extension().is_some_and(|x| x == "txt") && f.is_file());
-    files.sort();
-    if files.is_empty() {
-        bail!("{}: holds no <stage>.txt digests file", path.display());
-    }
-    Ok(files)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    fn parse(text: &str, file: &str) -> Result<Vec<ReleaseEntry>> {
+        Ok(digests::parse_entries(Path::new(file), text)?)
+    }
 
     fn target(name: &str, digest: &Digest) -> ImageTarget {
         let text = match is_reference(name) {

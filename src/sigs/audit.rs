@@ -13,13 +13,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Result;
-use futures_util::StreamExt;
 use serde::Serialize;
 
+use super::each::{for_each, Progress};
 use super::images::label;
 use super::judge::{judge, Verdict};
 use super::source::{End, Entry, Got, Listing, Store};
-use super::sync::Progress;
 use crate::lookaside::fetch::Policy;
 use crate::sign::image::ImageTarget;
 use crate::sign::keyring::Keyring;
@@ -117,49 +116,28 @@ pub fn audit(
         options: options.clone(),
     });
     let total = images.len();
-    progress(Progress { done: 0, total });
-    let mut results: Vec<(usize, (Vec<Finding>, usize))> = crate::net::block_on(async {
-        let tasks = images.iter().enumerate().map(|(i, image)| {
-            let context = context.clone();
-            let image = image.clone();
-            async move {
-                let label = label(&image);
-                let result = tokio::spawn(audit_image(context, image))
-                    .await
-                    .unwrap_or_else(|e| {
-                        (
-                            vec![Finding {
-                                image: label,
-                                file: None,
-                                code: "error".into(),
-                                detail: format!("internal error: {e}"),
-                            }],
-                            0,
-                        )
-                    });
-                (i, result)
-            }
-        });
-        let mut stream =
-            futures_util::stream::iter(tasks).buffer_unordered(options.concurrency.max(1));
-        let mut results = Vec::with_capacity(total);
-        while let Some(done) = stream.next().await {
-            results.push(done);
-            progress(Progress {
-                done: results.len(),
-                total,
-            });
-        }
-        results
-    });
-    results.sort_by_key(|(i, _)| *i);
+    let results = for_each(
+        total,
+        options.concurrency,
+        progress,
+        |i| audit_image(context.clone(), images[i].clone()),
+        |i, reason| {
+            let finding = Finding {
+                image: label(&images[i]),
+                file: None,
+                code: "error".into(),
+                detail: format!("internal error: {reason}"),
+            };
+            (vec![finding], 0)
+        },
+    );
     let mut report = AuditReport {
         lookaside: context.store.describe(),
         compare: context.compare.as_ref().map(Store::describe),
         images: total,
         ..AuditReport::default()
     };
-    for (_, (findings, valid)) in results {
+    for (findings, valid) in results {
         report.clean += usize::from(findings.is_empty());
         report.valid += valid;
         for f in &findings {

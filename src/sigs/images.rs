@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::build::digests::{self, ReleaseEntry};
 use crate::oci::digest::Digest;
 use crate::sign::image::ImageTarget;
 use crate::sign::reference::DockerReference;
@@ -50,64 +51,23 @@ pub fn image(namespace: &str, name: &str, digest: Digest) -> Result<ImageTarget>
     Ok(target(name, digest, reference))
 }
 
-/// Parses one digests file (`<hex> <stage>-<name>` per line; blank lines
-/// and `#` comments skipped). `origin` names the file in errors.
+/// Parses one digests file (through `build::digests`, the one reader of
+/// that format). `origin` names the file in errors.
 pub fn parse_digests(text: &str, namespace: &str, origin: &str) -> Result<Vec<ImageTarget>> {
-    let mut images = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut fields = line.split_whitespace();
-        let (Some(hex), Some(name), None) = (fields.next(), fields.next(), fields.next()) else {
-            bail!(
-                "{origin}:{}: expected `<sha256 hex> <stage>-<name>`, found {line:?}",
-                i + 1
-            );
-        };
-        let digest = Digest::from_hex(hex)
-            .with_context(|| format!("{origin}:{}: bad digest {hex:?}", i + 1))?;
-        images.push(image(namespace, name, digest).with_context(|| format!("{origin}:{}", i + 1))?);
-    }
-    Ok(images)
+    to_images(digests::parse_entries(Path::new(origin), text)?, namespace)
 }
 
 /// Every image of `--digests` arguments: files, or directories whose
 /// `*.txt` files are read (sorted).
 pub fn from_digests(paths: &[PathBuf], namespace: &str) -> Result<Vec<ImageTarget>> {
-    let mut images = Vec::new();
-    for path in paths {
-        for file in digest_files(path)? {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading the digests file {}", file.display()))?;
-            images.extend(parse_digests(
-                &text,
-                namespace,
-                &file.display().to_string(),
-            )?);
-        }
-    }
-    Ok(images)
+    to_images(digests::read_entries(paths)?, namespace)
 }
 
-fn digest_files(path: &Path) -> Result<Vec<PathBuf>> {
-    if !path.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .with_context(|| format!("reading the digests directory {}", path.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "txt") && p.is_file())
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!(
-            "{}: no *.txt digests file (run `stagex digests`, or pass the files)",
-            path.display()
-        );
-    }
-    Ok(files)
+fn to_images(entries: Vec<ReleaseEntry>, namespace: &str) -> Result<Vec<ImageTarget>> {
+    entries
+        .into_iter()
+        .map(|e| image(namespace, &e.name, e.digest).with_context(|| e.source))
+        .collect()
 }
 
 /// Every `<repository path>@sha256=<hex>` directory under a lookaside

@@ -4,10 +4,11 @@
 //!
 //! Owns: the image set (`images`), reading a lookaside as data (`source`),
 //! the verdict on one blob (`judge`), the no-change state (`state`), and
-//! the two flows (`sync`, `audit`). Writing goes through
+//! the two flows (`sync`, `audit`) and the image loop they share (`each`). Writing goes through
 //! `lookaside::mirror`; verification through `sign::verify`. Returns data
 //! and progress events only: the CLI draws.
 pub mod audit;
+pub mod each;
 pub mod images;
 pub mod judge;
 pub mod registry;
@@ -16,4 +17,5 @@ pub mod state;
 pub mod sync;
 
 pub use audit::{audit, AuditOptions, AuditReport, Finding};
-pub use sync::{sync, Progress, SyncOptions, SyncReport};
+pub use each::Progress;
+pub use sync::{sync, SyncOptions, SyncReport};

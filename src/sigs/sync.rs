@@ -18,9 +18,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use futures_util::StreamExt;
 use serde::Serialize;
 
+use super::each::{for_each, Progress};
 use super::images::{key, label};
 use super::judge::{judge, Verdict};
 use super::source::{End, Entry, Got, Store};
@@ -57,13 +57,6 @@ impl Default for SyncOptions {
             policy: Policy::default(),
         }
     }
-}
-
-/// Progress: `done` of `total` images handled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Progress {
-    pub done: usize,
-    pub total: usize,
 }
 
 /// The outcome of a sync.
@@ -167,47 +160,32 @@ pub fn sync(
         prune: options.prune,
     });
     let total = images.len();
-    progress(Progress { done: 0, total });
-    let mut outcomes: Vec<(usize, Outcome)> = crate::net::block_on(async {
-        let tasks = images.iter().enumerate().map(|(i, image)| {
-            let context = context.clone();
+    let outcomes = for_each(
+        total,
+        options.concurrency,
+        progress,
+        |i| {
+            let image = &images[i];
             // A state made for another identity says nothing of this one.
             let prior = state
                 .images
                 .get(&key(image))
                 .filter(|p| p.reference == image.reference.to_string())
                 .cloned();
-            let image = image.clone();
-            async move {
-                let task = tokio::spawn(sync_image(context, image, prior));
-                let outcome = task.await.unwrap_or_else(|e| Outcome {
-                    errors: vec![format!("internal error: {e}")],
-                    ..Outcome::default()
-                });
-                (i, outcome)
-            }
-        });
-        let mut stream =
-            futures_util::stream::iter(tasks).buffer_unordered(options.concurrency.max(1));
-        let mut outcomes = Vec::with_capacity(total);
-        while let Some(done) = stream.next().await {
-            outcomes.push(done);
-            progress(Progress {
-                done: outcomes.len(),
-                total,
-            });
-        }
-        outcomes
-    });
-    outcomes.sort_by_key(|(i, _)| *i);
+            sync_image(context.clone(), image.clone(), prior)
+        },
+        |_, reason| Outcome {
+            errors: vec![format!("internal error: {reason}")],
+            ..Outcome::default()
+        },
+    );
     let mut report = SyncReport {
         from: context.source.describe(),
         to: context.dest.describe(),
         images: total,
         ..SyncReport::default()
     };
-    for (i, outcome) in outcomes {
-        let image = &images[i];
+    for (image, outcome) in images.iter().zip(outcomes) {
         report.unchanged += usize::from(outcome.unchanged);
         report.uploaded.extend(outcome.uploaded);
         report.present += outcome.present;

@@ -199,3 +199,52 @@ pub fn json(output: &std::process::Output) -> serde_json::Value {
         )
     })
 }
+
+/// skopeo copy of `reference` with a signedBy policy on `keyring` and the
+/// lookaside `lookaside` (TLS settings from `cert_dir`); the policy and
+/// registries.d files are named after that pair, so calls can share `work`.
+pub fn skopeo_pull(
+    skopeo: &Path,
+    work: &Path,
+    keyring: &Path,
+    lookaside: &str,
+    reference: &str,
+    cert_dir: Option<&Path>,
+) -> std::process::Output {
+    let host = reference.split('/').next().unwrap();
+    let pair = format!("{}\n{lookaside}", keyring.display());
+    let tag = Digest::of_bytes(pair.as_bytes()).hex()[..16].to_string();
+    let policy = work.join(format!("policy-{tag}.json"));
+    std::fs::write(
+        &policy,
+        serde_json::json!({
+            "default": [{"type": "reject"}],
+            "transports": {
+                "docker": {host: [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": keyring}]},
+                "oci": {"": [{"type": "insecureAcceptAnything"}]}
+            }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let registries_d = work.join(format!("registries.d-{tag}"));
+    std::fs::create_dir_all(&registries_d).unwrap();
+    std::fs::write(
+        registries_d.join("x.yaml"),
+        format!("docker:\n  {host}:\n    lookaside: {lookaside}\n"),
+    )
+    .unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let mut c = std::process::Command::new(skopeo);
+    c.arg("--policy")
+        .arg(&policy)
+        .arg("--registries.d")
+        .arg(&registries_d);
+    c.args(["copy", "--src-tls-verify=false", "--remove-signatures"]);
+    if let Some(dir) = cert_dir {
+        c.arg("--src-cert-dir").arg(dir);
+    }
+    c.arg(format!("docker://{reference}"))
+        .arg(format!("oci:{}:x", dest.path().join("img").display()));
+    c.output().unwrap()
+}
