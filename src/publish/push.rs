@@ -240,10 +240,10 @@ struct Uploading<'a> {
 
 impl Progress for Uploading<'_> {
     fn event(&self, event: crate::progress::Event<'_>) {
-        if let crate::progress::Event::Advanced { bytes, .. } = event {
+        if let crate::progress::Event::Advanced { amount, .. } = event {
             self.observer.event(Event::BlobProgress {
                 registry: self.registry.clone(),
-                bytes,
+                bytes: amount,
             });
         }
     }

@@ -8,10 +8,11 @@
 //! through `image::out_dir::OutDir` (the layout walk here only orders what
 //! a push sends).
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use thiserror::Error;
 
+use crate::build::digests::{read_entries, DigestsError};
 use crate::image::out_dir::OutDir;
 use crate::oci::descriptor::Descriptor;
 use crate::oci::digest::Digest;
@@ -19,14 +20,8 @@ use crate::oci::layout::Layout;
 use crate::oci::manifest::AnyManifest;
 use crate::sign::image::{ImageTarget, Resolver};
 
-/// One line of a digests file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Listed {
-    pub name: String,
-    pub digest: Digest,
-    /// `digests/<stage>.txt:<line>` (for messages).
-    pub source: String,
-}
+/// One line of a digests file (the one reader: `build::digests`).
+pub use crate::build::digests::ReleaseEntry as Listed;
 
 /// One image of the release, ready to push.
 #[derive(Clone, Debug)]
@@ -57,24 +52,8 @@ impl ReleaseImage {
 
 #[derive(Debug, Error)]
 pub enum ReleaseError {
-    #[error("no digests file in {0} (run `stagex digests` and commit digests/*.txt)")]
-    NoDigests(PathBuf),
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{source_line}: {problem} (expected `<64 hex> <stage>-<name>`)")]
-    BadLine {
-        source_line: String,
-        problem: String,
-    },
-    #[error("{name} is listed twice ({first} and {second})")]
-    Duplicate {
-        name: String,
-        first: String,
-        second: String,
-    },
+    #[error(transparent)]
+    Digests(#[from] DigestsError),
     #[error(
         "out/ does not match digests/*.txt, nothing was pushed:\n{}\n(rebuild or `stagex preseed` the images, or fix the digests files)",
         .0.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n")
@@ -82,77 +61,9 @@ pub enum ReleaseError {
     Mismatch(Vec<String>),
 }
 
-/// Reads every `*.txt` in `dir` (sorted by file name).
+/// Reads every `*.txt` in `dir` (sorted by file name), each image once.
 pub fn read_digests(dir: &Path) -> Result<Vec<Listed>, ReleaseError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => ReleaseError::NoDigests(dir.to_path_buf()),
-        _ => ReleaseError::Read {
-            path: dir.to_path_buf(),
-            source,
-        },
-    })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(ReleaseError::NoDigests(dir.to_path_buf()));
-    }
-    let mut listed: Vec<Listed> = Vec::new();
-    for path in files {
-        let text = std::fs::read_to_string(&path).map_err(|source| ReleaseError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        for item in parse_digests(&text, &path.display().to_string())? {
-            if let Some(first) = listed.iter().find(|l| l.name == item.name) {
-                return Err(ReleaseError::Duplicate {
-                    name: item.name,
-                    first: first.source.clone(),
-                    second: item.source,
-                });
-            }
-            listed.push(item);
-        }
-    }
-    Ok(listed)
-}
-
-/// Parses one digests file (pure). Blank lines are skipped.
-pub fn parse_digests(text: &str, file: &str) -> Result<Vec<Listed>, ReleaseError> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let source = format!("{file}:{}", i + 1);
-        let bad = |problem: &str| ReleaseError::BadLine {
-            source_line: source.clone(),
-            problem: problem.to_string(),
-        };
-        let mut parts = line.split_whitespace();
-        let (Some(hex), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad("not two fields"));
-        };
-        let digest = Digest::from_hex(hex).map_err(|e| bad(&format!("{e:#}")))?;
-        let valid_name = name
-            .split_once('-')
-            .is_some_and(|(s, n)| !s.is_empty() && !n.is_empty())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
-        if !valid_name {
-            return Err(bad(&format!("{name:?} is not a <stage>-<name> image name")));
-        }
-        out.push(Listed {
-            name: name.to_string(),
-            digest,
-            source,
-        });
-    }
-    Ok(out)
+    Ok(read_entries(&[dir.to_path_buf()])?)
 }
 
 /// Loads every listed image from `resolver.out`, checking out/ against the
@@ -258,28 +169,4 @@ fn visit(
     }
     manifests.push(node.clone());
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_stagex_digest_lines_strictly() {
-        let a = "ab".repeat(32);
-        let got = parse_digests(&format!("{a} core-busybox\n\n{a} user-x\n"), "core.txt").unwrap();
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[1].source, "core.txt:3");
-        assert_eq!(got[0].name, "core-busybox");
-        for bad in [
-            "zz core-x",
-            &a,
-            &format!("{a} core-x extra"),
-            &format!("{a} ../x"),
-            &format!("{a} nodash"),
-        ] {
-            let err = parse_digests(bad, "f.txt").unwrap_err().to_string();
-            assert!(err.contains("f.txt:1"), "{err}");
-        }
-    }
 }
