@@ -7,7 +7,6 @@ mod peers;
 mod publish_support;
 mod sign_support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use peers::fault_proxy::{Fault, FaultProxy};
@@ -25,17 +24,6 @@ fn signed_release(root: &std::path::Path, ns: &str, count: usize, size: usize) -
         sign_all(root, &sign_support::write_secret(root, name, cert), ns);
     }
     packages
-}
-
-fn served(skopeo: &std::path::Path, reference: &str) -> Option<String> {
-    let out = Command::new(skopeo)
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{reference}"))
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| stagex::oci::digest::Digest::of_bytes(&out.stdout).to_string())
 }
 
 #[test]

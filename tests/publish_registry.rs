@@ -7,23 +7,9 @@ mod peers;
 mod publish_support;
 mod sign_support;
 
-use std::process::Command;
-
 use peers::registry::Registry;
 use peers::tools::require;
 use publish_support::*;
-
-/// The digest the registry serves for `reference` (skopeo inspect --raw).
-fn served(skopeo: &std::path::Path, reference: &str) -> Option<String> {
-    let out = Command::new(skopeo)
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{reference}"))
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| stagex::oci::digest::Digest::of_bytes(&out.stdout).to_string())
-}
 
 /// Requests the registry logged so far (its access lines).
 fn requests(registry: &Registry) -> usize {

@@ -190,3 +190,16 @@ pub fn publish(root: &Path, ns: &str, args: &[&str]) -> Command {
 pub fn keys_dir(root: &Path) -> PathBuf {
     root.join("keys")
 }
+
+/// The digest a plain-HTTP registry serves for `reference` (`skopeo
+/// inspect --raw`), or `None` when it serves nothing.
+pub fn served(skopeo: &Path, reference: &str) -> Option<String> {
+    let out = Command::new(skopeo)
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| Digest::of_bytes(&out.stdout).to_string())
+}
