@@ -357,10 +357,8 @@ pub fn build(
     let staging = Staging::new(&options.out_root, &package.id)?;
     let mut images = Vec::new();
     for platform in platforms_for(package, options) {
-        let result = work
-            .path()
-            .join(format!("result-{}", platform.to_string().replace('/', "-")));
         let platform_dash = platform.to_string().replace('/', "-");
+        let result = work.path().join(format!("result-{platform_dash}"));
         // A subpackage shares its family's storage for the run (the
         // scheduler builds members one at a time), so the shared `build`
         // stage comes from the builder's layer cache after the first one.
@@ -494,7 +492,9 @@ pub fn build(
 fn family_storage(package: &Package, options: &BuildOptions, platform: &str) -> Option<PathBuf> {
     let cache = options.family_cache.as_ref()?;
     package.target.as_ref()?;
-    Some(cache.join(format!("{}-{platform}", package.origin_id())))
+    // One directory per family: releasing a family removes exactly it
+    // (a name prefix would also match family `<origin>-x`).
+    Some(cache.join(package.origin_id()).join(platform))
 }
 
 /// What every builder gets the same way: build arguments, the `fetch`

@@ -117,29 +117,9 @@ pub fn recorded(out_root: &Path, id: &str) -> Option<Digest> {
     Digest::parse(text.trim()).ok()
 }
 
-/// Writes the record of a finished build (temp file, then rename).
+/// Writes the record of a finished build (temp file, fsync, rename).
 pub fn write_record(out_root: &Path, id: &str, digest: &Digest) -> Result<()> {
-    let path = record_path(out_root, id);
-    let dir = path.parent().expect("record is inside out/<id>");
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("writing {}", path.display()))?;
-    std::io::Write::write_all(&mut tmp, format!("{digest}\n").as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(&path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
-/// Records the inputs of a package just built into `out/<id>/`.
-pub fn record_build(entry: &PlanEntry, package: &Package, out_root: &Path) -> Result<()> {
-    let digest = inputs_digest(entry, package, out_root)?.with_context(|| {
-        format!(
-            "recording the inputs of {}: a dependency is missing from {}",
-            entry.name,
-            out_root.display()
-        )
-    })?;
-    write_record(out_root, &entry.name, &digest)
+    crate::oci::layout::write_atomic(&record_path(out_root, id), format!("{digest}\n").as_bytes())
 }
 
 /// Fills `up_to_date` of every entry of a plan in build order: the record

@@ -50,16 +50,30 @@ pub struct BuildReport {
     pub backend: String,
 }
 
-/// Writes `out/<id>/.stagex-inputs` for a package just built (see
-/// `build::inputs`): what `build --dry-run` compares to say up to date.
-pub fn record_inputs(package: &Package, options: &BuildOptions) -> Result<()> {
-    let plan_options = super::plan::PlanOptions {
-        platforms: options.platforms.clone(),
-        epoch: options.layer.mtime,
-        root: PathBuf::new(),
-    };
-    let entry = super::plan::entry(package, &plan_options)?;
-    super::inputs::record_build(&entry, package, &options.out_root)
+/// The inputs digest of `package` as it is about to be built (see
+/// `build::inputs`): recorded in `out/<id>/.stagex-inputs` once the build
+/// succeeds, and what `build --dry-run` compares to say up to date.
+pub fn inputs_of(package: &Package, options: &BuildOptions) -> Result<crate::oci::Digest> {
+    let entry = super::plan::entry(package, &options.plan_options())?;
+    let digest = super::inputs::inputs_digest(&entry, package, &options.out_root)?;
+    digest.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the inputs of {}: a dependency is missing from {} (build it first)",
+            entry.name,
+            options.out_root.display()
+        )
+    })
+}
+
+impl BuildOptions {
+    /// The plan settings these build options imply.
+    pub fn plan_options(&self) -> super::plan::PlanOptions {
+        super::plan::PlanOptions {
+            platforms: self.platforms.clone(),
+            epoch: self.layer.mtime,
+            root: PathBuf::new(),
+        }
+    }
 }
 
 /// The platforms a package is built for (see `plan::platforms`).

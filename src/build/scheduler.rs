@@ -25,8 +25,9 @@ use std::sync::mpsc;
 use anyhow::{Context as _, Result};
 
 use super::inputs;
-use super::package_build::{build_one, record_inputs, BuildOptions, BuildReport};
-use super::plan::{self, PlanEntry, PlanOptions};
+use super::inputs::write_record;
+use super::package_build::{build_one, inputs_of, BuildOptions, BuildReport};
+use super::plan::{self, PlanEntry};
 use crate::image::OutDir;
 use crate::oci::layout::write_atomic;
 use crate::package::PackageTree;
@@ -151,12 +152,7 @@ fn plan_for(
     options: &BuildOptions,
     only_named: bool,
 ) -> Result<Vec<PlanEntry>> {
-    let plan_options = PlanOptions {
-        platforms: options.platforms.clone(),
-        epoch: options.layer.mtime,
-        root: PathBuf::new(),
-    };
-    let mut plan = plan::plan(tree, names, &plan_options)?;
+    let mut plan = plan::plan(tree, names, &options.plan_options())?;
     if only_named && !names.is_empty() {
         let named: BTreeSet<&str> = names
             .iter()
@@ -211,24 +207,18 @@ fn family_cache(
 /// Frees a family's storages once its last member is done (best effort:
 /// the run's cache directory goes at the end anyway).
 fn release_family(options: &BuildOptions, family: &str) {
-    let Some(cache) = &options.family_cache else {
-        return;
-    };
-    let Ok(entries) = std::fs::read_dir(cache) else {
-        return;
-    };
-    let prefix = format!("{family}-");
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
+    if let Some(cache) = &options.family_cache {
+        let _ = std::fs::remove_dir_all(cache.join(family));
     }
 }
 
 fn build_and_record(tree: &PackageTree, id: &str, options: &BuildOptions) -> Result<BuildReport> {
     let package = tree.get(id)?;
+    // The inputs are taken BEFORE the build: a file changed while it runs
+    // must make the output stale, not be recorded as what it was built from.
+    let inputs = inputs_of(package, options)?;
     let report = build_one(tree, package, options)?;
-    record_inputs(package, options)?;
+    write_record(&options.out_root, id, &inputs)?;
     Ok(report)
 }
 
