@@ -65,7 +65,7 @@ free_port() {
 }
 wait_for() { # URL EXPECTED-STATUS
   for _ in $(seq 1 200); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$SRV/tls/ca.crt" "$1" || true)
+    code=$(curl -s --connect-timeout 1 --max-time 2 -o /dev/null -w '%{http_code}' --cacert "$SRV/tls/ca.crt" "$1" || true)
     [ "$code" = "$2" ] && return 0
     sleep 0.05
   done

@@ -87,7 +87,12 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            timeout: Duration::from_secs(60),
+            // The process-wide document deadline (`STAGEX_TIMEOUT`), as for
+            // every other small download; an invalid variable is reported
+            // by the first request that reads it, so fall back here.
+            timeout: crate::net::config()
+                .map(|c| c.document)
+                .unwrap_or(Duration::from_secs(60)),
             attempts: 3,
             backoff: Duration::from_millis(250),
         }

@@ -505,18 +505,22 @@ fn push_blob(
         done(false);
         return Ok(true);
     }
+    let uploaded = || {
+        Counters::add(&counters.blobs_uploaded, 1);
+        Counters::add(&counters.bytes_uploaded, blob.size);
+        done(true);
+    };
     let sources = match host.holders.claim(&blob.digest, repo) {
         Claim::MountFrom(sources) => sources,
         Claim::Upload => {
+            // Waiters for this blob are released even if the upload panics.
+            let claim = UploadClaim::new(&host.holders, &blob.digest);
             let result = call(host, || {
                 client.upload_blob(repo, blob, &image.layout, &uploading)
             });
-            host.holders
-                .finish(&blob.digest, result.as_ref().ok().map(|_| repo));
+            claim.finish(result.as_ref().ok().map(|_| repo));
             result?;
-            Counters::add(&counters.blobs_uploaded, 1);
-            Counters::add(&counters.bytes_uploaded, blob.size);
-            done(true);
+            uploaded();
             return Ok(false);
         }
     };
@@ -535,11 +539,40 @@ fn push_blob(
     call(host, || {
         client.upload_blob(repo, blob, &image.layout, &uploading)
     })?;
-    Counters::add(&counters.blobs_uploaded, 1);
-    Counters::add(&counters.bytes_uploaded, blob.size);
     host.holders.add(&blob.digest, repo);
-    done(true);
+    uploaded();
     Ok(false)
+}
+
+/// An `Upload` claim that ends on every path: `finish`, or failed when
+/// dropped unfinished (an unwinding panic), so no waiter blocks forever.
+struct UploadClaim<'a> {
+    holders: &'a Holders,
+    digest: &'a Digest,
+    finished: bool,
+}
+
+impl<'a> UploadClaim<'a> {
+    fn new(holders: &'a Holders, digest: &'a Digest) -> UploadClaim<'a> {
+        UploadClaim {
+            holders,
+            digest,
+            finished: false,
+        }
+    }
+
+    fn finish(mut self, holder: Option<&str>) {
+        self.finished = true;
+        self.holders.finish(self.digest, holder);
+    }
+}
+
+impl Drop for UploadClaim<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.holders.finish(self.digest, None);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -573,5 +606,18 @@ mod tests {
         assert!(matches!(holders.claim(&e, "ns/a"), Claim::Upload));
         holders.finish(&e, None);
         assert!(matches!(holders.claim(&e, "ns/b"), Claim::Upload));
+    }
+
+    #[test]
+    fn an_upload_claim_dropped_unfinished_releases_its_waiters() {
+        let holders = Holders::default();
+        let d = Digest::of_bytes(b"panicked");
+        assert!(matches!(holders.claim(&d, "ns/a"), Claim::Upload));
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| holders.claim(&d, "ns/b"));
+            // The uploader unwinds (a panic) without calling finish.
+            drop(UploadClaim::new(&holders, &d));
+            assert!(matches!(waiter.join().unwrap(), Claim::Upload));
+        });
     }
 }
