@@ -19,7 +19,7 @@ pub fn plan(run: &Run<'_>, jobs: usize) -> Vec<RegistryReport> {
         }
         let result = clients
             .get(&run.destinations[d].host)
-            .and_then(|client| plan_image(run, client, d, i));
+            .and_then(|client| plan_image(run, &client, d, i));
         if let Err(error) = result {
             counters.fail(&image.name, error);
         }

@@ -249,17 +249,21 @@ impl Progress for Uploading<'_> {
     }
 }
 
-/// Clients of one worker thread, one per registry host.
+/// One client per registry host, shared by every worker of the run: the
+/// credentials (auth files, credential helpers) are read once per host,
+/// not once per worker and phase.
 #[derive(Default)]
-pub(crate) struct Clients(HashMap<String, RegistryClient>);
+pub(crate) struct Clients(std::sync::Mutex<HashMap<String, std::sync::Arc<RegistryClient>>>);
 
 impl Clients {
-    pub(crate) fn get(&mut self, host: &str) -> Result<&RegistryClient, String> {
-        if !self.0.contains_key(host) {
-            let client = RegistryClient::new(host).map_err(|e| format!("{e:#}"))?;
-            self.0.insert(host.to_string(), client);
+    pub(crate) fn get(&self, host: &str) -> Result<std::sync::Arc<RegistryClient>, String> {
+        let mut clients = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(host) {
+            return Ok(client.clone());
         }
-        Ok(&self.0[host])
+        let client = std::sync::Arc::new(RegistryClient::new(host).map_err(|e| format!("{e:#}"))?);
+        clients.insert(host.to_string(), client.clone());
+        Ok(client)
     }
 }
 
@@ -268,11 +272,8 @@ impl Clients {
 /// so the first namespace of a registry gets the uploads and the next ones
 /// (a phase later) mount from it, every time, while different registries
 /// are pushed side by side.
-pub(crate) fn for_each_pair(
-    run: &Run<'_>,
-    jobs: usize,
-    f: impl Fn(&mut Clients, usize, usize) + Sync,
-) {
+pub(crate) fn for_each_pair(run: &Run<'_>, jobs: usize, f: impl Fn(&Clients, usize, usize) + Sync) {
+    let clients = Clients::default();
     let mut rank = vec![0usize; run.destinations.len()];
     for (d, dest) in run.destinations.iter().enumerate() {
         rank[d] = run.destinations[..d]
@@ -294,13 +295,10 @@ pub(crate) fn for_each_pair(
         let workers = jobs.clamp(1, work.len().max(1));
         std::thread::scope(|scope| {
             for _ in 0..workers {
-                scope.spawn(|| {
-                    let mut clients = Clients::default();
-                    loop {
-                        let n = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&(d, i)) = work.get(n) else { break };
-                        f(&mut clients, d, i);
-                    }
+                scope.spawn(|| loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(d, i)) = work.get(n) else { break };
+                    f(&clients, d, i);
                 });
             }
         });
@@ -319,7 +317,7 @@ pub fn push_all(run: &Run<'_>, jobs: usize) {
     for_each_pair(run, jobs, |clients, d, i| push_one(run, clients, d, i));
 }
 
-fn push_one(run: &Run<'_>, clients: &mut Clients, d: usize, i: usize) {
+fn push_one(run: &Run<'_>, clients: &Clients, d: usize, i: usize) {
     let dest = &run.destinations[d];
     let image = &run.images[i];
     let counters = &run.counters[d];
@@ -330,7 +328,7 @@ fn push_one(run: &Run<'_>, clients: &mut Clients, d: usize, i: usize) {
     } else {
         clients
             .get(&dest.host)
-            .and_then(|client| push_image(run, client, dest, counters, image, &run.tags[i]))
+            .and_then(|client| push_image(run, &client, dest, counters, image, &run.tags[i]))
     };
     let ok = result.is_ok();
     if let Err(error) = result {
