@@ -42,39 +42,37 @@ impl FileLookaside {
         self.root.join(signature_dir(repository_path, digest))
     }
 
-    /// Reads signature-1, -2, ... until the first missing file.
+    /// Reads signature-1, -2, ... until the first missing file. The
+    /// directory is listed first, so only files that exist are opened.
     pub fn read(&self, repository_path: &str, digest: &Digest) -> Result<SignatureSet> {
         let dir = self.image_dir(repository_path, digest);
+        let numbers = numbered_files(&dir)?;
+        let listed = numbers
+            .iter()
+            .zip(1..=MAX_SIGNATURES)
+            .take_while(|(n, expected)| *n == expected)
+            .count() as u32;
         let mut set = SignatureSet::default();
-        let mut stopped_at = MAX_SIGNATURES;
-        for n in 1..=MAX_SIGNATURES {
-            let path = dir.join(format!("signature-{n}"));
-            let file = match fs::File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        let mut stopped_at = listed + 1;
+        for n in 1..=listed {
+            let name = format!("signature-{n}");
+            let path = dir.join(&name);
+            match read_signature(&path)? {
+                Some(content) => set.files.push(SignatureFile {
+                    name,
+                    location: path.display().to_string(),
+                    content,
+                }),
+                // Removed since the listing: the numbering ends here.
+                None => {
                     stopped_at = n;
                     break;
                 }
-                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-            };
-            let mut bytes = Vec::new();
-            file.take(MAX_SIGNATURE_BYTES + 1)
-                .read_to_end(&mut bytes)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let content = if bytes.len() as u64 > MAX_SIGNATURE_BYTES {
-                Fetched::TooLarge(fs::metadata(&path).map(|m| m.len()).unwrap_or(0))
-            } else {
-                Fetched::Blob(bytes)
-            };
-            set.files.push(SignatureFile {
-                name: format!("signature-{n}"),
-                location: path.display().to_string(),
-                content,
-            });
+            }
         }
-        set.hidden = numbered_files(&dir)?
+        set.hidden = numbers
             .into_iter()
-            .filter(|&n| n > stopped_at)
+            .filter(|&n| n > stopped_at.min(MAX_SIGNATURES))
             .map(|n| format!("signature-{n}"))
             .collect();
         Ok(set)
@@ -310,6 +308,25 @@ fn first_free(dir: &Path) -> Result<u32> {
 }
 
 /// The N of every `signature-N` in `dir`, sorted.
+/// One signature file, bounded in size; `None` if it does not exist.
+fn read_signature(path: &Path) -> Result<Option<Fetched>> {
+    let file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    // Signatures are a few hundred bytes: one read fills the buffer.
+    let mut bytes = Vec::with_capacity(4096);
+    file.take(MAX_SIGNATURE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(if bytes.len() as u64 > MAX_SIGNATURE_BYTES {
+        Fetched::TooLarge(fs::metadata(path).map(|m| m.len()).unwrap_or(0))
+    } else {
+        Fetched::Blob(bytes)
+    }))
+}
+
 fn numbered_files(dir: &Path) -> Result<Vec<u32>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,

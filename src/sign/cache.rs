@@ -6,7 +6,7 @@
 //! with this key". Key validity at signing time, payload, digest, identity
 //! and quorum are judged on every run.
 //!
-//! The RSA pre-verification pass (`rsa_fast`) adds the entries of the
+//! The pre-verification pass (`preverify`) adds the entries of the
 //! signatures it verified through `add_verified`; they are kept as any
 //! other entry sequoia used.
 //!
@@ -29,9 +29,9 @@ const MAX_ENTRIES: usize = 1 << 20;
 /// another size, so a future format only costs a cold run.
 const ENTRY_BYTES: usize = 32;
 
-/// The entries loaded from the file (sorted): the RSA pass skips those.
+/// The entries loaded from the file (sorted): the pre-verification pass skips those.
 static LOADED: OnceLock<Vec<[u8; ENTRY_BYTES]>> = OnceLock::new();
-/// Entries added by the RSA pass in this run.
+/// Entries added by the pre-verification pass in this run.
 static ADDED: AtomicUsize = AtomicUsize::new(0);
 
 /// The cache file to use, or `None` when disabled.
@@ -75,7 +75,7 @@ pub fn is_loaded(entry: &[u8; ENTRY_BYTES]) -> bool {
         .is_some_and(|loaded| loaded.binary_search(entry).is_ok())
 }
 
-/// Hands entries of signatures verified outside sequoia (`rsa_fast`) to
+/// Hands entries of signatures verified outside sequoia (`preverify`) to
 /// sequoia's cache and waits until they are in place.
 pub fn add_verified(entries: Vec<[u8; ENTRY_BYTES]>) -> Result<()> {
     let count = entries.len();
@@ -95,7 +95,7 @@ fn restore(entries: Vec<Vec<u8>>) -> Result<()> {
 }
 
 /// Writes the entries used or added by this run back to `path`, if any
-/// were added (by sequoia or by the RSA pass).
+/// were added (by sequoia or by the pre-verification pass).
 pub fn save(path: &Path) -> Result<()> {
     if SignatureVerificationCache::insertions() == 0 && ADDED.load(Ordering::Relaxed) == 0 {
         return Ok(());

@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::image::ImageTarget;
 use super::keyring::Keyring;
+use super::preverify;
 use super::quorum::quorum_met;
-use super::rsa_fast;
 use super::verify::{verify_signature, Expected, Rejection, VerifyOptions};
 use crate::lookaside::{Fetched, Lookaside, SignatureFile, SignatureSet};
 
@@ -106,8 +106,9 @@ pub fn verify_images(
             };
             verify_signature(keyring, blob, &expected[*i], options).map(|(v, _)| v.signer)
         };
-    // RSA arithmetic through OpenSSL first (see `rsa_fast`): it only fills
-    // sequoia's cache, every signature is still verified in full below.
+    // The public-key arithmetic the fast way first (see `preverify`): it
+    // only fills sequoia's cache, every signature is still verified in full
+    // below.
     let blobs: Vec<&[u8]> = jobs
         .iter()
         .filter_map(|(_, file)| match &file.content {
@@ -115,7 +116,7 @@ pub fn verify_images(
             _ => None,
         })
         .collect();
-    rsa_fast::preverify(keyring, &blobs);
+    preverify::preverify(keyring, &blobs);
     let results = parallel_map(&jobs, check);
     let mut reports: Vec<ImageReport> = targets
         .iter()

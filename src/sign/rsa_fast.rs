@@ -1,40 +1,29 @@
-//! Owns: the RSA pre-verification pass, which only ever saves time. Before a
-//! batch of signature blobs is verified, every signature made by an RSA key
-//! of the keyring (primary or subkey) is checked with OpenSSL's RSA
-//! arithmetic (~64 us for RSA-4096, against ~720 us in the pure-Rust
-//! backend sequoia is built with), and each one that verifies is handed to
-//! sequoia's `SignatureVerificationCache` as the exact entry sequoia would
-//! insert after checking it itself.
+//! Owns: the RSA step of the pre-verification pass (`preverify`): every
+//! signature made by an RSA key of the keyring (primary or subkey) is
+//! checked with OpenSSL's RSA arithmetic (~64 us for RSA-4096, against
+//! ~720 us in the pure-Rust backend sequoia is built with); each one that
+//! verifies yields the exact cache entry sequoia would insert after
+//! checking it itself.
 //!
-//! Sequoia then verifies every signature normally (grammar, policy, key
-//! binding, validity at signing time, payload...) and only finds the RSA
-//! arithmetic done. Correctness never depends on this pass: a signature it
-//! rejects or skips, or an entry it gets wrong (e.g. if sequoia changes its
-//! entry format: a unit test guards that), just means sequoia does the math
-//! itself. It must not: report verdicts, touch files, or accept a key the
-//! pure-Rust backend would refuse (moduli over 4096 bits, unusual exponents).
+//! Correctness never depends on this step (see `preverify`). It must not:
+//! report verdicts, touch files, or accept a key the pure-Rust backend
+//! would refuse (moduli over 4096 bits, unusual exponents).
 use std::collections::BTreeMap;
 
 use openssl::bn::BigNum;
 use openssl::pkey::Public;
 use openssl::rsa::{Padding, Rsa};
 use sequoia_openpgp as openpgp;
-use sha2::{Digest as _, Sha512};
 
 use openpgp::crypto::mpi;
 use openpgp::packet::Signature;
-use openpgp::parse::{PacketParser, PacketParserResult, Parse};
 use openpgp::serialize::MarshalInto;
 use openpgp::types::{HashAlgorithm, PublicKeyAlgorithm};
-use openpgp::{Fingerprint, KeyHandle, KeyID, Packet};
+use openpgp::{Fingerprint, KeyHandle, KeyID};
 
 use super::cache;
-use super::check::parallel_map;
 use super::keyring::Keyring;
-use super::verify::MAX_SIGNATURE_SIZE;
-
-/// One sequoia cache entry (SHA-512 truncated to 256 bits).
-pub type CacheEntry = [u8; 32];
+use super::preverify::{CacheEntry, Parsed};
 
 /// Largest modulus the pure-Rust backend accepts (`rsa::RsaPublicKey::MAX_SIZE`).
 const MAX_MODULUS_BITS: usize = 4096;
@@ -129,82 +118,22 @@ fn build_key(e: &mpi::MPI, n: &mpi::MPI, mpis: &mpi::PublicKey) -> Option<RsaKey
     })
 }
 
-/// Checks every RSA signature among `blobs` and hands the entries of those
-/// that verify to sequoia's cache (waiting until they are in place).
-/// Returns how many were added. Never fails: anything odd is left to
-/// sequoia.
-pub fn preverify(keyring: &Keyring, blobs: &[&[u8]]) -> usize {
-    let keys = RsaKeys::from_keyring(keyring);
-    if keys.is_empty() || blobs.is_empty() {
-        return 0;
-    }
-    let entries: Vec<CacheEntry> = parallel_map(blobs, |blob| entry_for(&keys, blob))
-        .into_iter()
-        .flatten()
-        .collect();
-    let count = entries.len();
-    if count > 0 && cache::add_verified(entries).is_err() {
-        return 0;
-    }
-    count
-}
-
 /// The cache entry for `blob` if it is a signed message holding exactly one
 /// signature by an RSA key of `keys` that verifies; `None` otherwise, and
 /// when sequoia's cache already holds it (loaded from disk).
 pub fn entry_for(keys: &RsaKeys, blob: &[u8]) -> Option<CacheEntry> {
-    if blob.len() > MAX_SIGNATURE_SIZE {
-        return None;
-    }
-    let sig = only_signature(blob)?;
-    let digest = sig.computed_digest()?;
-    let key = sig.get_issuers().iter().find_map(|h| keys.find(h))?;
-    let entry = cache_entry(&sig, digest, &key.mpis)?;
+    verify_parsed(keys, &Parsed::from_blob(blob)?)
+}
+
+/// The RSA step for one parsed blob: its cache entry when its signature is
+/// by an RSA key of `keys` and verifies.
+pub fn verify_parsed(keys: &RsaKeys, parsed: &Parsed) -> Option<CacheEntry> {
+    let key = parsed.sig.get_issuers().iter().find_map(|h| keys.find(h))?;
+    let entry = parsed.entry(&key.mpis)?;
     if cache::is_loaded(&entry) {
         return None;
     }
-    verify_pkcs1(key, &sig, digest).then_some(entry)
-}
-
-/// Parses `blob` as sequoia's verifier does (descending into compressed
-/// data, hashing the literal data for a one-pass signature, which stashes
-/// the computed digest in the signature): its one signature packet.
-fn only_signature(blob: &[u8]) -> Option<Signature> {
-    let mut ppr = PacketParser::from_bytes(blob).ok()?;
-    let mut found = None;
-    let mut count = 0;
-    while let PacketParserResult::Some(pp) = ppr {
-        let (packet, next) = pp.recurse().ok()?;
-        if let Packet::Signature(sig) = packet {
-            count += 1;
-            found = Some(sig);
-        }
-        ppr = next;
-    }
-    if count == 1 {
-        found
-    } else {
-        None
-    }
-}
-
-/// sequoia's `cache::Entry::new` (sequoia-openpgp 2.4): SHA-512 over
-/// version 0 || LE32(len of the signature MPIs) || signature MPIs || hash
-/// algorithm || computed digest || key MPIs, truncated to 32 bytes.
-fn cache_entry(sig: &Signature, digest: &[u8], key_mpis: &[u8]) -> Option<CacheEntry> {
-    let sig_mpis = sig.mpis().export_to_vec().ok()?;
-    let len = u32::try_from(sig_mpis.len()).ok()?;
-    let mut hasher = Sha512::new();
-    hasher.update([0u8]);
-    hasher.update(len.to_le_bytes());
-    hasher.update(&sig_mpis);
-    hasher.update([u8::from(sig.hash_algo())]);
-    hasher.update(digest);
-    hasher.update(key_mpis);
-    let full = hasher.finalize();
-    let mut entry = [0u8; 32];
-    entry.copy_from_slice(&full[..32]);
-    Some(entry)
+    verify_pkcs1(key, &parsed.sig, &parsed.digest).then_some(entry)
 }
 
 /// RSASSA-PKCS1-v1_5 verification (RFC 8017 8.2.2): `s^e mod n` compared

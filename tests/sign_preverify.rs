@@ -1,10 +1,11 @@
-//! Owns: proving the RSA pre-verification pass (`sign::rsa_fast`) hands
+//! Owns: proving the pre-verification pass (`sign::preverify`) hands
 //! sequoia exactly the cache entry sequoia itself inserts for the same
 //! signature (a guard against a change of sequoia's entry format), on
-//! gpg-made RSA-4096 primary-key and signing-subkey signatures, and that it
-//! gives no entry for a tampered signature or a non-RSA key. The CLI side
-//! (a tampered RSA signature still rejected with its reason) is in
-//! sign_keys.rs.
+//! gpg-made RSA-4096 (OpenSSL step, `rsa_fast`) and Ed25519 (batch step,
+//! `ed25519_batch`) primary-key and signing-subkey signatures, and that it
+//! gives no entry for a tampered signature, even hidden in a large batch.
+//! The CLI side (a tampered RSA signature still rejected with its reason)
+//! is in sign_keys.rs.
 mod peers;
 mod sign_support;
 
@@ -15,6 +16,7 @@ use sequoia_openpgp::packet::signature::cache::SignatureVerificationCache;
 use sign_support::payload;
 use stagex::oci::digest::Digest;
 use stagex::sign::keyring::Keyring;
+use stagex::sign::preverify::verified_entries;
 use stagex::sign::rsa_fast::{entry_for, RsaKeys};
 use stagex::sign::verify::{verify_blob, Rejection};
 
@@ -110,4 +112,83 @@ fn no_entry_for_a_tampered_signature_or_a_non_rsa_key() {
     // Ed25519 is sequoia's own business.
     assert_eq!(entry_for(&keys, &ed.sign(&p)), None);
     assert!(verify_blob(&keyring, &ed.sign(&p)).is_ok());
+}
+
+#[test]
+fn the_ed25519_batch_computes_the_entries_sequoia_inserts() {
+    let Some(primary) = GpgHome::generate("ed-primary", "ed25519", "sign", "never", None) else {
+        return;
+    };
+    let carded = GpgHome::generate("ed-carded", "ed25519", "cert", "never", None).unwrap();
+    carded.add_subkey("ed25519", "sign", "never", None);
+    let keyring = keyring_of(&[&primary, &carded]);
+    let p = payload(
+        "stagex/core-ed:1.0",
+        &Digest::of_bytes(b"ed25519 batch image"),
+    );
+    let blobs = [primary.sign(&p), carded.sign(&p)];
+    let refs: Vec<&[u8]> = blobs.iter().map(|b| b.as_slice()).collect();
+    let entries = verified_entries(&keyring, &refs);
+    assert_eq!(entries.len(), 2, "one entry per good signature");
+    for (who, blob) in ["primary", "subkey"].iter().zip(&blobs) {
+        verify_blob(&keyring, blob).unwrap_or_else(|e| panic!("{who}: {e}"));
+    }
+    let inserted = inserted_by_sequoia();
+    for entry in &entries {
+        assert!(
+            inserted.contains(&entry.to_vec()),
+            "sequoia inserted another entry than the batch computes: its format changed?"
+        );
+    }
+}
+
+#[test]
+fn a_forged_ed25519_signature_in_a_large_batch_gets_no_entry_and_the_others_do() {
+    let Some(ed) = GpgHome::generate("ed-many", "ed25519", "sign", "never", None) else {
+        return;
+    };
+    let keyring = keyring_of(&[&ed]);
+    // Uncompressed: the payload is in the clear, so one byte of it can be
+    // altered (the signature no longer covers the data).
+    let sign_plain = |p: &[u8]| {
+        let file = ed.path().join("plain.json");
+        std::fs::write(&file, p).unwrap();
+        peers::tools::run_ok(
+            ed.cmd()
+                .args(["--batch", "--compress-algo", "none", "--sign", "--no-armor"])
+                .args(["--local-user", &ed.fingerprint, "--output", "-"])
+                .arg(&file),
+        )
+        .stdout
+    };
+    let mut blobs: Vec<Vec<u8>> = (0..40)
+        .map(|i| sign_plain(&payload("stagex/many:1.0", &Digest::of_bytes(&[i]))))
+        .collect();
+    let forged_at = 27;
+    let at = blobs[forged_at]
+        .windows(6)
+        .position(|w| w == b"atomic")
+        .unwrap();
+    blobs[forged_at][at] ^= 0x01;
+    let refs: Vec<&[u8]> = blobs.iter().map(|b| b.as_slice()).collect();
+    let entries = verified_entries(&keyring, &refs);
+    // The failing half is split until the forgery is isolated in a group
+    // of at most 8, which is left to sequoia whole.
+    assert!(
+        (32..=39).contains(&entries.len()),
+        "{} entries for 39 good signatures",
+        entries.len()
+    );
+    let good: Vec<&[u8]> = refs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != forged_at)
+        .map(|(_, b)| *b)
+        .collect();
+    assert_eq!(verified_entries(&keyring, &good).len(), 39);
+    assert!(verified_entries(&keyring, &[refs[forged_at]]).is_empty());
+    assert!(matches!(
+        verify_blob(&keyring, refs[forged_at]),
+        Err(Rejection::BadSignature(_))
+    ));
 }
