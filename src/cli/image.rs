@@ -80,7 +80,7 @@ pub fn run(ctx: &Context, args: ImageArgs) -> Result<ExitCode> {
         super::progress::for_command(ctx.json).as_ref(),
     )?;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_json(&report)?;
     } else {
         println!("{} {}", report.manifest_digest, report.destination);
     }

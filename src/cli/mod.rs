@@ -71,6 +71,17 @@ pub struct Context {
     pub settings: Settings,
 }
 
+/// Writes `value` as pretty JSON to stdout, streamed (no intermediate
+/// string or `Value` tree: a release report is thousands of entries).
+pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let settings = Settings::load(&cli.root)?;
     let context = Context {

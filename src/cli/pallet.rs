@@ -151,7 +151,7 @@ pub fn run(ctx: &Context, args: PalletArgs) -> Result<ExitCode> {
         elapsed_ms: started.elapsed().as_millis(),
     };
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_json(&report)?;
     } else {
         print_human(&report);
     }

@@ -148,7 +148,7 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
         bar.finish_and_clear();
     }
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&lines)?);
+        super::print_json(&lines)?;
     }
     if refused > 0 {
         eprintln!(

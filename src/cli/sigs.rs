@@ -234,7 +234,7 @@ fn run_and_print<R: serde::Serialize>(
         bar.finish_and_clear();
     }
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_json(&report)?;
     } else {
         print!("{}", summary(&report));
     }

@@ -9,12 +9,20 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Args;
+use serde::Serialize;
 
 use super::trust::TrustArgs;
 use super::Context;
 use crate::sign::cache as signature_cache;
 use crate::sign::check::{summarize, verify_images, ImageReport, Summary};
 use crate::sign::release::ReleaseDigests;
+
+/// `--json` of a whole-release verification.
+#[derive(Serialize)]
+struct ReleaseJson<'a> {
+    summary: &'a Summary,
+    images: &'a [ImageReport],
+}
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -29,6 +37,14 @@ pub struct VerifyArgs {
 }
 
 pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
+    // First: loading the keys checks their self-signatures, which the
+    // cache may already hold.
+    let cache = signature_cache::default_path();
+    if let Some(path) = &cache {
+        if let Err(e) = signature_cache::load(path) {
+            eprintln!("stagex: warning: {e:#} (verifying without the cache)");
+        }
+    }
     let trust = args.trust.load(&ctx.settings)?;
     let release = !args.digests.is_empty();
     let targets = if release {
@@ -42,12 +58,6 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
             .resolver(&ctx.settings)
             .resolve_all(&args.images)?
     };
-    let cache = signature_cache::default_path();
-    if let Some(path) = &cache {
-        if let Err(e) = signature_cache::load(path) {
-            eprintln!("stagex: warning: {e:#} (verifying without the cache)");
-        }
-    }
     let reports = verify_images(
         &trust.keyring,
         &trust.lookaside,
@@ -63,14 +73,11 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
     let missing = reports.iter().filter(|r| !r.quorum).count();
     let summary = summarize(&reports);
     match (ctx.json, release) {
-        (true, true) => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "summary": summary,
-                "images": reports,
-            }))?
-        ),
-        (true, false) => println!("{}", serde_json::to_string_pretty(&reports)?),
+        (true, true) => super::print_json(&ReleaseJson {
+            summary: &summary,
+            images: &reports,
+        })?,
+        (true, false) => super::print_json(&reports)?,
         (false, true) => {
             let failing: Vec<ImageReport> = reports.iter().filter(|r| !r.quorum).cloned().collect();
             if !failing.is_empty() {

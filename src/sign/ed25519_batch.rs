@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 
 use ed25519_zebra::batch::{Item, Verifier};
 use ed25519_zebra::VerificationKeyBytes;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
 use sequoia_openpgp as openpgp;
 
 use openpgp::crypto::mpi;
@@ -179,7 +181,10 @@ fn verify_range(items: &[Queued], out: &mut Vec<CacheEntry>) {
     for queued in items {
         batch.queue(queued.item.clone());
     }
-    if batch.verify(rand_core::OsRng).is_ok() {
+    let Ok(rng) = ChaCha20Rng::from_rng(rand_core::OsRng) else {
+        return;
+    };
+    if batch.verify(rng).is_ok() {
         out.extend(items.iter().map(|q| q.entry));
         return;
     }

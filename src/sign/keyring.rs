@@ -2,8 +2,10 @@
 //! maintainer, armored or binary; secret material is stripped on load).
 //!
 //! Owns: loading, and mapping any key handle (primary or subkey, fingerprint
-//! or key id) to its certificate. It does not verify signatures nor judge a
-//! key's validity (see `validity`: that is a question of a moment).
+//! or key id) to its certificate. It does not verify message signatures nor
+//! judge a key's validity (see `validity`: that is a question of a moment);
+//! it only checks each certificate's own self-signatures once, on load (see
+//! `check_self_signatures`).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -83,10 +85,12 @@ impl Keyring {
     pub fn add_cert(&mut self, cert: Cert, source: PathBuf) {
         if let Some(&i) = self.by_fingerprint.get(&cert.fingerprint()) {
             if let Ok(merged) = self.certs[i].clone().merge_public(cert) {
+                check_self_signatures(&merged);
                 self.certs[i] = merged;
             }
             return;
         }
+        check_self_signatures(&cert);
         let index = self.certs.len();
         for key in self.certs_keys(&cert) {
             self.by_keyid.insert(KeyID::from(&key), index);
@@ -149,4 +153,25 @@ pub fn is_key_file_name(name: &str) -> bool {
         || lower.starts_with("readme")
         || lower.ends_with(".md")
         || lower.ends_with(".txt"))
+}
+
+/// Checks every self-signature and self-revocation of `cert` now, once.
+/// sequoia checks them lazily and records the outcome inside the
+/// certificate; each verification works on a clone, which keeps the
+/// recorded outcomes. Checked here, they are not re-checked (re-hashed)
+/// for every one of thousands of signatures.
+fn check_self_signatures(cert: &Cert) {
+    for key in cert.keys() {
+        let bundle = key.bundle();
+        bundle.self_signatures().for_each(drop);
+        bundle.self_revocations().for_each(drop);
+    }
+    for userid in cert.userids() {
+        userid.self_signatures().for_each(drop);
+        userid.self_revocations().for_each(drop);
+    }
+    for attribute in cert.user_attributes() {
+        attribute.self_signatures().for_each(drop);
+        attribute.self_revocations().for_each(drop);
+    }
 }
