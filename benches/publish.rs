@@ -10,7 +10,8 @@
 //!    `--no-journal`).
 //!
 //! Run: `cargo bench --bench publish` (STAGEX_BENCH_MIB=64 for a quick
-//! check, STAGEX_BENCH_SMALL=50 to shrink step 3). Targets (issue 11):
+//! check, STAGEX_BENCH_SMALL=50 to shrink step 3, 0 to skip it;
+//! BENCH_KEEP=1 keeps the fresh release, to profile a publish by hand). Targets (issue 11):
 //! fresh <= 0.5x skopeo, no-change re-publish < 2 s, 500 present < 5 s.
 //!
 //! Measured once, small (STAGEX_BENCH_MIB=64, 2 shared cores, other builds
@@ -72,12 +73,28 @@ fn main() {
     };
     let skopeo = &tools[0];
     let mib = env_usize("STAGEX_BENCH_MIB", 1024);
-    let size = (mib << 20) / IMAGES;
-    println!("publish bench: {IMAGES} images of {} MiB", size >> 20);
+    println!("publish bench: {IMAGES} images of {} MiB", (mib / IMAGES));
 
     // 1. Fresh publish vs skopeo copy, each to its own empty registry.
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        // To profile a publish by hand: the signed release stays.
+        let kept = dir.keep();
+        println!(
+            "kept {0} (docker-registry serve CONFIG, then: stagex --root {0} publish --release 2026.03.0 --identity HOST/stagex --registry HOST/stagex --no-journal)",
+            kept.display()
+        );
+        fresh_and_more(&kept, skopeo);
+        return;
+    }
+    fresh_and_more(root, skopeo);
+}
+
+/// Steps 1 to 3 with the fresh release in `root`.
+fn fresh_and_more(root: &Path, skopeo: &Path) {
+    let mib = env_usize("STAGEX_BENCH_MIB", 1024);
+    let size = (mib << 20) / IMAGES;
     let ours = Registry::start().expect("registry");
     let theirs = Registry::start().expect("registry");
     let ns = format!("{}/stagex", ours.host());
@@ -117,10 +134,12 @@ fn main() {
         journal.as_secs_f64(),
         checked.as_secs_f64()
     );
-    drop(dir);
 
     // 3. Many small images, all present.
     let small = env_usize("STAGEX_BENCH_SMALL", 500);
+    if small == 0 {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let registry = Registry::start().expect("registry");

@@ -343,3 +343,61 @@ fn a_pull_reports_progress_as_events() {
     assert_eq!(advanced, BLOB.len() as u64, "{events:?}");
     assert!(events.last().unwrap().starts_with("Finished"), "{events:?}");
 }
+
+/// A registry that opens uploads and then answers `put` to the bytes.
+fn upload_server(put: fn() -> Reply) -> MockHttp {
+    MockHttp::registry(move |method, path| match method {
+        "POST" if path == "/v2/stagex/core/blobs/uploads/" => {
+            Reply::status(202, "application/json", b"")
+                .with_header("Location", "/v2/stagex/core/blobs/uploads/u1?_state=x")
+        }
+        "PUT" if path.starts_with("/v2/stagex/core/blobs/uploads/u1?_state=x&digest=sha256%3A") => {
+            put()
+        }
+        _ => Reply::status(404, "application/json", b"{}"),
+    })
+}
+
+#[test]
+fn an_upload_the_registry_stops_taking_fails_on_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::create(dir.path().join("oci")).unwrap();
+    // Larger than the loopback socket buffers: the body cannot all leave.
+    let bytes = vec![9u8; 24 << 20];
+    let layer = Descriptor::new(
+        media_type::OCI_LAYER_GZIP,
+        layout.write_blob(&bytes).unwrap(),
+        bytes.len() as u64,
+    );
+    let honest = Descriptor::new(
+        media_type::OCI_LAYER_GZIP,
+        layout.write_blob(BLOB).unwrap(),
+        BLOB.len() as u64,
+    );
+    let config = stagex::net::NetConfig::with_timeout(1);
+    // Silent after the headers: the body stalls (big blob) or the answer
+    // never comes (small one). Both end on the idle timeout.
+    let server = upload_server(|| Reply::Silent);
+    let client = RegistryClient::with_config(&server.host(), config.clone()).unwrap();
+    for blob in [&layer, &honest] {
+        let start = std::time::Instant::now();
+        let err = client
+            .upload_blob("stagex/core", blob, &layout, &NoProgress)
+            .unwrap_err();
+        assert!(matches!(err, RegistryError::Timeout { .. }), "{err:?}");
+        assert!(err.is_retryable());
+        assert!(start.elapsed() < Duration::from_secs(20), "{err}");
+    }
+    // The same upload answered 201 succeeds, through the Location given.
+    let server = upload_server(|| Reply::status(201, "application/json", b""));
+    let client = RegistryClient::with_config(&server.host(), config).unwrap();
+    client
+        .upload_blob("stagex/core", &honest, &layout, &NoProgress)
+        .unwrap();
+    let seen = server.seen();
+    assert!(
+        seen.iter()
+            .any(|r| r.starts_with("PUT /v2/stagex/core/blobs/uploads/u1?_state=x&digest=")),
+        "{seen:?}"
+    );
+}

@@ -91,11 +91,26 @@ impl NetConfig {
 
     /// A reqwest client with these settings (system roots plus the CA).
     pub fn http_client(&self) -> Result<reqwest::Client, ConfigError> {
+        self.client_with(Some(self.idle))
+    }
+
+    /// The same client without a read timeout, for request bodies of any
+    /// size: reqwest counts its read timeout from the start of the request,
+    /// body included, so the caller must watch for silence itself (see
+    /// `registry::upload`).
+    pub fn upload_client(&self) -> Result<reqwest::Client, ConfigError> {
+        self.client_with(None)
+    }
+
+    fn client_with(&self, read_timeout: Option<Duration>) -> Result<reqwest::Client, ConfigError> {
         let builder = || {
-            reqwest::Client::builder()
+            let builder = reqwest::Client::builder()
                 .user_agent(USER_AGENT)
-                .connect_timeout(self.connect)
-                .read_timeout(self.idle)
+                .connect_timeout(self.connect);
+            match read_timeout {
+                Some(after) => builder.read_timeout(after),
+                None => builder,
+            }
         };
         let Some(ca) = &self.ca else {
             return builder()

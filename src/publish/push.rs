@@ -470,9 +470,7 @@ pub(crate) fn served_digest(
     repo: &str,
     tag: &str,
 ) -> Option<Digest> {
-    call(host, || client.pull_manifest(repo, tag))
-        .ok()
-        .map(|(_, digest)| digest)
+    call(host, || client.manifest_digest(repo, tag)).ok()
 }
 
 #[allow(clippy::too_many_arguments)]
