@@ -55,6 +55,12 @@ fn release(root: &Path, ns: &str, count: usize, size: usize) -> Vec<Package> {
     packages
 }
 
+/// Flushes every dirty page to disk (`sync`), so that a timed side does
+/// not pay for the writes of what ran before it.
+fn settle() {
+    run_ok(&mut Command::new("sync"));
+}
+
 /// Runs a publish, returns (seconds, report).
 fn timed_publish(root: &Path, ns: &str, extra: &[&str]) -> (Duration, serde_json::Value) {
     let start = Instant::now();
@@ -99,8 +105,13 @@ fn fresh_and_more(root: &Path, skopeo: &Path) {
     let theirs = Registry::start().expect("registry");
     let ns = format!("{}/stagex", ours.host());
     let packages = release(root, &ns, IMAGES, size);
+    // Both sides start with nothing left to write back (the release just
+    // written would otherwise compete for the disk with the first side's
+    // registry, which fsyncs every blob).
+    settle();
     let (fresh, report) = timed_publish(root, &ns, &[]);
     let uploaded = report["summary"]["bytes_uploaded"].as_u64().unwrap();
+    settle();
     let start = Instant::now();
     for p in &packages {
         run_ok(

@@ -103,12 +103,18 @@ impl RegistryClient {
     /// process-wide network configuration.
     pub fn new(host: &str) -> Result<RegistryClient, RegistryError> {
         let config = net::config()?;
-        RegistryClient::build(host, config.clone(), net::http_client()?)
+        // The shared pool, unless certs.d scopes CAs to hosts.
+        let http = if config.has_certs() {
+            config.http_client_for(host)?
+        } else {
+            net::http_client()?
+        };
+        RegistryClient::build(host, config.clone(), http)
     }
 
     /// A client with its own configuration (e.g. shorter timeouts).
     pub fn with_config(host: &str, config: NetConfig) -> Result<RegistryClient, RegistryError> {
-        let http = config.http_client()?;
+        let http = config.http_client_for(host)?;
         RegistryClient::build(host, config, http)
     }
 
@@ -118,7 +124,7 @@ impl RegistryClient {
         http: reqwest::Client,
     ) -> Result<RegistryClient, RegistryError> {
         let oci_config = config.oci_client_config(host);
-        let upload_http = config.upload_client()?;
+        let upload_http = config.upload_client_for(host)?;
         let auth = match auth::credentials(host).map_err(|e| RegistryError::Local {
             what: format!("credentials for {host}"),
             detail: format!("{e:#}"),
