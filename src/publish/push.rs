@@ -4,12 +4,13 @@
 //! that holds it; upload otherwise, streamed in constant memory), then the
 //! child manifests by digest and the root under each tag as their exact
 //! bytes, then a read-back: the digest the registry serves for each tag
-//! must be ours, or the image fails. Every call goes through the retry
+//! (HEAD, its `Docker-Content-Digest`) must be ours, or the image fails. Every call goes through the retry
 //! engine (one budget per registry host). A failed image is reported and
 //! does not stop the others.
 //!
 //! Concurrency: `jobs` worker threads take (destination, image) pairs from
-//! one queue; each worker keeps one client per registry host. Uploads of
+//! one queue and share one client per registry host (its connections and
+//! cached tokens); an image's blobs go up to `BLOB_JOBS` at a time. Uploads of
 //! one blob to several repositories of a host are single-flight: the first
 //! uploads, the others wait and mount from it.
 //!
