@@ -548,33 +548,55 @@ impl RegistryClient {
         drop(body.sender);
         let answer =
             net::block_on(exchange).map_err(|e| local(format!("the upload task failed: {e}")))?;
-        match (fed, answer) {
-            (Err(upload::FeedError::Io(e)), _) => Err(local(format!(
-                "reading {}: {e}; nothing was committed on the registry",
-                path.display()
-            ))),
-            (Err(upload::FeedError::Mismatch(e)), _) => Err(local(format!(
-                "{}: {e}; the upload was aborted, nothing was committed (rebuild or re-fetch the image in out/)",
-                path.display()
-            ))),
-            (_, None) => Err(RegistryError::deadline(&self.host, &what, idle)),
-            (_, Some(Err(e))) => Err(self.transport(&what, &e)),
-            (_, Some(Ok((status, headers, body)))) => {
-                if status != StatusCode::CREATED {
-                    let error = RegistryError::from_status(&self.host, &what, status, &headers, &body);
-                    self.forget_refused(repo, RegistryOperation::Push, &error);
-                    return Err(error);
-                }
-                match header_digest(&headers) {
-                    Some(got) if got != descriptor.digest => Err(RegistryError::DigestMismatch {
-                        host: self.host.clone(),
-                        what,
-                        expected: descriptor.digest.to_string(),
-                        actual: got.to_string(),
-                    }),
-                    _ => Ok(()),
-                }
+        self.upload_outcome(repo, descriptor, &what, &path, fed, answer)
+    }
+
+    /// What an upload came to: a local failure first (the request was
+    /// aborted because of it), then silence, the transport, the status and
+    /// the digest the registry reports.
+    fn upload_outcome(
+        &self,
+        repo: &str,
+        descriptor: &Descriptor,
+        what: &str,
+        path: &std::path::Path,
+        fed: Result<(), upload::FeedError>,
+        answer: Option<Result<Answer, reqwest::Error>>,
+    ) -> Result<(), RegistryError> {
+        let local = |detail: String| RegistryError::Local {
+            what: what.to_string(),
+            detail,
+        };
+        let (status, headers, body) = match (fed, answer) {
+            (Err(upload::FeedError::Io(e)), _) => {
+                return Err(local(format!(
+                    "reading {}: {e}; nothing was committed on the registry",
+                    path.display()
+                )))
             }
+            (Err(upload::FeedError::Mismatch(e)), _) => {
+                return Err(local(format!(
+                    "{}: {e}; the upload was aborted, nothing was committed (rebuild or re-fetch the image in out/)",
+                    path.display()
+                )))
+            }
+            (_, None) => return Err(RegistryError::deadline(&self.host, what, self.config.idle)),
+            (_, Some(Err(e))) => return Err(self.transport(what, &e)),
+            (_, Some(Ok(answer))) => answer,
+        };
+        if status != StatusCode::CREATED {
+            let error = RegistryError::from_status(&self.host, what, status, &headers, &body);
+            self.forget_refused(repo, RegistryOperation::Push, &error);
+            return Err(error);
+        }
+        match header_digest(&headers) {
+            Some(got) if got != descriptor.digest => Err(RegistryError::DigestMismatch {
+                host: self.host.clone(),
+                what: what.to_string(),
+                expected: descriptor.digest.to_string(),
+                actual: got.to_string(),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -676,10 +698,11 @@ impl RegistryClient {
     }
 }
 
-/// Sends an upload request: status, headers and (capped) body of the answer.
-async fn answer_of(
-    request: reqwest::RequestBuilder,
-) -> Result<(StatusCode, HeaderMap, Vec<u8>), reqwest::Error> {
+/// Status, headers and (capped) body of an answer.
+type Answer = (StatusCode, HeaderMap, Vec<u8>);
+
+/// Sends an upload request: its answer.
+async fn answer_of(request: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
     let response = request.send().await?;
     let (status, headers) = (response.status(), response.headers().clone());
     let mut body = Vec::new();
