@@ -34,7 +34,7 @@ use crate::oci::digest::Digest;
 pub const CHUNK: usize = 1 << 20;
 
 /// Chunks read ahead of the socket.
-const AHEAD: usize = 4;
+const AHEAD: usize = 2;
 
 /// Why the local side of an upload stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
