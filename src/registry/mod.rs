@@ -524,7 +524,13 @@ impl RegistryClient {
         let file = File::open(&path)
             .map_err(|e| local(format!("blob missing from {}: {e}", path.display())))?;
         let url = self.open_upload(repo, &descriptor.digest, &what)?;
-        let authorization = net::block_on(self.authorize(repo, RegistryOperation::Push, &what))?;
+        // Credentials only go back where they came from: a Location on
+        // another origin (a storage backend) gets the bytes, not the token.
+        let authorization = if self.same_origin(&url) {
+            net::block_on(self.authorize(repo, RegistryOperation::Push, &what))?
+        } else {
+            None
+        };
         let body = upload::channel_body();
         let mut request = self
             .upload_http
@@ -598,6 +604,12 @@ impl RegistryClient {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// True when `url` is on this registry (scheme, host and port).
+    fn same_origin(&self, url: &reqwest::Url) -> bool {
+        reqwest::Url::parse(&format!("{}://{}/", self.scheme, self.host))
+            .is_ok_and(|own| own.origin() == url.origin())
     }
 
     /// Opens an upload session (`POST /blobs/uploads/`, 202) and returns
@@ -826,6 +838,23 @@ mod tests {
     fn one_client_can_serve_many_threads() {
         fn shareable<T: Send + Sync>() {}
         shareable::<RegistryClient>();
+    }
+
+    #[test]
+    fn credentials_follow_an_upload_only_on_the_same_origin() {
+        let client =
+            RegistryClient::with_config("127.0.0.1:5000", NetConfig::with_timeout(5)).unwrap();
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        assert!(client.same_origin(&url(
+            "http://127.0.0.1:5000/v2/ns/x/blobs/uploads/u?_state=1"
+        )));
+        for other in [
+            "http://127.0.0.1:5001/v2/",
+            "https://127.0.0.1:5000/v2/",
+            "http://storage.example:5000/v2/",
+        ] {
+            assert!(!client.same_origin(&url(other)), "{other}");
+        }
     }
 
     #[test]
