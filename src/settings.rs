@@ -33,6 +33,9 @@ pub struct Settings {
     pub out: PathBuf,
     /// Release destinations (`stagex publish`).
     pub publish: PublishSettings,
+    /// A containers-style certs.d directory (`<dir>/<host[:port]>/*.crt`)
+    /// for every network call; `$STAGEX_CERTS_DIR` overrides it.
+    pub certs_dir: Option<PathBuf>,
 }
 
 /// `[publish]`: where a release goes. Registries and mirrors have no
@@ -84,6 +87,7 @@ impl Default for Settings {
             pallets: PathBuf::from("pallets"),
             out: PathBuf::from("out"),
             publish: PublishSettings::default(),
+            certs_dir: None,
         }
     }
 }
@@ -113,6 +117,9 @@ impl Settings {
             if dir.is_relative() {
                 *dir = root.join(&*dir);
             }
+        }
+        if let Some(dir) = settings.certs_dir.as_mut().filter(|d| d.is_relative()) {
+            *dir = root.join(&*dir);
         }
         if !settings.lookaside.contains("://") && Path::new(&settings.lookaside).is_relative() {
             settings.lookaside = root.join(&settings.lookaside).display().to_string();
@@ -171,6 +178,10 @@ mod tests {
         assert_eq!(s.publish.jobs, 3);
         assert_eq!(s.publish.tags, vec!["{version}", "sx{release}", "latest"]);
         assert_eq!(s.publish.digests, dir.path().join("digests"));
+        assert_eq!(s.certs_dir, None);
+        std::fs::write(dir.path().join(SETTINGS_FILE), "certs_dir = \"certs.d\"\n").unwrap();
+        let s = Settings::load(dir.path()).unwrap();
+        assert_eq!(s.certs_dir, Some(dir.path().join("certs.d")));
         std::fs::write(dir.path().join(SETTINGS_FILE), "[publish]\nregistry = []\n").unwrap();
         assert!(Settings::load(dir.path()).is_err());
     }

@@ -2,7 +2,8 @@
 //! 127.0.0.1): every tag in two namespaces of one registry with our exact
 //! digests, the second namespace MOUNTED (0 layer bytes uploaded), a re-run
 //! answered from the journal (no request at all), a `--no-journal` re-run
-//! sending no blob, and `--dry-run` changing nothing.
+//! sending no blob (and asking about none: the tags prove the images
+//! whole), and `--dry-run` changing nothing.
 mod peers;
 mod publish_support;
 mod sign_support;
@@ -121,10 +122,25 @@ fn publishes_to_two_namespaces_mounts_the_second_and_resumes_from_the_journal() 
         "a journaled re-run sends nothing"
     );
 
-    // Without the journal: HEADs only, no blob, no tag rewritten.
-    let patches = |r: &Registry| r.logs().matches("\"PATCH ").count();
+    // Without the journal: HEADs only, no blob, no tag rewritten. Blob
+    // bytes travel in PATCH or PUT requests to an upload session.
+    let patches = |r: &Registry| {
+        r.logs()
+            .lines()
+            .filter(|l| {
+                (l.contains("\"PATCH ") || l.contains("\"PUT ")) && l.contains("/blobs/uploads/")
+            })
+            .count()
+    };
     let sent = patches(&registry);
     assert!(sent > 0, "the first publish sent blob data");
+    let blob_heads = |r: &Registry| {
+        r.logs()
+            .lines()
+            .filter(|l| l.contains("\"HEAD ") && l.contains("/blobs/sha256:"))
+            .count()
+    };
+    let heads = blob_heads(&registry);
     let checked = publish(
         root,
         &ns,
@@ -142,5 +158,11 @@ fn publishes_to_two_namespaces_mounts_the_second_and_resumes_from_the_journal() 
         patches(&registry),
         sent,
         "blob data sent on a no-change run"
+    );
+    // Tags serving our digests prove the images whole: no blob asked about.
+    assert_eq!(
+        blob_heads(&registry),
+        heads,
+        "blob HEADs on a no-change run"
     );
 }

@@ -1,5 +1,5 @@
 //! The whole release against real servers: a docker-registry with TLS (own
-//! CA) and htpasswd auth (credentials through a docker credential helper),
+//! CA, trusted through a certs.d named in stagex.toml) and htpasswd auth (credentials through a docker credential helper),
 //! a second registry, and nginx with TLS + WebDAV PUT + basic auth as the
 //! signature mirror. After `stagex publish`: every tag in both registries
 //! with our digests (`skopeo inspect`), and `skopeo copy` with a `signedBy`
@@ -53,10 +53,19 @@ fn world() -> Option<World> {
         std::fs::write(&secret, key.export_secret()).unwrap();
         sign_all(root, &secret, &ns);
     }
-    // Both CAs in one bundle; the registry's login through a helper.
-    let mut bundle = std::fs::read(tls.ca_file()).unwrap();
-    bundle.extend(std::fs::read(nginx.ca.as_ref().unwrap()).unwrap());
-    std::fs::write(root.join("cas.pem"), bundle).unwrap();
+    // Each CA in a containers-style certs.d under its host (stagex.toml
+    // names the directory; the mirror goes through the shared client); the
+    // registry's login through a helper.
+    let nginx_host = format!("127.0.0.1:{}", nginx.port);
+    for (host, ca) in [
+        (tls.host(), tls.ca_file()),
+        (nginx_host, nginx.ca.clone().unwrap()),
+    ] {
+        let dir = root.join("certs.d").join(host);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(ca, dir.join("ca.crt")).unwrap();
+    }
+    std::fs::write(root.join("stagex.toml"), "certs_dir = \"certs.d\"\n").unwrap();
     let bin = root.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let helper = bin.join("docker-credential-stagextest");
@@ -98,7 +107,7 @@ impl World {
     }
 
     /// `stagex publish` to both registries and the mirror, with the
-    /// environment a release manager has (helper on PATH, CA bundle).
+    /// environment a release manager has (helper on PATH, certs.d).
     fn publish(&self, mirror_password: &str, extra: &[&str]) -> Output {
         let root = self.root();
         let plain_ns = format!("{}/stagex", self.plain.host());
@@ -123,7 +132,8 @@ impl World {
             .env("PATH", path)
             .env("DOCKER_CONFIG", root.join("docker"))
             .env_remove("REGISTRY_AUTH_FILE")
-            .env("STAGEX_CA_FILE", root.join("cas.pem"))
+            .env_remove("STAGEX_CA_FILE")
+            .env_remove("STAGEX_CERTS_DIR")
             .env("STAGEX_TLS_HOSTS", self.tls.host())
             .env("STAGEX_MIRROR_USER", MIRROR_USER)
             .env("STAGEX_MIRROR_PASSWORD", mirror_password)

@@ -104,3 +104,84 @@ fn push_pull_mount_round_trip() {
         .is_err());
     assert!(!dest.has_blob(&config.digest));
 }
+
+/// `GET /v2/` probes our client sent (the readiness poll speaks HTTP/1.0).
+fn probes(registry: &Registry) -> usize {
+    registry.logs().matches("\"GET /v2/ HTTP/1.1\"").count()
+}
+
+#[test]
+fn one_probe_serves_every_request_and_uploads_are_one_put() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::create(dir.path().join("src")).unwrap();
+    let (layer, config, manifest) = sample(&layout);
+    let client = RegistryClient::new(&registry.host()).unwrap();
+    for repo in ["ns/a", "ns/b"] {
+        for blob in [&layer, &config] {
+            client
+                .push_blob(repo, blob, &layout, &[], &NoProgress)
+                .unwrap();
+        }
+        client
+            .push_manifest(repo, "v1", &manifest.bytes, media_type::OCI_MANIFEST)
+            .unwrap();
+        // The tag's digest by HEAD (Docker-Content-Digest), as pushed.
+        assert_eq!(client.manifest_digest(repo, "v1").unwrap(), manifest.digest);
+    }
+    assert!(client
+        .manifest_digest("ns/a", "nope")
+        .unwrap_err()
+        .is_not_found());
+    let logs = registry.logs();
+    assert_eq!(probes(&registry), 1, "one GET /v2/ for the client:\n{logs}");
+    // Four blobs, each one POST and one PUT carrying the bytes.
+    assert_eq!(logs.matches("\"PATCH ").count(), 0, "{logs}");
+    let puts = logs
+        .lines()
+        .filter(|l| l.contains("\"PUT ") && l.contains("/blobs/uploads/"))
+        .count();
+    assert_eq!(puts, 4, "{logs}");
+    assert_eq!(logs.matches("\"HEAD /v2/ns/a/manifests/v1").count(), 1);
+}
+
+#[test]
+fn a_blob_changed_on_disk_is_not_uploaded() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::create(dir.path().join("src")).unwrap();
+    let (layer, config, _) = sample(&layout);
+    // Same size, one byte flipped near the end (the last chunk).
+    let path = layout.blob_path(&layer.digest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let client = RegistryClient::new(&registry.host()).unwrap();
+    let before = registry.stored_blobs();
+    let error = client
+        .upload_blob("ns/a", &layer, &layout, &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("does not match its digest") && error.contains(&layer.digest.to_string()),
+        "{error}"
+    );
+    assert!(!client.blob_exists("ns/a", &layer.digest).unwrap());
+    assert_eq!(registry.stored_blobs(), before, "nothing committed");
+    // A truncated file fails the same way; an honest blob still goes.
+    std::fs::write(&path, &bytes[..10]).unwrap();
+    let error = client
+        .upload_blob("ns/a", &layer, &layout, &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("descriptor says"), "{error}");
+    client
+        .upload_blob("ns/a", &config, &layout, &NoProgress)
+        .unwrap();
+    assert!(client.blob_exists("ns/a", &config.digest).unwrap());
+}

@@ -343,3 +343,147 @@ fn a_pull_reports_progress_as_events() {
     assert_eq!(advanced, BLOB.len() as u64, "{events:?}");
     assert!(events.last().unwrap().starts_with("Finished"), "{events:?}");
 }
+
+/// A registry that opens uploads and then answers `put` to the bytes.
+fn upload_server(put: fn() -> Reply) -> MockHttp {
+    MockHttp::registry(move |method, path| match method {
+        "POST" if path == "/v2/stagex/core/blobs/uploads/" => {
+            Reply::status(202, "application/json", b"")
+                .with_header("Location", "/v2/stagex/core/blobs/uploads/u1?_state=x")
+        }
+        "PUT" if path.starts_with("/v2/stagex/core/blobs/uploads/u1?_state=x&digest=sha256%3A") => {
+            put()
+        }
+        _ => Reply::status(404, "application/json", b"{}"),
+    })
+}
+
+#[test]
+fn an_upload_the_registry_stops_taking_fails_on_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::create(dir.path().join("oci")).unwrap();
+    // Larger than the loopback socket buffers: the body cannot all leave.
+    let bytes = vec![9u8; 24 << 20];
+    let layer = Descriptor::new(
+        media_type::OCI_LAYER_GZIP,
+        layout.write_blob(&bytes).unwrap(),
+        bytes.len() as u64,
+    );
+    let honest = Descriptor::new(
+        media_type::OCI_LAYER_GZIP,
+        layout.write_blob(BLOB).unwrap(),
+        BLOB.len() as u64,
+    );
+    let config = stagex::net::NetConfig::with_timeout(1);
+    // Silent after the headers: the body stalls (big blob) or the answer
+    // never comes (small one). Both end on the idle timeout.
+    let server = upload_server(|| Reply::Silent);
+    let client = RegistryClient::with_config(&server.host(), config.clone()).unwrap();
+    for blob in [&layer, &honest] {
+        let start = std::time::Instant::now();
+        let err = client
+            .upload_blob("stagex/core", blob, &layout, &NoProgress)
+            .unwrap_err();
+        assert!(matches!(err, RegistryError::Timeout { .. }), "{err:?}");
+        assert!(err.is_retryable());
+        assert!(start.elapsed() < Duration::from_secs(20), "{err}");
+    }
+    // The same upload answered 201 succeeds, through the Location given.
+    let server = upload_server(|| Reply::status(201, "application/json", b""));
+    let client = RegistryClient::with_config(&server.host(), config).unwrap();
+    client
+        .upload_blob("stagex/core", &honest, &layout, &NoProgress)
+        .unwrap();
+    let seen = server.seen();
+    assert!(
+        seen.iter()
+            .any(|r| r.starts_with("PUT /v2/stagex/core/blobs/uploads/u1?_state=x&digest=")),
+        "{seen:?}"
+    );
+}
+
+/// A registry with a token service: `GET /v2/` asks for a bearer token
+/// from `/token` on the same mock; blobs are absent (404), mounts 202. The
+/// first `refused` blob HEADs are answered 401 (a token that expired).
+fn token_server(refused: usize) -> MockHttp {
+    let port = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(0));
+    let realm = port.clone();
+    let heads = std::sync::atomic::AtomicUsize::new(0);
+    let server = MockHttp::start(move |method, path| {
+        if method == "HEAD" && heads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < refused {
+            return Reply::status(401, "application/json", br#"{"errors":[]}"#);
+        }
+        let realm = realm.load(std::sync::atomic::Ordering::SeqCst);
+        if path == "/v2/" {
+            Reply::status(401, "application/json", b"{}").with_header(
+                "WWW-Authenticate",
+                &format!("Bearer realm=\"http://127.0.0.1:{realm}/token\",service=\"mock\""),
+            )
+        } else if path.starts_with("/token?") {
+            Reply::ok("application/json", br#"{"token":"t0k","expires_in":300}"#)
+        } else if method == "POST" {
+            Reply::status(202, "application/json", b"")
+                .with_header("Location", "/v2/stagex/core/blobs/uploads/u1")
+        } else {
+            Reply::status(404, "application/json", br#"{"errors":[]}"#)
+        }
+    });
+    port.store(server.port, std::sync::atomic::Ordering::SeqCst);
+    server
+}
+
+#[test]
+fn a_bearer_token_serves_every_request_of_its_scope() {
+    let server = token_server(0);
+    let client = RegistryClient::new(&server.host()).unwrap();
+    let digest = blob_descriptor().digest;
+    for _ in 0..5 {
+        assert!(!client.blob_exists("stagex/core", &digest).unwrap());
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            client
+                .mount_blob("stagex/core", "stagex/other", &digest)
+                .unwrap(),
+            Mount::NotMounted
+        );
+    }
+    let seen = server.seen();
+    let count = |prefix: &str| seen.iter().filter(|r| r.starts_with(prefix)).count();
+    // One token per scope (pull, then push), not one per request.
+    assert_eq!(count("GET /token?"), 2, "{seen:?}");
+    assert_eq!(count("HEAD /v2/stagex/core/blobs/"), 5, "{seen:?}");
+    assert_eq!(count("POST /v2/stagex/core/blobs/uploads/"), 3, "{seen:?}");
+    // One probe per token asked for.
+    assert_eq!(
+        seen.iter().filter(|r| *r == "GET /v2/").count(),
+        2,
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn a_refused_token_is_replaced_once_and_the_request_sent_again() {
+    let server = token_server(1);
+    let client = RegistryClient::new(&server.host()).unwrap();
+    let digest = blob_descriptor().digest;
+    assert!(!client.blob_exists("stagex/core", &digest).unwrap());
+    assert!(!client.blob_exists("stagex/core", &digest).unwrap());
+    let seen = server.seen();
+    let count = |prefix: &str| seen.iter().filter(|r| r.starts_with(prefix)).count();
+    assert_eq!(count("GET /token?"), 2, "{seen:?}");
+    assert_eq!(count("HEAD /v2/stagex/core/blobs/"), 3, "{seen:?}");
+    // Refused every time: the 401 reaches the caller, after one renewal.
+    let server = token_server(usize::MAX);
+    let client = RegistryClient::new(&server.host()).unwrap();
+    let err = client.blob_exists("stagex/core", &digest).unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err:?}");
+    assert_eq!(
+        server
+            .seen()
+            .iter()
+            .filter(|r| r.starts_with("GET /token?"))
+            .count(),
+        2
+    );
+}

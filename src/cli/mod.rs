@@ -84,6 +84,10 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let settings = Settings::load(&cli.root)?;
+    if let Some(dir) = &settings.certs_dir {
+        // Before any network call: every client reads it from net's config.
+        crate::net::certs::set_setting(dir.clone());
+    }
     let context = Context {
         json: cli.json,
         root: cli.root,

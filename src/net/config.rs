@@ -1,12 +1,18 @@
 //! Owns: the ONE HTTP configuration every network peer shares (registries,
 //! https lookasides, fetch mirrors): timeouts (`$STAGEX_TIMEOUT`), the user
-//! agent, the private CA (`$STAGEX_CA_FILE`), and which hosts are spoken to
-//! over plain HTTP (loopback, unless listed in `$STAGEX_TLS_HOSTS`).
+//! agent, the private CAs (`$STAGEX_CA_FILE` for every host, and a
+//! containers-style certs.d directory per host, see `certs`), and which
+//! hosts are spoken to over plain HTTP (loopback, unless listed in
+//! `$STAGEX_TLS_HOSTS`). A registry client trusts the CA file and its own
+//! host's certs.d CAs; the one shared client (lookasides, mirrors, fetch:
+//! one connection pool for many hosts) trusts the CA file and every
+//! certs.d CA.
 //! Proxy variables (`HTTPS_PROXY`, `NO_PROXY`, ...) are honoured by reqwest's
 //! defaults, which this module keeps. It makes no request itself.
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use super::certs::CertsDir;
 use super::error::ConfigError;
 
 /// Seconds: the idle timeout (and the base of the others) when
@@ -42,6 +48,8 @@ pub struct NetConfig {
     pub document: Duration,
     /// PEM bytes of `$STAGEX_CA_FILE` (with the path, for messages).
     pub ca: Option<CaBundle>,
+    /// The certs.d directory in use, read.
+    pub certs: Option<CertsDir>,
 }
 
 /// A private CA bundle as read from its file.
@@ -60,6 +68,7 @@ impl NetConfig {
             idle,
             document: idle * DOCUMENT_FACTOR,
             ca: None,
+            certs: None,
         }
     }
 
@@ -71,7 +80,7 @@ impl NetConfig {
         }
     }
 
-    /// Reads `$STAGEX_TIMEOUT` and `$STAGEX_CA_FILE`.
+    /// Reads `$STAGEX_TIMEOUT`, `$STAGEX_CA_FILE` and the certs.d directory.
     pub fn from_env() -> Result<NetConfig, ConfigError> {
         let seconds = match std::env::var(TIMEOUT_ENV) {
             Ok(text) => NetConfig::parse_timeout(&text)?,
@@ -86,24 +95,78 @@ impl NetConfig {
             })?;
             config.ca = Some(CaBundle { path, pem });
         }
+        if let Some(dir) = super::certs::chosen() {
+            config.certs = Some(CertsDir::load(&dir)?);
+        }
         Ok(config)
     }
 
-    /// A reqwest client with these settings (system roots plus the CA).
+    /// A reqwest client with these settings for any host (system roots,
+    /// the CA file and every certs.d CA).
     pub fn http_client(&self) -> Result<reqwest::Client, ConfigError> {
+        self.client_with(Some(self.idle), &self.cas(None))
+    }
+
+    /// A client for `host` only (system roots, the CA file and the host's
+    /// certs.d CAs).
+    pub fn http_client_for(&self, host: &str) -> Result<reqwest::Client, ConfigError> {
+        self.client_with(Some(self.idle), &self.cas(Some(host)))
+    }
+
+    /// The same client without a read timeout, for request bodies of any
+    /// size: reqwest counts its read timeout from the start of the request,
+    /// body included, so the caller must watch for silence itself (see
+    /// `registry::upload`).
+    pub fn upload_client_for(&self, host: &str) -> Result<reqwest::Client, ConfigError> {
+        self.client_with(None, &self.cas(Some(host)))
+    }
+
+    /// True when certs.d holds any CA: a host's client must then be its
+    /// own (`http_client_for`), not the shared one that trusts them all.
+    pub fn has_certs(&self) -> bool {
+        self.certs
+            .as_ref()
+            .is_some_and(|c| c.all().next().is_some())
+    }
+
+    /// The CA file and the certs.d CAs of `host` (of every host: `None`).
+    fn cas(&self, host: Option<&str>) -> Vec<&CaBundle> {
+        let mut cas: Vec<&CaBundle> = self.ca.iter().collect();
+        if let Some(certs) = &self.certs {
+            match host {
+                Some(host) => cas.extend(certs.for_host(host)),
+                None => cas.extend(certs.all()),
+            }
+        }
+        cas
+    }
+
+    fn client_with(
+        &self,
+        read_timeout: Option<Duration>,
+        cas: &[&CaBundle],
+    ) -> Result<reqwest::Client, ConfigError> {
         let builder = || {
-            reqwest::Client::builder()
+            let builder = reqwest::Client::builder()
                 .user_agent(USER_AGENT)
-                .connect_timeout(self.connect)
-                .read_timeout(self.idle)
+                .connect_timeout(self.connect);
+            match read_timeout {
+                Some(after) => builder.read_timeout(after),
+                None => builder,
+            }
         };
-        let Some(ca) = &self.ca else {
+        if cas.is_empty() {
             return builder()
                 .build()
                 .map_err(|e| ConfigError::Client(e.to_string()));
-        };
-        let certs = reqwest::Certificate::from_pem_bundle(&ca.pem)
-            .map_err(|_| ConfigError::CaNotPem(ca.path.clone()))?;
+        }
+        let mut certs = Vec::new();
+        for ca in cas {
+            certs.extend(
+                reqwest::Certificate::from_pem_bundle(&ca.pem)
+                    .map_err(|_| ConfigError::CaNotPem(ca.path.clone()))?,
+            );
+        }
         match builder().tls_certs_merge(certs.clone()).build() {
             Ok(client) => Ok(client),
             // Some verifiers cannot merge roots: trust only the given CA then.
@@ -125,8 +188,8 @@ impl NetConfig {
             },
             platform_resolver: None,
             extra_root_certificates: self
-                .ca
-                .iter()
+                .cas(Some(host))
+                .into_iter()
                 .map(|ca| Certificate {
                     encoding: CertificateEncoding::Pem,
                     data: ca.pem.clone(),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 
+use super::certs::CERTS_DIR_ENV;
 use super::config::{NetConfig, CA_FILE_ENV, TIMEOUT_ENV};
 
 /// The configuration could not be read.
@@ -16,8 +17,10 @@ pub enum ConfigError {
     Timeout(String),
     #[error("reading {CA_FILE_ENV}={path}: {reason}")]
     CaFile { path: String, reason: String },
-    #[error("{CA_FILE_ENV}={0}: not a PEM certificate bundle")]
+    #[error("{0}: not a PEM certificate bundle (a CA file for {CA_FILE_ENV} or a certs.d *.crt)")]
     CaNotPem(String),
+    #[error("reading the certs.d directory {path}: {reason} (set {CERTS_DIR_ENV} or certs_dir in stagex.toml to an existing directory)")]
+    CertsDir { path: String, reason: String },
     #[error("creating the HTTP client: {0}")]
     Client(String),
 }
@@ -58,6 +61,16 @@ pub enum NetError {
         host: String,
         what: String,
         after: Duration,
+    },
+    #[error(
+        "{what}: {host} presented a certificate we do not trust ({detail}): give its CA as {fix}"
+    )]
+    Untrusted {
+        host: String,
+        what: String,
+        detail: String,
+        /// Where the CA could go.
+        fix: String,
     },
     #[error("{what}: cannot talk to {host}: {detail}")]
     Transport {
@@ -135,6 +148,7 @@ impl NetError {
             | NetError::DigestMismatch { host, .. }
             | NetError::TooLarge { host, .. }
             | NetError::Timeout { host, .. }
+            | NetError::Untrusted { host, .. }
             | NetError::Transport { host, .. }
             | NetError::Server { host, .. }
             | NetError::Protocol { host, .. } => Some(host),
@@ -185,6 +199,14 @@ impl NetError {
                 } else {
                     config.idle
                 },
+            };
+        }
+        if let Some(reason) = untrusted_certificate(error) {
+            return NetError::Untrusted {
+                host: host.to_string(),
+                what: what.to_string(),
+                detail: reason,
+                fix: ca_fix(host, config),
             };
         }
         NetError::Transport {
@@ -279,6 +301,32 @@ impl NetError {
             },
         }
     }
+}
+
+/// The reason when `error` comes from a server certificate rustls refused
+/// (unknown issuer, expired, wrong name, ...).
+fn untrusted_certificate(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    if let Some(rustls::Error::InvalidCertificate(reason)) = error.downcast_ref::<rustls::Error>() {
+        return Some(format!("{reason:?}"));
+    }
+    // An io::Error hides the error it wraps from `source()` (and the TLS
+    // connector wraps one io::Error in another).
+    let wrapped = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| untrusted_certificate(inner));
+    wrapped.or_else(|| error.source().and_then(untrusted_certificate))
+}
+
+/// Where the CA of `host` can be given, naming the certs.d in use.
+fn ca_fix(host: &str, config: &NetConfig) -> String {
+    let certs_d = match &config.certs {
+        Some(certs) => format!("{}/{host}/ca.crt", certs.path.display()),
+        None => format!(
+            "DIR/{host}/ca.crt with {CERTS_DIR_ENV}=DIR (or certs_dir = \"DIR\" in stagex.toml)"
+        ),
+    };
+    format!("{certs_d}, or in the PEM bundle {CA_FILE_ENV} names")
 }
 
 /// Status first; OCI codes refine a generic 4xx.

@@ -1,9 +1,11 @@
 //! The ONE network layer. Owns: the process-wide tokio runtime (created
 //! lazily, shared by the registry client, the https lookaside and fetch;
 //! no other runtime exists in the library), the shared HTTP configuration
-//! (`config`: timeouts, user agent, private CA, plain HTTP for loopback),
+//! (`config`: timeouts, user agent, private CAs with `certs` (certs.d),
+//! plain HTTP for loopback),
 //! and the typed errors every network call returns (`error`). It knows
 //! nothing about images, signatures or packages.
+pub mod certs;
 pub mod config;
 pub mod error;
 
@@ -11,6 +13,7 @@ use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub use certs::CERTS_DIR_ENV;
 pub use config::{
     config, host_of, http_client, is_loopback, uses_tls, NetConfig, CA_FILE_ENV, TIMEOUT_ENV,
     TLS_HOSTS_ENV, USER_AGENT,

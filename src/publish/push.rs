@@ -4,12 +4,13 @@
 //! that holds it; upload otherwise, streamed in constant memory), then the
 //! child manifests by digest and the root under each tag as their exact
 //! bytes, then a read-back: the digest the registry serves for each tag
-//! must be ours, or the image fails. Every call goes through the retry
+//! (HEAD, its `Docker-Content-Digest`) must be ours, or the image fails. Every call goes through the retry
 //! engine (one budget per registry host). A failed image is reported and
 //! does not stop the others.
 //!
 //! Concurrency: `jobs` worker threads take (destination, image) pairs from
-//! one queue; each worker keeps one client per registry host. Uploads of
+//! one queue and share one client per registry host (its connections and
+//! cached tokens); an image's blobs go up to `BLOB_JOBS` at a time. Uploads of
 //! one blob to several repositories of a host are single-flight: the first
 //! uploads, the others wait and mount from it.
 //!
@@ -356,18 +357,31 @@ fn push_image(
 ) -> Result<(), String> {
     let host = run.host(dest);
     let repo = dest.repository(&image.name);
-    let all_there = push_blobs(run, client, dest, &repo, counters, image)?;
     let root = image.manifests.last().expect("the root manifest is last");
-    // Every blob was there: the image may be complete already. Tags that
-    // serve our digest need nothing (the registry only accepts an index
-    // whose children it holds); otherwise (re)push everything.
-    let present: Vec<bool> = if all_there {
-        tags.iter()
-            .map(|tag| served_digest(client, host, &repo, tag).as_ref() == Some(&root.digest))
-            .collect()
+    let serves = |tag: &str| served_digest(client, host, &repo, tag).as_ref() == Some(&root.digest);
+    // The first tag serving our digest means the registry holds the whole
+    // image (it refuses a manifest whose blobs or children it lacks): no
+    // blob is asked about (a re-run without the journal costs one HEAD
+    // per tag). Otherwise the blobs go first; when every one was there
+    // already, the other tags may still serve our digest.
+    let first_served = tags.first().is_some_and(|tag| serves(tag));
+    let all_there = if first_served {
+        held_already(run, dest, &repo, counters, image);
+        true
     } else {
-        vec![false; tags.len()]
+        push_blobs(run, client, dest, &repo, counters, image)?
     };
+    let present: Vec<bool> = tags
+        .iter()
+        .enumerate()
+        .map(|(n, tag)| {
+            if n == 0 {
+                first_served
+            } else {
+                all_there && serves(tag)
+            }
+        })
+        .collect();
     if present.iter().any(|p| !p) {
         for child in &image.manifests[..image.manifests.len() - 1] {
             let bytes = image
@@ -412,6 +426,25 @@ fn push_image(
         });
     }
     Ok(())
+}
+
+/// Counts every blob of `image` as present in `repo` (a tag proved it).
+fn held_already(
+    run: &Run<'_>,
+    dest: &Destination,
+    repo: &str,
+    counters: &Counters,
+    image: &ReleaseImage,
+) {
+    for blob in &image.blobs {
+        Counters::add(&counters.blobs_skipped, 1);
+        run.host(dest).holders.add(&blob.digest, repo);
+        run.observer.event(Event::BlobDone {
+            registry: dest.to_string(),
+            bytes: blob.size,
+            uploaded: false,
+        });
+    }
 }
 
 /// Blobs of one image pushed at once (on top of the images in parallel).
@@ -470,9 +503,7 @@ pub(crate) fn served_digest(
     repo: &str,
     tag: &str,
 ) -> Option<Digest> {
-    call(host, || client.pull_manifest(repo, tag))
-        .ok()
-        .map(|(_, digest)| digest)
+    call(host, || client.manifest_digest(repo, tag)).ok()
 }
 
 #[allow(clippy::too_many_arguments)]

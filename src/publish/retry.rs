@@ -162,26 +162,27 @@ impl Budget {
         jitter: f64,
     ) -> Decision {
         let policy = self.policy;
+        // A permanent failure is not a sign of a failing registry: it
+        // leaves the shared state alone.
+        let rate_limited = match failure {
+            Failure::Permanent => return Decision::GiveUp(GiveUp::Permanent),
+            Failure::Transient => None,
+            Failure::RateLimited { retry_after } => Some(retry_after),
+        };
         let mut state = self.lock();
-        if failure == Failure::Permanent {
-            return Decision::GiveUp(GiveUp::Permanent);
-        }
         state.failures_in_row += 1;
         if state.failures_in_row > policy.down_after {
             return Decision::GiveUp(GiveUp::RegistryDown);
         }
-        let delay = match failure {
-            Failure::Permanent => return Decision::GiveUp(GiveUp::Permanent),
-            Failure::Transient => policy.backoff(attempt, jitter),
-            Failure::RateLimited {
-                retry_after: Some(after),
-            } => {
+        let delay = match rate_limited {
+            None => policy.backoff(attempt, jitter),
+            Some(Some(after)) => {
                 if after > policy.max_retry_after {
                     return Decision::GiveUp(GiveUp::RetryAfterTooLong(after));
                 }
                 after
             }
-            Failure::RateLimited { retry_after: None } => {
+            Some(None) => {
                 state.rate_streak += 1;
                 policy.backoff(state.rate_streak, jitter)
             }

@@ -1,23 +1,28 @@
 //! The ONE registry client. Owns: the OCI distribution requests (manifests
-//! by tag or digest as exact bytes, blobs streamed and verified against
-//! their digests, existence checks, cross-repository mounts, chunked
-//! uploads through oci-client, manifests pushed as exact bytes), run on the
-//! shared runtime with the shared timeouts of `crate::net`, and the answers
-//! turned into `net::RegistryError` once. Credentials come from `auth`;
-//! bearer tokens from oci-client's token exchange. It knows nothing about
-//! pallets or packages, and draws nothing (progress is reported as events).
+//! by tag or digest as exact bytes, or their digest by HEAD; blobs streamed
+//! and verified against their digests, existence checks, cross-repository
+//! mounts, one-request uploads (`upload`), manifests pushed as exact
+//! bytes), run on the shared runtime with the shared timeouts of
+//! `crate::net`, and the answers turned into `net::RegistryError` once.
+//! Credentials come from `auth`; bearer tokens from oci-client's token
+//! exchange, reused through `authz`. It knows nothing about pallets or
+//! packages, and draws nothing (progress is reported as events).
 pub mod auth;
+pub mod authz;
 pub mod push;
+pub mod upload;
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::time::Duration;
+use std::io::Write;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use futures_util::StreamExt;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION,
+};
 use reqwest::StatusCode;
 
 use crate::net::{self, NetConfig, RegistryError};
@@ -37,13 +42,8 @@ const MAX_MANIFEST_BYTES: usize = 4 << 20;
 /// Largest error body read (for its OCI error codes).
 const MAX_ERROR_BYTES: usize = 64 << 10;
 
-/// Chunk size for streamed uploads (constant memory).
-const CHUNK: usize = 4 << 20;
-
-/// An upload chunk must be acknowledged within this many idle timeouts
-/// (reqwest counts the idle timer from the start of the request, body
-/// included).
-const UPLOAD_FACTOR: u32 = 4;
+/// The header a registry returns the digest of a manifest or blob in.
+const CONTENT_DIGEST: &str = "docker-content-digest";
 
 /// Manifest media types we accept when pulling.
 const ACCEPTED: &[&str] = &[
@@ -89,9 +89,12 @@ pub struct RegistryClient {
     host: String,
     scheme: &'static str,
     http: reqwest::Client,
-    /// Token exchange and chunked uploads.
+    /// For upload bodies: no read timeout (an idle watchdog instead).
+    upload_http: reqwest::Client,
+    /// Token exchange, catalog and tag lists.
     oci: Client,
     auth: RegistryAuth,
+    authorizations: authz::Authorizations,
     config: NetConfig,
 }
 
@@ -100,12 +103,18 @@ impl RegistryClient {
     /// process-wide network configuration.
     pub fn new(host: &str) -> Result<RegistryClient, RegistryError> {
         let config = net::config()?;
-        RegistryClient::build(host, config.clone(), net::http_client()?)
+        // The shared pool, unless certs.d scopes CAs to hosts.
+        let http = if config.has_certs() {
+            config.http_client_for(host)?
+        } else {
+            net::http_client()?
+        };
+        RegistryClient::build(host, config.clone(), http)
     }
 
     /// A client with its own configuration (e.g. shorter timeouts).
     pub fn with_config(host: &str, config: NetConfig) -> Result<RegistryClient, RegistryError> {
-        let http = config.http_client()?;
+        let http = config.http_client_for(host)?;
         RegistryClient::build(host, config, http)
     }
 
@@ -114,8 +123,8 @@ impl RegistryClient {
         config: NetConfig,
         http: reqwest::Client,
     ) -> Result<RegistryClient, RegistryError> {
-        let mut oci_config = config.oci_client_config(host);
-        oci_config.read_timeout = Some(config.idle * UPLOAD_FACTOR);
+        let oci_config = config.oci_client_config(host);
+        let upload_http = config.upload_client_for(host)?;
         let auth = match auth::credentials(host).map_err(|e| RegistryError::Local {
             what: format!("credentials for {host}"),
             detail: format!("{e:#}"),
@@ -127,8 +136,10 @@ impl RegistryClient {
             host: host.to_string(),
             scheme: if uses_tls(host) { "https" } else { "http" },
             http,
+            upload_http,
             oci: Client::new(oci_config),
             auth,
+            authorizations: authz::Authorizations::default(),
             config,
         })
     }
@@ -147,13 +158,32 @@ impl RegistryClient {
     }
 
     /// The Authorization header for `repo`: a bearer token from the
-    /// registry's token service, else basic credentials, else none.
+    /// registry's token service, else basic credentials, else none; reused
+    /// from the cache while good.
     async fn authorize(
         &self,
         repo: &str,
         operation: RegistryOperation,
         what: &str,
     ) -> Result<Option<HeaderValue>, RegistryError> {
+        let push = operation == RegistryOperation::Push;
+        if let Some(header) = self.authorizations.get(repo, push, Instant::now()) {
+            return Ok(header);
+        }
+        let (header, bearer) = self.ask_authorization(repo, operation, what).await?;
+        self.authorizations
+            .put(repo, push, header.clone(), bearer, Instant::now());
+        Ok(header)
+    }
+
+    /// Asks the registry (`GET /v2/`, then its token service): the header
+    /// and whether it is a bearer token.
+    async fn ask_authorization(
+        &self,
+        repo: &str,
+        operation: RegistryOperation,
+        what: &str,
+    ) -> Result<(Option<HeaderValue>, bool), RegistryError> {
         let reference = Reference::with_tag(self.host.clone(), repo.to_string(), "latest".into());
         let token = net::within(self.config.document, &self.host, what, async {
             self.oci
@@ -162,6 +192,7 @@ impl RegistryClient {
                 .map_err(|e| RegistryError::from_oci(&self.host, what, e, &self.config))
         })
         .await?;
+        let bearer = token.is_some();
         let value = match (token, &self.auth) {
             (Some(token), _) => format!("Bearer {token}"),
             (None, RegistryAuth::Basic(user, pass)) => {
@@ -170,10 +201,10 @@ impl RegistryClient {
                     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
                 format!("Basic {encoded}")
             }
-            (None, _) => return Ok(None),
+            (None, _) => return Ok((None, false)),
         };
         HeaderValue::from_str(&value)
-            .map(Some)
+            .map(|v| (Some(v), bearer))
             .map_err(|_| RegistryError::Local {
                 what: what.to_string(),
                 detail: "credentials are not a valid HTTP header value".into(),
@@ -182,7 +213,8 @@ impl RegistryClient {
 
     /// One small exchange under the document deadline: credentials for
     /// `operation` on `repo`, `request` sent and its status checked
-    /// against `expected`, then `read` of the response.
+    /// against `expected`, then `read` of the response. A 401 answered to
+    /// cached credentials drops them and asks once more with fresh ones.
     fn small<T, F>(
         &self,
         repo: &str,
@@ -196,10 +228,29 @@ impl RegistryClient {
         F: std::future::Future<Output = Result<T, RegistryError>>,
     {
         net::block_on(net::within(self.config.document, &self.host, what, async {
+            let again = request.try_clone();
             let authorization = self.authorize(repo, operation, what).await?;
-            let response = self.send(request, authorization, expected, what).await?;
+            let response = match self.send(request, authorization, expected, what).await {
+                Err(RegistryError::Unauthorized { .. }) if again.is_some() => {
+                    let push = operation == RegistryOperation::Push;
+                    self.authorizations.forget(repo, push);
+                    let authorization = self.authorize(repo, operation, what).await?;
+                    let request = again.expect("checked above");
+                    self.send(request, authorization, expected, what).await
+                }
+                other => other,
+            }
+            .inspect_err(|e| self.forget_refused(repo, operation, e))?;
             read(response).await
         }))
+    }
+
+    /// Drops cached credentials the registry refused.
+    fn forget_refused(&self, repo: &str, operation: RegistryOperation, error: &RegistryError) {
+        if matches!(error, RegistryError::Unauthorized { .. }) {
+            self.authorizations
+                .forget(repo, operation == RegistryOperation::Push);
+        }
     }
 
     /// Sends `request` (with credentials); the response if its status is
@@ -292,6 +343,33 @@ impl RegistryClient {
         Ok((bytes, digest))
     }
 
+    /// The digest the registry serves for `repo:tag_or_digest`: asked
+    /// with HEAD (its `Docker-Content-Digest`); a registry that answers
+    /// without that header is asked for the bytes, which are hashed.
+    pub fn manifest_digest(
+        &self,
+        repo: &str,
+        tag_or_digest: &str,
+    ) -> Result<Digest, RegistryError> {
+        let what = format!("manifest {}", self.url(repo, &sep(tag_or_digest)));
+        let request = self
+            .http
+            .head(self.endpoint(repo, &format!("manifests/{tag_or_digest}")))
+            .header(ACCEPT, ACCEPTED.join(", "));
+        let told = self.small(
+            repo,
+            RegistryOperation::Pull,
+            &what,
+            request,
+            &[StatusCode::OK],
+            |response| async move { Ok(header_digest(response.headers())) },
+        )?;
+        match told {
+            Some(digest) => Ok(digest),
+            None => self.pull_manifest(repo, tag_or_digest).map(|(_, d)| d),
+        }
+    }
+
     /// Streams a blob into `layout` (no-op if present), verified against
     /// the descriptor's digest and size; nothing is stored on mismatch.
     /// Only silence (the idle timeout) ends a slow transfer.
@@ -322,7 +400,8 @@ impl RegistryClient {
                 .get(self.endpoint(repo, &format!("blobs/{digest}")));
             let response = self
                 .send(request, authorization, &[StatusCode::OK], &what)
-                .await?;
+                .await
+                .inspect_err(|e| self.forget_refused(repo, RegistryOperation::Pull, e))?;
             let task = Task::start(progress, &digest.to_string(), &what, Some(descriptor.size));
             let mut stream = response.bytes_stream();
             while let Some(chunk) = stream.next().await {
@@ -412,8 +491,9 @@ impl RegistryClient {
         })
     }
 
-    /// Uploads a blob from `layout` in constant memory (4 MiB chunks), as
-    /// one progress task.
+    /// Uploads a blob from `layout` in constant memory, as one progress
+    /// task: one request carries the bytes (see `upload`), verified
+    /// against the descriptor while they are read.
     pub fn upload_blob(
         &self,
         repo: &str,
@@ -437,59 +517,138 @@ impl RegistryClient {
             self.url(repo, &format!("/blobs/{}", descriptor.digest))
         );
         let path = layout.blob_path(&descriptor.digest);
-        let file = File::open(&path).map_err(|e| RegistryError::Local {
+        let local = |detail: String| RegistryError::Local {
             what: what.clone(),
-            detail: format!("blob missing from {}: {e}", path.display()),
-        })?;
-        let reference = Reference::with_tag(self.host.clone(), repo.to_string(), "latest".into());
-        let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
-        let stream = futures_util::stream::unfold(file, move |mut file| {
-            let sent = sent_tx.clone();
-            async move {
-                let mut buf = vec![0u8; CHUNK];
-                let mut filled = 0;
-                while filled < CHUNK {
-                    match file.read(&mut buf[filled..]) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) => {
-                            return Some((
-                                Err(oci_client::errors::OciDistributionError::IoError(e)),
-                                file,
-                            ))
-                        }
-                    }
-                }
-                if filled == 0 {
-                    return None;
-                }
-                buf.truncate(filled);
-                let _ = sent.send(filled as u64);
-                Some((Ok(bytes::Bytes::from(buf)), file))
+            detail,
+        };
+        let file = File::open(&path)
+            .map_err(|e| local(format!("blob missing from {}: {e}", path.display())))?;
+        let url = self.open_upload(repo, &descriptor.digest, &what)?;
+        // Credentials only go back where they came from: a Location on
+        // another origin (a storage backend) gets the bytes, not the token.
+        let authorization = if self.same_origin(&url) {
+            net::block_on(self.authorize(repo, RegistryOperation::Push, &what))?
+        } else {
+            None
+        };
+        let body = upload::channel_body();
+        let mut request = self
+            .upload_http
+            .put(url)
+            .header(CONTENT_LENGTH, descriptor.size)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(body.stream);
+        if let Some(value) = authorization {
+            request = request.header(AUTHORIZATION, value);
+        }
+        let (idle, activity) = (self.config.idle, body.activity);
+        // The exchange runs on the runtime while this thread reads, hashes
+        // and feeds the body.
+        let exchange = net::runtime().spawn(async move {
+            tokio::select! {
+                answer = answer_of(request) => Some(answer),
+                _ = activity.stalled(idle) => None,
             }
         });
-        let digest = descriptor.digest.to_string();
-        net::block_on(async {
-            self.authorize(repo, RegistryOperation::Push, &what).await?;
-            let upload =
-                self.oci
-                    .push_blob_stream(&reference, stream, &digest, Some(descriptor.size));
-            tokio::pin!(upload);
-            // Progress from the reader side while the upload runs.
-            loop {
-                tokio::select! {
-                    result = &mut upload => {
-                        while let Ok(n) = sent_rx.try_recv() {
-                            task.advance(n);
-                        }
-                        return result
-                            .map(|_| ())
-                            .map_err(|e| RegistryError::from_oci(&self.host, &what, e, &self.config));
-                    }
-                    Some(n) = sent_rx.recv() => task.advance(n),
-                }
+        let fed = upload::feed(file, descriptor, &body.sender, idle, |n| task.advance(n));
+        drop(body.sender);
+        let answer =
+            net::block_on(exchange).map_err(|e| local(format!("the upload task failed: {e}")))?;
+        self.upload_outcome(repo, descriptor, &what, &path, fed, answer)
+    }
+
+    /// What an upload came to: a local failure first (the request was
+    /// aborted because of it), then silence, the transport, the status and
+    /// the digest the registry reports.
+    fn upload_outcome(
+        &self,
+        repo: &str,
+        descriptor: &Descriptor,
+        what: &str,
+        path: &std::path::Path,
+        fed: Result<(), upload::FeedError>,
+        answer: Option<Result<Answer, reqwest::Error>>,
+    ) -> Result<(), RegistryError> {
+        let local = |detail: String| RegistryError::Local {
+            what: what.to_string(),
+            detail,
+        };
+        let (status, headers, body) = match (fed, answer) {
+            (Err(upload::FeedError::Io(e)), _) => {
+                return Err(local(format!(
+                    "reading {}: {e}; nothing was committed on the registry",
+                    path.display()
+                )))
             }
-        })
+            (Err(upload::FeedError::Mismatch(e)), _) => {
+                return Err(local(format!(
+                    "{}: {e}; the upload was aborted, nothing was committed (rebuild or re-fetch the image in out/)",
+                    path.display()
+                )))
+            }
+            (_, None) => return Err(RegistryError::deadline(&self.host, what, self.config.idle)),
+            (_, Some(Err(e))) => return Err(self.transport(what, &e)),
+            (_, Some(Ok(answer))) => answer,
+        };
+        if status != StatusCode::CREATED {
+            let error = RegistryError::from_status(&self.host, what, status, &headers, &body);
+            self.forget_refused(repo, RegistryOperation::Push, &error);
+            return Err(error);
+        }
+        match header_digest(&headers) {
+            Some(got) if got != descriptor.digest => Err(RegistryError::DigestMismatch {
+                host: self.host.clone(),
+                what: what.to_string(),
+                expected: descriptor.digest.to_string(),
+                actual: got.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// True when `url` is on this registry (scheme, host and port).
+    fn same_origin(&self, url: &reqwest::Url) -> bool {
+        reqwest::Url::parse(&format!("{}://{}/", self.scheme, self.host))
+            .is_ok_and(|own| own.origin() == url.origin())
+    }
+
+    /// Opens an upload session (`POST /blobs/uploads/`, 202) and returns
+    /// where to `PUT` the bytes of `digest`.
+    fn open_upload(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        what: &str,
+    ) -> Result<reqwest::Url, RegistryError> {
+        let endpoint = self.endpoint(repo, "blobs/uploads/");
+        let request = self.http.post(&endpoint).header(CONTENT_LENGTH, "0");
+        let location = self.small(
+            repo,
+            RegistryOperation::Push,
+            what,
+            request,
+            &[StatusCode::ACCEPTED],
+            |response| async move {
+                Ok(response
+                    .headers()
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string))
+            },
+        )?;
+        let protocol = |detail: String| RegistryError::Protocol {
+            host: self.host.clone(),
+            what: what.to_string(),
+            detail,
+        };
+        let location =
+            location.ok_or_else(|| protocol("202 without a Location for the upload".into()))?;
+        let mut url = reqwest::Url::parse(&endpoint)
+            .and_then(|base| base.join(&location))
+            .map_err(|e| protocol(format!("upload Location {location:?}: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        Ok(url)
     }
 
     /// Makes sure `repo` has the blob: skip if present, else mount from one
@@ -549,6 +708,33 @@ impl RegistryClient {
     pub fn idle_timeout(&self) -> Duration {
         self.config.idle
     }
+}
+
+/// Status, headers and (capped) body of an answer.
+type Answer = (StatusCode, HeaderMap, Vec<u8>);
+
+/// Sends an upload request: its answer.
+async fn answer_of(request: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
+    let response = request.send().await?;
+    let (status, headers) = (response.status(), response.headers().clone());
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > MAX_ERROR_BYTES {
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, headers, body))
+}
+
+/// The `Docker-Content-Digest` an answer carries, when valid.
+fn header_digest(headers: &HeaderMap) -> Option<Digest> {
+    headers
+        .get(CONTENT_DIGEST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Digest::parse(v.trim()).ok())
 }
 
 /// The progress task of pushing one blob (`push <12 hex digits>`).
@@ -652,6 +838,23 @@ mod tests {
     fn one_client_can_serve_many_threads() {
         fn shareable<T: Send + Sync>() {}
         shareable::<RegistryClient>();
+    }
+
+    #[test]
+    fn credentials_follow_an_upload_only_on_the_same_origin() {
+        let client =
+            RegistryClient::with_config("127.0.0.1:5000", NetConfig::with_timeout(5)).unwrap();
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        assert!(client.same_origin(&url(
+            "http://127.0.0.1:5000/v2/ns/x/blobs/uploads/u?_state=1"
+        )));
+        for other in [
+            "http://127.0.0.1:5001/v2/",
+            "https://127.0.0.1:5000/v2/",
+            "http://storage.example:5000/v2/",
+        ] {
+            assert!(!client.same_origin(&url(other)), "{other}");
+        }
     }
 
     #[test]
