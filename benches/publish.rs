@@ -77,6 +77,15 @@ fn settle() {
     run_ok(&mut Command::new("sync"));
 }
 
+/// CPU seconds (user + system) of every waited-for child process so far.
+fn children_cpu_seconds() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes the struct it is given.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
 /// Runs a publish, returns (seconds, report).
 fn timed_publish(root: &Path, ns: &str, extra: &[&str]) -> (Duration, serde_json::Value) {
     let start = Instant::now();
@@ -125,9 +134,15 @@ fn fresh_and_more(root: &Path, skopeo: &Path) {
     // written would otherwise compete for the disk with the first side's
     // registry, which fsyncs every blob).
     settle();
+    let (ours_cpu, children_cpu) = (ours.cpu_seconds(), children_cpu_seconds());
     let (fresh, report) = timed_publish(root, &ns, &[]);
+    let (ours_cpu, stagex_cpu) = (
+        ours.cpu_seconds() - ours_cpu,
+        children_cpu_seconds() - children_cpu,
+    );
     let uploaded = report["summary"]["bytes_uploaded"].as_u64().unwrap();
     settle();
+    let (theirs_cpu, children_cpu) = (theirs.cpu_seconds(), children_cpu_seconds());
     let start = Instant::now();
     for p in &packages {
         run_ok(
@@ -143,12 +158,19 @@ fn fresh_and_more(root: &Path, skopeo: &Path) {
         );
     }
     let baseline = start.elapsed();
+    let (theirs_cpu, skopeo_cpu) = (
+        theirs.cpu_seconds() - theirs_cpu,
+        children_cpu_seconds() - children_cpu,
+    );
     println!(
         "fresh publish: stagex {:.2}s ({} MiB uploaded, 3 tags/image) vs skopeo copy {:.2}s (1 tag/image): {:.2}x",
         fresh.as_secs_f64(),
         uploaded >> 20,
         baseline.as_secs_f64(),
         fresh.as_secs_f64() / baseline.as_secs_f64()
+    );
+    println!(
+        "  CPU: stagex {stagex_cpu:.2}s + its registry {ours_cpu:.2}s | skopeo {skopeo_cpu:.2}s + its registry {theirs_cpu:.2}s"
     );
 
     // 2. Nothing new.
