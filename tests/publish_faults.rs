@@ -158,3 +158,60 @@ fn a_registry_killed_mid_publish_is_finished_by_a_second_run() {
     );
     assert_eq!(third["summary"]["bytes_uploaded"], 0);
 }
+
+/// The largest blob of an image in out/ (its layer).
+fn layer_of(root: &std::path::Path, package: &Package) -> String {
+    let blobs = root.join("out").join(&package.name).join("blobs/sha256");
+    std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .file_name()
+        .into_string()
+        .unwrap()
+}
+
+#[test]
+fn a_blob_link_left_empty_by_a_killed_registry_is_healed_by_the_upload() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let ns = format!("{}/stagex", registry.host());
+    let packages = signed_release(root, &ns, 1, 100_000);
+    let hex = layer_of(root, &packages[0]);
+    // What a docker-registry killed while committing a blob leaves: the
+    // repository's link to the blob created, not yet written. It answers
+    // 500 to a HEAD of that blob until the link is rewritten.
+    let link = registry
+        .dir
+        .path()
+        .join("data/docker/registry/v2/repositories/stagex")
+        .join(&packages[0].name)
+        .join("_layers/sha256")
+        .join(&hex)
+        .join("link");
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::fs::write(&link, b"").unwrap();
+    let status = peers::registry::http_status(
+        registry.port,
+        &format!("/v2/stagex/{}/blobs/sha256:{hex}", packages[0].name),
+    );
+    assert_eq!(
+        status,
+        Some(500),
+        "the registry must fail on the empty link"
+    );
+
+    let out = publish(root, &ns, &["--registry", &ns]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let report = json(&out);
+    assert_eq!(report["summary"]["blobs_uploaded"], 2, "{report:#}");
+    assert_eq!(
+        std::fs::read_to_string(&link).unwrap(),
+        format!("sha256:{hex}"),
+        "the upload rewrote the link"
+    );
+}

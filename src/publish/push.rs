@@ -528,7 +528,7 @@ fn push_blob(
         observer: run.observer,
         registry: dest.to_string(),
     };
-    if call(host, || client.blob_exists(repo, &blob.digest))? {
+    if blob_present(host, client, repo, &blob.digest)? {
         Counters::add(&counters.blobs_skipped, 1);
         host.holders.add(&blob.digest, repo);
         done(false);
@@ -571,6 +571,26 @@ fn push_blob(
     host.holders.add(&blob.digest, repo);
     uploaded();
     Ok(false)
+}
+
+/// Whether the registry already holds `digest` in `repo`. A HEAD that
+/// keeps failing with a server error counts as absent: a docker-registry
+/// killed while committing a blob can leave the repository's link to it
+/// half-written, and answers 500 for that blob until an upload rewrites
+/// the link. If the registry is really failing, the upload fails too.
+fn blob_present(
+    host: &Host,
+    client: &RegistryClient,
+    repo: &str,
+    digest: &Digest,
+) -> Result<bool, String> {
+    match retry(&host.budget, || client.blob_exists(repo, digest)) {
+        Ok(present) => Ok(present),
+        Err(e) if matches!(e.error, RegistryError::Server { status, .. } if status >= 500) => {
+            Ok(false)
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// An `Upload` claim that ends on every path: `finish`, or failed when

@@ -239,26 +239,39 @@ fn list_file(store: &FileLookaside, image: &ImageTarget) -> Listing {
         });
     }
     let dir = store.image_dir(&image.repository_path, &image.digest);
-    let hidden = set
-        .hidden
-        .into_iter()
-        .map(|name| {
-            let path = dir.join(&name);
-            let got = match std::fs::metadata(&path) {
-                Ok(m) if m.len() > MAX_SIGNATURE_BYTES => Got::TooLarge(m.len()),
-                _ => Got::Blob {
-                    bytes: std::fs::read(&path).unwrap_or_default(),
-                    validators: Validators::default(),
-                },
-            };
-            Entry {
-                location: path.display().to_string(),
+    let mut hidden = Vec::new();
+    for name in set.hidden {
+        let path = dir.join(&name);
+        let location = path.display().to_string();
+        match read_hidden(&path) {
+            Ok(got) => hidden.push(Entry {
+                location,
                 name,
                 got,
+            }),
+            // An unreadable file is not an empty one: the listing fails.
+            Err(e) => {
+                end = End::Error {
+                    location,
+                    message: e.to_string(),
+                };
+                break;
             }
-        })
-        .collect();
+        }
+    }
     Listing { files, end, hidden }
+}
+
+/// A file behind a gap in the numbering, bounded in size.
+fn read_hidden(path: &std::path::Path) -> std::io::Result<Got> {
+    let length = std::fs::metadata(path)?.len();
+    if length > MAX_SIGNATURE_BYTES {
+        return Ok(Got::TooLarge(length));
+    }
+    Ok(Got::Blob {
+        bytes: std::fs::read(path)?,
+        validators: Validators::default(),
+    })
 }
 
 async fn list_http(
@@ -357,5 +370,49 @@ fn entry_or_end(
             location: e.url,
             message: e.message,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::digest::Digest;
+    use crate::oci::reference::DockerReference;
+
+    fn image(digest: &Digest) -> ImageTarget {
+        ImageTarget {
+            name: "core-x".into(),
+            digest: digest.clone(),
+            platform: None,
+            identity: "stagex/core-x:1.0".into(),
+            reference: DockerReference::parse("stagex/core-x:1.0").unwrap(),
+            repository_path: "stagex/core-x".into(),
+        }
+    }
+
+    #[test]
+    fn a_hidden_file_that_cannot_be_read_fails_the_listing() {
+        let root = tempfile::tempdir().unwrap();
+        let store = FileLookaside::new(root.path());
+        let digest = Digest::of_bytes(b"hidden");
+        let dir = store.image_dir("stagex/core-x", &digest);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("signature-1"), b"one").unwrap();
+        std::fs::write(dir.join("signature-3"), b"three").unwrap();
+        let listing = list_file(&store, &image(&digest));
+        assert_eq!(listing.end, End::Missing);
+        assert_eq!(listing.files.len(), 1);
+        assert!(
+            matches!(&listing.hidden[..], [Entry { got: Got::Blob { bytes, .. }, .. }] if bytes == b"three")
+        );
+        // A directory where a file should be: an error naming it, never an
+        // empty signature.
+        std::fs::create_dir(dir.join("signature-5")).unwrap();
+        let listing = list_file(&store, &image(&digest));
+        assert!(
+            matches!(&listing.end, End::Error { location, .. } if location.ends_with("signature-5")),
+            "{:?}",
+            listing.end
+        );
     }
 }
