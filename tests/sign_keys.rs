@@ -337,7 +337,7 @@ fn a_tampered_rsa4096_signature_is_rejected_with_its_reason_and_good_ones_are_ca
     run();
     let mut keyring = stagex::sign::keyring::Keyring::default();
     keyring.add_bytes(&key.export(), Path::new("rsa")).unwrap();
-    let keys = stagex::sign::rsa_fast::RsaKeys::from_keyring(&keyring);
+    let keys = stagex::sign::rsa_fast::keys(&keyring);
     let entry = stagex::sign::rsa_fast::entry_for(&keys, &good).unwrap();
     let stored = std::fs::read(&cache).unwrap();
     assert!(

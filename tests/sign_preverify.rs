@@ -17,7 +17,7 @@ use sign_support::payload;
 use stagex::oci::digest::Digest;
 use stagex::sign::keyring::Keyring;
 use stagex::sign::preverify::verified_entries;
-use stagex::sign::rsa_fast::{entry_for, RsaKeys};
+use stagex::sign::rsa_fast::{entry_for, keys as rsa_keys};
 use stagex::sign::verify::{verify_blob, Rejection};
 
 fn keyring_of(homes: &[&GpgHome]) -> Keyring {
@@ -47,7 +47,7 @@ fn the_pass_computes_the_entry_sequoia_inserts_for_primary_and_subkey_signatures
     let carded = GpgHome::generate("carded", "rsa4096", "cert", "never", None).unwrap();
     carded.add_subkey("rsa4096", "sign", "never", None);
     let keyring = keyring_of(&[&primary, &carded]);
-    let keys = RsaKeys::from_keyring(&keyring);
+    let keys = rsa_keys(&keyring);
     let p = payload("stagex/core-x:1.0", &Digest::of_bytes(b"rsa fast image"));
     for (who, blob) in [("primary", primary.sign(&p)), ("subkey", carded.sign(&p))] {
         let entry = entry_for(&keys, &blob).unwrap_or_else(|| panic!("{who}: no entry"));
@@ -72,7 +72,7 @@ fn no_entry_for_a_tampered_signature_or_a_non_rsa_key() {
     };
     let ed = GpgHome::generate("ed", "ed25519", "sign", "never", None).unwrap();
     let keyring = keyring_of(&[&rsa, &ed]);
-    let keys = RsaKeys::from_keyring(&keyring);
+    let keys = rsa_keys(&keyring);
     let p = payload("stagex/core-x:1.0", &Digest::of_bytes(b"tampered"));
     let good = rsa.sign(&p);
     assert!(entry_for(&keys, &good).is_some());

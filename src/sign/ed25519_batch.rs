@@ -13,8 +13,6 @@
 //! only be made with the trusted secret key itself, so it still proves that
 //! key signed. Weak (small-order) or non-canonical public keys are never
 //! batched. Must not: report verdicts, touch files or the cache.
-use std::collections::BTreeMap;
-
 use ed25519_zebra::batch::{Item, Verifier};
 use ed25519_zebra::VerificationKeyBytes;
 use rand_chacha::ChaCha20Rng;
@@ -24,11 +22,10 @@ use sequoia_openpgp as openpgp;
 use openpgp::crypto::mpi;
 use openpgp::serialize::MarshalInto;
 use openpgp::types::{Curve, PublicKeyAlgorithm};
-use openpgp::{Fingerprint, KeyHandle, KeyID};
 
 use super::check::parallel_map;
 use super::keyring::Keyring;
-use super::preverify::{CacheEntry, Parsed};
+use super::preverify::{CacheEntry, KeyIndex, Parsed};
 use crate::sign::cache;
 
 /// Below this many signatures a failing batch is not split further: its
@@ -37,7 +34,7 @@ use crate::sign::cache;
 const SMALLEST_SPLIT: usize = 8;
 
 /// An Ed25519 key of the keyring.
-struct EdKey {
+pub struct EdKey {
     bytes: VerificationKeyBytes,
     /// The key's MPIs as sequoia exports them (part of the cache entry).
     mpis: Vec<u8>,
@@ -46,40 +43,11 @@ struct EdKey {
 }
 
 /// Every usable Ed25519 key of a keyring (primary or subkey).
-pub struct EdKeys {
-    by_fingerprint: BTreeMap<Fingerprint, EdKey>,
-    by_keyid: BTreeMap<KeyID, Fingerprint>,
-}
+pub type EdKeys = KeyIndex<EdKey>;
 
-impl EdKeys {
-    pub fn from_keyring(keyring: &Keyring) -> EdKeys {
-        let mut keys = EdKeys {
-            by_fingerprint: BTreeMap::new(),
-            by_keyid: BTreeMap::new(),
-        };
-        for key in keyring.certs().iter().flat_map(|c| c.keys()) {
-            let key = key.key();
-            if let Some(built) = build_key(key.pk_algo(), key.mpis()) {
-                keys.by_keyid.insert(key.keyid(), key.fingerprint());
-                keys.by_fingerprint.insert(key.fingerprint(), built);
-            }
-        }
-        keys
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_fingerprint.is_empty()
-    }
-
-    fn find(&self, handle: &KeyHandle) -> Option<&EdKey> {
-        match handle {
-            KeyHandle::Fingerprint(f) => self.by_fingerprint.get(f),
-            KeyHandle::KeyID(id) => self
-                .by_keyid
-                .get(id)
-                .and_then(|f| self.by_fingerprint.get(f)),
-        }
-    }
+/// The Ed25519 keys of `keyring` (primaries and subkeys).
+pub fn keys(keyring: &Keyring) -> EdKeys {
+    KeyIndex::from_keyring(keyring, |key| build_key(key.pk_algo(), key.mpis()))
 }
 
 /// The key, when it is a canonical, strong Ed25519 point (what sequoia's
@@ -112,7 +80,7 @@ pub struct Queued {
 /// The queued form of `parsed` when its signature is by an Ed25519 key of
 /// `keys` (and not already in sequoia's cache from disk).
 pub fn queue(keys: &EdKeys, parsed: &Parsed) -> Option<Queued> {
-    let key = parsed.sig.get_issuers().iter().find_map(|h| keys.find(h))?;
+    let key = keys.issuer_of(&parsed.sig)?;
     if parsed.sig.pk_algo() != key.algo {
         return None;
     }

@@ -15,10 +15,13 @@
 use sequoia_openpgp as openpgp;
 use sha2::{Digest as _, Sha512};
 
-use openpgp::packet::Signature;
+use std::collections::BTreeMap;
+
+use openpgp::packet::key::{PublicParts, UnspecifiedRole};
+use openpgp::packet::{Key, Signature};
 use openpgp::parse::{PacketParser, PacketParserResult, Parse};
 use openpgp::serialize::MarshalInto;
-use openpgp::Packet;
+use openpgp::{Fingerprint, KeyHandle, KeyID, Packet};
 
 use super::cache;
 use super::check::parallel_map;
@@ -81,6 +84,53 @@ impl Parsed {
     }
 }
 
+/// The keys of a keyring (primaries and subkeys) one fast path can use,
+/// built once per run, found by any handle a signature names.
+pub struct KeyIndex<K> {
+    by_fingerprint: BTreeMap<Fingerprint, K>,
+    by_keyid: BTreeMap<KeyID, Fingerprint>,
+}
+
+impl<K> KeyIndex<K> {
+    /// Every key of `keyring` that `build` accepts.
+    pub fn from_keyring(
+        keyring: &Keyring,
+        build: impl Fn(&Key<PublicParts, UnspecifiedRole>) -> Option<K>,
+    ) -> KeyIndex<K> {
+        let mut index = KeyIndex {
+            by_fingerprint: BTreeMap::new(),
+            by_keyid: BTreeMap::new(),
+        };
+        for key in keyring.certs().iter().flat_map(|c| c.keys()) {
+            let key = key.key();
+            if let Some(built) = build(key) {
+                index.by_keyid.insert(key.keyid(), key.fingerprint());
+                index.by_fingerprint.insert(key.fingerprint(), built);
+            }
+        }
+        index
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_fingerprint.is_empty()
+    }
+
+    /// The key a signature names as its issuer, if indexed.
+    pub fn issuer_of(&self, sig: &Signature) -> Option<&K> {
+        sig.get_issuers().iter().find_map(|h| self.find(h))
+    }
+
+    fn find(&self, handle: &KeyHandle) -> Option<&K> {
+        match handle {
+            KeyHandle::Fingerprint(f) => self.by_fingerprint.get(f),
+            KeyHandle::KeyID(id) => self
+                .by_keyid
+                .get(id)
+                .and_then(|f| self.by_fingerprint.get(f)),
+        }
+    }
+}
+
 /// The fast keys of a keyring, built once per run.
 pub struct FastKeys {
     rsa: RsaKeys,
@@ -90,8 +140,8 @@ pub struct FastKeys {
 impl FastKeys {
     pub fn from_keyring(keyring: &Keyring) -> FastKeys {
         FastKeys {
-            rsa: RsaKeys::from_keyring(keyring),
-            ed: EdKeys::from_keyring(keyring),
+            rsa: rsa_fast::keys(keyring),
+            ed: ed25519_batch::keys(keyring),
         }
     }
 

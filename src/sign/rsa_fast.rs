@@ -8,8 +8,6 @@
 //! Correctness never depends on this step (see `preverify`). It must not:
 //! report verdicts, touch files, or accept a key the pure-Rust backend
 //! would refuse (moduli over 4096 bits, unusual exponents).
-use std::collections::BTreeMap;
-
 use openssl::bn::BigNum;
 use openssl::pkey::Public;
 use openssl::rsa::{Padding, Rsa};
@@ -19,11 +17,10 @@ use openpgp::crypto::mpi;
 use openpgp::packet::Signature;
 use openpgp::serialize::MarshalInto;
 use openpgp::types::{HashAlgorithm, PublicKeyAlgorithm};
-use openpgp::{Fingerprint, KeyHandle, KeyID};
 
 use super::cache;
 use super::keyring::Keyring;
-use super::preverify::{CacheEntry, Parsed};
+use super::preverify::{CacheEntry, KeyIndex, Parsed};
 
 /// Largest modulus the pure-Rust backend accepts (`rsa::RsaPublicKey::MAX_SIZE`).
 const MAX_MODULUS_BITS: usize = 4096;
@@ -31,7 +28,7 @@ const MAX_MODULUS_BITS: usize = 4096;
 const MAX_EXPONENT: u64 = (1 << 33) - 1;
 
 /// An RSA key of the keyring, ready for OpenSSL.
-struct RsaKey {
+pub struct RsaKey {
     rsa: Rsa<Public>,
     /// Modulus length in bytes.
     size: usize,
@@ -40,45 +37,14 @@ struct RsaKey {
 }
 
 /// Every usable RSA key of a keyring, built once per key.
-pub struct RsaKeys {
-    by_fingerprint: BTreeMap<Fingerprint, RsaKey>,
-    by_keyid: BTreeMap<KeyID, Fingerprint>,
-}
+pub type RsaKeys = KeyIndex<RsaKey>;
 
-impl RsaKeys {
-    pub fn from_keyring(keyring: &Keyring) -> RsaKeys {
-        let mut keys = RsaKeys {
-            by_fingerprint: BTreeMap::new(),
-            by_keyid: BTreeMap::new(),
-        };
-        for key in keyring.certs().iter().flat_map(|c| c.keys()) {
-            let key = key.key();
-            let is_rsa = is_rsa(key.pk_algo());
-            let built = match key.mpis() {
-                mpi::PublicKey::RSA { e, n } if is_rsa => build_key(e, n, key.mpis()),
-                _ => None,
-            };
-            if let Some(built) = built {
-                keys.by_keyid.insert(key.keyid(), key.fingerprint());
-                keys.by_fingerprint.insert(key.fingerprint(), built);
-            }
-        }
-        keys
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_fingerprint.is_empty()
-    }
-
-    fn find(&self, handle: &KeyHandle) -> Option<&RsaKey> {
-        match handle {
-            KeyHandle::Fingerprint(f) => self.by_fingerprint.get(f),
-            KeyHandle::KeyID(id) => self
-                .by_keyid
-                .get(id)
-                .and_then(|f| self.by_fingerprint.get(f)),
-        }
-    }
+/// The RSA keys of `keyring` (primaries and subkeys).
+pub fn keys(keyring: &Keyring) -> RsaKeys {
+    KeyIndex::from_keyring(keyring, |key| match key.mpis() {
+        mpi::PublicKey::RSA { e, n } if is_rsa(key.pk_algo()) => build_key(e, n, key.mpis()),
+        _ => None,
+    })
 }
 
 /// RSA that may sign (RSASign, id 3, is deprecated but still verified by
@@ -128,7 +94,7 @@ pub fn entry_for(keys: &RsaKeys, blob: &[u8]) -> Option<CacheEntry> {
 /// The RSA step for one parsed blob: its cache entry when its signature is
 /// by an RSA key of `keys` and verifies.
 pub fn verify_parsed(keys: &RsaKeys, parsed: &Parsed) -> Option<CacheEntry> {
-    let key = parsed.sig.get_issuers().iter().find_map(|h| keys.find(h))?;
+    let key = keys.issuer_of(&parsed.sig)?;
     let entry = parsed.entry(&key.mpis)?;
     if cache::is_loaded(&entry) {
         return None;
