@@ -30,12 +30,15 @@
 //! which skopeo pays too; a fresh publish of 1 GiB needs ~8 s of CPU, so
 //! the ratio depends on how much of the 2 cores other work leaves us.
 //!
-//! Measured (2 shared cores, load average 2.5-3.8 from other builds):
-//! 256 MiB: 1.87-2.10 s vs skopeo 3.74-5.16 s, 0.37-0.55x. 1 GiB (`cargo
-//! bench --bench publish`): 6.13 s vs 11.68 s (0.52x) before the `sync`
-//! between sides, 5.99 s vs 9.35 s (0.64x) after it; no-change re-publish
-//! 0.022 s from the journal, 0.134 s asking the registry; 500 small images
-//! all present: 0.187 s from the journal, 1.77 s asking the registry.
+//! Measured, quiet machine, after chunk buffers were pooled and mimalloc
+//! built without huge pages (the kernel zeroing fresh pages had been a
+//! third of our CPU), `cargo bench --bench publish`, three runs: 4.38 s vs
+//! 9.38 s (0.47x), 4.03 s vs 8.13 s (0.50x), 4.02 s vs 7.51 s (0.54x).
+//! Ours is steady; skopeo's side varies. CPU per run: stagex 1.3 s + its
+//! registry 5.6-6.2 s (1.7 of the 2 cores busy), skopeo 5.3-5.6 s + its
+//! registry 6.2-8.3 s. No-change re-publish 0.014 s from the journal,
+//! 0.09-0.10 s asking the registry; 500 small images all present: 0.106 s
+//! from the journal, 1.40 s asking the registry.
 #[path = "../tests/peers/mod.rs"]
 mod peers;
 #[path = "../tests/publish_support/mod.rs"]
