@@ -337,8 +337,9 @@ fn a_tampered_rsa4096_signature_is_rejected_with_its_reason_and_good_ones_are_ca
     run();
     let mut keyring = stagex::sign::keyring::Keyring::default();
     keyring.add_bytes(&key.export(), Path::new("rsa")).unwrap();
-    let keys = stagex::sign::rsa_fast::keys(&keyring);
-    let entry = stagex::sign::rsa_fast::entry_for(&keys, &good).unwrap();
+    let entry = stagex::sign::preverify::verified_entries(&keyring, &[&good[..]])
+        .pop()
+        .unwrap();
     let stored = std::fs::read(&cache).unwrap();
     assert!(
         stored.chunks(32).any(|c| c == entry),

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::image::ImageTarget;
 use super::keyring::Keyring;
+use super::parallel;
 use super::preverify;
 use super::quorum::quorum_met;
 use super::verify::{verify_signature, Expected, Rejection, VerifyOptions};
@@ -76,7 +77,7 @@ pub fn verify_images(
     // A local tree is read on every core too (a release is thousands of
     // small files); http keeps its own bounded concurrency.
     let fetched: Vec<Result<SignatureSet, String>> = match lookaside {
-        Lookaside::File(store) => parallel_map(&images, |(path, digest)| store.read(path, digest)),
+        Lookaside::File(store) => parallel::map(&images, |(path, digest)| store.read(path, digest)),
         _ => lookaside.read_many(&images),
     }
     .into_iter()
@@ -117,7 +118,7 @@ pub fn verify_images(
         })
         .collect();
     preverify::preverify(keyring, &blobs);
-    let results = parallel_map(&jobs, check);
+    let results = parallel::map(&jobs, check);
     let mut reports: Vec<ImageReport> = targets
         .iter()
         .zip(&fetched)
@@ -215,29 +216,4 @@ pub fn summarize(reports: &[ImageReport]) -> Summary {
         summary.hidden_files += r.hidden.len();
     }
     summary
-}
-
-/// Maps `f` over `items` on every core, keeping order.
-pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(items.len().max(1));
-    if threads <= 1 {
-        return items.iter().map(f).collect();
-    }
-    let chunk = items.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| {
-                let f = &f;
-                scope.spawn(move || part.iter().map(f).collect::<Vec<R>>())
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("verification thread panicked"))
-            .collect()
-    })
 }

@@ -23,8 +23,8 @@ use openpgp::crypto::mpi;
 use openpgp::serialize::MarshalInto;
 use openpgp::types::{Curve, PublicKeyAlgorithm};
 
-use super::check::parallel_map;
 use super::keyring::Keyring;
+use super::parallel;
 use super::preverify::{CacheEntry, KeyIndex, Parsed};
 use crate::sign::cache;
 
@@ -121,23 +121,13 @@ fn is_canonical_y(encoding: &[u8; 32]) -> bool {
     !(high_all_ones && y[0] >= 0xed)
 }
 
-/// The entries of the queued signatures that verify, on every core.
+/// The entries of the queued signatures that verify: one batch per core.
 pub fn verify(queued: Vec<Queued>) -> Vec<CacheEntry> {
-    if queued.is_empty() {
-        return Vec::new();
-    }
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let parts: Vec<&[Queued]> = queued.chunks(queued.len().div_ceil(threads)).collect();
-    parallel_map(&parts, |part| {
+    parallel::map_parts(&queued, |part| {
         let mut out = Vec::with_capacity(part.len());
         verify_range(part, &mut out);
         out
     })
-    .into_iter()
-    .flatten()
-    .collect()
 }
 
 /// Verifies `items` as one batch; when it fails, each half on its own.

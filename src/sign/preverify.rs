@@ -24,9 +24,9 @@ use openpgp::serialize::MarshalInto;
 use openpgp::{Fingerprint, KeyHandle, KeyID, Packet};
 
 use super::cache;
-use super::check::parallel_map;
 use super::ed25519_batch::{self, EdKeys, Queued};
 use super::keyring::Keyring;
+use super::parallel;
 use super::rsa_fast::{self, RsaKeys};
 use super::verify::MAX_SIGNATURE_SIZE;
 
@@ -166,7 +166,7 @@ pub fn verified_entries(keyring: &Keyring, blobs: &[&[u8]]) -> Vec<CacheEntry> {
     if keys.is_empty() || blobs.is_empty() {
         return Vec::new();
     }
-    let steps = parallel_map(blobs, |blob| step_for(&keys, blob));
+    let steps = parallel::map(blobs, |blob| step_for(&keys, blob));
     let mut entries = Vec::new();
     let mut queued = Vec::new();
     for step in steps.into_iter().flatten() {

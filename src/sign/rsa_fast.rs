@@ -84,13 +84,6 @@ fn build_key(e: &mpi::MPI, n: &mpi::MPI, mpis: &mpi::PublicKey) -> Option<RsaKey
     })
 }
 
-/// The cache entry for `blob` if it is a signed message holding exactly one
-/// signature by an RSA key of `keys` that verifies; `None` otherwise, and
-/// when sequoia's cache already holds it (loaded from disk).
-pub fn entry_for(keys: &RsaKeys, blob: &[u8]) -> Option<CacheEntry> {
-    verify_parsed(keys, &Parsed::from_blob(blob)?)
-}
-
 /// The RSA step for one parsed blob: its cache entry when its signature is
 /// by an RSA key of `keys` and verifies.
 pub fn verify_parsed(keys: &RsaKeys, parsed: &Parsed) -> Option<CacheEntry> {
