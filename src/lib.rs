@@ -12,6 +12,7 @@ pub mod oci;
 pub mod output;
 pub mod package;
 pub mod pallet;
+pub mod parallel;
 pub mod progress;
 pub mod publish;
 pub mod registry;

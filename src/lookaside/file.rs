@@ -307,9 +307,8 @@ fn first_free(dir: &Path) -> Result<u32> {
     Ok(n)
 }
 
-/// The N of every `signature-N` in `dir`, sorted.
 /// One signature file, bounded in size; `None` if it does not exist.
-fn read_signature(path: &Path) -> Result<Option<Fetched>> {
+pub(crate) fn read_signature(path: &Path) -> Result<Option<Fetched>> {
     let file = match fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -327,6 +326,7 @@ fn read_signature(path: &Path) -> Result<Option<Fetched>> {
     }))
 }
 
+/// The N of every `signature-N` in `dir`, sorted.
 fn numbered_files(dir: &Path) -> Result<Vec<u32>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,

@@ -84,11 +84,12 @@ impl Lookaside {
         }
     }
 
-    /// Reads many images' signatures (over http, 16 images at a time;
-    /// each image's files stay sequential, as the stop-at-404 rule needs).
+    /// Reads many images' signatures, in order: a directory on every core
+    /// (a release is thousands of small files), http 16 images at a time;
+    /// each image's files stay sequential, as the stop-at-404 rule needs.
     pub fn read_many(&self, images: &[(&str, &Digest)]) -> Vec<Result<SignatureSet>> {
         match self {
-            Lookaside::File(f) => images.iter().map(|(p, d)| f.read(p, d)).collect(),
+            Lookaside::File(f) => crate::parallel::map(images, |(p, d)| f.read(p, d)),
             Lookaside::Http(h) => h.read_many(images),
         }
     }

@@ -8,11 +8,11 @@ use serde::Serialize;
 
 use super::image::ImageTarget;
 use super::keyring::Keyring;
-use super::parallel;
 use super::preverify;
 use super::quorum::quorum_met;
 use super::verify::{verify_signature, Expected, Rejection, VerifyOptions};
 use crate::lookaside::{Fetched, Lookaside, SignatureFile, SignatureSet};
+use crate::parallel;
 
 /// The verdict for one image manifest.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -74,15 +74,11 @@ pub fn verify_images(
         .iter()
         .map(|t| (t.repository_path.as_str(), &t.digest))
         .collect();
-    // A local tree is read on every core too (a release is thousands of
-    // small files); http keeps its own bounded concurrency.
-    let fetched: Vec<Result<SignatureSet, String>> = match lookaside {
-        Lookaside::File(store) => parallel::map(&images, |(path, digest)| store.read(path, digest)),
-        _ => lookaside.read_many(&images),
-    }
-    .into_iter()
-    .map(|r| r.map_err(|e| format!("{e:#}")))
-    .collect();
+    let fetched: Vec<Result<SignatureSet, String>> = lookaside
+        .read_many(&images)
+        .into_iter()
+        .map(|r| r.map_err(|e| format!("{e:#}")))
+        .collect();
     // One job per signature file; results land back by index.
     let jobs: Vec<(usize, &SignatureFile)> = fetched
         .iter()

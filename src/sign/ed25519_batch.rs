@@ -24,8 +24,8 @@ use openpgp::serialize::MarshalInto;
 use openpgp::types::{Curve, PublicKeyAlgorithm};
 
 use super::keyring::Keyring;
-use super::parallel;
 use super::preverify::{CacheEntry, KeyIndex, Parsed};
+use crate::parallel;
 use crate::sign::cache;
 
 /// Below this many signatures a failing batch is not split further: its

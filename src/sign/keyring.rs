@@ -102,7 +102,7 @@ impl Keyring {
     /// Checks every certificate's self-signatures now, one certificate per
     /// core (see `check_self_signatures`); `load_dir` does it.
     pub fn check_self_signatures(&self) {
-        super::parallel::map(&self.certs, check_self_signatures);
+        crate::parallel::map(&self.certs, check_self_signatures);
     }
 
     fn certs_keys(&self, cert: &Cert) -> Vec<Fingerprint> {

@@ -12,7 +12,6 @@ pub mod ed25519_batch;
 pub mod identity;
 pub mod image;
 pub mod keyring;
-pub mod parallel;
 pub mod payload;
 pub mod policy;
 pub mod preverify;

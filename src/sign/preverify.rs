@@ -26,9 +26,9 @@ use openpgp::{Fingerprint, KeyHandle, KeyID, Packet};
 use super::cache;
 use super::ed25519_batch::{self, EdKeys, Queued};
 use super::keyring::Keyring;
-use super::parallel;
 use super::rsa_fast::{self, RsaKeys};
 use super::verify::MAX_SIGNATURE_SIZE;
+use crate::parallel;
 
 /// One sequoia cache entry (SHA-512 truncated to 256 bits).
 pub type CacheEntry = [u8; 32];

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 
 use crate::lookaside::fetch::{self, Outcome, Policy, Validators};
-use crate::lookaside::file::FileLookaside;
-use crate::lookaside::{signature_dir, Fetched, MAX_SIGNATURES, MAX_SIGNATURE_BYTES};
+use crate::lookaside::file::{read_signature, FileLookaside};
+use crate::lookaside::{signature_dir, Fetched, MAX_SIGNATURES};
 use crate::sign::image::ImageTarget;
 
 /// A lookaside to read from.
@@ -243,35 +243,30 @@ fn list_file(store: &FileLookaside, image: &ImageTarget) -> Listing {
     for name in set.hidden {
         let path = dir.join(&name);
         let location = path.display().to_string();
-        match read_hidden(&path) {
-            Ok(got) => hidden.push(Entry {
-                location,
-                name,
-                got,
-            }),
+        let got = match read_signature(&path) {
+            Ok(Some(Fetched::Blob(bytes))) => Got::Blob {
+                bytes,
+                validators: Validators::default(),
+            },
+            Ok(Some(Fetched::TooLarge(n))) => Got::TooLarge(n),
+            // Removed since the listing, or (never for files) a page.
+            Ok(Some(Fetched::SoftNotFound)) | Ok(None) => continue,
             // An unreadable file is not an empty one: the listing fails.
             Err(e) => {
                 end = End::Error {
                     location,
-                    message: e.to_string(),
+                    message: format!("{e:#}"),
                 };
                 break;
             }
-        }
+        };
+        hidden.push(Entry {
+            location,
+            name,
+            got,
+        });
     }
     Listing { files, end, hidden }
-}
-
-/// A file behind a gap in the numbering, bounded in size.
-fn read_hidden(path: &std::path::Path) -> std::io::Result<Got> {
-    let length = std::fs::metadata(path)?.len();
-    if length > MAX_SIGNATURE_BYTES {
-        return Ok(Got::TooLarge(length));
-    }
-    Ok(Got::Blob {
-        bytes: std::fs::read(path)?,
-        validators: Validators::default(),
-    })
 }
 
 async fn list_http(

@@ -256,17 +256,9 @@ async fn sync_image(
             code: "soft-404".into(),
             reason: crate::sign::verify::Rejection::SoftNotFound.to_string(),
         }),
-        End::Status {
-            location, status, ..
-        } => {
+        End::Status { .. } | End::Error { .. } => {
             clean = false;
-            outcome.errors.push(format!(
-                "GET {location}: HTTP {status} (a lookaside must answer 200 or 404): check the source mirror"
-            ));
-        }
-        End::Error { location, message } => {
-            clean = false;
-            outcome.errors.push(format!("{location}: {message}"));
+            outcome.errors.extend(failure(&listing.end));
         }
     }
     for file in &files {
@@ -375,6 +367,12 @@ async fn put_valid(
                 file.validators = validators;
                 file.bytes = Some(bytes);
             }
+            // A failure says what failed; anything else means the file
+            // is no longer the one listed.
+            Err(end) if failure(&end).is_some() => {
+                outcome.errors.extend(failure(&end));
+                return false;
+            }
             Ok(_) | Err(_) => {
                 outcome.errors.push(format!(
                     "{}: changed while being read (fetch again later)",
@@ -450,5 +448,19 @@ fn state_of(files: &[Known], synced: bool) -> ImageState {
             })
             .collect(),
         synced,
+    }
+}
+
+/// The error a listing or a read ended with, for the report (`None` when
+/// it ended normally: a 404, the limit, or a soft 404, which is a verdict).
+fn failure(end: &End) -> Option<String> {
+    match end {
+        End::Status {
+            location, status, ..
+        } => Some(format!(
+            "GET {location}: HTTP {status} (a lookaside must answer 200 or 404): check the source mirror"
+        )),
+        End::Error { location, message } => Some(format!("{location}: {message}")),
+        End::Missing | End::Limit | End::SoftNotFound { .. } => None,
     }
 }

@@ -1,6 +1,6 @@
 //! Owns: running pure work over a slice on every core, results in the
 //! slice's order (verification reads, parses and checks thousands of small
-//! independent items). Must not do I/O of its own or decide what runs.
+//! independent items; a local lookaside is read the same way). Must not do I/O of its own or decide what runs.
 
 /// The cores this process may use.
 pub fn cores() -> usize {
