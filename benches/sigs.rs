@@ -150,34 +150,34 @@ fn main() {
         ..SyncOptions::default()
     };
     let to = root.join("mirror");
-    let start = Instant::now();
-    let first = sync(
-        &nginx.url(),
-        to.to_str().unwrap(),
-        &set,
-        &keyring,
-        &options,
-        &|_| {},
-    )
-    .unwrap();
-    let first_time = start.elapsed();
+    // Only the requests of the two syncs count (the curl loop ran first).
+    let curl_requests = nginx.access_log().lines().count();
+    let run = || {
+        let start = Instant::now();
+        let report = sync(
+            &nginx.url(),
+            to.to_str().unwrap(),
+            &set,
+            &keyring,
+            &options,
+            &|_| {},
+        )
+        .unwrap();
+        (report, start.elapsed())
+    };
+    let (first, first_time) = run();
     assert!(first.errors.is_empty(), "{:?}", first.errors.first());
     assert_eq!(first.uploaded.len(), images * SIGNERS);
     assert!(first.rejected.is_empty());
 
-    let start = Instant::now();
-    let again = sync(
-        &nginx.url(),
-        to.to_str().unwrap(),
-        &set,
-        &keyring,
-        &options,
-        &|_| {},
-    )
-    .unwrap();
-    let resync_time = start.elapsed();
-    let log = nginx.access_log();
-    let over_h2 = log.lines().filter(|l| l.contains("HTTP/2.0")).count();
+    let (again, resync_time) = run();
+    let log: Vec<String> = nginx
+        .access_log()
+        .lines()
+        .skip(curl_requests)
+        .map(str::to_string)
+        .collect();
+    let over_h2 = log.iter().filter(|l| l.contains("HTTP/2.0")).count();
     assert!(again.uploaded.is_empty() && again.errors.is_empty());
     assert_eq!(again.unchanged, images);
 
@@ -229,7 +229,7 @@ fn main() {
         resync_time.as_secs_f64()
     );
     println!(
-        "requests nginx saw over HTTP/2: {over_h2} of {}",
-        log.lines().count()
+        "requests of the two syncs nginx saw over HTTP/2: {over_h2} of {}",
+        log.len()
     );
 }

@@ -10,10 +10,9 @@ mod pallet_support;
 mod peers;
 mod sign_support;
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use peers::mock_http::{MockHttp, Reply};
 use peers::tools::stagex;
@@ -28,43 +27,7 @@ const CAP: Duration = Duration::from_secs(60);
 /// Runs `command` with `STAGEX_TIMEOUT=2`; panics if it is still running
 /// after `CAP` (it is killed first).
 fn run_bounded(command: &mut Command) -> Output {
-    let mut child = command
-        .env("STAGEX_TIMEOUT", TIMEOUT)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting stagex");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > CAP {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command:?} still running after {CAP:?}: a stalled peer hangs it");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_end(&mut stderr)
-        .unwrap();
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
+    peers::tools::run_bounded(command.env("STAGEX_TIMEOUT", TIMEOUT), CAP)
 }
 
 /// Asserts a failure whose message names `host` and the timeout (in the
@@ -74,7 +37,10 @@ fn assert_timed_out(output: &Output, host: &str, case: &str) {
         output,
         host,
         case,
-        &["did not answer within", "STAGEX_TIMEOUT"],
+        &[
+            &format!("did not answer within {TIMEOUT} s"),
+            "STAGEX_TIMEOUT",
+        ],
     );
 }
 

@@ -5,8 +5,9 @@
 mod peers;
 
 use std::process::Command;
+use std::time::Duration;
 
-use peers::tools::require;
+use peers::tools::{require, run_bounded};
 
 #[test]
 fn the_demo_script_runs_the_whole_mission_and_stops_its_servers() {
@@ -25,14 +26,17 @@ fn the_demo_script_runs_the_whole_mission_and_stops_its_servers() {
     };
     let work = tempfile::tempdir().unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .arg(work.path())
-        .env("STAGEX", env!("CARGO_BIN_EXE_stagex"))
-        .env_remove("STAGEX_DEMO_KEEP")
-        .env_remove("STAGEX_ROOT")
-        .output()
-        .unwrap();
+    // The whole mission takes about a minute here; a hang must not stop
+    // the suite.
+    let out = run_bounded(
+        Command::new("bash")
+            .arg(script)
+            .arg(work.path())
+            .env("STAGEX", env!("CARGO_BIN_EXE_stagex"))
+            .env_remove("STAGEX_DEMO_KEEP")
+            .env_remove("STAGEX_ROOT"),
+        Duration::from_secs(900),
+    );
     let all = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
@@ -40,8 +44,10 @@ fn the_demo_script_runs_the_whole_mission_and_stops_its_servers() {
     );
     assert!(out.status.success(), "{all}");
     for name in ["core-filesystem", "core-profile", "pallet-demo"] {
+        let pulled = format!("-> {}/pull/{name}", work.path().display());
         assert!(
-            all.contains("verified and pulled") && all.contains(name),
+            all.lines()
+                .any(|l| l.starts_with("verified and pulled") && l.ends_with(&pulled)),
             "{name} not pulled back: {all}"
         );
         assert!(work

@@ -54,18 +54,25 @@ impl Registry {
     }
 
     /// CPU seconds (user + system) the registry process used so far, from
-    /// /proc/<pid>/stat (clock ticks of 1/100 s on Linux).
+    /// /proc/<pid>/stat (in clock ticks).
     pub fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name (which may hold spaces).
+        let path = format!("/proc/{}/stat", self.child.id());
+        let stat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // Fields after the command name (which may hold spaces); utime and
+        // stime are fields 14 and 15, the list starts at field 3.
         let fields: Vec<&str> = stat
             .rsplit_once(')')
             .map(|(_, rest)| rest.split_whitespace().collect())
             .unwrap_or_default();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
-        // utime and stime are fields 14 and 15; the list starts at field 3.
-        ticks(11).unwrap_or(0.0) / 100.0 + ticks(12).unwrap_or(0.0) / 100.0
+        let ticks = |i: usize| -> f64 {
+            fields
+                .get(i)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{path}: no field {}", i + 3))
+        };
+        // SAFETY: sysconf only reads a system constant.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (ticks(11) + ticks(12)) / per_second
     }
 
     /// `127.0.0.1:<port>`

@@ -2,8 +2,10 @@
 //! skips the test with a message; under CI (`CI=true`) it fails the test,
 //! so a green CI run always means the peer really ran.
 #![allow(dead_code)]
+use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// True when running under CI, where missing peers are failures.
 pub fn in_ci() -> bool {
@@ -77,5 +79,44 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         } else {
             std::fs::copy(entry.path(), &dest).unwrap();
         }
+    }
+}
+
+/// Runs `command` to its end with stdout and stderr captured (drained while
+/// it runs, so a chatty child cannot block on a full pipe); panics if it is
+/// still running after `cap` (it is killed first): a hang fails the test
+/// instead of stopping the suite.
+pub fn run_bounded(command: &mut Command, cap: Duration) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > cap {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} still running after {cap:?}: killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
     }
 }
