@@ -12,7 +12,8 @@
 use anyhow::{bail, Result};
 use futures_util::StreamExt;
 
-use super::fetch::{self, Outcome, Policy};
+use super::fetch::{self, Credentials, Outcome, Policy};
+use super::mirror::{reader_credentials, redact};
 use super::{signature_dir, Fetched, SignatureFile, SignatureSet, MAX_SIGNATURES};
 use crate::net::{self, NetConfig};
 use crate::oci::digest::Digest;
@@ -21,7 +22,9 @@ use crate::oci::digest::Digest;
 const CONCURRENT_IMAGES: usize = 16;
 
 pub struct HttpLookaside {
+    /// The URL without userinfo (printed in messages).
     base: String,
+    auth: Option<Credentials>,
     client: reqwest::Client,
     config: NetConfig,
 }
@@ -29,26 +32,28 @@ pub struct HttpLookaside {
 impl HttpLookaside {
     pub fn new(base: &str) -> Result<HttpLookaside> {
         let config = net::config()?.clone();
-        Ok(HttpLookaside::with_client(
-            base,
-            config,
-            net::http_client()?,
-        ))
+        HttpLookaside::with_client(base, config, net::http_client()?)
     }
 
     /// A lookaside with its own configuration (e.g. shorter timeouts).
     pub fn with_config(base: &str, config: NetConfig) -> Result<HttpLookaside> {
         let client = config.http_client()?;
-        Ok(HttpLookaside::with_client(base, config, client))
+        HttpLookaside::with_client(base, config, client)
     }
 
-    fn with_client(base: &str, config: NetConfig, client: reqwest::Client) -> HttpLookaside {
-        let base = base.trim_end_matches('/').to_string();
-        HttpLookaside {
+    fn with_client(
+        location: &str,
+        config: NetConfig,
+        client: reqwest::Client,
+    ) -> Result<HttpLookaside> {
+        let (base, auth) = reader_credentials(location)
+            .map_err(|e| anyhow::anyhow!("lookaside {}: {e}", redact(location)))?;
+        Ok(HttpLookaside {
             base,
+            auth,
             client,
             config,
-        }
+        })
     }
 
     pub fn base(&self) -> &str {
@@ -78,7 +83,7 @@ impl HttpLookaside {
             ..Policy::default()
         };
         Ok(
-            match fetch::get(&self.client, url, None, None, &policy).await? {
+            match fetch::get(&self.client, url, self.auth.as_ref(), None, &policy).await? {
                 Outcome::NotFound => None,
                 Outcome::Found { body, .. } => Some(Fetched::Blob(body)),
                 Outcome::TooLarge(size) => Some(Fetched::TooLarge(size)),

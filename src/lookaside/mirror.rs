@@ -360,7 +360,7 @@ impl WebDav {
             location: redact(location),
             reason,
         };
-        let mut url = reqwest::Url::parse(location).map_err(|e| invalid(e.to_string()))?;
+        let (url, from_url) = split_credentials(location).map_err(invalid)?;
         let host = url.host_str().unwrap_or_default().to_string();
         let host_port = match url.port() {
             Some(p) => format!("{host}:{p}"),
@@ -371,12 +371,6 @@ impl WebDav {
                 "plain http is allowed on loopback only (credentials and signatures travel in clear): use https://".into(),
             ));
         }
-        let from_url = (!url.username().is_empty()).then(|| Credentials {
-            user: percent_decode(url.username()),
-            password: percent_decode(url.password().unwrap_or_default()),
-        });
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
         let auth = from_url
             .or_else(credentials_from_env)
             .or_else(|| credentials_from_netrc(&host));
@@ -662,7 +656,7 @@ impl WebDav {
 }
 
 /// `location` with any password replaced (for messages).
-fn redact(location: &str) -> String {
+pub(crate) fn redact(location: &str) -> String {
     match reqwest::Url::parse(location) {
         Ok(mut url) if url.password().is_some() => {
             let _ = url.set_password(Some("***"));
@@ -672,7 +666,6 @@ fn redact(location: &str) -> String {
     }
 }
 
-/// Decodes %XX escapes of URL userinfo.
 /// A URL's user or password as typed (the URL keeps them percent-encoded).
 fn percent_decode(text: &str) -> String {
     percent_encoding::percent_decode_str(text)
@@ -694,6 +687,31 @@ fn netrc_path() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     std::env::var_os("HOME").map(|h| Path::new(&h).join(".netrc"))
+}
+
+/// An http(s) location without its userinfo, and the credentials it held
+/// (so that they are sent as headers and never printed with the URL).
+pub(crate) fn split_credentials(
+    location: &str,
+) -> Result<(reqwest::Url, Option<Credentials>), String> {
+    let mut url = reqwest::Url::parse(location).map_err(|e| e.to_string())?;
+    let credentials = (!url.username().is_empty()).then(|| Credentials {
+        user: percent_decode(url.username()),
+        password: percent_decode(url.password().unwrap_or_default()),
+    });
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    Ok((url, credentials))
+}
+
+/// The credentials of a location to read from: those in its URL, else the
+/// `~/.netrc` entry of its host (never the mirror's environment
+/// credentials: they belong to the mirror written to, not to any source).
+pub(crate) fn reader_credentials(location: &str) -> Result<(String, Option<Credentials>), String> {
+    let (url, from_url) = split_credentials(location)?;
+    let host = url.host_str().unwrap_or_default().to_string();
+    let base = url.as_str().trim_end_matches('/').to_string();
+    Ok((base, from_url.or_else(|| credentials_from_netrc(&host))))
 }
 
 fn credentials_from_netrc(host: &str) -> Option<Credentials> {
@@ -781,6 +799,19 @@ mod tests {
         assert!(err.contains("loopback") && !err.contains("pw@"), "{err}");
         assert!(Mirror::parse("ftp://x").is_err());
         assert!(matches!(Mirror::parse("/srv/m"), Ok(Mirror::File(_))));
+    }
+
+    #[test]
+    fn a_location_read_from_keeps_its_credentials_out_of_its_printed_url() {
+        let (base, auth) =
+            reader_credentials("https://reader:s%3Acret@127.0.0.1:8443/sigs/").unwrap();
+        assert_eq!(base, "https://127.0.0.1:8443/sigs");
+        let c = auth.unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("reader", "s:cret"));
+        let lookaside =
+            crate::lookaside::http::HttpLookaside::new("https://reader:secret@127.0.0.1:8443/sigs")
+                .unwrap();
+        assert!(!lookaside.base().contains("secret"), "{}", lookaside.base());
     }
 
     #[test]

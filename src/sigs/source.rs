@@ -12,8 +12,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use crate::lookaside::fetch::{self, Outcome, Policy, Validators};
+use crate::lookaside::fetch::{self, Credentials, Outcome, Policy, Validators};
 use crate::lookaside::file::{read_signature, FileLookaside};
+use crate::lookaside::mirror::{reader_credentials, redact};
 use crate::lookaside::{signature_dir, Fetched, MAX_SIGNATURES};
 use crate::sign::image::ImageTarget;
 
@@ -21,7 +22,10 @@ use crate::sign::image::ImageTarget;
 pub enum Store {
     File(FileLookaside),
     Http {
+        /// The URL without userinfo (printed in reports).
         base: String,
+        /// From the URL's userinfo, else the host's ~/.netrc entry.
+        auth: Option<Credentials>,
         client: reqwest::Client,
         policy: Policy,
     },
@@ -89,8 +93,11 @@ impl Store {
     /// `https://...`, `http://...`, `file:///dir` or a directory path.
     pub fn parse(location: &str, policy: Policy) -> Result<Store> {
         if location.starts_with("http://") || location.starts_with("https://") {
+            let (base, auth) = reader_credentials(location)
+                .map_err(|e| anyhow::anyhow!("source {}: {e}", redact(location)))?;
             Ok(Store::Http {
-                base: location.trim_end_matches('/').to_string(),
+                base,
+                auth,
                 client: crate::net::http_client()?,
                 policy,
             })
@@ -127,9 +134,10 @@ impl Store {
             Store::File(f) => list_file(f, image),
             Store::Http {
                 base,
+                auth,
                 client,
                 policy,
-            } => list_http(base, client, policy, image, known).await,
+            } => list_http(base, auth.as_ref(), client, policy, image, known).await,
         }
     }
 
@@ -147,11 +155,12 @@ impl Store {
             }
             Store::Http {
                 base,
+                auth,
                 client,
                 policy,
             } => {
                 let url = file_url(base, image, name);
-                let outcome = fetch::get(client, &url, None, None, policy).await;
+                let outcome = fetch::get(client, &url, auth.as_ref(), None, policy).await;
                 match entry_or_end(name, &url, outcome) {
                     Ok(Some(entry)) => Ok(entry.got),
                     Ok(None) => Err(End::Missing),
@@ -166,6 +175,7 @@ impl Store {
     pub async fn probe_after(&self, image: &ImageTarget, after: u32, count: u32) -> Vec<Entry> {
         let Store::Http {
             base,
+            auth,
             client,
             policy,
         } = self
@@ -176,7 +186,7 @@ impl Store {
         for n in after + 1..=(after + count).min(MAX_SIGNATURES) {
             let name = format!("signature-{n}");
             let url = file_url(base, image, &name);
-            let outcome = fetch::get(client, &url, None, None, policy).await;
+            let outcome = fetch::get(client, &url, auth.as_ref(), None, policy).await;
             if let Ok(Some(entry)) = entry_or_end(&name, &url, outcome) {
                 found.push(entry);
             }
@@ -271,6 +281,7 @@ fn list_file(store: &FileLookaside, image: &ImageTarget) -> Listing {
 
 async fn list_http(
     base: &str,
+    auth: Option<&Credentials>,
     client: &reqwest::Client,
     policy: &Policy,
     image: &ImageTarget,
@@ -281,7 +292,7 @@ async fn list_http(
         let url = file_url(base, image, &name);
         let validators = known.get(n as usize - 1).filter(|v| !v.is_empty()).cloned();
         async move {
-            let outcome = fetch::get(client, &url, None, validators.as_ref(), policy).await;
+            let outcome = fetch::get(client, &url, auth, validators.as_ref(), policy).await;
             entry_or_end(&name, &url, outcome)
         }
     };
