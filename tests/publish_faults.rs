@@ -209,9 +209,51 @@ fn a_blob_link_left_empty_by_a_killed_registry_is_healed_by_the_upload() {
     assert!(out.status.success(), "{}", text(&out));
     let report = json(&out);
     assert_eq!(report["summary"]["blobs_uploaded"], 2, "{report:#}");
+    // The 500 answered to the HEAD meant "absent" at once: no backoff.
+    assert_eq!(report["summary"]["retries"], 0, "{report:#}");
     assert_eq!(
         std::fs::read_to_string(&link).unwrap(),
         format!("sha256:{hex}"),
         "the upload rewrote the link"
     );
+}
+
+#[test]
+fn a_failed_read_back_after_a_push_is_reported_as_itself() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    // Once a tag was pushed, every HEAD of a tag answers 500: the read-back
+    // fails, and the failure must be named as it is, not as a registry
+    // serving nothing.
+    let pushed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = pushed.clone();
+    let proxy = FaultProxy::start(registry.port, move |_, line| {
+        use std::sync::atomic::Ordering::SeqCst;
+        let tag = line.contains("/manifests/") && !line.contains("/manifests/sha256:");
+        if tag && line.starts_with("PUT ") {
+            seen.store(true, SeqCst);
+        }
+        if tag && line.starts_with("HEAD ") && seen.load(SeqCst) {
+            Fault::Status500
+        } else {
+            Fault::Pass
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let ns = format!("{}/stagex", proxy.host());
+    signed_release(root, &ns, 1, 10_000);
+    let out = publish(root, &ns, &["--registry", &ns]).output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let report = json(&out);
+    let error = report["registries"][0]["failed"][0]["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("one failure expected: {report:#}"));
+    assert!(
+        error.contains("checking what the registry serves failed") && error.contains("500"),
+        "{error}"
+    );
+    assert!(!error.contains("rewrote the manifest"), "{error}");
+    assert!(pushed.load(std::sync::atomic::Ordering::SeqCst));
 }

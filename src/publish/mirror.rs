@@ -77,18 +77,6 @@ pub fn upload_all(
     dry_run: bool,
     observer: &dyn Observer,
 ) -> Vec<MirrorReport> {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            return mirrors
-                .iter()
-                .map(|m| failed_all(m, signatures, format!("starting a runtime: {e}")))
-                .collect()
-        }
-    };
     mirrors
         .iter()
         .map(|location| match Mirror::parse(location) {
@@ -97,7 +85,9 @@ pub fn upload_all(
                     mirror: mirror.describe(),
                     images: signatures.len(),
                 });
-                runtime.block_on(upload_one(&mirror, signatures, dry_run, observer))
+                // On the process-wide runtime (`crate::net`), with the
+                // connections the mirror's client already holds.
+                crate::net::block_on(upload_one(&mirror, signatures, dry_run, observer))
             }
             Err(e) => failed_all(location, signatures, e.to_string()),
         })

@@ -61,7 +61,8 @@ fn plan_image(
         .iter()
         .filter(|tag| {
             all_there
-                && served_digest(client, host, &repo, tag).as_ref() == Some(&image.root.digest)
+                && served_digest(client, host, &repo, tag)
+                    .is_ok_and(|d| d.as_ref() == Some(&image.root.digest))
         })
         .count() as u64;
     let tags = run.tags[i].len() as u64;

@@ -358,7 +358,11 @@ fn push_image(
     let host = run.host(dest);
     let repo = dest.repository(&image.name);
     let root = image.manifests.last().expect("the root manifest is last");
-    let serves = |tag: &str| served_digest(client, host, &repo, tag).as_ref() == Some(&root.digest);
+    // Unreadable counts as not served here: the push that follows names
+    // the failure if it persists.
+    let serves = |tag: &str| {
+        served_digest(client, host, &repo, tag).is_ok_and(|d| d.as_ref() == Some(&root.digest))
+    };
     // The first tag serving our digest means the registry holds the whole
     // image (it refuses a manifest whose blobs or children it lacks): no
     // blob is asked about (a re-run without the journal costs one HEAD
@@ -406,7 +410,13 @@ fn push_image(
                 client.push_manifest(&repo, tag, &bytes, &root.media_type)
             })?;
             Counters::add(&counters.tags_pushed, 1);
-            match served_digest(client, host, &repo, tag) {
+            let served = served_digest(client, host, &repo, tag).map_err(|e| {
+                format!(
+                    "{}/{repo}:{tag}: pushed, but checking what the registry serves failed: {e}",
+                    dest.host
+                )
+            })?;
+            match served {
                 Some(got) if got == root.digest => {}
                 got => {
                     return Err(format!(
@@ -495,15 +505,20 @@ fn push_blobs(
     results.into_iter().try_fold(true, |all, r| Ok(all & r?))
 }
 
-/// The digest of what the registry serves for `repo:tag` (None when
-/// absent or unreadable after retries).
+/// The digest of what the registry serves for `repo:tag`: None when it
+/// answers that there is none; any other failure (after retries) is the
+/// error, naming what failed.
 pub(crate) fn served_digest(
     client: &RegistryClient,
     host: &Host,
     repo: &str,
     tag: &str,
-) -> Option<Digest> {
-    call(host, || client.manifest_digest(repo, tag)).ok()
+) -> Result<Option<Digest>, String> {
+    match retry(&host.budget, || client.manifest_digest(repo, tag)) {
+        Ok(digest) => Ok(Some(digest)),
+        Err(e) if e.error.is_not_found() => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -573,24 +588,23 @@ fn push_blob(
     Ok(false)
 }
 
-/// Whether the registry already holds `digest` in `repo`. A HEAD that
-/// keeps failing with a server error counts as absent: a docker-registry
-/// killed while committing a blob can leave the repository's link to it
-/// half-written, and answers 500 for that blob until an upload rewrites
-/// the link. If the registry is really failing, the upload fails too.
+/// Whether the registry already holds `digest` in `repo`. A server error
+/// (5xx) answered to the HEAD counts as absent at once, without retries:
+/// a docker-registry killed while committing a blob can leave the
+/// repository's link to it half-written, and answers 500 for that blob
+/// until an upload rewrites the link. If the registry is really failing,
+/// the upload that follows fails too (and is retried). Other transient
+/// failures (resets, timeouts, 429) are retried as usual.
 fn blob_present(
     host: &Host,
     client: &RegistryClient,
     repo: &str,
     digest: &Digest,
 ) -> Result<bool, String> {
-    match retry(&host.budget, || client.blob_exists(repo, digest)) {
-        Ok(present) => Ok(present),
-        Err(e) if matches!(e.error, RegistryError::Server { status, .. } if status >= 500) => {
-            Ok(false)
-        }
-        Err(e) => Err(e.to_string()),
-    }
+    call(host, || match client.blob_exists(repo, digest) {
+        Err(RegistryError::Server { status, .. }) if status >= 500 => Ok(false),
+        answer => answer,
+    })
 }
 
 /// An `Upload` claim that ends on every path: `finish`, or failed when

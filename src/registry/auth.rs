@@ -11,6 +11,10 @@
 //!    with the host on stdin (the docker credential-helper protocol),
 //!    under a timeout.
 //!
+//! Docker Hub answers to two names (`docker.io`, `index.docker.io`, and
+//! `docker login` keys it as `https://index.docker.io/v1/`): each finds
+//! credentials stored under the other.
+//!
 //! Anonymous when nothing matches. Must not: print or log a secret.
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -84,6 +88,39 @@ fn key_host(key: &str) -> &str {
     key.split('/').next().unwrap_or(key)
 }
 
+/// Docker Hub's names: `docker login` keys its credentials by the legacy
+/// index URL (`https://index.docker.io/v1/`), podman and users by
+/// `docker.io`; the API itself is on `index.docker.io`.
+const HUB: &str = "docker.io";
+const HUB_INDEX: &str = "index.docker.io";
+/// The server URL `docker login` stores Hub credentials under (also what
+/// it asks credential helpers for).
+const HUB_SERVER_URL: &str = "https://index.docker.io/v1/";
+
+/// One name per registry: Docker Hub's two host names are the same one.
+fn canonical(host: &str) -> &str {
+    if host == HUB_INDEX {
+        HUB
+    } else {
+        host
+    }
+}
+
+/// True when auth-file key (or host) `key` names registry `host`.
+fn names_host(key: &str, host: &str) -> bool {
+    canonical(key_host(key)) == canonical(host)
+}
+
+/// What to ask a credential helper for `host`, in order: for Docker Hub
+/// the server URL `docker login` stored, then the host as written.
+fn helper_servers(host: &str) -> Vec<&str> {
+    if canonical(host) == HUB {
+        vec![HUB_SERVER_URL, host]
+    } else {
+        vec![host]
+    }
+}
+
 /// Where to get the credentials of `host` from one auth file.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Source {
@@ -96,11 +133,11 @@ pub enum Source {
 /// `credHelpers` first, then `auths`, then `credsStore` (pure).
 pub fn source_in(text: &str, host: &str) -> Result<Option<Source>> {
     let file: AuthFile = serde_json::from_str(text).context("invalid auth file JSON")?;
-    if let Some((_, helper)) = file.cred_helpers.iter().find(|(k, _)| key_host(k) == host) {
+    if let Some((_, helper)) = file.cred_helpers.iter().find(|(k, _)| names_host(k, host)) {
         return Ok(Some(Source::Helper(helper.clone())));
     }
     for (key, entry) in &file.auths {
-        if key_host(key) != host {
+        if !names_host(key, host) {
             continue;
         }
         let Some(auth) = &entry.auth else { continue };
@@ -133,7 +170,7 @@ fn from_env(host: &str) -> Option<(String, String)> {
     let user = std::env::var(USER_ENV).ok().filter(|u| !u.is_empty())?;
     let password = std::env::var(PASSWORD_ENV).ok()?;
     let applies = match std::env::var(HOSTS_ENV) {
-        Ok(hosts) => hosts.split(',').any(|h| h.trim() == host),
+        Ok(hosts) => hosts.split(',').any(|h| names_host(h.trim(), host)),
         Err(_) => true,
     };
     applies.then_some((user, password))
@@ -153,14 +190,16 @@ pub fn credentials(host: &str) -> Result<Option<(String, String)>> {
             Some(Source::Basic(user, pass)) => return Ok(Some((user, pass))),
             Some(Source::Helper(name)) => {
                 let program = format!("docker-credential-{name}");
-                let found = run_helper(Path::new(&program), host).with_context(|| {
-                    format!(
-                        "credentials for {host} from {program} (named in {})",
-                        path.display()
-                    )
-                })?;
-                if found.is_some() {
-                    return Ok(found);
+                for server in helper_servers(host) {
+                    let found = run_helper(Path::new(&program), server).with_context(|| {
+                        format!(
+                            "credentials for {server} from {program} (named in {})",
+                            path.display()
+                        )
+                    })?;
+                    if found.is_some() {
+                        return Ok(found);
+                    }
                 }
             }
             None => {}
@@ -243,6 +282,36 @@ mod tests {
         );
         assert_eq!(find_in(text, "other.example").unwrap(), None);
         assert!(find_in(r#"{"auths":{"h":{"auth":"!!"}}}"#, "h").is_err());
+    }
+
+    #[test]
+    fn docker_hub_names_find_each_others_credentials() {
+        // What `docker login` writes for Docker Hub.
+        let login = r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dTpw"}}}"#;
+        // What podman writes.
+        let podman = r#"{"auths":{"docker.io":{"auth":"dTpw"}}}"#;
+        for text in [login, podman] {
+            for host in ["docker.io", "index.docker.io"] {
+                assert_eq!(
+                    find_in(text, host).unwrap(),
+                    Some(("u".into(), "p".into())),
+                    "{host} in {text}"
+                );
+            }
+            assert_eq!(find_in(text, "registry.example").unwrap(), None);
+        }
+        let helpers = r#"{"credHelpers":{"index.docker.io":"hub"}}"#;
+        assert_eq!(
+            source_in(helpers, "docker.io").unwrap(),
+            Some(Source::Helper("hub".into()))
+        );
+        assert!(names_host("index.docker.io", "docker.io"));
+        assert!(!names_host("docker.io", "registry.example"));
+        assert_eq!(
+            helper_servers("docker.io"),
+            vec!["https://index.docker.io/v1/", "docker.io"]
+        );
+        assert_eq!(helper_servers("reg.example"), vec!["reg.example"]);
     }
 
     #[test]

@@ -86,7 +86,10 @@ pub enum Mount {
 
 /// A client for one registry host.
 pub struct RegistryClient {
+    /// The host as the user wrote it (messages, credentials, certs.d).
     host: String,
+    /// The host the API is served on (`api_host`): what requests go to.
+    api_host: String,
     scheme: &'static str,
     http: reqwest::Client,
     /// For upload bodies: no read timeout (an idle watchdog instead).
@@ -134,6 +137,7 @@ impl RegistryClient {
         };
         Ok(RegistryClient {
             host: host.to_string(),
+            api_host: api_host(host),
             scheme: if uses_tls(host) { "https" } else { "http" },
             http,
             upload_http,
@@ -154,7 +158,7 @@ impl RegistryClient {
     }
 
     fn endpoint(&self, repo: &str, path: &str) -> String {
-        format!("{}://{}/v2/{repo}/{path}", self.scheme, self.host)
+        format!("{}://{}/v2/{repo}/{path}", self.scheme, self.api_host)
     }
 
     /// The Authorization header for `repo`: a bearer token from the
@@ -608,7 +612,7 @@ impl RegistryClient {
 
     /// True when `url` is on this registry (scheme, host and port).
     fn same_origin(&self, url: &reqwest::Url) -> bool {
-        reqwest::Url::parse(&format!("{}://{}/", self.scheme, self.host))
+        reqwest::Url::parse(&format!("{}://{}/", self.scheme, self.api_host))
             .is_ok_and(|own| own.origin() == url.origin())
     }
 
@@ -708,6 +712,16 @@ impl RegistryClient {
     pub fn idle_timeout(&self) -> Duration {
         self.config.idle
     }
+}
+
+/// The host the registry API of `host` is served on, resolved exactly as
+/// oci-client resolves it for the token exchange (`Reference::
+/// resolve_registry`: Docker Hub's `docker.io` is served on
+/// `index.docker.io`), so requests and tokens go to the same place.
+fn api_host(host: &str) -> String {
+    Reference::with_tag(host.to_string(), "x".into(), "latest".into())
+        .resolve_registry()
+        .to_string()
 }
 
 /// Status, headers and (capped) body of an answer.
@@ -855,6 +869,27 @@ mod tests {
         ] {
             assert!(!client.same_origin(&url(other)), "{other}");
         }
+    }
+
+    #[test]
+    fn requests_go_where_the_token_exchange_goes() {
+        assert_eq!(api_host("docker.io"), "index.docker.io");
+        assert_eq!(api_host("index.docker.io"), "index.docker.io");
+        assert_eq!(api_host("127.0.0.1:5000"), "127.0.0.1:5000");
+        assert_eq!(api_host("registry.example"), "registry.example");
+        let client = RegistryClient::with_config("docker.io", NetConfig::with_timeout(5)).unwrap();
+        assert_eq!(
+            client.host(),
+            "docker.io",
+            "messages keep the host as written"
+        );
+        assert_eq!(
+            client.endpoint("stagex/core-x", "manifests/1"),
+            "https://index.docker.io/v2/stagex/core-x/manifests/1"
+        );
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        assert!(client.same_origin(&url("https://index.docker.io/v2/stagex/x/blobs/uploads/u")));
+        assert!(!client.same_origin(&url("https://docker.io/v2/stagex/x/blobs/uploads/u")));
     }
 
     #[test]
