@@ -389,8 +389,7 @@ impl<R: Read> HashingReader<R> {
     /// Reads the rest of the stream and returns the digest of all of it.
     fn finish(mut self) -> io::Result<Digest> {
         io::copy(&mut self, &mut io::sink())?;
-        Digest::from_hex(&hex::encode(self.hasher.finalize()))
-            .map_err(|e| io::Error::other(e.to_string()))
+        Ok(Digest::from_hasher(self.hasher))
     }
 }
 

@@ -56,7 +56,8 @@ impl Digest {
         Ok((hashing.finish().0, size))
     }
 
-    fn from_hasher(hasher: Sha256) -> Digest {
+    /// The digest a finished SHA-256 state holds.
+    pub fn from_hasher(hasher: Sha256) -> Digest {
         Digest {
             hex: hex::encode(hasher.finalize()),
         }

@@ -243,7 +243,7 @@ impl Staging {
     /// Renames into place if the hash matches; otherwise the temp file is
     /// deleted (on drop) and the error names both digests.
     fn finish(self, job: &FetchJob) -> Result<()> {
-        let actual = Digest::from_hex(&hex::encode(self.hasher.finalize()))?;
+        let actual = Digest::from_hasher(self.hasher);
         if actual != job.source.hash {
             bail!(
                 "sha256 mismatch: expected {}, got {actual} ({} bytes); the file was discarded (fix the mirror or the hash in package.toml)",

@@ -17,7 +17,7 @@ use crate::image::out_dir::OutDir;
 use crate::oci::descriptor::Descriptor;
 use crate::oci::digest::Digest;
 use crate::oci::layout::Layout;
-use crate::oci::manifest::AnyManifest;
+use crate::oci::media_type;
 use crate::sign::image::{ImageTarget, Resolver};
 
 /// One line of a digests file (the one reader: `build::digests`).
@@ -127,46 +127,18 @@ fn load_one(item: &Listed, resolver: &Resolver<'_>) -> Result<ReleaseImage, Stri
     })
 }
 
-/// Manifests (children first, root last) and blobs under `root`.
+/// Manifests (children first, root last) and blobs under `root`
+/// (`Layout::reachable`, every blob checked present).
 fn walk(layout: &Layout, root: &Descriptor) -> anyhow::Result<(Vec<Descriptor>, Vec<Descriptor>)> {
-    let mut manifests = Vec::new();
-    let mut blobs = Vec::new();
-    let mut seen = BTreeSet::new();
-    visit(layout, root, 0, &mut seen, &mut manifests, &mut blobs)?;
+    let (mut manifests, blobs): (Vec<Descriptor>, Vec<Descriptor>) =
+        layout.reachable(root)?.into_iter().partition(|d| {
+            media_type::is_manifest(&d.media_type) || media_type::is_index(&d.media_type)
+        });
+    // `reachable` lists parents before children: reversed, each manifest
+    // comes after everything it references, the root last.
+    manifests.reverse();
+    if let Some(missing) = blobs.iter().find(|b| !layout.has_blob(&b.digest)) {
+        anyhow::bail!("blob {} is missing from the layout", missing.digest);
+    }
     Ok((manifests, blobs))
-}
-
-fn visit(
-    layout: &Layout,
-    node: &Descriptor,
-    depth: usize,
-    seen: &mut BTreeSet<Digest>,
-    manifests: &mut Vec<Descriptor>,
-    blobs: &mut Vec<Descriptor>,
-) -> anyhow::Result<()> {
-    if depth > 8 {
-        anyhow::bail!("index nesting deeper than 8 levels at {}", node.digest);
-    }
-    if !seen.insert(node.digest.clone()) {
-        return Ok(());
-    }
-    match layout.read_manifest(node)?.0 {
-        AnyManifest::Index(index) => {
-            for child in &index.manifests {
-                visit(layout, child, depth + 1, seen, manifests, blobs)?;
-            }
-        }
-        AnyManifest::Image(image) => {
-            for blob in std::iter::once(&image.config).chain(&image.layers) {
-                if seen.insert(blob.digest.clone()) {
-                    if !layout.has_blob(&blob.digest) {
-                        anyhow::bail!("blob {} is missing from the layout", blob.digest);
-                    }
-                    blobs.push(blob.clone());
-                }
-            }
-        }
-    }
-    manifests.push(node.clone());
-    Ok(())
 }

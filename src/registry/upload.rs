@@ -155,8 +155,7 @@ impl<R: Read> VerifiedChunks<R> {
                 self.descriptor.digest, self.descriptor.size
             )));
         }
-        let actual = Digest::from_hex(&hex::encode(self.hasher.clone().finalize()))
-            .map_err(|e| FeedError::Io(e.to_string()))?;
+        let actual = Digest::from_hasher(self.hasher.clone());
         if actual != self.descriptor.digest {
             return Err(FeedError::Mismatch(format!(
                 "content does not match its digest: expected {}, got {actual}",
