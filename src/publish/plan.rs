@@ -42,7 +42,7 @@ fn plan_image(
     let repo = dest.repository(&image.name);
     let mut all_there = true;
     for blob in &image.blobs {
-        let there = call(host, || client.blob_exists(&repo, &blob.digest))?;
+        let there = !call(host, || client.needs_blob(&repo, &blob.digest))?;
         all_there &= there;
         if there {
             Counters::add(&counters.blobs_skipped, 1);

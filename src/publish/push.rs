@@ -543,7 +543,7 @@ fn push_blob(
         observer: run.observer,
         registry: dest.to_string(),
     };
-    if blob_present(host, client, repo, &blob.digest)? {
+    if !call(host, || client.needs_blob(repo, &blob.digest))? {
         Counters::add(&counters.blobs_skipped, 1);
         host.holders.add(&blob.digest, repo);
         done(false);
@@ -586,25 +586,6 @@ fn push_blob(
     host.holders.add(&blob.digest, repo);
     uploaded();
     Ok(false)
-}
-
-/// Whether the registry already holds `digest` in `repo`. A server error
-/// (5xx) answered to the HEAD counts as absent at once, without retries:
-/// a docker-registry killed while committing a blob can leave the
-/// repository's link to it half-written, and answers 500 for that blob
-/// until an upload rewrites the link. If the registry is really failing,
-/// the upload that follows fails too (and is retried). Other transient
-/// failures (resets, timeouts, 429) are retried as usual.
-fn blob_present(
-    host: &Host,
-    client: &RegistryClient,
-    repo: &str,
-    digest: &Digest,
-) -> Result<bool, String> {
-    call(host, || match client.blob_exists(repo, digest) {
-        Err(RegistryError::Server { status, .. }) if status >= 500 => Ok(false),
-        answer => answer,
-    })
 }
 
 /// An `Upload` claim that ends on every path: `finish`, or failed when

@@ -440,6 +440,19 @@ impl RegistryClient {
         Ok(())
     }
 
+    /// Whether the blob must be sent to `repo`: false when the registry
+    /// holds it. A server error (5xx) answered to the HEAD means "send it":
+    /// a docker-registry killed while committing a blob can leave the
+    /// repository's link to it half-written, answering 500 for that blob
+    /// until an upload rewrites the link; a registry that is really failing
+    /// fails the upload too.
+    pub fn needs_blob(&self, repo: &str, digest: &Digest) -> Result<bool, RegistryError> {
+        match self.blob_exists(repo, digest) {
+            Err(RegistryError::Server { status, .. }) if status >= 500 => Ok(true),
+            answer => answer.map(|there| !there),
+        }
+    }
+
     /// True if `repo` on this registry has the blob.
     pub fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool, RegistryError> {
         let what = format!("blob {}", self.url(repo, &format!("/blobs/{digest}")));
@@ -667,12 +680,17 @@ impl RegistryClient {
         progress: &dyn Progress,
     ) -> Result<BlobPush, RegistryError> {
         let task = push_task(progress, descriptor);
-        if self.blob_exists(repo, &descriptor.digest)? {
+        if !self.needs_blob(repo, &descriptor.digest)? {
             return Ok(BlobPush::Existed);
         }
-        for from in mount_from {
-            if from != repo && self.mount_blob(repo, from, &descriptor.digest)? == Mount::Mounted {
-                return Ok(BlobPush::Mounted);
+        for from in mount_from.iter().filter(|from| *from != repo) {
+            // Refused (a token without pull scope on `from`): as not
+            // mounted, the next source or the upload follows.
+            match self.mount_blob(repo, from, &descriptor.digest) {
+                Ok(Mount::Mounted) => return Ok(BlobPush::Mounted),
+                Ok(Mount::NotMounted)
+                | Err(RegistryError::Unauthorized { .. } | RegistryError::Forbidden { .. }) => {}
+                Err(e) => return Err(e),
             }
         }
         self.upload(repo, descriptor, layout, &task)?;
