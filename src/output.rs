@@ -22,7 +22,7 @@ use crate::oci::digest::{Digest, HashingWriter};
 use crate::oci::json::JsonBlob;
 use crate::oci::layout::Layout;
 use crate::oci::manifest::ImageIndex;
-use crate::oci::media_type::{self, LayerCompression, ANNOTATION_REF_NAME};
+use crate::oci::media_type::{self, ANNOTATION_REF_NAME};
 use crate::progress::Progress;
 use crate::registry::push;
 
@@ -374,14 +374,8 @@ fn uncompressed_layer(image: &Image, layer: &Descriptor, diff_id: &Digest) -> Re
     let compression = media_type::layer_compression(&layer.media_type)
         .with_context(|| format!("{} is not a layer media type", layer.media_type))?;
     let blob = image.open_blob(layer)?;
-    let mut reader: Box<dyn Read> = match compression {
-        LayerCompression::None => Box::new(blob),
-        LayerCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(blob)),
-        LayerCompression::Zstd => bail!(
-            "layer {} is zstd-compressed, which docker-archive output does not support yet",
-            layer.digest
-        ),
-    };
+    let mut reader = crate::layer::decompress(blob, compression)
+        .with_context(|| format!("docker-archive output of layer {}", layer.digest))?;
     let mut hashing = HashingWriter::new(BufWriter::new(tempfile::tempfile()?));
     io::copy(&mut reader, &mut hashing)
         .with_context(|| format!("decompressing layer {}", layer.digest))?;

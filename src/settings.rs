@@ -5,7 +5,7 @@
 //! them; `[publish]` holds what only `stagex publish` reads.
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use serde::Deserialize;
 
 pub const SETTINGS_FILE: &str = "stagex.toml";
@@ -31,6 +31,12 @@ pub struct Settings {
     pub pallets: PathBuf,
     /// Build outputs.
     pub out: PathBuf,
+    /// The committed release digests (`<stage>.txt` files): written by
+    /// `digests`, read by `preseed`, `build --deps-from`, `sign` and
+    /// `publish`. `[publish] digests` is an older spelling of the same
+    /// setting; `load` resolves the two into this one (and mirrors it
+    /// into `publish.digests`).
+    pub digests: PathBuf,
     /// Release destinations (`stagex publish`).
     pub publish: PublishSettings,
     /// A containers-style certs.d directory (`<dir>/<host[:port]>/*.crt`)
@@ -52,7 +58,8 @@ pub struct PublishSettings {
     pub tags: Vec<String>,
     /// Images pushed at once.
     pub jobs: usize,
-    /// Where the committed `<stage>.txt` digests files are.
+    /// Where the committed `<stage>.txt` digests files are: the older
+    /// spelling of the top-level `digests`, always equal to it after `load`.
     pub digests: PathBuf,
     /// The journal of pushed tags (saves requests on re-runs).
     pub journal: PathBuf,
@@ -86,6 +93,7 @@ impl Default for Settings {
             packages: PathBuf::from("packages"),
             pallets: PathBuf::from("pallets"),
             out: PathBuf::from("out"),
+            digests: PathBuf::from("digests"),
             publish: PublishSettings::default(),
             certs_dir: None,
         }
@@ -100,8 +108,10 @@ impl Settings {
         let mut settings = if path.exists() {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str(&text)
-                .with_context(|| format!("{}: invalid settings", path.display()))?
+            let mut settings: Settings = toml::from_str(&text)
+                .with_context(|| format!("{}: invalid settings", path.display()))?;
+            settings.digests = digests_setting(&text, &path)?;
+            settings
         } else {
             Settings::default()
         };
@@ -111,13 +121,14 @@ impl Settings {
             &mut settings.packages,
             &mut settings.pallets,
             &mut settings.out,
-            &mut settings.publish.digests,
+            &mut settings.digests,
             &mut settings.publish.journal,
         ] {
             if dir.is_relative() {
                 *dir = root.join(&*dir);
             }
         }
+        settings.publish.digests = settings.digests.clone();
         if let Some(dir) = settings.certs_dir.as_mut().filter(|d| d.is_relative()) {
             *dir = root.join(&*dir);
         }
@@ -130,6 +141,27 @@ impl Settings {
             }
         }
         Ok(settings)
+    }
+}
+
+/// The one digests directory `stagex.toml` names (not yet rooted): the
+/// top-level `digests`, else the older `[publish] digests`, else the
+/// default; naming two different directories is an error.
+fn digests_setting(text: &str, path: &Path) -> Result<PathBuf> {
+    let table: toml::Table =
+        toml::from_str(text).with_context(|| format!("{}: invalid settings", path.display()))?;
+    let top = table.get("digests").and_then(|v| v.as_str());
+    let publish = table
+        .get("publish")
+        .and_then(|p| p.get("digests"))
+        .and_then(|v| v.as_str());
+    match (top, publish) {
+        (Some(a), Some(b)) if a != b => bail!(
+            "{}: `digests = {a:?}` and `[publish] digests = {b:?}` name two digests directories; keep only the top-level `digests`",
+            path.display()
+        ),
+        (Some(dir), _) | (None, Some(dir)) => Ok(PathBuf::from(dir)),
+        (None, None) => Ok(Settings::default().digests),
     }
 }
 
@@ -178,11 +210,32 @@ mod tests {
         assert_eq!(s.publish.jobs, 3);
         assert_eq!(s.publish.tags, vec!["{version}", "sx{release}", "latest"]);
         assert_eq!(s.publish.digests, dir.path().join("digests"));
+        assert_eq!(s.digests, dir.path().join("digests"));
         assert_eq!(s.certs_dir, None);
         std::fs::write(dir.path().join(SETTINGS_FILE), "certs_dir = \"certs.d\"\n").unwrap();
         let s = Settings::load(dir.path()).unwrap();
         assert_eq!(s.certs_dir, Some(dir.path().join("certs.d")));
         std::fs::write(dir.path().join(SETTINGS_FILE), "[publish]\nregistry = []\n").unwrap();
         assert!(Settings::load(dir.path()).is_err());
+    }
+
+    #[test]
+    fn digests_is_one_setting_under_either_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(SETTINGS_FILE);
+        std::fs::write(&file, "digests = \"release\"\n").unwrap();
+        let s = Settings::load(dir.path()).unwrap();
+        assert_eq!(s.digests, dir.path().join("release"));
+        assert_eq!(s.publish.digests, s.digests);
+        std::fs::write(&file, "[publish]\ndigests = \"old\"\n").unwrap();
+        let s = Settings::load(dir.path()).unwrap();
+        assert_eq!(s.digests, dir.path().join("old"));
+        assert_eq!(s.publish.digests, s.digests);
+        std::fs::write(&file, "digests = \"a\"\n[publish]\ndigests = \"b\"\n").unwrap();
+        let err = format!("{:#}", Settings::load(dir.path()).unwrap_err());
+        assert!(
+            err.contains("stagex.toml") && err.contains("two digests"),
+            "{err}"
+        );
     }
 }

@@ -56,6 +56,24 @@ fn plan(root: &Path) -> Vec<(String, bool)> {
         .collect()
 }
 
+/// (name, build) of `build --dry-run --json core-motd`: what a real
+/// `stagex build core-motd` would build (the scheduler's own decision).
+fn builds(root: &Path) -> Vec<(String, bool)> {
+    let out = stagex(root, &["--json", "build", "--dry-run", "core-motd"]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["build"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
 fn fresh(flags: &[bool]) -> Vec<(String, bool)> {
     ["core-filesystem", "core-motd"]
         .iter()
@@ -69,6 +87,7 @@ fn up_to_date_follows_the_inputs_record() {
     let root = repo();
     let r = root.path();
     assert_eq!(plan(r), fresh(&[false, false]));
+    assert_eq!(builds(r), fresh(&[true, true]));
     stagex(r, &["build", "core-motd"]);
     assert!(r.join("out/core-motd/.stagex-inputs").is_file());
     assert_eq!(plan(r), fresh(&[true, true]));
@@ -97,6 +116,14 @@ fn up_to_date_follows_the_inputs_record() {
     text.push_str("# a comment changes the inputs, not the image\n");
     std::fs::write(&toml, text).unwrap();
     assert_eq!(plan(r), fresh(&[false, false]));
+    // ...but, as `stagex build core-motd` would, the dry run leaves the
+    // stale dependency nobody named that out/ holds, and says so.
+    assert_eq!(builds(r), fresh(&[false, true]));
+    let text = String::from_utf8(stagex(r, &["build", "--dry-run", "core-motd"]).stdout).unwrap();
+    assert!(
+        text.contains("core-filesystem") && text.contains("not rebuilt"),
+        "{text}"
+    );
 
     // Rebuilt to the very same bytes: the dependant is fresh again.
     stagex(r, &["build", "core-filesystem"]);

@@ -204,9 +204,12 @@ fn deps_from_takes_the_dependency_from_the_registry_not_out() {
     let store = me.path().join("store");
     native_package(me.path(), "a", None, "local a");
     native_package(me.path(), "b", Some("core-a"), "b");
+    // The release digests live where stagex.toml says: --deps-from and
+    // digests --check both read them there (there is no me/digests).
+    std::fs::write(me.path().join("stagex.toml"), "digests = \"release\"\n").unwrap();
     tools::copy_dir(
         &publisher.path().join("digests"),
-        &me.path().join("digests"),
+        &me.path().join("release"),
     );
     let local = cmd(me.path(), &store, &["build", "core-a"]);
     assert!(local.status.success(), "{local:?}");

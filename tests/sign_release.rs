@@ -78,6 +78,24 @@ fn sign_signs_only_images_whose_digest_is_the_committed_one() {
         text.contains("NOT SIGNED") && text.contains("--unreleased"),
         "{text}"
     );
+    // Each refusal is counted and its fix named apart: rebuild for the
+    // mismatch, the digests files for the image they do not list.
+    assert!(
+        text.contains("1 of 3 image(s) not signed: their out/ digest is not the committed one")
+            && text.contains("rebuild to reproduce it"),
+        "{text}"
+    );
+    let missing = text
+        .lines()
+        .find(|l| l.contains("not listed in the digests files"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        missing.contains("1 of 3")
+            && missing.contains(&root.join("digests").display().to_string())
+            && missing.contains("stagex digests")
+            && !missing.contains("rebuild"),
+        "{missing}"
+    );
     assert!(String::from_utf8_lossy(&human.stdout).contains("already signed"));
 
     // --unreleased signs what was built, and says so.

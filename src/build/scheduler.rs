@@ -109,12 +109,10 @@ pub fn run(
     schedule: &ScheduleOptions,
     progress: &dyn Progress,
 ) -> Result<ScheduleReport> {
-    let plan = plan_for(tree, names, options, schedule.only_named)?;
-    let requested: BTreeSet<String> = names
-        .iter()
-        .map(|n| tree.get(n).map(|p| p.id.clone()))
-        .collect::<Result<_>>()?;
-    let skip = to_skip(&plan, &requested, options);
+    let RunPlan {
+        entries: plan,
+        skip,
+    } = plan_run(tree, names, options, schedule.only_named)?;
     let origins = plan
         .iter()
         .map(|e| Ok(tree.get(&e.name)?.origin_id().to_string()))
@@ -143,6 +141,34 @@ pub fn run(
             })
             .collect(),
     })
+}
+
+/// The plan `run` follows and what it leaves out; `build --dry-run` shows
+/// exactly this, so a dry run and a run cannot disagree.
+#[derive(Debug)]
+pub struct RunPlan {
+    /// In build order, `up_to_date` filled in.
+    pub entries: Vec<PlanEntry>,
+    /// Per entry: `run` does not build it (up to date, or a dependency
+    /// nobody asked for that is already in `out/`; see `to_skip`).
+    pub skip: Vec<bool>,
+}
+
+/// The plan `run` follows for `names` (every package when empty);
+/// `only_named` as in `ScheduleOptions`.
+pub fn plan_run(
+    tree: &PackageTree,
+    names: &[String],
+    options: &BuildOptions,
+    only_named: bool,
+) -> Result<RunPlan> {
+    let entries = plan_for(tree, names, options, only_named)?;
+    let requested: BTreeSet<String> = names
+        .iter()
+        .map(|n| tree.get(n).map(|p| p.id.clone()))
+        .collect::<Result<_>>()?;
+    let skip = to_skip(&entries, &requested, options);
+    Ok(RunPlan { entries, skip })
 }
 
 /// The plan with `up_to_date` filled in.

@@ -2,7 +2,7 @@
 //! `out/<stage>-<name>/` (dependencies first; everything when no name),
 //! `-j N` at once, `--deps-from NS` taking dependencies from a registry;
 //! prints the final report (built, up to date, failed with log, skipped).
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
@@ -11,9 +11,8 @@ use clap::Args;
 use super::fetch::packages_dir;
 use super::progress;
 use super::Context;
-use crate::build::inputs;
 use crate::build::package_build::{BuildOptions, BuilderChoice};
-use crate::build::plan::{self, PlanOptions};
+use crate::build::plan;
 use crate::build::preseed;
 use crate::build::scheduler::{self, Outcome, ScheduleOptions, ScheduleReport};
 use crate::layer::LayerOptions;
@@ -58,7 +57,7 @@ pub struct BuildArgs {
     /// digests/*.txt, instead of building them.
     #[arg(long, value_name = "NS")]
     pub deps_from: Option<String>,
-    /// The release digests --deps-from pins to (default: <root>/digests).
+    /// The release digests --deps-from pins to (default: `digests` in stagex.toml, else <root>/digests).
     #[arg(long, value_name = "DIR")]
     pub digests_dir: Option<PathBuf>,
 }
@@ -78,23 +77,17 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
         family_cache: None,
     };
     if args.dry_run {
-        return dry_run(ctx, &tree, &args.packages, &options);
+        return dry_run(
+            ctx,
+            &tree,
+            &args.packages,
+            &options,
+            args.deps_from.is_some(),
+        );
     }
     let progress = progress::for_command(ctx.json);
     if let Some(ns) = &args.deps_from {
-        let digests_dir = args
-            .digests_dir
-            .clone()
-            .unwrap_or_else(|| ctx.root.join("digests"));
-        deps_from(
-            &tree,
-            &args.packages,
-            ns,
-            &digests_dir,
-            &options,
-            ctx.json,
-            &*progress,
-        )?;
+        deps_from(ctx, &tree, &args, ns, &options, &*progress)?;
     }
     let schedule = ScheduleOptions {
         jobs: args.jobs,
@@ -125,19 +118,25 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
 
 /// `--deps-from`: the dependencies of the named packages (not named
 /// themselves) pulled into out/ from the registry, pinned to the release.
+/// They are pulled `-j` at a time, pinned to `--digests-dir` (default: the
+/// `digests` setting).
 fn deps_from(
+    ctx: &Context,
     tree: &PackageTree,
-    names: &[String],
+    args: &BuildArgs,
     ns: &str,
-    digests_dir: &std::path::Path,
     options: &BuildOptions,
-    json: bool,
     progress: &dyn crate::progress::Progress,
 ) -> Result<()> {
+    let names = &args.packages;
     if names.is_empty() {
         bail!("--deps-from needs the packages to build (their dependencies come from {ns})");
     }
-    let release = crate::build::digests::read_release(digests_dir)?;
+    let digests_dir = args
+        .digests_dir
+        .clone()
+        .unwrap_or_else(|| ctx.settings.digests.clone());
+    let release = crate::build::digests::read_release(&digests_dir)?;
     let source = crate::pallet::resolve::Source::parse(ns)?.open()?;
     let platform = options
         .platforms
@@ -147,7 +146,7 @@ fn deps_from(
     let preseed_options = preseed::PreseedOptions {
         out_root: options.out_root.clone(),
         platform,
-        jobs: 4,
+        jobs: args.jobs,
     };
     let store = crate::store::Store::open_default()?;
     let entries = preseed::deps_from(
@@ -159,7 +158,7 @@ fn deps_from(
         &preseed_options,
         progress,
     )?;
-    if !json {
+    if !ctx.json {
         for e in entries {
             let how = match e.status {
                 preseed::PreseedStatus::Pulled => "pulled",
@@ -264,29 +263,45 @@ fn print_report(report: &ScheduleReport) {
     );
 }
 
-/// `--dry-run`: the plan, nothing built.
+/// `--dry-run`: the plan `stagex build` would follow (the scheduler's own),
+/// nothing built.
 fn dry_run(
     ctx: &Context,
     tree: &PackageTree,
     names: &[String],
     options: &BuildOptions,
+    only_named: bool,
 ) -> Result<ExitCode> {
-    let plan_options = PlanOptions {
-        platforms: options.platforms.clone(),
-        epoch: options.layer.mtime,
-        root: ctx.root.clone(),
-    };
-    let mut plan = plan::plan(tree, names, &plan_options)?;
-    inputs::mark_up_to_date(&mut plan, tree, &options.out_root)?;
+    let scheduler::RunPlan { mut entries, skip } =
+        scheduler::plan_run(tree, names, options, only_named)?;
+    for e in &mut entries {
+        e.containerfile = e
+            .containerfile
+            .as_deref()
+            .map(|c| plan::relative_to(Path::new(c), &ctx.root));
+    }
     if ctx.json {
+        let plan = entries
+            .iter()
+            .zip(&skip)
+            .map(|(e, skip)| {
+                let mut value = serde_json::to_value(e)?;
+                value["build"] = serde_json::Value::Bool(!skip);
+                Ok(value)
+            })
+            .collect::<Result<Vec<_>>>()?;
         println!(
             "{}",
             serde_json::to_string(&serde_json::json!({ "plan": plan }))?
         );
         return Ok(ExitCode::SUCCESS);
     }
-    for e in &plan {
-        let state = if e.up_to_date { "up to date" } else { "build" };
+    for (e, skip) in entries.iter().zip(&skip) {
+        let state = match (skip, e.up_to_date) {
+            (false, _) => "build",
+            (true, true) => "up to date",
+            (true, false) => "in out/, not rebuilt (not asked for; --rebuild-deps rebuilds it)",
+        };
         let target = e
             .target
             .as_deref()

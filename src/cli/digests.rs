@@ -16,7 +16,7 @@ pub struct DigestsArgs {
     /// Output directory holding the built images (default: `out` in stagex.toml).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Where the digests files go (default: <root>/digests).
+    /// Where the digests files go (default: `digests` in stagex.toml, else <root>/digests).
     #[arg(long, value_name = "DIR")]
     pub digests_dir: Option<PathBuf>,
     /// Which manifest to list for multi-platform images (default: the host's).
@@ -34,7 +34,7 @@ pub fn run(ctx: &Context, args: DigestsArgs) -> Result<ExitCode> {
     let dir = args
         .digests_dir
         .clone()
-        .unwrap_or_else(|| ctx.root.join("digests"));
+        .unwrap_or_else(|| ctx.settings.digests.clone());
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
     if args.check {
         return check(ctx, &out, &dir, &platform);

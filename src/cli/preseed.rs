@@ -22,7 +22,7 @@ pub struct PreseedArgs {
     #[arg(long, value_name = "NS")]
     pub source: String,
     /// The release digests: a directory of <stage>.txt files or one file
-    /// (default: <root>/digests).
+    /// (default: `digests` in stagex.toml, else <root>/digests).
     #[arg(long, value_name = "DIR")]
     pub digests_dir: Option<PathBuf>,
     /// Output directory (default: `out` in stagex.toml, else <root>/out).
@@ -40,7 +40,7 @@ pub fn run(ctx: &Context, args: PreseedArgs) -> Result<ExitCode> {
     let dir = args
         .digests_dir
         .clone()
-        .unwrap_or_else(|| ctx.root.join("digests"));
+        .unwrap_or_else(|| ctx.settings.digests.clone());
     let release = digests::read_release(&dir)?;
     let source = Source::parse(&args.source)?.open()?;
     let store = Store::open_default()?;

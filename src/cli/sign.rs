@@ -36,7 +36,8 @@ pub struct SignArgs {
     /// Identity namespace: signs `<NS>/<stage>-<name>:<version>` (default: stagex.toml `namespace`).
     #[arg(long, value_name = "NS")]
     pub identity: Option<String>,
-    /// The committed digests an image must match to be signed (default: digests/).
+    /// The committed digests an image must match to be signed (default:
+    /// `digests` in stagex.toml, else <root>/digests).
     #[arg(long, value_name = "FILE|DIR")]
     pub digests: Vec<PathBuf>,
     /// Sign what is in out/ without checking it against the committed digests
@@ -67,6 +68,11 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
     };
     let resolver = Resolver::from_settings(&ctx.settings, args.identity.as_deref());
     let targets = resolver.resolve_all(&args.images)?;
+    let digest_paths = if args.digests.is_empty() {
+        vec![ctx.settings.digests.clone()]
+    } else {
+        args.digests.clone()
+    };
     let release = if args.unreleased {
         if !ctx.json {
             eprintln!(
@@ -75,12 +81,7 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
         }
         None
     } else {
-        let paths = if args.digests.is_empty() {
-            vec![ctx.root.join("digests")]
-        } else {
-            args.digests.clone()
-        };
-        Some(ReleaseDigests::load(&paths).map_err(|e| {
+        Some(ReleaseDigests::load(&digest_paths).map_err(|e| {
             e.context("reproduce before sign needs the committed digests (run `stagex digests` on the release commit), or pass --unreleased")
         })?)
     };
@@ -100,14 +101,18 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
     let fingerprint = signer.fingerprint();
     let mut lines = Vec::new();
     let mut failed = 0;
-    let mut refused = 0;
+    let mut not_reproduced = 0;
+    let mut not_in_digests = 0;
     for target in &targets {
         if let Some(bar) = &bar {
             bar.set_message(target.name.clone());
         }
         let (status, file, error) = match refusal(release.as_ref(), target) {
             Some((status, why)) => {
-                refused += 1;
+                match status {
+                    NOT_REPRODUCED => not_reproduced += 1,
+                    _ => not_in_digests += 1,
+                }
                 (status, None, Some(why))
             }
             None => match sign_target(signer.as_ref(), &store, target) {
@@ -150,12 +155,24 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
     if ctx.json {
         super::print_json(&lines)?;
     }
-    if refused > 0 {
+    if not_reproduced > 0 {
         eprintln!(
-            "stagex: error: {refused} of {} image(s) not signed: their out/ digest is not the committed one (rebuild to reproduce it, or pass --unreleased to sign what was built)",
+            "stagex: error: {not_reproduced} of {} image(s) not signed: their out/ digest is not the committed one (rebuild to reproduce it, or pass --unreleased to sign what was built)",
             targets.len()
         );
     }
+    if not_in_digests > 0 {
+        let shown: Vec<String> = digest_paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        eprintln!(
+            "stagex: error: {not_in_digests} of {} image(s) not signed: not listed in the digests files ({}); run `stagex digests` on the release commit, pass --digests FILE|DIR naming the release's digests, or --unreleased to sign what was built",
+            targets.len(),
+            shown.join(", ")
+        );
+    }
+    let refused = not_reproduced + not_in_digests;
     if failed > 0 {
         eprintln!(
             "stagex: error: {failed} of {} image(s) could not be signed",
@@ -168,6 +185,9 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The status of an image whose out/ digest is not the committed one.
+const NOT_REPRODUCED: &str = "not-reproduced";
+
 /// Why the reproduce-before-sign gate refuses `target`, if it does.
 fn refusal(
     release: Option<&ReleaseDigests>,
@@ -176,7 +196,7 @@ fn refusal(
     match release?.gate(target) {
         Gate::Reproduced => None,
         Gate::Mismatch { committed, source } => Some((
-            "not-reproduced",
+            NOT_REPRODUCED,
             format!(
                 "out/ has {}, the release committed {committed} ({source})",
                 target.digest

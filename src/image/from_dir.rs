@@ -18,7 +18,7 @@ use crate::oci::descriptor::Platform;
 use crate::oci::digest::Digest;
 use crate::oci::image::{build_image, ImageLayer, ImageSpec};
 use crate::oci::media_type;
-use crate::output::{Destination, Mounts};
+use crate::output::Destination;
 use crate::progress::Progress;
 use crate::store::Store;
 
@@ -115,10 +115,13 @@ pub fn write_dir_image(
         .write_json(&image.manifest, media_type::OCI_MANIFEST)?;
     let mut root = image.descriptor.clone();
     root.platform = None;
-    let write = destination
-        .sink(Mounts::default())
-        .write(store.layout(), &root, Some(&request.platform), progress)
-        .with_context(|| format!("writing {destination}"))?;
+    let write = crate::output::write(
+        destination,
+        store.layout(),
+        &root,
+        Some(&request.platform),
+        progress,
+    )?;
     Ok(DirImageReport {
         destination: destination.to_string(),
         manifest_digest: image.descriptor.digest,

@@ -8,14 +8,14 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::resolve::Pinned;
 use crate::lookaside::Lookaside;
 use crate::sign::check::{verify_images, ImageReport};
 use crate::sign::image::Resolver;
-use crate::sign::keyring::Keyring;
+use crate::sign::keyring::{is_key_file_name, Keyring};
 use crate::sign::verify::VerifyOptions;
 
 /// Whether and how the pinned inputs were verified.
@@ -49,19 +49,49 @@ pub struct InputTrust<'a> {
     pub resolver: Resolver<'a>,
 }
 
-/// The keyring the gate runs with, or `None` when it is skipped: an empty
-/// or unreadable keys directory skips it unless a trust flag asked for
-/// verification (`asked`), in which case it is an error.
+/// The keyring the gate runs with, or `None` when it is skipped: a keys
+/// directory that does not exist or holds no key file (only a README, say)
+/// skips it unless a trust flag asked for verification (`asked`), in which
+/// case it is an error. Any other failure to load the keys (an unreadable
+/// directory, a malformed key file) is an error naming the file: a broken
+/// key must never silently turn the gate off.
 pub fn gate_keyring(keys: &Path, asked: bool) -> Result<Option<Keyring>> {
-    match Keyring::load_dir(keys) {
-        Ok(k) if !k.is_empty() => Ok(Some(k)),
-        Ok(_) | Err(_) if !asked => Ok(None),
-        Ok(_) => bail!(
+    if !asked && !holds_key_files(keys)? {
+        return Ok(None);
+    }
+    let keyring = Keyring::load_dir(keys)?;
+    if keyring.is_empty() {
+        bail!(
             "{}: no trusted certificates; add maintainer keys or pass --no-verify",
             keys.display()
-        ),
-        Err(e) => Err(e),
+        );
     }
+    Ok(Some(keyring))
+}
+
+/// Whether `keys` exists and holds at least one key file (see
+/// `is_key_file_name`); a missing directory holds none.
+fn holds_key_files(keys: &Path) -> Result<bool> {
+    let entries = match std::fs::read_dir(keys) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "reading the trusted keys directory {} (fix its permissions, or pass --keys DIR or --no-verify)",
+                    keys.display()
+                )
+            })
+        }
+    };
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", keys.display()))?;
+        let name = entry.file_name();
+        if is_key_file_name(&name.to_string_lossy()) && entry.path().is_file() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The report of a gate that did not run.
@@ -130,4 +160,37 @@ pub fn verify_inputs(trust: &InputTrust<'_>, pinned: &[Pinned]) -> Result<Verifi
         status: "verified".into(),
         images,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_keys_directory_skips_the_gate_unless_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = tmp.path().join("keys");
+        assert!(gate_keyring(&keys, false).unwrap().is_none());
+        let err = format!("{:#}", gate_keyring(&keys, true).unwrap_err());
+        assert!(err.contains(&keys.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_keys_directory_with_only_a_readme_skips_the_gate_unless_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("README.md"), "maintainer keys go here").unwrap();
+        assert!(gate_keyring(tmp.path(), false).unwrap().is_none());
+        assert!(gate_keyring(tmp.path(), true).is_err());
+    }
+
+    #[test]
+    fn a_malformed_key_file_is_an_error_naming_it_not_a_skip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bad = tmp.path().join("alice.asc");
+        std::fs::write(&bad, "-----BEGIN PGP PUBLIC KEY BLOCK-----\ngarbage\n").unwrap();
+        for asked in [false, true] {
+            let err = format!("{:#}", gate_keyring(tmp.path(), asked).unwrap_err());
+            assert!(err.contains(&bad.display().to_string()), "{err}");
+        }
+    }
 }
