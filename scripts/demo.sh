@@ -63,13 +63,18 @@ trap cleanup EXIT
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
-wait_for() { # URL EXPECTED-STATUS
+wait_for() { # URL EXPECTED-STATUS PID LOG
   for _ in $(seq 1 200); do
+    if ! kill -0 "$3" 2>/dev/null; then
+      echo "stagex demo: the server for $1 exited; its log ($4) ends with:" >&2
+      tail -n 20 "$4" >&2
+      return 1
+    fi
     code=$(curl -s --connect-timeout 1 --max-time 2 -o /dev/null -w '%{http_code}' --cacert "$SRV/tls/ca.crt" "$1" || true)
     [ "$code" = "$2" ] && return 0
     sleep 0.05
   done
-  echo "stagex demo: $1 never answered $2" >&2
+  echo "stagex demo: $1 never answered $2; see $4" >&2
   return 1
 }
 
@@ -91,11 +96,7 @@ REG_PORT=$(free_port)
 REG="127.0.0.1:$REG_PORT"
 REG_USER=releaser
 REG_PASS=$(openssl rand -hex 12)
-if command -v htpasswd >/dev/null; then
-  htpasswd -Bbn "$REG_USER" "$REG_PASS" > "$SRV/registry/htpasswd"
-else
-  echo "stagex demo: htpasswd (apache2-utils) is needed for the registry login" >&2; exit 1
-fi
+htpasswd -Bbn "$REG_USER" "$REG_PASS" > "$SRV/registry/htpasswd"
 cat > "$SRV/registry/config.yml" <<YAML
 version: 0.1
 log: {level: warn, formatter: text}
@@ -106,7 +107,7 @@ YAML
 say "starting docker-registry on https://$REG (log: $SRV/registry/registry.log)"
 docker-registry serve "$SRV/registry/config.yml" > "$SRV/registry/registry.log" 2>&1 &
 PIDS+=($!)
-wait_for "https://$REG/v2/" 401
+wait_for "https://$REG/v2/" 401 "${PIDS[-1]}" "$SRV/registry/registry.log"
 
 # --- nginx: TLS + WebDAV PUT + basic auth ------------------------------------
 NGX_PORT=$(free_port)
@@ -132,7 +133,7 @@ NGINX
 say "starting nginx (WebDAV signature mirror) on $MIRROR (root: $SRV/mirror)"
 nginx -p "$SRV/nginx" -e "$SRV/nginx/error.log" -c "$SRV/nginx/nginx.conf" &
 PIDS+=($!)
-wait_for "$MIRROR/absent" 404
+wait_for "$MIRROR/absent" 404 "${PIDS[-1]}" "$SRV/nginx/error.log"
 
 # --- the release manager's environment --------------------------------------
 export STAGEX_CA_FILE="$SRV/tls/ca.crt"

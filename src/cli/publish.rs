@@ -122,13 +122,13 @@ pub fn run(ctx: &Context, args: PublishArgs) -> Result<ExitCode> {
         bars.clear();
     }
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_json(&report)?;
     } else {
         print!("{}", summary(&report));
     }
     if !report.ok() {
         eprintln!(
-            "stagex: error: {} failure(s); re-run the same command to finish (what is there is not sent again)",
+            "stagex: error: {} failure(s), each with its reason above; those that gave up after retries finish when the same command is run again (what is there is not sent again)",
             report.summary.failures
         );
         return Ok(ExitCode::FAILURE);

@@ -57,9 +57,10 @@ pub struct SetArgs {
     /// Images worked on at once.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub concurrency: usize,
-    /// Seconds one request may take (then retried, with backoff).
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
-    pub timeout: u64,
+    /// Seconds one request may take (then retried, with backoff); default:
+    /// STAGEX_TIMEOUT's document deadline, as every other request.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -107,9 +108,12 @@ pub fn run(ctx: &Context, args: SigsArgs) -> Result<ExitCode> {
 }
 
 fn policy(set: &SetArgs) -> Policy {
+    let default = Policy::default();
     Policy {
-        timeout: Duration::from_secs(set.timeout.max(1)),
-        ..Policy::default()
+        timeout: set
+            .timeout
+            .map_or(default.timeout, |s| Duration::from_secs(s.max(1))),
+        ..default
     }
 }
 
