@@ -155,7 +155,8 @@ fn a_blob_changed_on_disk_is_not_uploaded() {
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::create(dir.path().join("src")).unwrap();
     let (layer, config, _) = sample(&layout);
-    // Same size, one byte flipped near the end (the last chunk).
+    // Same size, one byte flipped: the registry's digest check refuses it
+    // and the error names the local file.
     let path = layout.blob_path(&layer.digest);
     let mut bytes = std::fs::read(&path).unwrap();
     let last = bytes.len() - 3;
@@ -168,7 +169,9 @@ fn a_blob_changed_on_disk_is_not_uploaded() {
         .unwrap_err()
         .to_string();
     assert!(
-        error.contains("does not match its digest") && error.contains(&layer.digest.to_string()),
+        error.contains("does not match its digest")
+            && error.contains(&layer.digest.to_string())
+            && error.contains(&path.display().to_string()),
         "{error}"
     );
     assert!(!client.blob_exists("ns/a", &layer.digest).unwrap());

@@ -362,6 +362,11 @@ fn classify(
     }
 }
 
+/// True when an OCI error body carries `code` (`DIGEST_INVALID`).
+pub fn has_oci_code(body: &[u8], code: &str) -> bool {
+    oci_codes(body).iter().any(|(c, _)| c == code)
+}
+
 /// `(code, message)` of an OCI error body; empty when it is not one.
 fn oci_codes(body: &[u8]) -> Vec<(String, String)> {
     #[derive(serde::Deserialize)]

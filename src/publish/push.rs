@@ -284,7 +284,8 @@ pub(crate) fn for_each_pair(run: &Run<'_>, jobs: usize, f: impl Fn(&Clients, usi
     }
     let phases = rank.iter().max().map_or(0, |m| m + 1);
     for phase in 0..phases {
-        let work: Vec<(usize, usize)> = (0..run.images.len())
+        let work: Vec<(usize, usize)> = largest_first(run.images)
+            .into_iter()
             .flat_map(|i| {
                 let rank = &rank;
                 (0..run.destinations.len())
@@ -304,6 +305,15 @@ pub(crate) fn for_each_pair(run: &Run<'_>, jobs: usize, f: impl Fn(&Clients, usi
             }
         });
     }
+}
+
+/// Image indexes, the most blob bytes first (ties in release order): the
+/// big images start early, so the run does not end waiting on one of them
+/// while the others are done.
+fn largest_first(images: &[ReleaseImage]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..images.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(images[i].blob_bytes()));
+    order
 }
 
 /// Pushes every image to every destination with `jobs` workers.
@@ -559,9 +569,7 @@ fn push_blob(
         Claim::Upload => {
             // Waiters for this blob are released even if the upload panics.
             let claim = UploadClaim::new(&host.holders, &blob.digest);
-            let result = call(host, || {
-                client.upload_blob(repo, blob, &image.layout, &uploading)
-            });
+            let result = upload(host, client, repo, image, blob, &uploading);
             claim.finish(result.as_ref().ok().map(|_| repo));
             result?;
             uploaded();
@@ -580,12 +588,24 @@ fn push_blob(
             return Ok(false);
         }
     }
-    call(host, || {
-        client.upload_blob(repo, blob, &image.layout, &uploading)
-    })?;
+    upload(host, client, repo, image, blob, &uploading)?;
     host.holders.add(&blob.digest, repo);
     uploaded();
     Ok(false)
+}
+
+/// Uploads `blob` to `repo` (retried under the host's budget).
+fn upload(
+    host: &Host,
+    client: &RegistryClient,
+    repo: &str,
+    image: &ReleaseImage,
+    blob: &Descriptor,
+    progress: &dyn Progress,
+) -> Result<(), String> {
+    call(host, || {
+        client.upload_blob(repo, blob, &image.layout, progress)
+    })
 }
 
 /// An `Upload` claim that ends on every path: `finish`, or failed when

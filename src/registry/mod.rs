@@ -45,6 +45,9 @@ const MAX_ERROR_BYTES: usize = 64 << 10;
 /// The header a registry returns the digest of a manifest or blob in.
 const CONTENT_DIGEST: &str = "docker-content-digest";
 
+/// The fix for a blob in out/ that is not what its digest says.
+const REFETCH: &str = "rebuild or re-fetch the image in out/";
+
 /// Manifest media types we accept when pulling.
 const ACCEPTED: &[&str] = &[
     media_type::OCI_MANIFEST,
@@ -599,7 +602,7 @@ impl RegistryClient {
             }
             (Err(upload::FeedError::Mismatch(e)), _) => {
                 return Err(local(format!(
-                    "{}: {e}; the upload was aborted, nothing was committed (rebuild or re-fetch the image in out/)",
+                    "{}: {e}; the upload was aborted, nothing was committed ({REFETCH})",
                     path.display()
                 )))
             }
@@ -607,6 +610,15 @@ impl RegistryClient {
             (_, Some(Err(e))) => return Err(self.transport(what, &e)),
             (_, Some(Ok(answer))) => answer,
         };
+        if status == StatusCode::BAD_REQUEST && net::error::has_oci_code(&body, "DIGEST_INVALID") {
+            // The registry hashed the bytes (upload.rs leaves that to it).
+            return Err(local(format!(
+                "{} does not match its digest {}: {} refused the bytes (DIGEST_INVALID) and committed nothing ({REFETCH})",
+                path.display(),
+                descriptor.digest,
+                self.host
+            )));
+        }
         if status != StatusCode::CREATED {
             let error = RegistryError::from_status(&self.host, what, status, &headers, &body);
             self.forget_refused(repo, RegistryOperation::Push, &error);
