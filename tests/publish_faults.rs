@@ -257,3 +257,68 @@ fn a_failed_read_back_after_a_push_is_reported_as_itself() {
     assert!(!error.contains("rewrote the manifest"), "{error}");
     assert!(pushed.load(std::sync::atomic::Ordering::SeqCst));
 }
+
+#[test]
+fn a_failing_credential_helper_runs_once_per_registry_and_fails_every_image() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let ns = format!("{}/stagex", registry.host());
+    signed_release(root, &ns, 3, 1000);
+    // A helper that counts its runs and fails (a locked keyring, say).
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let runs = root.join("helper-runs");
+    let helper = bin.join("docker-credential-stagexlocked");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\necho run >> {}\necho 'the keyring is locked' >&2\nexit 1\n",
+            runs.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker = root.join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        format!(
+            r#"{{"credHelpers":{{"{}":"stagexlocked"}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = publish(root, &ns, &["--registry", &ns, "--jobs", "3"])
+        .env("PATH", path)
+        .env("DOCKER_CONFIG", &docker)
+        .env("HOME", root)
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("STAGEX_REGISTRY_USER")
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    let report = json(&out);
+    let failures = report["registries"][0]["failed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no failures list: {all}"));
+    assert_eq!(failures.len(), 3, "every image fails: {all}");
+    for failure in failures {
+        assert!(
+            failure.to_string().contains("the keyring is locked"),
+            "{failure}"
+        );
+    }
+    let count = std::fs::read_to_string(&runs).unwrap().lines().count();
+    assert_eq!(count, 1, "the helper ran once for the registry: {all}");
+}

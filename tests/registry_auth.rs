@@ -1,7 +1,8 @@
 //! The registry client's credentials from an auth file (`auths` with base64
 //! `user:pass`) against a real docker-registry with htpasswd basic auth on
 //! 127.0.0.1: with the entry, pushes and pulls work; without, the error
-//! names the registry.
+//! names the registry; with a wrong one, it names the file the refused
+//! credentials came from.
 mod peers;
 
 use std::process::{Command, Stdio};
@@ -81,7 +82,39 @@ fn basic_auth_from_the_auth_file() {
             .push_blob("me/x", &blob, &layout, &[], &NoProgress)
             .unwrap_err()
     );
-    assert!(error.contains(&host), "{error}");
+    assert!(
+        error.contains(&host) && error.contains("asks for credentials"),
+        "{error}"
+    );
+
+    // Wrong credentials: refused, naming the file they came from.
+    let wrong = dir.path().join("wrong.json");
+    let bad = base64::engine::general_purpose::STANDARD.encode("user:n0t-the-pw");
+    std::fs::write(
+        &wrong,
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{bad}"}}}}}}"#),
+    )
+    .unwrap();
+    std::env::set_var("REGISTRY_AUTH_FILE", &wrong);
+    let refused = RegistryClient::new(&host).unwrap();
+    let error = format!(
+        "{:#}",
+        refused
+            .push_blob("me/x", &blob, &layout, &[], &NoProgress)
+            .unwrap_err()
+    );
+    assert!(
+        error.contains("HTTP 401")
+            && error.contains(&format!(
+                "refused the credentials from auths in {}",
+                wrong.display()
+            )),
+        "{error}"
+    );
+    assert!(
+        !error.contains("n0t-the-pw"),
+        "no secret in messages: {error}"
+    );
 
     // The auth file entry unlocks it.
     let auth = base64::engine::general_purpose::STANDARD.encode("user:s3cret");

@@ -32,8 +32,14 @@ pub enum ConfigError {
 pub enum NetError {
     #[error("{what}: not found on {host}")]
     NotFound { host: String, what: String },
-    #[error("{what}: {host} asks for credentials (HTTP 401): add them to $REGISTRY_AUTH_FILE or ~/.docker/config.json")]
-    Unauthorized { host: String, what: String },
+    #[error("{what}: {}", unauthorized_text(.host, .sent.as_deref()))]
+    Unauthorized {
+        host: String,
+        what: String,
+        /// Where the credentials the peer refused came from; None when
+        /// none were sent.
+        sent: Option<String>,
+    },
     #[error("{what}: {host} denies access (HTTP 403): check the account's permissions")]
     Forbidden { host: String, what: String },
     #[error("{what}: {host} is rate limiting requests (HTTP 429){}", retry_hint(*.retry_after))]
@@ -99,6 +105,36 @@ pub enum NetError {
 
 /// The registry boundary's error: the network layer's, by its usual name.
 pub type RegistryError = NetError;
+
+fn unauthorized_text(host: &str, sent: Option<&str>) -> String {
+    match sent {
+        None => format!(
+            "{host} asks for credentials (HTTP 401): add them to $REGISTRY_AUTH_FILE or ~/.docker/config.json (or set $STAGEX_REGISTRY_USER and $STAGEX_REGISTRY_PASSWORD)"
+        ),
+        Some(source) => format!(
+            "{host} refused the credentials from {source} (HTTP 401): renew them there (`docker login {host}`, the helper's store) or give others"
+        ),
+    }
+}
+
+impl NetError {
+    /// This error, saying where the refused credentials came from when it
+    /// is a 401 and `source` is known.
+    pub fn with_credential_source(self, source: Option<&str>) -> NetError {
+        match self {
+            NetError::Unauthorized {
+                host,
+                what,
+                sent: None,
+            } => NetError::Unauthorized {
+                host,
+                what,
+                sent: source.map(str::to_string),
+            },
+            other => other,
+        }
+    }
+}
 
 fn retry_hint(after: Option<Duration>) -> String {
     match after {
@@ -273,6 +309,7 @@ impl NetError {
             E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => NetError::Unauthorized {
                 host: host.to_string(),
                 what: what.to_string(),
+                sent: None,
             },
             E::RegistryError { envelope, .. } => {
                 let codes: Vec<String> = envelope
@@ -343,7 +380,11 @@ fn classify(
     if status == 404 || (client_error && NOT_FOUND_CODES.iter().any(|c| has_code(c))) {
         NetError::NotFound { host, what }
     } else if status == 401 || (client_error && has_code("UNAUTHORIZED")) {
-        NetError::Unauthorized { host, what }
+        NetError::Unauthorized {
+            host,
+            what,
+            sent: None,
+        }
     } else if status == 403 || (client_error && has_code("DENIED")) {
         NetError::Forbidden { host, what }
     } else if status == 429 || (client_error && has_code("TOOMANYREQUESTS")) {

@@ -16,8 +16,8 @@
 //!
 //! Must not: check signatures (the gate did) or draw progress (events).
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::journal::{Entry, Journal};
 use super::release::ReleaseImage;
@@ -233,38 +233,77 @@ pub(crate) fn call<T>(
     retry(&host.budget, op).map_err(|e| e.to_string())
 }
 
-/// Upload progress of one registry, as publish events.
+/// Upload progress of one blob, as publish events. Each attempt starts a
+/// task again (the retry engine calls the upload anew); an attempt reports
+/// only the bytes past what earlier attempts already reported, so a retried
+/// upload does not count its bytes twice and the bars stop at the release's
+/// size.
 struct Uploading<'a> {
     observer: &'a dyn Observer,
     registry: String,
+    /// Bytes sent by the current attempt.
+    attempt: AtomicU64,
+    /// Bytes reported so far (the most any attempt sent).
+    reported: AtomicU64,
+}
+
+impl<'a> Uploading<'a> {
+    fn new(observer: &'a dyn Observer, registry: String) -> Uploading<'a> {
+        Uploading {
+            observer,
+            registry,
+            attempt: AtomicU64::new(0),
+            reported: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Progress for Uploading<'_> {
     fn event(&self, event: crate::progress::Event<'_>) {
-        if let crate::progress::Event::Advanced { amount, .. } = event {
-            self.observer.event(Event::BlobProgress {
-                registry: self.registry.clone(),
-                bytes: amount,
-            });
+        use crate::progress::Event as Task;
+        match event {
+            Task::Started { .. } => self.attempt.store(0, Ordering::Relaxed),
+            Task::Advanced { amount, .. } => {
+                let sent = self.attempt.fetch_add(amount, Ordering::Relaxed) + amount;
+                let before = self.reported.fetch_max(sent, Ordering::Relaxed);
+                if sent > before {
+                    self.observer.event(Event::BlobProgress {
+                        registry: self.registry.clone(),
+                        bytes: sent - before,
+                    });
+                }
+            }
+            _ => {}
         }
     }
 }
 
 /// One client per registry host, shared by every worker of the run: the
 /// credentials (auth files, credential helpers) are read once per host,
-/// not once per worker and phase.
+/// not once per worker and phase. A host's client is made outside the map's
+/// lock (a slow credential helper holds up only its own host), and a
+/// failure is kept too: every image of that host reports it at once
+/// instead of running a failing or hanging helper again per image.
 #[derive(Default)]
-pub(crate) struct Clients(std::sync::Mutex<HashMap<String, std::sync::Arc<RegistryClient>>>);
+pub(crate) struct Clients(Mutex<HashMap<String, Arc<OnceClient>>>);
+
+type OnceClient = std::sync::OnceLock<Result<Arc<RegistryClient>, String>>;
 
 impl Clients {
-    pub(crate) fn get(&self, host: &str) -> Result<std::sync::Arc<RegistryClient>, String> {
-        let mut clients = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(client) = clients.get(host) {
-            return Ok(client.clone());
-        }
-        let client = std::sync::Arc::new(RegistryClient::new(host).map_err(|e| format!("{e:#}"))?);
-        clients.insert(host.to_string(), client.clone());
-        Ok(client)
+    pub(crate) fn get(&self, host: &str) -> Result<Arc<RegistryClient>, String> {
+        let once = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(host.to_string())
+            .or_default()
+            .clone();
+        once.get_or_init(|| {
+            RegistryClient::new(host)
+                .map(Arc::new)
+                .map_err(|e| format!("{e:#}"))
+        })
+        .clone()
     }
 }
 
@@ -549,10 +588,7 @@ fn push_blob(
             uploaded,
         })
     };
-    let uploading = Uploading {
-        observer: run.observer,
-        registry: dest.to_string(),
-    };
+    let uploading = Uploading::new(run.observer, dest.to_string());
     if !call(host, || client.needs_blob(repo, &blob.digest))? {
         Counters::add(&counters.blobs_skipped, 1);
         host.holders.add(&blob.digest, repo);
@@ -642,6 +678,43 @@ impl Drop for UploadClaim<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records the bytes of every `BlobProgress`.
+    #[derive(Default)]
+    struct Bytes(Mutex<Vec<u64>>);
+
+    impl Observer for Bytes {
+        fn event(&self, event: Event) {
+            if let Event::BlobProgress { bytes, .. } = event {
+                self.0.lock().unwrap().push(bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn a_retried_upload_reports_its_bytes_once() {
+        use crate::progress::{Event as Task, Unit};
+        let seen = Bytes::default();
+        let uploading = Uploading::new(&seen, "r".into());
+        let start = || {
+            uploading.event(Task::Started {
+                id: "blob",
+                what: "push",
+                total: Some(10),
+                unit: Unit::Bytes,
+            })
+        };
+        let advance = |amount| uploading.event(Task::Advanced { id: "blob", amount });
+        start();
+        advance(4);
+        advance(3);
+        // The connection broke at 7 of 10; the retry sends all 10 again.
+        start();
+        advance(4);
+        advance(6);
+        assert_eq!(*seen.0.lock().unwrap(), vec![4, 3, 3]);
+        assert_eq!(seen.0.lock().unwrap().iter().sum::<u64>(), 10);
+    }
 
     #[test]
     fn destinations_parse_and_name_repositories() {

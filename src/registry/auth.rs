@@ -176,33 +176,62 @@ fn from_env(host: &str) -> Option<(String, String)> {
     applies.then_some((user, password))
 }
 
+/// Credentials found for a host, and where they came from (for the
+/// message when the registry refuses them; never the secret itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub user: String,
+    pub password: String,
+    /// `$STAGEX_REGISTRY_USER`, `auths in /root/.docker/config.json`,
+    /// `docker-credential-pass (named in /root/.docker/config.json)`.
+    pub source: String,
+}
+
 /// Credentials for `host`: the environment, then the auth files.
-pub fn credentials(host: &str) -> Result<Option<(String, String)>> {
-    if let Some(found) = from_env(host) {
-        return Ok(Some(found));
+pub fn credentials(host: &str) -> Result<Option<Found>> {
+    if let Some((user, password)) = from_env(host) {
+        let source = format!("${USER_ENV}/${PASSWORD_ENV}");
+        return Ok(Some(Found {
+            user,
+            password,
+            source,
+        }));
     }
     for path in auth_files() {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
         let source = source_in(&text, host).with_context(|| path.display().to_string())?;
-        match source {
-            Some(Source::Basic(user, pass)) => return Ok(Some((user, pass))),
-            Some(Source::Helper(name)) => {
-                let program = format!("docker-credential-{name}");
-                for server in helper_servers(host) {
-                    let found = run_helper(Path::new(&program), server).with_context(|| {
-                        format!(
-                            "credentials for {server} from {program} (named in {})",
-                            path.display()
-                        )
-                    })?;
-                    if found.is_some() {
-                        return Ok(found);
-                    }
-                }
-            }
-            None => {}
+        let found = match source {
+            Some(Source::Basic(user, password)) => Some(Found {
+                user,
+                password,
+                source: format!("auths in {}", path.display()),
+            }),
+            Some(Source::Helper(name)) => from_helper(&name, host, &path)?,
+            None => None,
+        };
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
+/// What helper `docker-credential-<name>` (named in auth file `path`) has
+/// for `host`, under each name the host is stored by.
+fn from_helper(name: &str, host: &str, path: &Path) -> Result<Option<Found>> {
+    let program = format!("docker-credential-{name}");
+    let named_in = format!("{program} (named in {})", path.display());
+    for server in helper_servers(host) {
+        let found = run_helper(Path::new(&program), server)
+            .with_context(|| format!("credentials for {server} from {named_in}"))?;
+        if let Some((user, password)) = found {
+            return Ok(Some(Found {
+                user,
+                password,
+                source: named_in,
+            }));
         }
     }
     Ok(None)

@@ -100,6 +100,8 @@ pub struct RegistryClient {
     /// Token exchange, catalog and tag lists.
     oci: Client,
     auth: RegistryAuth,
+    /// Where `auth` came from (named when the registry refuses it).
+    credential_source: Option<String>,
     authorizations: authz::Authorizations,
     config: NetConfig,
 }
@@ -131,11 +133,13 @@ impl RegistryClient {
     ) -> Result<RegistryClient, RegistryError> {
         let oci_config = config.oci_client_config(host);
         let upload_http = config.upload_client_for(host)?;
-        let auth = match auth::credentials(host).map_err(|e| RegistryError::Local {
+        let found = auth::credentials(host).map_err(|e| RegistryError::Local {
             what: format!("credentials for {host}"),
             detail: format!("{e:#}"),
-        })? {
-            Some((user, pass)) => RegistryAuth::Basic(user, pass),
+        })?;
+        let credential_source = found.as_ref().map(|f| f.source.clone());
+        let auth = match found {
+            Some(f) => RegistryAuth::Basic(f.user, f.password),
             None => RegistryAuth::Anonymous,
         };
         Ok(RegistryClient {
@@ -146,6 +150,7 @@ impl RegistryClient {
             upload_http,
             oci: Client::new(oci_config),
             auth,
+            credential_source,
             authorizations: authz::Authorizations::default(),
             config,
         })
@@ -196,7 +201,7 @@ impl RegistryClient {
             self.oci
                 .auth(&reference, &self.auth, operation)
                 .await
-                .map_err(|e| RegistryError::from_oci(&self.host, what, e, &self.config))
+                .map_err(|e| self.oci_error(what, e))
         })
         .await?;
         let bearer = token.is_some();
@@ -283,13 +288,33 @@ impl RegistryClient {
             .read_capped(response, MAX_ERROR_BYTES, what)
             .await
             .unwrap_or_default();
-        Err(RegistryError::from_status(
-            &self.host, what, status, &headers, &body,
-        ))
+        Err(self.status_error(what, status, &headers, &body))
     }
 
     fn transport(&self, what: &str, error: &reqwest::Error) -> RegistryError {
         RegistryError::from_reqwest(&self.host, what, error, &self.config)
+    }
+
+    /// A non-success answer, naming where refused credentials came from.
+    fn status_error(
+        &self,
+        what: &str,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> RegistryError {
+        RegistryError::from_status(&self.host, what, status, headers, body)
+            .with_credential_source(self.credential_source.as_deref())
+    }
+
+    /// An oci-client failure, naming where refused credentials came from.
+    fn oci_error(
+        &self,
+        what: &str,
+        error: oci_client::errors::OciDistributionError,
+    ) -> RegistryError {
+        RegistryError::from_oci(&self.host, what, error, &self.config)
+            .with_credential_source(self.credential_source.as_deref())
     }
 
     /// The body, refused past `limit` bytes without reading further.
@@ -620,7 +645,7 @@ impl RegistryClient {
             )));
         }
         if status != StatusCode::CREATED {
-            let error = RegistryError::from_status(&self.host, what, status, &headers, &body);
+            let error = self.status_error(what, status, &headers, &body);
             self.forget_refused(repo, RegistryOperation::Push, &error);
             return Err(error);
         }
@@ -860,7 +885,7 @@ impl RegistryClient {
                 net::block_on(net::within(self.config.document, &self.host, what, async {
                     page(all.last().cloned())
                         .await
-                        .map_err(|e| RegistryError::from_oci(&self.host, what, e, &self.config))
+                        .map_err(|e| self.oci_error(what, e))
                 }))?;
             let full = names.len() >= PAGE;
             all.extend(names);
