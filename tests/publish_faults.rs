@@ -268,30 +268,16 @@ fn a_failing_credential_helper_runs_once_per_registry_and_fails_every_image() {
     let ns = format!("{}/stagex", registry.host());
     signed_release(root, &ns, 3, 1000);
     // A helper that counts its runs and fails (a locked keyring, say).
-    let bin = root.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
     let runs = root.join("helper-runs");
-    let helper = bin.join("docker-credential-stagexlocked");
-    std::fs::write(
-        &helper,
-        format!(
+    let (bin, docker) = credential_helper(
+        root,
+        "stagexlocked",
+        &registry.host(),
+        &format!(
             "#!/bin/sh\necho run >> {}\necho 'the keyring is locked' >&2\nexit 1\n",
             runs.display()
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let docker = root.join("docker");
-    std::fs::create_dir_all(&docker).unwrap();
-    std::fs::write(
-        docker.join("config.json"),
-        format!(
-            r#"{{"credHelpers":{{"{}":"stagexlocked"}}}}"#,
-            registry.host()
-        ),
-    )
-    .unwrap();
+    );
     let path = format!(
         "{}:{}",
         bin.display(),

@@ -66,28 +66,17 @@ fn world() -> Option<World> {
         std::fs::copy(ca, dir.join("ca.crt")).unwrap();
     }
     std::fs::write(root.join("stagex.toml"), "certs_dir = \"certs.d\"\n").unwrap();
-    let bin = root.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let helper = bin.join("docker-credential-stagextest");
-    std::fs::write(
-        &helper,
-        format!(
+    credential_helper(
+        root,
+        "stagextest",
+        &tls.host(),
+        &format!(
             "#!/bin/sh\nread host\n[ \"$host\" = {} ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\necho '{{\"ServerURL\":\"'$host'\",\"Username\":\"{}\",\"Secret\":\"{}\"}}'\n",
             tls.host(),
             tls.user,
             tls.password
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let docker = root.join("docker");
-    std::fs::create_dir_all(&docker).unwrap();
-    std::fs::write(
-        docker.join("config.json"),
-        format!(r#"{{"credHelpers":{{"{}":"stagextest"}}}}"#, tls.host()),
-    )
-    .unwrap();
+    );
     Some(World {
         skopeo,
         tls,

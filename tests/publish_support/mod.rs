@@ -203,3 +203,24 @@ pub fn served(skopeo: &Path, reference: &str) -> Option<String> {
         .success()
         .then(|| Digest::of_bytes(&out.stdout).to_string())
 }
+
+/// An executable credential helper `docker-credential-<name>` (a shell
+/// `script`) in `root/bin`, and a docker config directory `root/docker`
+/// whose `credHelpers` names it for `host`. Returns (bin, docker config
+/// dir): put the first on PATH and the second in DOCKER_CONFIG.
+pub fn credential_helper(root: &Path, name: &str, host: &str, script: &str) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join(format!("docker-credential-{name}"));
+    std::fs::write(&helper, script).unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker = root.join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"credHelpers":{{"{host}":"{name}"}}}}"#),
+    )
+    .unwrap();
+    (bin, docker)
+}
