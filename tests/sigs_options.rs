@@ -129,11 +129,22 @@ fn webdav_prune_deletes_and_renumbers() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(read(&dav_root, "stagex/core-a", &a, 1), b"junk");
     assert_eq!(read(&dav_root, "stagex/core-a", &a, 2), valid);
+    let before = dav.access_log().len();
     let out = sync(root, src.to_str().unwrap(), &to, &["--prune"]);
     assert!(out.status.success(), "{}\n{}", text(&out), dav.logs());
     assert_eq!(names(&dav_root, "stagex/core-a", &a), ["signature-1"]);
     assert_eq!(read(&dav_root, "stagex/core-a", &a, 1), valid);
     assert!(!text(&out).contains("pw@"), "password leaked");
+    // The destination is listed once (the upload's listing feeds the
+    // prune): one GET of each file, down to the closing 404.
+    let log = dav.access_log()[before..].to_string();
+    for n in 1..=3 {
+        let gets = log
+            .lines()
+            .filter(|l| l.contains("\"GET ") && l.contains(&format!("/signature-{n} ")))
+            .count();
+        assert_eq!(gets, 1, "signature-{n}:\n{log}");
+    }
 }
 
 #[test]

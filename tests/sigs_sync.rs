@@ -349,3 +349,108 @@ fn a_hostile_source_lands_nothing_bad_and_the_good_signatures_still_sync() {
     let b2 = format!("/stagex/core-b@sha256={}/signature-2", d[1].hex());
     assert_eq!(requests.iter().filter(|r| **r == b2).count(), 3);
 }
+
+/// A mirror that accepts the PUT but serves other bytes when the file is
+/// read back (a rewriting proxy, a concurrent writer): the sync names the
+/// mirror URL and the signature file, and exits non-zero.
+#[test]
+fn a_mirror_that_serves_other_bytes_after_the_put_fails_the_sync() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let m1 = key("m1");
+    write_keys(&root.join("keys"), &[&m1]);
+    let digest = Digest::of_bytes(b"read-back");
+    std::fs::create_dir_all(root.join("digests")).unwrap();
+    std::fs::write(
+        root.join("digests/core.txt"),
+        format!("{} core-a\n", digest.hex()),
+    )
+    .unwrap();
+    let upstream = root.join("upstream");
+    let good = signature(&m1, "stagex/core-a:1", &digest);
+    place(&upstream, "stagex/core-a", &digest, 1, &good);
+    let file = format!("/stagex/core-a@sha256={}/signature-1", digest.hex());
+    let put = Arc::new(AtomicBool::new(false));
+    let mirror = {
+        let (file, put) = (file.clone(), put.clone());
+        Hostile::start_with_methods(move |method, path| match method {
+            "PUT" if path == file => {
+                put.store(true, Ordering::SeqCst);
+                Answer::Send(201, "text/plain", Vec::new())
+            }
+            "GET" if path == file && put.load(Ordering::SeqCst) => {
+                Answer::Send(200, "application/octet-stream", b"rewritten".to_vec())
+            }
+            _ => Answer::Send(404, "text/plain", Vec::new()),
+        })
+    };
+    let out = stagex(&["--json", "--root"])
+        .arg(root)
+        .args(["sigs", "sync", "--from"])
+        .arg(&upstream)
+        .args(["--to", &mirror.url(), "--keys"])
+        .arg(root.join("keys"))
+        .arg("--digests")
+        .arg(root.join("digests"))
+        .args(["--timeout", "5", "--full"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(put.load(Ordering::SeqCst), "the PUT was never sent");
+    let report = json(&out);
+    assert_eq!(report["uploaded"].as_array().unwrap().len(), 0, "{report}");
+    let errors = report["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{report}");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("{}{file}", mirror.url())) && message.contains("read back"),
+        "{message}"
+    );
+    // The listing's GET (404), then HEAD, PUT and one read-back GET.
+    let asked = mirror.requests().iter().filter(|p| **p == file).count();
+    assert_eq!(asked, 4, "{:?}", mirror.requests());
+}
+
+/// `stagex verify` reads an http lookaside with the same bounded retry as
+/// the sync: a mirror that answers 503 once, then the file, passes.
+#[test]
+fn verify_over_http_retries_a_503_and_passes() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let digest = make_image(&root.join("out"), "core-r", "1.0", Shape::Manifest, "r");
+    let (k1, k2) = (key("r1"), key("r2"));
+    write_keys(&root.join("keys"), &[&k1, &k2]);
+    let first = signature(&k1, "stagex/core-r:1.0", &digest);
+    let second = signature(&k2, "stagex/core-r:1.0", &digest);
+    let file = |n: u32| format!("/stagex/core-r@sha256={}/signature-{n}", digest.hex());
+    let (one, two) = (file(1), file(2));
+    let asked = AtomicUsize::new(0);
+    let server = Hostile::start(move |path| {
+        let sig = |b: &Vec<u8>| Answer::Send(200, "application/octet-stream", b.clone());
+        match path {
+            p if p == one && asked.fetch_add(1, Ordering::SeqCst) == 0 => {
+                Answer::Send(503, "text/plain", b"busy".to_vec())
+            }
+            p if p == one => sig(&first),
+            p if p == two => sig(&second),
+            _ => Answer::Send(404, "text/plain", Vec::new()),
+        }
+    });
+    let out = stagex(&["--json", "--root"])
+        .arg(root)
+        .args(["verify", "--lookaside", &server.url(), "core-r"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let report = json(&out);
+    assert_eq!(report[0]["valid_signers"], 2, "{report}");
+    let requests = server.requests();
+    assert_eq!(
+        requests.iter().filter(|p| **p == file(1)).count(),
+        2,
+        "one 503, one retry: {requests:?}"
+    );
+}

@@ -187,12 +187,9 @@ fn image_set(ctx: &Context, set: &SetArgs, source: &str) -> Result<Vec<ImageTarg
         found.extend(crate::sigs::registry::list(registry, &namespace)?);
     }
     if set.digests.is_empty() && set.registry.is_none() {
-        let directory = source
-            .strip_prefix("file://")
-            .or((!source.contains("://")).then_some(source))
-            .map(PathBuf::from);
-        if let Some(dir) = directory {
-            let (walked, skipped) = images::walk(&dir, &namespace)?;
+        let location = crate::lookaside::location::Location::parse(source)?;
+        if let Some(dir) = location.directory() {
+            let (walked, skipped) = images::walk(dir, &namespace)?;
             for s in skipped {
                 eprintln!(
                     "stagex: warning: {s}: not a `<repository>@sha256=<hex>` directory, skipped"

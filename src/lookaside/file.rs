@@ -1,5 +1,7 @@
 //! The file:// lookaside: reading `signature-1..` until the first missing
-//! file (and reporting files hidden behind a gap), and adding a signature
+//! file (and reporting files hidden behind a gap): `FileLookaside::read`
+//! is the ONE walker of a directory store, used by `stagex verify`, the
+//! `sigs` source listing and the mirror writer; and adding a signature
 //! atomically without ever overwriting one: the blob is written to a
 //! temporary file in the image's directory, then hard-linked to the first
 //! free `signature-N` (link fails if the name exists, so two signers racing
@@ -115,22 +117,18 @@ impl FileLookaside {
 
 impl FileLookaside {
     /// `--prune`: deletes the named files of one image, then renames the
-    /// visible ones left (signature-1.. up to the first gap) down to a
-    /// contiguous 1..k, in order, never replacing a file. Returns the paths
-    /// removed. A crash in between leaves a gap (audit reports it).
+    /// `visible` ones left (signature-1.. up to the first gap, as the
+    /// caller listed them) down to a contiguous 1..k, in order, never
+    /// replacing a file. Returns the paths removed. A crash in between
+    /// leaves a gap (audit reports it).
     pub fn remove_and_compact(
         &self,
         repository_path: &str,
         digest: &Digest,
+        visible: &[String],
         remove: &[String],
     ) -> Result<Vec<PathBuf>> {
         let dir = self.image_dir(repository_path, digest);
-        let visible: Vec<String> = self
-            .read(repository_path, digest)?
-            .files
-            .into_iter()
-            .map(|f| f.name)
-            .collect();
         let mut removed = Vec::new();
         for name in remove {
             let path = dir.join(name);

@@ -11,24 +11,23 @@
 //!
 //! It does not verify signatures (the caller decides what is worth
 //! uploading) and draws no UI. Credentials come from the URL's userinfo,
-//! `STAGEX_MIRROR_USER`/`STAGEX_MIRROR_PASSWORD`, or `~/.netrc`.
+//! `STAGEX_MIRROR_USER`/`STAGEX_MIRROR_PASSWORD`, or `~/.netrc`
+//! (`lookaside::location`, the one parser of store locations); a WebDAV
+//! mirror is listed by the one http walker (`lookaside::http`).
 //!
 //! One `Mirror` is used either through its async methods or through the
 //! `*_blocking` methods, both on the process runtime of `crate::net` (the
 //! HTTP connection pool belongs to the runtime that opened it).
-use std::path::{Path, PathBuf};
-
 use serde::Serialize;
 
-use super::fetch::{self, Credentials, Outcome, Policy};
+use super::fetch::{self, Outcome, Policy};
 use super::file::FileLookaside;
+use super::http::{HttpLookaside, WalkEnd, Walked};
+use super::location::{redact, Location, LocationError};
+pub use super::location::{PASSWORD_ENV, USER_ENV};
 use super::{signature_dir, Fetched, SignatureFile, MAX_SIGNATURES};
 use crate::net::block_on;
 use crate::oci::digest::Digest;
-
-/// Environment variables holding the WebDAV user and password.
-pub const USER_ENV: &str = "STAGEX_MIRROR_USER";
-pub const PASSWORD_ENV: &str = "STAGEX_MIRROR_PASSWORD";
 
 /// Why a mirror could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +74,15 @@ pub enum MirrorError {
     File(String),
 }
 
+impl From<LocationError> for MirrorError {
+    fn from(e: LocationError) -> MirrorError {
+        MirrorError::Invalid {
+            location: e.location,
+            reason: e.reason,
+        }
+    }
+}
+
 /// Where one blob ended up, or where it already was.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Placed {
@@ -91,6 +99,11 @@ pub struct PutReport {
     pub uploaded: Vec<Placed>,
     /// Blobs the mirror already held (same bytes).
     pub present: Vec<Placed>,
+    /// The image's files on the mirror after the upload, as listed before
+    /// it plus what was written (for `prune`, so that a sync lists the
+    /// destination once).
+    #[serde(skip)]
+    pub files: Vec<SignatureFile>,
 }
 
 /// A signature mirror to write to.
@@ -103,17 +116,9 @@ impl Mirror {
     /// `https://[user:pass@]host/base`, loopback `http://...`, `file:///dir`
     /// or a directory path.
     pub fn parse(location: &str) -> Result<Mirror, MirrorError> {
-        if location.starts_with("http://") || location.starts_with("https://") {
-            Ok(Mirror::WebDav(WebDav::new(location, Policy::default())?))
-        } else if let Some(path) = location.strip_prefix("file://") {
-            Ok(Mirror::File(FileLookaside::new(path)))
-        } else if location.contains("://") {
-            Err(MirrorError::Invalid {
-                location: location.to_string(),
-                reason: "use https:// (WebDAV), http:// on loopback, file:// or a directory".into(),
-            })
-        } else {
-            Ok(Mirror::File(FileLookaside::new(location)))
+        match Location::parse(location)? {
+            Location::Directory(path) => Ok(Mirror::File(FileLookaside::new(path))),
+            Location::Http { .. } => Ok(Mirror::WebDav(WebDav::new(location, Policy::default())?)),
         }
     }
 
@@ -121,7 +126,7 @@ impl Mirror {
     pub fn describe(&self) -> String {
         match self {
             Mirror::File(f) => f.root().display().to_string(),
-            Mirror::WebDav(w) => w.base.clone(),
+            Mirror::WebDav(w) => w.base().to_string(),
         }
     }
 
@@ -160,14 +165,16 @@ impl Mirror {
 
     /// Removes the image's signatures whose bytes are not in `keep` and
     /// renumbers the rest contiguously (in order, never replacing a file);
-    /// returns what was removed. Only `stagex sigs sync --prune` calls it.
+    /// returns what was removed. `existing` is the image's listing on this
+    /// mirror (`existing`, or `PutReport::files` of the upload just made).
+    /// Only `stagex sigs sync --prune` calls it.
     pub async fn prune(
         &self,
         repository_path: &str,
         digest: &Digest,
+        existing: &[SignatureFile],
         keep: &[&[u8]],
     ) -> Result<Vec<Placed>, MirrorError> {
-        let existing = self.existing(repository_path, digest).await?;
         let doomed: Vec<&SignatureFile> = existing
             .iter()
             .filter(|f| !matches!(&f.content, Fetched::Blob(b) if keep.contains(&b.as_slice())))
@@ -183,17 +190,17 @@ impl Mirror {
             })
             .collect();
         let names: Vec<String> = removed.iter().map(|p| p.name.clone()).collect();
+        let visible: Vec<String> = existing.iter().map(|f| f.name.clone()).collect();
         match self {
             Mirror::File(f) => {
                 let (f, repo, digest) = (f.clone(), repository_path.to_string(), digest.clone());
                 off_runtime(move || {
-                    f.remove_and_compact(&repo, &digest, &names)
+                    f.remove_and_compact(&repo, &digest, &visible, &names)
                         .map_err(|e| MirrorError::File(format!("{e:#}")))
                 })
                 .await?;
             }
             Mirror::WebDav(w) => {
-                let visible: Vec<String> = existing.iter().map(|f| f.name.clone()).collect();
                 w.remove_and_compact(repository_path, digest, &visible, &names)
                     .await?;
             }
@@ -271,13 +278,22 @@ fn plan(existing: &[SignatureFile], blobs: &[Vec<u8>]) -> Vec<Step> {
         .collect()
 }
 
-/// Turns a plan and the places written into the report.
-fn report_of(steps: Vec<Step>, written: Vec<Option<Placed>>) -> PutReport {
+/// Turns a plan, the listing it was made from and the places written
+/// into the report.
+fn report_of(
+    steps: Vec<Step>,
+    existing: Vec<SignatureFile>,
+    blobs: &[Vec<u8>],
+    written: Vec<Option<Placed>>,
+) -> PutReport {
     let placed_of = |i: usize| match &steps[i] {
         Step::Present(p) => Some(p.clone()),
         _ => written[i].clone(),
     };
-    let mut report = PutReport::default();
+    let mut report = PutReport {
+        files: existing,
+        ..PutReport::default()
+    };
     for (i, step) in steps.iter().enumerate() {
         match step {
             Step::Present(p) => report.present.push(p.clone()),
@@ -285,6 +301,19 @@ fn report_of(steps: Vec<Step>, written: Vec<Option<Placed>>) -> PutReport {
             Step::Write => report.uploaded.extend(written[i].clone()),
         }
     }
+    let mut new: Vec<SignatureFile> = written
+        .into_iter()
+        .zip(blobs)
+        .filter_map(|(placed, blob)| {
+            placed.map(|p| SignatureFile {
+                name: p.name,
+                location: p.location,
+                content: Fetched::Blob(blob.clone()),
+            })
+        })
+        .collect();
+    new.sort_by_key(|f| slot_number(&f.name));
+    report.files.extend(new);
     report
 }
 
@@ -311,14 +340,15 @@ fn put_missing_file(
     digest: &Digest,
     blobs: &[Vec<u8>],
 ) -> Result<PutReport, MirrorError> {
-    let steps = plan(&read_file(store, repository_path, digest)?, blobs);
+    let existing = read_file(store, repository_path, digest)?;
+    let steps = plan(&existing, blobs);
     let mut written = vec![None; blobs.len()];
     for (i, step) in steps.iter().enumerate() {
         if *step == Step::Write {
             written[i] = Some(add_file(store, repository_path, digest, &blobs[i])?);
         }
     }
-    Ok(report_of(steps, written))
+    Ok(report_of(steps, existing, blobs, written))
 }
 
 /// Adds to a directory (atomic, never replacing), then reads it back.
@@ -345,11 +375,9 @@ fn add_file(
 
 /// A WebDAV mirror (PUT, HEAD, GET, MKCOL).
 pub struct WebDav {
-    /// The base URL without credentials (for requests and messages).
-    base: String,
-    auth: Option<Credentials>,
-    client: reqwest::Client,
-    policy: Policy,
+    /// Base URL (without credentials), the writer's credentials, client
+    /// and policy; also the reader that lists the mirror.
+    store: HttpLookaside,
 }
 
 impl WebDav {
@@ -360,66 +388,66 @@ impl WebDav {
             location: redact(location),
             reason,
         };
-        let (url, from_url) = split_credentials(location).map_err(invalid)?;
-        let host = url.host_str().unwrap_or_default().to_string();
-        let host_port = match url.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.clone(),
-        };
-        if url.scheme() == "http" && !crate::registry::is_loopback(&host_port) {
-            return Err(invalid(
-                "plain http is allowed on loopback only (credentials and signatures travel in clear): use https://".into(),
-            ));
+        let parsed = Location::parse(location)?;
+        if let Location::Http {
+            https: false,
+            host_port,
+            ..
+        } = &parsed
+        {
+            if !crate::registry::is_loopback(host_port) {
+                return Err(invalid(
+                    "plain http is allowed on loopback only (credentials and signatures travel in clear): use https://".into(),
+                ));
+            }
         }
-        let auth = from_url
-            .or_else(credentials_from_env)
-            .or_else(|| credentials_from_netrc(&host));
+        let auth = parsed.writer_credentials();
         let client = crate::net::http_client().map_err(|e| invalid(e.to_string()))?;
         Ok(WebDav {
-            base: url.as_str().trim_end_matches('/').to_string(),
-            auth,
-            client,
-            policy,
+            store: HttpLookaside::from_location(&parsed, auth, client, policy)?,
         })
     }
 
     /// Replaces the request policy (timeouts, retries).
-    pub fn with_policy(mut self, policy: Policy) -> WebDav {
-        self.policy = policy;
-        self
+    pub fn with_policy(self, policy: Policy) -> WebDav {
+        WebDav {
+            store: self.store.with_policy(policy),
+        }
     }
 
     pub fn base(&self) -> &str {
-        &self.base
+        self.store.base()
     }
 
     fn url(&self, repository_path: &str, digest: &Digest, name: &str) -> String {
-        format!(
-            "{}/{}/{name}",
-            self.base,
-            signature_dir(repository_path, digest)
-        )
+        self.store.url(repository_path, digest, name)
     }
 
+    /// The mirror's files through the one http walker: anything but a
+    /// signature or the closing 404 is an error (a mirror must be clean
+    /// before it is written to).
     async fn existing(
         &self,
         repository_path: &str,
         digest: &Digest,
     ) -> Result<Vec<SignatureFile>, MirrorError> {
+        let walk = self.store.walk(repository_path, digest, &[]).await;
         let mut files = Vec::new();
-        for n in 1..=MAX_SIGNATURES {
-            let name = format!("signature-{n}");
-            let url = self.url(repository_path, digest, &name);
-            match self.get(&url).await? {
-                Some(body) => files.push(SignatureFile {
-                    name,
-                    location: url,
-                    content: Fetched::Blob(body),
-                }),
-                None => break,
-            }
+        for Walked { name, url, outcome } in walk.files {
+            let body = self.found(&url, Ok(outcome))?.unwrap_or_default();
+            files.push(SignatureFile {
+                name,
+                location: url,
+                content: Fetched::Blob(body),
+            });
         }
-        Ok(files)
+        match walk.end {
+            WalkEnd::Missing | WalkEnd::Limit => Ok(files),
+            WalkEnd::Stopped(Walked { url, outcome, .. }) => {
+                self.found(&url, Ok(outcome)).map(|_| files)
+            }
+            WalkEnd::Failed(e) => Err(e.into()),
+        }
     }
 
     async fn put_missing(
@@ -441,12 +469,21 @@ impl WebDav {
                 written[i] = Some(placed);
             }
         }
-        Ok(report_of(steps, written))
+        Ok(report_of(steps, existing, blobs, written))
     }
 
     /// GET: `Some(bytes)`, `None` on 404, an error on anything else.
     async fn get(&self, url: &str) -> Result<Option<Vec<u8>>, MirrorError> {
-        match fetch::get(&self.client, url, self.auth.as_ref(), None, &self.policy).await? {
+        self.found(url, self.store.get(url, None).await)
+    }
+
+    /// What one GET answer means to a mirror writer.
+    fn found(
+        &self,
+        url: &str,
+        outcome: Result<Outcome, fetch::FetchError>,
+    ) -> Result<Option<Vec<u8>>, MirrorError> {
+        match outcome? {
             Outcome::Found { body, .. } => Ok(Some(body)),
             Outcome::NotFound => Ok(None),
             Outcome::Unauthorized => Err(self.unauthorized(url)),
@@ -470,17 +507,18 @@ impl WebDav {
 
     fn unauthorized(&self, url: &str) -> MirrorError {
         MirrorError::Unauthorized {
-            mirror: self.base.clone(),
+            mirror: self.base().to_string(),
             url: url.to_string(),
         }
     }
 
     fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
         let request = self
-            .client
+            .store
+            .client()
             .request(method, url)
-            .timeout(self.policy.timeout);
-        match &self.auth {
+            .timeout(self.store.policy().timeout);
+        match self.store.auth() {
             Some(c) => request.basic_auth(&c.user, Some(&c.password)),
             None => request,
         }
@@ -638,7 +676,7 @@ impl WebDav {
         let mut path = String::new();
         for part in dir.split('/') {
             path = format!("{path}/{part}");
-            let url = format!("{}{path}/", self.base);
+            let url = format!("{}{path}/", self.base());
             let mkcol = reqwest::Method::from_bytes(b"MKCOL").expect("valid method");
             match self.send("MKCOL", &url, self.request(mkcol, &url)).await? {
                 200..=299 | 405 => {}
@@ -655,141 +693,15 @@ impl WebDav {
     }
 }
 
-/// `location` with any password replaced (for messages).
-pub(crate) fn redact(location: &str) -> String {
-    match reqwest::Url::parse(location) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("***"));
-            url.to_string()
-        }
-        _ => location.to_string(),
-    }
-}
-
-/// A URL's user or password as typed (the URL keeps them percent-encoded).
-fn percent_decode(text: &str) -> String {
-    percent_encoding::percent_decode_str(text)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
-fn credentials_from_env() -> Option<Credentials> {
-    let user = std::env::var(USER_ENV).ok().filter(|u| !u.is_empty())?;
-    Some(Credentials {
-        user,
-        password: std::env::var(PASSWORD_ENV).unwrap_or_default(),
-    })
-}
-
-/// `$NETRC`, else `~/.netrc`.
-fn netrc_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("NETRC") {
-        return Some(PathBuf::from(p));
-    }
-    std::env::var_os("HOME").map(|h| Path::new(&h).join(".netrc"))
-}
-
-/// An http(s) location without its userinfo, and the credentials it held
-/// (so that they are sent as headers and never printed with the URL).
-pub(crate) fn split_credentials(
-    location: &str,
-) -> Result<(reqwest::Url, Option<Credentials>), String> {
-    let mut url = reqwest::Url::parse(location).map_err(|e| e.to_string())?;
-    let credentials = (!url.username().is_empty()).then(|| Credentials {
-        user: percent_decode(url.username()),
-        password: percent_decode(url.password().unwrap_or_default()),
-    });
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    Ok((url, credentials))
-}
-
-/// The credentials of a location to read from: those in its URL, else the
-/// `~/.netrc` entry of its host (never the mirror's environment
-/// credentials: they belong to the mirror written to, not to any source).
-pub(crate) fn reader_credentials(location: &str) -> Result<(String, Option<Credentials>), String> {
-    let (url, from_url) = split_credentials(location)?;
-    let host = url.host_str().unwrap_or_default().to_string();
-    let base = url.as_str().trim_end_matches('/').to_string();
-    Ok((base, from_url.or_else(|| credentials_from_netrc(&host))))
-}
-
-fn credentials_from_netrc(host: &str) -> Option<Credentials> {
-    let text = std::fs::read_to_string(netrc_path()?).ok()?;
-    netrc_lookup(&text, host)
-}
-
-/// The `machine HOST` entry of a netrc text (else `default`). A dozen lines
-/// of parsing do not justify a dependency; macros are not supported.
-pub fn netrc_lookup(text: &str, host: &str) -> Option<Credentials> {
-    let mut tokens = text.split_whitespace();
-    let (mut found, mut fallback) = (None, None);
-    let mut current: Option<(bool, Credentials)> = None; // (is default, creds)
-    let finish = |entry: Option<(bool, Credentials)>,
-                  found: &mut Option<Credentials>,
-                  fallback: &mut Option<Credentials>| {
-        if let Some((is_default, c)) = entry {
-            if is_default {
-                fallback.get_or_insert(c);
-            } else if !c.user.is_empty() || !c.password.is_empty() {
-                found.get_or_insert(c);
-            }
-        }
-    };
-    let empty = || Credentials {
-        user: String::new(),
-        password: String::new(),
-    };
-    while let Some(token) = tokens.next() {
-        match token {
-            "machine" => {
-                finish(current.take(), &mut found, &mut fallback);
-                let name = tokens.next().unwrap_or_default();
-                current = (name == host).then(|| (false, empty()));
-            }
-            "default" => {
-                finish(current.take(), &mut found, &mut fallback);
-                current = Some((true, empty()));
-            }
-            "login" => {
-                let v = tokens.next().unwrap_or_default().to_string();
-                if let Some((_, c)) = current.as_mut() {
-                    c.user = v;
-                }
-            }
-            "password" => {
-                let v = tokens.next().unwrap_or_default().to_string();
-                if let Some((_, c)) = current.as_mut() {
-                    c.password = v;
-                }
-            }
-            _ => {}
-        }
-    }
-    finish(current.take(), &mut found, &mut fallback);
-    found.or(fallback)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn netrc_picks_the_machine_then_default() {
-        let text = "machine other login a password b\n\
-                    machine 127.0.0.1 login mirror password s3cret\n\
-                    default login anon password x\n";
-        let c = netrc_lookup(text, "127.0.0.1").unwrap();
-        assert_eq!((c.user.as_str(), c.password.as_str()), ("mirror", "s3cret"));
-        assert_eq!(netrc_lookup(text, "elsewhere").unwrap().user, "anon");
-        assert!(netrc_lookup("machine a login b password c", "z").is_none());
-    }
-
-    #[test]
     fn urls_lose_their_credentials_and_http_is_loopback_only() {
         let w = WebDav::new("https://u:p%40ss@127.0.0.1:8443/sigs/", Policy::default()).unwrap();
         assert_eq!(w.base(), "https://127.0.0.1:8443/sigs");
-        let c = w.auth.clone().unwrap();
+        let c = w.store.auth().cloned().unwrap();
         assert_eq!((c.user.as_str(), c.password.as_str()), ("u", "p@ss"));
         assert!(WebDav::new("http://127.0.0.1:1/x", Policy::default()).is_ok());
         let err = WebDav::new("http://u:pw@mirror.example/x", Policy::default())
@@ -803,10 +715,8 @@ mod tests {
 
     #[test]
     fn a_location_read_from_keeps_its_credentials_out_of_its_printed_url() {
-        let (base, auth) =
-            reader_credentials("https://reader:s%3Acret@127.0.0.1:8443/sigs/").unwrap();
-        assert_eq!(base, "https://127.0.0.1:8443/sigs");
-        let c = auth.unwrap();
+        let location = Location::parse("https://reader:s%3Acret@127.0.0.1:8443/sigs/").unwrap();
+        let c = location.reader_credentials().unwrap();
         assert_eq!((c.user.as_str(), c.password.as_str()), ("reader", "s:cret"));
         let lookaside =
             crate::lookaside::http::HttpLookaside::new("https://reader:secret@127.0.0.1:8443/sigs")
@@ -835,12 +745,24 @@ mod tests {
         assert_eq!(again.present[0].name, "signature-2");
         assert_eq!(again.uploaded.len(), 1);
         assert_eq!(again.uploaded[0].name, "signature-3");
-        let names: Vec<String> = mirror
+        let listed = mirror.existing_blocking("stagex/x", &d).unwrap();
+        let names: Vec<&str> = listed.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["signature-1", "signature-2", "signature-3"]);
+        // The listing after the upload, without asking the mirror again.
+        assert_eq!(again.files, listed);
+        // `prune` works from that listing: "a" goes, the rest moves down.
+        let removed = block_on(mirror.prune("stagex/x", &d, &again.files, &[b"b", b"c"])).unwrap();
+        assert_eq!(removed.len(), 1);
+        assert_eq!(removed[0].name, "signature-1");
+        let left: Vec<Fetched> = mirror
             .existing_blocking("stagex/x", &d)
             .unwrap()
             .into_iter()
-            .map(|f| f.name)
+            .map(|f| f.content)
             .collect();
-        assert_eq!(names, ["signature-1", "signature-2", "signature-3"]);
+        assert_eq!(
+            left,
+            [Fetched::Blob(b"b".to_vec()), Fetched::Blob(b"c".to_vec())]
+        );
     }
 }

@@ -9,6 +9,7 @@
 pub mod fetch;
 pub mod file;
 pub mod http;
+pub mod location;
 pub mod mirror;
 
 use anyhow::Result;
@@ -61,19 +62,21 @@ pub enum Lookaside {
 }
 
 impl Lookaside {
-    /// `https://...`, `http://...`, `file:///dir` or a plain directory path.
+    /// `https://...`, `http://...`, `file:///dir` or a plain directory path
+    /// (`location::Location`, the one parser of store locations).
     pub fn parse(location: &str) -> Result<Lookaside> {
-        if location.starts_with("http://") || location.starts_with("https://") {
-            Ok(Lookaside::Http(http::HttpLookaside::new(location)?))
-        } else if let Some(path) = location.strip_prefix("file://") {
-            Ok(Lookaside::File(file::FileLookaside::new(path)))
-        } else if location.contains("://") {
-            anyhow::bail!(
-                "unsupported lookaside {location:?}: use https://, http://, file:// or a directory"
-            )
-        } else {
-            Ok(Lookaside::File(file::FileLookaside::new(location)))
-        }
+        Ok(match location::Location::parse(location)? {
+            location::Location::Directory(path) => Lookaside::File(file::FileLookaside::new(path)),
+            remote @ location::Location::Http { .. } => {
+                let auth = remote.reader_credentials();
+                Lookaside::Http(http::HttpLookaside::from_location(
+                    &remote,
+                    auth,
+                    crate::net::http_client()?,
+                    fetch::Policy::default(),
+                )?)
+            }
+        })
     }
 
     /// Reads the signatures of `repository_path` (no registry host) at `digest`.

@@ -176,7 +176,7 @@ async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>
     }
     findings.extend(end_finding(&listing.end, &finding));
     let hidden = match (&context.store, &listing.end) {
-        (Store::Http { .. }, End::Missing) => {
+        (Store::Http(_), End::Missing) => {
             let after = listing.files.len() as u32 + 1;
             context
                 .store

@@ -5,30 +5,26 @@
 //! caller knows the files' validators (304 = unchanged, no body), and on a
 //! directory the files hidden behind a gap.
 //!
-//! It does not judge signatures and draws no UI. Async: the caller owns the
-//! runtime (one client per `Store`, so one connection pool, HTTP/2 where
-//! the server speaks it).
-use std::path::PathBuf;
+//! It does not judge signatures and draws no UI, nor walk a store itself:
+//! a directory is read by `FileLookaside::read`, http(s) by
+//! `HttpLookaside::walk` (the one walker per transport); this module turns
+//! what they return into a `Listing`. Async: the caller owns the runtime
+//! (one client per `Store`, so one connection pool, HTTP/2 where the
+//! server speaks it).
+use anyhow::Result;
 
-use anyhow::{bail, Result};
-
-use crate::lookaside::fetch::{self, Credentials, Outcome, Policy, Validators};
+use crate::lookaside::fetch::{self, Outcome, Policy, Validators};
 use crate::lookaside::file::{read_signature, FileLookaside};
-use crate::lookaside::mirror::{reader_credentials, redact};
-use crate::lookaside::{signature_dir, Fetched, MAX_SIGNATURES};
+use crate::lookaside::http::{HttpLookaside, WalkEnd, Walked};
+use crate::lookaside::location::Location;
+use crate::lookaside::{Fetched, MAX_SIGNATURES};
 use crate::sign::image::ImageTarget;
 
 /// A lookaside to read from.
 pub enum Store {
     File(FileLookaside),
-    Http {
-        /// The URL without userinfo (printed in reports).
-        base: String,
-        /// From the URL's userinfo, else the host's ~/.netrc entry.
-        auth: Option<Credentials>,
-        client: reqwest::Client,
-        policy: Policy,
-    },
+    /// Credentials from the URL's userinfo, else the host's ~/.netrc entry.
+    Http(HttpLookaside),
 }
 
 /// What one file gave.
@@ -92,38 +88,20 @@ pub struct Listing {
 impl Store {
     /// `https://...`, `http://...`, `file:///dir` or a directory path.
     pub fn parse(location: &str, policy: Policy) -> Result<Store> {
-        if location.starts_with("http://") || location.starts_with("https://") {
-            let (base, auth) = reader_credentials(location)
-                .map_err(|e| anyhow::anyhow!("source {}: {e}", redact(location)))?;
-            Ok(Store::Http {
-                base,
-                auth,
-                client: crate::net::http_client()?,
-                policy,
-            })
-        } else if let Some(path) = location.strip_prefix("file://") {
-            Ok(Store::File(FileLookaside::new(path)))
-        } else if location.contains("://") {
-            bail!(
-                "unsupported lookaside {location:?}: use https://, http://, file:// or a directory"
-            )
-        } else {
-            Ok(Store::File(FileLookaside::new(location)))
-        }
+        Ok(match Location::parse(location)? {
+            Location::Directory(path) => Store::File(FileLookaside::new(path)),
+            remote @ Location::Http { .. } => {
+                let auth = remote.reader_credentials();
+                let client = crate::net::http_client()?;
+                Store::Http(HttpLookaside::from_location(&remote, auth, client, policy)?)
+            }
+        })
     }
 
     pub fn describe(&self) -> String {
         match self {
             Store::File(f) => f.root().display().to_string(),
-            Store::Http { base, .. } => base.clone(),
-        }
-    }
-
-    /// The directory of a directory store (walked for the image set).
-    pub fn directory(&self) -> Option<PathBuf> {
-        match self {
-            Store::File(f) => Some(f.root().to_path_buf()),
-            Store::Http { .. } => None,
+            Store::Http(h) => h.base().to_string(),
         }
     }
 
@@ -132,12 +110,7 @@ impl Store {
     pub async fn list(&self, image: &ImageTarget, known: &[Validators]) -> Listing {
         match self {
             Store::File(f) => list_file(f, image),
-            Store::Http {
-                base,
-                auth,
-                client,
-                policy,
-            } => list_http(base, auth.as_ref(), client, policy, image, known).await,
+            Store::Http(h) => list_http(h, image, known).await,
         }
     }
 
@@ -153,14 +126,9 @@ impl Store {
                     .map(|e| e.got)
                     .ok_or(listing.end)
             }
-            Store::Http {
-                base,
-                auth,
-                client,
-                policy,
-            } => {
-                let url = file_url(base, image, name);
-                let outcome = fetch::get(client, &url, auth.as_ref(), None, policy).await;
+            Store::Http(h) => {
+                let url = h.url(&image.repository_path, &image.digest, name);
+                let outcome = h.get(&url, None).await;
                 match entry_or_end(name, &url, outcome) {
                     Ok(Some(entry)) => Ok(entry.got),
                     Ok(None) => Err(End::Missing),
@@ -173,33 +141,20 @@ impl Store {
     /// Over http: which of the `count` files after `signature-<after>`
     /// exist (a gap cannot be listed, only probed).
     pub async fn probe_after(&self, image: &ImageTarget, after: u32, count: u32) -> Vec<Entry> {
-        let Store::Http {
-            base,
-            auth,
-            client,
-            policy,
-        } = self
-        else {
+        let Store::Http(h) = self else {
             return Vec::new();
         };
         let mut found = Vec::new();
         for n in after + 1..=(after + count).min(MAX_SIGNATURES) {
             let name = format!("signature-{n}");
-            let url = file_url(base, image, &name);
-            let outcome = fetch::get(client, &url, auth.as_ref(), None, policy).await;
+            let url = h.url(&image.repository_path, &image.digest, &name);
+            let outcome = h.get(&url, None).await;
             if let Ok(Some(entry)) = entry_or_end(&name, &url, outcome) {
                 found.push(entry);
             }
         }
         found
     }
-}
-
-fn file_url(base: &str, image: &ImageTarget, name: &str) -> String {
-    format!(
-        "{base}/{}/{name}",
-        signature_dir(&image.repository_path, &image.digest)
-    )
 }
 
 fn list_file(store: &FileLookaside, image: &ImageTarget) -> Listing {
@@ -279,60 +234,38 @@ fn list_file(store: &FileLookaside, image: &ImageTarget) -> Listing {
     Listing { files, end, hidden }
 }
 
-async fn list_http(
-    base: &str,
-    auth: Option<&Credentials>,
-    client: &reqwest::Client,
-    policy: &Policy,
-    image: &ImageTarget,
-    known: &[Validators],
-) -> Listing {
-    let get = |n: u32| {
-        let name = format!("signature-{n}");
-        let url = file_url(base, image, &name);
-        let validators = known.get(n as usize - 1).filter(|v| !v.is_empty()).cloned();
-        async move {
-            let outcome = fetch::get(client, &url, auth, validators.as_ref(), policy).await;
-            entry_or_end(&name, &url, outcome)
-        }
-    };
-    // With the last run's state, the files it saw and the next number are
-    // asked at once (HTTP/2 multiplexes them); the answers are still read
-    // in order, so the stop-at-404 rule holds. Beyond that, one by one.
-    let ahead = (known.len() as u32 + 1).min(MAX_SIGNATURES);
-    let first = if known.is_empty() {
-        Vec::new()
-    } else {
-        futures_util::future::join_all((1..=ahead).map(get)).await
-    };
-    let mut files = Vec::new();
-    let mut answers = first.into_iter();
-    for n in 1..=MAX_SIGNATURES {
-        let answer = match answers.next() {
-            Some(a) => a,
-            None => get(n).await,
-        };
-        match answer {
-            Ok(Some(entry)) => files.push(entry),
-            Ok(None) => {
-                return Listing {
-                    files,
-                    end: End::Missing,
-                    hidden: Vec::new(),
-                }
-            }
-            Err(end) => {
-                return Listing {
-                    files,
-                    end,
-                    hidden: Vec::new(),
-                }
+/// The one http walker's answer as a `Listing`: each file an entry, the
+/// end classified as `entry_or_end` classifies a single answer.
+async fn list_http(store: &HttpLookaside, image: &ImageTarget, known: &[Validators]) -> Listing {
+    let walk = store
+        .walk(&image.repository_path, &image.digest, known)
+        .await;
+    // A walked file is found, 304 or too large: always an entry.
+    let files = walk
+        .files
+        .into_iter()
+        .filter_map(|Walked { name, url, outcome }| {
+            entry_or_end(&name, &url, Ok(outcome)).ok().flatten()
+        })
+        .collect();
+    let end = match walk.end {
+        WalkEnd::Missing => End::Missing,
+        WalkEnd::Limit => End::Limit,
+        WalkEnd::Stopped(Walked { name, url, outcome }) => {
+            match entry_or_end(&name, &url, Ok(outcome)) {
+                Err(end) => end,
+                // Never: a walk stops only at an answer that ends a list.
+                Ok(_) => End::Missing,
             }
         }
-    }
+        WalkEnd::Failed(e) => End::Error {
+            location: e.url,
+            message: e.message,
+        },
+    };
     Listing {
         files,
-        end: End::Limit,
+        end,
         hidden: Vec::new(),
     }
 }

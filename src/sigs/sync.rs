@@ -27,6 +27,7 @@ use super::source::{End, Entry, Got, Store};
 use super::state::{trust_key, FileState, ImageState, State};
 use crate::lookaside::fetch::{Policy, Validators};
 use crate::lookaside::mirror::Mirror;
+use crate::lookaside::SignatureFile;
 use crate::oci::digest::Digest;
 use crate::sign::image::ImageTarget;
 use crate::sign::keyring::Keyring;
@@ -285,11 +286,11 @@ async fn sync_image(
         return outcome;
     }
     let written = put_valid(&context, &image, &mut files, &expected, &mut outcome).await;
-    let synced = clean && written && listing.end.is_clean();
+    let synced = clean && written.is_some() && listing.end.is_clean();
     // Never prune from a source that serves nothing valid for the image:
     // a wrong base URL answers 404 everywhere and must not empty a mirror.
-    if synced && context.prune && valid > 0 {
-        prune(&context, &image, &files, &mut outcome).await;
+    if let Some(destination) = written.filter(|_| synced && context.prune && valid > 0) {
+        prune(&context, &image, &files, destination, &mut outcome).await;
     }
     outcome.state = state_of(&files, synced && outcome.errors.is_empty());
     outcome
@@ -343,15 +344,23 @@ fn known_file(
     }
 }
 
+/// What `put_valid` knows of the destination's files afterwards.
+enum Destination {
+    /// Listed by the upload (for `prune`, which then does not list again).
+    Listed(Vec<SignatureFile>),
+    /// Nothing was uploaded, so the destination was not read.
+    NotRead,
+}
+
 /// Puts every valid file on the destination (fetching the bytes of 304s
-/// first). False when something failed (recorded in `outcome`).
+/// first). `None` when something failed (recorded in `outcome`).
 async fn put_valid(
     context: &Context,
     image: &ImageTarget,
     files: &mut [Known],
     expected: &Expected,
     outcome: &mut Outcome,
-) -> bool {
+) -> Option<Destination> {
     let label = label(image);
     for file in files.iter_mut() {
         if file.bytes.is_some() || !file.verdict.is_valid() {
@@ -371,14 +380,14 @@ async fn put_valid(
             // is no longer the one listed.
             Err(end) if failure(&end).is_some() => {
                 outcome.errors.extend(failure(&end));
-                return false;
+                return None;
             }
             Ok(_) | Err(_) => {
                 outcome.errors.push(format!(
                     "{}: changed while being read (fetch again later)",
                     file.entry.location
                 ));
-                return false;
+                return None;
             }
         }
     }
@@ -388,7 +397,7 @@ async fn put_valid(
         .filter_map(|f| f.bytes.clone())
         .collect();
     if blobs.is_empty() {
-        return true;
+        return Some(Destination::NotRead);
     }
     match context
         .dest
@@ -404,29 +413,47 @@ async fn put_valid(
                     file: p.name,
                     location: p.location,
                 }));
-            true
+            Some(Destination::Listed(put.files))
         }
         Err(e) => {
             outcome.errors.push(e.to_string());
-            false
+            None
         }
     }
 }
 
 /// `--prune`: removes destination files whose bytes are not a valid
 /// source signature, keeping numbering contiguous. Only called when the
-/// source listed the image completely and served at least one valid file.
-async fn prune(context: &Context, image: &ImageTarget, files: &[Known], outcome: &mut Outcome) {
+/// source listed the image completely and served at least one valid file;
+/// works from the listing the upload made (the destination is listed once
+/// per image).
+async fn prune(
+    context: &Context,
+    image: &ImageTarget,
+    files: &[Known],
+    destination: Destination,
+    outcome: &mut Outcome,
+) {
     let keep: Vec<&[u8]> = files
         .iter()
         .filter(|f| f.verdict.is_valid())
         .filter_map(|f| f.bytes.as_deref())
         .collect();
-    match context
-        .dest
-        .prune(&image.repository_path, &image.digest, &keep)
-        .await
-    {
+    let (repository_path, digest) = (&image.repository_path, &image.digest);
+    let existing = match destination {
+        Destination::Listed(existing) => Ok(existing),
+        Destination::NotRead => context.dest.existing(repository_path, digest).await,
+    };
+    let pruned = match existing {
+        Ok(existing) => {
+            context
+                .dest
+                .prune(repository_path, digest, &existing, &keep)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match pruned {
         Ok(removed) => outcome.pruned.extend(removed.into_iter().map(|p| FileRef {
             image: label(image),
             file: p.name,

@@ -1,7 +1,9 @@
 //! Owns: fixtures of the `sigs_*` tests: signature trees on disk (one blob
 //! per `signature-N`, signed with sequoia test keys), and a HOSTILE
 //! lookaside server for the faults a real server cannot be made to produce
-//! on demand (a redirect loop, a 500 in the middle, a stalled connection).
+//! on demand (a redirect loop, a 500 in the middle, a stalled connection,
+//! a 503 once, a WebDAV mirror that accepts a PUT and then serves other
+//! bytes).
 //! The mock is a std `TcpListener` with one thread per connection (a
 //! stalled answer must not block the others), on a free 127.0.0.1 port,
 //! stopped on drop. It speaks just enough HTTP/1.1: one request per
@@ -72,7 +74,8 @@ pub enum Answer {
     Stall,
 }
 
-type Route = dyn Fn(&str) -> Answer + Send + Sync;
+/// `route(method, path)`.
+type Route = dyn Fn(&str, &str) -> Answer + Send + Sync;
 
 pub struct Hostile {
     pub port: u16,
@@ -81,8 +84,16 @@ pub struct Hostile {
 }
 
 impl Hostile {
-    /// Serves `route(path)` for every request.
+    /// Serves `route(path)` for every request, whatever its method.
     pub fn start(route: impl Fn(&str) -> Answer + Send + Sync + 'static) -> Hostile {
+        Hostile::start_with_methods(move |_, path| route(path))
+    }
+
+    /// Serves `route(method, path)` for every request (a request body is
+    /// read, by its Content-Length, before the answer).
+    pub fn start_with_methods(
+        route: impl Fn(&str, &str) -> Answer + Send + Sync + 'static,
+    ) -> Hostile {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free 127.0.0.1 port");
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -131,16 +142,30 @@ fn serve(stream: TcpStream, route: &Route, requests: &Mutex<Vec<String>>, stop: 
     if reader.read_line(&mut line).is_err() {
         return;
     }
-    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let mut words = line.split_whitespace();
+    let method = words.next().unwrap_or("GET").to_string();
+    let path = words.next().unwrap_or("/").to_string();
+    let mut length = 0usize;
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header).map_or(true, |n| n == 0) || header.trim().is_empty() {
             break;
         }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    // Drain the body (bounded: a test sends small ones) so that closing
+    // the connection does not reset it under the client's feet.
+    let mut body = vec![0u8; length.min(8 << 20)];
+    if reader.read_exact(&mut body).is_err() {
+        return;
     }
     requests.lock().unwrap().push(path.clone());
     let mut stream = stream;
-    match route(&path) {
+    match route(&method, &path) {
         Answer::Send(status, content_type, body) => {
             let head = format!(
                 "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

@@ -1,0 +1,278 @@
+//! Owns: the ONE parser of a signature store location, shared by every
+//! reader (`stagex verify`'s lookaside, `sigs sync`/`audit` sources) and
+//! writer (mirrors of `sigs sync` and `publish`): `https://...`,
+//! `http://...`, `file:///dir` or a plain directory path; for http(s) the
+//! URL's userinfo is split off into `Credentials` (sent as headers, never
+//! printed), and the other sources of credentials (`STAGEX_MIRROR_USER`/
+//! `STAGEX_MIRROR_PASSWORD` for mirrors written to, `~/.netrc`) are looked
+//! up here too.
+//!
+//! Must not: open connections or touch the store (callers do), or decide
+//! which transports a caller accepts beyond the scheme (the loopback-only
+//! rule for plain-http writers is the mirror's).
+use std::path::{Path, PathBuf};
+
+use super::fetch::Credentials;
+
+/// Environment variables holding the WebDAV user and password of a mirror.
+pub const USER_ENV: &str = "STAGEX_MIRROR_USER";
+pub const PASSWORD_ENV: &str = "STAGEX_MIRROR_PASSWORD";
+
+/// A location that is not a signature store (the text is shown without
+/// its password).
+#[derive(Debug, thiserror::Error)]
+#[error("signature store {location:?}: {reason}")]
+pub struct LocationError {
+    pub location: String,
+    pub reason: String,
+}
+
+/// Where a signature store is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// `file:///dir` or a plain path.
+    Directory(PathBuf),
+    /// `http(s)://...`: `base` has no userinfo and no trailing slash.
+    Http {
+        base: String,
+        /// The host (for `~/.netrc`).
+        host: String,
+        /// `host[:port]` as typed (for the loopback rule).
+        host_port: String,
+        https: bool,
+        /// From the URL's userinfo, percent-decoded.
+        credentials: Option<Credentials>,
+    },
+}
+
+impl Location {
+    /// Parses `text`; any other scheme is refused.
+    pub fn parse(text: &str) -> Result<Location, LocationError> {
+        let invalid = |reason: String| LocationError {
+            location: redact(text),
+            reason,
+        };
+        if text.starts_with("http://") || text.starts_with("https://") {
+            let mut url =
+                reqwest::Url::parse(text).map_err(|e| invalid(format!("not a valid URL: {e}")))?;
+            let credentials = (!url.username().is_empty()).then(|| Credentials {
+                user: percent_decode(url.username()),
+                password: percent_decode(url.password().unwrap_or_default()),
+            });
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            let host = url.host_str().unwrap_or_default().to_string();
+            let host_port = match url.port() {
+                Some(p) => format!("{host}:{p}"),
+                None => host.clone(),
+            };
+            Ok(Location::Http {
+                base: url.as_str().trim_end_matches('/').to_string(),
+                host,
+                host_port,
+                https: url.scheme() == "https",
+                credentials,
+            })
+        } else if let Some(path) = text.strip_prefix("file://") {
+            Ok(Location::Directory(PathBuf::from(path)))
+        } else if text.contains("://") {
+            Err(invalid(
+                "unsupported scheme: use https://, http://, file:// or a directory".into(),
+            ))
+        } else {
+            Ok(Location::Directory(PathBuf::from(text)))
+        }
+    }
+
+    /// The directory of a directory store.
+    pub fn directory(&self) -> Option<&Path> {
+        match self {
+            Location::Directory(d) => Some(d),
+            Location::Http { .. } => None,
+        }
+    }
+
+    /// The credentials to READ with: those in the URL, else the host's
+    /// `~/.netrc` entry (never the mirror's environment credentials: they
+    /// belong to the mirror written to, not to any source).
+    pub fn reader_credentials(&self) -> Option<Credentials> {
+        match self {
+            Location::Http {
+                credentials, host, ..
+            } => credentials.clone().or_else(|| credentials_from_netrc(host)),
+            Location::Directory(_) => None,
+        }
+    }
+
+    /// The credentials to WRITE with: those in the URL, else
+    /// `STAGEX_MIRROR_USER`/`STAGEX_MIRROR_PASSWORD`, else `~/.netrc`.
+    pub fn writer_credentials(&self) -> Option<Credentials> {
+        match self {
+            Location::Http {
+                credentials, host, ..
+            } => credentials
+                .clone()
+                .or_else(credentials_from_env)
+                .or_else(|| credentials_from_netrc(host)),
+            Location::Directory(_) => None,
+        }
+    }
+}
+
+/// `location` with any password replaced (for messages).
+pub fn redact(location: &str) -> String {
+    match reqwest::Url::parse(location) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        Ok(_) => location.to_string(),
+        // Unparsable: hide any userinfo by hand (the text goes in errors).
+        Err(_) => match location.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => location.to_string(),
+            },
+            None => location.to_string(),
+        },
+    }
+}
+
+/// A URL's user or password as typed (the URL keeps them percent-encoded).
+fn percent_decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn credentials_from_env() -> Option<Credentials> {
+    let user = std::env::var(USER_ENV).ok().filter(|u| !u.is_empty())?;
+    Some(Credentials {
+        user,
+        password: std::env::var(PASSWORD_ENV).unwrap_or_default(),
+    })
+}
+
+/// `$NETRC`, else `~/.netrc`.
+fn netrc_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NETRC") {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("HOME").map(|h| Path::new(&h).join(".netrc"))
+}
+
+fn credentials_from_netrc(host: &str) -> Option<Credentials> {
+    let text = std::fs::read_to_string(netrc_path()?).ok()?;
+    netrc_lookup(&text, host)
+}
+
+/// The `machine HOST` entry of a netrc text (else `default`). A dozen lines
+/// of parsing do not justify a dependency; macros are not supported.
+pub fn netrc_lookup(text: &str, host: &str) -> Option<Credentials> {
+    let mut tokens = text.split_whitespace();
+    let (mut found, mut fallback) = (None, None);
+    let mut current: Option<(bool, Credentials)> = None; // (is default, creds)
+    let finish = |entry: Option<(bool, Credentials)>,
+                  found: &mut Option<Credentials>,
+                  fallback: &mut Option<Credentials>| {
+        if let Some((is_default, c)) = entry {
+            if is_default {
+                fallback.get_or_insert(c);
+            } else if !c.user.is_empty() || !c.password.is_empty() {
+                found.get_or_insert(c);
+            }
+        }
+    };
+    let empty = || Credentials {
+        user: String::new(),
+        password: String::new(),
+    };
+    while let Some(token) = tokens.next() {
+        match token {
+            "machine" => {
+                finish(current.take(), &mut found, &mut fallback);
+                let name = tokens.next().unwrap_or_default();
+                current = (name == host).then(|| (false, empty()));
+            }
+            "default" => {
+                finish(current.take(), &mut found, &mut fallback);
+                current = Some((true, empty()));
+            }
+            "login" => {
+                let v = tokens.next().unwrap_or_default().to_string();
+                if let Some((_, c)) = current.as_mut() {
+                    c.user = v;
+                }
+            }
+            "password" => {
+                let v = tokens.next().unwrap_or_default().to_string();
+                if let Some((_, c)) = current.as_mut() {
+                    c.password = v;
+                }
+            }
+            _ => {}
+        }
+    }
+    finish(current.take(), &mut found, &mut fallback);
+    found.or(fallback)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_form_of_location_parses_one_way() {
+        assert_eq!(
+            Location::parse("file:///srv/sigs").unwrap(),
+            Location::Directory("/srv/sigs".into())
+        );
+        assert_eq!(
+            Location::parse("out/sigs").unwrap().directory(),
+            Some(Path::new("out/sigs"))
+        );
+        let Location::Http {
+            base,
+            host,
+            host_port,
+            https,
+            credentials,
+        } = Location::parse("https://u:p%40ss@127.0.0.1:8443/sigs/").unwrap()
+        else {
+            panic!("not http");
+        };
+        assert_eq!(base, "https://127.0.0.1:8443/sigs");
+        assert_eq!(
+            (host.as_str(), host_port.as_str()),
+            ("127.0.0.1", "127.0.0.1:8443")
+        );
+        assert!(https);
+        let c = credentials.unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("u", "p@ss"));
+        let err = Location::parse("ftp://u:secret@x/y")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unsupported scheme") && !err.contains("secret"),
+            "{err}"
+        );
+        let err = Location::parse("http://u:secret@[::1/")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not a valid URL") && !err.contains("secret"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn netrc_picks_the_machine_then_default() {
+        let text = "machine other login a password b\n\
+                    machine 127.0.0.1 login mirror password s3cret\n\
+                    default login anon password x\n";
+        let c = netrc_lookup(text, "127.0.0.1").unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("mirror", "s3cret"));
+        assert_eq!(netrc_lookup(text, "elsewhere").unwrap().user, "anon");
+        assert!(netrc_lookup("machine a login b password c", "z").is_none());
+    }
+}
