@@ -5,14 +5,14 @@
 //! 3. the push to every registry destination (`push`, resumable through
 //!    HEAD checks and the `journal`, retried by `retry`),
 //! 4. the signatures to every mirror,
-//!    and the report (`report`). `--dry-run` stops after planning (`plan`).
+//!    and the report (`report`). `--dry-run` walks the same push counting
+//!    the writes instead of sending them (`push`).
 //!
 //! Must not: parse flags, read stagex.toml or draw anything (src/cli/publish.rs).
 pub mod classify;
 pub mod gate;
 pub mod journal;
 pub mod mirror;
-pub mod plan;
 pub mod push;
 pub mod release;
 pub mod report;
@@ -142,17 +142,16 @@ pub fn publish(
         &journal,
         observer,
         request.policy,
+        request.dry_run,
     );
-    if request.dry_run {
-        report.registries = plan::plan(&run, request.jobs);
-    } else {
-        push::push_all(&run, request.jobs);
-        report.registries = run
-            .destinations
-            .iter()
-            .zip(&run.counters)
-            .map(|(d, c)| c.report(&d.to_string(), run.hosts[&d.host].budget.retries()))
-            .collect();
+    push::push_all(&run, request.jobs);
+    report.registries = run
+        .destinations
+        .iter()
+        .zip(&run.counters)
+        .map(|(d, c)| c.report(&d.to_string(), run.hosts[&d.host].budget.retries()))
+        .collect();
+    if !request.dry_run {
         if let Err(e) = journal.save() {
             report
                 .notes

@@ -14,6 +14,10 @@
 //! one blob to several repositories of a host are single-flight: the first
 //! uploads, the others wait and mount from it.
 //!
+//! `--dry-run` is the same walk (`Run::dry_run`): every read is made (HEAD
+//! of blobs and tags) and every write (upload, mount, manifest, tag) is
+//! counted instead of sent, so the plan is what a push would do.
+//!
 //! Must not: check signatures (the gate did) or draw progress (events).
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -158,6 +162,8 @@ pub struct Run<'a> {
     pub counters: Vec<Counters>,
     /// Images finished (any destination), for periodic journal saves.
     finished: AtomicUsize,
+    /// Count the writes instead of sending them (`--dry-run`).
+    pub dry_run: bool,
 }
 
 /// The journal is written after this many finished images, so an
@@ -172,6 +178,7 @@ impl<'a> Run<'a> {
         journal: &'a Journal,
         observer: &'a dyn Observer,
         policy: Policy,
+        dry_run: bool,
     ) -> Run<'a> {
         let mut hosts = BTreeMap::new();
         for d in destinations {
@@ -202,6 +209,7 @@ impl<'a> Run<'a> {
             hosts,
             counters: destinations.iter().map(|_| Counters::default()).collect(),
             finished: AtomicUsize::new(0),
+            dry_run,
         }
     }
 
@@ -355,9 +363,10 @@ fn largest_first(images: &[ReleaseImage]) -> Vec<usize> {
     order
 }
 
-/// Pushes every image to every destination with `jobs` workers.
+/// Pushes (or, dry run, plans) every image to every destination with
+/// `jobs` workers.
 pub fn push_all(run: &Run<'_>, jobs: usize) {
-    for dest in run.destinations {
+    for dest in run.destinations.iter().filter(|_| !run.dry_run) {
         run.observer.event(Event::RegistryStarted {
             registry: dest.to_string(),
             images: run.images.len(),
@@ -384,7 +393,7 @@ fn push_one(run: &Run<'_>, clients: &Clients, d: usize, i: usize) {
     if let Err(error) = result {
         counters.fail(&image.name, error);
     }
-    if (run.finished.fetch_add(1, Ordering::Relaxed) + 1) % JOURNAL_EVERY == 0 {
+    if (run.finished.fetch_add(1, Ordering::Relaxed) + 1) % JOURNAL_EVERY == 0 && !run.dry_run {
         // Best effort: the final save reports a failure.
         let _ = run.journal.save();
     }
@@ -437,6 +446,10 @@ fn push_image(
         .collect();
     if present.iter().any(|p| !p) {
         for child in &image.manifests[..image.manifests.len() - 1] {
+            if run.dry_run {
+                Counters::add(&counters.manifests_pushed, 1);
+                continue;
+            }
             let bytes = image
                 .layout
                 .read_blob(&child.digest)
@@ -454,6 +467,9 @@ fn push_image(
     for (tag, present) in tags.iter().zip(present) {
         if present {
             Counters::add(&counters.tags_present, 1);
+        } else if run.dry_run {
+            Counters::add(&counters.tags_pushed, 1);
+            continue;
         } else {
             call(host, || {
                 client.push_manifest(&repo, tag, &bytes, &root.media_type)
@@ -595,6 +611,10 @@ fn push_blob(
         done(false);
         return Ok(true);
     }
+    if run.dry_run {
+        plan_blob(host, repo, counters, blob);
+        return Ok(false);
+    }
     let uploaded = || {
         Counters::add(&counters.blobs_uploaded, 1);
         Counters::add(&counters.bytes_uploaded, blob.size);
@@ -628,6 +648,20 @@ fn push_blob(
     host.holders.add(&blob.digest, repo);
     uploaded();
     Ok(false)
+}
+
+/// What a push would do with a blob `repo` lacks: mount it when another
+/// repository of the host holds it (or would, earlier in the plan), else
+/// upload it.
+fn plan_blob(host: &Host, repo: &str, counters: &Counters, blob: &Descriptor) {
+    if host.holders.known(&blob.digest).iter().any(|r| r != repo) {
+        Counters::add(&counters.blobs_mounted, 1);
+        Counters::add(&counters.bytes_mounted, blob.size);
+    } else {
+        Counters::add(&counters.blobs_uploaded, 1);
+        Counters::add(&counters.bytes_uploaded, blob.size);
+        host.holders.add(&blob.digest, repo);
+    }
 }
 
 /// Uploads `blob` to `repo` (retried under the host's budget).
