@@ -11,8 +11,6 @@
 //! Must not build, schedule or draw anything.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use anyhow::{bail, Context as _, Result};
 
@@ -21,6 +19,7 @@ use crate::image::{fetch_image, ImageSource, OutDir};
 use crate::oci::media_type::{ANNOTATION_CREATED, ANNOTATION_VERSION};
 use crate::oci::{Digest, Platform};
 use crate::package::PackageTree;
+use crate::parallel;
 use crate::progress::{Progress, Task};
 use crate::store::Store;
 
@@ -64,31 +63,19 @@ pub fn preseed(
     progress: &dyn Progress,
 ) -> Vec<PreseedEntry> {
     let work: Vec<(&String, &Digest)> = release.iter().collect();
-    let next = AtomicUsize::new(0);
-    let done = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..options.jobs.clamp(1, work.len().max(1)) {
-            scope.spawn(|| loop {
-                let at = next.fetch_add(1, Ordering::SeqCst);
-                let Some((id, digest)) = work.get(at) else {
-                    break;
-                };
-                let status = match pull_one(source, id, digest, store, options, progress) {
-                    Ok(true) => PreseedStatus::Pulled,
-                    Ok(false) => PreseedStatus::Present,
-                    Err(e) => PreseedStatus::Failed(format!("{e:#}")),
-                };
-                done.lock().expect("results").push(PreseedEntry {
-                    id: id.to_string(),
-                    digest: (*digest).clone(),
-                    status,
-                });
-            });
+    // In id order (the map's), each entry saying what happened to it.
+    parallel::map_with(options.jobs, &work, |&(id, digest)| {
+        let status = match pull_one(source, id, digest, store, options, progress) {
+            Ok(true) => PreseedStatus::Pulled,
+            Ok(false) => PreseedStatus::Present,
+            Err(e) => PreseedStatus::Failed(format!("{e:#}")),
+        };
+        PreseedEntry {
+            id: id.clone(),
+            digest: digest.clone(),
+            status,
         }
-    });
-    let mut entries = done.into_inner().expect("results");
-    entries.sort_by(|a, b| a.id.cmp(&b.id));
-    entries
+    })
 }
 
 /// True when `out/<id>/` holds the image `digest` pins.

@@ -2,7 +2,8 @@
 //! images a Containerfile uses (`FROM`, `COPY --from=`, `RUN --mount=from=`)
 //! or a native package declares (`native.base`), and a deterministic
 //! topological order with cycles and missing packages reported as chains.
-//! Containerfile parsing is pure (text in, references out).
+//! Containerfile parsing is pure (text in, references out); `instructions`
+//! is the crate's one Containerfile line reader (the pallet reader uses it).
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Context as _, Result};
@@ -19,29 +20,43 @@ pub struct ContainerfileRefs {
     pub external: BTreeSet<String>,
 }
 
-/// Joins continuation lines, drops comments and heredoc bodies, and yields
-/// instructions as (keyword upper-cased, rest).
-fn instructions(text: &str) -> Vec<(String, String)> {
+/// One Containerfile instruction, as `instructions` yields it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instruction {
+    /// The 1-based line it starts on (for errors naming file and line).
+    pub line: usize,
+    /// The keyword, upper-cased (`FROM`, `RUN`).
+    pub keyword: String,
+    /// What follows the keyword, continuations joined, trimmed.
+    pub rest: String,
+}
+
+/// The one Containerfile reader of the crate (the dependency graph and
+/// the pallet reader both use it): joins `\` continuation lines (each
+/// line trimmed, joined by one space), drops comments and blank lines
+/// between instructions, skips heredoc bodies (`<<EOF` ... `EOF`, in order)
+/// and yields each instruction with the line it starts on. A trailing
+/// continuation at the end of the text is still an instruction.
+pub fn instructions(text: &str) -> Vec<Instruction> {
     let mut out = Vec::new();
-    let mut lines = text.lines();
-    let mut pending = String::new();
-    let mut heredocs: Vec<(String, bool)> = Vec::new();
-    while let Some(line) = lines.next() {
-        let trimmed = line.trim_start();
-        if pending.is_empty() && (trimmed.starts_with('#') || trimmed.is_empty()) {
+    let mut lines = text.lines().enumerate();
+    let mut pending: Option<(usize, String)> = None;
+    while let Some((index, line)) = lines.next() {
+        let trimmed = line.trim();
+        if pending.is_none() && (trimmed.is_empty() || trimmed.starts_with('#')) {
             continue;
         }
-        if let Some(body) = line.trim_end().strip_suffix('\\') {
-            pending.push_str(body);
-            pending.push(' ');
+        let (start, mut full) = pending.take().unwrap_or((index + 1, String::new()));
+        if let Some(body) = trimmed.strip_suffix('\\') {
+            full.push_str(body);
+            full.push(' ');
+            pending = Some((start, full));
             continue;
         }
-        pending.push_str(line);
-        let full = std::mem::take(&mut pending);
-        heredocs.extend(heredoc_delimiters(&full));
+        full.push_str(trimmed);
         // Skip heredoc bodies, in order.
-        for (delim, dash) in heredocs.drain(..) {
-            for body in lines.by_ref() {
+        for (delim, dash) in heredoc_delimiters(&full) {
+            for (_, body) in lines.by_ref() {
                 let candidate = if dash {
                     body.trim_start_matches('\t')
                 } else {
@@ -52,11 +67,22 @@ fn instructions(text: &str) -> Vec<(String, String)> {
                 }
             }
         }
-        let full = full.trim();
-        let (keyword, rest) = full.split_once(char::is_whitespace).unwrap_or((full, ""));
-        out.push((keyword.to_ascii_uppercase(), rest.trim().to_string()));
+        out.push(instruction(start, &full));
+    }
+    if let Some((start, full)) = pending {
+        out.push(instruction(start, &full));
     }
     out
+}
+
+fn instruction(line: usize, full: &str) -> Instruction {
+    let full = full.trim();
+    let (keyword, rest) = full.split_once(char::is_whitespace).unwrap_or((full, ""));
+    Instruction {
+        line,
+        keyword: keyword.to_ascii_uppercase(),
+        rest: rest.trim().to_string(),
+    }
 }
 
 /// `<<EOF`, `<<-EOF`, `<<'EOF'`, `<<"EOF"` markers on an instruction line.
@@ -155,7 +181,7 @@ pub fn containerfile_refs(text: &str) -> ContainerfileRefs {
             }
         }
     };
-    for (keyword, rest) in instructions(text) {
+    for Instruction { keyword, rest, .. } in instructions(text) {
         match keyword.as_str() {
             "ARG" if !seen_from => {
                 for decl in rest.split_whitespace() {

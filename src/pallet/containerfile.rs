@@ -3,8 +3,9 @@
 //! the same value a `pallets/<name>.toml` gives. Pure: text in, pallet out.
 //! Must not compose, resolve or run anything.
 //!
-//! Understood, line by line (comments and blank lines skipped, `\`
-//! continuations joined):
+//! Understood, instruction by instruction (read by `package::graph::
+//! instructions`, the crate's one Containerfile reader: comments and blank
+//! lines skipped, `\` continuations joined, heredoc bodies skipped):
 //! - `FROM stagex/X [AS n]` -> base (`pallet-X` a pallet), `FROM scratch`;
 //! - `COPY --from=stagex/Y . /` -> package Y;
 //! - `COPY --from=stagex/Y /a /b` -> the single file /a of Y at /b;
@@ -20,7 +21,7 @@ use anyhow::{anyhow, bail, Result};
 
 use super::definition::{Base, FileCopy, Link, LinkKind, Pallet, ARCH_PLACEHOLDER};
 use super::expr::ItemRef;
-use crate::package::graph::stagex_package_id;
+use crate::package::graph::{instructions, stagex_package_id, Instruction};
 
 /// Parses the Containerfile of pallet `name` (`rust` for
 /// `packages/pallet/rust/Containerfile`); `file` names it in errors.
@@ -39,13 +40,14 @@ pub fn parse(name: &str, file: &str, text: &str) -> Result<Pallet> {
         links: Vec::new(),
     };
     let mut seen_from = false;
-    for (line_no, instruction) in instructions(text) {
-        let at = || format!("{file}:{line_no}");
-        let (keyword, rest) = instruction
-            .split_once(char::is_whitespace)
-            .map(|(k, r)| (k, r.trim()))
-            .unwrap_or((instruction.as_str(), ""));
-        let keyword = keyword.to_ascii_uppercase();
+    for Instruction {
+        line,
+        keyword,
+        rest,
+    } in instructions(text)
+    {
+        let at = || format!("{file}:{line}");
+        let rest = rest.as_str();
         if !seen_from && keyword != "FROM" {
             bail!(
                 "{}: {keyword} before FROM; a pallet Containerfile starts with FROM",
@@ -80,41 +82,12 @@ pub fn parse(name: &str, file: &str, text: &str) -> Result<Pallet> {
                 "{other} is not supported in a pallet (FROM, COPY --from=stagex/..., ENV, ENTRYPOINT, CMD, WORKDIR, USER, and RUN with only mkdir -p / ln / ln -s are)"
             )),
         };
-        result.map_err(|e| anyhow!("{}: {instruction}: {e:#}", at()))?;
+        result.map_err(|e| anyhow!("{}: {keyword} {rest}: {e:#}", at()))?;
     }
     if !seen_from {
         bail!("{file}: no FROM line");
     }
     Ok(pallet)
-}
-
-/// Instructions with the line number they start on: comments and blank
-/// lines dropped, `\` continuations joined.
-fn instructions(text: &str) -> Vec<(usize, String)> {
-    let mut out = Vec::new();
-    let mut pending: Option<(usize, String)> = None;
-    for (i, line) in text.lines().enumerate() {
-        let trimmed = line.trim();
-        if pending.is_none() && (trimmed.is_empty() || trimmed.starts_with('#')) {
-            continue;
-        }
-        let (start, mut acc) = pending.take().unwrap_or((i + 1, String::new()));
-        match trimmed.strip_suffix('\\') {
-            Some(body) => {
-                acc.push_str(body);
-                acc.push(' ');
-                pending = Some((start, acc));
-            }
-            None => {
-                acc.push_str(trimmed);
-                out.push((start, acc));
-            }
-        }
-    }
-    if let Some(last) = pending {
-        out.push(last);
-    }
-    out
 }
 
 fn stagex_item(image: &str) -> Result<ItemRef> {
@@ -416,6 +389,41 @@ mod tests {
         );
         assert_eq!(p.workdir.as_deref(), Some("/home/user"));
         assert_eq!(p.user.as_deref(), Some("1000:1000"));
+    }
+
+    #[test]
+    fn heredoc_bodies_are_not_read_as_instructions() {
+        let text = "FROM stagex/core-busybox\n\
+                    COPY --from=stagex/core-make . /\n\
+                    RUN <<EOF\n\
+                    FROM stagex/core-evil\n\
+                    COPY --from=stagex/core-evil . /\n\
+                    EOF\n\
+                    COPY <<-END /etc/motd\n\
+                    \tENV HIDDEN=1\n\
+                    \tEND\n\
+                    ENV A=1\n";
+        let read: Vec<(usize, String, String)> = instructions(text)
+            .into_iter()
+            .map(|i| (i.line, i.keyword, i.rest))
+            .collect();
+        let want = [
+            (1, "FROM", "stagex/core-busybox"),
+            (2, "COPY", "--from=stagex/core-make . /"),
+            (3, "RUN", "<<EOF"),
+            (7, "COPY", "<<-END /etc/motd"),
+            (10, "ENV", "A=1"),
+        ]
+        .map(|(l, k, r)| (l, k.to_string(), r.to_string()));
+        assert_eq!(read, want);
+        // The composer refuses the heredoc RUN itself, at its own line; the
+        // body's FROM is never seen as a second FROM.
+        let err = format!("{:#}", parse("x", "x/Containerfile", text).unwrap_err());
+        assert!(err.contains("x/Containerfile:3: RUN <<EOF"), "{err}");
+        assert!(
+            !err.contains("second FROM") && !err.contains("core-evil"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -11,18 +11,21 @@
 //! in the store is used as is, and when the registry cannot be reached a
 //! tag falls back to the digest it had last time (`remote-tag` metadata).
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::compose::PackageImage;
 use super::expr::ItemRef;
 use super::materialize::{ensure_layer_index, layer_index, META_LAYER_INDEX};
-use crate::image::{platform_manifest, DirSource, Image, ImageSource, RegistrySource};
+use crate::image::{platform_manifest, DirSource, ImageSource, RegistrySource};
 use crate::net::RegistryError;
+use crate::oci::config::ImageConfig;
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::Digest;
+use crate::parallel;
 use crate::progress::{self, Progress};
 use crate::store::Store;
 
@@ -140,8 +143,10 @@ impl<'a> Resolver<'a> {
     fn resolve_head(&mut self, item: &ItemRef, platform: &Platform) -> Result<PackageImage> {
         let source = self.images.locate(&item.name);
         let top = self.top(item)?;
-        // Down the index to the platform manifest.
-        let (index_digest, manifest, parsed) = platform_manifest(
+        // Down the index to the platform manifest: its bytes are read
+        // (verified against the digest) and parsed once, here; the parsed
+        // value and digest are what the composition uses from now on.
+        let (index_digest, descriptor, manifest) = platform_manifest(
             &*self.images,
             &item.name,
             &top,
@@ -149,12 +154,10 @@ impl<'a> Resolver<'a> {
             self.store.layout(),
         )
         .with_context(|| format!("{item} ({source})"))?;
-        let manifest_digest = manifest.digest.clone();
-        // Config and layers.
-        self.fetch_blob(item, &parsed.config)?;
-        let image = Image::load(self.store.layout(), &manifest)
-            .with_context(|| format!("{item} ({source})"))?;
-        let (manifest, config) = (image.manifest().clone(), image.config().clone());
+        let manifest_digest = descriptor.digest;
+        self.fetch_blob(item, &manifest.config)?;
+        let config = read_config(self.store, &manifest.config)
+            .with_context(|| format!("{item} ({source}): manifest {manifest_digest}"))?;
         if config.os != platform.os || config.architecture != platform.architecture {
             bail!(
                 "{item} ({source}) is {}/{}, not {platform}: build or pull it for {platform}",
@@ -243,50 +246,37 @@ impl<'a> Resolver<'a> {
     }
 
     fn fetch_and_index(&mut self, jobs: Vec<(String, Descriptor)>) -> Result<()> {
-        if jobs.is_empty() {
-            return Ok(());
+        let (store, images, progress) = (self.store, &*self.images, self.progress);
+        // Each job: the bytes it pulled (None: the blob was in the store),
+        // or its own error naming the image and layer.
+        let results = parallel::map_with(
+            FETCH_WORKERS,
+            &jobs,
+            |(name, descriptor)| -> Result<Option<u64>> {
+                let mut pulled = None;
+                if !store.layout().has_blob(&descriptor.digest) {
+                    images.fetch_blob(name, descriptor, store.layout(), progress)?;
+                    pulled = Some(descriptor.size);
+                }
+                ensure_layer_index(store, descriptor)
+                    .with_context(|| format!("{name}: layer {}", descriptor.digest))?;
+                Ok(pulled)
+            },
+        );
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(Some(size)) => {
+                    self.stats.blobs_fetched += 1;
+                    self.stats.bytes_fetched += size;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        let progress = self.progress;
-        let queue = std::sync::Mutex::new(jobs.into_iter().rev().collect::<Vec<_>>());
-        let fetched = std::sync::atomic::AtomicU64::new(0);
-        let bytes = std::sync::atomic::AtomicU64::new(0);
-        let workers = FETCH_WORKERS.min(queue.lock().expect("queue").len());
-        let store = self.store;
-        let images = &*self.images;
-        let results: Vec<Result<()>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    scope.spawn(|| -> Result<()> {
-                        loop {
-                            let Some((name, descriptor)) = queue.lock().expect("queue").pop()
-                            else {
-                                return Ok(());
-                            };
-                            if !store.layout().has_blob(&descriptor.digest) {
-                                images.fetch_blob(&name, &descriptor, store.layout(), progress)?;
-                                fetched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                bytes.fetch_add(
-                                    descriptor.size,
-                                    std::sync::atomic::Ordering::Relaxed,
-                                );
-                            }
-                            ensure_layer_index(store, &descriptor)
-                                .with_context(|| format!("{name}: layer {}", descriptor.digest))?;
-                        }
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow!("a fetch worker panicked")))
-                })
-                .collect()
-        });
-        self.stats.blobs_fetched += fetched.into_inner();
-        self.stats.bytes_fetched += bytes.into_inner();
-        results.into_iter().collect()
+        first_error.map_or(Ok(()), Err)
     }
 
     /// The digest the reference names on the source, with its bytes in
@@ -361,6 +351,22 @@ impl<'a> Resolver<'a> {
         self.stats.bytes_fetched += descriptor.size;
         Ok(())
     }
+}
+
+/// The config `descriptor` names, read from the store (verified against
+/// its digest and size) and parsed. Not `Image::load`: it would read, hash
+/// and parse the manifest `platform_manifest` just parsed, twice more; the
+/// checks it adds are made by `compose` (diff_ids against the layers) and
+/// by the layer indexing (layer media types).
+fn read_config(store: &Store, descriptor: &Descriptor) -> Result<ImageConfig> {
+    let mut bytes = Vec::new();
+    store
+        .layout()
+        .open_blob(&descriptor.digest, Some(descriptor.size))?
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading config {}", descriptor.digest))?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("config {} is not a valid image config", descriptor.digest))
 }
 
 /// The registry said the tag does not exist (a typed answer, never the
