@@ -34,6 +34,35 @@ pub struct ImageTarget {
     pub repository_path: String,
 }
 
+impl ImageTarget {
+    /// A manifest known only by repository and digest (no platform, no
+    /// tag): the one builder of such targets (release digests files for
+    /// `verify --digests`, `stagex sigs` image sets, `repo@sha256:..`
+    /// arguments). A signature counts for it when it signs any tag of the
+    /// repository (containers/image's pull-by-digest rule), so the identity
+    /// a new signature would carry is the repository itself.
+    pub fn by_digest(name: &str, digest: Digest, reference: DockerReference) -> ImageTarget {
+        ImageTarget {
+            name: name.to_string(),
+            digest,
+            platform: None,
+            identity: reference.repository(),
+            repository_path: reference.path.clone(),
+            reference,
+        }
+    }
+
+    /// `name` (a package name `core-x`, or a repository path under the
+    /// namespace) at `digest`, as `<namespace>/<name>@<digest>`.
+    pub fn in_namespace(namespace: &str, name: &str, digest: Digest) -> Result<ImageTarget> {
+        let namespace = namespace.trim_end_matches('/');
+        let text = format!("{namespace}/{name}@{digest}");
+        let reference = DockerReference::parse(&text)
+            .with_context(|| format!("image {name:?} in namespace {namespace:?}"))?;
+        Ok(ImageTarget::by_digest(name, digest, reference))
+    }
+}
+
 /// Where names are resolved.
 #[derive(Clone, Debug)]
 pub struct Resolver<'a> {
@@ -140,21 +169,13 @@ fn reference_target(arg: &str) -> Result<ImageTarget> {
     let Some(digest) = reference.digest.clone() else {
         bail!("image reference {arg:?} has no digest: write it as REPO:TAG@sha256:<hex>");
     };
-    let identity = match &reference.tag {
-        Some(_) => {
-            let text = arg.split_once('@').map_or(arg, |(n, _)| n);
-            text.to_string()
-        }
-        None => reference.repository(),
-    };
-    Ok(ImageTarget {
-        name: arg.to_string(),
-        digest,
-        platform: None,
-        identity,
-        repository_path: reference.path.clone(),
-        reference,
-    })
+    let tagged = reference.tag.is_some();
+    let mut target = ImageTarget::by_digest(arg, digest, reference);
+    if tagged {
+        // The tag is the identity to sign (and verify wants exactly it).
+        target.identity = arg.split_once('@').map_or(arg, |(n, _)| n).to_string();
+    }
+    Ok(target)
 }
 
 /// A ref.name annotation is a tag or a full reference: take the tag.

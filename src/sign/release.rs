@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use super::image::{is_reference, ImageTarget};
-use super::reference::DockerReference;
 use crate::build::digests;
 pub use crate::build::digests::ReleaseEntry;
 use crate::oci::digest::Digest;
@@ -87,21 +86,11 @@ impl ReleaseDigests {
     /// (looked up by digest, so any signed tag of the repository matches
     /// under `matchRepoDigestOrExact`).
     pub fn targets(&self, namespace: &str) -> Result<Vec<ImageTarget>> {
-        let namespace = namespace.trim_end_matches('/');
         self.entries
             .iter()
             .map(|e| {
-                let text = format!("{namespace}/{}@{}", e.name, e.digest);
-                let reference = DockerReference::parse(&text)
-                    .with_context(|| format!("{}: image name {:?}", e.source, e.name))?;
-                Ok(ImageTarget {
-                    name: e.name.clone(),
-                    digest: e.digest.clone(),
-                    platform: None,
-                    identity: reference.repository(),
-                    repository_path: reference.path.clone(),
-                    reference,
-                })
+                ImageTarget::in_namespace(namespace, &e.name, e.digest.clone())
+                    .with_context(|| e.source.clone())
             })
             .collect()
     }
@@ -110,6 +99,7 @@ impl ReleaseDigests {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::reference::DockerReference;
     use std::path::Path;
 
     fn parse(text: &str, file: &str) -> Result<Vec<ReleaseEntry>> {
@@ -154,6 +144,30 @@ mod tests {
             format!("docker.io/stagex/core-a@{a}")
         );
         assert_eq!(t[1].repository_path, "stagex/core-b");
+    }
+
+    #[test]
+    fn verify_and_sigs_build_the_same_targets_from_digests() {
+        let (a, b) = (Digest::of_bytes(b"a"), Digest::of_bytes(b"b"));
+        let text = format!("{} core-a\n{} core-b\n", a.hex(), b.hex());
+        for namespace in ["stagex", "127.0.0.1:5000/stagex/"] {
+            let release = ReleaseDigests::from_entries(parse(&text, "core.txt").unwrap()).unwrap();
+            let verify = release.targets(namespace).unwrap();
+            let sigs = crate::sigs::images::parse_digests(&text, namespace, "core.txt").unwrap();
+            assert_eq!(verify, sigs, "{namespace}");
+        }
+        let t = &ReleaseDigests::from_entries(parse(&text, "core.txt").unwrap())
+            .unwrap()
+            .targets("stagex")
+            .unwrap()[0];
+        // By digest: any signed tag of the repository counts, and the
+        // identity a new signature would carry is the repository.
+        assert_eq!(t.identity, "docker.io/stagex/core-a");
+        let signed = DockerReference::parse("stagex/core-a:1.0").unwrap();
+        assert!(t.reference.matches_signed(&signed));
+        let release = ReleaseDigests::from_entries(parse(&text, "x.txt").unwrap()).unwrap();
+        let err = release.targets("Not A/Namespace").unwrap_err();
+        assert!(format!("{err:#}").contains("x.txt:1"), "{err:#}");
     }
 
     #[test]

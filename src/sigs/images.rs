@@ -29,26 +29,11 @@ pub fn key(image: &ImageTarget) -> String {
     crate::lookaside::signature_dir(&image.repository_path, &image.digest)
 }
 
-/// A target known only by repository and digest (no platform, no tag).
-fn target(name: &str, digest: Digest, reference: DockerReference) -> ImageTarget {
-    ImageTarget {
-        name: name.to_string(),
-        digest,
-        platform: None,
-        identity: reference.to_string(),
-        repository_path: reference.path.clone(),
-        reference,
-    }
-}
-
 /// The image `name` (a repository path, `stagex/core-x`, or a package name
-/// `core-x` under `namespace`) at `digest`, matched by repository.
+/// `core-x` under `namespace`) at `digest`, matched by repository
+/// (`ImageTarget::in_namespace`, shared with `verify --digests`).
 pub fn image(namespace: &str, name: &str, digest: Digest) -> Result<ImageTarget> {
-    let namespace = namespace.trim_end_matches('/');
-    let text = format!("{namespace}/{name}@{digest}");
-    let reference = DockerReference::parse(&text)
-        .with_context(|| format!("image {name:?} in namespace {namespace:?}"))?;
-    Ok(target(name, digest, reference))
+    ImageTarget::in_namespace(namespace, name, digest)
 }
 
 /// Parses one digests file (through `build::digests`, the one reader of
@@ -108,7 +93,7 @@ pub fn walk(root: &Path, namespace: &str) -> Result<(Vec<ImageTarget>, Vec<Strin
         };
         match Digest::from_hex(hex).and_then(|d| {
             let reference = DockerReference::parse(&format!("{domain}/{path}@{d}"))?;
-            Ok(target(&path, d, reference))
+            Ok(ImageTarget::by_digest(&path, d, reference))
         }) {
             Ok(image) if image.reference.path == path => images.push(image),
             _ => skipped.push(entry.path().display().to_string()),
