@@ -234,7 +234,7 @@ impl<'a> Run<'a> {
 
 /// Runs `op` under the host's retry budget; the error text names what
 /// failed and why the engine stopped.
-pub(crate) fn call<T>(
+fn call<T>(
     host: &Host,
     op: impl FnMut() -> Result<T, RegistryError>,
 ) -> Result<T, String> {
@@ -320,7 +320,7 @@ impl Clients {
 /// so the first namespace of a registry gets the uploads and the next ones
 /// (a phase later) mount from it, every time, while different registries
 /// are pushed side by side.
-pub(crate) fn for_each_pair(run: &Run<'_>, jobs: usize, f: impl Fn(&Clients, usize, usize) + Sync) {
+fn for_each_pair(run: &Run<'_>, jobs: usize, f: impl Fn(&Clients, usize, usize) + Sync) {
     let clients = Clients::default();
     let mut rank = vec![0usize; run.destinations.len()];
     for (d, dest) in run.destinations.iter().enumerate() {
@@ -340,17 +340,7 @@ pub(crate) fn for_each_pair(run: &Run<'_>, jobs: usize, f: impl Fn(&Clients, usi
                     .map(move |d| (d, i))
             })
             .collect();
-        let next = AtomicUsize::new(0);
-        let workers = jobs.clamp(1, work.len().max(1));
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(d, i)) = work.get(n) else { break };
-                    f(&clients, d, i);
-                });
-            }
-        });
+        crate::parallel::map_with(jobs, &work, |&(d, i)| f(&clients, d, i));
     }
 }
 
@@ -540,40 +530,15 @@ fn push_blobs(
         push_blob(run, client, host, dest, repo, counters, image, blob)
             .map_err(|e| format!("blob {}: {e}", blob.digest))
     };
-    if image.blobs.len() <= 1 {
-        return image
-            .blobs
-            .iter()
-            .try_fold(true, |all, b| Ok(all & one(b)?));
-    }
-    let next = AtomicUsize::new(0);
-    let results: Vec<Result<bool, String>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..BLOB_JOBS.min(image.blobs.len()))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut all = Ok(true);
-                    while let Some(blob) = image.blobs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        all = match (all, one(blob)) {
-                            (Ok(a), Ok(b)) => Ok(a & b),
-                            (Err(e), _) | (_, Err(e)) => Err(e),
-                        };
-                    }
-                    all
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("blob push thread panicked"))
-            .collect()
-    });
-    results.into_iter().try_fold(true, |all, r| Ok(all & r?))
+    crate::parallel::map_with(BLOB_JOBS, &image.blobs, one)
+        .into_iter()
+        .try_fold(true, |all, r| Ok(all & r?))
 }
 
 /// The digest of what the registry serves for `repo:tag`: None when it
 /// answers that there is none; any other failure (after retries) is the
 /// error, naming what failed.
-pub(crate) fn served_digest(
+fn served_digest(
     client: &RegistryClient,
     host: &Host,
     repo: &str,
