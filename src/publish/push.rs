@@ -234,10 +234,7 @@ impl<'a> Run<'a> {
 
 /// Runs `op` under the host's retry budget; the error text names what
 /// failed and why the engine stopped.
-fn call<T>(
-    host: &Host,
-    op: impl FnMut() -> Result<T, RegistryError>,
-) -> Result<T, String> {
+fn call<T>(host: &Host, op: impl FnMut() -> Result<T, RegistryError>) -> Result<T, String> {
     retry(&host.budget, op).map_err(|e| e.to_string())
 }
 
@@ -457,40 +454,53 @@ fn push_image(
     for (tag, present) in tags.iter().zip(present) {
         if present {
             Counters::add(&counters.tags_present, 1);
-        } else if run.dry_run {
-            Counters::add(&counters.tags_pushed, 1);
-            continue;
         } else {
-            call(host, || {
-                client.push_manifest(&repo, tag, &bytes, &root.media_type)
-            })?;
             Counters::add(&counters.tags_pushed, 1);
-            let served = served_digest(client, host, &repo, tag).map_err(|e| {
-                format!(
-                    "{}/{repo}:{tag}: pushed, but checking what the registry serves failed: {e}",
-                    dest.host
-                )
-            })?;
-            match served {
-                Some(got) if got == root.digest => {}
-                got => {
-                    return Err(format!(
-                        "{}/{repo}:{tag}: the registry serves {} after the push, ours is {} (a registry or proxy rewrote the manifest)",
-                        dest.host,
-                        got.map_or("nothing".to_string(), |d| d.to_string()),
-                        root.digest
-                    ))
-                }
+            if !run.dry_run {
+                push_tag(client, host, dest, &repo, tag, &bytes, root)?;
             }
         }
-        run.journal.record(Entry {
-            registry: dest.host.clone(),
-            repository: repo.clone(),
-            digest: root.digest.to_string(),
-            tag: tag.clone(),
-        });
+        if !run.dry_run {
+            run.journal.record(Entry {
+                registry: dest.host.clone(),
+                repository: repo.clone(),
+                digest: root.digest.to_string(),
+                tag: tag.clone(),
+            });
+        }
     }
     Ok(())
+}
+
+/// Pushes the root manifest `bytes` under `tag`, then reads back the
+/// digest the registry serves for it: it must be ours.
+fn push_tag(
+    client: &RegistryClient,
+    host: &Host,
+    dest: &Destination,
+    repo: &str,
+    tag: &str,
+    bytes: &[u8],
+    root: &Descriptor,
+) -> Result<(), String> {
+    call(host, || {
+        client.push_manifest(repo, tag, bytes, &root.media_type)
+    })?;
+    let served = served_digest(client, host, repo, tag).map_err(|e| {
+        format!(
+            "{}/{repo}:{tag}: pushed, but checking what the registry serves failed: {e}",
+            dest.host
+        )
+    })?;
+    match served {
+        Some(got) if got == root.digest => Ok(()),
+        got => Err(format!(
+            "{}/{repo}:{tag}: the registry serves {} after the push, ours is {} (a registry or proxy rewrote the manifest)",
+            dest.host,
+            got.map_or("nothing".to_string(), |d| d.to_string()),
+            root.digest
+        )),
+    }
 }
 
 /// Counts every blob of `image` as present in `repo` (a tag proved it).

@@ -178,13 +178,19 @@ fn from_env(host: &str) -> Option<(String, String)> {
 
 /// Credentials found for a host, and where they came from (for the
 /// message when the registry refuses them; never the secret itself).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Found {
     pub user: String,
     pub password: String,
     /// `$STAGEX_REGISTRY_USER`, `auths in /root/.docker/config.json`,
     /// `docker-credential-pass (named in /root/.docker/config.json)`.
     pub source: String,
+}
+
+impl std::fmt::Debug for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Found({}, <hidden>, from {})", self.user, self.source)
+    }
 }
 
 /// Credentials for `host`: the environment, then the auth files.
