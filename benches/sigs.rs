@@ -26,7 +26,7 @@ use stagex::oci::digest::Digest;
 use stagex::sign::keyring::Keyring;
 use stagex::sign::payload::Payload;
 use stagex::sign::signer::{KeyFileSigner, PayloadSigner};
-use stagex::sigs::images::parse_digests;
+use stagex::sigs::images::from_digests;
 use stagex::sigs::{sync, SyncOptions};
 
 const SIGNERS: usize = 3;
@@ -140,7 +140,9 @@ fn main() {
     let ca = nginx.ca.clone().unwrap();
     // The library reads the private CA from the environment (as the CLI).
     std::env::set_var("STAGEX_CA_FILE", &ca);
-    let set = parse_digests(&digests, "stagex", "bench").unwrap();
+    let digests_file = root.join("core.txt");
+    std::fs::write(&digests_file, &digests).unwrap();
+    let set = from_digests(&[digests_file], "stagex").unwrap();
 
     let curl = curl_loop(&nginx.url(), &ca, &root.join("curl"), &digests, sample);
     let curl_all = curl.mul_f64(images as f64 / sample as f64);

@@ -14,6 +14,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::reference::DockerReference;
+use crate::build::digests::ReleaseEntry;
 use crate::image::{OutDir, OutManifest};
 use crate::oci::digest::Digest;
 
@@ -60,6 +61,21 @@ impl ImageTarget {
         let reference = DockerReference::parse(&text)
             .with_context(|| format!("image {name:?} in namespace {namespace:?}"))?;
         Ok(ImageTarget::by_digest(name, digest, reference))
+    }
+
+    /// One target per digests-file entry, in `namespace`; an error names
+    /// the entry's file and line. Used by `verify --digests` and `sigs`.
+    pub fn from_entries<'e>(
+        namespace: &str,
+        entries: impl IntoIterator<Item = &'e ReleaseEntry>,
+    ) -> Result<Vec<ImageTarget>> {
+        entries
+            .into_iter()
+            .map(|e| {
+                ImageTarget::in_namespace(namespace, &e.name, e.digest.clone())
+                    .with_context(|| e.source.clone())
+            })
+            .collect()
     }
 }
 

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::image::{is_reference, ImageTarget};
 use crate::build::digests;
@@ -86,13 +86,7 @@ impl ReleaseDigests {
     /// (looked up by digest, so any signed tag of the repository matches
     /// under `matchRepoDigestOrExact`).
     pub fn targets(&self, namespace: &str) -> Result<Vec<ImageTarget>> {
-        self.entries
-            .iter()
-            .map(|e| {
-                ImageTarget::in_namespace(namespace, &e.name, e.digest.clone())
-                    .with_context(|| e.source.clone())
-            })
-            .collect()
+        ImageTarget::from_entries(namespace, &self.entries)
     }
 }
 
@@ -147,15 +141,12 @@ mod tests {
     }
 
     #[test]
-    fn verify_and_sigs_build_the_same_targets_from_digests() {
+    fn digests_entries_become_targets_by_repository() {
         let (a, b) = (Digest::of_bytes(b"a"), Digest::of_bytes(b"b"));
         let text = format!("{} core-a\n{} core-b\n", a.hex(), b.hex());
-        for namespace in ["stagex", "127.0.0.1:5000/stagex/"] {
-            let release = ReleaseDigests::from_entries(parse(&text, "core.txt").unwrap()).unwrap();
-            let verify = release.targets(namespace).unwrap();
-            let sigs = crate::sigs::images::parse_digests(&text, namespace, "core.txt").unwrap();
-            assert_eq!(verify, sigs, "{namespace}");
-        }
+        let release = ReleaseDigests::from_entries(parse(&text, "core.txt").unwrap()).unwrap();
+        let local = release.targets("127.0.0.1:5000/stagex/").unwrap();
+        assert_eq!(local[1].identity, "127.0.0.1:5000/stagex/core-b");
         let t = &ReleaseDigests::from_entries(parse(&text, "core.txt").unwrap())
             .unwrap()
             .targets("stagex")

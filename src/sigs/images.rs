@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::build::digests::{self, ReleaseEntry};
+use crate::build::digests;
 use crate::oci::digest::Digest;
 use crate::sign::image::ImageTarget;
 use crate::sign::reference::DockerReference;
@@ -29,30 +29,17 @@ pub fn key(image: &ImageTarget) -> String {
     crate::lookaside::signature_dir(&image.repository_path, &image.digest)
 }
 
-/// The image `name` (a repository path, `stagex/core-x`, or a package name
-/// `core-x` under `namespace`) at `digest`, matched by repository
-/// (`ImageTarget::in_namespace`, shared with `verify --digests`).
-pub fn image(namespace: &str, name: &str, digest: Digest) -> Result<ImageTarget> {
-    ImageTarget::in_namespace(namespace, name, digest)
-}
-
 /// Parses one digests file (through `build::digests`, the one reader of
 /// that format). `origin` names the file in errors.
-pub fn parse_digests(text: &str, namespace: &str, origin: &str) -> Result<Vec<ImageTarget>> {
-    to_images(digests::parse_entries(Path::new(origin), text)?, namespace)
+#[cfg(test)]
+fn parse_digests(text: &str, namespace: &str, origin: &str) -> Result<Vec<ImageTarget>> {
+    ImageTarget::from_entries(namespace, &digests::parse_entries(Path::new(origin), text)?)
 }
 
 /// Every image of `--digests` arguments: files, or directories whose
 /// `*.txt` files are read (sorted).
 pub fn from_digests(paths: &[PathBuf], namespace: &str) -> Result<Vec<ImageTarget>> {
-    to_images(digests::read_entries(paths)?, namespace)
-}
-
-fn to_images(entries: Vec<ReleaseEntry>, namespace: &str) -> Result<Vec<ImageTarget>> {
-    entries
-        .into_iter()
-        .map(|e| image(namespace, &e.name, e.digest).with_context(|| e.source))
-        .collect()
+    ImageTarget::from_entries(namespace, &digests::read_entries(paths)?)
 }
 
 /// Every `<repository path>@sha256=<hex>` directory under a lookaside

@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 
 use anyhow::{Context, Result};
 
-use super::images::image;
 use crate::oci::digest::Digest;
 use crate::oci::manifest::AnyManifest;
 use crate::registry::{split_repository, RegistryClient};
@@ -29,7 +28,7 @@ pub fn list(namespace_ref: &str, identity: &str) -> Result<Vec<ImageTarget>> {
             digests.extend(platform_digests(&client, &repo, &tag)?);
         }
         for digest in digests {
-            images.push(image(identity, &name, digest)?);
+            images.push(ImageTarget::in_namespace(identity, &name, digest)?);
         }
     }
     Ok(images)
