@@ -109,6 +109,39 @@ fn directory_sync_never_replaces_prunes_on_request_and_gates_legacy() {
     assert_eq!(read(&dest, "stagex/core-z", &z, 1), b"kept");
 }
 
+/// `--prune` after an upload into a gap: the destination holds
+/// signature-1 and signature-3 (a gap hides the second), the upload lands
+/// at signature-2 and makes signature-3 visible, so the prune must list
+/// again and judge it too (a listing made before the upload misses it).
+#[test]
+fn prune_after_an_upload_into_a_gap_judges_the_files_it_uncovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let m1 = key("m1");
+    write_keys(&root.join("keys"), &[&m1]);
+    let a = Digest::of_bytes(b"a");
+    let src = root.join("src");
+    let valid = signature(&m1, "stagex/core-a:1", &a);
+    place(&src, "stagex/core-a", &a, 1, &valid);
+    let dest = root.join("dest");
+    place(&dest, "stagex/core-a", &a, 1, b"junk-1");
+    place(&dest, "stagex/core-a", &a, 3, b"junk-3");
+    let from = format!("file://{}", src.display());
+    let out = sync(root, &from, dest.to_str().unwrap(), &["--prune"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report = json(&out);
+    assert_eq!(report["uploaded"][0]["file"], "signature-2", "{report}");
+    let pruned: Vec<&str> = report["pruned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(pruned, ["signature-1", "signature-3"], "{report}");
+    assert_eq!(names(&dest, "stagex/core-a", &a), ["signature-1"]);
+    assert_eq!(read(&dest, "stagex/core-a", &a, 1), valid);
+}
+
 #[test]
 fn webdav_prune_deletes_and_renumbers() {
     let dir = tempfile::tempdir().unwrap();
@@ -135,8 +168,9 @@ fn webdav_prune_deletes_and_renumbers() {
     assert_eq!(names(&dav_root, "stagex/core-a", &a), ["signature-1"]);
     assert_eq!(read(&dav_root, "stagex/core-a", &a, 1), valid);
     assert!(!text(&out).contains("pw@"), "password leaked");
-    // The destination is listed once (the upload's listing feeds the
-    // prune): one GET of each file, down to the closing 404.
+    // The destination is listed once (nothing new was uploaded, so the
+    // upload's listing is current and feeds the prune): one GET of each
+    // file, down to the closing 404.
     let log = dav.access_log()[before..].to_string();
     for n in 1..=3 {
         let gets = log

@@ -454,3 +454,188 @@ fn verify_over_http_retries_a_503_and_passes() {
         "one 503, one retry: {requests:?}"
     );
 }
+
+/// `--prune` with a state file: a file that answers 304 to the listing is
+/// fetched again before the upload and may have turned into a rejected
+/// one. What to keep is counted after that fetch, so a source that now
+/// serves nothing valid for the image does not empty the mirror.
+#[test]
+fn a_304_that_turns_invalid_on_the_refetch_never_empties_the_mirror() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let m1 = key("m1");
+    write_keys(&root.join("keys"), &[&m1]);
+    let digest = Digest::of_bytes(b"refetch");
+    std::fs::create_dir_all(root.join("digests")).unwrap();
+    std::fs::write(
+        root.join("digests/core.txt"),
+        format!("{} core-a\n", digest.hex()),
+    )
+    .unwrap();
+    let good = signature(&m1, "stagex/core-a:1", &digest);
+    let file = |n: u32| format!("/stagex/core-a@sha256={}/signature-{n}", digest.hex());
+    let (one, two) = (file(1), file(2));
+    let second_run = Arc::new(AtomicBool::new(false));
+    let asked_one = AtomicUsize::new(0);
+    let server = {
+        let (second_run, good) = (second_run.clone(), good.clone());
+        Hostile::start(move |path| match path {
+            // First run: the signature; second run: 304 to the listing,
+            // then other bytes to the unconditional re-fetch.
+            p if p == one => match asked_one.fetch_add(1, Ordering::SeqCst) {
+                0 => Answer::Tagged(200, "\"v1\"", good.clone()),
+                1 => Answer::Tagged(304, "\"v1\"", Vec::new()),
+                _ => Answer::Send(200, "application/octet-stream", b"not a signature".to_vec()),
+            },
+            // A new file on the second run, so that the image is not
+            // skipped as unchanged.
+            p if p == two && second_run.load(Ordering::SeqCst) => {
+                Answer::Send(200, "application/octet-stream", b"junk".to_vec())
+            }
+            _ => Answer::Send(404, "text/plain", Vec::new()),
+        })
+    };
+    let mirror = root.join("mirror");
+    let run = |extra: &[&str]| {
+        stagex(&["--json", "--root"])
+            .arg(root)
+            .args(["sigs", "sync", "--from", &server.url(), "--to"])
+            .arg(&mirror)
+            .arg("--keys")
+            .arg(root.join("keys"))
+            .arg("--digests")
+            .arg(root.join("digests"))
+            .arg("--state")
+            .arg(root.join("state.json"))
+            .args(["--timeout", "5"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(names(&mirror, "stagex/core-a", &digest), ["signature-1"]);
+
+    second_run.store(true, Ordering::SeqCst);
+    let out = run(&["--prune"]);
+    let report = json(&out);
+    let rejected = report["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2, "both files now rejected: {report}");
+    assert_eq!(
+        server.requests().iter().filter(|p| **p == file(1)).count(),
+        3,
+        "listing, 304, re-fetch: {:?}",
+        server.requests()
+    );
+    assert_eq!(report["pruned"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(names(&mirror, "stagex/core-a", &digest), ["signature-1"]);
+    assert_eq!(
+        std::fs::read(image_dir(&mirror, "stagex/core-a", &digest).join("signature-1")).unwrap(),
+        good
+    );
+}
+
+/// A source or lookaside that answers 401: `verify` and `sigs sync` say
+/// the same thing, naming the URL and how a reader is given credentials
+/// (the URL's `user:password@` or a netrc line), and, when credentials
+/// were sent, that they were refused and where they came from, never the
+/// password.
+#[test]
+fn a_401_from_a_store_read_from_names_the_url_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let digest = make_image(&root.join("out"), "core-u", "1.0", Shape::Manifest, "u");
+    write_keys(&root.join("keys"), &[&key("u1")]);
+    std::fs::create_dir_all(root.join("digests")).unwrap();
+    std::fs::write(
+        root.join("digests/core.txt"),
+        format!("{} core-u\n", digest.hex()),
+    )
+    .unwrap();
+    let server = Hostile::start(|_| Answer::Send(401, "text/plain", b"who are you".to_vec()));
+    let file = format!(
+        "{}/stagex/core-u@sha256={}/signature-1",
+        server.url(),
+        digest.hex()
+    );
+    let no_netrc = root.join("no-netrc");
+    let out = stagex(&["--json", "--root"])
+        .arg(root)
+        .args(["verify", "--lookaside", &server.url(), "core-u"])
+        .env("NETRC", &no_netrc)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    for want in [
+        file.as_str(),
+        "HTTP 401",
+        "none were sent",
+        "USER:PASSWORD@127.0.0.1/",
+        "machine 127.0.0.1 login USER password PASSWORD",
+        "netrc",
+    ] {
+        assert!(said.contains(want), "{want:?} missing: {said}");
+    }
+    assert!(
+        !said.contains("a lookaside must answer 200 or 404"),
+        "{said}"
+    );
+
+    let from = server.url().replace("://", "://reader:s3cret@");
+    let out = stagex(&["--json", "--root"])
+        .arg(root)
+        .args(["sigs", "sync", "--from", &from, "--to"])
+        .arg(root.join("mirror"))
+        .arg("--keys")
+        .arg(root.join("keys"))
+        .arg("--digests")
+        .arg(root.join("digests"))
+        .args(["--timeout", "5", "--full"])
+        .env("NETRC", &no_netrc)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = json(&out);
+    let message = report["errors"][0]["message"].as_str().unwrap();
+    for want in [
+        file.as_str(),
+        "HTTP 401",
+        "refused",
+        "\"reader\"",
+        "URL's user:password@",
+        "machine 127.0.0.1 login USER password PASSWORD",
+    ] {
+        assert!(message.contains(want), "{want:?} missing: {message}");
+    }
+    assert!(
+        !text(&out).contains("s3cret"),
+        "password leaked: {}",
+        text(&out)
+    );
+
+    // `sigs audit` reports the same message as an `unauthorized` finding.
+    let out = stagex(&["--json", "--root"])
+        .arg(root)
+        .args(["sigs", "audit", &server.url(), "--keys"])
+        .arg(root.join("keys"))
+        .arg("--digests")
+        .arg(root.join("digests"))
+        .env("NETRC", &no_netrc)
+        .output()
+        .unwrap();
+    let report = json(&out);
+    let found = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "unauthorized")
+        .unwrap_or_else(|| panic!("no unauthorized finding: {report}"));
+    let detail = found["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&file) && detail.contains("none were sent"),
+        "{detail}"
+    );
+}

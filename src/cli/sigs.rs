@@ -13,6 +13,7 @@ use clap::{Args, Subcommand};
 
 use super::Context;
 use crate::lookaside::fetch::Policy;
+use crate::lookaside::location::Location;
 use crate::sign::image::{ImageTarget, Resolver};
 use crate::sign::keyring::Keyring;
 use crate::sign::quorum::check_threshold;
@@ -119,7 +120,8 @@ fn policy(set: &SetArgs) -> Policy {
 
 fn run_sync(ctx: &Context, args: SyncArgs) -> Result<ExitCode> {
     let keyring = keyring(ctx, &args.set)?;
-    let images = image_set(ctx, &args.set, &args.from)?;
+    let from = Location::parse(&args.from)?;
+    let images = image_set(ctx, &args.set, &from)?;
     let state_file = if args.full {
         None
     } else {
@@ -135,7 +137,7 @@ fn run_sync(ctx: &Context, args: SyncArgs) -> Result<ExitCode> {
         policy: policy(&args.set),
     };
     let report = run_and_print(ctx, images.len(), sync_summary, |progress| {
-        lib::sync(&args.from, &args.to, &images, &keyring, &options, progress)
+        lib::sync_from(&from, &args.to, &images, &keyring, &options, progress)
     })?;
     Ok(if !report.errors.is_empty() {
         ExitCode::FAILURE
@@ -148,7 +150,8 @@ fn run_sync(ctx: &Context, args: SyncArgs) -> Result<ExitCode> {
 
 fn run_audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
     let keyring = keyring(ctx, &args.set)?;
-    let images = image_set(ctx, &args.set, &args.lookaside)?;
+    let lookaside = Location::parse(&args.lookaside)?;
+    let images = image_set(ctx, &args.set, &lookaside)?;
     let options = AuditOptions {
         threshold: check_threshold(args.threshold.unwrap_or(ctx.settings.threshold))?,
         allow_legacy: args.set.allow_legacy,
@@ -158,7 +161,7 @@ fn run_audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
         ..AuditOptions::default()
     };
     let report = run_and_print(ctx, images.len(), audit_summary, |progress| {
-        lib::audit(&args.lookaside, &images, &keyring, &options, progress)
+        lib::audit(&lookaside, &images, &keyring, &options, progress)
     })?;
     Ok(if report.is_clean() {
         ExitCode::SUCCESS
@@ -177,7 +180,7 @@ fn keyring(ctx: &Context, set: &SetArgs) -> Result<Keyring> {
 
 /// The images: --digests, else --registry, else a directory source's
 /// tree, else out/.
-fn image_set(ctx: &Context, set: &SetArgs, source: &str) -> Result<Vec<ImageTarget>> {
+fn image_set(ctx: &Context, set: &SetArgs, source: &Location) -> Result<Vec<ImageTarget>> {
     let namespace = set
         .identity
         .clone()
@@ -187,8 +190,7 @@ fn image_set(ctx: &Context, set: &SetArgs, source: &str) -> Result<Vec<ImageTarg
         found.extend(crate::sigs::registry::list(registry, &namespace)?);
     }
     if set.digests.is_empty() && set.registry.is_none() {
-        let location = crate::lookaside::location::Location::parse(source)?;
-        if let Some(dir) = location.directory() {
+        if let Some(dir) = source.directory() {
             let (walked, skipped) = images::walk(dir, &namespace)?;
             for s in skipped {
                 eprintln!(
@@ -201,8 +203,9 @@ fn image_set(ctx: &Context, set: &SetArgs, source: &str) -> Result<Vec<ImageTarg
             found = resolver.resolve_all(&[])?;
         } else {
             bail!(
-                "{source}: a lookaside over http has no listing: name the images with \
+                "{}: a lookaside over http has no listing: name the images with \
                  --digests FILE|DIR (StageX's digests/), --registry NS, or build them into {}",
+                source.describe(),
                 ctx.settings.out.display()
             );
         }

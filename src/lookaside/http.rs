@@ -6,15 +6,17 @@
 //! the mirror writer's listing (`lookaside::mirror`). Each file is one
 //! `lookaside::fetch::get` (limits, soft 404s, conditional headers, and the
 //! bounded retry with backoff of the store's `Policy`); the walk returns
-//! what every file said and how the list ended, as data: what a 401, a
-//! soft 404 or a 5xx means is each caller's decision. The client, its
+//! what every file said (`Read`: found, 304 to a conditional request, too
+//! large) and how the list ended (`WalkEnd`; a `Stop` is a soft 404, a 401
+//! or another status), as data: what those mean is each caller's decision
+//! (a reader's 401 message is `location::ReaderUnauthorized`). The client, its
 //! timeouts, the private CA (`STAGEX_CA_FILE`) and the runtime are the
 //! shared ones of `crate::net`.
-use anyhow::{bail, Result};
+use anyhow::Result;
 use futures_util::StreamExt;
 
 use super::fetch::{self, Credentials, FetchError, Outcome, Policy, Validators};
-use super::location::{Location, LocationError};
+use super::location::{CredentialSource, Location, LocationError, ReaderUnauthorized};
 use super::{signature_dir, Fetched, SignatureFile, SignatureSet, MAX_SIGNATURES};
 use crate::net::{self, NetConfig};
 use crate::oci::digest::Digest;
@@ -27,19 +29,74 @@ const CONCURRENT_IMAGES: usize = 16;
 pub struct HttpLookaside {
     /// The URL without userinfo (printed in messages).
     base: String,
+    /// The host (for the 401 message's `~/.netrc` line).
+    host: String,
     auth: Option<Credentials>,
+    /// Where a reader's `auth` came from (for the 401 message).
+    auth_from: Option<CredentialSource>,
     client: reqwest::Client,
     policy: Policy,
 }
 
-/// One file the walk read (`Found`, `NotModified` or `TooLarge`), or the
-/// answer that stopped it.
+/// A file the walk read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// 200 with a signature-sized, non-HTML body.
+    Found {
+        body: Vec<u8>,
+        validators: Validators,
+    },
+    /// 304 to a CONDITIONAL request (validators were sent): unchanged. A
+    /// 304 to a plain GET ends the walk as `Stop::Status(304)`.
+    NotModified,
+    /// A body over 4 MiB (not read).
+    TooLarge(u64),
+}
+
+/// An answer that stops a walk (other than the closing 404).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// 200 with an HTML page: a mirror answering "soft 404s".
+    SoftNotFound,
+    /// 401: credentials missing or refused.
+    Unauthorized,
+    /// Any other status (after the policy's retries).
+    Status(u16),
+}
+
+/// What one GET answer means to a walk of `signature-1..N`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    File(Read),
+    /// 404: the end of the list.
+    Missing,
+    Stop(Stop),
+}
+
+impl Answer {
+    /// Classifies a GET's outcome; `conditional` says whether validators
+    /// were sent (only then is a 304 a file).
+    pub fn of(outcome: Outcome, conditional: bool) -> Answer {
+        match outcome {
+            Outcome::Found { body, validators } => Answer::File(Read::Found { body, validators }),
+            Outcome::NotModified if conditional => Answer::File(Read::NotModified),
+            Outcome::NotModified => Answer::Stop(Stop::Status(304)),
+            Outcome::TooLarge(n) => Answer::File(Read::TooLarge(n)),
+            Outcome::NotFound => Answer::Missing,
+            Outcome::SoftNotFound => Answer::Stop(Stop::SoftNotFound),
+            Outcome::Unauthorized => Answer::Stop(Stop::Unauthorized),
+            Outcome::Status(s) => Answer::Stop(Stop::Status(s)),
+        }
+    }
+}
+
+/// One file the walk read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Walked {
     /// `signature-N`.
     pub name: String,
     pub url: String,
-    pub outcome: Outcome,
+    pub read: Read,
 }
 
 /// How a walk ended.
@@ -49,8 +106,13 @@ pub enum WalkEnd {
     Missing,
     /// 128 files read: readers stop there.
     Limit,
-    /// A soft 404, a 401 or another status (after the policy's retries).
-    Stopped(Walked),
+    /// A soft 404, a 401 or another status (after the policy's retries)
+    /// at `signature-N` (`name`).
+    Stopped {
+        name: String,
+        url: String,
+        stop: Stop,
+    },
     /// A transport failure (after the policy's retries).
     Failed(FetchError),
 }
@@ -63,46 +125,60 @@ pub struct Walk {
 }
 
 impl HttpLookaside {
-    /// A store to READ from (credentials from the URL, else `~/.netrc`),
-    /// on the process-wide client, retrying transient failures as every
-    /// lookaside read does (`Policy::default()`).
-    pub fn new(base: &str) -> Result<HttpLookaside> {
-        HttpLookaside::reader(base, net::http_client()?, Policy::default())
-    }
-
-    /// A store with its own configuration (e.g. shorter timeouts): each
-    /// attempt within its document deadline, the default retries.
+    /// A store to read from with its own configuration (e.g. shorter
+    /// timeouts): each attempt within its document deadline, the default
+    /// retries.
     pub fn with_config(base: &str, config: NetConfig) -> Result<HttpLookaside> {
         let policy = Policy {
             timeout: config.document,
             ..Policy::default()
         };
-        HttpLookaside::reader(base, config.http_client()?, policy)
+        let location = Location::parse(base)?;
+        Ok(HttpLookaside::reader(
+            &location,
+            config.http_client()?,
+            policy,
+        )?)
     }
 
-    /// A store to read from with the given client and policy.
+    /// A store to READ from at an http(s) location: credentials from the
+    /// URL, else `~/.netrc` (`Location::reader_credentials`).
     pub fn reader(
-        location: &str,
+        location: &Location,
         client: reqwest::Client,
         policy: Policy,
-    ) -> Result<HttpLookaside> {
-        let parsed = Location::parse(location)?;
-        let auth = parsed.reader_credentials();
-        HttpLookaside::from_location(&parsed, auth, client, policy).map_err(Into::into)
+    ) -> Result<HttpLookaside, LocationError> {
+        let (auth, auth_from) = match location.reader_credentials_and_source() {
+            Some((auth, from)) => (Some(auth), Some(from)),
+            None => (None, None),
+        };
+        HttpLookaside::at(location, auth, auth_from, client, policy)
     }
 
-    /// A store at a parsed http(s) location with the credentials chosen by
-    /// the caller (a reader's or a mirror writer's).
-    pub fn from_location(
+    /// A store to WRITE to (a mirror): credentials from the URL, the
+    /// environment or `~/.netrc` (`Location::writer_credentials`).
+    pub fn writer(
+        location: &Location,
+        client: reqwest::Client,
+        policy: Policy,
+    ) -> Result<HttpLookaside, LocationError> {
+        let auth = location.writer_credentials();
+        HttpLookaside::at(location, auth, None, client, policy)
+    }
+
+    fn at(
         location: &Location,
         auth: Option<Credentials>,
+        auth_from: Option<CredentialSource>,
         client: reqwest::Client,
         policy: Policy,
     ) -> Result<HttpLookaside, LocationError> {
         match location {
-            Location::Http { base, .. } => Ok(HttpLookaside {
+            Location::Http { base, host, .. } => Ok(HttpLookaside {
                 base: base.clone(),
+                host: host.clone(),
                 auth,
+                auth_from,
                 client,
                 policy,
             }),
@@ -135,6 +211,19 @@ impl HttpLookaside {
         &self.policy
     }
 
+    /// The error for a 401 to a READ of `url`: what was sent and how a
+    /// reader is given credentials (`location::ReaderUnauthorized`).
+    pub fn unauthorized(&self, url: &str) -> ReaderUnauthorized {
+        ReaderUnauthorized {
+            url: url.to_string(),
+            host: self.host.clone(),
+            sent: self
+                .auth_from
+                .clone()
+                .zip(self.auth.as_ref().map(|c| c.user.clone())),
+        }
+    }
+
     /// The URL of `name` in an image's signature directory.
     pub fn url(&self, repository_path: &str, digest: &Digest, name: &str) -> String {
         format!(
@@ -162,7 +251,11 @@ impl HttpLookaside {
             let validators = known.get(n as usize - 1).filter(|v| !v.is_empty()).cloned();
             async move {
                 let outcome = self.get(&url, validators.as_ref()).await;
-                (name, url, outcome)
+                (
+                    name,
+                    url,
+                    outcome.map(|o| Answer::of(o, validators.is_some())),
+                )
             }
         };
         let ahead = (known.len() as u32 + 1).min(MAX_SIGNATURES);
@@ -180,14 +273,12 @@ impl HttpLookaside {
             };
             let end = match outcome {
                 Err(e) => WalkEnd::Failed(e),
-                Ok(Outcome::NotFound) => WalkEnd::Missing,
-                Ok(
-                    outcome @ (Outcome::Found { .. } | Outcome::NotModified | Outcome::TooLarge(_)),
-                ) => {
-                    files.push(Walked { name, url, outcome });
+                Ok(Answer::Missing) => WalkEnd::Missing,
+                Ok(Answer::File(read)) => {
+                    files.push(Walked { name, url, read });
                     continue;
                 }
-                Ok(outcome) => WalkEnd::Stopped(Walked { name, url, outcome }),
+                Ok(Answer::Stop(stop)) => WalkEnd::Stopped { name, url, stop },
             };
             return Walk { files, end };
         }
@@ -217,11 +308,12 @@ impl HttpLookaside {
         let walk = self.walk(repository_path, digest, &[]).await;
         let mut set = SignatureSet::default();
         for file in walk.files {
-            let content = match file.outcome {
-                Outcome::Found { body, .. } => Fetched::Blob(body),
-                Outcome::TooLarge(size) => Fetched::TooLarge(size),
-                // No validators were sent: a 304 is a broken server.
-                _ => bail!("GET {}: unexpected HTTP 304: check the mirror", file.url),
+            let content = match file.read {
+                Read::Found { body, .. } => Fetched::Blob(body),
+                Read::TooLarge(size) => Fetched::TooLarge(size),
+                // `known` is empty: nothing was asked conditionally, so a
+                // 304 ended the walk as `Stop::Status(304)` instead.
+                Read::NotModified => unreachable!("a walk without validators read a 304"),
             };
             set.files.push(SignatureFile {
                 name: file.name,
@@ -232,24 +324,27 @@ impl HttpLookaside {
         match walk.end {
             WalkEnd::Missing | WalkEnd::Limit => {}
             WalkEnd::Failed(e) => return Err(e.into()),
-            WalkEnd::Stopped(Walked {
+            WalkEnd::Stopped {
                 name,
                 url,
-                outcome: Outcome::SoftNotFound,
-            }) => set.files.push(SignatureFile {
+                stop: Stop::SoftNotFound,
+            } => set.files.push(SignatureFile {
                 name,
                 location: url,
                 content: Fetched::SoftNotFound,
             }),
-            WalkEnd::Stopped(Walked { url, outcome, .. }) => {
-                let status = match outcome {
-                    Outcome::Status(s) => s,
-                    _ => 401,
-                };
-                bail!(
-                    "GET {url}: HTTP {status} (a lookaside must answer 200 or 404): check the mirror"
-                )
-            }
+            WalkEnd::Stopped {
+                url,
+                stop: Stop::Unauthorized,
+                ..
+            } => return Err(self.unauthorized(&url).into()),
+            WalkEnd::Stopped {
+                url,
+                stop: Stop::Status(status),
+                ..
+            } => anyhow::bail!(
+                "GET {url}: HTTP {status} (a lookaside must answer 200 or 404): check the mirror"
+            ),
         }
         Ok(set)
     }

@@ -5,7 +5,8 @@
 //! URL's userinfo is split off into `Credentials` (sent as headers, never
 //! printed), and the other sources of credentials (`STAGEX_MIRROR_USER`/
 //! `STAGEX_MIRROR_PASSWORD` for mirrors written to, `~/.netrc`) are looked
-//! up here too.
+//! up here too, as is the one message for a 401 to a READ
+//! (`ReaderUnauthorized`: where a reader takes credentials from).
 //!
 //! Must not: open connections or touch the store (callers do), or decide
 //! which transports a caller accepts beyond the scheme (the loopback-only
@@ -84,6 +85,14 @@ impl Location {
         }
     }
 
+    /// Where the store is, for messages (never with credentials).
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Directory(d) => d.display().to_string(),
+            Location::Http { base, .. } => base.clone(),
+        }
+    }
+
     /// The directory of a directory store.
     pub fn directory(&self) -> Option<&Path> {
         match self {
@@ -96,10 +105,22 @@ impl Location {
     /// `~/.netrc` entry (never the mirror's environment credentials: they
     /// belong to the mirror written to, not to any source).
     pub fn reader_credentials(&self) -> Option<Credentials> {
+        self.reader_credentials_and_source().map(|(c, _)| c)
+    }
+
+    /// `reader_credentials` and where they came from (for a 401 message).
+    pub fn reader_credentials_and_source(&self) -> Option<(Credentials, CredentialSource)> {
         match self {
             Location::Http {
                 credentials, host, ..
-            } => credentials.clone().or_else(|| credentials_from_netrc(host)),
+            } => match credentials {
+                Some(c) => Some((c.clone(), CredentialSource::Url)),
+                None => {
+                    let path = netrc_path()?;
+                    let c = credentials_from_netrc_at(&path, host)?;
+                    Some((c, CredentialSource::Netrc(path)))
+                }
+            },
             Location::Directory(_) => None,
         }
     }
@@ -115,6 +136,52 @@ impl Location {
                 .or_else(credentials_from_env)
                 .or_else(|| credentials_from_netrc(host)),
             Location::Directory(_) => None,
+        }
+    }
+}
+
+/// Where a reader's credentials came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// The URL's `user:password@`.
+    Url,
+    /// A netrc file (`$NETRC`, else `~/.netrc`).
+    Netrc(PathBuf),
+}
+
+impl std::fmt::Display for CredentialSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CredentialSource::Url => write!(f, "the URL's user:password@"),
+            CredentialSource::Netrc(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// A store READ from answered 401. Readers take credentials from the URL's
+/// userinfo or a netrc file only (`Location::reader_credentials`), so the
+/// message says exactly that, and when credentials were sent, that they
+/// were refused and where they came from (the user, never the password).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "GET {url}: HTTP 401 Unauthorized: {}; a reader takes credentials only from the URL \
+     (https://USER:PASSWORD@{host}/...) or from a `machine {host} login USER password PASSWORD` \
+     line in ~/.netrc (or the file $NETRC names)",
+    sent_text(.sent)
+)]
+pub struct ReaderUnauthorized {
+    /// The URL asked (without credentials).
+    pub url: String,
+    pub host: String,
+    /// Where the credentials sent came from, and their user.
+    pub sent: Option<(CredentialSource, String)>,
+}
+
+fn sent_text(sent: &Option<(CredentialSource, String)>) -> String {
+    match sent {
+        None => "the store wants credentials and none were sent".into(),
+        Some((from, user)) => {
+            format!("the store refused the credentials of user {user:?} from {from}: correct them")
         }
     }
 }
@@ -162,7 +229,11 @@ fn netrc_path() -> Option<PathBuf> {
 }
 
 fn credentials_from_netrc(host: &str) -> Option<Credentials> {
-    let text = std::fs::read_to_string(netrc_path()?).ok()?;
+    credentials_from_netrc_at(&netrc_path()?, host)
+}
+
+fn credentials_from_netrc_at(path: &Path, host: &str) -> Option<Credentials> {
+    let text = std::fs::read_to_string(path).ok()?;
     netrc_lookup(&text, host)
 }
 
@@ -263,6 +334,39 @@ mod tests {
             err.contains("not a valid URL") && !err.contains("secret"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_reader_401_says_where_credentials_come_from_and_never_the_secret() {
+        let url = "https://127.0.0.1:8443/sigs/x/signature-1";
+        let none = ReaderUnauthorized {
+            url: url.into(),
+            host: "127.0.0.1".into(),
+            sent: None,
+        }
+        .to_string();
+        assert!(
+            none.contains(url)
+                && none.contains("none were sent")
+                && none.contains("https://USER:PASSWORD@127.0.0.1/")
+                && none.contains("machine 127.0.0.1 login USER password PASSWORD")
+                && none.contains("$NETRC"),
+            "{none}"
+        );
+        let location = Location::parse("https://u:s3cret@127.0.0.1:8443/sigs").unwrap();
+        let (c, from) = location.reader_credentials_and_source().unwrap();
+        assert_eq!(from, CredentialSource::Url);
+        let refused = ReaderUnauthorized {
+            url: url.into(),
+            host: "127.0.0.1".into(),
+            sent: Some((from, c.user)),
+        }
+        .to_string();
+        assert!(
+            refused.contains("refused") && refused.contains("\"u\"") && refused.contains("URL"),
+            "{refused}"
+        );
+        assert!(!refused.contains("s3cret"), "{refused}");
     }
 
     #[test]

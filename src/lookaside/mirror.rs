@@ -20,10 +20,10 @@
 //! HTTP connection pool belongs to the runtime that opened it).
 use serde::Serialize;
 
-use super::fetch::{self, Outcome, Policy};
+use super::fetch::{self, Policy};
 use super::file::FileLookaside;
-use super::http::{HttpLookaside, WalkEnd, Walked};
-use super::location::{redact, Location, LocationError};
+use super::http::{Answer, HttpLookaside, Read, Stop, WalkEnd, Walked};
+use super::location::{Location, LocationError};
 pub use super::location::{PASSWORD_ENV, USER_ENV};
 use super::{signature_dir, Fetched, SignatureFile, MAX_SIGNATURES};
 use crate::net::block_on;
@@ -70,6 +70,11 @@ pub enum MirrorError {
     ReadBackMismatch { location: String },
     #[error("{location} already holds {MAX_SIGNATURES} signatures: readers ignore any more")]
     Full { location: String },
+    #[error(
+        "refusing to prune {location}: no valid signature to keep, so every file would be \
+         removed (a source that serves nothing valid must not empty a mirror)"
+    )]
+    NothingToKeep { location: String },
     #[error("{0}")]
     File(String),
 }
@@ -99,11 +104,13 @@ pub struct PutReport {
     pub uploaded: Vec<Placed>,
     /// Blobs the mirror already held (same bytes).
     pub present: Vec<Placed>,
-    /// The image's files on the mirror after the upload, as listed before
-    /// it plus what was written (for `prune`, so that a sync lists the
-    /// destination once).
+    /// The image's files on the mirror as listed before the upload, ONLY
+    /// when nothing was uploaded (then it is still the mirror's state, and
+    /// `prune` can reuse it). After an upload it is `None`: a write fills
+    /// the first gap, which makes the files behind it visible, and those
+    /// were not in the listing, so the caller must list again.
     #[serde(skip)]
-    pub files: Vec<SignatureFile>,
+    pub listing: Option<Vec<SignatureFile>>,
 }
 
 /// A signature mirror to write to.
@@ -118,7 +125,9 @@ impl Mirror {
     pub fn parse(location: &str) -> Result<Mirror, MirrorError> {
         match Location::parse(location)? {
             Location::Directory(path) => Ok(Mirror::File(FileLookaside::new(path))),
-            Location::Http { .. } => Ok(Mirror::WebDav(WebDav::new(location, Policy::default())?)),
+            remote @ Location::Http { .. } => {
+                Ok(Mirror::WebDav(WebDav::new(&remote, Policy::default())?))
+            }
         }
     }
 
@@ -165,8 +174,10 @@ impl Mirror {
 
     /// Removes the image's signatures whose bytes are not in `keep` and
     /// renumbers the rest contiguously (in order, never replacing a file);
-    /// returns what was removed. `existing` is the image's listing on this
-    /// mirror (`existing`, or `PutReport::files` of the upload just made).
+    /// returns what was removed. `existing` is the image's CURRENT listing
+    /// on this mirror (`existing`, or `PutReport::listing` of an upload
+    /// that wrote nothing). An empty `keep` is refused: it would empty the
+    /// image (a source that serves nothing valid must not empty a mirror).
     /// Only `stagex sigs sync --prune` calls it.
     pub async fn prune(
         &self,
@@ -175,6 +186,15 @@ impl Mirror {
         existing: &[SignatureFile],
         keep: &[&[u8]],
     ) -> Result<Vec<Placed>, MirrorError> {
+        if keep.is_empty() {
+            return Err(MirrorError::NothingToKeep {
+                location: format!(
+                    "{}/{}",
+                    self.describe(),
+                    signature_dir(repository_path, digest)
+                ),
+            });
+        }
         let doomed: Vec<&SignatureFile> = existing
             .iter()
             .filter(|f| !matches!(&f.content, Fetched::Blob(b) if keep.contains(&b.as_slice())))
@@ -283,15 +303,15 @@ fn plan(existing: &[SignatureFile], blobs: &[Vec<u8>]) -> Vec<Step> {
 fn report_of(
     steps: Vec<Step>,
     existing: Vec<SignatureFile>,
-    blobs: &[Vec<u8>],
     written: Vec<Option<Placed>>,
 ) -> PutReport {
     let placed_of = |i: usize| match &steps[i] {
         Step::Present(p) => Some(p.clone()),
         _ => written[i].clone(),
     };
+    let nothing_written = written.iter().all(Option::is_none);
     let mut report = PutReport {
-        files: existing,
+        listing: nothing_written.then_some(existing),
         ..PutReport::default()
     };
     for (i, step) in steps.iter().enumerate() {
@@ -301,19 +321,6 @@ fn report_of(
             Step::Write => report.uploaded.extend(written[i].clone()),
         }
     }
-    let mut new: Vec<SignatureFile> = written
-        .into_iter()
-        .zip(blobs)
-        .filter_map(|(placed, blob)| {
-            placed.map(|p| SignatureFile {
-                name: p.name,
-                location: p.location,
-                content: Fetched::Blob(blob.clone()),
-            })
-        })
-        .collect();
-    new.sort_by_key(|f| slot_number(&f.name));
-    report.files.extend(new);
     report
 }
 
@@ -348,7 +355,7 @@ fn put_missing_file(
             written[i] = Some(add_file(store, repository_path, digest, &blobs[i])?);
         }
     }
-    Ok(report_of(steps, existing, blobs, written))
+    Ok(report_of(steps, existing, written))
 }
 
 /// Adds to a directory (atomic, never replacing), then reads it back.
@@ -381,19 +388,19 @@ pub struct WebDav {
 }
 
 impl WebDav {
-    /// Parses the URL, takes credentials from it, the environment or
-    /// ~/.netrc, and refuses plain http beyond loopback (passwords).
-    pub fn new(location: &str, policy: Policy) -> Result<WebDav, MirrorError> {
+    /// A WebDAV mirror at a parsed http(s) location, with credentials from
+    /// the URL, the environment or ~/.netrc; plain http is refused beyond
+    /// loopback (passwords).
+    pub fn new(location: &Location, policy: Policy) -> Result<WebDav, MirrorError> {
         let invalid = |reason: String| MirrorError::Invalid {
-            location: redact(location),
+            location: location.describe(),
             reason,
         };
-        let parsed = Location::parse(location)?;
         if let Location::Http {
             https: false,
             host_port,
             ..
-        } = &parsed
+        } = location
         {
             if !crate::registry::is_loopback(host_port) {
                 return Err(invalid(
@@ -401,10 +408,9 @@ impl WebDav {
                 ));
             }
         }
-        let auth = parsed.writer_credentials();
         let client = crate::net::http_client().map_err(|e| invalid(e.to_string()))?;
         Ok(WebDav {
-            store: HttpLookaside::from_location(&parsed, auth, client, policy)?,
+            store: HttpLookaside::writer(location, client, policy)?,
         })
     }
 
@@ -433,8 +439,13 @@ impl WebDav {
     ) -> Result<Vec<SignatureFile>, MirrorError> {
         let walk = self.store.walk(repository_path, digest, &[]).await;
         let mut files = Vec::new();
-        for Walked { name, url, outcome } in walk.files {
-            let body = self.found(&url, Ok(outcome))?.unwrap_or_default();
+        for Walked { name, url, read } in walk.files {
+            let body = match read {
+                Read::Found { body, .. } => body,
+                Read::TooLarge(size) => return Err(MirrorError::TooLarge { url, size }),
+                // `known` is empty: a 304 ended the walk as a status.
+                Read::NotModified => unreachable!("a walk without validators read a 304"),
+            };
             files.push(SignatureFile {
                 name,
                 location: url,
@@ -443,10 +454,21 @@ impl WebDav {
         }
         match walk.end {
             WalkEnd::Missing | WalkEnd::Limit => Ok(files),
-            WalkEnd::Stopped(Walked { url, outcome, .. }) => {
-                self.found(&url, Ok(outcome)).map(|_| files)
-            }
+            WalkEnd::Stopped { url, stop, .. } => Err(self.stopped(url, stop)),
             WalkEnd::Failed(e) => Err(e.into()),
+        }
+    }
+
+    /// What an answer that stops a listing means to a mirror writer.
+    fn stopped(&self, url: String, stop: Stop) -> MirrorError {
+        match stop {
+            Stop::Unauthorized => self.unauthorized(&url),
+            Stop::SoftNotFound => MirrorError::SoftNotFound { url },
+            Stop::Status(status) => MirrorError::Status {
+                method: "GET",
+                url,
+                status,
+            },
         }
     }
 
@@ -469,39 +491,21 @@ impl WebDav {
                 written[i] = Some(placed);
             }
         }
-        Ok(report_of(steps, existing, blobs, written))
+        Ok(report_of(steps, existing, written))
     }
 
-    /// GET: `Some(bytes)`, `None` on 404, an error on anything else.
+    /// GET (the read-back): `Some(bytes)`, `None` on 404, an error on
+    /// anything else, classified as the walk classifies it.
     async fn get(&self, url: &str) -> Result<Option<Vec<u8>>, MirrorError> {
-        self.found(url, self.store.get(url, None).await)
-    }
-
-    /// What one GET answer means to a mirror writer.
-    fn found(
-        &self,
-        url: &str,
-        outcome: Result<Outcome, fetch::FetchError>,
-    ) -> Result<Option<Vec<u8>>, MirrorError> {
-        match outcome? {
-            Outcome::Found { body, .. } => Ok(Some(body)),
-            Outcome::NotFound => Ok(None),
-            Outcome::Unauthorized => Err(self.unauthorized(url)),
-            Outcome::SoftNotFound => Err(MirrorError::SoftNotFound { url: url.into() }),
-            Outcome::TooLarge(size) => Err(MirrorError::TooLarge {
+        match Answer::of(self.store.get(url, None).await?, false) {
+            Answer::File(Read::Found { body, .. }) => Ok(Some(body)),
+            Answer::File(Read::TooLarge(size)) => Err(MirrorError::TooLarge {
                 url: url.into(),
                 size,
             }),
-            Outcome::NotModified => Err(MirrorError::Status {
-                method: "GET",
-                url: url.into(),
-                status: 304,
-            }),
-            Outcome::Status(status) => Err(MirrorError::Status {
-                method: "GET",
-                url: url.into(),
-                status,
-            }),
+            Answer::File(Read::NotModified) => unreachable!("a plain GET read a 304"),
+            Answer::Missing => Ok(None),
+            Answer::Stop(stop) => Err(self.stopped(url.into(), stop)),
         }
     }
 
@@ -699,12 +703,13 @@ mod tests {
 
     #[test]
     fn urls_lose_their_credentials_and_http_is_loopback_only() {
-        let w = WebDav::new("https://u:p%40ss@127.0.0.1:8443/sigs/", Policy::default()).unwrap();
+        let webdav = |text: &str| WebDav::new(&Location::parse(text).unwrap(), Policy::default());
+        let w = webdav("https://u:p%40ss@127.0.0.1:8443/sigs/").unwrap();
         assert_eq!(w.base(), "https://127.0.0.1:8443/sigs");
         let c = w.store.auth().cloned().unwrap();
         assert_eq!((c.user.as_str(), c.password.as_str()), ("u", "p@ss"));
-        assert!(WebDav::new("http://127.0.0.1:1/x", Policy::default()).is_ok());
-        let err = WebDav::new("http://u:pw@mirror.example/x", Policy::default())
+        assert!(webdav("http://127.0.0.1:1/x").is_ok());
+        let err = webdav("http://u:pw@mirror.example/x")
             .err()
             .unwrap()
             .to_string();
@@ -718,10 +723,14 @@ mod tests {
         let location = Location::parse("https://reader:s%3Acret@127.0.0.1:8443/sigs/").unwrap();
         let c = location.reader_credentials().unwrap();
         assert_eq!((c.user.as_str(), c.password.as_str()), ("reader", "s:cret"));
-        let lookaside =
-            crate::lookaside::http::HttpLookaside::new("https://reader:secret@127.0.0.1:8443/sigs")
-                .unwrap();
-        assert!(!lookaside.base().contains("secret"), "{}", lookaside.base());
+        let lookaside = HttpLookaside::reader(
+            &location,
+            crate::net::http_client().unwrap(),
+            Policy::default(),
+        )
+        .unwrap();
+        assert_eq!(lookaside.base(), "https://127.0.0.1:8443/sigs");
+        assert_eq!(lookaside.auth(), Some(&c));
     }
 
     #[test]
@@ -748,10 +757,19 @@ mod tests {
         let listed = mirror.existing_blocking("stagex/x", &d).unwrap();
         let names: Vec<&str> = listed.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["signature-1", "signature-2", "signature-3"]);
-        // The listing after the upload, without asking the mirror again.
-        assert_eq!(again.files, listed);
-        // `prune` works from that listing: "a" goes, the rest moves down.
-        let removed = block_on(mirror.prune("stagex/x", &d, &again.files, &[b"b", b"c"])).unwrap();
+        // Something was written: no listing to reuse.
+        assert_eq!(again.listing, None);
+        // Nothing to write: the listing made before is still current.
+        let idle = mirror
+            .put_missing_blocking("stagex/x", &d, &[b"a".to_vec()])
+            .unwrap();
+        assert_eq!(idle.listing.as_deref(), Some(&listed[..]));
+        // `prune` refuses to remove everything.
+        let err = block_on(mirror.prune("stagex/x", &d, &listed, &[])).unwrap_err();
+        assert!(matches!(err, MirrorError::NothingToKeep { .. }), "{err}");
+        assert_eq!(mirror.existing_blocking("stagex/x", &d).unwrap(), listed);
+        // `prune` from the listing: "a" goes, the rest moves down.
+        let removed = block_on(mirror.prune("stagex/x", &d, &listed, &[b"b", b"c"])).unwrap();
         assert_eq!(removed.len(), 1);
         assert_eq!(removed[0].name, "signature-1");
         let left: Vec<Fetched> = mirror
@@ -764,5 +782,33 @@ mod tests {
             left,
             [Fetched::Blob(b"b".to_vec()), Fetched::Blob(b"c".to_vec())]
         );
+    }
+
+    #[test]
+    fn an_upload_into_a_gap_leaves_no_listing_to_reuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::parse(dir.path().to_str().unwrap()).unwrap();
+        let d = Digest::of_bytes(b"gap");
+        let Mirror::File(store) = &mirror else {
+            panic!("not a directory mirror");
+        };
+        let image = store.image_dir("stagex/x", &d);
+        std::fs::create_dir_all(&image).unwrap();
+        std::fs::write(image.join("signature-1"), b"a").unwrap();
+        std::fs::write(image.join("signature-3"), b"c").unwrap();
+        let put = mirror
+            .put_missing_blocking("stagex/x", &d, &[b"b".to_vec()])
+            .unwrap();
+        assert_eq!(put.uploaded[0].name, "signature-2");
+        // The upload filled the gap: signature-3 is visible now, and only
+        // a new listing shows it.
+        assert_eq!(put.listing, None);
+        let names: Vec<String> = mirror
+            .existing_blocking("stagex/x", &d)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(names, ["signature-1", "signature-2", "signature-3"]);
     }
 }

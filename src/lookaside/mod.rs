@@ -68,10 +68,8 @@ impl Lookaside {
         Ok(match location::Location::parse(location)? {
             location::Location::Directory(path) => Lookaside::File(file::FileLookaside::new(path)),
             remote @ location::Location::Http { .. } => {
-                let auth = remote.reader_credentials();
-                Lookaside::Http(http::HttpLookaside::from_location(
+                Lookaside::Http(http::HttpLookaside::reader(
                     &remote,
-                    auth,
                     crate::net::http_client()?,
                     fetch::Policy::default(),
                 )?)

@@ -20,6 +20,7 @@ use super::images::label;
 use super::judge::{judge, Verdict};
 use super::source::{End, Entry, Got, Listing, Store};
 use crate::lookaside::fetch::Policy;
+use crate::lookaside::location::Location;
 use crate::sign::image::ImageTarget;
 use crate::sign::keyring::Keyring;
 use crate::sign::verify::{Expected, Rejection};
@@ -60,7 +61,7 @@ pub struct Finding {
     pub image: String,
     /// `signature-N` when the problem is one file's.
     pub file: Option<String>,
-    /// Stable code: `gap`, `empty`, `too-large`, `soft-404`, `http-status`,
+    /// Stable code: `gap`, `empty`, `too-large`, `soft-404`, `http-status`, `unauthorized`,
     /// `error`, `duplicate-signer`, `unknown-key`, `legacy-format`,
     /// `under-quorum`, `differs`, `missing-in-compare`, `only-in-compare`,
     /// or any rejection code of `stagex verify`.
@@ -96,15 +97,16 @@ struct Context {
     options: AuditOptions,
 }
 
-/// Audits the signatures of `images` in the lookaside at `location`.
+/// Audits the signatures of `images` in the lookaside at `location`
+/// (parsed once by the caller, which also walks a directory's images).
 pub fn audit(
-    location: &str,
+    location: &Location,
     images: &[ImageTarget],
     keyring: &Keyring,
     options: &AuditOptions,
     progress: &dyn Fn(Progress),
 ) -> Result<AuditReport> {
-    let store = Store::parse(location, options.policy)?;
+    let store = Store::open(location, options.policy)?;
     let compare = match &options.compare {
         Some(other) => Some(Store::parse(other, options.policy)?),
         None => None,
@@ -271,6 +273,9 @@ fn end_finding(
                  listing answers 403 for a missing file: make the mirror answer 404)"
             ),
         )),
+        End::Unauthorized { name, error } => {
+            Some(finding(Some(name), "unauthorized", error.to_string()))
+        }
         End::Error { location, message } => {
             Some(finding(None, "error", format!("{location}: {message}")))
         }

@@ -13,10 +13,10 @@
 //! server speaks it).
 use anyhow::Result;
 
-use crate::lookaside::fetch::{self, Outcome, Policy, Validators};
+use crate::lookaside::fetch::{self, Policy, Validators};
 use crate::lookaside::file::{read_signature, FileLookaside};
-use crate::lookaside::http::{HttpLookaside, WalkEnd, Walked};
-use crate::lookaside::location::Location;
+use crate::lookaside::http::{Answer, HttpLookaside, Read, Stop, WalkEnd, Walked};
+use crate::lookaside::location::{Location, ReaderUnauthorized};
 use crate::lookaside::{Fetched, MAX_SIGNATURES};
 use crate::sign::image::ImageTarget;
 
@@ -58,7 +58,13 @@ pub enum End {
     Limit,
     /// An HTML page with status 200 at this file.
     SoftNotFound { name: String, location: String },
-    /// A status other than 200/304/404 (after retries).
+    /// 401: the message says which credentials were sent and how a
+    /// reader is given them.
+    Unauthorized {
+        name: String,
+        error: ReaderUnauthorized,
+    },
+    /// A status other than 200/304/401/404 (after retries).
     Status {
         name: String,
         location: String,
@@ -88,13 +94,18 @@ pub struct Listing {
 impl Store {
     /// `https://...`, `http://...`, `file:///dir` or a directory path.
     pub fn parse(location: &str, policy: Policy) -> Result<Store> {
-        Ok(match Location::parse(location)? {
+        Store::open(&Location::parse(location)?, policy)
+    }
+
+    /// The store at a parsed location.
+    pub fn open(location: &Location, policy: Policy) -> Result<Store> {
+        Ok(match location {
             Location::Directory(path) => Store::File(FileLookaside::new(path)),
-            remote @ Location::Http { .. } => {
-                let auth = remote.reader_credentials();
-                let client = crate::net::http_client()?;
-                Store::Http(HttpLookaside::from_location(&remote, auth, client, policy)?)
-            }
+            remote @ Location::Http { .. } => Store::Http(HttpLookaside::reader(
+                remote,
+                crate::net::http_client()?,
+                policy,
+            )?),
         })
     }
 
@@ -128,8 +139,7 @@ impl Store {
             }
             Store::Http(h) => {
                 let url = h.url(&image.repository_path, &image.digest, name);
-                let outcome = h.get(&url, None).await;
-                match entry_or_end(name, &url, outcome) {
+                match get_one(h, name, &url).await {
                     Ok(Some(entry)) => Ok(entry.got),
                     Ok(None) => Err(End::Missing),
                     Err(end) => Err(end),
@@ -148,8 +158,7 @@ impl Store {
         for n in after + 1..=(after + count).min(MAX_SIGNATURES) {
             let name = format!("signature-{n}");
             let url = h.url(&image.repository_path, &image.digest, &name);
-            let outcome = h.get(&url, None).await;
-            if let Ok(Some(entry)) = entry_or_end(&name, &url, outcome) {
+            if let Ok(Some(entry)) = get_one(h, &name, &url).await {
                 found.push(entry);
             }
         }
@@ -235,33 +244,21 @@ fn list_file(store: &FileLookaside, image: &ImageTarget) -> Listing {
 }
 
 /// The one http walker's answer as a `Listing`: each file an entry, the
-/// end classified as `entry_or_end` classifies a single answer.
+/// end as `end_of` classifies a stopping answer.
 async fn list_http(store: &HttpLookaside, image: &ImageTarget, known: &[Validators]) -> Listing {
     let walk = store
         .walk(&image.repository_path, &image.digest, known)
         .await;
-    // A walked file is found, 304 or too large: always an entry.
     let files = walk
         .files
         .into_iter()
-        .filter_map(|Walked { name, url, outcome }| {
-            entry_or_end(&name, &url, Ok(outcome)).ok().flatten()
-        })
+        .map(|Walked { name, url, read }| entry(name, url, read))
         .collect();
     let end = match walk.end {
         WalkEnd::Missing => End::Missing,
         WalkEnd::Limit => End::Limit,
-        WalkEnd::Stopped(Walked { name, url, outcome }) => {
-            match entry_or_end(&name, &url, Ok(outcome)) {
-                Err(end) => end,
-                // Never: a walk stops only at an answer that ends a list.
-                Ok(_) => End::Missing,
-            }
-        }
-        WalkEnd::Failed(e) => End::Error {
-            location: e.url,
-            message: e.message,
-        },
+        WalkEnd::Stopped { name, url, stop } => end_of(store, name, url, stop),
+        WalkEnd::Failed(e) => failed(e),
     };
     Listing {
         files,
@@ -270,45 +267,55 @@ async fn list_http(store: &HttpLookaside, image: &ImageTarget, known: &[Validato
     }
 }
 
-/// An entry, `None` at a 404, or how the list ended.
-fn entry_or_end(
-    name: &str,
-    url: &str,
-    outcome: Result<Outcome, fetch::FetchError>,
-) -> Result<Option<Entry>, End> {
-    let entry = |got| {
-        Ok(Some(Entry {
-            name: name.to_string(),
-            location: url.to_string(),
-            got,
-        }))
-    };
-    match outcome {
-        Ok(Outcome::Found { body, validators }) => entry(Got::Blob {
+/// One unconditional GET: an entry, `None` at a 404, or how a list would
+/// end there (classified as the walk classifies it).
+async fn get_one(store: &HttpLookaside, name: &str, url: &str) -> Result<Option<Entry>, End> {
+    match store.get(url, None).await {
+        Err(e) => Err(failed(e)),
+        Ok(outcome) => match Answer::of(outcome, false) {
+            Answer::File(read) => Ok(Some(entry(name.into(), url.into(), read))),
+            Answer::Missing => Ok(None),
+            Answer::Stop(stop) => Err(end_of(store, name.into(), url.into(), stop)),
+        },
+    }
+}
+
+fn entry(name: String, location: String, read: Read) -> Entry {
+    let got = match read {
+        Read::Found { body, validators } => Got::Blob {
             bytes: body,
             validators,
-        }),
-        Ok(Outcome::NotModified) => entry(Got::Unchanged),
-        Ok(Outcome::TooLarge(n)) => entry(Got::TooLarge(n)),
-        Ok(Outcome::NotFound) => Ok(None),
-        Ok(Outcome::SoftNotFound) => Err(End::SoftNotFound {
-            name: name.to_string(),
-            location: url.to_string(),
-        }),
-        Ok(Outcome::Unauthorized) => Err(End::Status {
-            name: name.to_string(),
-            location: url.to_string(),
-            status: 401,
-        }),
-        Ok(Outcome::Status(status)) => Err(End::Status {
-            name: name.to_string(),
-            location: url.to_string(),
+        },
+        Read::NotModified => Got::Unchanged,
+        Read::TooLarge(n) => Got::TooLarge(n),
+    };
+    Entry {
+        name,
+        location,
+        got,
+    }
+}
+
+/// How a list ends at an answer that stops it.
+fn end_of(store: &HttpLookaside, name: String, location: String, stop: Stop) -> End {
+    match stop {
+        Stop::SoftNotFound => End::SoftNotFound { name, location },
+        Stop::Unauthorized => End::Unauthorized {
+            error: store.unauthorized(&location),
+            name,
+        },
+        Stop::Status(status) => End::Status {
+            name,
+            location,
             status,
-        }),
-        Err(e) => Err(End::Error {
-            location: e.url,
-            message: e.message,
-        }),
+        },
+    }
+}
+
+fn failed(e: fetch::FetchError) -> End {
+    End::Error {
+        location: e.url,
+        message: e.message,
     }
 }
 

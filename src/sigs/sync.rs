@@ -26,6 +26,7 @@ use super::judge::{judge, Verdict};
 use super::source::{End, Entry, Got, Store};
 use super::state::{trust_key, FileState, ImageState, State};
 use crate::lookaside::fetch::{Policy, Validators};
+use crate::lookaside::location::Location;
 use crate::lookaside::mirror::Mirror;
 use crate::lookaside::SignatureFile;
 use crate::oci::digest::Digest;
@@ -123,7 +124,8 @@ struct Outcome {
     state: ImageState,
 }
 
-/// Syncs the signatures of `images` from `from` to `to`.
+/// Syncs the signatures of `images` from `from` to `to` (locations as
+/// typed; `sync_from` for a caller that parsed the source already).
 pub fn sync(
     from: &str,
     to: &str,
@@ -132,7 +134,21 @@ pub fn sync(
     options: &SyncOptions,
     progress: &dyn Fn(Progress),
 ) -> Result<SyncReport> {
-    let source = Store::parse(from, options.policy)?;
+    let from = Location::parse(from)?;
+    sync_from(&from, to, images, keyring, options, progress)
+}
+
+/// `sync` from a parsed source location (the CLI parses it once, to walk
+/// a directory source's images too).
+pub fn sync_from(
+    from: &Location,
+    to: &str,
+    images: &[ImageTarget],
+    keyring: &Keyring,
+    options: &SyncOptions,
+    progress: &dyn Fn(Progress),
+) -> Result<SyncReport> {
+    let source = Store::open(from, options.policy)?;
     let dest = Mirror::parse(to)
         .with_context(|| format!("destination {to}"))?
         .with_policy(options.policy);
@@ -257,20 +273,9 @@ async fn sync_image(
             code: "soft-404".into(),
             reason: crate::sign::verify::Rejection::SoftNotFound.to_string(),
         }),
-        End::Status { .. } | End::Error { .. } => {
+        End::Status { .. } | End::Unauthorized { .. } | End::Error { .. } => {
             clean = false;
             outcome.errors.extend(failure(&listing.end));
-        }
-    }
-    for file in &files {
-        if let Verdict::Rejected { code, reason } = &file.verdict {
-            outcome.rejected.push(Rejected {
-                image: label.clone(),
-                file: file.entry.name.clone(),
-                location: file.entry.location.clone(),
-                code: code.clone(),
-                reason: reason.clone(),
-            });
         }
     }
     let same_as_before = files.len() == prior.files.len()
@@ -278,22 +283,46 @@ async fn sync_image(
             .iter()
             .zip(&prior.files)
             .all(|(f, p)| f.sha256 == p.sha256);
-    let valid = files.iter().filter(|f| f.verdict.is_valid()).count();
     if clean && prior.synced && same_as_before && listing.end.is_clean() {
         outcome.unchanged = true;
-        outcome.present = valid;
+        outcome.present = files.iter().filter(|f| f.verdict.is_valid()).count();
         outcome.state = state_of(&files, true);
+        report_rejected(&files, &label, &mut outcome);
         return outcome;
     }
     let written = put_valid(&context, &image, &mut files, &expected, &mut outcome).await;
+    // After `put_valid`: a re-fetched 304 may have been judged again.
+    report_rejected(&files, &label, &mut outcome);
     let synced = clean && written.is_some() && listing.end.is_clean();
+    // What to keep is known only now: `put_valid` re-fetches the files
+    // that answered 304, and one may have changed into a rejected one.
+    let keep: Vec<&[u8]> = files
+        .iter()
+        .filter(|f| f.verdict.is_valid())
+        .filter_map(|f| f.bytes.as_deref())
+        .collect();
     // Never prune from a source that serves nothing valid for the image:
     // a wrong base URL answers 404 everywhere and must not empty a mirror.
-    if let Some(destination) = written.filter(|_| synced && context.prune && valid > 0) {
-        prune(&context, &image, &files, destination, &mut outcome).await;
+    if let Some(listing) = written.filter(|_| synced && context.prune && !keep.is_empty()) {
+        prune(&context, &image, &keep, listing, &mut outcome).await;
     }
     outcome.state = state_of(&files, synced && outcome.errors.is_empty());
     outcome
+}
+
+/// Reports every rejected file with its reason.
+fn report_rejected(files: &[Known], label: &str, outcome: &mut Outcome) {
+    for file in files {
+        if let Verdict::Rejected { code, reason } = &file.verdict {
+            outcome.rejected.push(Rejected {
+                image: label.to_string(),
+                file: file.entry.name.clone(),
+                location: file.entry.location.clone(),
+                code: code.clone(),
+                reason: reason.clone(),
+            });
+        }
+    }
 }
 
 /// Hashes and judges one listed file (reusing the state's verdict for the
@@ -344,23 +373,17 @@ fn known_file(
     }
 }
 
-/// What `put_valid` knows of the destination's files afterwards.
-enum Destination {
-    /// Listed by the upload (for `prune`, which then does not list again).
-    Listed(Vec<SignatureFile>),
-    /// Nothing was uploaded, so the destination was not read.
-    NotRead,
-}
-
 /// Puts every valid file on the destination (fetching the bytes of 304s
-/// first). `None` when something failed (recorded in `outcome`).
+/// first). `None` when something failed (recorded in `outcome`); else the
+/// destination's listing when it is still current (`PutReport::listing`:
+/// the upload wrote nothing), for `prune` not to list again.
 async fn put_valid(
     context: &Context,
     image: &ImageTarget,
     files: &mut [Known],
     expected: &Expected,
     outcome: &mut Outcome,
-) -> Option<Destination> {
+) -> Option<Option<Vec<SignatureFile>>> {
     let label = label(image);
     for file in files.iter_mut() {
         if file.bytes.is_some() || !file.verdict.is_valid() {
@@ -397,7 +420,7 @@ async fn put_valid(
         .filter_map(|f| f.bytes.clone())
         .collect();
     if blobs.is_empty() {
-        return Some(Destination::NotRead);
+        return Some(None);
     }
     match context
         .dest
@@ -413,7 +436,7 @@ async fn put_valid(
                     file: p.name,
                     location: p.location,
                 }));
-            Some(Destination::Listed(put.files))
+            Some(put.listing)
         }
         Err(e) => {
             outcome.errors.push(e.to_string());
@@ -422,33 +445,29 @@ async fn put_valid(
     }
 }
 
-/// `--prune`: removes destination files whose bytes are not a valid
-/// source signature, keeping numbering contiguous. Only called when the
-/// source listed the image completely and served at least one valid file;
-/// works from the listing the upload made (the destination is listed once
-/// per image).
+/// `--prune`: removes destination files whose bytes are not in `keep`
+/// (the valid source signatures), keeping numbering contiguous. Only
+/// called when the source listed the image completely and served at least
+/// one valid file; works from `listing` when the upload left a current one
+/// (it wrote nothing), else lists the destination again (an upload into a
+/// gap makes the files behind it visible).
 async fn prune(
     context: &Context,
     image: &ImageTarget,
-    files: &[Known],
-    destination: Destination,
+    keep: &[&[u8]],
+    listing: Option<Vec<SignatureFile>>,
     outcome: &mut Outcome,
 ) {
-    let keep: Vec<&[u8]> = files
-        .iter()
-        .filter(|f| f.verdict.is_valid())
-        .filter_map(|f| f.bytes.as_deref())
-        .collect();
     let (repository_path, digest) = (&image.repository_path, &image.digest);
-    let existing = match destination {
-        Destination::Listed(existing) => Ok(existing),
-        Destination::NotRead => context.dest.existing(repository_path, digest).await,
+    let existing = match listing {
+        Some(existing) => Ok(existing),
+        None => context.dest.existing(repository_path, digest).await,
     };
     let pruned = match existing {
         Ok(existing) => {
             context
                 .dest
-                .prune(repository_path, digest, &existing, &keep)
+                .prune(repository_path, digest, &existing, keep)
                 .await
         }
         Err(e) => Err(e),
@@ -487,6 +506,7 @@ fn failure(end: &End) -> Option<String> {
         } => Some(format!(
             "GET {location}: HTTP {status} (a lookaside must answer 200 or 404): check the source mirror"
         )),
+        End::Unauthorized { error, .. } => Some(error.to_string()),
         End::Error { location, message } => Some(format!("{location}: {message}")),
         End::Missing | End::Limit | End::SoftNotFound { .. } => None,
     }

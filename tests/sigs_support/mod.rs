@@ -68,6 +68,9 @@ pub fn names(root: &Path, repo: &str, digest: &Digest) -> Vec<String> {
 pub enum Answer {
     /// Status, content type, body.
     Send(u16, &'static str, Vec<u8>),
+    /// Status, ETag, body (application/octet-stream): a file a client
+    /// can ask for conditionally next time.
+    Tagged(u16, &'static str, Vec<u8>),
     /// 302 to the same path, forever.
     RedirectLoop,
     /// Accept, read the request, never answer (until the server stops).
@@ -165,15 +168,27 @@ fn serve(stream: TcpStream, route: &Route, requests: &Mutex<Vec<String>>, stop: 
     }
     requests.lock().unwrap().push(path.clone());
     let mut stream = stream;
+    let send = |stream: &mut TcpStream, status: u16, extra: String, body: &[u8]| {
+        let head = format!(
+            "HTTP/1.1 {status} X\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes());
+        let _ = stream.write_all(body);
+    };
     match route(&method, &path) {
-        Answer::Send(status, content_type, body) => {
-            let head = format!(
-                "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body);
-        }
+        Answer::Send(status, content_type, body) => send(
+            &mut stream,
+            status,
+            format!("Content-Type: {content_type}\r\n"),
+            &body,
+        ),
+        Answer::Tagged(status, etag, body) => send(
+            &mut stream,
+            status,
+            format!("Content-Type: application/octet-stream\r\nETag: {etag}\r\n"),
+            &body,
+        ),
         Answer::RedirectLoop => {
             let head = format!(
                 "HTTP/1.1 302 Found\r\nLocation: {path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
