@@ -33,11 +33,12 @@
 //! of our CPU): stagex's own CPU is now ~0.7 s per GiB, mostly the kernel
 //! copying file pages and socket buffers.
 //!
-//! Measured, quiet machine, `cargo bench --bench publish` (six runs with
-//! STAGEX_BENCH_SMALL=0), eight runs: stagex 3.86-5.11 s vs skopeo
-//! 8.14-9.58 s, ratios 0.50, 0.51, 0.49, 0.48, 0.43, 0.52, 0.54, 0.50 (1
-//! tag for skopeo, 3 for us); for the same end state (skopeo's 2 more
-//! tags, +1.4-1.8 s) 0.37-0.45 in the five runs that had that line; bare
+//! Measured, quiet machine, `cargo bench --bench publish` (eight runs with
+//! STAGEX_BENCH_SMALL=0), ten runs: stagex 3.61-5.11 s vs skopeo
+//! 7.85-9.58 s, ratios 0.50, 0.51, 0.49, 0.48, 0.43, 0.52, 0.54, 0.50,
+//! 0.51, 0.45 (1 tag for skopeo, 3 for us; median 0.50); for the same end
+//! state (skopeo's 2 more tags, +1.4-1.8 s) 0.37-0.45 in the six runs that
+//! had that line; bare
 //! curl 4.78-5.13 s, stagex 0.81-0.99x of it. The machine's speed drifts:
 //! the registry's CPU for the same gigabyte went from 5.8 to 7.3 s between
 //! runs, and both sides move with it. CPU per run: stagex 0.63-0.76 s + its
