@@ -22,6 +22,7 @@ use openpgp::serialize::Serialize;
 use openpgp::types::KeyFlags;
 
 use peers::nginx::{Nginx, Options};
+use stagex::lookaside::location::Location;
 use stagex::oci::digest::Digest;
 use stagex::sign::keyring::Keyring;
 use stagex::sign::payload::Payload;
@@ -157,7 +158,7 @@ fn main() {
     let run = || {
         let start = Instant::now();
         let report = sync(
-            &nginx.url(),
+            &Location::parse(&nginx.url()).unwrap(),
             to.to_str().unwrap(),
             &set,
             &keyring,
@@ -187,7 +188,7 @@ fn main() {
     // directory): what verification and durable writes cost alone.
     let start = Instant::now();
     let local = sync(
-        root.join("upstream").to_str().unwrap(),
+        &Location::Directory(root.join("upstream")),
         root.join("mirror-local").to_str().unwrap(),
         &set,
         &keyring,

@@ -51,6 +51,16 @@ fn sync(root: &Path, from: &str, to: &str, identity: &str, state: &str) -> Comma
     c
 }
 
+/// `root/digests/core.txt` listing `images` (name, manifest digest).
+fn write_digests(root: &Path, images: &[(&str, &Digest)]) {
+    std::fs::create_dir_all(root.join("digests")).unwrap();
+    let lines: String = images
+        .iter()
+        .map(|(name, digest)| format!("{} {name}\n", digest.hex()))
+        .collect();
+    std::fs::write(root.join("digests/core.txt"), lines).unwrap();
+}
+
 fn count(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
 }
@@ -83,12 +93,7 @@ fn https_source_to_directory_and_webdav_then_skopeo_trusts_the_destination() {
         [m1.to_vec().unwrap(), m2.to_vec().unwrap()].concat(),
     )
     .unwrap();
-    std::fs::create_dir_all(root.join("digests")).unwrap();
-    std::fs::write(
-        root.join("digests/core.txt"),
-        format!("{} core-x\n", digest.hex()),
-    )
-    .unwrap();
+    write_digests(root, &[("core-x", &digest)]);
 
     let upstream = root.join("upstream");
     place(
@@ -226,16 +231,8 @@ fn a_hostile_source_lands_nothing_bad_and_the_good_signatures_still_sync() {
         .map(|i| Digest::of_bytes(format!("image-{i}").as_bytes()))
         .collect();
     let names_of = ["core-a", "core-b", "core-c", "core-d", "core-e"];
-    std::fs::create_dir_all(root.join("digests")).unwrap();
-    std::fs::write(
-        root.join("digests/core.txt"),
-        names_of
-            .iter()
-            .zip(&d)
-            .map(|(n, d)| format!("{} {n}\n", d.hex()))
-            .collect::<String>(),
-    )
-    .unwrap();
+    let listed: Vec<(&str, &Digest)> = names_of.iter().copied().zip(&d).collect();
+    write_digests(root, &listed);
     let good = |i: usize| signature(&m1, &format!("stagex/{}:1", names_of[i]), &d[i]);
     let mut forged = good(0);
     let at = forged.len() - 10;
@@ -362,12 +359,7 @@ fn a_mirror_that_serves_other_bytes_after_the_put_fails_the_sync() {
     let m1 = key("m1");
     write_keys(&root.join("keys"), &[&m1]);
     let digest = Digest::of_bytes(b"read-back");
-    std::fs::create_dir_all(root.join("digests")).unwrap();
-    std::fs::write(
-        root.join("digests/core.txt"),
-        format!("{} core-a\n", digest.hex()),
-    )
-    .unwrap();
+    write_digests(root, &[("core-a", &digest)]);
     let upstream = root.join("upstream");
     let good = signature(&m1, "stagex/core-a:1", &digest);
     place(&upstream, "stagex/core-a", &digest, 1, &good);
@@ -468,12 +460,7 @@ fn a_304_that_turns_invalid_on_the_refetch_never_empties_the_mirror() {
     let m1 = key("m1");
     write_keys(&root.join("keys"), &[&m1]);
     let digest = Digest::of_bytes(b"refetch");
-    std::fs::create_dir_all(root.join("digests")).unwrap();
-    std::fs::write(
-        root.join("digests/core.txt"),
-        format!("{} core-a\n", digest.hex()),
-    )
-    .unwrap();
+    write_digests(root, &[("core-a", &digest)]);
     let good = signature(&m1, "stagex/core-a:1", &digest);
     let file = |n: u32| format!("/stagex/core-a@sha256={}/signature-{n}", digest.hex());
     let (one, two) = (file(1), file(2));
@@ -548,12 +535,7 @@ fn a_401_from_a_store_read_from_names_the_url_and_the_fix() {
     let root = dir.path();
     let digest = make_image(&root.join("out"), "core-u", "1.0", Shape::Manifest, "u");
     write_keys(&root.join("keys"), &[&key("u1")]);
-    std::fs::create_dir_all(root.join("digests")).unwrap();
-    std::fs::write(
-        root.join("digests/core.txt"),
-        format!("{} core-u\n", digest.hex()),
-    )
-    .unwrap();
+    write_digests(root, &[("core-u", &digest)]);
     let server = Hostile::start(|_| Answer::Send(401, "text/plain", b"who are you".to_vec()));
     let file = format!(
         "{}/stagex/core-u@sha256={}/signature-1",

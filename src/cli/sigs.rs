@@ -137,7 +137,7 @@ fn run_sync(ctx: &Context, args: SyncArgs) -> Result<ExitCode> {
         policy: policy(&args.set),
     };
     let report = run_and_print(ctx, images.len(), sync_summary, |progress| {
-        lib::sync_from(&from, &args.to, &images, &keyring, &options, progress)
+        lib::sync(&from, &args.to, &images, &keyring, &options, progress)
     })?;
     Ok(if !report.errors.is_empty() {
         ExitCode::FAILURE

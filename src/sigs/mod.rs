@@ -18,4 +18,4 @@ pub mod sync;
 
 pub use audit::{audit, AuditOptions, AuditReport, Finding};
 pub use each::Progress;
-pub use sync::{sync, sync_from, SyncOptions, SyncReport};
+pub use sync::{sync, SyncOptions, SyncReport};

@@ -124,23 +124,10 @@ struct Outcome {
     state: ImageState,
 }
 
-/// Syncs the signatures of `images` from `from` to `to` (locations as
-/// typed; `sync_from` for a caller that parsed the source already).
+/// Syncs the signatures of `images` from the source `from` (parsed once by
+/// the caller, which may also walk a directory source for its images) to
+/// the mirror `to`.
 pub fn sync(
-    from: &str,
-    to: &str,
-    images: &[ImageTarget],
-    keyring: &Keyring,
-    options: &SyncOptions,
-    progress: &dyn Fn(Progress),
-) -> Result<SyncReport> {
-    let from = Location::parse(from)?;
-    sync_from(&from, to, images, keyring, options, progress)
-}
-
-/// `sync` from a parsed source location (the CLI parses it once, to walk
-/// a directory source's images too).
-pub fn sync_from(
     from: &Location,
     to: &str,
     images: &[ImageTarget],
