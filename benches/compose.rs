@@ -136,10 +136,7 @@ fn baseline(out: &Path, names: &[String], work: &Path) -> Duration {
 }
 
 fn main() {
-    let total_mib: usize = std::env::var("STAGEX_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024);
+    let total_mib = peers::tools::env_usize("STAGEX_BENCH_MIB", 1024);
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     eprintln!("generating {PACKAGES} packages, {total_mib} MiB of files ...");

@@ -58,17 +58,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use peers::registry::Registry;
-use peers::tools::{require, run_ok};
+use peers::tools::{env_usize, require, run_ok};
 use publish_support::*;
 
 const IMAGES: usize = 20;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A signed release of `count` images of `size` layer bytes in `root`.
 fn release(root: &Path, ns: &str, count: usize, size: usize) -> Vec<Package> {

@@ -10,6 +10,8 @@
 //! Targets: first sync >= 10x faster than the loop; resync < 2 s.
 #[path = "../tests/peers/mod.rs"]
 mod peers;
+#[path = "../tests/sign_support/mod.rs"]
+mod sign_support;
 
 use std::path::Path;
 use std::process::Command;
@@ -17,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use sequoia_openpgp as openpgp;
 
-use openpgp::cert::prelude::*;
 use openpgp::serialize::Serialize;
-use openpgp::types::KeyFlags;
 
 use peers::nginx::{Nginx, Options};
+use peers::tools::env_usize;
+use sign_support::key;
 use stagex::lookaside::location::Location;
 use stagex::oci::digest::Digest;
 use stagex::sign::keyring::Keyring;
@@ -31,23 +33,6 @@ use stagex::sigs::images::from_digests;
 use stagex::sigs::{sync, SyncOptions};
 
 const SIGNERS: usize = 3;
-
-fn key(name: &str) -> openpgp::Cert {
-    CertBuilder::new()
-        .add_userid(format!("{name} <{name}@example.org>"))
-        .set_cipher_suite(CipherSuite::Cv25519)
-        .set_primary_key_flags(KeyFlags::empty().set_certification().set_signing())
-        .generate()
-        .unwrap()
-        .0
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The upstream tree: `images` images, each signed by every key.
 fn build_tree(root: &Path, images: usize) -> (Keyring, String) {
@@ -124,8 +109,8 @@ fn main() {
     if peers::tools::require(&["nginx", "openssl", "curl"]).is_none() {
         return;
     }
-    let images = env_number("STAGEX_BENCH_IMAGES", 2000);
-    let sample = env_number("STAGEX_BENCH_CURL_SAMPLE", images).clamp(1, images);
+    let images = env_usize("STAGEX_BENCH_IMAGES", 2000);
+    let sample = env_usize("STAGEX_BENCH_CURL_SAMPLE", images).clamp(1, images);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let (keyring, digests) = build_tree(root, images);

@@ -41,11 +41,7 @@ struct Row {
 }
 
 fn main() {
-    let images: usize = std::env::var("BENCH_IMAGES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(500)
-        .max(1);
+    let images = peers::tools::env_usize("BENCH_IMAGES", 500).max(1);
     peers::tools::require(&["gpg", "gpgv"]).expect("gpg and gpgv are needed (see .ci/setup)");
     let rows = [
         run_row("RSA-4096", "rsa4096", images),

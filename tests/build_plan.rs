@@ -28,14 +28,10 @@ fn repo() -> tempfile::TempDir {
     root
 }
 
+/// `stagex --root ROOT ARGS...`, which must succeed, without the
+/// environment's SOURCE_DATE_EPOCH.
 fn stagex(root: &Path, args: &[&str]) -> std::process::Output {
-    run_ok(
-        tools::stagex()
-            .arg("--root")
-            .arg(root)
-            .args(args)
-            .env_remove("SOURCE_DATE_EPOCH"),
-    )
+    run_ok(tools::stagex_in(root, args).env_remove("SOURCE_DATE_EPOCH"))
 }
 
 /// (name, up_to_date) of `build --dry-run --json core-motd`.

@@ -3,6 +3,7 @@
 //! keys compose; one short of the quorum fails naming it; `--no-verify`
 //! composes anyway.
 mod pallet_support;
+mod peers;
 #[path = "sign_support/mod.rs"]
 mod sign_support;
 

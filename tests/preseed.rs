@@ -9,27 +9,14 @@ use std::process::{Command, Output};
 
 use build_support::{built, native_package};
 use peers::registry::Registry;
-use peers::tools::{self, run_ok, stagex};
+use peers::tools::{self, json, run_ok, stagex_in};
 use serde_json::Value;
 
 fn cmd(root: &Path, store: &Path, args: &[&str]) -> Output {
-    stagex()
-        .arg("--root")
-        .arg(root)
-        .args(args)
+    stagex_in(root, args)
         .env("STAGEX_STORE", store)
         .output()
         .unwrap()
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 /// Builds the publisher's packages, writes digests/, pushes every image to

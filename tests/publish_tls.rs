@@ -8,6 +8,7 @@
 //! answering 401 fails clearly, naming the mirror and how to log in.
 mod peers;
 mod publish_support;
+mod sign_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -7,24 +7,18 @@ mod peers;
 mod sign_support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use peers::gpg::GpgHome;
 use peers::nginx::Nginx;
 use peers::registry::Registry;
-use peers::tools::{require, run_ok};
+use peers::tools::{require, run_ok, stagex_in, text};
 use sign_support::*;
 use stagex::oci::digest::Digest;
 
-fn stagex(root: &Path, args: &[&str]) -> Command {
-    let mut c = peers::tools::stagex();
-    c.arg("--root").arg(root).args(args);
-    c
-}
-
 /// `stagex --json verify --threshold 1 --lookaside LOOKASIDE IMAGES...`.
 fn verify_one_signer(root: &Path, lookaside: &str, images: &[&str]) -> Command {
-    let mut c = stagex(
+    let mut c = stagex_in(
         root,
         &[
             "--json",
@@ -39,27 +33,10 @@ fn verify_one_signer(root: &Path, lookaside: &str, images: &[&str]) -> Command {
     c
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 /// Pushes `out/<package>` (tag 1.0) to the registry unchanged; returns the
 /// reference pushed and checks the registry holds our exact manifest digest.
 fn push(skopeo: &Path, root: &Path, registry: &Registry, package: &str, digest: &Digest) -> String {
-    let reference = format!("{}/stagex/{package}:1.0", registry.host());
-    run_ok(
-        Command::new(skopeo)
-            .args(["copy", "--dest-tls-verify=false"])
-            .arg(format!(
-                "oci:{}:1.0",
-                root.join("out").join(package).display()
-            ))
-            .arg(format!("docker://{reference}")),
-    );
+    let reference = skopeo_push(skopeo, root, &registry.host(), package);
     let inspect = run_ok(
         Command::new(skopeo)
             .args(["inspect", "--raw", "--tls-verify=false"])
@@ -133,7 +110,7 @@ fn skopeo_accepts_our_signature_served_by_nginx_over_http_and_https() {
     let secret = root.join("maintainer.key");
     std::fs::write(&secret, maintainer.export_secret()).unwrap();
     let namespace = format!("{}/stagex", registry.host());
-    let out = stagex(
+    let out = stagex_in(
         root,
         &[
             "sign",
@@ -237,7 +214,7 @@ fn gpg_and_skopeo_standalone_verify_accept_our_blob_and_our_gpg_signer_works() {
     let digest_gpg = make_image(&root.join("out"), "core-g", "1.0", Shape::Index, "g");
     let secret = root.join("signer.key");
     std::fs::write(&secret, maintainer.export_secret()).unwrap();
-    let out = stagex(
+    let out = stagex_in(
         root,
         &[
             "sign",
@@ -284,7 +261,7 @@ fn gpg_and_skopeo_standalone_verify_accept_our_blob_and_our_gpg_signer_works() {
     assert!(!wrong.status.success());
 
     // `stagex sign --gpg` goes through gpg's agent.
-    let out = stagex(
+    let out = stagex_in(
         root,
         &[
             "sign",
@@ -307,7 +284,7 @@ fn gpg_and_skopeo_standalone_verify_accept_our_blob_and_our_gpg_signer_works() {
     let keys = root.join("keys");
     std::fs::create_dir_all(&keys).unwrap();
     std::fs::copy(&keyring, keys.join("signer.gpg")).unwrap();
-    let report = stagex(
+    let report = stagex_in(
         root,
         &["--json", "verify", "--threshold", "1", "core-g", "core-k"],
     )
@@ -315,7 +292,7 @@ fn gpg_and_skopeo_standalone_verify_accept_our_blob_and_our_gpg_signer_works() {
     .unwrap();
     assert!(report.status.success(), "{}", text(&report));
     // Signing again with the same key through gpg is skipped.
-    let again = stagex(
+    let again = stagex_in(
         root,
         &[
             "sign",
@@ -396,7 +373,7 @@ fn signatures_made_by_skopeo_sign_by_and_gpg_sign_are_accepted() {
         .stdout;
     std::fs::write(keys.join("second.asc"), armored).unwrap();
     let by_ref = format!("{reference}@{digest}");
-    let report = stagex(
+    let report = stagex_in(
         root,
         &[
             "--json",
@@ -422,7 +399,7 @@ fn signatures_made_by_skopeo_sign_by_and_gpg_sign_are_accepted() {
     assert_eq!(fprs, want);
     // By package name, with the registry namespace as identity (exact tag match).
     let namespace = format!("{}/stagex", registry.host());
-    let by_name = stagex(
+    let by_name = stagex_in(
         root,
         &[
             "verify",

@@ -5,29 +5,13 @@
 mod peers;
 mod sign_support;
 
-use std::path::Path;
 use std::process::Command;
 
 use peers::gpg::GpgHome;
 use peers::http_server::HttpServer;
 use peers::registry::Registry;
-use peers::tools::{require, run_ok};
+use peers::tools::require;
 use sign_support::*;
-
-/// Copies `out/<package>:1.0` to `<host>/stagex/<package>:1.0`.
-fn push(skopeo: &Path, root: &Path, host: &str, package: &str) -> String {
-    let reference = format!("{host}/stagex/{package}:1.0");
-    run_ok(
-        Command::new(skopeo)
-            .args(["copy", "--dest-tls-verify=false"])
-            .arg(format!(
-                "oci:{}:1.0",
-                root.join("out").join(package).display()
-            ))
-            .arg(format!("docker://{reference}")),
-    );
-    reference
-}
 
 #[test]
 fn skopeo_with_the_generated_policy_accepts_signed_and_rejects_unsigned() {
@@ -57,8 +41,8 @@ fn skopeo_with_the_generated_policy_accepts_signed_and_rejects_unsigned() {
         Shape::Manifest,
         "u",
     );
-    let signed = push(skopeo, root, &registry.host(), "test-signed");
-    let unsigned = push(skopeo, root, &registry.host(), "test-unsigned");
+    let signed = skopeo_push(skopeo, root, &registry.host(), "test-signed");
+    let unsigned = skopeo_push(skopeo, root, &registry.host(), "test-unsigned");
 
     // Signed as StageX does: identity docker.io/stagex/..., the image then
     // served from another registry (the mirror case).

@@ -7,20 +7,11 @@ mod peers;
 mod sign_support;
 
 use std::path::Path;
-use std::process::Output;
 
+use peers::tools::stagex_output as stagex;
 use sign_support::*;
 use stagex::lookaside::file::FileLookaside;
 use stagex::oci::digest::Digest;
-
-fn stagex(root: &Path, args: &[&str]) -> Output {
-    peers::tools::stagex()
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn sig_dir(root: &Path, name: &str, digest: &Digest) -> std::path::PathBuf {
     root.join(format!("signatures/stagex/{name}@sha256={}", digest.hex()))

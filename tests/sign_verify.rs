@@ -8,18 +8,10 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, SystemTime};
 
+use peers::tools::stagex_output as stagex;
 use sign_support::*;
 use stagex::lookaside::file::FileLookaside;
 use stagex::oci::digest::Digest;
-
-fn stagex(root: &Path, args: &[&str]) -> Output {
-    peers::tools::stagex()
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn ok(output: Output) -> Output {
     assert!(

@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 
 use peers::nginx::Nginx;
 use peers::registry::Registry;
-use peers::tools::{require, run_ok};
+use peers::tools::{require, run_ok, text};
 use sign_support::{json, key, make_image, write_keys, Shape};
 use sigs_support::*;
 use stagex::oci::digest::Digest;
@@ -29,14 +29,6 @@ fn sync(root: &Path, from: &str, to: &str, extra: &[&str]) -> Output {
         .arg(root.join("keys"));
     c.args(extra);
     c.output().unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn read(root: &Path, repo: &str, d: &Digest, n: u32) -> Vec<u8> {

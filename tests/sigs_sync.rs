@@ -11,16 +11,19 @@ mod sign_support;
 mod sigs_support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use peers::nginx::Nginx;
 use peers::registry::Registry;
-use peers::tools::{require, run_ok};
+use peers::tools::{require, text};
 use sequoia_openpgp::serialize::SerializeInto;
-use sign_support::{json, key, make_image, skopeo_pull, write_keys, Shape};
+use sign_support::{
+    json, key, make_image, skopeo_pull, skopeo_push, write_keys, write_stage_digests, Shape,
+};
 use sigs_support::*;
 use stagex::oci::digest::Digest;
 
+/// `stagex ARGS...` without the environment's CA file and mirror credentials.
 fn stagex(args: &[&str]) -> Command {
     let mut c = peers::tools::stagex();
     c.args(args)
@@ -28,14 +31,6 @@ fn stagex(args: &[&str]) -> Command {
         .env_remove("STAGEX_MIRROR_USER")
         .env_remove("STAGEX_MIRROR_PASSWORD");
     c
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// `stagex --json sigs sync --from FROM --to TO` with the test's keys,
@@ -49,16 +44,6 @@ fn sync(root: &Path, from: &str, to: &str, identity: &str, state: &str) -> Comma
     c.args(["--identity", identity]);
     c.arg("--state").arg(root.join(state));
     c
-}
-
-/// `root/digests/core.txt` listing `images` (name, manifest digest).
-fn write_digests(root: &Path, images: &[(&str, &Digest)]) {
-    std::fs::create_dir_all(root.join("digests")).unwrap();
-    let lines: String = images
-        .iter()
-        .map(|(name, digest)| format!("{} {name}\n", digest.hex()))
-        .collect();
-    std::fs::write(root.join("digests/core.txt"), lines).unwrap();
 }
 
 fn count(log: &str, needle: &str) -> usize {
@@ -77,13 +62,7 @@ fn https_source_to_directory_and_webdav_then_skopeo_trusts_the_destination() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let digest = make_image(&root.join("out"), "core-x", "1.0", Shape::Manifest, "sync");
-    let reference = format!("{}/stagex/core-x:1.0", registry.host());
-    run_ok(
-        Command::new(skopeo)
-            .args(["copy", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:1.0", root.join("out/core-x").display()))
-            .arg(format!("docker://{reference}")),
-    );
+    let reference = skopeo_push(skopeo, root, &registry.host(), "core-x");
     let identity = format!("{}/stagex", registry.host());
     let (m1, m2) = (key("m1"), key("m2"));
     write_keys(&root.join("keys"), &[&m1, &m2]);
@@ -93,7 +72,7 @@ fn https_source_to_directory_and_webdav_then_skopeo_trusts_the_destination() {
         [m1.to_vec().unwrap(), m2.to_vec().unwrap()].concat(),
     )
     .unwrap();
-    write_digests(root, &[("core-x", &digest)]);
+    write_stage_digests(root, "core", &[("core-x", &digest)]);
 
     let upstream = root.join("upstream");
     place(
@@ -232,7 +211,7 @@ fn a_hostile_source_lands_nothing_bad_and_the_good_signatures_still_sync() {
         .collect();
     let names_of = ["core-a", "core-b", "core-c", "core-d", "core-e"];
     let listed: Vec<(&str, &Digest)> = names_of.iter().copied().zip(&d).collect();
-    write_digests(root, &listed);
+    write_stage_digests(root, "core", &listed);
     let good = |i: usize| signature(&m1, &format!("stagex/{}:1", names_of[i]), &d[i]);
     let mut forged = good(0);
     let at = forged.len() - 10;
@@ -359,7 +338,7 @@ fn a_mirror_that_serves_other_bytes_after_the_put_fails_the_sync() {
     let m1 = key("m1");
     write_keys(&root.join("keys"), &[&m1]);
     let digest = Digest::of_bytes(b"read-back");
-    write_digests(root, &[("core-a", &digest)]);
+    write_stage_digests(root, "core", &[("core-a", &digest)]);
     let upstream = root.join("upstream");
     let good = signature(&m1, "stagex/core-a:1", &digest);
     place(&upstream, "stagex/core-a", &digest, 1, &good);
@@ -460,7 +439,7 @@ fn a_304_that_turns_invalid_on_the_refetch_never_empties_the_mirror() {
     let m1 = key("m1");
     write_keys(&root.join("keys"), &[&m1]);
     let digest = Digest::of_bytes(b"refetch");
-    write_digests(root, &[("core-a", &digest)]);
+    write_stage_digests(root, "core", &[("core-a", &digest)]);
     let good = signature(&m1, "stagex/core-a:1", &digest);
     let file = |n: u32| format!("/stagex/core-a@sha256={}/signature-{n}", digest.hex());
     let (one, two) = (file(1), file(2));
@@ -535,7 +514,7 @@ fn a_401_from_a_store_read_from_names_the_url_and_the_fix() {
     let root = dir.path();
     let digest = make_image(&root.join("out"), "core-u", "1.0", Shape::Manifest, "u");
     write_keys(&root.join("keys"), &[&key("u1")]);
-    write_digests(root, &[("core-u", &digest)]);
+    write_stage_digests(root, "core", &[("core-u", &digest)]);
     let server = Hostile::start(|_| Answer::Send(401, "text/plain", b"who are you".to_vec()));
     let file = format!(
         "{}/stagex/core-u@sha256={}/signature-1",

@@ -19,12 +19,8 @@ impl GpgHome {
     /// A new home with an ed25519 key whose primary signs.
     /// `None` if gpg is missing outside CI.
     pub fn with_key(name: &str) -> Option<GpgHome> {
-        let gpg = tools::require(&["gpg"])?.remove(0);
-        let home = tempfile::Builder::new()
-            .prefix("gh")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let params = home.path().join("params");
+        let mut this = GpgHome::empty()?;
+        let params = this.home.path().join("params");
         std::fs::write(
             &params,
             format!(
@@ -32,24 +28,8 @@ impl GpgHome {
             ),
         )
         .unwrap();
-        let mut this = GpgHome {
-            home,
-            fingerprint: String::new(),
-            gpg,
-        };
         tools::run_ok(this.cmd().args(["--batch", "--gen-key"]).arg(&params));
-        let listing =
-            tools::run_ok(
-                this.cmd()
-                    .args(["--batch", "--with-colons", "--list-secret-keys"]),
-            );
-        this.fingerprint = String::from_utf8_lossy(&listing.stdout)
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("fpr:")
-                    .map(|r| r.trim_matches(':').to_string())
-            })
-            .expect("a fingerprint in gpg's listing");
+        this.read_fingerprint("--list-secret-keys");
         Some(this)
     }
 
@@ -64,16 +44,7 @@ impl GpgHome {
         expire: &str,
         at: Option<u64>,
     ) -> Option<GpgHome> {
-        let gpg = tools::require(&["gpg"])?.remove(0);
-        let home = tempfile::Builder::new()
-            .prefix("gh")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let mut this = GpgHome {
-            home,
-            fingerprint: String::new(),
-            gpg,
-        };
+        let mut this = GpgHome::empty()?;
         let uid = format!("{name} <{name}@example.org>");
         tools::run_ok(this.cmd_at(at).args([
             "--batch",
@@ -85,15 +56,36 @@ impl GpgHome {
             usage,
             expire,
         ]));
-        let listing = tools::run_ok(this.cmd().args(["--batch", "--with-colons", "--list-keys"]));
-        this.fingerprint = String::from_utf8_lossy(&listing.stdout)
+        this.read_fingerprint("--list-keys");
+        Some(this)
+    }
+
+    /// A new empty home (no key yet) in /tmp. `None` if gpg is missing
+    /// outside CI.
+    fn empty() -> Option<GpgHome> {
+        let gpg = tools::require(&["gpg"])?.remove(0);
+        let home = tempfile::Builder::new()
+            .prefix("gh")
+            .tempdir_in("/tmp")
+            .unwrap();
+        Some(GpgHome {
+            home,
+            fingerprint: String::new(),
+            gpg,
+        })
+    }
+
+    /// Sets `fingerprint` from the first `fpr:` line of `gpg --with-colons
+    /// LIST` (`--list-keys` or `--list-secret-keys`).
+    fn read_fingerprint(&mut self, list: &str) {
+        let listing = tools::run_ok(self.cmd().args(["--batch", "--with-colons", list]));
+        self.fingerprint = String::from_utf8_lossy(&listing.stdout)
             .lines()
             .find_map(|l| {
                 l.strip_prefix("fpr:")
                     .map(|r| r.trim_matches(':').to_string())
             })
             .expect("a fingerprint in gpg's listing");
-        Some(this)
     }
 
     /// gpg with this home at the faked time `at` (frozen), if given.

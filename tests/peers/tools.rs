@@ -3,7 +3,7 @@
 //! so a green CI run always means the peer really ran.
 #![allow(dead_code)]
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -69,8 +69,47 @@ pub fn stagex() -> Command {
     Command::new(env!("CARGO_BIN_EXE_stagex"))
 }
 
+/// `stagex --root ROOT ARGS...` (more arguments may follow).
+pub fn stagex_in(root: &Path, args: &[&str]) -> Command {
+    let mut command = stagex();
+    command.arg("--root").arg(root).args(args);
+    command
+}
+
+/// `stagex --root ROOT ARGS...` run to its end (success or not).
+pub fn stagex_output(root: &Path, args: &[&str]) -> Output {
+    let mut command = stagex_in(root, args);
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"))
+}
+
+/// A command's stdout then stderr, for failure messages and text checks.
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Parses `stagex --json` stdout; panics showing both streams if it is not JSON.
+pub fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", text(output)))
+}
+
+/// The number in the environment variable `name`, or `default` when it is
+/// unset or not a number (benchmark sizes).
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Copies a directory tree (files and directories; sorted walk).
-pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     for entry in walkdir::WalkDir::new(from).sort_by_file_name() {
         let entry = entry.unwrap();
         let dest = to.join(entry.path().strip_prefix(from).unwrap());

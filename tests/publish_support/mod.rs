@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use stagex::oci::descriptor::{Descriptor, Platform};
 use stagex::oci::digest::Digest;
@@ -15,6 +15,12 @@ use stagex::oci::json::JsonBlob;
 use stagex::oci::layout::Layout;
 use stagex::oci::manifest::{ImageIndex, ImageManifest};
 use stagex::oci::media_type;
+
+use crate::peers::tools::stagex_in;
+/// One copy in `peers::tools`; re-exported for `use publish_support::*` callers
+/// (not every crate uses it, as with `dead_code` above).
+#[allow(unused_imports)]
+pub use crate::peers::tools::{json, text};
 
 /// One image of a test release.
 #[derive(Clone, Debug)]
@@ -125,26 +131,15 @@ pub fn write_digests(root: &Path, stage: &str, packages: &[Package]) {
         .iter()
         .map(|p| (p.name.as_str(), &p.manifest))
         .collect();
-    let text: String = sorted
-        .iter()
-        .map(|(name, d)| format!("{} {name}\n", d.hex()))
-        .collect();
-    std::fs::create_dir_all(root.join("digests")).unwrap();
-    std::fs::write(root.join("digests").join(format!("{stage}.txt")), text).unwrap();
-}
-
-/// `stagex --root ROOT ARGS...`.
-pub fn stagex(root: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_stagex"));
-    c.arg("--root").arg(root).args(args);
-    c
+    let entries: Vec<(&str, &Digest)> = sorted.into_iter().collect();
+    crate::sign_support::write_stage_digests(root, stage, &entries);
 }
 
 /// Signs every image in out/ with the secret key file `key`, identity `ns`
 /// (`--unreleased`: these tests gate publishing, so they also sign images
 /// that do not match digests/, which `stagex sign` refuses by default).
 pub fn sign_all(root: &Path, key: &Path, ns: &str) {
-    let out = stagex(root, &["sign", "--unreleased", "--key"])
+    let out = stagex_in(root, &["sign", "--unreleased", "--key"])
         .arg(key)
         .args(["--identity", ns])
         .output()
@@ -152,24 +147,10 @@ pub fn sign_all(root: &Path, key: &Path, ns: &str) {
     assert!(out.status.success(), "stagex sign: {}", text(&out));
 }
 
-pub fn text(output: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// Parses `--json` stdout.
-pub fn json(output: &Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(output)))
-}
-
 /// `stagex --json publish --release 2026.03.0 --identity NS ARGS...` with the
 /// journal in its default place and a fast retry backoff.
 pub fn publish(root: &Path, ns: &str, args: &[&str]) -> Command {
-    let mut c = stagex(
+    let mut c = stagex_in(
         root,
         &[
             "--json",

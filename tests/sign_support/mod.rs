@@ -22,6 +22,11 @@ use stagex::oci::layout::Layout;
 use stagex::oci::manifest::{ImageIndex, ImageManifest};
 use stagex::oci::media_type;
 
+/// One copy in `peers::tools`; re-exported for `use sign_support::*` callers
+/// (not every crate uses it, as with `dead_code` above).
+#[allow(unused_imports)]
+pub use crate::peers::tools::json;
+
 /// A v4 ed25519 key whose primary signs (what skopeo 1.9 needs).
 pub fn key(name: &str) -> Cert {
     CertBuilder::new()
@@ -135,6 +140,17 @@ pub fn sign_raw(
     out
 }
 
+/// Writes `root/digests/<stage>.txt`: one `<hex> <name>` line per entry, in
+/// the order given.
+pub fn write_stage_digests(root: &Path, stage: &str, entries: &[(&str, &Digest)]) {
+    let lines: String = entries
+        .iter()
+        .map(|(name, digest)| format!("{} {name}\n", digest.hex()))
+        .collect();
+    std::fs::create_dir_all(root.join("digests")).unwrap();
+    std::fs::write(root.join("digests").join(format!("{stage}.txt")), lines).unwrap();
+}
+
 /// A payload as skopeo writes it.
 pub fn payload(identity: &str, digest: &Digest) -> Vec<u8> {
     format!(
@@ -189,15 +205,20 @@ pub fn make_image(out: &Path, package: &str, version: &str, shape: Shape, salt: 
     desc.digest
 }
 
-/// Parses `stagex --json` stdout.
-pub fn json(output: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): stdout {}\nstderr {}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+/// skopeo copy of `out/<package>:1.0` to `<host>/stagex/<package>:1.0` (a
+/// plain-HTTP registry); returns that reference.
+pub fn skopeo_push(skopeo: &Path, root: &Path, host: &str, package: &str) -> String {
+    let reference = format!("{host}/stagex/{package}:1.0");
+    crate::peers::tools::run_ok(
+        std::process::Command::new(skopeo)
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!(
+                "oci:{}:1.0",
+                root.join("out").join(package).display()
+            ))
+            .arg(format!("docker://{reference}")),
+    );
+    reference
 }
 
 /// skopeo copy of `reference` with a signedBy policy on `keyring` and the
