@@ -31,6 +31,18 @@ fn sync(root: &Path, from: &str, to: &str, extra: &[&str]) -> Output {
     c.output().unwrap()
 }
 
+/// `root/keys` trusting m1, and the source `root/src` holding m1's valid
+/// signature-1 of `stagex/core-a` at digest `a`: (a, that signature, src).
+fn signed_source(root: &Path) -> (Digest, Vec<u8>, std::path::PathBuf) {
+    let m1 = key("m1");
+    write_keys(&root.join("keys"), &[&m1]);
+    let a = Digest::of_bytes(b"a");
+    let src = root.join("src");
+    let valid = signature(&m1, "stagex/core-a:1", &a);
+    place(&src, "stagex/core-a", &a, 1, &valid);
+    (a, valid, src)
+}
+
 fn read(root: &Path, repo: &str, d: &Digest, n: u32) -> Vec<u8> {
     std::fs::read(image_dir(root, repo, d).join(format!("signature-{n}"))).unwrap()
 }
@@ -109,12 +121,7 @@ fn directory_sync_never_replaces_prunes_on_request_and_gates_legacy() {
 fn prune_after_an_upload_into_a_gap_judges_the_files_it_uncovered() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let m1 = key("m1");
-    write_keys(&root.join("keys"), &[&m1]);
-    let a = Digest::of_bytes(b"a");
-    let src = root.join("src");
-    let valid = signature(&m1, "stagex/core-a:1", &a);
-    place(&src, "stagex/core-a", &a, 1, &valid);
+    let (a, valid, src) = signed_source(root);
     let dest = root.join("dest");
     place(&dest, "stagex/core-a", &a, 1, b"junk-1");
     place(&dest, "stagex/core-a", &a, 3, b"junk-3");
@@ -138,12 +145,7 @@ fn prune_after_an_upload_into_a_gap_judges_the_files_it_uncovered() {
 fn webdav_prune_deletes_and_renumbers() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let m1 = key("m1");
-    write_keys(&root.join("keys"), &[&m1]);
-    let a = Digest::of_bytes(b"a");
-    let src = root.join("src");
-    let valid = signature(&m1, "stagex/core-a:1", &a);
-    place(&src, "stagex/core-a", &a, 1, &valid);
+    let (a, valid, src) = signed_source(root);
     let dav_root = root.join("dav");
     place(&dav_root, "stagex/core-a", &a, 1, b"junk");
     let Some(dav) = Nginx::start_webdav(&dav_root, false, "mirror", "pw") else {

@@ -46,6 +46,17 @@ fn sync(root: &Path, from: &str, to: &str, identity: &str, state: &str) -> Comma
     c
 }
 
+/// `root/keys` trusting m1 and `digests/core.txt` listing `core-a` at the
+/// digest of `seed`: (that digest, m1's valid signature of it).
+fn listed_image(root: &Path, seed: &[u8]) -> (Digest, Vec<u8>) {
+    let m1 = key("m1");
+    write_keys(&root.join("keys"), &[&m1]);
+    let digest = Digest::of_bytes(seed);
+    write_stage_digests(root, "core", &[("core-a", &digest)]);
+    let good = signature(&m1, "stagex/core-a:1", &digest);
+    (digest, good)
+}
+
 fn count(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
 }
@@ -335,12 +346,8 @@ fn a_mirror_that_serves_other_bytes_after_the_put_fails_the_sync() {
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let m1 = key("m1");
-    write_keys(&root.join("keys"), &[&m1]);
-    let digest = Digest::of_bytes(b"read-back");
-    write_stage_digests(root, "core", &[("core-a", &digest)]);
+    let (digest, good) = listed_image(root, b"read-back");
     let upstream = root.join("upstream");
-    let good = signature(&m1, "stagex/core-a:1", &digest);
     place(&upstream, "stagex/core-a", &digest, 1, &good);
     let file = format!("/stagex/core-a@sha256={}/signature-1", digest.hex());
     let put = Arc::new(AtomicBool::new(false));
@@ -436,11 +443,7 @@ fn a_304_that_turns_invalid_on_the_refetch_never_empties_the_mirror() {
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let m1 = key("m1");
-    write_keys(&root.join("keys"), &[&m1]);
-    let digest = Digest::of_bytes(b"refetch");
-    write_stage_digests(root, "core", &[("core-a", &digest)]);
-    let good = signature(&m1, "stagex/core-a:1", &digest);
+    let (digest, good) = listed_image(root, b"refetch");
     let file = |n: u32| format!("/stagex/core-a@sha256={}/signature-{n}", digest.hex());
     let (one, two) = (file(1), file(2));
     let second_run = Arc::new(AtomicBool::new(false));
