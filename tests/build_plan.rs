@@ -34,8 +34,10 @@ fn stagex(root: &Path, args: &[&str]) -> std::process::Output {
     run_ok(tools::stagex_in(root, args).env_remove("SOURCE_DATE_EPOCH"))
 }
 
-/// (name, up_to_date) of `build --dry-run --json core-motd`.
-fn plan(root: &Path) -> Vec<(String, bool)> {
+/// (name, `field`) of every entry of `build --dry-run --json core-motd`:
+/// `up_to_date` (what out/ holds) or `build` (what a real `stagex build
+/// core-motd` would build, the scheduler's own decision).
+fn plan_of(root: &Path, field: &str) -> Vec<(String, bool)> {
     let out = stagex(root, &["--json", "build", "--dry-run", "core-motd"]);
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     doc["plan"]
@@ -46,28 +48,18 @@ fn plan(root: &Path) -> Vec<(String, bool)> {
             assert_eq!(e["containerfile"], Value::Null, "native: no Containerfile");
             (
                 e["name"].as_str().unwrap().to_string(),
-                e["up_to_date"].as_bool().unwrap(),
+                e[field].as_bool().unwrap(),
             )
         })
         .collect()
 }
 
-/// (name, build) of `build --dry-run --json core-motd`: what a real
-/// `stagex build core-motd` would build (the scheduler's own decision).
+fn plan(root: &Path) -> Vec<(String, bool)> {
+    plan_of(root, "up_to_date")
+}
+
 fn builds(root: &Path) -> Vec<(String, bool)> {
-    let out = stagex(root, &["--json", "build", "--dry-run", "core-motd"]);
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    doc["plan"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["name"].as_str().unwrap().to_string(),
-                e["build"].as_bool().unwrap(),
-            )
-        })
-        .collect()
+    plan_of(root, "build")
 }
 
 fn fresh(flags: &[bool]) -> Vec<(String, bool)> {

@@ -35,15 +35,48 @@ fn sample(layout: &Layout) -> (Descriptor, Descriptor, JsonBlob) {
     (layer, config_desc, manifest)
 }
 
-#[test]
-fn push_pull_mount_round_trip() {
-    let Some(registry) = Registry::start() else {
-        return;
-    };
+/// A fresh registry, a layout in `dir/src` holding `sample`, and a client.
+struct Setup {
+    registry: Registry,
+    dir: tempfile::TempDir,
+    layout: Layout,
+    layer: Descriptor,
+    config: Descriptor,
+    manifest: JsonBlob,
+    client: RegistryClient,
+}
+
+fn setup() -> Option<Setup> {
+    let registry = Registry::start()?;
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::create(dir.path().join("src")).unwrap();
     let (layer, config, manifest) = sample(&layout);
     let client = RegistryClient::new(&registry.host()).unwrap();
+    Some(Setup {
+        registry,
+        dir,
+        layout,
+        layer,
+        config,
+        manifest,
+        client,
+    })
+}
+
+#[test]
+fn push_pull_mount_round_trip() {
+    let Some(Setup {
+        registry,
+        dir,
+        layout,
+        layer,
+        config,
+        manifest,
+        client,
+    }) = setup()
+    else {
+        return;
+    };
 
     assert!(!client.blob_exists("ns/a", &layer.digest).unwrap());
     let pushed = client
@@ -112,13 +145,18 @@ fn probes(registry: &Registry) -> usize {
 
 #[test]
 fn one_probe_serves_every_request_and_uploads_are_one_put() {
-    let Some(registry) = Registry::start() else {
+    let Some(Setup {
+        registry,
+        dir: _dir,
+        layout,
+        layer,
+        config,
+        manifest,
+        client,
+    }) = setup()
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::create(dir.path().join("src")).unwrap();
-    let (layer, config, manifest) = sample(&layout);
-    let client = RegistryClient::new(&registry.host()).unwrap();
     for repo in ["ns/a", "ns/b"] {
         for blob in [&layer, &config] {
             client
@@ -149,12 +187,18 @@ fn one_probe_serves_every_request_and_uploads_are_one_put() {
 
 #[test]
 fn a_blob_changed_on_disk_is_not_uploaded() {
-    let Some(registry) = Registry::start() else {
+    let Some(Setup {
+        registry,
+        dir: _dir,
+        layout,
+        layer,
+        config,
+        client,
+        ..
+    }) = setup()
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::create(dir.path().join("src")).unwrap();
-    let (layer, config, _) = sample(&layout);
     // Same size, one byte flipped: the registry's digest check refuses it
     // and the error names the local file.
     let path = layout.blob_path(&layer.digest);
@@ -162,7 +206,6 @@ fn a_blob_changed_on_disk_is_not_uploaded() {
     let last = bytes.len() - 3;
     bytes[last] ^= 0xff;
     std::fs::write(&path, &bytes).unwrap();
-    let client = RegistryClient::new(&registry.host()).unwrap();
     let before = registry.stored_blobs();
     let error = client
         .upload_blob("ns/a", &layer, &layout, &NoProgress)
