@@ -343,6 +343,25 @@ impl RegistryClient {
         Ok(body)
     }
 
+    /// A GET or HEAD of `repo`'s manifest `tag_or_digest`, accepting every
+    /// manifest type we read, and its name for messages.
+    fn manifest_request(
+        &self,
+        method: reqwest::Method,
+        repo: &str,
+        tag_or_digest: &str,
+    ) -> (String, reqwest::RequestBuilder) {
+        let what = format!("manifest {}", self.url(repo, &sep(tag_or_digest)));
+        let request = self
+            .http
+            .request(
+                method,
+                self.endpoint(repo, &format!("manifests/{tag_or_digest}")),
+            )
+            .header(ACCEPT, ACCEPTED.join(", "));
+        (what, request)
+    }
+
     /// Pulls a manifest or index by tag or digest: exact bytes and their
     /// digest. A digest reference is checked against the bytes.
     pub fn pull_manifest(
@@ -350,11 +369,7 @@ impl RegistryClient {
         repo: &str,
         tag_or_digest: &str,
     ) -> Result<(Vec<u8>, Digest), RegistryError> {
-        let what = format!("manifest {}", self.url(repo, &sep(tag_or_digest)));
-        let request = self
-            .http
-            .get(self.endpoint(repo, &format!("manifests/{tag_or_digest}")))
-            .header(ACCEPT, ACCEPTED.join(", "));
+        let (what, request) = self.manifest_request(reqwest::Method::GET, repo, tag_or_digest);
         let bytes = self.small(
             repo,
             RegistryOperation::Pull,
@@ -383,11 +398,7 @@ impl RegistryClient {
         repo: &str,
         tag_or_digest: &str,
     ) -> Result<Digest, RegistryError> {
-        let what = format!("manifest {}", self.url(repo, &sep(tag_or_digest)));
-        let request = self
-            .http
-            .head(self.endpoint(repo, &format!("manifests/{tag_or_digest}")))
-            .header(ACCEPT, ACCEPTED.join(", "));
+        let (what, request) = self.manifest_request(reqwest::Method::HEAD, repo, tag_or_digest);
         let told = self.small(
             repo,
             RegistryOperation::Pull,
