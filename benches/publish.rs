@@ -157,7 +157,18 @@ fn bare_curl(root: &Path) -> Option<Duration> {
 /// One monolithic upload of `blob` into repository `bare/b<n>` with curl.
 fn curl_upload(curl: &Path, host: &str, n: usize, blob: &Path) {
     let opened = Command::new(curl)
-        .args(["-sS", "-f", "-X", "POST", "-o", "/dev/null", "-D", "-"])
+        .args([
+            "-sS",
+            "-f",
+            "--max-time",
+            "60",
+            "-X",
+            "POST",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+        ])
         .arg(format!("http://{host}/v2/bare/b{n}/blobs/uploads/"))
         .output()
         .unwrap();
@@ -172,13 +183,15 @@ fn curl_upload(curl: &Path, host: &str, n: usize, blob: &Path) {
         .expect("a Location")
         .trim();
     let digest = format!("sha256:{}", blob.file_name().unwrap().to_string_lossy());
+    let mut put = reqwest::Url::parse(location).expect("an absolute Location");
+    put.query_pairs_mut().append_pair("digest", &digest);
     run_ok(
         Command::new(curl)
-            .args(["-sS", "-f", "-o", "/dev/null"])
+            .args(["-sS", "-f", "--max-time", "600", "-o", "/dev/null"])
             .args(["-H", "Content-Type: application/octet-stream"])
             .arg("-T")
             .arg(blob)
-            .arg(format!("{location}&digest={digest}")),
+            .arg(put.as_str()),
     );
 }
 

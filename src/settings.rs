@@ -34,8 +34,7 @@ pub struct Settings {
     /// The committed release digests (`<stage>.txt` files): written by
     /// `digests`, read by `preseed`, `build --deps-from`, `sign` and
     /// `publish`. `[publish] digests` is an older spelling of the same
-    /// setting; `load` resolves the two into this one (and mirrors it
-    /// into `publish.digests`).
+    /// setting; `load` resolves the two into this one.
     pub digests: PathBuf,
     /// Release destinations (`stagex publish`).
     pub publish: PublishSettings,
@@ -58,9 +57,9 @@ pub struct PublishSettings {
     pub tags: Vec<String>,
     /// Images pushed at once.
     pub jobs: usize,
-    /// Where the committed `<stage>.txt` digests files are: the older
-    /// spelling of the top-level `digests`, always equal to it after `load`.
-    pub digests: PathBuf,
+    /// The older spelling of the top-level `digests`, as written (read it
+    /// through `Settings::digests`; `load` takes it into that).
+    pub digests: Option<PathBuf>,
     /// The journal of pushed tags (saves requests on re-runs).
     pub journal: PathBuf,
 }
@@ -75,7 +74,7 @@ impl Default for PublishSettings {
                 .map(|t| t.to_string())
                 .collect(),
             jobs: 8,
-            digests: PathBuf::from("digests"),
+            digests: None,
             journal: PathBuf::from(".stagex/publish-journal.json"),
         }
     }
@@ -110,7 +109,8 @@ impl Settings {
                 .with_context(|| format!("reading {}", path.display()))?;
             let mut settings: Settings = toml::from_str(&text)
                 .with_context(|| format!("{}: invalid settings", path.display()))?;
-            settings.digests = digests_setting(&text, &path)?;
+            let older = settings.publish.digests.take();
+            settings.digests = one_digests_dir(settings.digests, older, &path)?;
             settings
         } else {
             Settings::default()
@@ -128,7 +128,6 @@ impl Settings {
                 *dir = root.join(&*dir);
             }
         }
-        settings.publish.digests = settings.digests.clone();
         if let Some(dir) = settings.certs_dir.as_mut().filter(|d| d.is_relative()) {
             *dir = root.join(&*dir);
         }
@@ -145,23 +144,20 @@ impl Settings {
 }
 
 /// The one digests directory `stagex.toml` names (not yet rooted): the
-/// top-level `digests`, else the older `[publish] digests`, else the
-/// default; naming two different directories is an error.
-fn digests_setting(text: &str, path: &Path) -> Result<PathBuf> {
-    let table: toml::Table =
-        toml::from_str(text).with_context(|| format!("{}: invalid settings", path.display()))?;
-    let top = table.get("digests").and_then(|v| v.as_str());
-    let publish = table
-        .get("publish")
-        .and_then(|p| p.get("digests"))
-        .and_then(|v| v.as_str());
-    match (top, publish) {
-        (Some(a), Some(b)) if a != b => bail!(
-            "{}: `digests = {a:?}` and `[publish] digests = {b:?}` name two digests directories; keep only the top-level `digests`",
-            path.display()
+/// top-level `digests` (the default when absent), or the older
+/// `[publish] digests`; naming two different directories is an error (a
+/// top-level value equal to the default counts as unset).
+fn one_digests_dir(top: PathBuf, older: Option<PathBuf>, path: &Path) -> Result<PathBuf> {
+    let default = Settings::default().digests;
+    match older {
+        None => Ok(top),
+        Some(older) if top == default || top == older => Ok(older),
+        Some(older) => bail!(
+            "{}: `digests = {:?}` and `[publish] digests = {:?}` name two digests directories; keep only the top-level `digests`",
+            path.display(),
+            top.display().to_string(),
+            older.display().to_string()
         ),
-        (Some(dir), _) | (None, Some(dir)) => Ok(PathBuf::from(dir)),
-        (None, None) => Ok(Settings::default().digests),
     }
 }
 
@@ -209,7 +205,6 @@ mod tests {
         );
         assert_eq!(s.publish.jobs, 3);
         assert_eq!(s.publish.tags, vec!["{version}", "sx{release}", "latest"]);
-        assert_eq!(s.publish.digests, dir.path().join("digests"));
         assert_eq!(s.digests, dir.path().join("digests"));
         assert_eq!(s.certs_dir, None);
         std::fs::write(dir.path().join(SETTINGS_FILE), "certs_dir = \"certs.d\"\n").unwrap();
@@ -226,11 +221,10 @@ mod tests {
         std::fs::write(&file, "digests = \"release\"\n").unwrap();
         let s = Settings::load(dir.path()).unwrap();
         assert_eq!(s.digests, dir.path().join("release"));
-        assert_eq!(s.publish.digests, s.digests);
         std::fs::write(&file, "[publish]\ndigests = \"old\"\n").unwrap();
         let s = Settings::load(dir.path()).unwrap();
         assert_eq!(s.digests, dir.path().join("old"));
-        assert_eq!(s.publish.digests, s.digests);
+        assert_eq!(s.publish.digests, None, "taken into the one setting");
         std::fs::write(&file, "digests = \"a\"\n[publish]\ndigests = \"b\"\n").unwrap();
         let err = format!("{:#}", Settings::load(dir.path()).unwrap_err());
         assert!(

@@ -73,7 +73,7 @@ pub fn run(ctx: &Context, args: PublishArgs) -> Result<ExitCode> {
     let digests = args
         .digests
         .clone()
-        .unwrap_or_else(|| settings.publish.digests.clone());
+        .unwrap_or_else(|| settings.digests.clone());
     let listed = release::read_digests(&digests)?;
     let images = release::load(&listed, &args.trust.resolver(settings))?;
     let trust = args.trust.load(settings)?;
@@ -104,15 +104,12 @@ pub fn run(ctx: &Context, args: PublishArgs) -> Result<ExitCode> {
     let report = match publish(&request, &images, &gate, observer) {
         Ok(report) => report,
         Err(PublishError::Gate(e)) if ctx.json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "gate": "quorum missed, nothing was pushed",
-                    "threshold": e.threshold,
-                    "lookaside": e.lookaside,
-                    "short": e.short,
-                }))?
-            );
+            super::print_json(&serde_json::json!({
+                "gate": "quorum missed, nothing was pushed",
+                "threshold": e.threshold,
+                "lookaside": e.lookaside,
+                "short": e.short,
+            }))?;
             eprintln!("stagex: error: {e}");
             return Ok(ExitCode::FAILURE);
         }

@@ -290,12 +290,12 @@ impl Progress for Uploading<'_> {
 /// failure is kept too: every image of that host reports it at once
 /// instead of running a failing or hanging helper again per image.
 #[derive(Default)]
-pub(crate) struct Clients(Mutex<HashMap<String, Arc<OnceClient>>>);
+struct Clients(Mutex<HashMap<String, Arc<OnceClient>>>);
 
 type OnceClient = std::sync::OnceLock<Result<Arc<RegistryClient>, String>>;
 
 impl Clients {
-    pub(crate) fn get(&self, host: &str) -> Result<Arc<RegistryClient>, String> {
+    fn get(&self, host: &str) -> Result<Arc<RegistryClient>, String> {
         let once = self
             .0
             .lock()
@@ -353,12 +353,14 @@ fn largest_first(images: &[ReleaseImage]) -> Vec<usize> {
 /// Pushes (or, dry run, plans) every image to every destination with
 /// `jobs` workers.
 pub fn push_all(run: &Run<'_>, jobs: usize) {
-    for dest in run.destinations.iter().filter(|_| !run.dry_run) {
-        run.observer.event(Event::RegistryStarted {
-            registry: dest.to_string(),
-            images: run.images.len(),
-            bytes: run.images.iter().map(ReleaseImage::blob_bytes).sum(),
-        });
+    if !run.dry_run {
+        for dest in run.destinations {
+            run.observer.event(Event::RegistryStarted {
+                registry: dest.to_string(),
+                images: run.images.len(),
+                bytes: run.images.iter().map(ReleaseImage::blob_bytes).sum(),
+            });
+        }
     }
     for_each_pair(run, jobs, |clients, d, i| push_one(run, clients, d, i));
 }
@@ -431,7 +433,8 @@ fn push_image(
             }
         })
         .collect();
-    if present.iter().any(|p| !p) {
+    let missing = present.iter().any(|p| !p);
+    if missing {
         for child in &image.manifests[..image.manifests.len() - 1] {
             if run.dry_run {
                 Counters::add(&counters.manifests_pushed, 1);
@@ -447,17 +450,23 @@ fn push_image(
             Counters::add(&counters.manifests_pushed, 1);
         }
     }
-    let bytes = image
-        .layout
-        .read_blob(&root.digest)
-        .map_err(|e| format!("{e:#}"))?;
+    // The root's bytes, read only when a tag is to be pushed for real.
+    let root_bytes = match missing && !run.dry_run {
+        true => Some(
+            image
+                .layout
+                .read_blob(&root.digest)
+                .map_err(|e| format!("{e:#}"))?,
+        ),
+        false => None,
+    };
     for (tag, present) in tags.iter().zip(present) {
         if present {
             Counters::add(&counters.tags_present, 1);
         } else {
             Counters::add(&counters.tags_pushed, 1);
-            if !run.dry_run {
-                push_tag(client, host, dest, &repo, tag, &bytes, root)?;
+            if let Some(bytes) = &root_bytes {
+                push_tag(client, host, dest, &repo, tag, bytes, root)?;
             }
         }
         if !run.dry_run {
@@ -512,14 +521,19 @@ fn held_already(
     image: &ReleaseImage,
 ) {
     for blob in &image.blobs {
-        Counters::add(&counters.blobs_skipped, 1);
-        run.host(dest).holders.add(&blob.digest, repo);
-        run.observer.event(Event::BlobDone {
-            registry: dest.to_string(),
-            bytes: blob.size,
-            uploaded: false,
-        });
+        skipped(run, dest, repo, counters, blob);
     }
+}
+
+/// Counts `blob` as already in `repo` (a mount source from now on).
+fn skipped(run: &Run<'_>, dest: &Destination, repo: &str, counters: &Counters, blob: &Descriptor) {
+    Counters::add(&counters.blobs_skipped, 1);
+    run.host(dest).holders.add(&blob.digest, repo);
+    run.observer.event(Event::BlobDone {
+        registry: dest.to_string(),
+        bytes: blob.size,
+        uploaded: false,
+    });
 }
 
 /// Blobs of one image pushed at once (on top of the images in parallel).
@@ -581,9 +595,7 @@ fn push_blob(
     };
     let uploading = Uploading::new(run.observer, dest.to_string());
     if !call(host, || client.needs_blob(repo, &blob.digest))? {
-        Counters::add(&counters.blobs_skipped, 1);
-        host.holders.add(&blob.digest, repo);
-        done(false);
+        skipped(run, dest, repo, counters, blob);
         return Ok(true);
     }
     if run.dry_run {

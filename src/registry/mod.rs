@@ -96,7 +96,7 @@ pub struct RegistryClient {
     scheme: &'static str,
     http: reqwest::Client,
     /// For upload bodies: no read timeout (an idle watchdog instead).
-    upload_http: reqwest::Client,
+    upload_http: std::sync::OnceLock<Result<reqwest::Client, net::ConfigError>>,
     /// Token exchange, catalog and tag lists.
     oci: Client,
     auth: RegistryAuth,
@@ -132,7 +132,6 @@ impl RegistryClient {
         http: reqwest::Client,
     ) -> Result<RegistryClient, RegistryError> {
         let oci_config = config.oci_client_config(host);
-        let upload_http = config.upload_client_for(host)?;
         let found = auth::credentials(host).map_err(|e| RegistryError::Local {
             what: format!("credentials for {host}"),
             detail: format!("{e:#}"),
@@ -147,13 +146,22 @@ impl RegistryClient {
             api_host: api_host(host),
             scheme: if uses_tls(host) { "https" } else { "http" },
             http,
-            upload_http,
+            upload_http: std::sync::OnceLock::new(),
             oci: Client::new(oci_config),
             auth,
             credential_source,
             authorizations: authz::Authorizations::default(),
             config,
         })
+    }
+
+    /// The client for upload bodies, made on the first upload (most
+    /// clients only read).
+    fn upload_client(&self) -> Result<reqwest::Client, RegistryError> {
+        self.upload_http
+            .get_or_init(|| self.config.upload_client_for(&self.host))
+            .clone()
+            .map_err(RegistryError::from)
     }
 
     pub fn host(&self) -> &str {
@@ -324,23 +332,18 @@ impl RegistryClient {
         limit: usize,
         what: &str,
     ) -> Result<Vec<u8>, RegistryError> {
-        let mut body = Vec::new();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.transport(what, &e))?;
-            if body.len() + chunk.len() > limit {
-                return Err(RegistryError::TooLarge {
-                    host: self.host.clone(),
-                    what: what.to_string(),
-                    limit: limit as u64,
-                    detail: format!(
-                        "over the {limit}-byte limit (as in containers/image); not read further"
-                    ),
-                });
-            }
-            body.extend_from_slice(&chunk);
+        match capped_body(response, limit).await {
+            Ok(Capped::Whole(body)) => Ok(body),
+            Ok(Capped::Over(_)) => Err(RegistryError::TooLarge {
+                host: self.host.clone(),
+                what: what.to_string(),
+                limit: limit as u64,
+                detail: format!(
+                    "over the {limit}-byte limit (as in containers/image); not read further"
+                ),
+            }),
+            Err(e) => Err(self.transport(what, &e)),
         }
-        Ok(body)
     }
 
     /// A GET or HEAD of `repo`'s manifest `tag_or_digest`, accepting every
@@ -548,8 +551,9 @@ impl RegistryClient {
     }
 
     /// Uploads a blob from `layout` in constant memory, as one progress
-    /// task: one request carries the bytes (see `upload`), verified
-    /// against the descriptor while they are read.
+    /// task: one request carries the bytes (see `upload`), their size
+    /// checked while they are read (`upload::SizedChunks`); the registry
+    /// checks their digest.
     pub fn upload_blob(
         &self,
         repo: &str,
@@ -589,7 +593,7 @@ impl RegistryClient {
         };
         let body = upload::channel_body();
         let mut request = self
-            .upload_http
+            .upload_client()?
             .put(url)
             .header(CONTENT_LENGTH, descriptor.size)
             .header(CONTENT_TYPE, "application/octet-stream")
@@ -598,8 +602,8 @@ impl RegistryClient {
             request = request.header(AUTHORIZATION, value);
         }
         let (idle, activity) = (self.config.idle, body.activity);
-        // The exchange runs on the runtime while this thread reads, hashes
-        // and feeds the body.
+        // The exchange runs on the runtime while this thread reads and
+        // feeds the body.
         let exchange = net::runtime().spawn(async move {
             tokio::select! {
                 answer = answer_of(request) => Some(answer),
@@ -797,16 +801,32 @@ type Answer = (StatusCode, HeaderMap, Vec<u8>);
 async fn answer_of(request: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
     let response = request.send().await?;
     let (status, headers) = (response.status(), response.headers().clone());
+    // An error body past the cap is cut: only its start is shown.
+    let body = match capped_body(response, MAX_ERROR_BYTES).await? {
+        Capped::Whole(body) | Capped::Over(body) => body,
+    };
+    Ok((status, headers, body))
+}
+
+/// A body read up to a cap.
+enum Capped {
+    Whole(Vec<u8>),
+    /// The cap was reached: what came before the chunk that passed it.
+    Over(Vec<u8>),
+}
+
+/// Reads `response`'s body, stopping (unread further) at `limit` bytes.
+async fn capped_body(response: reqwest::Response, limit: usize) -> Result<Capped, reqwest::Error> {
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
-        if body.len() + chunk.len() > MAX_ERROR_BYTES {
-            break;
+        if body.len() + chunk.len() > limit {
+            return Ok(Capped::Over(body));
         }
         body.extend_from_slice(&chunk);
     }
-    Ok((status, headers, body))
+    Ok(Capped::Whole(body))
 }
 
 /// The `Docker-Content-Digest` an answer carries, when valid.

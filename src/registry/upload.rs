@@ -42,13 +42,12 @@ pub const CHUNK: usize = 1 << 20;
 /// Chunks read ahead of the socket.
 const AHEAD: usize = 2;
 
-/// Uploads a publish has in flight per registry at its default settings:
-/// 8 images at once (`[publish] jobs`), 4 blobs of each (`BLOB_JOBS`).
-const UPLOADS_IN_FLIGHT: usize = 8 * 4;
-
-/// Chunk buffers at most kept for reuse (128): each upload in flight holds
-/// about `AHEAD` + 2 chunks (queued, one being read, one being sent).
-const POOL_MAX: usize = UPLOADS_IN_FLIGHT * (AHEAD + 2);
+/// Chunk buffers at most kept for reuse: a fixed memory budget (128 MiB),
+/// not tied to any setting. At publish's defaults (8 images at once, 4
+/// blobs each) every upload in flight, holding about `AHEAD` + 2 chunks
+/// (queued, one being read, one being sent), reuses buffers; more uploads
+/// than that allocate the rest and drop them after.
+const POOL_MAX: usize = 128;
 
 /// Chunk buffers the requests have sent, kept for the next chunks: a fresh
 /// 1 MiB allocation per chunk cost about a third of a publish's CPU in the
