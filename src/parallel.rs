@@ -3,7 +3,8 @@
 //! parses and checks thousands of small independent items; a local
 //! lookaside is read the same way), or on a given number of workers that
 //! each take the next item when done (slow, uneven items: image pulls,
-//! layer fetches). Must not do I/O of its own or decide what runs.
+//! layer fetches), optionally starting no new item after a failure
+//! (`try_map_with`). Must not do I/O of its own or decide what runs.
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The cores this process may use.
@@ -85,6 +86,42 @@ pub fn map_with<T: Sync, R: Send>(
         .collect()
 }
 
+/// `map_with` for fallible work that is not worth finishing once one item
+/// failed: after an item returns `Err`, `f` starts on no further item
+/// (the ones already running finish; the rest are skipped). Returns every result in the slice's
+/// order, or the first error (by position among the items that ran).
+pub fn try_map_with<T: Sync, R: Send, E: Send>(
+    workers: usize,
+    items: &[T],
+    f: impl Fn(&T) -> Result<R, E> + Sync,
+) -> Result<Vec<R>, E> {
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let results = map_with(workers, items, |item| {
+        if failed.load(Ordering::SeqCst) {
+            return None;
+        }
+        let result = f(item);
+        if result.is_err() {
+            failed.store(true, Ordering::SeqCst);
+        }
+        Some(result)
+    });
+    let mut done = Vec::with_capacity(results.len());
+    let mut first_error = None;
+    for result in results.into_iter().flatten() {
+        match result {
+            Ok(r) => done.push(r),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +162,49 @@ mod tests {
         });
         assert_eq!(together, [true; 4]);
         assert!(map_with(8, &[] as &[u32], |n| *n).is_empty());
+    }
+    #[test]
+    fn a_failure_stops_handing_out_items() {
+        let items: Vec<u32> = (0..200).collect();
+        // One worker: items run in order, nothing after the failing one.
+        let ran = AtomicUsize::new(0);
+        let result = try_map_with(1, &items, |&n| {
+            ran.fetch_add(1, Ordering::SeqCst);
+            if n == 5 {
+                Err(format!("item {n} failed"))
+            } else {
+                Ok(n)
+            }
+        });
+        assert_eq!(result, Err("item 5 failed".to_string()));
+        assert_eq!(ran.load(Ordering::SeqCst), 6);
+        // Three workers: item 0 fails while the others hold items 1 and 2
+        // (they wait, bounded, for the failure); few more items start.
+        let (ran, failing) = (
+            AtomicUsize::new(0),
+            std::sync::atomic::AtomicBool::new(false),
+        );
+        let result = try_map_with(3, &items, |&n| {
+            ran.fetch_add(1, Ordering::SeqCst);
+            if n == 0 {
+                failing.store(true, Ordering::SeqCst);
+                return Err("item 0 failed".to_string());
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !failing.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            Ok(n)
+        });
+        assert_eq!(result, Err("item 0 failed".to_string()));
+        let ran = ran.load(Ordering::SeqCst);
+        assert!(
+            ran < items.len(),
+            "every item ran after the failure ({ran})"
+        );
+        assert_eq!(
+            try_map_with(3, &items, |&n| Ok::<_, String>(n + 1)),
+            Ok(items.iter().map(|n| n + 1).collect())
+        );
     }
 }

@@ -255,3 +255,20 @@ fn deps_from_takes_the_dependency_from_the_registry_not_out() {
         "{stderr}"
     );
 }
+
+/// Pulls run several at once by default, for `preseed` and for `build
+/// --deps-from` alike (whose `-j` is about builds and defaults to 1): the
+/// help says so.
+#[test]
+fn pulls_default_to_four_at_once_in_preseed_and_deps_from() {
+    let tmp = tempfile::tempdir().unwrap();
+    let help = |command: &str| {
+        let out = cmd(tmp.path(), &tmp.path().join("store"), &[command, "--help"]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let preseed = help("preseed");
+    assert!(preseed.contains("[default: 4]"), "{preseed}");
+    let build = help("build");
+    assert!(build.contains("pulls at least 4 images at once"), "{build}");
+}

@@ -85,3 +85,43 @@ fn the_demo_script_runs_the_whole_mission_and_stops_its_servers() {
         }
     }
 }
+
+/// `run_bounded` on a hang stops the whole process group, letting the
+/// script's EXIT trap run first: a demo that hangs leaves no server behind.
+#[test]
+fn a_hung_script_is_stopped_with_its_children_and_its_exit_trap_runs() {
+    let work = tempfile::tempdir().unwrap();
+    let (trapped, child_pid) = (work.path().join("trapped"), work.path().join("child.pid"));
+    // A background child that ignores nothing, then a wait that never ends.
+    let script = format!(
+        "trap 'touch {trapped}' EXIT; sleep 1000 & echo $! > {pid}; wait",
+        trapped = trapped.display(),
+        pid = child_pid.display()
+    );
+    let hung = std::panic::catch_unwind(|| {
+        run_bounded(
+            Command::new("bash").arg("-c").arg(&script),
+            Duration::from_secs(2),
+        )
+    });
+    assert!(hung.is_err(), "run_bounded returned for a hung script");
+    assert!(trapped.exists(), "the EXIT trap did not run");
+    let pid: i32 = std::fs::read_to_string(&child_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The background sleep is gone (a zombie reaped by init counts as gone
+    // once it is no longer ours to signal).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut alive = true;
+    while alive && std::time::Instant::now() < deadline {
+        alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat.contains(") Z "));
+        if alive {
+            std::thread::yield_now();
+        }
+    }
+    assert!(!alive, "the script's background child {pid} survived");
+}

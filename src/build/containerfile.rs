@@ -33,7 +33,7 @@ use crate::oci::layout::Layout;
 use crate::oci::media_type;
 use crate::oci::{Digest, Platform, RunConfig};
 use crate::package::fetch::fetch_dir;
-use crate::package::graph::{containerfile_refs, package_deps};
+use crate::package::graph::{containerfile_refs, instructions, package_deps};
 use crate::package::{Package, PackageTree};
 
 /// Labels builders add that depend on the builder, not the package.
@@ -264,14 +264,15 @@ fn run(command: &mut Command, what: &str) -> Result<Output> {
     Ok(output)
 }
 
-/// The stage to export: StageX's `package` stage when there is one.
+/// The stage to export: StageX's `package` stage when there is one. Read
+/// with the crate's one Containerfile reader (`graph::instructions`:
+/// continuations joined, heredoc bodies skipped).
 fn target_stage(containerfile: &str) -> Option<String> {
-    containerfile
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.len() > 5 && l[..5].eq_ignore_ascii_case("FROM "))
-        .filter_map(|l| {
-            let words: Vec<&str> = l.split_whitespace().collect();
+    instructions(containerfile)
+        .into_iter()
+        .filter(|i| i.keyword == "FROM")
+        .filter_map(|i| {
+            let words: Vec<&str> = i.rest.split_whitespace().collect();
             let at = words.iter().position(|w| w.eq_ignore_ascii_case("as"))?;
             words.get(at + 1).map(|s| s.to_string())
         })
@@ -688,6 +689,19 @@ pub fn normalized_run(run: &RunConfig) -> RunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_target_stage_is_a_from_instruction_not_a_heredoc_line() {
+        let heredoc =
+            "FROM scratch AS build\nRUN <<EOF\nFROM x AS package\nEOF\nFROM scratch AS install\n";
+        assert_eq!(target_stage(heredoc), None);
+        let continued = "FROM stagex/core-busybox \\\n  AS package\nCOPY . /\n";
+        assert_eq!(target_stage(continued).as_deref(), Some("package"));
+        assert_eq!(
+            target_stage("# FROM x AS package\nfrom scratch as Package\n").as_deref(),
+            Some("Package")
+        );
+    }
 
     #[test]
     fn owners_follow_the_layers_and_their_whiteouts() {

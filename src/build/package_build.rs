@@ -40,6 +40,9 @@ pub struct BuildOptions {
     /// Where subpackage families keep one builder storage each for the
     /// run (set by the scheduler; `None`: every build has its own).
     pub family_cache: Option<PathBuf>,
+    /// The repository root: plan entries show Containerfile paths
+    /// relative to it.
+    pub root: PathBuf,
 }
 
 /// One package built.
@@ -71,7 +74,7 @@ impl BuildOptions {
         super::plan::PlanOptions {
             platforms: self.platforms.clone(),
             epoch: self.layer.mtime,
-            root: PathBuf::new(),
+            root: self.root.clone(),
         }
     }
 }

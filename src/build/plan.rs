@@ -105,7 +105,7 @@ pub fn entry(package: &Package, options: &PlanOptions) -> Result<PlanEntry> {
 }
 
 /// `path` shown relative to `root` (unchanged when outside it).
-pub fn relative_to(path: &Path, root: &Path) -> String {
+fn relative_to(path: &Path, root: &Path) -> String {
     let root = root.strip_prefix("./").unwrap_or(root);
     let path = path.strip_prefix("./").unwrap_or(path);
     path.strip_prefix(root)

@@ -23,6 +23,10 @@ use crate::parallel;
 use crate::progress::{Progress, Task};
 use crate::store::Store;
 
+/// Images pulled at once unless asked otherwise: `stagex preseed`'s
+/// default and the least `build --deps-from` uses.
+pub const DEFAULT_JOBS: usize = 4;
+
 /// Where and how to preseed.
 #[derive(Clone, Debug)]
 pub struct PreseedOptions {

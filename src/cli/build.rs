@@ -2,7 +2,7 @@
 //! `out/<stage>-<name>/` (dependencies first; everything when no name),
 //! `-j N` at once, `--deps-from NS` taking dependencies from a registry;
 //! prints the final report (built, up to date, failed with log, skipped).
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
@@ -12,7 +12,6 @@ use super::fetch::packages_dir;
 use super::progress;
 use super::Context;
 use crate::build::package_build::{BuildOptions, BuilderChoice};
-use crate::build::plan;
 use crate::build::preseed;
 use crate::build::scheduler::{self, Outcome, ScheduleOptions, ScheduleReport};
 use crate::layer::LayerOptions;
@@ -42,19 +41,23 @@ pub struct BuildArgs {
     /// Rebuild dependencies even when they are already in the output directory.
     #[arg(long)]
     pub rebuild_deps: bool,
-    /// Print the plan (build order, targets, build args, up to date or not)
-    /// and build nothing; with --json, `{"plan": [...]}`.
+    /// Print the plan (build order, targets, dependencies) with each
+    /// package's state: to build, up to date, or in out/ and not rebuilt;
+    /// build nothing. With --json, `{"plan": [...]}` with build args and a
+    /// `build` field (true: it would be built).
     #[arg(long)]
     pub dry_run: bool,
-    /// Builds to run at once (a package starts when its dependencies are built).
+    /// Builds to run at once (a package starts when its dependencies are
+    /// built); --deps-from pulls at least 4 images at once.
     #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
     pub jobs: usize,
     /// After a failure, keep building what does not depend on it.
     #[arg(long)]
     pub keep_going: bool,
     /// Take the dependencies of the named packages from this registry
-    /// namespace (HOST[:PORT]/NAMESPACE), pinned to the digests in
-    /// digests/*.txt, instead of building them.
+    /// namespace (HOST[:PORT]/NAMESPACE), pinned to the digests in the
+    /// *.txt files of the `digests` directory (stagex.toml; default
+    /// digests/), instead of building them.
     #[arg(long, value_name = "NS")]
     pub deps_from: Option<String>,
     /// The release digests --deps-from pins to (default: `digests` in stagex.toml, else <root>/digests).
@@ -75,6 +78,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
         layer: LayerOptions::from_env()?,
         rebuild_deps: args.rebuild_deps,
         family_cache: None,
+        root: ctx.root.clone(),
     };
     if args.dry_run {
         return dry_run(
@@ -118,8 +122,9 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
 
 /// `--deps-from`: the dependencies of the named packages (not named
 /// themselves) pulled into out/ from the registry, pinned to the release.
-/// They are pulled `-j` at a time, pinned to `--digests-dir` (default: the
-/// `digests` setting).
+/// They are pulled `-j` at a time but at least `preseed::DEFAULT_JOBS`
+/// (`-j` is about builds and defaults to 1), pinned to `--digests-dir`
+/// (default: the `digests` setting).
 fn deps_from(
     ctx: &Context,
     tree: &PackageTree,
@@ -146,7 +151,7 @@ fn deps_from(
     let preseed_options = preseed::PreseedOptions {
         out_root: options.out_root.clone(),
         platform,
-        jobs: args.jobs,
+        jobs: args.jobs.max(preseed::DEFAULT_JOBS),
     };
     let store = crate::store::Store::open_default()?;
     let entries = preseed::deps_from(
@@ -272,14 +277,8 @@ fn dry_run(
     options: &BuildOptions,
     only_named: bool,
 ) -> Result<ExitCode> {
-    let scheduler::RunPlan { mut entries, skip } =
+    let scheduler::RunPlan { entries, skip } =
         scheduler::plan_run(tree, names, options, only_named)?;
-    for e in &mut entries {
-        e.containerfile = e
-            .containerfile
-            .as_deref()
-            .map(|c| plan::relative_to(Path::new(c), &ctx.root));
-    }
     if ctx.json {
         let plan = entries
             .iter()

@@ -32,7 +32,7 @@ pub struct PreseedArgs {
     #[arg(long)]
     pub platform: Option<Platform>,
     /// Images pulled at once.
-    #[arg(short = 'j', long, default_value_t = 4, value_name = "N")]
+    #[arg(short = 'j', long, default_value_t = preseed::DEFAULT_JOBS, value_name = "N")]
     pub jobs: usize,
 }
 

@@ -184,11 +184,10 @@ impl Drop for Pool {
     }
 }
 
-/// The number of compression workers to use by default.
+/// The number of compression workers to use by default: one per core this
+/// process may use (the output does not depend on it).
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    crate::parallel::cores()
 }
 
 /// A `Write` that gzips what it is given, in parallel, into `out`.

@@ -8,14 +8,14 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
 
 use super::resolve::Pinned;
 use crate::lookaside::Lookaside;
 use crate::sign::check::{verify_images, ImageReport};
 use crate::sign::image::Resolver;
-use crate::sign::keyring::{is_key_file_name, Keyring};
+use crate::sign::keyring::Keyring;
 use crate::sign::verify::VerifyOptions;
 
 /// Whether and how the pinned inputs were verified.
@@ -56,42 +56,17 @@ pub struct InputTrust<'a> {
 /// directory, a malformed key file) is an error naming the file: a broken
 /// key must never silently turn the gate off.
 pub fn gate_keyring(keys: &Path, asked: bool) -> Result<Option<Keyring>> {
-    if !asked && !holds_key_files(keys)? {
-        return Ok(None);
-    }
-    let keyring = Keyring::load_dir(keys)?;
-    if keyring.is_empty() {
+    if Keyring::key_files(keys)?.is_empty() {
+        if !asked {
+            return Ok(None);
+        }
         bail!(
-            "{}: no trusted certificates; add maintainer keys or pass --no-verify",
+            "{}: no trusted certificates; add maintainer keys (gpg --export FPR > {}/NAME.asc) or pass --no-verify",
+            keys.display(),
             keys.display()
         );
     }
-    Ok(Some(keyring))
-}
-
-/// Whether `keys` exists and holds at least one key file (see
-/// `is_key_file_name`); a missing directory holds none.
-fn holds_key_files(keys: &Path) -> Result<bool> {
-    let entries = match std::fs::read_dir(keys) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => {
-            return Err(e).with_context(|| {
-                format!(
-                    "reading the trusted keys directory {} (fix its permissions, or pass --keys DIR or --no-verify)",
-                    keys.display()
-                )
-            })
-        }
-    };
-    for entry in entries {
-        let entry = entry.with_context(|| format!("listing {}", keys.display()))?;
-        let name = entry.file_name();
-        if is_key_file_name(&name.to_string_lossy()) && entry.path().is_file() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    Ok(Some(Keyring::load_dir(keys)?))
 }
 
 /// The report of a gate that did not run.
@@ -180,7 +155,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("README.md"), "maintainer keys go here").unwrap();
         assert!(gate_keyring(tmp.path(), false).unwrap().is_none());
-        assert!(gate_keyring(tmp.path(), true).is_err());
+        let err = format!("{:#}", gate_keyring(tmp.path(), true).unwrap_err());
+        assert!(err.contains("no trusted certificates"), "{err}");
+        assert!(err.contains("--no-verify"), "{err}");
     }
 
     #[test]

@@ -11,7 +11,6 @@
 //! in the store is used as is, and when the registry cannot be reached a
 //! tag falls back to the digest it had last time (`remote-tag` metadata).
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -249,7 +248,8 @@ impl<'a> Resolver<'a> {
         let (store, images, progress) = (self.store, &*self.images, self.progress);
         // Each job: the bytes it pulled (None: the blob was in the store),
         // or its own error naming the image and layer.
-        let results = parallel::map_with(
+        // Once one layer fails, no further layer is fetched.
+        let pulled = parallel::try_map_with(
             FETCH_WORKERS,
             &jobs,
             |(name, descriptor)| -> Result<Option<u64>> {
@@ -262,21 +262,12 @@ impl<'a> Resolver<'a> {
                     .with_context(|| format!("{name}: layer {}", descriptor.digest))?;
                 Ok(pulled)
             },
-        );
-        let mut first_error = None;
-        for result in results {
-            match result {
-                Ok(Some(size)) => {
-                    self.stats.blobs_fetched += 1;
-                    self.stats.bytes_fetched += size;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
+        )?;
+        for size in pulled.into_iter().flatten() {
+            self.stats.blobs_fetched += 1;
+            self.stats.bytes_fetched += size;
         }
-        first_error.map_or(Ok(()), Err)
+        Ok(())
     }
 
     /// The digest the reference names on the source, with its bytes in
@@ -359,12 +350,15 @@ impl<'a> Resolver<'a> {
 /// checks it adds are made by `compose` (diff_ids against the layers) and
 /// by the layer indexing (layer media types).
 fn read_config(store: &Store, descriptor: &Descriptor) -> Result<ImageConfig> {
-    let mut bytes = Vec::new();
-    store
-        .layout()
-        .open_blob(&descriptor.digest, Some(descriptor.size))?
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading config {}", descriptor.digest))?;
+    let bytes = store.layout().read_blob(&descriptor.digest)?;
+    if bytes.len() as u64 != descriptor.size {
+        bail!(
+            "config {} is {} bytes but its manifest says {}: the manifest is inconsistent (republish the image)",
+            descriptor.digest,
+            bytes.len(),
+            descriptor.size
+        );
+    }
     serde_json::from_slice(&bytes)
         .with_context(|| format!("config {} is not a valid image config", descriptor.digest))
 }

@@ -27,25 +27,46 @@ pub struct Keyring {
 }
 
 impl Keyring {
-    /// Loads every key file in `dir` (sorted by name; see `is_key_file_name`).
-    pub fn load_dir(dir: &Path) -> Result<Keyring> {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| {
-                format!(
-                    "reading the trusted keys directory {} (pass --keys DIR or set `keys` in stagex.toml)",
-                    dir.display()
-                )
-            })?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<std::io::Result<_>>()
-            .with_context(|| format!("listing {}", dir.display()))?;
-        entries.sort();
-        let mut keyring = Keyring::default();
-        for path in entries {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(".");
-            if !is_key_file_name(name) || !path.is_file() {
-                continue;
+    /// The key files in `dir`, sorted by name (see `is_key_file_name`); a
+    /// directory that does not exist holds none. Any other failure to list
+    /// it is an error naming it.
+    pub fn key_files(dir: &Path) -> Result<Vec<PathBuf>> {
+        let listing = match std::fs::read_dir(dir) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "reading the trusted keys directory {} (fix its permissions, or pass --keys DIR or set `keys` in stagex.toml)",
+                        dir.display()
+                    )
+                })
             }
+        };
+        let mut files = Vec::new();
+        for entry in listing {
+            let path = entry
+                .with_context(|| format!("listing {}", dir.display()))?
+                .path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(".");
+            if is_key_file_name(name) && path.is_file() {
+                files.push(path);
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// Loads every key file in `dir` (see `key_files`).
+    pub fn load_dir(dir: &Path) -> Result<Keyring> {
+        if !dir.exists() {
+            bail!(
+                "the trusted keys directory {} does not exist (pass --keys DIR or set `keys` in stagex.toml)",
+                dir.display()
+            );
+        }
+        let mut keyring = Keyring::default();
+        for path in Keyring::key_files(dir)? {
             let bytes =
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             keyring.add_bytes(&bytes, &path)?;

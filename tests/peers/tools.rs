@@ -3,8 +3,9 @@
 //! so a green CI run always means the peer really ran.
 #![allow(dead_code)]
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// True when running under CI, where missing peers are failures.
@@ -123,10 +124,12 @@ pub fn copy_dir(from: &Path, to: &Path) {
 
 /// Runs `command` to its end with stdout and stderr captured (drained while
 /// it runs, so a chatty child cannot block on a full pipe); panics if it is
-/// still running after `cap` (it is killed first): a hang fails the test
-/// instead of stopping the suite.
+/// still running after `cap` (it is stopped first, with everything it
+/// started: see `stop_group`): a hang fails the test instead of stopping
+/// the suite.
 pub fn run_bounded(command: &mut Command, cap: Duration) -> Output {
     let mut child = command
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -147,8 +150,7 @@ pub fn run_bounded(command: &mut Command, cap: Duration) -> Output {
             break status;
         }
         if started.elapsed() > cap {
-            let _ = child.kill();
-            let _ = child.wait();
+            stop_group(&mut child);
             panic!("{command:?} still running after {cap:?}: killed");
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -158,4 +160,21 @@ pub fn run_bounded(command: &mut Command, cap: Duration) -> Output {
         stdout: stdout.join().unwrap(),
         stderr: stderr.join().unwrap(),
     }
+}
+
+/// Stops `child`, which leads its own process group, and every process in
+/// that group (a script's servers too): SIGTERM first, so a script's EXIT
+/// trap stops what it started, then, after at most 5 s, SIGKILL.
+fn stop_group(child: &mut Child) {
+    let group = -(child.id() as libc::pid_t);
+    // SAFETY: kill(2) with a negative pid signals the group `run_bounded`
+    // created for this child; it touches no memory of ours.
+    unsafe { libc::kill(group, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: as above; the group may be gone already (ESRCH is harmless).
+    unsafe { libc::kill(group, libc::SIGKILL) };
+    let _ = child.wait();
 }
