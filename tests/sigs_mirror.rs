@@ -108,6 +108,9 @@ fn webdav_without_credentials_says_which_mirror_and_how_to_log_in() {
         assert!(matches!(err, MirrorError::Unauthorized { .. }), "{err}");
         let text = err.to_string();
         assert!(text.contains(&nginx.url()), "{text}");
+        // Where to type them: this mirror's own URL, scheme and port kept.
+        let typed = nginx.url().replacen("://", "://USER:PASSWORD@", 1);
+        assert!(text.contains(typed.trim_end_matches('/')), "{text}");
         assert!(
             text.contains("STAGEX_MIRROR_USER") && text.contains(".netrc"),
             "{text}"

@@ -108,11 +108,15 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
             bar.set_message(target.name.clone());
         }
         let (status, file, error) = match refusal(release.as_ref(), target) {
-            Some((status, why)) => {
-                match status {
-                    NOT_REPRODUCED => not_reproduced += 1,
-                    _ => not_in_digests += 1,
+            Some(gate) => {
+                // Counted by the gate's answer, which the compiler makes
+                // exhaustive: a new kind of refusal cannot be miscounted.
+                match gate {
+                    Gate::Mismatch { .. } => not_reproduced += 1,
+                    Gate::Missing => not_in_digests += 1,
+                    Gate::Reproduced => {}
                 }
+                let (status, why) = refused(&gate, target);
                 (status, None, Some(why))
             }
             None => match sign_target(signer.as_ref(), &store, target) {
@@ -185,27 +189,30 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The status of an image whose out/ digest is not the committed one.
-const NOT_REPRODUCED: &str = "not-reproduced";
+/// The reproduce-before-sign gate's answer for `target` when it refuses
+/// to sign it (anything but `Gate::Reproduced`).
+fn refusal(release: Option<&ReleaseDigests>, target: &ImageTarget) -> Option<Gate> {
+    release
+        .map(|release| release.gate(target))
+        .filter(|gate| !matches!(gate, Gate::Reproduced))
+}
 
-/// Why the reproduce-before-sign gate refuses `target`, if it does.
-fn refusal(
-    release: Option<&ReleaseDigests>,
-    target: &ImageTarget,
-) -> Option<(&'static str, String)> {
-    match release?.gate(target) {
-        Gate::Reproduced => None,
-        Gate::Mismatch { committed, source } => Some((
-            NOT_REPRODUCED,
+/// The status and the reason shown for the gate's answer `gate` (only
+/// refusals reach here; `Reproduced` is the signed status, no reason).
+fn refused(gate: &Gate, target: &ImageTarget) -> (&'static str, String) {
+    match gate {
+        Gate::Reproduced => ("signed", String::new()),
+        Gate::Mismatch { committed, source } => (
+            "not-reproduced",
             format!(
                 "out/ has {}, the release committed {committed} ({source})",
                 target.digest
             ),
-        )),
-        Gate::Missing => Some((
+        ),
+        Gate::Missing => (
             "not-in-digests",
             "not listed in the committed digests".to_string(),
-        )),
+        ),
     }
 }
 

@@ -155,7 +155,7 @@ fn run_audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
     let options = AuditOptions {
         threshold: check_threshold(args.threshold.unwrap_or(ctx.settings.threshold))?,
         allow_legacy: args.set.allow_legacy,
-        compare: args.compare.clone(),
+        compare: args.compare.as_deref().map(Location::parse).transpose()?,
         concurrency: args.set.concurrency,
         policy: policy(&args.set),
         ..AuditOptions::default()

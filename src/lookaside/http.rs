@@ -9,9 +9,11 @@
 //! what every file said (`Read`: found, 304 to a conditional request, too
 //! large) and how the list ended (`WalkEnd`; a `Stop` is a soft 404, a 401
 //! or another status), as data: what those mean is each caller's decision
-//! (a reader's 401 message is `location::ReaderUnauthorized`). The client, its
-//! timeouts, the private CA (`STAGEX_CA_FILE`) and the runtime are the
-//! shared ones of `crate::net`.
+//! (a reader's 401 message is `location::ReaderUnauthorized`). A walk or
+//! GET asking nothing conditionally (`walk_plain`, `get_plain`: `read` and
+//! the mirror's listing) gives files as `Fetched`, with no "not modified"
+//! case. The client, its timeouts, the private CA (`STAGEX_CA_FILE`) and
+//! the runtime are the shared ones of `crate::net`.
 use anyhow::Result;
 use futures_util::StreamExt;
 
@@ -90,6 +92,50 @@ impl Answer {
     }
 }
 
+/// What one GET WITHOUT validators means (`HttpLookaside::get_plain`): as
+/// `Answer`, but a file is only ever a body or too large, since a 304 to
+/// a plain GET is `Stop::Status(304)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlainAnswer {
+    /// `Fetched::Blob` or `Fetched::TooLarge`.
+    File(Fetched),
+    /// 404: the end of the list.
+    Missing,
+    Stop(Stop),
+}
+
+impl PlainAnswer {
+    /// Classifies the outcome of a GET sent without validators.
+    pub fn of(outcome: Outcome) -> PlainAnswer {
+        match Answer::of(outcome, false) {
+            Answer::File(read) => match plain(read) {
+                Ok(content) => PlainAnswer::File(content),
+                Err(stop) => PlainAnswer::Stop(stop),
+            },
+            Answer::Missing => PlainAnswer::Missing,
+            Answer::Stop(stop) => PlainAnswer::Stop(stop),
+        }
+    }
+}
+
+/// A file read without validators as its content; a 304 (`Answer::of`
+/// never makes one a file without validators) is the stop it would be.
+fn plain(read: Read) -> Result<Fetched, Stop> {
+    match read {
+        Read::Found { body, .. } => Ok(Fetched::Blob(body)),
+        Read::TooLarge(size) => Ok(Fetched::TooLarge(size)),
+        Read::NotModified => Err(Stop::Status(304)),
+    }
+}
+
+/// A walk without validators (`HttpLookaside::walk_plain`): every file's
+/// content is `Fetched::Blob` or `Fetched::TooLarge`.
+#[derive(Debug)]
+pub struct PlainWalk {
+    pub files: Vec<SignatureFile>,
+    pub end: WalkEnd,
+}
+
 /// One file the walk read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Walked {
@@ -142,7 +188,7 @@ impl HttpLookaside {
     }
 
     /// A store to READ from at an http(s) location: credentials from the
-    /// URL, else `~/.netrc` (`Location::reader_credentials`).
+    /// URL, else `~/.netrc` (`Location::reader_credentials_and_source`).
     pub fn reader(
         location: &Location,
         client: reqwest::Client,
@@ -216,6 +262,7 @@ impl HttpLookaside {
     pub fn unauthorized(&self, url: &str) -> ReaderUnauthorized {
         ReaderUnauthorized {
             url: url.to_string(),
+            base: self.base.clone(),
             host: self.host.clone(),
             sent: self
                 .auth_from
@@ -301,26 +348,44 @@ impl HttpLookaside {
         )
     }
 
+    /// A walk asking nothing conditionally (`walk` without validators):
+    /// each file a body or too large, and how the list ended.
+    pub async fn walk_plain(&self, repository_path: &str, digest: &Digest) -> PlainWalk {
+        let walk = self.walk(repository_path, digest, &[]).await;
+        let mut files = Vec::new();
+        for Walked { name, url, read } in walk.files {
+            match plain(read) {
+                Ok(content) => files.push(SignatureFile {
+                    name,
+                    location: url,
+                    content,
+                }),
+                Err(stop) => {
+                    let end = WalkEnd::Stopped { name, url, stop };
+                    return PlainWalk { files, end };
+                }
+            }
+        }
+        PlainWalk {
+            files,
+            end: walk.end,
+        }
+    }
+
+    /// One GET without validators, classified as a walk classifies it.
+    pub async fn get_plain(&self, url: &str) -> Result<PlainAnswer, FetchError> {
+        Ok(PlainAnswer::of(self.get(url, None).await?))
+    }
+
     /// `stagex verify`'s view of a walk: the files a reader sees (a soft
     /// 404 is kept as the last one, for the report); a 401, any other
     /// status or a transport failure fails the read naming the URL.
     async fn read_async(&self, repository_path: &str, digest: &Digest) -> Result<SignatureSet> {
-        let walk = self.walk(repository_path, digest, &[]).await;
-        let mut set = SignatureSet::default();
-        for file in walk.files {
-            let content = match file.read {
-                Read::Found { body, .. } => Fetched::Blob(body),
-                Read::TooLarge(size) => Fetched::TooLarge(size),
-                // `known` is empty: nothing was asked conditionally, so a
-                // 304 ended the walk as `Stop::Status(304)` instead.
-                Read::NotModified => unreachable!("a walk without validators read a 304"),
-            };
-            set.files.push(SignatureFile {
-                name: file.name,
-                location: file.url,
-                content,
-            });
-        }
+        let walk = self.walk_plain(repository_path, digest).await;
+        let mut set = SignatureSet {
+            files: walk.files,
+            ..SignatureSet::default()
+        };
         match walk.end {
             WalkEnd::Missing | WalkEnd::Limit => {}
             WalkEnd::Failed(e) => return Err(e.into()),
@@ -347,5 +412,33 @@ impl HttpLookaside {
             ),
         }
         Ok(set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_get_never_reads_a_file_as_not_modified() {
+        let found = Outcome::Found {
+            body: b"sig".to_vec(),
+            validators: Validators::default(),
+        };
+        assert_eq!(
+            PlainAnswer::of(found),
+            PlainAnswer::File(Fetched::Blob(b"sig".to_vec()))
+        );
+        assert_eq!(
+            PlainAnswer::of(Outcome::TooLarge(9)),
+            PlainAnswer::File(Fetched::TooLarge(9))
+        );
+        assert_eq!(PlainAnswer::of(Outcome::NotFound), PlainAnswer::Missing);
+        // A 304 without validators is the stop `Answer::of` makes of it.
+        assert_eq!(
+            PlainAnswer::of(Outcome::NotModified),
+            PlainAnswer::Stop(Stop::Status(304))
+        );
+        assert_eq!(plain(Read::NotModified), Err(Stop::Status(304)));
     }
 }

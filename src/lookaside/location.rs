@@ -101,14 +101,10 @@ impl Location {
         }
     }
 
-    /// The credentials to READ with: those in the URL, else the host's
-    /// `~/.netrc` entry (never the mirror's environment credentials: they
-    /// belong to the mirror written to, not to any source).
-    pub fn reader_credentials(&self) -> Option<Credentials> {
-        self.reader_credentials_and_source().map(|(c, _)| c)
-    }
-
-    /// `reader_credentials` and where they came from (for a 401 message).
+    /// The credentials to READ with, and where they came from (for a 401
+    /// message): those in the URL, else the host's `~/.netrc` entry (never
+    /// the mirror's environment credentials: they belong to the mirror
+    /// written to, not to any source).
     pub fn reader_credentials_and_source(&self) -> Option<(Credentials, CredentialSource)> {
         match self {
             Location::Http {
@@ -159,22 +155,38 @@ impl std::fmt::Display for CredentialSource {
 }
 
 /// A store READ from answered 401. Readers take credentials from the URL's
-/// userinfo or a netrc file only (`Location::reader_credentials`), so the
-/// message says exactly that, and when credentials were sent, that they
-/// were refused and where they came from (the user, never the password).
+/// userinfo or a netrc file only (`Location::reader_credentials_and_source`),
+/// so the message says exactly that (the store's own base URL, scheme and
+/// port included, with `USER:PASSWORD@` put in), and when credentials were
+/// sent, that they were refused and where they came from (the user, never
+/// the password).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
     "GET {url}: HTTP 401 Unauthorized: {}; a reader takes credentials only from the URL \
-     (https://USER:PASSWORD@{host}/...) or from a `machine {host} login USER password PASSWORD` \
+     ({}/...) or from a `machine {host} login USER password PASSWORD` \
      line in ~/.netrc (or the file $NETRC names)",
-    sent_text(.sent)
+    sent_text(.sent),
+    with_placeholder_userinfo(.base)
 )]
 pub struct ReaderUnauthorized {
     /// The URL asked (without credentials).
     pub url: String,
+    /// The store's base URL (scheme, host, port, path; no userinfo): the
+    /// message shows it with `USER:PASSWORD@` put in.
+    pub base: String,
+    /// The host alone (the netrc `machine` line).
     pub host: String,
     /// Where the credentials sent came from, and their user.
     pub sent: Option<(CredentialSource, String)>,
+}
+
+/// `base` (`scheme://host[:port]/path`) with `USER:PASSWORD@` after the
+/// scheme: what a user types to give a reader or a mirror credentials.
+pub(crate) fn with_placeholder_userinfo(base: &str) -> String {
+    match base.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://USER:PASSWORD@{rest}"),
+        None => format!("USER:PASSWORD@{base}"),
+    }
 }
 
 fn sent_text(sent: &Option<(CredentialSource, String)>) -> String {
@@ -338,9 +350,10 @@ mod tests {
 
     #[test]
     fn a_reader_401_says_where_credentials_come_from_and_never_the_secret() {
-        let url = "https://127.0.0.1:8443/sigs/x/signature-1";
+        let url = "http://127.0.0.1:8443/sigs/x/signature-1";
         let none = ReaderUnauthorized {
             url: url.into(),
+            base: "http://127.0.0.1:8443/sigs".into(),
             host: "127.0.0.1".into(),
             sent: None,
         }
@@ -348,7 +361,7 @@ mod tests {
         assert!(
             none.contains(url)
                 && none.contains("none were sent")
-                && none.contains("https://USER:PASSWORD@127.0.0.1/")
+                && none.contains("(http://USER:PASSWORD@127.0.0.1:8443/sigs/...)")
                 && none.contains("machine 127.0.0.1 login USER password PASSWORD")
                 && none.contains("$NETRC"),
             "{none}"
@@ -358,6 +371,7 @@ mod tests {
         assert_eq!(from, CredentialSource::Url);
         let refused = ReaderUnauthorized {
             url: url.into(),
+            base: "http://127.0.0.1:8443/sigs".into(),
             host: "127.0.0.1".into(),
             sent: Some((from, c.user)),
         }

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use super::fetch::{self, Policy};
 use super::file::FileLookaside;
-use super::http::{Answer, HttpLookaside, Read, Stop, WalkEnd, Walked};
+use super::http::{HttpLookaside, PlainAnswer, Stop, WalkEnd};
 use super::location::{Location, LocationError};
 pub use super::location::{PASSWORD_ENV, USER_ENV};
 use super::{signature_dir, Fetched, SignatureFile, MAX_SIGNATURES};
@@ -36,10 +36,15 @@ pub enum MirrorError {
     Invalid { location: String, reason: String },
     #[error(
         "mirror {mirror} refused the request (HTTP 401) for {url}: give credentials in the URL \
-         (https://USER:PASSWORD@host/...), in {USER_ENV}/{PASSWORD_ENV}, or in ~/.netrc \
+         ({with_userinfo}/...), in {USER_ENV}/{PASSWORD_ENV}, or in ~/.netrc \
          (`machine HOST login USER password PASSWORD`)"
     )]
-    Unauthorized { mirror: String, url: String },
+    Unauthorized {
+        mirror: String,
+        url: String,
+        /// The mirror's URL with `USER:PASSWORD@` put in.
+        with_userinfo: String,
+    },
     #[error("{method} {url}: HTTP {status} (a signature mirror must answer 200/201 or 404)")]
     Status {
         method: &'static str,
@@ -437,23 +442,25 @@ impl WebDav {
         repository_path: &str,
         digest: &Digest,
     ) -> Result<Vec<SignatureFile>, MirrorError> {
-        let walk = self.store.walk(repository_path, digest, &[]).await;
-        let mut files = Vec::new();
-        for Walked { name, url, read } in walk.files {
-            let body = match read {
-                Read::Found { body, .. } => body,
-                Read::TooLarge(size) => return Err(MirrorError::TooLarge { url, size }),
-                // `known` is empty: a 304 ended the walk as a status.
-                Read::NotModified => unreachable!("a walk without validators read a 304"),
-            };
-            files.push(SignatureFile {
-                name,
-                location: url,
-                content: Fetched::Blob(body),
-            });
+        let walk = self.store.walk_plain(repository_path, digest).await;
+        for file in &walk.files {
+            match &file.content {
+                Fetched::Blob(_) => {}
+                Fetched::TooLarge(size) => {
+                    return Err(MirrorError::TooLarge {
+                        url: file.location.clone(),
+                        size: *size,
+                    })
+                }
+                Fetched::SoftNotFound => {
+                    return Err(MirrorError::SoftNotFound {
+                        url: file.location.clone(),
+                    })
+                }
+            }
         }
         match walk.end {
-            WalkEnd::Missing | WalkEnd::Limit => Ok(files),
+            WalkEnd::Missing | WalkEnd::Limit => Ok(walk.files),
             WalkEnd::Stopped { url, stop, .. } => Err(self.stopped(url, stop)),
             WalkEnd::Failed(e) => Err(e.into()),
         }
@@ -497,15 +504,17 @@ impl WebDav {
     /// GET (the read-back): `Some(bytes)`, `None` on 404, an error on
     /// anything else, classified as the walk classifies it.
     async fn get(&self, url: &str) -> Result<Option<Vec<u8>>, MirrorError> {
-        match Answer::of(self.store.get(url, None).await?, false) {
-            Answer::File(Read::Found { body, .. }) => Ok(Some(body)),
-            Answer::File(Read::TooLarge(size)) => Err(MirrorError::TooLarge {
+        match self.store.get_plain(url).await? {
+            PlainAnswer::File(Fetched::Blob(body)) => Ok(Some(body)),
+            PlainAnswer::File(Fetched::TooLarge(size)) => Err(MirrorError::TooLarge {
                 url: url.into(),
                 size,
             }),
-            Answer::File(Read::NotModified) => unreachable!("a plain GET read a 304"),
-            Answer::Missing => Ok(None),
-            Answer::Stop(stop) => Err(self.stopped(url.into(), stop)),
+            PlainAnswer::File(Fetched::SoftNotFound) => {
+                Err(MirrorError::SoftNotFound { url: url.into() })
+            }
+            PlainAnswer::Missing => Ok(None),
+            PlainAnswer::Stop(stop) => Err(self.stopped(url.into(), stop)),
         }
     }
 
@@ -513,6 +522,7 @@ impl WebDav {
         MirrorError::Unauthorized {
             mirror: self.base().to_string(),
             url: url.to_string(),
+            with_userinfo: super::location::with_placeholder_userinfo(self.base()),
         }
     }
 
@@ -721,7 +731,7 @@ mod tests {
     #[test]
     fn a_location_read_from_keeps_its_credentials_out_of_its_printed_url() {
         let location = Location::parse("https://reader:s%3Acret@127.0.0.1:8443/sigs/").unwrap();
-        let c = location.reader_credentials().unwrap();
+        let (c, _) = location.reader_credentials_and_source().unwrap();
         assert_eq!((c.user.as_str(), c.password.as_str()), ("reader", "s:cret"));
         let lookaside = HttpLookaside::reader(
             &location,

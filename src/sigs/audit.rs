@@ -17,9 +17,10 @@ use serde::Serialize;
 
 use super::each::{for_each, Progress};
 use super::images::label;
-use super::judge::{judge, Verdict};
-use super::source::{End, Entry, Got, Listing, Store};
+use super::judge::{judge, preverify, Verdict};
+use super::source::{End, Listing, Store};
 use crate::lookaside::fetch::Policy;
+use crate::lookaside::http::{Read, Walked};
 use crate::lookaside::location::Location;
 use crate::sign::image::ImageTarget;
 use crate::sign::keyring::Keyring;
@@ -32,8 +33,9 @@ pub struct AuditOptions {
     pub threshold: usize,
     /// Count legacy-format signatures as valid (they are still reported).
     pub allow_legacy: bool,
-    /// A second lookaside to compare file by file.
-    pub compare: Option<String>,
+    /// A second lookaside to compare file by file (parsed by the caller,
+    /// as the main one).
+    pub compare: Option<Location>,
     pub concurrency: usize,
     pub policy: Policy,
     /// Over http, how many numbers past the first 404 are probed for
@@ -108,7 +110,7 @@ pub fn audit(
 ) -> Result<AuditReport> {
     let store = Store::open(location, options.policy)?;
     let compare = match &options.compare {
-        Some(other) => Some(Store::parse(other, options.policy)?),
+        Some(other) => Some(Store::open(other, options.policy)?),
         None => None,
     };
     let context = Arc::new(Context {
@@ -164,10 +166,14 @@ async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>
         reference: image.reference.clone(),
     };
     let listing = context.store.list(&image, &[]).await;
+    // The public-key arithmetic of the image's blobs the fast way first
+    // (`sign::preverify`): it only fills sequoia's cache, `verdict` still
+    // verifies every blob in full.
+    preverify(&context.keyring, listing.files.iter().map(|e| &e.read));
     let mut findings = Vec::new();
     let mut signers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for entry in &listing.files {
-        match verdict(&context, &entry.got, &expected) {
+        match verdict(&context, &entry.read, &expected) {
             Verdict::Valid { signer } => {
                 signers.entry(signer).or_default().push(entry.name.clone())
             }
@@ -189,7 +195,7 @@ async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>
     };
     let first_missing = listing.files.len() + 1;
     for entry in &hidden {
-        let what = match verdict(&context, &entry.got, &expected) {
+        let what = match verdict(&context, &entry.read, &expected) {
             Verdict::Valid { signer } => format!("a valid signature by {signer}"),
             Verdict::Rejected { reason, .. } => format!("not valid: {reason}"),
         };
@@ -234,16 +240,16 @@ async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>
     (findings, valid)
 }
 
-fn verdict(context: &Context, got: &Got, expected: &Expected) -> Verdict {
-    match got {
-        Got::Blob { bytes, .. } => judge(
+fn verdict(context: &Context, read: &Read, expected: &Expected) -> Verdict {
+    match read {
+        Read::Found { body, .. } => judge(
             &context.keyring,
-            bytes,
+            body,
             expected,
             context.options.allow_legacy,
         ),
-        Got::TooLarge(n) => Verdict::rejected(&Rejection::TooLarge(*n as usize)),
-        Got::Unchanged => Verdict::Rejected {
+        Read::TooLarge(n) => Verdict::rejected(&Rejection::TooLarge(*n as usize)),
+        Read::NotModified => Verdict::Rejected {
             code: "error".into(),
             reason: "304 to an unconditional request".into(),
         },
@@ -296,11 +302,11 @@ fn compare(
             ..f
         });
     }
-    let bytes = |e: &Entry| match &e.got {
-        Got::Blob { bytes, .. } => Some(bytes.clone()),
+    let bytes = |e: &Walked| match &e.read {
+        Read::Found { body, .. } => Some(body.clone()),
         _ => None,
     };
-    let theirs_by_name: BTreeMap<&str, &Entry> =
+    let theirs_by_name: BTreeMap<&str, &Walked> =
         theirs.files.iter().map(|e| (e.name.as_str(), e)).collect();
     for entry in &ours.files {
         match theirs_by_name.get(entry.name.as_str()) {
@@ -312,7 +318,7 @@ fn compare(
             Some(t) if bytes(t) != bytes(entry) => findings.push(finding(
                 Some(&entry.name),
                 "differs",
-                format!("{} and {} differ", entry.location, t.location),
+                format!("{} and {} differ", entry.url, t.url),
             )),
             Some(_) => {}
         }
@@ -323,7 +329,7 @@ fn compare(
             findings.push(finding(
                 Some(&entry.name),
                 "only-in-compare",
-                format!("{} exists only in {other}", entry.location),
+                format!("{} exists only in {other}", entry.url),
             ));
         }
     }

@@ -29,13 +29,6 @@ pub fn key(image: &ImageTarget) -> String {
     crate::lookaside::signature_dir(&image.repository_path, &image.digest)
 }
 
-/// Parses one digests file (through `build::digests`, the one reader of
-/// that format). `origin` names the file in errors.
-#[cfg(test)]
-fn parse_digests(text: &str, namespace: &str, origin: &str) -> Result<Vec<ImageTarget>> {
-    ImageTarget::from_entries(namespace, &digests::parse_entries(Path::new(origin), text)?)
-}
-
 /// Every image of `--digests` arguments: files, or directories whose
 /// `*.txt` files are read (sorted).
 pub fn from_digests(paths: &[PathBuf], namespace: &str) -> Result<Vec<ImageTarget>> {
@@ -101,6 +94,12 @@ pub fn dedup(images: Vec<ImageTarget>) -> Vec<ImageTarget> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A digests file's text as images, the way `from_digests` reads
+    /// each file (`origin` names it in errors).
+    fn parse_digests(text: &str, namespace: &str, origin: &str) -> Result<Vec<ImageTarget>> {
+        ImageTarget::from_entries(namespace, &digests::parse_entries(Path::new(origin), text)?)
+    }
 
     #[test]
     fn digests_lines_become_images_by_repository() {

@@ -8,7 +8,8 @@
 //! It does not judge signatures and draws no UI, nor walk a store itself:
 //! a directory is read by `FileLookaside::read`, http(s) by
 //! `HttpLookaside::walk` (the one walker per transport); this module turns
-//! what they return into a `Listing`. Async: the caller owns the runtime
+//! what they return into a `Listing` of the walker's own file type
+//! (`http::Walked`, `http::Read`; a directory's files too). Async: the caller owns the runtime
 //! (one client per `Store`, so one connection pool, HTTP/2 where the
 //! server speaks it).
 use anyhow::Result;
@@ -25,28 +26,6 @@ pub enum Store {
     File(FileLookaside),
     /// Credentials from the URL's userinfo, else the host's ~/.netrc entry.
     Http(HttpLookaside),
-}
-
-/// What one file gave.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Got {
-    Blob {
-        bytes: Vec<u8>,
-        validators: Validators,
-    },
-    /// 304 to a conditional request: as the caller's validators describe.
-    Unchanged,
-    /// Over the 4 MiB limit (not read).
-    TooLarge(u64),
-}
-
-/// One `signature-N`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub name: String,
-    /// Path or URL (for messages).
-    pub location: String,
-    pub got: Got,
 }
 
 /// Why reading stopped.
@@ -85,18 +64,13 @@ impl End {
 /// One image's files as read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listing {
-    pub files: Vec<Entry>,
+    pub files: Vec<Walked>,
     pub end: End,
     /// Files after a gap (directories only), with their content.
-    pub hidden: Vec<Entry>,
+    pub hidden: Vec<Walked>,
 }
 
 impl Store {
-    /// `https://...`, `http://...`, `file:///dir` or a directory path.
-    pub fn parse(location: &str, policy: Policy) -> Result<Store> {
-        Store::open(&Location::parse(location)?, policy)
-    }
-
     /// The store at a parsed location.
     pub fn open(location: &Location, policy: Policy) -> Result<Store> {
         Ok(match location {
@@ -126,7 +100,7 @@ impl Store {
     }
 
     /// One file, unconditionally (to get the bytes behind a 304).
-    pub async fn get(&self, image: &ImageTarget, name: &str) -> Result<Got, End> {
+    pub async fn get(&self, image: &ImageTarget, name: &str) -> Result<Read, End> {
         match self {
             Store::File(f) => {
                 let listing = list_file(f, image);
@@ -134,13 +108,13 @@ impl Store {
                     .files
                     .into_iter()
                     .find(|e| e.name == name)
-                    .map(|e| e.got)
+                    .map(|e| e.read)
                     .ok_or(listing.end)
             }
             Store::Http(h) => {
                 let url = h.url(&image.repository_path, &image.digest, name);
                 match get_one(h, name, &url).await {
-                    Ok(Some(entry)) => Ok(entry.got),
+                    Ok(Some(file)) => Ok(file.read),
                     Ok(None) => Err(End::Missing),
                     Err(end) => Err(end),
                 }
@@ -150,7 +124,7 @@ impl Store {
 
     /// Over http: which of the `count` files after `signature-<after>`
     /// exist (a gap cannot be listed, only probed).
-    pub async fn probe_after(&self, image: &ImageTarget, after: u32, count: u32) -> Vec<Entry> {
+    pub async fn probe_after(&self, image: &ImageTarget, after: u32, count: u32) -> Vec<Walked> {
         let Store::Http(h) = self else {
             return Vec::new();
         };
@@ -190,12 +164,12 @@ fn list_file(store: &FileLookaside, image: &ImageTarget) -> Listing {
     };
     let mut files = Vec::new();
     for f in set.files {
-        let got = match f.content {
-            Fetched::Blob(bytes) => Got::Blob {
-                bytes,
+        let read = match f.content {
+            Fetched::Blob(body) => Read::Found {
+                body,
                 validators: Validators::default(),
             },
-            Fetched::TooLarge(n) => Got::TooLarge(n),
+            Fetched::TooLarge(n) => Read::TooLarge(n),
             // Only http answers are classified as HTML pages; should a
             // store ever say so, the list ends there as over http.
             Fetched::SoftNotFound => {
@@ -206,10 +180,10 @@ fn list_file(store: &FileLookaside, image: &ImageTarget) -> Listing {
                 break;
             }
         };
-        files.push(Entry {
+        files.push(Walked {
             name: f.name,
-            location: f.location,
-            got,
+            url: f.location,
+            read,
         });
     }
     let dir = store.image_dir(&image.repository_path, &image.digest);
@@ -217,12 +191,12 @@ fn list_file(store: &FileLookaside, image: &ImageTarget) -> Listing {
     for name in set.hidden {
         let path = dir.join(&name);
         let location = path.display().to_string();
-        let got = match read_signature(&path) {
-            Ok(Some(Fetched::Blob(bytes))) => Got::Blob {
-                bytes,
+        let read = match read_signature(&path) {
+            Ok(Some(Fetched::Blob(body))) => Read::Found {
+                body,
                 validators: Validators::default(),
             },
-            Ok(Some(Fetched::TooLarge(n))) => Got::TooLarge(n),
+            Ok(Some(Fetched::TooLarge(n))) => Read::TooLarge(n),
             // Removed since the listing, or (never for files) a page.
             Ok(Some(Fetched::SoftNotFound)) | Ok(None) => continue,
             // An unreadable file is not an empty one: the listing fails.
@@ -234,10 +208,10 @@ fn list_file(store: &FileLookaside, image: &ImageTarget) -> Listing {
                 break;
             }
         };
-        hidden.push(Entry {
-            location,
+        hidden.push(Walked {
+            url: location,
             name,
-            got,
+            read,
         });
     }
     Listing { files, end, hidden }
@@ -249,11 +223,6 @@ async fn list_http(store: &HttpLookaside, image: &ImageTarget, known: &[Validato
     let walk = store
         .walk(&image.repository_path, &image.digest, known)
         .await;
-    let files = walk
-        .files
-        .into_iter()
-        .map(|Walked { name, url, read }| entry(name, url, read))
-        .collect();
     let end = match walk.end {
         WalkEnd::Missing => End::Missing,
         WalkEnd::Limit => End::Limit,
@@ -261,7 +230,7 @@ async fn list_http(store: &HttpLookaside, image: &ImageTarget, known: &[Validato
         WalkEnd::Failed(e) => failed(e),
     };
     Listing {
-        files,
+        files: walk.files,
         end,
         hidden: Vec::new(),
     }
@@ -269,30 +238,18 @@ async fn list_http(store: &HttpLookaside, image: &ImageTarget, known: &[Validato
 
 /// One unconditional GET: an entry, `None` at a 404, or how a list would
 /// end there (classified as the walk classifies it).
-async fn get_one(store: &HttpLookaside, name: &str, url: &str) -> Result<Option<Entry>, End> {
+async fn get_one(store: &HttpLookaside, name: &str, url: &str) -> Result<Option<Walked>, End> {
     match store.get(url, None).await {
         Err(e) => Err(failed(e)),
         Ok(outcome) => match Answer::of(outcome, false) {
-            Answer::File(read) => Ok(Some(entry(name.into(), url.into(), read))),
+            Answer::File(read) => Ok(Some(Walked {
+                name: name.into(),
+                url: url.into(),
+                read,
+            })),
             Answer::Missing => Ok(None),
             Answer::Stop(stop) => Err(end_of(store, name.into(), url.into(), stop)),
         },
-    }
-}
-
-fn entry(name: String, location: String, read: Read) -> Entry {
-    let got = match read {
-        Read::Found { body, validators } => Got::Blob {
-            bytes: body,
-            validators,
-        },
-        Read::NotModified => Got::Unchanged,
-        Read::TooLarge(n) => Got::TooLarge(n),
-    };
-    Entry {
-        name,
-        location,
-        got,
     }
 }
 
@@ -349,7 +306,7 @@ mod tests {
         assert_eq!(listing.end, End::Missing);
         assert_eq!(listing.files.len(), 1);
         assert!(
-            matches!(&listing.hidden[..], [Entry { got: Got::Blob { bytes, .. }, .. }] if bytes == b"three")
+            matches!(&listing.hidden[..], [Walked { read: Read::Found { body, .. }, .. }] if body == b"three")
         );
         // A directory where a file should be: an error naming it, never an
         // empty signature.

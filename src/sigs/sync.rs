@@ -22,12 +22,13 @@ use serde::Serialize;
 
 use super::each::{for_each, Progress};
 use super::images::{key, label};
-use super::judge::{judge, Verdict};
-use super::source::{End, Entry, Got, Store};
+use super::judge::{judge, preverify, Verdict};
+use super::source::{End, Store};
 use super::state::{trust_key, FileState, ImageState, State};
 use crate::lookaside::fetch::{Policy, Validators};
+use crate::lookaside::http::{Read, Walked};
 use crate::lookaside::location::Location;
-use crate::lookaside::mirror::Mirror;
+use crate::lookaside::mirror::{Mirror, MirrorError};
 use crate::lookaside::SignatureFile;
 use crate::oci::digest::Digest;
 use crate::sign::image::ImageTarget;
@@ -215,7 +216,7 @@ pub fn sync(
 
 /// One source file with what we know of it.
 struct Known {
-    entry: Entry,
+    entry: Walked,
     sha256: String,
     /// `None` when only the state knows them (a 304).
     bytes: Option<Vec<u8>>,
@@ -243,6 +244,16 @@ async fn sync_image(
         digest: image.digest.clone(),
         reference: image.reference.clone(),
     };
+    // The public-key arithmetic of the blobs about to be judged (those the
+    // state has no verdict for) the fast way first (`sign::preverify`): it
+    // only fills sequoia's cache, `judge` still verifies each in full.
+    let to_judge = listing.files.iter().enumerate().filter(|(i, file)| {
+        let Read::Found { body, .. } = &file.read else {
+            return false;
+        };
+        prior.files.get(*i).map(|p| p.sha256.as_str()) != Some(Digest::of_bytes(body).hex())
+    });
+    preverify(&context.keyring, to_judge.map(|(_, file)| &file.read));
     let mut files: Vec<Known> = Vec::new();
     for (i, entry) in listing.files.into_iter().enumerate() {
         match known_file(&context, entry, prior.files.get(i), &expected) {
@@ -280,7 +291,7 @@ async fn sync_image(
     let written = put_valid(&context, &image, &mut files, &expected, &mut outcome).await;
     // After `put_valid`: a re-fetched 304 may have been judged again.
     report_rejected(&files, &label, &mut outcome);
-    let synced = clean && written.is_some() && listing.end.is_clean();
+    let synced = clean && matches!(written, Put::Done { .. }) && listing.end.is_clean();
     // What to keep is known only now: `put_valid` re-fetches the files
     // that answered 304, and one may have changed into a rejected one.
     let keep: Vec<&[u8]> = files
@@ -288,10 +299,13 @@ async fn sync_image(
         .filter(|f| f.verdict.is_valid())
         .filter_map(|f| f.bytes.as_deref())
         .collect();
-    // Never prune from a source that serves nothing valid for the image:
-    // a wrong base URL answers 404 everywhere and must not empty a mirror.
-    if let Some(listing) = written.filter(|_| synced && context.prune && !keep.is_empty()) {
-        prune(&context, &image, &keep, listing, &mut outcome).await;
+    // A source that serves nothing valid for the image (a wrong base URL
+    // answers 404 everywhere) must not empty a mirror: `Mirror::prune`
+    // refuses that (`NothingToKeep`), and `prune` reports nothing pruned.
+    if let Put::Done { listing } = written {
+        if synced && context.prune {
+            prune(&context, &image, &keep, listing, &mut outcome).await;
+        }
     }
     outcome.state = state_of(&files, synced && outcome.errors.is_empty());
     outcome
@@ -304,7 +318,7 @@ fn report_rejected(files: &[Known], label: &str, outcome: &mut Outcome) {
             outcome.rejected.push(Rejected {
                 image: label.to_string(),
                 file: file.entry.name.clone(),
-                location: file.entry.location.clone(),
+                location: file.entry.url.clone(),
                 code: code.clone(),
                 reason: reason.clone(),
             });
@@ -316,16 +330,16 @@ fn report_rejected(files: &[Known], label: &str, outcome: &mut Outcome) {
 /// same bytes); a 304 takes hash and verdict from the state.
 fn known_file(
     context: &Context,
-    entry: Entry,
+    entry: Walked,
     prior: Option<&FileState>,
     expected: &Expected,
 ) -> Result<Known, String> {
-    match &entry.got {
-        Got::Unchanged => {
+    match &entry.read {
+        Read::NotModified => {
             let Some(prior) = prior else {
                 return Err(format!(
                     "{}: 304 Not Modified to a request that was not conditional",
-                    entry.location
+                    entry.url
                 ));
             };
             Ok(Known {
@@ -336,22 +350,22 @@ fn known_file(
                 entry,
             })
         }
-        Got::TooLarge(n) => Ok(Known {
+        Read::TooLarge(n) => Ok(Known {
             sha256: format!("too-large:{n}"),
             bytes: None,
             validators: Validators::default(),
             verdict: Verdict::rejected(&crate::sign::verify::Rejection::TooLarge(*n as usize)),
             entry,
         }),
-        Got::Blob { bytes, validators } => {
-            let sha256 = Digest::of_bytes(bytes).hex().to_string();
+        Read::Found { body, validators } => {
+            let sha256 = Digest::of_bytes(body).hex().to_string();
             let verdict = match prior.filter(|p| p.sha256 == sha256) {
                 Some(p) => p.verdict.clone(),
-                None => judge(&context.keyring, bytes, expected, context.allow_legacy),
+                None => judge(&context.keyring, body, expected, context.allow_legacy),
             };
             Ok(Known {
                 sha256,
-                bytes: Some(bytes.clone()),
+                bytes: Some(body.clone()),
                 validators: validators.clone(),
                 verdict,
                 entry,
@@ -360,24 +374,36 @@ fn known_file(
     }
 }
 
+/// How `put_valid` ended.
+enum Put {
+    /// Something failed (recorded in the outcome).
+    Failed,
+    /// Every valid file is on the destination; `listing` is the
+    /// destination's listing when it is still current
+    /// (`PutReport::listing`: the upload wrote nothing), for `prune` not
+    /// to list again.
+    Done { listing: Option<Vec<SignatureFile>> },
+}
+
 /// Puts every valid file on the destination (fetching the bytes of 304s
-/// first). `None` when something failed (recorded in `outcome`); else the
-/// destination's listing when it is still current (`PutReport::listing`:
-/// the upload wrote nothing), for `prune` not to list again.
+/// first).
 async fn put_valid(
     context: &Context,
     image: &ImageTarget,
     files: &mut [Known],
     expected: &Expected,
     outcome: &mut Outcome,
-) -> Option<Option<Vec<SignatureFile>>> {
+) -> Put {
     let label = label(image);
     for file in files.iter_mut() {
         if file.bytes.is_some() || !file.verdict.is_valid() {
             continue;
         }
         match context.source.get(image, &file.entry.name).await {
-            Ok(Got::Blob { bytes, validators }) => {
+            Ok(Read::Found {
+                body: bytes,
+                validators,
+            }) => {
                 let sha256 = Digest::of_bytes(&bytes).hex().to_string();
                 if sha256 != file.sha256 {
                     file.verdict = judge(&context.keyring, &bytes, expected, context.allow_legacy);
@@ -388,16 +414,15 @@ async fn put_valid(
             }
             // A failure says what failed; anything else means the file
             // is no longer the one listed.
-            Err(end) if failure(&end).is_some() => {
-                outcome.errors.extend(failure(&end));
-                return None;
-            }
-            Ok(_) | Err(_) => {
-                outcome.errors.push(format!(
-                    "{}: changed while being read (fetch again later)",
-                    file.entry.location
-                ));
-                return None;
+            other => {
+                let message = other.err().as_ref().and_then(failure);
+                outcome.errors.push(message.unwrap_or_else(|| {
+                    format!(
+                        "{}: changed while being read (fetch again later)",
+                        file.entry.url
+                    )
+                }));
+                return Put::Failed;
             }
         }
     }
@@ -407,7 +432,7 @@ async fn put_valid(
         .filter_map(|f| f.bytes.clone())
         .collect();
     if blobs.is_empty() {
-        return Some(None);
+        return Put::Done { listing: None };
     }
     match context
         .dest
@@ -423,21 +448,24 @@ async fn put_valid(
                     file: p.name,
                     location: p.location,
                 }));
-            Some(put.listing)
+            Put::Done {
+                listing: put.listing,
+            }
         }
         Err(e) => {
             outcome.errors.push(e.to_string());
-            None
+            Put::Failed
         }
     }
 }
 
 /// `--prune`: removes destination files whose bytes are not in `keep`
 /// (the valid source signatures), keeping numbering contiguous. Only
-/// called when the source listed the image completely and served at least
-/// one valid file; works from `listing` when the upload left a current one
-/// (it wrote nothing), else lists the destination again (an upload into a
-/// gap makes the files behind it visible).
+/// called when the source listed the image completely (with nothing
+/// valid in it, the mirror refuses and nothing is pruned); works from
+/// `listing` when the upload left a current one (it wrote nothing), else
+/// lists the destination again (an upload into a gap makes the files
+/// behind it visible).
 async fn prune(
     context: &Context,
     image: &ImageTarget,
@@ -460,6 +488,8 @@ async fn prune(
         Err(e) => Err(e),
     };
     match pruned {
+        // The mirror's "never prune to nothing" rule: nothing to do.
+        Err(MirrorError::NothingToKeep { .. }) => {}
         Ok(removed) => outcome.pruned.extend(removed.into_iter().map(|p| FileRef {
             image: label(image),
             file: p.name,
