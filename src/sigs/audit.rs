@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::each::{for_each, Progress};
 use super::images::label;
-use super::judge::{judge, preverify, Verdict};
+use super::judge::{judge, Verdict};
 use super::source::{End, Listing, Store};
 use crate::lookaside::fetch::Policy;
 use crate::lookaside::http::{Read, Walked};
@@ -166,10 +166,6 @@ async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>
         reference: image.reference.clone(),
     };
     let listing = context.store.list(&image, &[]).await;
-    // The public-key arithmetic of the image's blobs the fast way first
-    // (`sign::preverify`): it only fills sequoia's cache, `verdict` still
-    // verifies every blob in full.
-    preverify(&context.keyring, listing.files.iter().map(|e| &e.read));
     let mut findings = Vec::new();
     let mut signers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for entry in &listing.files {

@@ -5,9 +5,7 @@
 //! Pure.
 use serde::Serialize;
 
-use crate::lookaside::http::Read;
 use crate::sign::keyring::Keyring;
-use crate::sign::preverify;
 use crate::sign::verify::{verify_signature, Expected, Rejection, VerifyOptions};
 
 /// What one blob is worth for one image.
@@ -44,21 +42,5 @@ pub fn judge(keyring: &Keyring, blob: &[u8], expected: &Expected, allow_legacy: 
             signer: verified.signer.to_hex(),
         },
         Err(rejection) => Verdict::rejected(&rejection),
-    }
-}
-
-/// Runs the fast pre-verification pass (`sign::preverify`) over the blobs
-/// among `reads` about to be judged: it only fills sequoia's signature
-/// cache, so every `judge` after it gives the same verdict, sooner.
-pub fn preverify<'a>(keyring: &Keyring, reads: impl IntoIterator<Item = &'a Read>) {
-    let blobs: Vec<&[u8]> = reads
-        .into_iter()
-        .filter_map(|read| match read {
-            Read::Found { body, .. } => Some(body.as_slice()),
-            Read::NotModified | Read::TooLarge(_) => None,
-        })
-        .collect();
-    if !blobs.is_empty() {
-        preverify::preverify(keyring, &blobs);
     }
 }

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use super::each::{for_each, Progress};
 use super::images::{key, label};
-use super::judge::{judge, preverify, Verdict};
+use super::judge::{judge, Verdict};
 use super::source::{End, Store};
 use super::state::{trust_key, FileState, ImageState, State};
 use crate::lookaside::fetch::{Policy, Validators};
@@ -244,16 +244,6 @@ async fn sync_image(
         digest: image.digest.clone(),
         reference: image.reference.clone(),
     };
-    // The public-key arithmetic of the blobs about to be judged (those the
-    // state has no verdict for) the fast way first (`sign::preverify`): it
-    // only fills sequoia's cache, `judge` still verifies each in full.
-    let to_judge = listing.files.iter().enumerate().filter(|(i, file)| {
-        let Read::Found { body, .. } = &file.read else {
-            return false;
-        };
-        prior.files.get(*i).map(|p| p.sha256.as_str()) != Some(Digest::of_bytes(body).hex())
-    });
-    preverify(&context.keyring, to_judge.map(|(_, file)| &file.read));
     let mut files: Vec<Known> = Vec::new();
     for (i, entry) in listing.files.into_iter().enumerate() {
         match known_file(&context, entry, prior.files.get(i), &expected) {
