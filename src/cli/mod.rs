@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand, each owning its clap `Args`
 //! struct and a `run` function. Global flags (`--json`, `--root`) live here.
 pub mod build;
+pub mod completions;
 pub mod digests;
 pub mod fetch;
 
@@ -37,6 +38,7 @@ pub struct Cli {
 }
 
 pub mod image;
+pub mod man;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -62,6 +64,10 @@ pub enum Command {
     Policy(policy::PolicyArgs),
     /// Pull every image digests/*.txt lists, by digest, into out/.
     Preseed(preseed::PreseedArgs),
+    /// Write the shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(completions::CompletionsArgs),
+    /// Write one man page per command and subcommand into a directory.
+    Man(man::ManArgs),
 }
 
 /// What every command gets: global flags and the loaded settings.
@@ -83,17 +89,27 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let settings = Settings::load(&cli.root)?;
+    // Neither reads the tree: they work anywhere, even beside a broken stagex.toml.
+    match cli.command {
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
+        command => run_in_tree(cli.json, cli.root, command),
+    }
+}
+
+/// Runs a command that reads the StageX tree at `root` (its stagex.toml first).
+fn run_in_tree(json: bool, root: PathBuf, command: Command) -> Result<ExitCode> {
+    let settings = Settings::load(&root)?;
     if let Some(dir) = &settings.certs_dir {
         // Before any network call: every client reads it from net's config.
         crate::net::certs::set_setting(dir.clone());
     }
     let context = Context {
-        json: cli.json,
-        root: cli.root,
+        json,
+        root,
         settings,
     };
-    match cli.command {
+    match command {
         Command::Sign(args) => sign::run(&context, args),
         Command::Verify(args) => verify::run(&context, args),
         Command::Fetch(args) => fetch::run(&context, args),
@@ -105,5 +121,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sigs(args) => sigs::run(&context, args),
         Command::Policy(args) => policy::run(&context, args),
         Command::Preseed(args) => preseed::run(&context, args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
     }
 }
