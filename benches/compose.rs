@@ -15,8 +15,10 @@
 //! 16.1 s extract + re-tar (4941x); cold compose from a 127.0.0.1 registry
 //! (pull + verify + index) 4.1 s vs `skopeo copy` of the same 20 images
 //! 5.0 s (1.22x).
+#[allow(dead_code)] // the benches use a part of the test support
 #[path = "../tests/pallet_support/mod.rs"]
 mod pallet_support;
+#[allow(dead_code)] // the benches use a part of the test support
 #[path = "../tests/peers/mod.rs"]
 mod peers;
 

@@ -46,10 +46,13 @@
 //! No-change re-publish 0.017-0.023 s from the journal, 0.145 s asking the
 //! registry; 500 small images all present: 0.15-0.18 s from the journal,
 //! 1.84-1.95 s asking the registry.
+#[allow(dead_code)] // the benches use a part of the test support
 #[path = "../tests/peers/mod.rs"]
 mod peers;
+#[allow(dead_code)] // the benches use a part of the test support
 #[path = "../tests/publish_support/mod.rs"]
 mod publish_support;
+#[allow(dead_code)] // the benches use a part of the test support
 #[path = "../tests/sign_support/mod.rs"]
 mod sign_support;
 

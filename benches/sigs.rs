@@ -8,8 +8,10 @@
 //! `STAGEX_BENCH_IMAGES=200`. `STAGEX_BENCH_CURL_SAMPLE=N` times the curl
 //! loop over N images only and extrapolates linearly (said in the output).
 //! Targets: first sync >= 10x faster than the loop; resync < 2 s.
+#[allow(dead_code)] // the benches use a part of the test support
 #[path = "../tests/peers/mod.rs"]
 mod peers;
+#[allow(dead_code)] // the benches use a part of the test support
 #[path = "../tests/sign_support/mod.rs"]
 mod sign_support;
 

@@ -12,6 +12,7 @@
 //! quick proof run: `BENCH_IMAGES=50 cargo bench --bench verify`;
 //! `BENCH_KEEP=1` keeps the signed trees, to profile a run by hand). The
 //! "no cache" row runs with STAGEX_SIGNATURE_CACHE=off.
+#[allow(dead_code)] // the benches use a part of the test support
 #[path = "../tests/peers/mod.rs"]
 mod peers;
 

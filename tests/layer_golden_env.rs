@@ -3,6 +3,7 @@
 //! values, SOURCE_DATE_EPOCH read through `LayerOptions::from_env`, and one
 //! vs. many compression threads. This file holds ONE test because it changes
 //! process-wide state (umask, environment).
+#[allow(dead_code)] // this binary uses a part of the shared support
 mod layer_support;
 
 use layer_support::{golden_layer, GOLDEN_DIFF_ID, GOLDEN_DIGEST};

@@ -3,6 +3,7 @@
 //! 127.0.0.1: with the entry, pushes and pulls work; without, the error
 //! names the registry; with a wrong one, it names the file the refused
 //! credentials came from.
+#[allow(dead_code)] // this binary uses a part of the shared support
 mod peers;
 
 use std::process::{Command, Stdio};

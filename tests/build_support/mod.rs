@@ -2,7 +2,6 @@
 //! written into a StageX tree, the buildah build command line, and the
 //! package names of a build report. Starts no peer and runs no command
 //! (its includers also include `peers`).
-#![allow(dead_code)]
 use std::path::Path;
 
 use serde_json::Value;

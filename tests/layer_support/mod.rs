@@ -1,6 +1,5 @@
 //! Shared by the layer tests: the golden tree spec (tests/fixtures/
 //! golden-tree.toml), materializing it on disk, and the pinned digests.
-#![allow(dead_code)]
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;

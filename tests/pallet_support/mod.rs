@@ -2,7 +2,6 @@
 //! real packages of pallet-rust and pallet-clang, written as OCI layouts
 //! (`out/<name>/`, tag `latest`) and optionally pushed to a registry.
 //! core-busybox holds the real static busybox, so composed images run.
-#![allow(dead_code)]
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,6 @@
 //! Owns: a throwaway StageX repository root holding one package, `core-demo`,
 //! whose single source `demo-1.0.tar` comes from the given mirrors (for
 //! `stagex fetch` tests).
-#![allow(dead_code)]
 
 /// A repo root with `packages/core/demo/package.toml`: source
 /// `demo-1.0.tar` with sha256 `hash` (hex), fetched from `mirrors` in order.

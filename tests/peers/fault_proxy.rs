@@ -4,7 +4,6 @@
 //! connection carries exactly one request (`Connection: close` is forced
 //! both ways), so every request gets its own fault decision. A mock only
 //! for the faults: every other request reaches the real registry unchanged.
-#![allow(dead_code)]
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;

@@ -3,7 +3,6 @@
 //! signing-subkey signers, and keys made, signed with, extended and revoked
 //! in the past (`--faked-system-time EPOCH!`). The agent the home starts is
 //! stopped (gpgconf --kill) when dropped.
-#![allow(dead_code)]
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

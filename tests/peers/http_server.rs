@@ -1,6 +1,5 @@
 //! A real static HTTP server (`python3 -m http.server`) on a free
 //! 127.0.0.1 port, serving a directory; killed on drop.
-#![allow(dead_code)]
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

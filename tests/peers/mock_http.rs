@@ -6,7 +6,6 @@
 //! once and closed (`Connection: close`). Stalled connections are held
 //! until the mock is dropped (at most `HOLD_CAP`), so a client that hangs
 //! is seen hanging, never released by the mock.
-#![allow(dead_code)]
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};

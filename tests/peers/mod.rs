@@ -1,7 +1,6 @@
 //! Shared harness for integration tests against real peers (registry,
 //! nginx, skopeo, umoci, podman, gpg). Each test file includes it with
 //! `mod peers;`.
-#![allow(dead_code)]
 pub mod demo_package;
 pub mod fault_proxy;
 pub mod gpg;

@@ -3,7 +3,6 @@
 //! Runs in the foreground (`daemon off; master_process off`), everything
 //! (pid, logs, temp paths) inside its own temp dir. Readiness is awaited by
 //! polling the port (bounded), never by a fixed sleep.
-#![allow(dead_code)]
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,6 @@
 //! A real OCI distribution registry (Debian's `docker-registry`) on a free
 //! 127.0.0.1 port, one per test, stopped when dropped. Readiness is awaited
 //! by polling `GET /v2/` (bounded), never by a fixed sleep.
-#![allow(dead_code)]
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -55,6 +54,7 @@ impl Registry {
 
     /// CPU seconds (user + system) the registry process used so far, from
     /// /proc/<pid>/stat (in clock ticks).
+    #[allow(dead_code)] // read by benches/publish.rs only
     pub fn cpu_seconds(&self) -> f64 {
         let path = format!("/proc/{}/stat", self.child.id());
         let stat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));

@@ -1,7 +1,6 @@
 //! Finding the real peer programs a test needs. Outside CI a missing peer
 //! skips the test with a message; under CI (`CI=true`) it fails the test,
 //! so a green CI run always means the peer really ran.
-#![allow(dead_code)]
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -102,6 +101,7 @@ pub fn json(output: &Output) -> serde_json::Value {
 
 /// The number in the environment variable `name`, or `default` when it is
 /// unset or not a number (benchmark sizes).
+#[allow(dead_code)] // read by the benches only
 pub fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()

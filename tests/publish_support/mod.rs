@@ -3,7 +3,6 @@
 //! digests/<stage>.txt listing them), maintainers' keys (sequoia, or gpg
 //! for skopeo) and signing them with `stagex sign`, and running
 //! `stagex publish --json`.
-#![allow(dead_code)]
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,6 @@
 //! Shared fixtures for the signature tests: throwaway OpenPGP keys made with
 //! sequoia, tiny OCI layouts in `out/` (both the manifest-direct and the
 //! image-index shapes), and raw signing of arbitrary payload bytes.
-#![allow(dead_code)]
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};

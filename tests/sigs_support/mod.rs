@@ -8,7 +8,6 @@
 //! stalled answer must not block the others), on a free 127.0.0.1 port,
 //! stopped on drop. It speaks just enough HTTP/1.1: one request per
 //! connection, `Connection: close`.
-#![allow(dead_code)]
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,274 @@
+//! Owns: the tests of `stagex preseed`, `stagex digests --check` and
+//! `stagex build --deps-from` against the real docker-registry seeded with
+//! fixture images (built by stagex, pushed with skopeo by digest).
+use crate::build_support;
+use crate::peers;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use build_support::{built, native_package};
+use peers::registry::Registry;
+use peers::tools::{self, json, run_ok, stagex_in};
+use serde_json::Value;
+
+fn cmd(root: &Path, store: &Path, args: &[&str]) -> Output {
+    stagex_in(root, args)
+        .env("STAGEX_STORE", store)
+        .output()
+        .unwrap()
+}
+
+/// Builds the publisher's packages, writes digests/, pushes every image to
+/// `<registry>/stagex/<id>` by its manifest digest.
+fn publish(root: &Path, registry: &Registry) {
+    let store = root.join("store");
+    let built = cmd(root, &store, &["build"]);
+    assert!(built.status.success(), "{built:?}");
+    let digests = cmd(root, &store, &["digests"]);
+    assert!(digests.status.success(), "{digests:?}");
+    for id in std::fs::read_dir(root.join("out")).unwrap() {
+        let id = id.unwrap().file_name().to_string_lossy().to_string();
+        if !root.join("out").join(&id).join("index.json").is_file() {
+            continue;
+        }
+        run_ok(
+            Command::new("skopeo")
+                .args([
+                    "copy",
+                    "--quiet",
+                    "--preserve-digests",
+                    "--dest-tls-verify=false",
+                ])
+                .arg(format!("oci:{}", root.join("out").join(&id).display()))
+                .arg(format!("docker://{}/stagex/{id}:1.0", registry.host())),
+        );
+    }
+}
+
+fn statuses(report: &Value) -> Vec<(String, String)> {
+    report["preseed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["package"].as_str().unwrap().to_string(),
+                e["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn blob_gets(registry: &Registry) -> usize {
+    registry
+        .logs()
+        .lines()
+        .filter(|l| l.contains("GET /v2/") && l.contains("/blobs/"))
+        .count()
+}
+
+#[test]
+fn preseed_pulls_the_release_then_check_is_green_and_a_tampered_layout_mismatches() {
+    let Some(_) = tools::require(&["skopeo"]) else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let publisher = tempfile::tempdir().unwrap();
+    native_package(publisher.path(), "a", None, "a");
+    native_package(publisher.path(), "b", Some("core-a"), "b");
+    native_package(publisher.path(), "f", None, "f");
+    publish(publisher.path(), &registry);
+
+    // A new machine: only the committed digests.
+    let me = tempfile::tempdir().unwrap();
+    let store = me.path().join("store");
+    tools::copy_dir(
+        &publisher.path().join("digests"),
+        &me.path().join("digests"),
+    );
+    let ns = format!("{}/stagex", registry.host());
+    let out = cmd(
+        me.path(),
+        &store,
+        &["--json", "preseed", "--source", &ns, "-j", "3"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let pulled = ["core-a", "core-b", "core-f"].map(|id| (id.to_string(), "pulled".to_string()));
+    assert_eq!(statuses(&json(&out)), pulled);
+    // The layout is the one the build writes, byte for byte.
+    for id in ["core-a", "core-b", "core-f"] {
+        assert_eq!(
+            std::fs::read(me.path().join("out").join(id).join("index.json")).unwrap(),
+            std::fs::read(publisher.path().join("out").join(id).join("index.json")).unwrap(),
+            "{id}"
+        );
+    }
+    let check = cmd(me.path(), &store, &["--json", "digests", "--check"]);
+    assert!(check.status.success(), "{check:?}");
+    let entries = json(&check)["check"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 3);
+    assert!(
+        entries.iter().all(|e| e["status"] == "match"),
+        "{entries:?}"
+    );
+
+    // A second preseed finds everything there and pulls nothing.
+    let before = blob_gets(&registry);
+    assert!(
+        before >= 3,
+        "the first preseed fetched blobs:\n{}",
+        registry.logs()
+    );
+    let again = cmd(me.path(), &store, &["--json", "preseed", "--source", &ns]);
+    assert!(again.status.success(), "{again:?}");
+    let present = ["core-a", "core-b", "core-f"].map(|id| (id.to_string(), "present".to_string()));
+    assert_eq!(statuses(&json(&again)), present);
+    assert_eq!(blob_gets(&registry), before, "no blob fetched again");
+
+    // Tamper: out/core-b now holds another image.
+    let b = me.path().join("out/core-b");
+    std::fs::remove_dir_all(&b).unwrap();
+    tools::copy_dir(&me.path().join("out/core-f"), &b);
+    let expected = std::fs::read_to_string(me.path().join("digests/core.txt")).unwrap();
+    let hex = |id: &str| {
+        expected
+            .lines()
+            .find(|l| l.ends_with(&format!(" {id}")))
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let check = cmd(me.path(), &store, &["--json", "digests", "--check"]);
+    assert!(!check.status.success());
+    let entries = json(&check)["check"].as_array().unwrap().clone();
+    let b_entry = entries.iter().find(|e| e["package"] == "core-b").unwrap();
+    assert_eq!(b_entry["status"], "mismatch");
+    assert_eq!(b_entry["expected"], format!("sha256:{}", hex("core-b")));
+    assert_eq!(b_entry["actual"], format!("sha256:{}", hex("core-f")));
+    let text = cmd(me.path(), &store, &["digests", "--check"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!(
+            "MISMATCH core-b expected sha256:{}",
+            hex("core-b")
+        )) && text.contains(&format!("out/ has sha256:{}", hex("core-f"))),
+        "{text}"
+    );
+
+    // Preseed repairs it (from the store: no blob fetched again), and a
+    // package out of the release is reported as extra, not as a failure.
+    let fixed = cmd(me.path(), &store, &["--json", "preseed", "--source", &ns]);
+    assert!(fixed.status.success(), "{fixed:?}");
+    assert!(statuses(&json(&fixed)).contains(&("core-b".to_string(), "pulled".to_string())));
+    assert_eq!(blob_gets(&registry), before, "repaired from the store");
+    tools::copy_dir(&me.path().join("out/core-f"), &me.path().join("out/user-x"));
+    let check = cmd(me.path(), &store, &["--json", "digests", "--check"]);
+    assert!(check.status.success(), "{check:?}");
+    let entries = json(&check)["check"].as_array().unwrap().clone();
+    let extra = entries.iter().find(|e| e["package"] == "user-x").unwrap();
+    assert_eq!(extra["status"], "extra");
+}
+
+#[test]
+fn deps_from_takes_the_dependency_from_the_registry_not_out() {
+    let Some(_) = tools::require(&["skopeo"]) else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let publisher = tempfile::tempdir().unwrap();
+    native_package(publisher.path(), "a", None, "released a");
+    publish(publisher.path(), &registry);
+
+    // Here core-a differs from the release, and out/ holds that local build.
+    let me = tempfile::tempdir().unwrap();
+    let store = me.path().join("store");
+    native_package(me.path(), "a", None, "local a");
+    native_package(me.path(), "b", Some("core-a"), "b");
+    // The release digests live where stagex.toml says: --deps-from and
+    // digests --check both read them there (there is no me/digests).
+    std::fs::write(me.path().join("stagex.toml"), "digests = \"release\"\n").unwrap();
+    tools::copy_dir(
+        &publisher.path().join("digests"),
+        &me.path().join("release"),
+    );
+    let local = cmd(me.path(), &store, &["build", "core-a"]);
+    assert!(local.status.success(), "{local:?}");
+
+    let ns = format!("{}/stagex", registry.host());
+    let out = cmd(
+        me.path(),
+        &store,
+        &["--json", "build", "core-b", "--deps-from", &ns],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let report = json(&out);
+    assert_eq!(built(&report), ["core-b"], "core-a is not built: {report}");
+    // out/core-a is now the released image...
+    let check = cmd(me.path(), &store, &["--json", "digests", "--check"]);
+    let entries = json(&check)["check"].as_array().unwrap().clone();
+    let a = entries.iter().find(|e| e["package"] == "core-a").unwrap();
+    assert_eq!(a["status"], "match", "{entries:?}");
+    // ...and core-b sits on its layer, not on the local one.
+    let layers = |root: &Path, id: &str| -> Vec<String> {
+        let layout = root.join("out").join(id);
+        let blob = |d: &str| -> Value {
+            serde_json::from_slice(
+                &std::fs::read(
+                    layout
+                        .join("blobs/sha256")
+                        .join(d.trim_start_matches("sha256:")),
+                )
+                .unwrap(),
+            )
+            .unwrap()
+        };
+        let top: Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let index = blob(top["manifests"][0]["digest"].as_str().unwrap());
+        let manifest = blob(index["manifests"][0]["digest"].as_str().unwrap());
+        manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let released = layers(publisher.path(), "core-a");
+    let b_layers = layers(me.path(), "core-b");
+    assert_eq!(b_layers.len(), 2);
+    assert_eq!(b_layers[0], released[0]);
+
+    // A dependency the release does not list is a clear error.
+    native_package(me.path(), "c", Some("core-b"), "c");
+    let out = cmd(me.path(), &store, &["build", "core-c", "--deps-from", &ns]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("dependency core-b is not listed in the release digests"),
+        "{stderr}"
+    );
+}
+
+/// Pulls run several at once by default, for `preseed` and for `build
+/// --deps-from` alike (whose `-j` is about builds and defaults to 1): the
+/// help says so.
+#[test]
+fn pulls_default_to_four_at_once_in_preseed_and_deps_from() {
+    let tmp = tempfile::tempdir().unwrap();
+    let help = |command: &str| {
+        let out = cmd(tmp.path(), &tmp.path().join("store"), &[command, "--help"]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let preseed = help("preseed");
+    assert!(preseed.contains("[default: 4]"), "{preseed}");
+    let build = help("build");
+    assert!(build.contains("pulls at least 4 images at once"), "{build}");
+}
