@@ -5,6 +5,7 @@
 pub mod build;
 pub mod cli;
 pub mod image;
+pub mod keys;
 pub mod layer;
 pub mod lookaside;
 pub mod net;

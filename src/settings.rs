@@ -41,6 +41,9 @@ pub struct Settings {
     /// A containers-style certs.d directory (`<dir>/<host[:port]>/*.crt`)
     /// for every network call; `$STAGEX_CERTS_DIR` overrides it.
     pub certs_dir: Option<PathBuf>,
+    /// Where `stagex keys refresh|add` fetch certificates, in order:
+    /// `https://HOST` (VKS, then HKP), `hkps://HOST`, `wkd`.
+    pub keyservers: Vec<String>,
 }
 
 /// `[publish]`: where a release goes. Registries and mirrors have no
@@ -95,6 +98,7 @@ impl Default for Settings {
             digests: PathBuf::from("digests"),
             publish: PublishSettings::default(),
             certs_dir: None,
+            keyservers: Vec::new(),
         }
     }
 }

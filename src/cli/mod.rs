@@ -38,6 +38,7 @@ pub struct Cli {
 }
 
 pub mod image;
+pub mod keys;
 pub mod man;
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +65,8 @@ pub enum Command {
     Policy(policy::PolicyArgs),
     /// Pull every image digests/*.txt lists, by digest, into out/.
     Preseed(preseed::PreseedArgs),
+    /// Keep the trusted keys directory fresh: list, check, refresh from keyservers, add.
+    Keys(keys::KeysArgs),
     /// Write the shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions(completions::CompletionsArgs),
     /// Write one man page per command and subcommand into a directory.
@@ -121,6 +124,7 @@ fn run_in_tree(json: bool, root: PathBuf, command: Command) -> Result<ExitCode> 
         Command::Sigs(args) => sigs::run(&context, args),
         Command::Policy(args) => policy::run(&context, args),
         Command::Preseed(args) => preseed::run(&context, args),
+        Command::Keys(args) => keys::run(&context, args),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
     }

@@ -28,6 +28,7 @@ mod build_schedule;
 mod fetch_mirrors;
 mod image_model;
 mod image_peers;
+mod keys;
 mod layer_entries;
 mod layer_extract;
 mod layer_golden;

@@ -1,0 +1,94 @@
+//! Owns: reading and writing the trusted keys directory as files: every
+//! key file with the certificates it holds (a file may hold several, which
+//! `check` reports), and writing one certificate, armored, atomically
+//! (temp file in the same directory, fsync, rename).
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sequoia_openpgp as openpgp;
+
+use openpgp::cert::CertParser;
+use openpgp::parse::Parse;
+use openpgp::serialize::SerializeInto;
+use openpgp::Cert;
+
+use crate::sign::keyring::Keyring;
+
+/// A key file and what it holds.
+pub struct KeyFileCerts {
+    pub path: PathBuf,
+    pub certs: Vec<Cert>,
+}
+
+/// Why the keys directory could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysDirError {
+    #[error("reading {path}: {detail}")]
+    Read { path: String, detail: String },
+    #[error("{path}: not an OpenPGP certificate ({detail}); export it again with `gpg --export --armor FPR`")]
+    NotACertificate { path: String, detail: String },
+    #[error("writing {path}: {detail}")]
+    Write { path: String, detail: String },
+}
+
+/// Every key file of `dir` (the keyring's own file rule) with its certificates.
+pub fn read_dir(dir: &Path) -> Result<Vec<KeyFileCerts>, KeysDirError> {
+    let files = Keyring::key_files(dir).map_err(|e| KeysDirError::Read {
+        path: dir.display().to_string(),
+        detail: format!("{e:#}"),
+    })?;
+    files.into_iter().map(|path| read_file(&path)).collect()
+}
+
+/// The certificates of one file (armored or binary).
+pub fn read_file(path: &Path) -> Result<KeyFileCerts, KeysDirError> {
+    let bytes = std::fs::read(path).map_err(|e| KeysDirError::Read {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    let certs = parse(&bytes).map_err(|detail| KeysDirError::NotACertificate {
+        path: path.display().to_string(),
+        detail,
+    })?;
+    Ok(KeyFileCerts {
+        path: path.to_path_buf(),
+        certs,
+    })
+}
+
+/// Every certificate in `bytes`; an error when there is none or one is broken.
+pub fn parse(bytes: &[u8]) -> Result<Vec<Cert>, String> {
+    let parser = CertParser::from_bytes(bytes).map_err(|e| e.to_string())?;
+    let certs = parser
+        .collect::<Result<Vec<Cert>, _>>()
+        .map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no certificate in it".to_string());
+    }
+    Ok(certs)
+}
+
+/// Writes `certs` (public parts only), armored, to `path`, atomically.
+pub fn write_certs(path: &Path, certs: &[Cert]) -> Result<(), KeysDirError> {
+    let failed = |detail: String| KeysDirError::Write {
+        path: path.display().to_string(),
+        detail,
+    };
+    let mut armored = Vec::new();
+    for cert in certs {
+        armored.extend(cert.armored().to_vec().map_err(|e| failed(e.to_string()))?);
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".stagex-key-")
+        .tempfile_in(dir)
+        .map_err(|e| failed(e.to_string()))?;
+    temp.write_all(&armored)
+        .map_err(|e| failed(e.to_string()))?;
+    temp.as_file()
+        .sync_all()
+        .map_err(|e| failed(e.to_string()))?;
+    temp.persist(path)
+        .map_err(|e| failed(e.error.to_string()))?;
+    Ok(())
+}
