@@ -17,6 +17,7 @@ pub mod parallel;
 pub mod progress;
 pub mod publish;
 pub mod registry;
+pub mod release;
 pub mod settings;
 pub mod sign;
 pub mod sigs;

@@ -18,6 +18,7 @@ pub mod policy;
 pub mod preseed;
 pub mod progress;
 pub mod publish;
+pub mod release;
 pub mod sign;
 pub mod sigs;
 pub mod trust;
@@ -65,6 +66,8 @@ pub enum Command {
     Policy(policy::PolicyArgs),
     /// Pull every image digests/*.txt lists, by digest, into out/.
     Preseed(preseed::PreseedArgs),
+    /// Release notes between two trees, and the release's signing status (terminal, JSON or one HTML page).
+    Release(release::ReleaseArgs),
     /// Keep the trusted keys directory fresh: list, check, refresh from keyservers, add.
     Keys(keys::KeysArgs),
     /// Write the shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
@@ -125,6 +128,7 @@ fn run_in_tree(json: bool, root: PathBuf, command: Command) -> Result<ExitCode> 
         Command::Policy(args) => policy::run(&context, args),
         Command::Preseed(args) => preseed::run(&context, args),
         Command::Keys(args) => keys::run(&context, args),
+        Command::Release(args) => release::run(&context, args),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
     }

@@ -50,6 +50,10 @@ pub struct InvalidEntry {
     /// Stable reason code (`bad-signature`, `unknown-key`, ...).
     pub code: String,
     pub reason: String,
+    /// The trusted primary the signature was made by, when the reason
+    /// names its key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 fn rejection_of(file: &SignatureFile) -> Option<Rejection> {
@@ -141,6 +145,12 @@ pub fn verify_images(
                 file: file.name.clone(),
                 code: reason.code().to_string(),
                 reason: reason.to_string(),
+                key: reason.key().map(|k| {
+                    keyring
+                        .primary_of(&k.into())
+                        .unwrap_or_else(|| k.clone())
+                        .to_hex()
+                }),
             }),
         }
     }

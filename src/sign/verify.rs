@@ -106,6 +106,19 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// The trusted primary or subkey the rejected signature was made by,
+    /// when the rejection names one (for a per-maintainer status).
+    pub fn key(&self) -> Option<&Fingerprint> {
+        match self {
+            Rejection::KeyExpired { key, .. }
+            | Rejection::KeyNotYetValid { key, .. }
+            | Rejection::KeyRevoked { key, .. }
+            | Rejection::KeyRevokedSoft { key, .. }
+            | Rejection::BadKey(key, _) => Some(key),
+            _ => None,
+        }
+    }
+
     /// A stable machine-readable code (used in `--json`).
     pub fn code(&self) -> &'static str {
         match self {

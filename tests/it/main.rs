@@ -54,6 +54,7 @@ mod registry_certs;
 mod registry_client;
 mod registry_faults;
 mod registry_tls;
+mod release;
 mod sign_keys;
 mod sign_peers;
 mod sign_policy;
