@@ -335,7 +335,7 @@ mod tests {
         assert!(page.contains("Bob &lt;b&amp;b&gt;"));
         assert!(!page.contains("<script") && !page.contains("http"));
         assert!(
-            table(&status).contains("core-b   +   x  1/2 SHORT"),
+            table(&status).contains("core-b    +   x  1/2 SHORT"),
             "{}",
             table(&status)
         );
