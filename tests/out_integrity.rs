@@ -290,7 +290,7 @@ fn image_with_layer_size(out: &Path, declared: u64) -> Digest {
 }
 
 #[test]
-fn a_wrong_declared_size_and_a_missing_blob_are_refused() {
+fn a_wrong_declared_size_a_missing_blob_and_no_build_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out_root = dir.path().join("out");
     let layer = image_with_layer_size(&out_root, 6);
@@ -315,4 +315,20 @@ fn a_wrong_declared_size_and_a_missing_blob_are_refused() {
     let err = check_images(&out, &ids, &verdicts).unwrap_err();
     assert!(matches!(&err, IntegrityError::Missing { .. }), "{err}");
     assert!(err.to_string().contains("stagex preseed"), "{err}");
+    // A "manifest" larger than registries take is hashed, not loaded.
+    let big = Layout::create(out_root.join("core-big")).unwrap();
+    let bytes = vec![b' '; 5 << 20];
+    let digest = big.write_blob(&bytes).unwrap();
+    let mut index = ImageIndex::new();
+    index.manifests.push(Descriptor::new(
+        media_type::OCI_MANIFEST,
+        digest,
+        bytes.len() as u64,
+    ));
+    big.write_index(&index).unwrap();
+    let err = check_images(&out, &["core-big".to_string()], &verdicts).unwrap_err();
+    assert!(err.to_string().contains("more than the"), "{err}");
+    let err = check_images(&out, &["core-none".to_string()], &verdicts).unwrap_err();
+    assert!(matches!(&err, IntegrityError::NotBuilt { .. }), "{err}");
+    assert!(err.to_string().contains("stagex build core-none"), "{err}");
 }

@@ -31,6 +31,8 @@ use crate::oci::media_type;
 
 /// Deepest index nesting followed.
 const MAX_DEPTH: usize = 8;
+/// The largest index or manifest read (what registries accept).
+const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 /// Bytes read at once while hashing.
 const READ_BUFFER: usize = 1 << 20;
 
@@ -92,6 +94,8 @@ pub enum IntegrityError {
         digest: Digest,
         path: PathBuf,
     },
+    #[error("image {image}: no build output in {} (run `stagex build {image}` first, or `stagex preseed`)", path.display())]
+    NotBuilt { image: String, path: PathBuf },
     // The causes below are in the message, not a `source`: callers print
     // the chain, which would say them twice.
     #[error("image {image}: reading {}: {error}", path.display())]
@@ -182,6 +186,12 @@ fn walk_image(out: &OutDir, id: &str) -> Result<(usize, Vec<Leaf>), IntegrityErr
         image: id.to_string(),
         reason,
     };
+    if !out.is_built(id) {
+        return Err(IntegrityError::NotBuilt {
+            image: id.to_string(),
+            path: out.path(id),
+        });
+    }
     let layout = out.layout(id).map_err(layout_error)?;
     let index = layout.read_index().map_err(layout_error)?;
     let mut seen = BTreeSet::new();
@@ -238,6 +248,8 @@ fn walk_image(out: &OutDir, id: &str) -> Result<(usize, Vec<Leaf>), IntegrityErr
 }
 
 /// The bytes of an index or manifest, checked against its descriptor.
+/// One larger than a registry takes is hashed (a corrupt one is named as
+/// such), never read into memory.
 fn read_manifest_blob(
     image: &str,
     layout: &Layout,
@@ -245,14 +257,35 @@ fn read_manifest_blob(
     descriptor: &Descriptor,
 ) -> Result<Vec<u8>, IntegrityError> {
     let path = layout.blob_path(&descriptor.digest);
-    let bytes = std::fs::read(&path).map_err(|e| open_error(image, role, descriptor, &path, e))?;
+    let io_error = |error| open_error(image, role, descriptor, &path, error);
+    let mut file = File::open(&path).map_err(io_error)?;
+    let length = file.metadata().map_err(io_error)?.len();
+    let mut bytes = Vec::new();
+    file.by_ref()
+        .take(MAX_MANIFEST_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(io_error)?;
+    if length > MAX_MANIFEST_BYTES {
+        let mut hasher = HashState::with_prefix(&bytes);
+        hasher.consume(&mut file).map_err(io_error)?;
+        let (actual, size) = hasher.finish();
+        judge(image, role, descriptor, &path, actual, size)?;
+        return Err(IntegrityError::Layout {
+            image: image.to_string(),
+            reason: anyhow::anyhow!(
+                "{role} {} is {length} bytes, more than the {MAX_MANIFEST_BYTES} a manifest may have",
+                descriptor.digest
+            ),
+        });
+    }
+    let size = bytes.len() as u64;
     judge(
         image,
         role,
         descriptor,
         &path,
         Digest::of_bytes(&bytes),
-        bytes.len() as u64,
+        size,
     )?;
     Ok(bytes)
 }
@@ -354,18 +387,41 @@ fn check_leaf(leaf: &Leaf, verdicts: &Verdicts) -> Result<LeafOutcome, Integrity
 
 /// The SHA-256 digest and length of everything `reader` yields.
 fn hash(reader: &mut impl Read) -> io::Result<(Digest, u64)> {
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; READ_BUFFER];
-    let mut total = 0u64;
-    loop {
-        let n = match reader.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buffer[..n]);
-        total += n as u64;
+    let mut state = HashState::with_prefix(&[]);
+    state.consume(reader)?;
+    Ok(state.finish())
+}
+
+/// SHA-256 over bytes read in large pieces, counting them.
+struct HashState {
+    hasher: Sha256,
+    total: u64,
+}
+
+impl HashState {
+    fn with_prefix(prefix: &[u8]) -> HashState {
+        HashState {
+            hasher: Sha256::new_with_prefix(prefix),
+            total: prefix.len() as u64,
+        }
     }
-    Ok((Digest::from_hasher(hasher), total))
+
+    /// Hashes everything `reader` still yields.
+    fn consume(&mut self, reader: &mut impl Read) -> io::Result<()> {
+        let mut buffer = vec![0u8; READ_BUFFER];
+        loop {
+            let n = match reader.read(&mut buffer) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.hasher.update(&buffer[..n]);
+            self.total += n as u64;
+        }
+    }
+
+    fn finish(self) -> (Digest, u64) {
+        (Digest::from_hasher(self.hasher), self.total)
+    }
 }
