@@ -31,11 +31,15 @@ pub fn format_stage(entries: &[(String, Digest)]) -> String {
 }
 
 /// Every built package under `out_root` (`OutDir::images`, ids
-/// `<stage>-<name>`), grouped by stage.
+/// `<stage>-<name>`), grouped by stage; every blob of every image is
+/// checked against its name first (`OutDir::check_blobs`).
 pub fn scan(out_root: &Path, platform: &Platform) -> Result<DigestsByStage> {
     let out = OutDir::open(out_root);
     let mut by_stage: DigestsByStage = BTreeMap::new();
-    for id in out.images()? {
+    let ids = out.images()?;
+    // A digest is only written or said to match for bytes that hash to it.
+    out.check_blobs(&ids)?;
+    for id in ids {
         let Some((stage, _)) = id.split_once('-') else {
             continue;
         };

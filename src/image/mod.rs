@@ -9,13 +9,19 @@
 //! - `sink`: `ImageSink` and its one `WriteReport` (the sinks themselves
 //!   are the destinations in `crate::output`);
 //! - `out_dir`: `OutDir`, the only reader of `out/`;
+//! - `integrity`: every blob of an `out/` image checked against its name
+//!   before a command vouches for it, with `verdicts`, the cache that
+//!   spares a second command the hashing;
 //! - `from_dir`: a one-layer image from a directory (`stagex image`).
 pub mod from_dir;
+pub mod integrity;
 pub mod model;
 pub mod out_dir;
 pub mod sink;
 pub mod source;
+pub mod verdicts;
 
+pub use integrity::{IntegrityError, IntegrityReport};
 pub use model::{Image, ImageError};
 pub use out_dir::{OutDir, OutManifest};
 pub use sink::{ImageSink, WriteReport};

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::integrity::{self, IntegrityError, IntegrityReport};
 use super::model::Image;
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::Digest;
@@ -89,6 +90,14 @@ impl OutDir {
                 dir.display()
             )
         })
+    }
+
+    /// Checks that every blob of images `ids` (indexes, manifests,
+    /// configs, layers) hashes to its name and has its declared size, with
+    /// this process's verdict cache (`image::integrity`). Every command
+    /// that vouches for an image of `out/` calls this first.
+    pub fn check_blobs(&self, ids: &[String]) -> Result<IntegrityReport, IntegrityError> {
+        integrity::check_images(self, ids, integrity::process_verdicts())
     }
 
     /// The single entry of `out/<id>/index.json` (an index or a manifest).

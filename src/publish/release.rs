@@ -1,8 +1,9 @@
 //! Owns: what a release IS: the images listed in `digests/*.txt`, each
 //! read from `out/<stage>-<name>/` and checked to hold exactly the listed
-//! manifest, with everything a push needs (the root descriptor, every
-//! manifest child-first, every blob once, the version) and what the gate
-//! must verify (the per-platform manifests and their signed identity).
+//! manifest (and every blob to hash to its name: `OutDir::check_blobs`),
+//! with everything a push needs (the root descriptor, every manifest
+//! child-first, every blob once, the version) and what the gate must
+//! verify (the per-platform manifests and their signed identity).
 //!
 //! Must not: touch the network or decide about signatures; out/ is read
 //! through `image::out_dir::OutDir` (the layout walk here only orders what
@@ -14,6 +15,7 @@ use thiserror::Error;
 
 use crate::build::digests::{read_entries, DigestsError};
 use crate::image::out_dir::OutDir;
+use crate::image::IntegrityError;
 use crate::oci::descriptor::Descriptor;
 use crate::oci::digest::Digest;
 use crate::oci::layout::Layout;
@@ -59,6 +61,9 @@ pub enum ReleaseError {
         .0.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n")
     )]
     Mismatch(Vec<String>),
+    /// Not a `source`: the message says it, and callers print the chain.
+    #[error("{0}\n(nothing was pushed)")]
+    Integrity(IntegrityError),
 }
 
 /// Reads every `*.txt` in `dir` (sorted by file name), each image once.
@@ -69,6 +74,7 @@ pub fn read_digests(dir: &Path) -> Result<Vec<Listed>, ReleaseError> {
 /// Loads every listed image from `resolver.out`, checking out/ against the
 /// list; every mismatch is collected before failing.
 pub fn load(listed: &[Listed], resolver: &Resolver<'_>) -> Result<Vec<ReleaseImage>, ReleaseError> {
+    check_blobs(listed, resolver)?;
     let mut images = Vec::new();
     let mut problems = Vec::new();
     for item in listed {
@@ -82,6 +88,20 @@ pub fn load(listed: &[Listed], resolver: &Resolver<'_>) -> Result<Vec<ReleaseIma
     } else {
         Err(ReleaseError::Mismatch(problems))
     }
+}
+
+/// Every blob of every listed image that is built hashes to its name
+/// (all at once, on every core); the ones not built are reported by
+/// `load_one` with the rest of the mismatches.
+fn check_blobs(listed: &[Listed], resolver: &Resolver<'_>) -> Result<(), ReleaseError> {
+    let out = OutDir::open(resolver.out);
+    let built: Vec<String> = listed
+        .iter()
+        .filter(|item| out.is_built(&item.name))
+        .map(|item| item.name.clone())
+        .collect();
+    out.check_blobs(&built).map_err(ReleaseError::Integrity)?;
+    Ok(())
 }
 
 fn load_one(item: &Listed, resolver: &Resolver<'_>) -> Result<ReleaseImage, String> {

@@ -8,7 +8,9 @@
 //! `org.opencontainers.image.version` annotation, else the layout's
 //! `ref.name` tag, else `packages/<stage>/<name>/package.toml`.
 //! An image reference `repo:tag@sha256:<hex>` names one manifest directly.
-//! `out/` is read through `image::OutDir` only.
+//! `out/` is read through `image::OutDir` only, and every blob of a
+//! package image is checked against its name (`OutDir::check_blobs`)
+//! before the image becomes a target.
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -120,15 +122,32 @@ impl<'a> Resolver<'a> {
         } else {
             args.to_vec()
         };
+        self.check_blobs(&names)?;
         let mut targets = Vec::new();
         for name in &names {
-            targets.extend(self.resolve(name)?);
+            targets.extend(self.resolve_checked(name)?);
         }
         Ok(targets)
     }
 
     /// One argument: a package name or an image reference with a digest.
     pub fn resolve(&self, arg: &str) -> Result<Vec<ImageTarget>> {
+        self.check_blobs(std::slice::from_ref(&arg.to_string()))?;
+        self.resolve_checked(arg)
+    }
+
+    /// Nothing is signed or verified over bytes nobody looked at: every
+    /// blob of the package images among `args` is checked against its name
+    /// (all at once, on every core) before any of them is resolved.
+    fn check_blobs(&self, args: &[String]) -> Result<()> {
+        let packages: Vec<String> = args.iter().filter(|a| !is_reference(a)).cloned().collect();
+        if !packages.is_empty() {
+            OutDir::open(self.out).check_blobs(&packages)?;
+        }
+        Ok(())
+    }
+
+    fn resolve_checked(&self, arg: &str) -> Result<Vec<ImageTarget>> {
         if is_reference(arg) {
             return Ok(vec![reference_target(arg)?]);
         }
