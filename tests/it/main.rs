@@ -65,3 +65,4 @@ mod sigs_audit;
 mod sigs_mirror;
 mod sigs_options;
 mod sigs_sync;
+mod out_integrity;

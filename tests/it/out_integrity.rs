@@ -5,9 +5,9 @@
 //! both digests and the fix, and say nothing good about it; and the blob
 //! verdict cache: a second check hashes nothing, a touched blob is hashed
 //! again, a rewritten one (its mtime put back) is caught.
-mod peers;
-mod publish_support;
-mod sign_support;
+use crate::peers;
+use crate::publish_support;
+use crate::sign_support;
 
 use std::fs::{File, FileTimes};
 use std::os::unix::fs::MetadataExt;
