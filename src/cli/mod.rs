@@ -37,6 +37,7 @@ pub struct Cli {
 }
 
 pub mod image;
+pub mod lint;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -62,6 +63,8 @@ pub enum Command {
     Policy(policy::PolicyArgs),
     /// Pull every image digests/*.txt lists, by digest, into out/.
     Preseed(preseed::PreseedArgs),
+    /// Check every package.toml and pallet file strictly: unknown fields are errors (exit 1).
+    Lint(lint::LintArgs),
 }
 
 /// What every command gets: global flags and the loaded settings.
@@ -105,5 +108,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sigs(args) => sigs::run(&context, args),
         Command::Policy(args) => policy::run(&context, args),
         Command::Preseed(args) => preseed::run(&context, args),
+        Command::Lint(args) => lint::run(&context, args),
     }
 }
