@@ -91,6 +91,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         // Before any network call: every client reads it from net's config.
         crate::net::certs::set_setting(dir.clone());
     }
+    for registry in &settings.publish.registries {
+        // $STAGEX_REGISTRY_USER goes to these (unless $STAGEX_REGISTRY_HOSTS).
+        crate::registry::auth::bind_env_credentials(registry);
+    }
     let context = Context {
         json: cli.json,
         root: cli.root,

@@ -113,7 +113,7 @@ pub type RegistryError = NetError;
 fn unauthorized_text(host: &str, sent: Option<&str>) -> String {
     match sent {
         None => format!(
-            "{host} asks for credentials (HTTP 401): add them to $REGISTRY_AUTH_FILE or ~/.docker/config.json (or set $STAGEX_REGISTRY_USER and $STAGEX_REGISTRY_PASSWORD)"
+            "{host} asks for credentials (HTTP 401): add them to $REGISTRY_AUTH_FILE or ~/.docker/config.json (or set $STAGEX_REGISTRY_USER and $STAGEX_REGISTRY_PASSWORD, which go only to the hosts in $STAGEX_REGISTRY_HOSTS, by default the registries of stagex.toml and --registry)"
         ),
         Some(source) => format!(
             "{host} refused the credentials from {source} (HTTP 401): renew them there (`docker login {host}`, the helper's store) or give others"
