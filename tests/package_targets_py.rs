@@ -123,6 +123,11 @@ fn add_unknown_fields(copy: &std::path::Path) -> Vec<String> {
         let text = std::fs::read_to_string(&path).unwrap();
         let changed = change(text.clone());
         assert_ne!(text, changed, "{package}: the edit applied");
+        // The copy keeps the shared tree's modes, read-only in CI.
+        let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        permissions.set_readonly(false);
+        std::fs::set_permissions(&path, permissions).unwrap();
         std::fs::write(&path, changed).unwrap();
     };
     let line_of = |package: &str, needle: &str| {
