@@ -22,3 +22,4 @@ pub mod settings;
 pub mod sign;
 pub mod sigs;
 pub mod store;
+pub mod unknown_fields;

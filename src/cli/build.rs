@@ -63,10 +63,16 @@ pub struct BuildArgs {
     /// The release digests --deps-from pins to (default: `digests` in stagex.toml, else <root>/digests).
     #[arg(long, value_name = "DIR")]
     pub digests_dir: Option<PathBuf>,
+    /// Refuse package.toml fields this version does not know (without it
+    /// they are warnings and ignored; see `stagex lint`).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 pub fn run(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
     let tree = PackageTree::load(&packages_dir(ctx, &args.packages_dir))?;
+    let progress = progress::for_command(ctx.json);
+    super::lint::report_unknown(&tree.unknown_fields, args.strict, &*progress)?;
     let options = BuildOptions {
         out_root: args.out.clone().unwrap_or_else(|| ctx.settings.out.clone()),
         fetch_root: args
@@ -89,7 +95,6 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
             args.deps_from.is_some(),
         );
     }
-    let progress = progress::for_command(ctx.json);
     if let Some(ns) = &args.deps_from {
         deps_from(ctx, &tree, &args, ns, &options, &*progress)?;
     }

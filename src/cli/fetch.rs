@@ -33,6 +33,8 @@ pub fn packages_dir(ctx: &Context, flag: &Option<PathBuf>) -> PathBuf {
 
 pub fn run(ctx: &Context, args: FetchArgs) -> Result<ExitCode> {
     let tree = PackageTree::load(&packages_dir(ctx, &args.packages_dir))?;
+    let progress = super::progress::for_command(ctx.json);
+    super::lint::report_unknown(&tree.unknown_fields, false, &*progress)?;
     let fetch_root = args
         .fetch_dir
         .clone()
@@ -41,7 +43,6 @@ pub fn run(ctx: &Context, args: FetchArgs) -> Result<ExitCode> {
     let options = FetchOptions {
         concurrency: args.jobs,
     };
-    let progress = super::progress::for_command(ctx.json);
     let outcomes = fetch::fetch_all(&jobs, &options, progress.as_ref())?;
     if ctx.json {
         let report: Vec<serde_json::Value> = jobs

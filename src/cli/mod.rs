@@ -41,6 +41,7 @@ pub struct Cli {
 pub mod image;
 pub mod keys;
 pub mod man;
+pub mod lint;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -74,6 +75,8 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Write one man page per command and subcommand into a directory.
     Man(man::ManArgs),
+    /// Check every package.toml and pallet file strictly: unknown fields are errors (exit 1).
+    Lint(lint::LintArgs),
 }
 
 /// What every command gets: global flags and the loaded settings.
@@ -110,6 +113,10 @@ fn run_in_tree(json: bool, root: PathBuf, command: Command) -> Result<ExitCode> 
         // Before any network call: every client reads it from net's config.
         crate::net::certs::set_setting(dir.clone());
     }
+    for registry in &settings.publish.registries {
+        // $STAGEX_REGISTRY_USER goes to these (unless $STAGEX_REGISTRY_HOSTS).
+        crate::registry::auth::bind_env_credentials(registry);
+    }
     let context = Context {
         json,
         root,
@@ -131,5 +138,6 @@ fn run_in_tree(json: bool, root: PathBuf, command: Command) -> Result<ExitCode> 
         Command::Release(args) => release::run(&context, args),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
+        Command::Lint(args) => lint::run(&context, args),
     }
 }

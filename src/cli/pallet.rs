@@ -104,6 +104,8 @@ struct Report<'a> {
 pub fn run(ctx: &Context, args: PalletArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let catalog = Catalog::load_with_tree(&ctx.settings.pallets, &ctx.settings.packages)?;
+    let warnings = super::progress::for_command(ctx.json);
+    super::lint::report_unknown(&catalog.unknown_fields, false, &*warnings)?;
     let source_text = args
         .source
         .clone()

@@ -66,6 +66,9 @@ pub fn run(ctx: &Context, args: PublishArgs) -> Result<ExitCode> {
             flag.clone()
         }
     };
+    for registry in &args.registries {
+        crate::registry::auth::bind_env_credentials(registry);
+    }
     let destinations = pick(&args.registries, &settings.publish.registries)
         .iter()
         .map(|r| Destination::parse(r).with_context(|| format!("registry {r:?}")))

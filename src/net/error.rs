@@ -78,6 +78,10 @@ pub enum NetError {
         /// Where the CA could go.
         fix: String,
     },
+    /// Nothing accepts connections at the address (TCP connection
+    /// refused): the server is not running, or the port is wrong.
+    #[error("{what}: {host} refused the connection")]
+    Refused { host: String, what: String },
     #[error("{what}: cannot talk to {host}: {detail}")]
     Transport {
         host: String,
@@ -109,7 +113,7 @@ pub type RegistryError = NetError;
 fn unauthorized_text(host: &str, sent: Option<&str>) -> String {
     match sent {
         None => format!(
-            "{host} asks for credentials (HTTP 401): add them to $REGISTRY_AUTH_FILE or ~/.docker/config.json (or set $STAGEX_REGISTRY_USER and $STAGEX_REGISTRY_PASSWORD)"
+            "{host} asks for credentials (HTTP 401): add them to $REGISTRY_AUTH_FILE or ~/.docker/config.json (or set $STAGEX_REGISTRY_USER and $STAGEX_REGISTRY_PASSWORD, which go only to the hosts in $STAGEX_REGISTRY_HOSTS, by default the registries of stagex.toml and --registry)"
         ),
         Some(source) => format!(
             "{host} refused the credentials from {source} (HTTP 401): renew them there (`docker login {host}`, the helper's store) or give others"
@@ -185,6 +189,7 @@ impl NetError {
             | NetError::TooLarge { host, .. }
             | NetError::Timeout { host, .. }
             | NetError::Untrusted { host, .. }
+            | NetError::Refused { host, .. }
             | NetError::Transport { host, .. }
             | NetError::Server { host, .. }
             | NetError::Protocol { host, .. } => Some(host),
@@ -204,6 +209,7 @@ impl NetError {
         match self {
             NetError::RateLimited { .. }
             | NetError::Timeout { .. }
+            | NetError::Refused { .. }
             | NetError::Transport { .. } => true,
             NetError::Server { status, .. } => *status >= 500 || *status == 408,
             _ => false,
@@ -235,6 +241,12 @@ impl NetError {
                 } else {
                     config.idle
                 },
+            };
+        }
+        if error.is_connect() && connection_refused(error) {
+            return NetError::Refused {
+                host: host.to_string(),
+                what: what.to_string(),
             };
         }
         if let Some(reason) = untrusted_certificate(error) {
@@ -338,6 +350,21 @@ impl NetError {
             },
         }
     }
+}
+
+/// The connect failed because the peer refused it (nothing listens):
+/// an `io::Error` of kind `ConnectionRefused` in the source chain.
+pub fn connection_refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The reason when `error` comes from a server certificate rustls refused

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 
 use super::graph::definition_deps;
-use super::model::{NativeSpec, Package, PackageToml, Source};
+use super::model::{known_fields, NativeSpec, Package, PackageToml, Source, SourceSpec};
 use super::placeholders::{self, TemplateKind};
 use crate::oci::{Digest, Platform};
+use crate::unknown_fields::{self, UnknownField};
 
 pub const PACKAGE_TOML: &str = "package.toml";
 pub const CONTAINERFILE: &str = "Containerfile";
@@ -19,9 +20,20 @@ pub const CONTAINERFILE: &str = "Containerfile";
 /// to locate the package directory; `stage` and `dir_name` come from the
 /// tree position. `version_from` is NOT resolved here (see `PackageTree`).
 pub fn parse_package(path: &Path, text: &str, stage: &str, dir_name: &str) -> Result<Package> {
+    parse_package_lenient(path, text, stage, dir_name).map(|(package, _)| package)
+}
+
+/// `parse_package`, also listing the keys package.toml does not know
+/// (ignored: a newer or older StageX release may carry them).
+pub fn parse_package_lenient(
+    path: &Path,
+    text: &str,
+    stage: &str,
+    dir_name: &str,
+) -> Result<(Package, Vec<UnknownField>)> {
     let file = path.display();
-    let raw: PackageToml =
-        toml::from_str(text).map_err(|e| anyhow::anyhow!("{file}: invalid package.toml: {e}"))?;
+    let (raw, unknown): (PackageToml, _) = unknown_fields::from_str(path, text, known_fields)
+        .map_err(|e| anyhow::anyhow!("{file}: invalid package.toml: {e}"))?;
     let p = &raw.package;
     if p.name.trim().is_empty() {
         bail!("{file}: package.name: expected a non-empty package name");
@@ -48,8 +60,45 @@ pub fn parse_package(path: &Path, text: &str, stage: &str, dir_name: &str) -> Re
                 .with_context(|| format!("{file}: package.platforms[{i}] = {s:?}: expected os/arch[/variant] like \"linux/amd64\""))
         })
         .collect::<Result<Vec<_>>>()?;
+    let sources = parse_sources(path, &raw.sources)?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    if let Some(native) = &raw.native {
+        validate_native(path, &dir, native)?;
+    }
+    let containerfile = dir.join(CONTAINERFILE);
+    let package = Package {
+        stage: stage.to_string(),
+        name: p.name.clone(),
+        id: format!("{stage}-{dir_name}"),
+        origin: None,
+        target: None,
+        deps: Default::default(),
+        dir: dir.clone(),
+        toml_path: path.to_path_buf(),
+        version: p.version.clone(),
+        version_from: p.version_from.clone(),
+        description: p.description.clone(),
+        license: p.license.clone(),
+        website: p.website.clone(),
+        subpackages: p.subpackages.clone(),
+        platforms,
+        sources,
+        native: raw.native.clone(),
+        containerfile: containerfile.is_file().then_some(containerfile),
+    };
+    if package.version_from.is_none() {
+        // With the version known, every template must expand now.
+        package.resolved_sources()?;
+    }
+    Ok((package, unknown))
+}
+
+/// `[sources.<id>]`, validated: hash, mirrors (scheme, placeholders),
+/// file template, git_sha.
+fn parse_sources(path: &Path, raw: &BTreeMap<String, SourceSpec>) -> Result<Vec<Source>> {
+    let file = path.display();
     let mut sources = Vec::new();
-    for (id, spec) in &raw.sources {
+    for (id, spec) in raw {
         let field = |f: &str| format!("{file}: sources.{id}.{f}");
         if !is_hex64(&spec.hash) {
             bail!(
@@ -96,36 +145,7 @@ pub fn parse_package(path: &Path, text: &str, stage: &str, dir_name: &str) -> Re
             mirrors: spec.mirrors.clone(),
         });
     }
-    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    if let Some(native) = &raw.native {
-        validate_native(path, &dir, native)?;
-    }
-    let containerfile = dir.join(CONTAINERFILE);
-    let package = Package {
-        stage: stage.to_string(),
-        name: p.name.clone(),
-        id: format!("{stage}-{dir_name}"),
-        origin: None,
-        target: None,
-        deps: Default::default(),
-        dir: dir.clone(),
-        toml_path: path.to_path_buf(),
-        version: p.version.clone(),
-        version_from: p.version_from.clone(),
-        description: p.description.clone(),
-        license: p.license.clone(),
-        website: p.website.clone(),
-        subpackages: p.subpackages.clone(),
-        platforms,
-        sources,
-        native: raw.native.clone(),
-        containerfile: containerfile.is_file().then_some(containerfile),
-    };
-    if package.version_from.is_none() {
-        // With the version known, every template must expand now.
-        package.resolved_sources()?;
-    }
-    Ok(package)
+    Ok(sources)
 }
 
 fn is_hex64(s: &str) -> bool {
@@ -200,11 +220,49 @@ fn validate_native(path: &Path, dir: &Path, native: &NativeSpec) -> Result<()> {
     Ok(())
 }
 
+/// One `<stage>/<name>/package.toml` of a packages tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DefinitionFile {
+    pub stage: String,
+    pub dir_name: String,
+    pub path: PathBuf,
+}
+
+impl DefinitionFile {
+    /// Reads and parses the file (`parse_package_lenient`).
+    pub fn parse(&self) -> Result<(Package, Vec<UnknownField>)> {
+        let text = std::fs::read_to_string(&self.path)
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        parse_package_lenient(&self.path, &text, &self.stage, &self.dir_name)
+    }
+}
+
+/// Every `root/<stage>/<name>/package.toml`, stages and names sorted.
+pub fn definition_files(root: &Path) -> Result<Vec<DefinitionFile>> {
+    let mut files = Vec::new();
+    for stage in sorted_subdirs(root)? {
+        for dir in sorted_subdirs(&stage)? {
+            let path = dir.join(PACKAGE_TOML);
+            if path.is_file() {
+                files.push(DefinitionFile {
+                    stage: file_name(&stage),
+                    dir_name: file_name(&dir),
+                    path,
+                });
+            }
+        }
+    }
+    Ok(files)
+}
+
 /// Every package under a packages directory, keyed by `<stage>-<name>`.
 #[derive(Clone, Debug)]
 pub struct PackageTree {
     pub root: PathBuf,
     pub packages: BTreeMap<String, Package>,
+    /// Keys the package.toml files carry that this version does not know
+    /// (ignored; the CLI warns, or refuses under `--strict` / `lint`).
+    pub unknown_fields: Vec<UnknownField>,
 }
 
 impl PackageTree {
@@ -220,25 +278,19 @@ impl PackageTree {
             );
         }
         let mut packages = BTreeMap::new();
-        for stage in sorted_subdirs(root)? {
-            let stage_name = file_name(&stage);
-            for dir in sorted_subdirs(&stage)? {
-                let toml_path = dir.join(PACKAGE_TOML);
-                if !toml_path.is_file() {
-                    continue;
-                }
-                let text = std::fs::read_to_string(&toml_path)
-                    .with_context(|| format!("reading {}", toml_path.display()))?;
-                let mut package = parse_package(&toml_path, &text, &stage_name, &file_name(&dir))?;
-                package.deps = definition_deps(&package)?;
-                for image in expand_subpackages(package) {
-                    insert_unique(&mut packages, image)?;
-                }
+        let mut unknown_fields = Vec::new();
+        for definition in definition_files(root)? {
+            let (mut package, unknown) = definition.parse()?;
+            unknown_fields.extend(unknown);
+            package.deps = definition_deps(&package)?;
+            for image in expand_subpackages(package) {
+                insert_unique(&mut packages, image)?;
             }
         }
         let mut tree = PackageTree {
             root: root.to_path_buf(),
             packages,
+            unknown_fields,
         };
         tree.resolve_version_from()?;
         Ok(tree)
@@ -443,13 +495,37 @@ mod tests {
             ("[package]\nname = \"x\"\nversion = \"1\"\n[sources.a]\nhash = \"abc\"\nmirrors = [\"https://e.invalid/a\"]\n".to_string(), "sources.a.hash"),
             (format!("[package]\nname = \"x\"\nversion = \"1\"\n[sources.a]\nhash = \"{HASH}\"\nmirrors = [\"https://e.invalid/{{nope}}\"]\n"), "sources.a.mirrors[0]"),
             ("[package]\nname = \"x\"\nversion = \"1\"\nversion_from = \"core-y\"\n".to_string(), "version_from"),
-            ("[package]\nname = \"x\"\nversoin = \"1\"\n".to_string(), "versoin"),
         ];
         for (text, field) in cases {
             let err = format!("{:#}", parse(&text).unwrap_err());
             assert!(err.contains("/p/core/busybox/package.toml"), "{err}");
             assert!(err.contains(field), "expected {field} in: {err}");
         }
+    }
+
+    #[test]
+    fn unknown_fields_are_listed_not_errors() {
+        let text = format!(
+            "[package]\nname = \"x\"\nversoin = \"2\"\nversion = \"1\"\nlicenses = \"MIT\"\n\
+             [maintainers]\nlead = \"a\"\n[sources.a]\nhash = \"{HASH}\"\nmirrors = [\"https://e.invalid/a\"]\nsize = 3\n\
+             [native]\n[[native.file]]\npath = \"/a\"\ncontent = \"\"\nowner = 0\n"
+        );
+        let path = Path::new("/p/core/x/package.toml");
+        let (package, unknown) = parse_package_lenient(path, &text, "core", "x").unwrap();
+        assert_eq!(package.version.as_deref(), Some("1"));
+        assert_eq!(package.license, None, "`licenses` is not read as `license`");
+        let unknown: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+        let file = "/p/core/x/package.toml";
+        assert_eq!(
+            unknown,
+            [
+                format!("{file}:3: unknown field `package.versoin` (did you mean `version`?)"),
+                format!("{file}:5: unknown field `package.licenses` (did you mean `license`?)"),
+                format!("{file}:6: unknown table `maintainers`"),
+                format!("{file}:11: unknown field `sources.a.size`"),
+                format!("{file}:16: unknown field `native.file[0].owner`"),
+            ]
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The package.toml data model: the raw TOML shapes (serde, unknown keys
-//! rejected) and the validated `Package` the rest of the tool uses.
+//! The package.toml data model: the raw TOML shapes (serde; unknown keys
+//! are listed by `unknown_fields`, see `known_fields`) and the validated
+//! `Package` the rest of the tool uses.
 //!
 //! Format (StageX's, unchanged):
 //! - `[package]`: name, version | version_from, description, license,
@@ -16,10 +17,10 @@ use serde::{Deserialize, Deserializer};
 
 use super::placeholders::{TemplateKind, Vars};
 use crate::oci::{Digest, Platform};
+use crate::unknown_fields::{fields_of, Segment};
 
 /// The whole file as written.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct PackageToml {
     pub package: PackageSection,
     #[serde(default)]
@@ -30,7 +31,6 @@ pub struct PackageToml {
 
 /// `[package]`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct PackageSection {
     pub name: String,
     pub version: Option<String>,
@@ -46,7 +46,6 @@ pub struct PackageSection {
 
 /// `[sources.<id>]`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct SourceSpec {
     pub hash: String,
     pub version: Option<String>,
@@ -58,7 +57,6 @@ pub struct SourceSpec {
 
 /// `[native]`: a package that is a declared file tree plus image config.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct NativeSpec {
     /// A package image (`<stage>-<name>`) whose layers come first, like
     /// `FROM stagex/<base>`; its config is the starting config.
@@ -79,7 +77,6 @@ pub struct NativeSpec {
 /// `[native.config]`: what `USER`, `ENTRYPOINT`, `CMD`, `ENV`, `WORKDIR`,
 /// `SHELL`, `LABEL` would set in a Containerfile.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct NativeConfig {
     pub user: Option<String>,
     pub entrypoint: Option<Vec<String>>,
@@ -95,7 +92,6 @@ pub struct NativeConfig {
 
 /// `[[native.dir]]`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct DirSpec {
     pub path: String,
     #[serde(default = "default_dir_mode", deserialize_with = "de_mode")]
@@ -109,7 +105,6 @@ pub struct DirSpec {
 /// `[[native.file]]`: exactly one of `content` (inline text) or `source`
 /// (a path relative to the package directory).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct FileSpec {
     pub path: String,
     #[serde(default = "default_file_mode", deserialize_with = "de_mode")]
@@ -124,7 +119,6 @@ pub struct FileSpec {
 
 /// `[[native.symlink]]`: `path` -> `target` (target kept verbatim).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct SymlinkSpec {
     pub path: String,
     pub target: String,
@@ -136,10 +130,30 @@ pub struct SymlinkSpec {
 
 /// `[[native.hardlink]]`: `path` is another name of the file at `target`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct HardLinkSpec {
     pub path: String,
     pub target: String,
+}
+
+/// The field names package.toml knows in the table at `path` (for "did
+/// you mean" on an unknown key), read from the serde structs above.
+pub fn known_fields(path: &[Segment]) -> &'static [&'static str] {
+    let key = |i: usize| match path.get(i) {
+        Some(Segment::Key(k)) => k.as_str(),
+        _ => "",
+    };
+    match (path.len(), key(0), key(1)) {
+        (0, _, _) => fields_of::<PackageToml>(),
+        (1, "package", _) => fields_of::<PackageSection>(),
+        (2, "sources", _) => fields_of::<SourceSpec>(),
+        (1, "native", _) => fields_of::<NativeSpec>(),
+        (2, "native", "config") => fields_of::<NativeConfig>(),
+        (3, "native", "dir") => fields_of::<DirSpec>(),
+        (3, "native", "file") => fields_of::<FileSpec>(),
+        (3, "native", "symlink") => fields_of::<SymlinkSpec>(),
+        (3, "native", "hardlink") => fields_of::<HardLinkSpec>(),
+        _ => &[],
+    }
 }
 
 fn default_dir_mode() -> u32 {

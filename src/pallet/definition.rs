@@ -21,12 +21,12 @@ use serde::Deserialize;
 
 use super::expr::{valid_name, Expr, ItemRef};
 use crate::oci::config::RunConfig;
+use crate::unknown_fields::{self, fields_of, Segment, UnknownField};
 
 /// The placeholder replaced by `uname -m` of the target platform.
 pub const ARCH_PLACEHOLDER: &str = "{arch}";
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct PalletFile {
     #[serde(default)]
     description: Option<String>,
@@ -63,7 +63,6 @@ pub enum LinkKind {
 
 /// One `[[link]]` entry; `path`/`target` may hold `{arch}`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Link {
     pub kind: LinkKind,
     pub path: String,
@@ -267,10 +266,22 @@ pub fn expand_vars(value: &str, lookup: impl Fn(&str) -> Option<String>) -> Resu
 impl Pallet {
     /// Parses one definition; `name` is the file stem.
     pub fn parse(name: &str, text: &str) -> Result<Pallet> {
+        let path = format!("{name}.toml");
+        Pallet::parse_lenient(name, Path::new(&path), text).map(|(pallet, _)| pallet)
+    }
+
+    /// `parse`, also listing the keys the file at `path` carries that
+    /// this version does not know (ignored).
+    pub fn parse_lenient(
+        name: &str,
+        path: &Path,
+        text: &str,
+    ) -> Result<(Pallet, Vec<UnknownField>)> {
         if !valid_name(name) || name.starts_with("pallet-") {
             bail!("pallet file name {name:?}: use the short name (rust.toml for pallet-rust)");
         }
-        let file: PalletFile = toml::from_str(text).context("invalid pallet TOML")?;
+        let (file, unknown): (PalletFile, _) =
+            unknown_fields::from_str(path, text, known_fields).context("invalid pallet TOML")?;
         let base = match file.base.as_str() {
             "scratch" => Base::Scratch,
             other => {
@@ -309,7 +320,7 @@ impl Pallet {
                 bail!("field workdir: {workdir:?} must be absolute");
             }
         }
-        Ok(Pallet {
+        let pallet = Pallet {
             name: name.to_string(),
             description: file.description,
             base,
@@ -321,7 +332,17 @@ impl Pallet {
             user: file.user,
             workdir: file.workdir,
             links: file.link,
-        })
+        };
+        Ok((pallet, unknown))
+    }
+}
+
+/// The field names a pallet file knows in the table at `path`.
+fn known_fields(path: &[Segment]) -> &'static [&'static str] {
+    match path {
+        [] => fields_of::<PalletFile>(),
+        [Segment::Key(k), Segment::Index(_)] if k == "link" => fields_of::<Link>(),
+        _ => &[],
     }
 }
 
@@ -412,6 +433,9 @@ impl Plan {
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     pub pallets: BTreeMap<String, Pallet>,
+    /// Keys the pallet files carry that this version does not know
+    /// (ignored; the CLI warns, or `lint` refuses).
+    pub unknown_fields: Vec<UnknownField>,
 }
 
 impl Catalog {
@@ -473,7 +497,9 @@ impl Catalog {
             let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
             let text =
                 fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            let pallet = Pallet::parse(stem, &text).with_context(|| path.display().to_string())?;
+            let (pallet, unknown) = Pallet::parse_lenient(stem, &path, &text)
+                .with_context(|| path.display().to_string())?;
+            self.unknown_fields.extend(unknown);
             self.pallets.insert(pallet.name.clone(), pallet);
         }
         Ok(())
@@ -846,7 +872,18 @@ copy = ["core-bash:/bin/bash -> /bin/sh"]"#,
             "base = \"scratch\"\n[[link]]\nkind = \"dir\"\npath = \"/{os}/y\""
         )])
         .contains("placeholder"));
-        assert!(err(vec![("a", "base = \"scratch\"\nbogus = 1")]).contains("unknown field"));
+        // Unknown keys are listed, not errors (`lint` makes them errors).
+        let text =
+            "base = \"scratch\"\npakages = []\n[[link]]\nkind = \"dir\"\npath = \"/x\"\nmode = 1";
+        let (_, unknown) = Pallet::parse_lenient("a", Path::new("p/a.toml"), text).unwrap();
+        let unknown: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            unknown,
+            [
+                "p/a.toml:2: unknown field `pakages` (did you mean `packages`?)",
+                "p/a.toml:6: unknown field `link[0].mode`",
+            ]
+        );
         assert!(err(vec![(
             "a",
             "base = \"scratch\"\ncopy = [\"core-bash /bin/bash\"]"

@@ -12,6 +12,7 @@ impl Classify for RegistryError {
             RegistryError::RateLimited { retry_after, .. } => Failure::RateLimited {
                 retry_after: *retry_after,
             },
+            RegistryError::Refused { .. } => Failure::Refused,
             e if e.is_retryable() => Failure::Transient,
             _ => Failure::Permanent,
         }
@@ -54,6 +55,11 @@ mod tests {
             detail: "connection reset".into(),
         };
         assert_eq!(reset.failure(), Failure::Transient);
+        let refused = RegistryError::Refused {
+            host: "h".into(),
+            what: "w".into(),
+        };
+        assert_eq!(refused.failure(), Failure::Refused);
         let missing = RegistryError::NotFound {
             host: "h".into(),
             what: "w".into(),

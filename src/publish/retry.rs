@@ -4,7 +4,9 @@
 //! worker talking to one registry: a 429 pauses the whole registry (not just
 //! the request that got it), the pause grows while 429s keep coming and
 //! resets after a success, and a registry-wide cap on retries stops a run
-//! from hammering a broken server forever.
+//! from hammering a broken server forever. A refused connection (nothing
+//! listens) is not a loaded server: a few quick tries, counted per
+//! registry, then every operation on it gives up at once.
 //!
 //! Must not: know about HTTP, registries or images. Errors are classified
 //! by the caller through [`Classify`]; the only I/O is the sleep in
@@ -22,6 +24,9 @@ pub enum Failure {
     /// 429: retry after `retry_after` if the server said, else after the
     /// registry-wide backoff.
     RateLimited { retry_after: Option<Duration> },
+    /// Nothing accepts connections (connection refused): retried only a
+    /// few times, quickly, in case the server is just restarting.
+    Refused,
 }
 
 /// Implemented by the error types operations return.
@@ -47,6 +52,11 @@ pub struct Policy {
     /// taken as down: later operations fail at once instead of each
     /// spending its own attempts (a re-run resumes).
     pub down_after: u32,
+    /// Refused connections in a row (over every worker) after which the
+    /// registry is taken as not running.
+    pub refused_attempts: u32,
+    /// Backoff before the first retry of a refused connection (doubles).
+    pub refused_base: Duration,
 }
 
 impl Default for Policy {
@@ -58,6 +68,8 @@ impl Default for Policy {
             max_retry_after: Duration::from_secs(600),
             registry_budget: 1000,
             down_after: 32,
+            refused_attempts: 3,
+            refused_base: Duration::from_millis(250),
         }
     }
 }
@@ -90,6 +102,11 @@ pub enum GiveUp {
     BudgetExhausted,
     RetryAfterTooLong(Duration),
     RegistryDown,
+    /// The registry refused `times` connections in a row (the policy's
+    /// `refused_attempts`): taken as not running until a success.
+    Refused {
+        times: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -101,6 +118,8 @@ struct State {
     rate_streak: u32,
     /// Failures since the last success (any worker).
     failures_in_row: u32,
+    /// Refused connections since the last success (any worker).
+    refused_in_row: u32,
 }
 
 /// The retry state shared by every worker of one registry.
@@ -119,6 +138,7 @@ impl Budget {
                 paused_until: None,
                 rate_streak: 0,
                 failures_in_row: 0,
+                refused_in_row: 0,
             }),
             policy,
         }
@@ -150,6 +170,7 @@ impl Budget {
         let mut state = self.lock();
         state.rate_streak = 0;
         state.failures_in_row = 0;
+        state.refused_in_row = 0;
     }
 
     /// Decides after the `attempt`-th try (1-based) failed with `failure`
@@ -166,6 +187,7 @@ impl Budget {
         // leaves the shared state alone.
         let rate_limited = match failure {
             Failure::Permanent => return Decision::GiveUp(GiveUp::Permanent),
+            Failure::Refused => return self.on_refused(attempt, jitter),
             Failure::Transient => None,
             Failure::RateLimited { retry_after } => Some(retry_after),
         };
@@ -207,6 +229,28 @@ impl Budget {
     }
 }
 
+impl Budget {
+    /// A refused connection: quick retries until the registry has refused
+    /// `refused_attempts` in a row, then give up (this operation and every
+    /// later one, until a success).
+    fn on_refused(&self, attempt: u32, jitter: f64) -> Decision {
+        let policy = self.policy;
+        let mut state = self.lock();
+        state.refused_in_row += 1;
+        let down_at = policy.refused_attempts.max(1);
+        if state.refused_in_row >= down_at {
+            // Said as the refusals in a row that made it "not running".
+            return Decision::GiveUp(GiveUp::Refused { times: down_at });
+        }
+        state.retries += 1;
+        let quick = Policy {
+            base: policy.refused_base,
+            ..policy
+        };
+        Decision::Retry(quick.backoff(attempt, jitter))
+    }
+}
+
 /// An operation that failed for good, with what the retry engine decided.
 #[derive(Debug)]
 pub struct Exhausted<E> {
@@ -232,6 +276,12 @@ impl<E: std::fmt::Display> std::fmt::Display for Exhausted<E> {
             GiveUp::RegistryDown => write!(
                 f,
                 "{} (the registry failed every request for a while: taken as down; re-run to resume)",
+                self.error
+            ),
+            // The error says what refused ("... HOST refused the connection").
+            GiveUp::Refused { times } => write!(
+                f,
+                "{} {times} times: is the registry running? (start it, or fix the address; re-run to resume)",
                 self.error
             ),
             GiveUp::RetryAfterTooLong(d) => write!(
@@ -291,6 +341,8 @@ mod tests {
             max_retry_after: Duration::from_secs(60),
             registry_budget: 5,
             down_after: 100,
+            refused_attempts: 3,
+            refused_base: Duration::from_millis(1),
         }
     }
 
@@ -426,6 +478,36 @@ mod tests {
         fn failure(&self) -> Failure {
             self.0
         }
+    }
+
+    #[test]
+    fn refused_connections_give_up_after_a_few_quick_tries_per_registry() {
+        let b = Budget::new(policy());
+        let mut calls = 0;
+        let err = retry(&b, || {
+            calls += 1;
+            Err::<(), _>(E(Failure::Refused))
+        })
+        .unwrap_err();
+        assert_eq!(calls, 3);
+        assert_eq!(
+            (err.attempts, err.reason),
+            (3, GiveUp::Refused { times: 3 })
+        );
+        // The registry is taken as not running: the next operation does
+        // not spend three tries of its own...
+        let err = retry(&b, || Err::<(), _>(E(Failure::Refused))).unwrap_err();
+        assert_eq!(
+            (err.attempts, err.reason),
+            (1, GiveUp::Refused { times: 3 })
+        );
+        // ...until a success.
+        b.on_success();
+        let now = Instant::now();
+        assert!(matches!(
+            b.on_failure(Failure::Refused, 1, now, 0.0),
+            Decision::Retry(d) if d <= Duration::from_millis(1)
+        ));
     }
 
     #[test]

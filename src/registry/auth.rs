@@ -1,8 +1,10 @@
 //! Owns: finding registry credentials the way container users keep them,
 //! first match wins:
 //! 1. `$STAGEX_REGISTRY_USER` / `$STAGEX_REGISTRY_PASSWORD` (CI), for the
-//!    hosts listed in `$STAGEX_REGISTRY_HOSTS` (comma-separated), or for
-//!    every host when that variable is unset;
+//!    hosts listed in `$STAGEX_REGISTRY_HOSTS` (comma-separated), or, when
+//!    that variable is unset, for the hosts the command was configured
+//!    with (`bind_env_credentials`: stagex.toml's registries and the
+//!    `--registry` flags); never for any other host;
 //! 2. the auth files, in order `$REGISTRY_AUTH_FILE`,
 //!    `$XDG_RUNTIME_DIR/containers/auth.json`, `$DOCKER_CONFIG/config.json`,
 //!    `~/.docker/config.json`; in each, `credHelpers[host]`, then
@@ -15,7 +17,9 @@
 //! `docker login` keys it as `https://index.docker.io/v1/`): each finds
 //! credentials stored under the other.
 //!
-//! Anonymous when nothing matches. Must not: print or log a secret.
+//! Anonymous when nothing matches. Must not: print or log a secret. When
+//! credentials are sent is the client's business (`challenge`: only after
+//! a 401 challenge, never in clear text except to loopback).
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -165,15 +169,39 @@ pub fn find_in(text: &str, host: &str) -> Result<Option<(String, String)>> {
     })
 }
 
+/// The hosts the environment's credentials are for when
+/// `$STAGEX_REGISTRY_HOSTS` is unset (see `bind_env_credentials`).
+static BOUND_HOSTS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Lets `$STAGEX_REGISTRY_USER`/`PASSWORD` go to the registry of
+/// `registry` (`HOST[:PORT][/NAMESPACE]`) when `$STAGEX_REGISTRY_HOSTS` is
+/// unset: the CLI binds stagex.toml's registries and `--registry` flags.
+pub fn bind_env_credentials(registry: &str) {
+    let registry = registry.strip_prefix("docker://").unwrap_or(registry);
+    let host = registry.split('/').next().unwrap_or(registry).to_string();
+    let mut hosts = BOUND_HOSTS.lock().unwrap_or_else(|e| e.into_inner());
+    if !host.is_empty() && !hosts.contains(&host) {
+        hosts.push(host);
+    }
+}
+
+/// Whether the environment's credentials are for `host`.
+fn env_applies(host: &str) -> bool {
+    match std::env::var(HOSTS_ENV) {
+        Ok(hosts) => hosts.split(',').any(|h| names_host(h.trim(), host)),
+        Err(_) => BOUND_HOSTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|h| names_host(h, host)),
+    }
+}
+
 /// The CI credentials from the environment, if they apply to `host`.
 fn from_env(host: &str) -> Option<(String, String)> {
     let user = std::env::var(USER_ENV).ok().filter(|u| !u.is_empty())?;
     let password = std::env::var(PASSWORD_ENV).ok()?;
-    let applies = match std::env::var(HOSTS_ENV) {
-        Ok(hosts) => hosts.split(',').any(|h| names_host(h.trim(), host)),
-        Err(_) => true,
-    };
-    applies.then_some((user, password))
+    env_applies(host).then_some((user, password))
 }
 
 /// Credentials found for a host, and where they came from (for the

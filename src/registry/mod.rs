@@ -9,6 +9,7 @@
 //! packages, and draws nothing (progress is reported as events).
 pub mod auth;
 pub mod authz;
+pub mod challenge;
 pub mod push;
 pub mod upload;
 
@@ -22,6 +23,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use reqwest::header::{
     HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION,
+    WWW_AUTHENTICATE,
 };
 use reqwest::StatusCode;
 
@@ -33,6 +35,7 @@ use crate::oci::layout::Layout;
 use crate::oci::media_type;
 use crate::oci::reference::DockerReference;
 use crate::progress::{Progress, Task};
+use challenge::Challenge;
 
 pub use crate::net::{is_loopback, uses_tls, TLS_HOSTS_ENV};
 
@@ -196,32 +199,28 @@ impl RegistryClient {
         Ok(header)
     }
 
-    /// Asks the registry (`GET /v2/`, then its token service): the header
-    /// and whether it is a bearer token.
+    /// Asks the registry (an anonymous `GET /v2/`) how to authorize, and
+    /// only after its 401 challenge sends credentials: basic ones to the
+    /// registry, or to the token service its Bearer challenge names (see
+    /// `challenge`). The header and whether it is a bearer token.
     async fn ask_authorization(
         &self,
         repo: &str,
         operation: RegistryOperation,
         what: &str,
     ) -> Result<(Option<HeaderValue>, bool), RegistryError> {
-        let reference = Reference::with_tag(self.host.clone(), repo.to_string(), "latest".into());
-        let token = net::within(self.config.document, &self.host, what, async {
-            self.oci
-                .auth(&reference, &self.auth, operation)
-                .await
-                .map_err(|e| self.oci_error(what, e))
-        })
-        .await?;
-        let bearer = token.is_some();
-        let value = match (token, &self.auth) {
-            (Some(token), _) => format!("Bearer {token}"),
-            (None, RegistryAuth::Basic(user, pass)) => {
-                use base64::Engine;
-                let encoded =
-                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-                format!("Basic {encoded}")
+        let (value, bearer) = match self.challenge(what).await? {
+            Challenge::None => return Ok((None, false)),
+            Challenge::Basic => match self.basic_for(&self.origin()) {
+                Some(basic) => (basic, false),
+                None => return Ok((None, false)),
+            },
+            Challenge::Bearer { realm, service } => {
+                let token = self
+                    .token(&realm, service.as_deref(), repo, operation, what)
+                    .await?;
+                (format!("Bearer {token}"), true)
             }
-            (None, _) => return Ok((None, false)),
         };
         HeaderValue::from_str(&value)
             .map(|v| (Some(v), bearer))
@@ -229,6 +228,97 @@ impl RegistryClient {
                 what: what.to_string(),
                 detail: "credentials are not a valid HTTP header value".into(),
             })
+    }
+
+    /// `scheme://api_host/`: where this registry's own requests go.
+    fn origin(&self) -> String {
+        format!("{}://{}/", self.scheme, self.api_host)
+    }
+
+    /// `Basic <base64>` of this registry's credentials, when it has some
+    /// and `url` may receive them (`challenge::may_send_to`).
+    fn basic_for(&self, url: &str) -> Option<String> {
+        use base64::Engine;
+        let RegistryAuth::Basic(user, pass) = &self.auth else {
+            return None;
+        };
+        challenge::may_send_to(url).then(|| {
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            format!("Basic {encoded}")
+        })
+    }
+
+    /// The registry's answer to an anonymous `GET /v2/`.
+    async fn challenge(&self, what: &str) -> Result<Challenge, RegistryError> {
+        let url = format!("{}v2/", self.origin());
+        net::within(self.config.document, &self.host, what, async {
+            let response = self
+                .http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| self.transport(what, &e))?;
+            if response.status() != StatusCode::UNAUTHORIZED {
+                return Ok(Challenge::None);
+            }
+            let values = response.headers().get_all(WWW_AUTHENTICATE);
+            Ok(challenge::parse(
+                values.iter().filter_map(|v| v.to_str().ok()),
+            ))
+        })
+        .await
+    }
+
+    /// A token for `operation` on `repo` from the token service `realm`,
+    /// with this registry's credentials when `realm` may receive them
+    /// (an anonymous token otherwise).
+    async fn token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        repo: &str,
+        operation: RegistryOperation,
+        what: &str,
+    ) -> Result<String, RegistryError> {
+        let actions = match operation {
+            RegistryOperation::Pull => "pull",
+            RegistryOperation::Push => "pull,push",
+        };
+        let mut query = vec![("scope", format!("repository:{repo}:{actions}"))];
+        query.extend(service.map(|s| ("service", s.to_string())));
+        let request = self.http.get(realm).query(&query);
+        let authorization = self
+            .basic_for(realm)
+            .and_then(|v| HeaderValue::from_str(&v).ok());
+        net::within(self.config.document, &self.host, what, async {
+            let response = self
+                .send(request, authorization, &[StatusCode::OK], what)
+                .await?;
+            let body = self.read_capped(response, MAX_ERROR_BYTES, what).await?;
+            token_of(&body).ok_or_else(|| RegistryError::Protocol {
+                host: self.host.clone(),
+                what: what.to_string(),
+                detail: format!("the token service {realm} answered no token"),
+            })
+        })
+        .await
+    }
+
+    /// The credentials oci-client may use (catalog, tag lists): this
+    /// registry's when its challenge lets them go where oci-client sends
+    /// them, else none.
+    fn oci_auth(&self, what: &str) -> Result<RegistryAuth, RegistryError> {
+        let allowed = match net::block_on(self.challenge(what))? {
+            Challenge::None => false,
+            Challenge::Basic => challenge::may_send_to(&self.origin()),
+            Challenge::Bearer { realm, .. } => challenge::may_send_to(&realm),
+        };
+        Ok(if allowed {
+            self.auth.clone()
+        } else {
+            RegistryAuth::Anonymous
+        })
     }
 
     /// One small exchange under the document deadline: credentials for
@@ -867,12 +957,13 @@ impl RegistryClient {
             "the repository catalog of {} (/v2/_catalog; a registry without one needs --digests)",
             self.host
         );
+        let auth = self.oci_auth(&what)?;
         let mut all = self.paginate(&what, |last| {
-            let anchor = &anchor;
+            let (anchor, auth) = (&anchor, &auth);
             async move {
                 let page = self
                     .oci
-                    .catalog(anchor, &self.auth, Some(PAGE), last.as_deref())
+                    .catalog(anchor, auth, Some(PAGE), last.as_deref())
                     .await?;
                 Ok(page.repositories)
             }
@@ -886,12 +977,13 @@ impl RegistryClient {
     pub fn tags(&self, repo: &str) -> Result<Vec<String>, RegistryError> {
         let anchor = Reference::with_tag(self.host.clone(), repo.to_string(), "latest".into());
         let what = format!("the tags of {}", self.url(repo, ""));
+        let auth = self.oci_auth(&what)?;
         self.paginate(&what, |last| {
-            let anchor = &anchor;
+            let (anchor, auth) = (&anchor, &auth);
             async move {
                 let page = self
                     .oci
-                    .list_tags(anchor, &self.auth, Some(PAGE), last.as_deref())
+                    .list_tags(anchor, auth, Some(PAGE), last.as_deref())
                     .await?;
                 Ok(page.tags)
             }
@@ -925,6 +1017,21 @@ impl RegistryClient {
             }
         }
     }
+}
+
+/// The token of a token service's JSON answer (`token`, or OAuth2's
+/// `access_token`).
+fn token_of(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        token: Option<String>,
+        access_token: Option<String>,
+    }
+    let answer: Answer = serde_json::from_slice(body).ok()?;
+    answer
+        .token
+        .or(answer.access_token)
+        .filter(|t| !t.is_empty())
 }
 
 /// Names asked for per page when listing.

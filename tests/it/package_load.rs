@@ -87,3 +87,66 @@ fn broken_fixtures_are_rejected_naming_file_and_field() {
         assert!(err.contains(field), "{case}: expected {field:?} in: {err}");
     }
 }
+
+/// `stagex lint` over a tree: each unknown key of a package.toml or pallet
+/// file and each file that does not load is one line naming the file (and
+/// line), exit 1; a clean tree passes. Loading commands only warn.
+#[test]
+fn lint_lists_unknown_keys_and_broken_files_one_line_each() {
+    let root = tempfile::tempdir().unwrap();
+    let write = |rel: &str, text: &str| {
+        let path = root.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "packages/core/x/package.toml",
+        "[package]\nname = \"x\"\nversion = \"1\"\nlicenses = \"MIT\"\n",
+    );
+    write(
+        "packages/core/y/package.toml",
+        "[package]\nversion = \"1\"\n",
+    );
+    write("pallets/a.toml", "base = \"scratch\"\npakages = []\n");
+    let lint = |root: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_stagex"))
+            .arg("--root")
+            .arg(root)
+            .arg("lint")
+            .output()
+            .unwrap()
+    };
+    let out = lint(root.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[0].ends_with(
+        "packages/core/x/package.toml:4: unknown field `package.licenses` (did you mean `license`?)"
+    ));
+    assert!(
+        lines[1].contains("packages/core/y/package.toml: ") && lines[1].contains("`name`"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].ends_with("pallets/a.toml:2: unknown field `pakages` (did you mean `packages`?)")
+    );
+    // Fixed, the same tree lints clean.
+    write(
+        "packages/core/y/package.toml",
+        "[package]\nname = \"y\"\nversion = \"1\"\n",
+    );
+    write("pallets/a.toml", "base = \"scratch\"\n");
+    write(
+        "packages/core/x/package.toml",
+        "[package]\nname = \"x\"\nversion = \"1\"\n",
+    );
+    let out = lint(root.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(out.stdout.is_empty());
+}

@@ -4,6 +4,9 @@
 //! parsed (the `out/<id>/index.json` rules: dependencies, `--tag`,
 //! `--target`, `--platform=`, every `--build-arg`, `-f`) and compared, per
 //! target, with the plan. `STAGEX_REAL_TREE` points at another checkout.
+//! The copy carries keys this version does not know (as other StageX
+//! releases do): they change nothing of the plan, each is one warning, and
+//! `lint` / `build --strict` refuse them.
 //! Missing tree or python3: skipped, a failure under CI.
 use crate::peers;
 
@@ -97,9 +100,9 @@ fn parse_makefile(text: &str) -> BTreeMap<String, Target> {
     targets
 }
 
-/// Runs targets.py on a git copy of the tree (it needs `git ls-files`).
-fn targets_py(tree: &std::path::Path, copy: &std::path::Path) -> BTreeMap<String, Target> {
-    tools::copy_dir(tree, copy);
+/// Runs targets.py on a copy of the tree made a git repository (it needs
+/// `git ls-files`).
+fn targets_py(copy: &std::path::Path) -> BTreeMap<String, Target> {
     run_ok(Command::new("git").arg("init").arg("-q").current_dir(copy));
     run_ok(Command::new("git").args(["add", "-A"]).current_dir(copy));
     let out = run_ok(
@@ -110,7 +113,53 @@ fn targets_py(tree: &std::path::Path, copy: &std::path::Path) -> BTreeMap<String
     parse_makefile(&String::from_utf8(out.stdout).unwrap())
 }
 
-fn ours(root: &std::path::Path) -> BTreeMap<String, Value> {
+/// Keys this version does not know, as other StageX releases carry them
+/// (`licenses` in place of `license`, a whole new table, a new source
+/// field), added to a copy of the tree; returns the warning each must give
+/// (file:line: what, did you mean).
+fn add_unknown_fields(copy: &std::path::Path) -> Vec<String> {
+    let edit = |package: &str, change: &dyn Fn(String) -> String| {
+        let path = copy.join("packages").join(package).join("package.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let changed = change(text.clone());
+        assert_ne!(text, changed, "{package}: the edit applied");
+        // The copy keeps the shared tree's modes, read-only in CI.
+        let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        permissions.set_readonly(false);
+        std::fs::set_permissions(&path, permissions).unwrap();
+        std::fs::write(&path, changed).unwrap();
+    };
+    let line_of = |package: &str, needle: &str| {
+        let path = copy.join("packages").join(package).join("package.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        1 + text.lines().position(|l| l.starts_with(needle)).unwrap()
+    };
+    edit("core/busybox", &|t| {
+        t.replacen("license = ", "licenses = ", 1)
+    });
+    edit("core/llvm", &|t| {
+        t.replacen("[sources.llvm]\n", "[sources.llvm]\nsha512 = \"00\"\n", 1)
+            + "\n[maintainers]\nlead = \"someone\"\n"
+    });
+    vec![
+        format!(
+            "packages/core/busybox/package.toml:{}: unknown field `package.licenses` (did you mean `license`?)",
+            line_of("core/busybox", "licenses = ")
+        ),
+        format!(
+            "packages/core/llvm/package.toml:{}: unknown field `sources.llvm.sha512`",
+            line_of("core/llvm", "sha512 = ")
+        ),
+        format!(
+            "packages/core/llvm/package.toml:{}: unknown table `maintainers`",
+            line_of("core/llvm", "[maintainers]")
+        ),
+    ]
+}
+
+/// The plan of `stagex build --dry-run --json` by image, and its stderr.
+fn ours(root: &std::path::Path) -> (BTreeMap<String, Value>, String) {
     let out = run_ok(
         tools::stagex()
             .arg("--json")
@@ -120,12 +169,38 @@ fn ours(root: &std::path::Path) -> BTreeMap<String, Value> {
             .env_remove("SOURCE_DATE_EPOCH"),
     );
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    doc["plan"]
+    let plan = doc["plan"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| (e["name"].as_str().unwrap().to_string(), e.clone()))
-        .collect()
+        .collect();
+    (plan, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `lint` lists exactly the unknown keys (one line each, exit 1) and
+/// `build --strict` refuses them, naming each.
+fn strict_modes_refuse(copy: &std::path::Path, warnings: &[String]) {
+    let lint = tools::stagex_output(copy, &["lint"]);
+    assert_eq!(lint.status.code(), Some(1), "{}", tools::text(&lint));
+    let stdout = String::from_utf8_lossy(&lint.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), warnings.len(), "{stdout}");
+    for (line, warning) in lines.iter().zip(warnings) {
+        assert!(
+            line.ends_with(warning.as_str()),
+            "{line:?} is not {warning:?}"
+        );
+    }
+    let strict = tools::stagex_output(
+        copy,
+        &["build", "--dry-run", "--strict", "--platform", PLATFORM],
+    );
+    assert!(!strict.status.success(), "{}", tools::text(&strict));
+    let text = tools::text(&strict);
+    for warning in warnings {
+        assert!(text.contains(warning.as_str()), "{warning:?} not in {text}");
+    }
 }
 
 /// The differences between one target of targets.py and our plan entry.
@@ -196,7 +271,11 @@ fn dry_run_plans_the_real_tree_exactly_like_targets_py() {
         return;
     }
     let copy = tempfile::tempdir().unwrap();
-    let want = targets_py(&tree, copy.path());
+    tools::copy_dir(&tree, copy.path());
+    // Keys this version does not know change nothing of the plan; each is
+    // one warning.
+    let warnings = add_unknown_fields(copy.path());
+    let want = targets_py(copy.path());
     assert_eq!(want.len(), 513, "targets.py of 2026.03.0 has 513 targets");
     // The parse saw every field it compares.
     for (id, t) in &want {
@@ -213,7 +292,17 @@ fn dry_run_plans_the_real_tree_exactly_like_targets_py() {
         "only {with_deps} targets with dependencies parsed"
     );
     assert_eq!(subpackages, 78, "subpackage targets");
-    let got = ours(copy.path());
+    let (got, stderr) = ours(copy.path());
+    let warned: Vec<&str> = stderr.lines().filter(|l| l.contains("unknown")).collect();
+    assert_eq!(warned.len(), warnings.len(), "{stderr}");
+    for (line, warning) in warned.iter().zip(&warnings) {
+        assert!(line.starts_with("stagex: warning: "), "{line}");
+        assert!(
+            line.contains(warning.as_str()),
+            "{warning:?} not in {line:?}"
+        );
+    }
+    strict_modes_refuse(copy.path(), &warnings);
     assert_eq!(
         want.keys().collect::<Vec<_>>(),
         got.keys().collect::<Vec<_>>(),

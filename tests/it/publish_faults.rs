@@ -308,3 +308,34 @@ fn a_failing_credential_helper_runs_once_per_registry_and_fails_every_image() {
     let count = std::fs::read_to_string(&runs).unwrap().lines().count();
     assert_eq!(count, 1, "the helper ran once for the registry: {all}");
 }
+
+/// A registry address where nothing listens: `publish --dry-run` (and a
+/// real publish) gives up after 3 refused connections, saying so, instead
+/// of retrying for a minute. The port is bound then released, so nothing
+/// listens on it (a listener that accepts then closes would be a reset,
+/// not a refusal).
+#[test]
+fn a_registry_refusing_connections_is_given_up_after_three_tries() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let ns = format!("127.0.0.1:{port}/stagex");
+    signed_release(root, &ns, 3, 1000);
+    for extra in [&["--dry-run"][..], &[][..]] {
+        let mut args = vec!["--registry", ns.as_str(), "--jobs", "2", "--no-journal"];
+        args.extend_from_slice(extra);
+        let out = publish(root, &ns, &args).output().unwrap();
+        let all = text(&out);
+        assert!(!out.status.success(), "{extra:?}: {all}");
+        assert!(
+            all.contains(&format!(
+                "127.0.0.1:{port} refused the connection 3 times: is the registry running?"
+            )),
+            "{extra:?}: {all}"
+        );
+        assert!(!all.contains("attempts; re-run"), "{extra:?}: {all}");
+    }
+}

@@ -57,12 +57,17 @@ impl Reply {
 /// One request as seen: `METHOD /path?query`.
 pub type Seen = Arc<Mutex<Vec<String>>>;
 
+/// One request with its `Authorization` header (`None`: it had none).
+pub type Authorized = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 type Route = dyn Fn(&str, &str) -> Reply + Send + Sync;
 
 pub struct MockHttp {
     pub port: u16,
     release: Arc<(Mutex<bool>, Condvar)>,
     seen: Seen,
+    #[allow(dead_code)] // read by tests/registry_auth.rs only
+    authorized: Authorized,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -103,8 +108,10 @@ impl MockHttp {
         let port = listener.local_addr().unwrap().port();
         let release = Arc::new((Mutex::new(false), Condvar::new()));
         let seen: Seen = Arc::default();
+        let authorized: Authorized = Arc::default();
         let thread = {
             let (release, seen) = (Arc::clone(&release), Arc::clone(&seen));
+            let authorized = Arc::clone(&authorized);
             std::thread::spawn(move || {
                 // Bounded: at most 256 connections; Drop wakes it to stop.
                 for _ in 0..256 {
@@ -116,9 +123,10 @@ impl MockHttp {
                     }
                     let (route, release, seen) =
                         (route.clone(), Arc::clone(&release), Arc::clone(&seen));
+                    let authorized = Arc::clone(&authorized);
                     std::thread::spawn(move || match route {
                         None => hold(&stream, &release),
-                        Some(route) => serve(&stream, &*route, &release, &seen),
+                        Some(route) => serve(&stream, &*route, &release, (&seen, &authorized)),
                     });
                 }
             })
@@ -127,6 +135,7 @@ impl MockHttp {
             port,
             release,
             seen,
+            authorized,
             thread: Some(thread),
         }
     }
@@ -146,6 +155,13 @@ impl MockHttp {
     /// Requests seen so far.
     pub fn seen(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// Requests seen so far (`METHOD /path?query`), each with the
+    /// `Authorization` header it carried.
+    #[allow(dead_code)] // read by tests/registry_auth.rs only
+    pub fn authorizations(&self) -> Vec<(String, Option<String>)> {
+        self.authorized.lock().unwrap().clone()
     }
 }
 
@@ -168,24 +184,40 @@ fn hold(stream: &TcpStream, release: &(Mutex<bool>, Condvar)) {
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
-fn serve(stream: &TcpStream, route: &Route, release: &(Mutex<bool>, Condvar), seen: &Seen) {
+fn serve(
+    stream: &TcpStream,
+    route: &Route,
+    release: &(Mutex<bool>, Condvar),
+    (seen, authorized): (&Seen, &Authorized),
+) {
     let _ = stream.set_read_timeout(Some(HOLD_CAP));
     let mut reader = BufReader::new(stream);
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() {
         return;
     }
+    let mut authorization = None;
     loop {
         let mut line = String::new();
         match reader.read_line(&mut line) {
             Ok(0) | Err(_) => return,
             Ok(_) if line == "\r\n" || line == "\n" => break,
-            Ok(_) => {}
+            Ok(_) => {
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("authorization") {
+                        authorization = Some(value.trim().to_string());
+                    }
+                }
+            }
         }
     }
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     seen.lock().unwrap().push(format!("{method} {path}"));
+    authorized
+        .lock()
+        .unwrap()
+        .push((format!("{method} {path}"), authorization));
     let mut out = stream;
     match route(method, path) {
         Reply::Silent => hold(stream, release),
