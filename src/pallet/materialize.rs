@@ -1,7 +1,5 @@
-//! The I/O half of composition, against the local store:
-//! - layer indexes: computed once when a blob arrives and kept as store
-//!   metadata (`layer-index`, keyed by the compressed layer digest), so a
-//!   warm compose never decompresses a package layer;
+//! The I/O half of composition, against the local store (whose layer
+//! indexes, `store::layer_index`, the composer plans from):
 //! - extra layers (copies, links): built from their plan with the layer
 //!   writer (mtime 1, pinned gzip), file bytes read from the package layer
 //!   named in the plan and checked against the indexed content digest;
@@ -10,13 +8,13 @@
 //!   store, the squashed layer written into it).
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
+use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::compose::{Composition, ExtraEntry, ExtraLayer, PlannedLayer};
+use super::compose::{Composition, ContentRef, ExtraEntry, ExtraLayer, PlannedLayer};
 use crate::layer::entries::{EntryType, LayerTar};
-use crate::layer::reader::{index_layer, LayerIndex};
 use crate::layer::squash::{squash, SquashInput};
 use crate::layer::tree::{EntryKind, FileSource, FileTree, TreeEntry};
 use crate::layer::writer::{write_layer_to_layout, LayerOptions};
@@ -27,10 +25,20 @@ use crate::oci::image::ImageLayer;
 use crate::oci::media_type;
 use crate::store::Store;
 
-/// Store metadata kind of layer indexes.
-pub const META_LAYER_INDEX: &str = "layer-index";
 /// Store metadata kind of built extra layers.
 pub const META_EXTRA_LAYER: &str = "extra-layer";
+
+/// The store's layer index and the layer itself disagree.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the index of layer {layer} lists the regular file /{path}, but the layer holds no \
+     such file: the store's index is stale or damaged; delete {index} and run again"
+)]
+pub struct IndexMismatch {
+    pub layer: Digest,
+    pub path: String,
+    pub index: PathBuf,
+}
 
 fn compression(descriptor: &Descriptor) -> Result<media_type::LayerCompression> {
     media_type::layer_compression(&descriptor.media_type).ok_or_else(|| {
@@ -42,49 +50,9 @@ fn compression(descriptor: &Descriptor) -> Result<media_type::LayerCompression> 
     })
 }
 
-/// Indexes a layer blob of the store unless its index is cached. Call it
-/// when the blob arrives.
-pub fn ensure_layer_index(store: &Store, descriptor: &Descriptor) -> Result<()> {
-    if store
-        .read_meta(META_LAYER_INDEX, &descriptor.digest)
-        .is_some()
-    {
-        return Ok(());
-    }
-    let blob = store
-        .layout()
-        .open_blob(&descriptor.digest, Some(descriptor.size))?;
-    let index = index_layer(blob, compression(descriptor)?)
-        .with_context(|| format!("indexing layer {}", descriptor.digest))?;
-    store.write_meta(
-        META_LAYER_INDEX,
-        &descriptor.digest,
-        &serde_json::to_vec(&index)?,
-    )
-}
-
-/// The cached index of a layer (indexing it first if needed).
-pub fn layer_index(store: &Store, descriptor: &Descriptor) -> Result<LayerIndex> {
-    ensure_layer_index(store, descriptor)?;
-    let bytes = store
-        .read_meta(META_LAYER_INDEX, &descriptor.digest)
-        .ok_or_else(|| {
-            anyhow!(
-                "layer index of {} vanished from the store",
-                descriptor.digest
-            )
-        })?;
-    let index: LayerIndex = serde_json::from_slice(&bytes).with_context(|| {
-        format!(
-            "corrupt cached index of layer {} (delete it from the store's meta/)",
-            descriptor.digest
-        )
-    })?;
-    Ok(index)
-}
-
 /// Reads the regular files `paths` of a layer blob (hard links inside the
-/// layer are not followed: the plan names the data entry).
+/// layer are not followed: the plan names the data entry). A path the
+/// layer does not hold is an `IndexMismatch`: the plan came from its index.
 fn read_files(
     store: &Store,
     layer: &Descriptor,
@@ -105,6 +73,14 @@ fn read_files(
                 break;
             }
         }
+    }
+    if let Some(missing) = paths.iter().find(|p| !found.contains_key(*p)) {
+        return Err(IndexMismatch {
+            layer: layer.digest.clone(),
+            path: missing.clone(),
+            index: store.layer_index_path(&layer.digest),
+        }
+        .into());
     }
     Ok(found)
 }
@@ -183,15 +159,7 @@ pub fn materialize_extra(
                 gid,
                 from,
             } => {
-                let data = bytes
-                    .get(&(from.layer.digest.clone(), from.path.clone()))
-                    .ok_or_else(|| {
-                        anyhow!(
-                            "layer {} holds no regular file /{}",
-                            from.layer.digest,
-                            from.path
-                        )
-                    })?;
+                let data = file_bytes(&bytes, from)?;
                 let got = Digest::of_bytes(data);
                 if got != from.content {
                     bail!(
@@ -227,7 +195,7 @@ pub fn materialize_extra(
                     bail!("hard link /{path}: target /{target} is not a regular file");
                 };
                 let kind = if swapped.contains_key(target) {
-                    let data = &bytes[&(from.layer.digest.clone(), from.path.clone())];
+                    let data = file_bytes(&bytes, from)?;
                     EntryKind::File(FileSource::Bytes(data.clone()))
                 } else {
                     EntryKind::HardLink {
@@ -258,8 +226,25 @@ pub fn materialize_extra(
             diff_id: layer.diff_id.clone(),
         })?,
     )?;
-    ensure_layer_index(store, &layer.descriptor)?;
+    store.ensure_layer_index(&layer.descriptor)?;
     Ok(layer)
+}
+
+/// The bytes read for a planned file (`read_files` has checked that every
+/// planned file was found).
+fn file_bytes<'b>(
+    bytes: &'b BTreeMap<(Digest, String), Vec<u8>>,
+    from: &ContentRef,
+) -> Result<&'b Vec<u8>> {
+    bytes
+        .get(&(from.layer.digest.clone(), from.path.clone()))
+        .ok_or_else(|| {
+            anyhow!(
+                "layer {} holds no regular file /{}",
+                from.layer.digest,
+                from.path
+            )
+        })
 }
 
 /// The image layers of a composition: package layers as they are, extra
