@@ -286,3 +286,56 @@ pub fn flatten(store: &Store, layers: &[ImageLayer], history: &History) -> Resul
         history: history.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store holding one layer with the regular file `a`.
+    fn store_with_layer() -> (tempfile::TempDir, Store, Descriptor) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s")).unwrap();
+        let mut tree = FileTree::new();
+        tree.insert(
+            "a",
+            TreeEntry::file(FileSource::Bytes(b"a".to_vec()), 0o644),
+        )
+        .unwrap();
+        let written =
+            write_layer_to_layout(&tree, &LayerOptions::default(), store.layout()).unwrap();
+        (dir, store, written.descriptor())
+    }
+
+    #[test]
+    fn a_plan_naming_a_file_its_layer_lacks_is_a_typed_error_not_a_panic() {
+        let (_dir, store, layer) = store_with_layer();
+        // As planned from an index that does not match the layer: the
+        // hard link sorts before its target, so the target's bytes are
+        // looked up for the link first.
+        let mut extra = ExtraLayer::default();
+        extra
+            .entries
+            .insert("b-link".into(), ExtraEntry::HardLink { target: "z".into() });
+        extra.entries.insert(
+            "z".into(),
+            ExtraEntry::File {
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                from: Box::new(ContentRef {
+                    layer: layer.clone(),
+                    path: "not-in-the-layer".into(),
+                    content: Digest::of_bytes(b"x"),
+                    size: 1,
+                }),
+            },
+        );
+        let error = materialize_extra(&store, &extra, &History::default()).unwrap_err();
+        let mismatch = error
+            .downcast_ref::<IndexMismatch>()
+            .expect("IndexMismatch");
+        assert_eq!(mismatch.path, "not-in-the-layer");
+        assert_eq!(mismatch.layer, layer.digest);
+        assert!(error.to_string().contains("layer-index-v2"), "{error}");
+    }
+}

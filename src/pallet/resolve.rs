@@ -257,7 +257,7 @@ impl<'a> Resolver<'a> {
                 }
                 store
                     .ensure_layer_index(descriptor)
-                    .with_context(|| format!("{name}: layer {}", descriptor.digest))?;
+                    .with_context(|| format!("package {name}"))?;
                 Ok(pulled)
             },
         )?;
