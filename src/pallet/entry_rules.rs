@@ -26,7 +26,7 @@ pub struct UnusableLayer {
     pub package: String,
     pub layer: Digest,
     /// The first offending entry.
-    pub finding: Finding,
+    pub finding: Box<Finding>,
     /// How many entries of the layer break the same class of rule.
     pub total: u64,
 }
@@ -58,7 +58,7 @@ pub fn check_verdict(
         Some((finding, total)) => Err(UnusableLayer {
             package: package.to_string(),
             layer: layer.clone(),
-            finding: finding.clone(),
+            finding: Box::new(finding.clone()),
             total,
         }),
     }
@@ -87,10 +87,10 @@ pub fn check_over_below(
     check_parents(&entry.path, view).map_err(|violation| UnusableLayer {
         package: package.to_string(),
         layer: layer.clone(),
-        finding: Finding {
+        finding: Box::new(Finding {
             path: entry.path.clone(),
             violation,
-        },
+        }),
         total: 1,
     })
 }

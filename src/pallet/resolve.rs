@@ -236,7 +236,7 @@ impl<'a> Resolver<'a> {
                 .iter()
                 .map(|d| self.store.layer_index(d))
                 .collect::<Result<_, _>>()
-                .with_context(|| format!("{}", image.name))?;
+                .with_context(|| format!("package {}", image.name))?;
         }
         Ok(images)
     }
