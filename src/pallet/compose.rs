@@ -376,6 +376,38 @@ impl<'a> Composer<'a> {
         untouched_by_layers && untouched_by_extras
     }
 
+    /// A whiteout or opaque marker in a package layer is an error naming
+    /// the package, the layer and (when there is one) the file it would
+    /// delete.
+    fn refuse_whiteouts(
+        &self,
+        package: &str,
+        descriptor: &Descriptor,
+        files: &LayerIndex,
+    ) -> Result<()> {
+        let Some(w) = files
+            .entries
+            .iter()
+            .find(|e| matches!(e.kind, EntryType::Whiteout | EntryType::OpaqueWhiteout))
+        else {
+            return Ok(());
+        };
+        let victim = self
+            .merged
+            .iter()
+            .find(|(p, _)| {
+                **p == w.path || w.path.is_empty() || p.starts_with(&format!("{}/", w.path))
+            })
+            .map(|(p, m)| format!(" (/{p} of {})", m.package))
+            .unwrap_or_default();
+        bail!(
+            "package {package} layer {} holds a {} for /{}: in a pallet it would delete files of other packages{victim}; rebuild the package without deletions",
+            descriptor.digest,
+            if w.kind == EntryType::Whiteout { "whiteout" } else { "opaque-directory marker" },
+            w.path
+        );
+    }
+
     fn add_package(
         &mut self,
         item: &ItemRef,
@@ -418,27 +450,7 @@ impl<'a> Composer<'a> {
                     image.config.rootfs.diff_ids[i]
                 );
             }
-            if let Some(w) = files
-                .entries
-                .iter()
-                .find(|e| matches!(e.kind, EntryType::Whiteout | EntryType::OpaqueWhiteout))
-            {
-                let victim = self
-                    .merged
-                    .iter()
-                    .find(|(p, _)| {
-                        **p == w.path || w.path.is_empty() || p.starts_with(&format!("{}/", w.path))
-                    })
-                    .map(|(p, m)| format!(" (/{p} of {})", m.package))
-                    .unwrap_or_default();
-                bail!(
-                    "package {} layer {} holds a {} for /{}: in a pallet it would delete files of other packages{victim}; rebuild the package without deletions",
-                    pinned(item, image),
-                    descriptor.digest,
-                    if w.kind == EntryType::Whiteout { "whiteout" } else { "opaque-directory marker" },
-                    w.path
-                );
-            }
+            self.refuse_whiteouts(&pinned(item, image), descriptor, files)?;
             let first = self
                 .kept
                 .iter()
@@ -479,12 +491,18 @@ impl<'a> Composer<'a> {
                 own.insert(entry.path.clone(), (resolved, bytes.map(|p| (index, p))));
             }
         }
-        // Conflicts against what the packages before left.
+        self.merge_package(&item.name, own);
+        Ok(())
+    }
+
+    /// Records a package's own tree in the merged tree, reporting conflicts
+    /// with what the packages before it left.
+    fn merge_package(&mut self, package: &str, own: OwnTree) {
         for (path, (entry, _)) in &own {
             if let Some(before) = self.merged.get(path) {
-                if before.package != item.name {
+                if before.package != package {
                     if let Some((kind, detail)) = classify(&before.entry, entry) {
-                        self.conflict(path, kind, &before.package.clone(), &item.name, detail);
+                        self.conflict(path, kind, &before.package.clone(), package, detail);
                     }
                 }
             }
@@ -494,12 +512,11 @@ impl<'a> Composer<'a> {
                 path,
                 Merged {
                     entry,
-                    package: item.name.clone(),
+                    package: package.to_string(),
                     bytes,
                 },
             );
         }
-        Ok(())
     }
 
     fn conflict(

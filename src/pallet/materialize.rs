@@ -85,6 +85,46 @@ fn read_files(
     Ok(found)
 }
 
+/// The bytes of every file an extra layer plans, keyed by (source layer,
+/// path in it), read from the source layers in the store.
+fn read_planned_files(
+    store: &Store,
+    extra: &ExtraLayer,
+) -> Result<BTreeMap<(Digest, String), Vec<u8>>> {
+    let mut wanted: BTreeMap<Digest, (Descriptor, BTreeSet<String>)> = BTreeMap::new();
+    for entry in extra.entries.values() {
+        if let ExtraEntry::File { from, .. } = entry {
+            wanted
+                .entry(from.layer.digest.clone())
+                .or_insert_with(|| (from.layer.clone(), BTreeSet::new()))
+                .1
+                .insert(from.path.clone());
+        }
+    }
+    let mut bytes = BTreeMap::new();
+    for (digest, (descriptor, paths)) in &wanted {
+        for (path, data) in read_files(store, descriptor, paths)? {
+            bytes.insert((digest.clone(), path), data);
+        }
+    }
+    Ok(bytes)
+}
+
+/// A hard link must sort after its target in the tar: where it does not,
+/// the link's path carries the bytes and the target links to it. Returns
+/// target -> link for those.
+fn swapped_links(extra: &ExtraLayer) -> BTreeMap<String, String> {
+    let mut swapped = BTreeMap::new();
+    for (path, entry) in &extra.entries {
+        if let ExtraEntry::HardLink { target } = entry {
+            if target.as_str() > path.as_str() {
+                swapped.insert(target.clone(), path.clone());
+            }
+        }
+    }
+    swapped
+}
+
 #[derive(Serialize, Deserialize)]
 struct CachedLayer {
     descriptor: Descriptor,
@@ -109,108 +149,11 @@ pub fn materialize_extra(
             }
         }
     }
-    // Bytes needed, grouped by source layer.
-    let mut wanted: BTreeMap<Digest, (Descriptor, BTreeSet<String>)> = BTreeMap::new();
-    for entry in extra.entries.values() {
-        if let ExtraEntry::File { from, .. } = entry {
-            wanted
-                .entry(from.layer.digest.clone())
-                .or_insert_with(|| (from.layer.clone(), BTreeSet::new()))
-                .1
-                .insert(from.path.clone());
-        }
-    }
-    let mut bytes: BTreeMap<(Digest, String), Vec<u8>> = BTreeMap::new();
-    for (digest, (descriptor, paths)) in &wanted {
-        for (path, data) in read_files(store, descriptor, paths)? {
-            bytes.insert((digest.clone(), path), data);
-        }
-    }
+    let bytes = read_planned_files(store, extra)?;
+    let swapped = swapped_links(extra);
     let mut tree = FileTree::new();
-    // A hard link must sort after its target in the tar: if it does not,
-    // the link's path carries the bytes and the target links to it.
-    let mut swapped: BTreeMap<String, String> = BTreeMap::new();
     for (path, entry) in &extra.entries {
-        if let ExtraEntry::HardLink { target } = entry {
-            if target.as_str() > path.as_str() {
-                swapped.insert(target.clone(), path.clone());
-            }
-        }
-    }
-    for (path, entry) in &extra.entries {
-        let tree_entry = match entry {
-            ExtraEntry::Directory { mode, uid, gid } => TreeEntry {
-                kind: EntryKind::Directory,
-                mode: *mode,
-                uid: *uid,
-                gid: *gid,
-            },
-            ExtraEntry::Symlink { target, uid, gid } => TreeEntry {
-                kind: EntryKind::Symlink {
-                    target: target.clone(),
-                },
-                mode: 0o777,
-                uid: *uid,
-                gid: *gid,
-            },
-            ExtraEntry::File {
-                mode,
-                uid,
-                gid,
-                from,
-            } => {
-                let data = file_bytes(&bytes, from)?;
-                let got = Digest::of_bytes(data);
-                if got != from.content {
-                    bail!(
-                        "/{} in layer {} has content {got}, its index says {}: the store is corrupt",
-                        from.path,
-                        from.layer.digest,
-                        from.content
-                    );
-                }
-                let kind = match swapped.get(path) {
-                    Some(link) => EntryKind::HardLink {
-                        target: link.clone(),
-                    },
-                    None => EntryKind::File(FileSource::Bytes(data.clone())),
-                };
-                TreeEntry {
-                    kind,
-                    mode: *mode,
-                    uid: *uid,
-                    gid: *gid,
-                }
-            }
-            ExtraEntry::HardLink { target } => {
-                let ExtraEntry::File {
-                    mode,
-                    uid,
-                    gid,
-                    from,
-                } = extra.entries.get(target).ok_or_else(|| {
-                    anyhow!("hard link /{path}: target /{target} is not in the layer")
-                })?
-                else {
-                    bail!("hard link /{path}: target /{target} is not a regular file");
-                };
-                let kind = if swapped.contains_key(target) {
-                    let data = file_bytes(&bytes, from)?;
-                    EntryKind::File(FileSource::Bytes(data.clone()))
-                } else {
-                    EntryKind::HardLink {
-                        target: target.clone(),
-                    }
-                };
-                TreeEntry {
-                    kind,
-                    mode: *mode,
-                    uid: *uid,
-                    gid: *gid,
-                }
-            }
-        };
-        tree.insert(path, tree_entry)?;
+        tree.insert(path, tree_entry(extra, path, entry, &bytes, &swapped)?)?;
     }
     let written = write_layer_to_layout(&tree, &LayerOptions::default(), store.layout())?;
     let layer = ImageLayer {
@@ -228,6 +171,90 @@ pub fn materialize_extra(
     )?;
     store.ensure_layer_index(&layer.descriptor)?;
     Ok(layer)
+}
+
+/// The file-tree entry of one planned entry: files from their bytes
+/// (checked against the indexed digest), hard links swapped with their
+/// target where the link sorts first (`swapped_links`).
+fn tree_entry(
+    extra: &ExtraLayer,
+    path: &str,
+    entry: &ExtraEntry,
+    bytes: &BTreeMap<(Digest, String), Vec<u8>>,
+    swapped: &BTreeMap<String, String>,
+) -> Result<TreeEntry> {
+    Ok(match entry {
+        ExtraEntry::Directory { mode, uid, gid } => TreeEntry {
+            kind: EntryKind::Directory,
+            mode: *mode,
+            uid: *uid,
+            gid: *gid,
+        },
+        ExtraEntry::Symlink { target, uid, gid } => TreeEntry {
+            kind: EntryKind::Symlink {
+                target: target.clone(),
+            },
+            mode: 0o777,
+            uid: *uid,
+            gid: *gid,
+        },
+        ExtraEntry::File {
+            mode,
+            uid,
+            gid,
+            from,
+        } => {
+            let data = file_bytes(&bytes, from)?;
+            let got = Digest::of_bytes(data);
+            if got != from.content {
+                bail!(
+                    "/{} in layer {} has content {got}, its index says {}: the store is corrupt",
+                    from.path,
+                    from.layer.digest,
+                    from.content
+                );
+            }
+            let kind = match swapped.get(path) {
+                Some(link) => EntryKind::HardLink {
+                    target: link.clone(),
+                },
+                None => EntryKind::File(FileSource::Bytes(data.clone())),
+            };
+            TreeEntry {
+                kind,
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+            }
+        }
+        ExtraEntry::HardLink { target } => {
+            let ExtraEntry::File {
+                mode,
+                uid,
+                gid,
+                from,
+            } = extra.entries.get(target).ok_or_else(|| {
+                anyhow!("hard link /{path}: target /{target} is not in the layer")
+            })?
+            else {
+                bail!("hard link /{path}: target /{target} is not a regular file");
+            };
+            let kind = if swapped.contains_key(target) {
+                let data = file_bytes(&bytes, from)?;
+                EntryKind::File(FileSource::Bytes(data.clone()))
+            } else {
+                EntryKind::HardLink {
+                    target: target.clone(),
+                }
+            };
+            TreeEntry {
+                kind,
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+            }
+        }
+    })
 }
 
 /// The bytes read for a planned file (`read_files` has checked that every
