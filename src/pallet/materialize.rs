@@ -204,7 +204,7 @@ fn tree_entry(
             gid,
             from,
         } => {
-            let data = file_bytes(&bytes, from)?;
+            let data = file_bytes(bytes, from)?;
             let got = Digest::of_bytes(data);
             if got != from.content {
                 bail!(
@@ -240,7 +240,7 @@ fn tree_entry(
                 bail!("hard link /{path}: target /{target} is not a regular file");
             };
             let kind = if swapped.contains_key(target) {
-                let data = file_bytes(&bytes, from)?;
+                let data = file_bytes(bytes, from)?;
                 EntryKind::File(FileSource::Bytes(data.clone()))
             } else {
                 EntryKind::HardLink {
