@@ -6,7 +6,8 @@
 //! composed from a directory of OCI layouts, are refused with one error
 //! naming the package, the layer digest and the entry; special files pass
 //! with `--allow-special-files`; a decompression bomb is refused under a
-//! small `STAGEX_MAX_LAYER_BYTES`, and `--flatten` never stages more.
+//! small `STAGEX_MAX_LAYER_BYTES` (also when its index was cached under a
+//! larger one), and `--flatten` never stages more.
 mod pallet_support;
 
 use std::io::Write;
@@ -300,6 +301,9 @@ fn a_decompression_bomb_is_refused_and_flatten_stages_no_more_than_the_limit() {
     let src = out.to_str().unwrap();
     let store = tmp.path().join("store");
     let limit = (1u64 << 20).to_string();
+    // Indexed (and cached) under the default limit first: the smaller limit
+    // set afterwards still applies to the cached index.
+    pallet_json(&store, &["core-bomb", "--source", src]);
     let output = pallet_command(
         &store,
         &["core-plain+core-bomb", "--source", src, "--flatten"],
