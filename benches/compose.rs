@@ -105,6 +105,7 @@ fn request(expression: &str, source: Source) -> Request {
         platforms: vec![Platform::host()],
         strict: false,
         flatten: false,
+        allow_special_files: false,
     }
 }
 

@@ -14,6 +14,9 @@ use anyhow::{bail, Result};
 use crate::oci::digest::Digest;
 use crate::oci::layout::{write_atomic, Layout};
 
+pub mod layer_index;
+pub use layer_index::{LayerIndexError, META_LAYER_INDEX};
+
 /// A local store rooted at a directory.
 #[derive(Clone, Debug)]
 pub struct Store {

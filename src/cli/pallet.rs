@@ -46,6 +46,9 @@ pub struct PalletArgs {
     /// Any conflict between packages is an error.
     #[arg(long)]
     pub strict: bool,
+    /// Compose package layers holding device nodes or fifos (refused by default).
+    #[arg(long)]
+    pub allow_special_files: bool,
     /// The local store (default: $STAGEX_STORE, else ~/.cache/stagex/store).
     #[arg(long, env = "STAGEX_STORE")]
     pub store: Option<PathBuf>,
@@ -131,6 +134,7 @@ pub fn run(ctx: &Context, args: PalletArgs) -> Result<ExitCode> {
         platforms: platforms.clone(),
         strict: args.strict,
         flatten: args.flatten,
+        allow_special_files: args.allow_special_files,
     };
     let composed = pipeline::run(&store, &catalog, &request, progress.as_ref())?;
     let verification = verify_inputs(ctx, &args, &composed)?;

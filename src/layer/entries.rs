@@ -15,7 +15,11 @@
 //! - whiteouts: `.wh.<name>` -> `Whiteout` of `<dir>/<name>`,
 //!   `.wh..wh..opq` -> `OpaqueWhiteout` of `<dir>` (the empty path for the
 //!   layer root); other `.wh..wh.*` (AUFS bookkeeping) is skipped;
-//! - link targets: symlink targets verbatim, hard-link targets normalized.
+//! - link targets: symlink targets verbatim, hard-link targets normalized;
+//! - size: a layer whose uncompressed tar grows past `max_layer_bytes()`
+//!   (`STAGEX_MAX_LAYER_BYTES`, default 64 GiB) fails with `TooLarge` as
+//!   soon as the limit is crossed, so a gzip bomb costs no consumer more
+//!   than the limit (no disk is written by this module either way).
 //!
 //! It yields typed entries (`Entry`: metadata plus a reader of the file's
 //! content) and decides nothing else: policies such as "absolute paths are
@@ -62,8 +66,54 @@ pub enum EntryError {
          uncompressed layers"
     )]
     Zstd,
+    #[error("{0}")]
+    TooLarge(#[from] LayerTooLarge),
+    #[error(
+        "STAGEX_MAX_LAYER_BYTES={value:?} is not a number of bytes; \
+         set it to a whole number such as 68719476736 (64 GiB)"
+    )]
+    BadLimit { value: String },
     #[error("reading the layer's tar: {0}")]
     Tar(#[source] io::Error),
+}
+
+/// The uncompressed tar of a layer grew past the limit.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the layer's uncompressed tar is larger than {limit} bytes (STAGEX_MAX_LAYER_BYTES): \
+     refused as a possible decompression bomb; raise STAGEX_MAX_LAYER_BYTES if the layer \
+     is genuine"
+)]
+pub struct LayerTooLarge {
+    pub limit: u64,
+}
+
+/// Default of `STAGEX_MAX_LAYER_BYTES`: 64 GiB.
+pub const DEFAULT_MAX_LAYER_BYTES: u64 = 64 << 30;
+
+/// The largest uncompressed tar a layer may have: `STAGEX_MAX_LAYER_BYTES`,
+/// else `DEFAULT_MAX_LAYER_BYTES`.
+pub fn max_layer_bytes() -> Result<u64, EntryError> {
+    match std::env::var("STAGEX_MAX_LAYER_BYTES") {
+        Ok(value) if !value.trim().is_empty() => value
+            .trim()
+            .parse()
+            .map_err(|_| EntryError::BadLimit { value }),
+        _ => Ok(DEFAULT_MAX_LAYER_BYTES),
+    }
+}
+
+impl EntryError {
+    /// An I/O error of the tar stream, typed when it is the size limit.
+    fn from_io(error: io::Error) -> EntryError {
+        match error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<LayerTooLarge>())
+        {
+            Some(too_large) => EntryError::TooLarge(too_large.clone()),
+            None => EntryError::Tar(error),
+        }
+    }
 }
 
 /// What an entry of a layer is.
@@ -150,9 +200,20 @@ pub struct LayerTar<'r> {
 }
 
 impl<'r> LayerTar<'r> {
-    /// Opens a layer blob (compressed as `compression`).
+    /// Opens a layer blob (compressed as `compression`), limited to
+    /// `max_layer_bytes()` uncompressed.
     pub fn new(blob: impl Read + 'r, compression: LayerCompression) -> Result<Self, EntryError> {
-        let stream = HashingReader::new(decompress(blob, compression)?);
+        LayerTar::with_limit(blob, compression, max_layer_bytes()?)
+    }
+
+    /// Opens a layer blob whose uncompressed tar may hold at most `limit`
+    /// bytes.
+    pub fn with_limit(
+        blob: impl Read + 'r,
+        compression: LayerCompression,
+        limit: u64,
+    ) -> Result<Self, EntryError> {
+        let stream = HashingReader::new(decompress(blob, compression)?, limit);
         Ok(LayerTar {
             archive: tar::Archive::new(stream),
         })
@@ -162,14 +223,22 @@ impl<'r> LayerTar<'r> {
     /// is skipped and checked).
     pub fn entries(&mut self) -> Result<LayerEntries<'_, 'r>, EntryError> {
         Ok(LayerEntries {
-            inner: self.archive.entries().map_err(EntryError::Tar)?,
+            inner: self.archive.entries().map_err(EntryError::from_io)?,
         })
     }
 
     /// Reads the rest of the stream (tar padding after the end marker) and
     /// returns the diff_id: the digest of the whole uncompressed tar.
     pub fn finish(self) -> Result<Digest, EntryError> {
-        self.archive.into_inner().finish().map_err(EntryError::Tar)
+        Ok(self.finish_sized()?.0)
+    }
+
+    /// `finish`, plus the size of the uncompressed tar in bytes.
+    pub fn finish_sized(self) -> Result<(Digest, u64), EntryError> {
+        self.archive
+            .into_inner()
+            .finish()
+            .map_err(EntryError::from_io)
     }
 }
 
@@ -185,7 +254,7 @@ impl<'a, 'r> Iterator for LayerEntries<'a, 'r> {
         loop {
             let content = match self.inner.next()? {
                 Ok(content) => content,
-                Err(e) => return Some(Err(EntryError::Tar(e))),
+                Err(e) => return Some(Err(EntryError::from_io(e))),
             };
             match read_info(&content) {
                 Ok(Some(info)) => return Some(Ok(Entry { info, content })),
@@ -372,30 +441,40 @@ pub fn decompress<'a>(
     }
 }
 
-/// A reader that hashes everything it yields.
+/// A reader that hashes and counts everything it yields, and fails with
+/// `LayerTooLarge` once more than `limit` bytes came out.
 struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
+    count: u64,
+    limit: u64,
 }
 
 impl<R: Read> HashingReader<R> {
-    fn new(inner: R) -> Self {
+    fn new(inner: R, limit: u64) -> Self {
         HashingReader {
             inner,
             hasher: Sha256::new(),
+            count: 0,
+            limit,
         }
     }
 
-    /// Reads the rest of the stream and returns the digest of all of it.
-    fn finish(mut self) -> io::Result<Digest> {
+    /// Reads the rest of the stream and returns the digest and size of all
+    /// of it.
+    fn finish(mut self) -> io::Result<(Digest, u64)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok(Digest::from_hasher(self.hasher))
+        Ok((Digest::from_hasher(self.hasher), self.count))
     }
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        if self.count > self.limit {
+            return Err(io::Error::other(LayerTooLarge { limit: self.limit }));
+        }
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
@@ -549,6 +628,31 @@ mod tests {
             LayerTar::new(&b""[..], LayerCompression::Zstd).err(),
             Some(EntryError::Zstd)
         ));
+    }
+
+    #[test]
+    fn a_tar_past_the_limit_is_too_large_wherever_it_is_crossed() {
+        use tar::EntryType as T;
+        let tar = raw_tar(&[(b"big", T::Regular, b"", &[0u8; 4096])]);
+        // Crossed in the file's content: the reader's error says why.
+        let mut layer = LayerTar::with_limit(&tar[..], LayerCompression::None, 2048).unwrap();
+        let mut entry = layer.entries().unwrap().next().unwrap().unwrap();
+        let error = io::copy(&mut entry, &mut io::sink()).unwrap_err();
+        assert!(
+            error.to_string().contains("STAGEX_MAX_LAYER_BYTES"),
+            "{error}"
+        );
+        // Crossed in a header: a typed error.
+        let mut layer = LayerTar::with_limit(&tar[..], LayerCompression::None, 100).unwrap();
+        let error = layer.entries().unwrap().next().unwrap().err().unwrap();
+        assert!(
+            matches!(error, EntryError::TooLarge(LayerTooLarge { limit: 100 })),
+            "{error}"
+        );
+        // Within the limit: the size of the whole tar.
+        let mut layer = LayerTar::with_limit(&tar[..], LayerCompression::None, 1 << 20).unwrap();
+        assert_eq!(layer.entries().unwrap().count(), 1);
+        assert_eq!(layer.finish_sized().unwrap().1, tar.len() as u64);
     }
 
     #[test]

@@ -2,25 +2,21 @@
 //! already there, whiteouts included).
 //!
 //! Owns: the rule that a layer can only ever write inside `target`. The
-//! layer is untrusted; the rules, each failing with the offending path:
-//! - entry paths: `..` components anywhere and absolute paths are rejected
-//!   (a leading `./` is fine);
-//! - no symlink is ever followed while creating entries: every parent
-//!   component of an entry (or whiteout, or hard-link target) is checked
-//!   with `lstat` and must be a real directory inside `target`. A parent that
-//!   is a symlink is rejected, whatever it points to: `evil -> /etc` then
-//!   `evil/passwd`, or `evil -> ../../..` then `evil/x`, both fail on the
-//!   second entry. (Writers such as ours and buildkit never emit paths
-//!   through symlinks; a layer that replaces a symlink by a directory first
-//!   emits the directory entry, which replaces the symlink.)
+//! layer is untrusted. Before anything is written for an entry, the entry
+//! rules (`rules::check_entry`, the same rule set the index, squash and the
+//! pallet composer apply) are checked against the target as it is on disk
+//! (`lstat`, never following a link): no absolute path, nothing written
+//! through a symlink (`evil -> /etc` then `evil/passwd`, or
+//! `evil -> ../../..` then `evil/x`, fail on the second entry), hard links
+//! only to a relative path naming an existing regular file (from this or a
+//! lower layer). Special files are allowed here (created as root; fifos
+//! also rootless): the callers extract layers their user built. Then:
+//! - missing parents are created (0755); a parent is re-checked with
+//!   `lstat` as it is walked, so a symlink is never followed;
 //! - the final component is never followed either: an existing file,
 //!   symlink or directory at that path is removed first (a directory is
 //!   kept when the entry is a directory), files are created with
-//!   `O_CREAT|O_EXCL|O_NOFOLLOW`;
-//! - hard links: the target must be a relative path without `..`, must exist
-//!   (from this or a lower layer) and must not be a directory; its parents
-//!   obey the same no-symlink rule. `link(2)` does not follow a symlink
-//!   target, so a link to a symlink stays inside;
+//!   `O_CREAT|O_EXCL|O_NOFOLLOW`; `link(2)` does not follow a symlink;
 //! - symlinks are created verbatim (absolute targets are legitimate inside
 //!   an image, e.g. `bin -> /usr/bin`; they are only dangerous when written
 //!   through, which the parent rule forbids).
@@ -44,6 +40,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::entries::{Entry, EntryInfo, EntryType, LayerTar};
+use super::rules::{check_entry, Node, SpecialFiles, TreeView};
 use super::tree::normalize_path;
 use crate::oci::media_type::LayerCompression;
 
@@ -84,14 +81,12 @@ pub fn extract_layer(
     let reading = || format!("extracting a layer into {}", target.display());
     for entry in layer.entries().with_context(reading)? {
         let mut entry = entry.with_context(reading)?;
-        if entry.raw_path.starts_with('/') {
-            bail!(
-                "refusing layer entry {:?}: absolute paths are not allowed in a layer \
-                 (nothing was written outside {})",
-                entry.raw_path,
+        check_entry(entry.info(), &OnDisk(target), SpecialFiles::Allow).with_context(|| {
+            format!(
+                "refusing a layer entry (nothing was written outside {})",
                 target.display()
-            );
-        }
+            )
+        })?;
         match entry.kind {
             EntryType::Whiteout => {
                 x.check_parents(&entry.path, false)?;
@@ -127,6 +122,29 @@ pub fn extract_layer(
         x.set_dir_metadata(&dir.path, dir.mode, dir.uid, dir.gid, dir.mtime)?;
     }
     Ok(())
+}
+
+/// The target directory as the entry rules see it (`lstat`, links never
+/// followed).
+struct OnDisk<'a>(&'a Path);
+
+impl TreeView for OnDisk<'_> {
+    fn node(&self, path: &str) -> Option<Node> {
+        let full = self.0.join(path);
+        let meta = fs::symlink_metadata(&full).ok()?;
+        Some(if meta.is_dir() {
+            Node::Directory
+        } else if meta.is_file() {
+            Node::File
+        } else if meta.file_type().is_symlink() {
+            let target = fs::read_link(&full).unwrap_or_default();
+            Node::Symlink {
+                target: target.display().to_string(),
+            }
+        } else {
+            Node::Other
+        })
+    }
 }
 
 struct Extractor<'a> {

@@ -12,12 +12,18 @@
 //! - a hard link may point to a file of this or a lower layer; it stays a
 //!   hard link when its target still holds the same content at the end and
 //!   sorts before it, and becomes a copy otherwise;
-//! - devices and fifos are refused (the writer emits none).
+//! - devices and fifos are refused (the writer emits none);
+//! - every entry obeys the entry rules (`rules::check_entry`, shared with
+//!   the index, extraction and the pallet composer) against the merged tree
+//!   so far: nothing written through a symlink, no absolute path, hard
+//!   links only to regular files present.
 //!
 //! Entries come from the one tar walk (`entries`), so a layer squashes iff
 //! it indexes and extracts. File contents are streamed to a scratch
 //! directory (`.squash-*` in the destination layout, removed when done), so
-//! memory holds metadata only. Each layer is read to its end and its
+//! memory holds metadata only. The scratch never holds more than
+//! `max_layer_bytes()` (`STAGEX_MAX_LAYER_BYTES`): past that the squashed
+//! layer would be refused anyway, so a decompression bomb stops there. Each layer is read to its end and its
 //! diff_id checked against the expected one. It never writes outside the
 //! layout.
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,7 +34,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::entries::{Entry, EntryType, LayerTar};
+use super::entries::{max_layer_bytes, Entry, EntryType, LayerTar};
+use super::rules::{self, check_entry, SpecialFiles, TreeView};
 use super::tree::{EntryKind, FileSource, FileTree, TreeEntry};
 use super::writer::{write_layer_to_layout, LayerOptions, WrittenLayer};
 use crate::oci::digest::{Digest, HashingWriter};
@@ -61,7 +68,7 @@ pub fn squash<'r>(
                 layout.root().display()
             )
         })?;
-    let mut merged = Merged::new(scratch.path());
+    let mut merged = Merged::new(scratch.path(), max_layer_bytes()?);
     for input in layers {
         let name = input.name.clone();
         merged
@@ -82,16 +89,21 @@ struct Node {
 struct Merged<'s> {
     scratch: &'s Path,
     files_stored: u64,
+    /// Bytes in the scratch directory so far, and the most it may hold.
+    bytes_stored: u64,
+    max_bytes: u64,
     tree: BTreeMap<String, Node>,
     /// Hard links read: path -> (first file of the link set, its content).
     links: BTreeMap<String, (String, Digest)>,
 }
 
 impl<'s> Merged<'s> {
-    fn new(scratch: &'s Path) -> Self {
+    fn new(scratch: &'s Path, max_bytes: u64) -> Self {
         Merged {
             scratch,
             files_stored: 0,
+            bytes_stored: 0,
+            max_bytes,
             tree: BTreeMap::new(),
             links: BTreeMap::new(),
         }
@@ -104,6 +116,7 @@ impl<'s> Merged<'s> {
         let mut written: BTreeSet<String> = BTreeSet::new();
         for entry in layer.entries()? {
             let mut entry = entry?;
+            check_entry(entry.info(), self, SpecialFiles::Allow)?;
             match entry.kind {
                 EntryType::Whiteout => self.remove_lower(&entry.path, true, &written),
                 EntryType::OpaqueWhiteout => self.remove_lower(&entry.path, false, &written),
@@ -205,9 +218,20 @@ impl<'s> Merged<'s> {
             .open(&source)
             .with_context(ctx)?;
         let mut hashing = HashingWriter::new(BufWriter::new(file));
-        let copied = io::copy(entry, &mut hashing);
+        let room = self.max_bytes - self.bytes_stored;
+        let copied = io::copy(&mut entry.take(room.saturating_add(1)), &mut hashing);
         let ctx = || format!("storing /{} in {}", entry.path, self.scratch.display());
-        copied.with_context(ctx)?;
+        let copied = copied.with_context(ctx)?;
+        if copied > room {
+            bail!(
+                "the squashed layer would hold more than {} bytes of file content \
+                 (STAGEX_MAX_LAYER_BYTES) at /{}: refused; raise STAGEX_MAX_LAYER_BYTES \
+                 if the layers are genuine",
+                self.max_bytes,
+                entry.path
+            );
+        }
+        self.bytes_stored += copied;
         let (digest, _, mut out) = hashing.finish();
         out.flush().with_context(ctx)?;
         Ok((source, digest))
@@ -278,6 +302,18 @@ impl<'s> Merged<'s> {
                 .with_context(|| format!("squashed tree: /{path}"))?;
         }
         Ok(tree)
+    }
+}
+
+impl TreeView for Merged<'_> {
+    fn node(&self, path: &str) -> Option<rules::Node> {
+        Some(match &self.tree.get(path)?.entry.kind {
+            EntryKind::Directory => rules::Node::Directory,
+            EntryKind::File(_) | EntryKind::HardLink { .. } => rules::Node::File,
+            EntryKind::Symlink { target } => rules::Node::Symlink {
+                target: target.clone(),
+            },
+        })
     }
 }
 

@@ -14,6 +14,11 @@
 //!   occurrence still decides every one of its paths, and dropping the
 //!   repeat is invisible. Otherwise the repeat is kept (an OCI manifest may
 //!   list a blob twice) and noted in `kept_duplicates`.
+//! - A layer the entry rules refuse (`entry_rules`: its index's verdict,
+//!   or an entry written through a symlink of the tree below it) is
+//!   REJECTED with an error naming the package, layer and entry, as
+//!   extraction and `--flatten` would refuse it. Device nodes and fifos
+//!   only with `ComposeOptions::allow_special_files`.
 //! - Whiteouts and opaque markers inside a package layer are REJECTED with
 //!   an error naming the package, layer and path: in a composed image they
 //!   would delete files of the packages below it. StageX package images are
@@ -22,7 +27,7 @@
 //!   each other silently: that is its own tree) against what the packages
 //!   before it left at each path: same path with different type, content,
 //!   link target, mode or owner; a directory in one and a symlink in the
-//!   other (including a symlink where another package has files below it).
+//!   other.
 //!   The later package wins in the image, as with `COPY --from`.
 //! - A hard link's target is resolved through the merged tree, following
 //!   symlinks (also the last one), so the link is to the regular file the
@@ -40,8 +45,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::definition::{FileCopy, Link, LinkKind, Plan, Step};
+use super::entry_rules::{check_over_below, check_verdict, node_of};
 use super::expr::ItemRef;
 use crate::layer::reader::{EntryType, LayerEntry, LayerIndex};
+use crate::layer::rules::{Node, SpecialFiles, TreeView};
 use crate::oci::config::{rfc3339_utc, History, ImageConfig, RunConfig};
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::Digest;
@@ -188,6 +195,17 @@ pub struct ComposeOptions {
     pub expression: String,
     /// Any conflict is an error.
     pub strict: bool,
+    /// Compose layers holding device nodes or fifos.
+    pub allow_special_files: bool,
+}
+
+impl ComposeOptions {
+    fn special_files(&self) -> SpecialFiles {
+        match self.allow_special_files {
+            true => SpecialFiles::Allow,
+            false => SpecialFiles::Refuse,
+        }
+    }
 }
 
 /// The merged tree's view of one path.
@@ -199,8 +217,30 @@ struct Merged {
     bytes: Option<(usize, String)>,
 }
 
+/// A package's own tree so far: path -> (resolved entry, where its bytes
+/// are).
+type OwnTree = BTreeMap<String, (LayerEntry, Option<(usize, String)>)>;
+
+/// What an entry of a package layer is applied onto: the package's own
+/// entries so far over the merged tree of the packages below.
+struct Below<'x> {
+    own: &'x OwnTree,
+    merged: &'x BTreeMap<String, Merged>,
+}
+
+impl TreeView for Below<'_> {
+    fn node(&self, path: &str) -> Option<Node> {
+        let entry = match self.own.get(path) {
+            Some((entry, _)) => entry,
+            None => &self.merged.get(path)?.entry,
+        };
+        Some(node_of(entry))
+    }
+}
+
 struct Composer<'a> {
     images: &'a BTreeMap<ItemRef, PackageImage>,
+    special_files: SpecialFiles,
     /// Kept layers so far: descriptor + index.
     kept: Vec<(Descriptor, &'a LayerIndex)>,
     merged: BTreeMap<String, Merged>,
@@ -336,6 +376,38 @@ impl<'a> Composer<'a> {
         untouched_by_layers && untouched_by_extras
     }
 
+    /// A whiteout or opaque marker in a package layer is an error naming
+    /// the package, the layer and (when there is one) the file it would
+    /// delete.
+    fn refuse_whiteouts(
+        &self,
+        package: &str,
+        descriptor: &Descriptor,
+        files: &LayerIndex,
+    ) -> Result<()> {
+        let Some(w) = files
+            .entries
+            .iter()
+            .find(|e| matches!(e.kind, EntryType::Whiteout | EntryType::OpaqueWhiteout))
+        else {
+            return Ok(());
+        };
+        let victim = self
+            .merged
+            .iter()
+            .find(|(p, _)| {
+                **p == w.path || w.path.is_empty() || p.starts_with(&format!("{}/", w.path))
+            })
+            .map(|(p, m)| format!(" (/{p} of {})", m.package))
+            .unwrap_or_default();
+        bail!(
+            "package {package} layer {} holds a {} for /{}: in a pallet it would delete files of other packages{victim}; rebuild the package without deletions",
+            descriptor.digest,
+            if w.kind == EntryType::Whiteout { "whiteout" } else { "opaque-directory marker" },
+            w.path
+        );
+    }
+
     fn add_package(
         &mut self,
         item: &ItemRef,
@@ -360,9 +432,15 @@ impl<'a> Composer<'a> {
             digest: image.manifest_digest.clone(),
         });
         // The package's own tree (its layers override each other).
-        let mut own: BTreeMap<String, (LayerEntry, Option<(usize, String)>)> = BTreeMap::new();
+        let mut own = OwnTree::new();
         for (i, (descriptor, files)) in image.manifest.layers.iter().zip(&image.layers).enumerate()
         {
+            check_verdict(
+                &pinned(item, image),
+                &descriptor.digest,
+                files,
+                self.special_files,
+            )?;
             if files.diff_id != image.config.rootfs.diff_ids[i] {
                 bail!(
                     "package {}: layer {} index has diff_id {}, config says {}",
@@ -372,27 +450,7 @@ impl<'a> Composer<'a> {
                     image.config.rootfs.diff_ids[i]
                 );
             }
-            if let Some(w) = files
-                .entries
-                .iter()
-                .find(|e| matches!(e.kind, EntryType::Whiteout | EntryType::OpaqueWhiteout))
-            {
-                let victim = self
-                    .merged
-                    .iter()
-                    .find(|(p, _)| {
-                        **p == w.path || w.path.is_empty() || p.starts_with(&format!("{}/", w.path))
-                    })
-                    .map(|(p, m)| format!(" (/{p} of {})", m.package))
-                    .unwrap_or_default();
-                bail!(
-                    "package {} layer {} holds a {} for /{}: in a pallet it would delete files of other packages{victim}; rebuild the package without deletions",
-                    pinned(item, image),
-                    descriptor.digest,
-                    if w.kind == EntryType::Whiteout { "whiteout" } else { "opaque-directory marker" },
-                    w.path
-                );
-            }
+            self.refuse_whiteouts(&pinned(item, image), descriptor, files)?;
             let first = self
                 .kept
                 .iter()
@@ -424,33 +482,27 @@ impl<'a> Composer<'a> {
                 },
             })));
             for entry in &files.entries {
+                let below = Below {
+                    own: &own,
+                    merged: &self.merged,
+                };
+                check_over_below(&pinned(item, image), &descriptor.digest, entry, &below)?;
                 let (resolved, bytes) = resolve_in_layer(files, entry);
                 own.insert(entry.path.clone(), (resolved, bytes.map(|p| (index, p))));
             }
         }
-        // Conflicts against what the packages before left.
+        self.merge_package(&item.name, own);
+        Ok(())
+    }
+
+    /// Records a package's own tree in the merged tree, reporting conflicts
+    /// with what the packages before it left.
+    fn merge_package(&mut self, package: &str, own: OwnTree) {
         for (path, (entry, _)) in &own {
             if let Some(before) = self.merged.get(path) {
-                if before.package != item.name {
+                if before.package != package {
                     if let Some((kind, detail)) = classify(&before.entry, entry) {
-                        self.conflict(path, kind, &before.package.clone(), &item.name, detail);
-                    }
-                }
-            }
-            for ancestor in ancestors(path) {
-                if own.contains_key(ancestor) {
-                    continue;
-                }
-                if let Some(before) = self.merged.get(ancestor) {
-                    if before.entry.kind == EntryType::Symlink && before.package != item.name {
-                        let detail = format!("symlink vs directory holding /{path}");
-                        self.conflict(
-                            ancestor,
-                            ConflictKind::DirectoryVsSymlink,
-                            &before.package.clone(),
-                            &item.name,
-                            detail,
-                        );
+                        self.conflict(path, kind, &before.package.clone(), package, detail);
                     }
                 }
             }
@@ -460,12 +512,11 @@ impl<'a> Composer<'a> {
                 path,
                 Merged {
                     entry,
-                    package: item.name.clone(),
+                    package: package.to_string(),
                     bytes,
                 },
             );
         }
-        Ok(())
     }
 
     fn conflict(
@@ -628,9 +679,21 @@ impl<'a> Composer<'a> {
             copy.from, copy.source, copy.path
         );
         let image = self.image(&copy.from)?;
-        // The source image's own tree.
+        // The source image's own tree, from layers the rules accept.
         let mut tree: BTreeMap<&str, (usize, &LayerEntry, &LayerIndex)> = BTreeMap::new();
         for (i, files) in image.layers.iter().enumerate() {
+            let layer = image.manifest.layers.get(i).ok_or_else(|| {
+                anyhow!(
+                    "{what}: {} has more indexes than layers",
+                    pinned(&copy.from, image)
+                )
+            })?;
+            check_verdict(
+                &pinned(&copy.from, image),
+                &layer.digest,
+                files,
+                self.special_files,
+            )?;
             for e in &files.entries {
                 tree.insert(e.path.as_str(), (i, e, files));
             }
@@ -811,6 +874,7 @@ pub fn compose(
 ) -> Result<Composition> {
     let mut composer = Composer {
         images,
+        special_files: options.special_files(),
         kept: Vec::new(),
         merged: BTreeMap::new(),
         conflicts: Vec::new(),
@@ -967,7 +1031,9 @@ mod tests {
             .into_iter()
             .map(|entries| LayerIndex {
                 diff_id: Digest::of_bytes(format!("{entries:?}").as_bytes()),
+                tar_size: 0,
                 entries,
+                verdict: Default::default(),
             })
             .collect();
         let descriptors: Vec<Descriptor> = files
@@ -1092,6 +1158,7 @@ mod tests {
             &ComposeOptions {
                 expression: "rust".into(),
                 strict: true,
+                ..ComposeOptions::default()
             },
         )
         .unwrap();

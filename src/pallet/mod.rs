@@ -5,6 +5,7 @@
 pub mod compose;
 pub mod containerfile;
 pub mod definition;
+pub mod entry_rules;
 pub mod expr;
 pub mod inputs;
 pub mod materialize;

@@ -33,6 +33,8 @@ pub struct Request {
     pub platforms: Vec<Platform>,
     pub strict: bool,
     pub flatten: bool,
+    /// Compose package layers holding device nodes or fifos.
+    pub allow_special_files: bool,
 }
 
 /// One layer of a composed image, for the report.
@@ -128,6 +130,7 @@ pub fn run(
             &ComposeOptions {
                 expression: request.expression.clone(),
                 strict: request.strict,
+                allow_special_files: request.allow_special_files,
             },
         )?;
         let mut layers = materialize(store, &composition)?;

@@ -18,7 +18,6 @@ use serde::Serialize;
 
 use super::compose::PackageImage;
 use super::expr::ItemRef;
-use super::materialize::{ensure_layer_index, layer_index, META_LAYER_INDEX};
 use crate::image::{platform_manifest, DirSource, ImageSource, RegistrySource};
 use crate::net::RegistryError;
 use crate::oci::config::ImageConfig;
@@ -221,10 +220,7 @@ impl<'a> Resolver<'a> {
         for image in &images {
             for descriptor in &image.manifest.layers {
                 let ready = self.store.layout().has_blob(&descriptor.digest)
-                    && self
-                        .store
-                        .read_meta(META_LAYER_INDEX, &descriptor.digest)
-                        .is_some();
+                    && self.store.has_layer_index(&descriptor.digest);
                 if ready {
                     self.stats.blobs_cached += 1;
                 } else if queued.insert(descriptor.digest.clone()) {
@@ -238,8 +234,9 @@ impl<'a> Resolver<'a> {
                 .manifest
                 .layers
                 .iter()
-                .map(|d| layer_index(self.store, d))
-                .collect::<Result<_>>()?;
+                .map(|d| self.store.layer_index(d))
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("package {}", image.name))?;
         }
         Ok(images)
     }
@@ -258,8 +255,9 @@ impl<'a> Resolver<'a> {
                     images.fetch_blob(name, descriptor, store.layout(), progress)?;
                     pulled = Some(descriptor.size);
                 }
-                ensure_layer_index(store, descriptor)
-                    .with_context(|| format!("{name}: layer {}", descriptor.digest))?;
+                store
+                    .ensure_layer_index(descriptor)
+                    .with_context(|| format!("package {name}"))?;
                 Ok(pulled)
             },
         )?;

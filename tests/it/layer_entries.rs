@@ -1,12 +1,15 @@
 //! The one tar entry iterator decides for every consumer: a layer with a
 //! non-UTF-8 path (or link target) is refused by index, extract and squash
 //! with the same typed error, naming the raw bytes escaped; a layer with a
-//! pax global header and non-ASCII names is read the same by all three.
+//! pax global header and non-ASCII names is read the same by all three;
+//! an unsafe entry (through a symlink, absolute, a bad hard link, under a
+//! file) gets the same `Finding` from the index's verdict, extract and
+//! squash (the one rule set, `layer::rules`).
 use std::fs;
 
 use stagex::layer::{
-    extract_layer, index_layer, squash, EntryError, EntryType, ExtractOptions, LayerOptions,
-    SquashInput,
+    extract_layer, index_layer, squash, EntryError, EntryType, ExtractOptions, Finding,
+    LayerOptions, SquashInput,
 };
 use stagex::oci::layout::Layout;
 use stagex::oci::media_type::LayerCompression;
@@ -148,4 +151,64 @@ fn a_pax_global_header_and_non_ascii_names_are_read_alike() {
     assert_eq!(file.path, "usr/share/doc/café/ü.txt");
     assert_eq!(file.mode, 0o640);
     assert_eq!(file.content_digest, index.entries[0].content_digest);
+}
+
+/// `entries` as an uncompressed tar: (name, type, link target), empty.
+fn tar_of(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, link) in entries {
+        let mut h = tar::Header::new_ustar();
+        let old = h.as_old_mut();
+        old.name[..name.len()].copy_from_slice(name.as_bytes());
+        old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_entry_type(*kind);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1);
+        h.set_size(0);
+        h.set_cksum();
+        b.append(&h, &b""[..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// The same `Finding` from the index's verdict, extraction and squashing:
+/// one rule set, whichever consumer reads the layer.
+#[test]
+fn the_entry_rules_judge_alike_in_index_extract_and_squash() {
+    use tar::EntryType as T;
+    for entries in [
+        &[("evil", T::Symlink, "/tmp"), ("evil/x", T::Regular, "")][..],
+        &[("/abs", T::Regular, "")][..],
+        &[("hl", T::Link, "/etc/passwd")][..],
+        &[("hl", T::Link, "missing")][..],
+        &[("d/", T::Directory, ""), ("hl", T::Link, "d")][..],
+        &[("f", T::Regular, ""), ("f/x", T::Regular, "")][..],
+    ] {
+        let tar = tar_of(entries);
+        let index = index_layer(&tar[..], LayerCompression::None).unwrap();
+        let verdict = index.verdict.unsafe_entries.first().expect("a finding");
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("rootfs");
+        let options = ExtractOptions { chown: false };
+        let extract = extract_layer(&tar[..], LayerCompression::None, &target, &options)
+            .expect_err("extract must refuse");
+        let layout = Layout::create(dir.path().join("layout")).unwrap();
+        let input = SquashInput {
+            name: "layer".into(),
+            blob: Box::new(&tar[..]),
+            compression: LayerCompression::None,
+            diff_id: None,
+        };
+        let squash =
+            squash([input], &LayerOptions::default(), &layout).expect_err("squash must refuse");
+        for (who, error) in [("extract", extract), ("squash", squash)] {
+            let finding = error
+                .chain()
+                .find_map(|e| e.downcast_ref::<Finding>())
+                .unwrap_or_else(|| panic!("{who}: no Finding in {error:#}"));
+            assert_eq!(finding, verdict, "{who} disagrees with the index");
+        }
+    }
 }

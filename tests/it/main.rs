@@ -66,3 +66,4 @@ mod sigs_mirror;
 mod sigs_options;
 mod sigs_sync;
 mod out_integrity;
+mod pallet_entries;
