@@ -41,6 +41,10 @@ pub struct Settings {
     /// A containers-style certs.d directory (`<dir>/<host[:port]>/*.crt`)
     /// for every network call; `$STAGEX_CERTS_DIR` overrides it.
     pub certs_dir: Option<PathBuf>,
+    /// Pallet catalog for `stagex pallet` outside a StageX checkout: a
+    /// checkout or a catalog directory (`catalog/<release>/`); default the
+    /// built-in one.
+    pub catalog: Option<PathBuf>,
 }
 
 /// `[publish]`: where a release goes. Registries and mirrors have no
@@ -95,6 +99,7 @@ impl Default for Settings {
             digests: PathBuf::from("digests"),
             publish: PublishSettings::default(),
             certs_dir: None,
+            catalog: None,
         }
     }
 }
@@ -129,6 +134,9 @@ impl Settings {
             }
         }
         if let Some(dir) = settings.certs_dir.as_mut().filter(|d| d.is_relative()) {
+            *dir = root.join(&*dir);
+        }
+        if let Some(dir) = settings.catalog.as_mut().filter(|d| d.is_relative()) {
             *dir = root.join(&*dir);
         }
         if !settings.lookaside.contains("://") && Path::new(&settings.lookaside).is_relative() {

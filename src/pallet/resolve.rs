@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use super::catalog::shorten;
 use super::compose::PackageImage;
 use super::expr::ItemRef;
 use super::materialize::{ensure_layer_index, layer_index, META_LAYER_INDEX};
@@ -65,6 +66,18 @@ impl Source {
             host: host.to_string(),
             namespace: namespace.to_string(),
         })
+    }
+
+    /// Where image `name` is on this source, for messages and reports
+    /// (`127.0.0.1:5000/stagex/core-jq`, `out/core-jq`).
+    pub fn locate(&self, name: &str) -> String {
+        match self {
+            Source::Registry { host, namespace } if namespace.is_empty() => {
+                format!("{host}/{name}")
+            }
+            Source::Registry { host, namespace } => format!("{host}/{namespace}/{name}"),
+            Source::Local(dir) => dir.join(name).display().to_string(),
+        }
     }
 
     /// The `ImageSource` this names.
@@ -152,14 +165,14 @@ impl<'a> Resolver<'a> {
             platform,
             self.store.layout(),
         )
-        .with_context(|| format!("{item} ({source})"))?;
+        .context("reading its manifest")?;
         let manifest_digest = descriptor.digest;
         self.fetch_blob(item, &manifest.config)?;
         let config = read_config(self.store, &manifest.config)
-            .with_context(|| format!("{item} ({source}): manifest {manifest_digest}"))?;
+            .with_context(|| format!("manifest {manifest_digest}"))?;
         if config.os != platform.os || config.architecture != platform.architecture {
             bail!(
-                "{item} ({source}) is {}/{}, not {platform}: build or pull it for {platform}",
+                "the image is {}/{}, not {platform}: build or pull it for {platform}",
                 config.os,
                 config.architecture
             );
@@ -211,10 +224,12 @@ impl<'a> Resolver<'a> {
     ) -> Result<Vec<PackageImage>> {
         let mut images = Vec::new();
         for item in items {
-            images.push(
-                self.resolve_head(item, platform)
-                    .with_context(|| format!("resolving {item} for {platform}"))?,
-            );
+            images.push(self.resolve_head(item, platform).with_context(|| {
+                let at = self.images.locate(&item.name);
+                let pin = item.to_string();
+                let pin = &pin[item.name.len()..];
+                format!("resolving {}{pin} for {platform}", shorten(&at))
+            })?);
         }
         let mut jobs: Vec<(String, Descriptor)> = Vec::new();
         let mut queued = std::collections::BTreeSet::new();
@@ -312,7 +327,7 @@ impl<'a> Resolver<'a> {
                         );
                         Ok(digest)
                     }
-                    _ => Err(error).with_context(|| format!("resolving {item}")),
+                    _ => Err(error).with_context(|| format!("reading tag {tag}")),
                 }
             }
         }
@@ -326,7 +341,7 @@ impl<'a> Resolver<'a> {
         let bytes = self
             .images
             .manifest(&item.name, digest)
-            .with_context(|| format!("{item}: manifest {digest}"))?;
+            .with_context(|| format!("manifest {digest}"))?;
         layout.write_blob(&bytes)?;
         Ok(())
     }
