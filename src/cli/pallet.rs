@@ -291,6 +291,12 @@ fn print_listing(catalog: &ReleaseCatalog, listing: &Listing) {
         listing.pallets.len(),
         listing.digests
     );
+    if !listing.undigested.is_empty() {
+        println!(
+            "unpinned {} pallets name packages without a release digest (compose them with --latest)",
+            listing.undigested.len()
+        );
+    }
     for pallet in &listing.pallets {
         println!(
             "pallet   {:<22} {:<29} base {:<27} {}",

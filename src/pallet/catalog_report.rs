@@ -4,6 +4,8 @@
 //! the catalog already shows (two pins of one package, the config of a
 //! later pallet that is not used). Pure: no store, no network; the output
 //! is stable (definition and plan order, no times).
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::catalog::{Origin, Pinning, ReleaseCatalog};
@@ -20,6 +22,10 @@ pub struct Listing {
     /// How many packages the release's digests pin.
     pub digests: usize,
     pub pallets: Vec<ListedPallet>,
+    /// Pallet -> its packages the digests do not pin (only when pinning
+    /// by release: such a pallet cannot be composed without --latest).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub undigested: BTreeMap<String, Vec<String>>,
 }
 
 /// One pallet of the listing.
@@ -57,6 +63,10 @@ pub fn listing(catalog: &ReleaseCatalog) -> Result<Listing> {
         pinning: catalog.pinning,
         digests: catalog.digests.len(),
         pallets,
+        undigested: match catalog.pinning {
+            Pinning::Release => catalog.undigested_packages(),
+            _ => BTreeMap::new(),
+        },
     })
 }
 
