@@ -269,6 +269,16 @@ fn misspelled_names_get_a_suggestion_before_any_network_call() {
     assert!(err.len() < 500, "{} bytes", err.len());
     assert!(err.contains("(100000 characters)"), "{err}");
     assert!(!err.contains("127.0.0.1"), "no network call: {err}");
+    // In a checkout too, where any image name is taken as a package.
+    let checkout = tmp.path().join("checkout");
+    std::fs::create_dir_all(checkout.join("pallets")).unwrap();
+    let output = stagex_in(&checkout, &store, &["pallet", &long, "--source", &source]);
+    let err = stderr_of_failure(&output);
+    assert!(err.len() < 300, "{err}");
+    assert!(
+        err.contains("an image name is at most 255 characters"),
+        "{err}"
+    );
 }
 
 /// The plan order of rust+clang: pallet-clang's packages, then rust's.

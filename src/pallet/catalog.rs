@@ -38,6 +38,10 @@ pub struct BuiltinRelease {
     pub packages: &'static str,
 }
 
+/// The longest image name a registry takes (the distribution spec's
+/// limit on a repository name).
+pub const MAX_IMAGE_NAME: usize = 255;
+
 /// Names echoed in errors are cut to this many characters.
 pub const MAX_ECHOED_NAME: usize = 80;
 
@@ -99,6 +103,8 @@ pub enum CatalogError {
         catalog: String,
         suggestion: String,
     },
+    #[error("`{name}`: an image name is at most {MAX_IMAGE_NAME} characters")]
+    NameTooLong { name: String },
     #[error("no built-in release {asked}: this stagex has {}", .available.join(", "))]
     UnknownRelease {
         asked: String,
@@ -348,6 +354,11 @@ impl ReleaseCatalog {
     /// package names are not checked (any image may be composed there).
     pub fn check_names(&self, expr: &Expr) -> Result<(), CatalogError> {
         for item in &expr.items {
+            if item.name.len() > MAX_IMAGE_NAME {
+                return Err(CatalogError::NameTooLong {
+                    name: shorten(&item.name),
+                });
+            }
             if self.definitions.pallet_name(&item.name).is_some() {
                 continue;
             }
