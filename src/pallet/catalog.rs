@@ -202,14 +202,7 @@ fn checkout(choice: &Choice) -> Result<ReleaseCatalog, CatalogError> {
     let origin = Origin::Checkout(root);
     let definitions = Catalog::load_with_tree(&choice.checkout_pallets, &choice.checkout_packages)
         .map_err(|e| definitions_error(&origin, e))?;
-    Ok(ReleaseCatalog {
-        definitions,
-        release: None,
-        origin,
-        digests: BTreeMap::new(),
-        packages: BTreeSet::new(),
-        pinning: Pinning::CheckoutTags,
-    })
+    Ok(ReleaseCatalog::checkout_tags(definitions, origin))
 }
 
 /// A StageX checkout or a catalog directory, pinned by its digests/.
@@ -338,6 +331,19 @@ impl ReleaseCatalog {
             digests,
             packages,
             pinning: Pinning::Release,
+        }
+    }
+
+    /// A checkout's `definitions`: packages resolved by tag, package names
+    /// not checked (as before catalogs).
+    pub fn checkout_tags(definitions: Catalog, origin: Origin) -> ReleaseCatalog {
+        ReleaseCatalog {
+            definitions,
+            release: None,
+            origin,
+            digests: BTreeMap::new(),
+            packages: BTreeSet::new(),
+            pinning: Pinning::CheckoutTags,
         }
     }
 

@@ -1,5 +1,6 @@
-//! `stagex pallet` end to end, minus the command line: expand the
-//! expression, resolve and pin every input per platform, compose (pure),
+//! `stagex pallet` end to end, minus the command line: check the
+//! expression's names against the catalog and expand it, pin its packages
+//! as the catalog says, resolve every input per platform, compose (pure),
 //! materialize the extra layers, assemble config/manifest (and an index for
 //! several platforms) into the store; then `write_output` hands the result
 //! to the destination's sink.
