@@ -338,10 +338,7 @@ impl<'a> Resolver<'a> {
         if layout.has_blob(digest) {
             return Ok(());
         }
-        let bytes = self
-            .images
-            .manifest(&item.name, digest)
-            .with_context(|| format!("manifest {digest}"))?;
+        let bytes = self.images.manifest(&item.name, digest)?;
         layout.write_blob(&bytes)?;
         Ok(())
     }
