@@ -186,6 +186,25 @@ fn rust_plus_clang_from_a_catalog_is_pinned_and_the_same_when_tags_move() {
     assert_ne!(report["digest"], first["digest"]);
     let stderr = String::from_utf8_lossy(&latest.stderr);
     assert!(stderr.contains("NOT pinned"), "{stderr}");
+
+    // No keys in the project: composed unverified, and told how to bring keys.
+    let args = [
+        "pallet",
+        "rust+clang",
+        "--catalog",
+        &catalog_arg,
+        "--source",
+        &source,
+    ];
+    let human = stagex_in(&empty, &tmp.path().join("store2"), &args);
+    let stdout = String::from_utf8_lossy(&human.stdout);
+    assert!(human.status.success(), "{}", tools::text(&human));
+    assert!(stdout.contains("skipped (no trusted keys in"), "{stdout}");
+    assert!(
+        stdout.contains("bring the StageX maintainers' keys"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("pinned   NO"), "{stdout}");
 }
 
 /// One more file, so that the moved core-rust is another image.
@@ -405,11 +424,9 @@ fn the_catalog_comes_from_release_flag_checkout_settings_then_builtin() {
         (json!("built-in"), json!(newest), json!("release"))
     );
 
-    std::fs::write(
-        project.join("stagex.toml"),
-        format!("catalog = \"{}\"\n", catalog.display()),
-    )
-    .unwrap();
+    // A relative path in stagex.toml is taken from the project's root.
+    let relative = format!("catalog = \"../cat/{RELEASE}\"\n");
+    std::fs::write(project.join("stagex.toml"), relative).unwrap();
     assert_eq!(
         origin(&project, &[]),
         (json!("settings"), json!(RELEASE), json!("release"))
