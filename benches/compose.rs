@@ -34,6 +34,7 @@ use stagex::oci::config::RunConfig;
 use stagex::oci::descriptor::Platform;
 use stagex::oci::layout::Layout;
 use stagex::oci::media_type;
+use stagex::pallet::catalog::{Origin, ReleaseCatalog};
 use stagex::pallet::definition::Catalog;
 use stagex::pallet::pipeline::{self, Request};
 use stagex::pallet::resolve::Source;
@@ -145,7 +146,7 @@ fn main() {
     eprintln!("generating {PACKAGES} packages, {total_mib} MiB of files ...");
     let names = make_packages(&out, total_mib);
     let expression = names.join("+");
-    let catalog = Catalog::default();
+    let catalog = ReleaseCatalog::checkout_tags(Catalog::default(), Origin::Checkout(".".into()));
     let layer_bytes: u64 = walkdir::WalkDir::new(&out)
         .into_iter()
         .filter_map(|e| e.ok())

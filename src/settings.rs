@@ -44,6 +44,10 @@ pub struct Settings {
     /// Where `stagex keys refresh|add` fetch certificates, in order:
     /// `https://HOST` (VKS, then HKP), `hkps://HOST`, `wkd`.
     pub keyservers: Vec<String>,
+    /// Pallet catalog for `stagex pallet` outside a StageX checkout: a
+    /// checkout or a catalog directory (`catalog/<release>/`); default the
+    /// built-in one.
+    pub catalog: Option<PathBuf>,
 }
 
 /// `[publish]`: where a release goes. Registries and mirrors have no
@@ -99,6 +103,7 @@ impl Default for Settings {
             publish: PublishSettings::default(),
             certs_dir: None,
             keyservers: Vec::new(),
+            catalog: None,
         }
     }
 }
@@ -133,6 +138,9 @@ impl Settings {
             }
         }
         if let Some(dir) = settings.certs_dir.as_mut().filter(|d| d.is_relative()) {
+            *dir = root.join(&*dir);
+        }
+        if let Some(dir) = settings.catalog.as_mut().filter(|d| d.is_relative()) {
             *dir = root.join(&*dir);
         }
         if !settings.lookaside.contains("://") && Path::new(&settings.lookaside).is_relative() {

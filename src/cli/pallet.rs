@@ -15,7 +15,8 @@ use super::Context;
 use crate::image::WriteReport;
 use crate::oci::descriptor::Platform;
 use crate::output::Destination;
-use crate::pallet::definition::Catalog;
+use crate::pallet::catalog::{self, Choice, Pinning, ReleaseCatalog};
+use crate::pallet::catalog_report::{self, DryRun, Listing};
 use crate::pallet::inputs::{self, InputTrust, Verification};
 use crate::pallet::pipeline::{self, Composed, Request};
 use crate::pallet::resolve::Source;
@@ -26,7 +27,27 @@ use crate::store::Store;
 pub struct PalletArgs {
     /// `item('+'item)*`; item = a pallet (rust, pallet-rust) or a package image
     /// (core-jq), optionally `:tag` or `@sha256:<hex>`.
-    pub expression: String,
+    #[arg(required_unless_present = "list")]
+    pub expression: Option<String>,
+    /// Take pallets and release digests from DIR: a StageX checkout or a
+    /// catalog directory (catalog/<release>/). Default: the current StageX
+    /// checkout, else `catalog` in stagex.toml, else the built-in catalog.
+    #[arg(long, value_name = "DIR")]
+    pub catalog: Option<PathBuf>,
+    /// A built-in release (YYYY.MM.N) instead of the newest one.
+    #[arg(long, value_name = "YYYY.MM.N")]
+    pub release: Option<String>,
+    /// Resolve package tags instead of the release's digests: the result
+    /// is NOT pinned (it may differ from day to day).
+    #[arg(long)]
+    pub latest: bool,
+    /// List the catalog's pallets with their packages, and where it came from.
+    #[arg(long, conflicts_with_all = ["expression", "dry_run", "output", "flatten"])]
+    pub list: bool,
+    /// Print the resolved, pinned package list and the conflicts the
+    /// catalog shows, without pulling anything.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Where package images come from: a registry namespace
     /// (127.0.0.1:5000/stagex) or a directory of OCI layouts (out/).
     /// Default: `source` in stagex.toml.
@@ -94,6 +115,9 @@ struct Report<'a> {
     composed: &'a Composed,
     digest: String,
     verification: Verification,
+    /// The keys directory, when it held no keys (the gate did not run).
+    #[serde(skip)]
+    missing_keys: Option<PathBuf>,
     output: Option<String>,
     /// What a push to a registry did (uploads, mounts, blobs already there).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -104,16 +128,35 @@ struct Report<'a> {
     elapsed_ms: u128,
 }
 
+/// The catalog the flags and stagex.toml choose.
+fn choose_catalog(ctx: &Context, args: &PalletArgs) -> Result<ReleaseCatalog> {
+    Ok(catalog::choose(&Choice {
+        catalog_flag: args.catalog.clone(),
+        release: args.release.clone(),
+        latest: args.latest,
+        checkout_pallets: ctx.settings.pallets.clone(),
+        checkout_packages: ctx.settings.packages.clone(),
+        settings_catalog: ctx.settings.catalog.clone(),
+    })?)
+}
+
 pub fn run(ctx: &Context, args: PalletArgs) -> Result<ExitCode> {
     let started = Instant::now();
-    let catalog = Catalog::load_with_tree(&ctx.settings.pallets, &ctx.settings.packages)?;
+    let catalog = choose_catalog(ctx, &args)?;
     let warnings = super::progress::for_command(ctx.json);
-    super::lint::report_unknown(&catalog.unknown_fields, false, &*warnings)?;
+    super::lint::report_unknown(&catalog.definitions.unknown_fields, false, &*warnings)?;
+    if args.list {
+        return list(ctx, &catalog);
+    }
+    let expression = args.expression.clone().unwrap_or_default();
     let source_text = args
         .source
         .clone()
         .unwrap_or_else(|| ctx.settings.source.clone());
     let source = Source::parse(&source_text)?;
+    if args.dry_run {
+        return dry_run(ctx, &catalog, &expression, &source);
+    }
     let platforms = if args.platforms.is_empty() {
         vec![Platform::host()]
     } else {
@@ -128,8 +171,11 @@ pub fn run(ctx: &Context, args: PalletArgs) -> Result<ExitCode> {
         None => Store::open_default()?,
     };
     let progress = super::progress::for_command(ctx.json);
+    if catalog.pinning == Pinning::Latest {
+        crate::progress::warn(progress.as_ref(), NOT_PINNED);
+    }
     let request = Request {
-        expression: args.expression.clone(),
+        expression,
         source,
         platforms: platforms.clone(),
         strict: args.strict,
@@ -138,6 +184,9 @@ pub fn run(ctx: &Context, args: PalletArgs) -> Result<ExitCode> {
     };
     let composed = pipeline::run(&store, &catalog, &request, progress.as_ref())?;
     let verification = verify_inputs(ctx, &args, &composed)?;
+    let keys = args.trust.keys_dir(&ctx.settings);
+    let missing_keys =
+        (verification.status.starts_with("skipped (no trusted keys")).then_some(keys);
     let written = destination
         .as_ref()
         .map(|d| pipeline::write_output(&store, &composed, d, &platforms, progress.as_ref()))
@@ -151,6 +200,7 @@ pub fn run(ctx: &Context, args: PalletArgs) -> Result<ExitCode> {
         composed: &composed,
         digest: composed.root.digest.to_string(),
         verification,
+        missing_keys,
         output: destination.as_ref().map(|d| d.to_string()),
         push,
         written,
@@ -197,6 +247,12 @@ fn print_human(report: &Report<'_>) {
         println!("index    {}", composed.root.digest);
     }
     println!("inputs   {}", report.verification.status);
+    if let Some(keys) = &report.missing_keys {
+        println!("         {}", keys_hint(keys));
+    }
+    if report.composed.catalog.pinning != Pinning::Release {
+        println!("pinned   NO: packages were resolved by tag");
+    }
     if let Some(output) = &report.output {
         println!("wrote    {output}");
     }
@@ -210,5 +266,89 @@ fn print_human(report: &Report<'_>) {
             push.bytes_mounted,
             push.blobs_existing
         );
+    }
+}
+
+const NOT_PINNED: &str = "--latest: packages are resolved by tag, so this image is NOT pinned (the same command may give another image tomorrow); drop --latest to use the release's digests";
+
+/// How to bring keys when none are there (the gate then did not run).
+fn keys_hint(keys: &std::path::Path) -> String {
+    format!(
+        "to verify the inputs, bring the StageX maintainers' keys: for each fingerprint in StageX's MAINTAINERS, `gpg --recv-keys FPR && gpg --export FPR > {}/NAME.asc` (or pass --keys DIR)",
+        keys.display()
+    )
+}
+
+/// `stagex pallet --list`.
+fn list(ctx: &Context, catalog: &ReleaseCatalog) -> Result<ExitCode> {
+    let listing = catalog_report::listing(catalog)?;
+    if ctx.json {
+        super::print_json(&listing)?;
+    } else {
+        print_listing(catalog, &listing);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_listing(catalog: &ReleaseCatalog, listing: &Listing) {
+    println!(
+        "catalog  {}: {} pallets, {} package digests",
+        catalog.describe(),
+        listing.pallets.len(),
+        listing.digests
+    );
+    if !listing.undigested.is_empty() {
+        println!(
+            "unpinned {} pallets name packages without a release digest (compose them with --latest)",
+            listing.undigested.len()
+        );
+    }
+    for pallet in &listing.pallets {
+        println!(
+            "pallet   {:<22} {:<29} base {:<27} {}",
+            pallet.name,
+            pallet.image,
+            pallet.base,
+            pallet.packages.join(" ")
+        );
+    }
+}
+
+/// `stagex pallet EXPR --dry-run`: nothing is read from the source.
+fn dry_run(
+    ctx: &Context,
+    catalog: &ReleaseCatalog,
+    expression: &str,
+    source: &Source,
+) -> Result<ExitCode> {
+    let plan = pipeline::plan(catalog, expression)?;
+    let report = catalog_report::dry_run(catalog, expression, &plan, &|name| source.locate(name))?;
+    if ctx.json {
+        super::print_json(&report)?;
+    } else {
+        print_dry_run(catalog, &report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_dry_run(catalog: &ReleaseCatalog, report: &DryRun) {
+    println!("catalog  {}", catalog.describe());
+    for package in &report.packages {
+        println!(
+            "package  {:<28} {:<10} {}",
+            package.name, package.pin, package.reference
+        );
+    }
+    for copy in &report.copies {
+        println!("copy     {copy}");
+    }
+    for pallet in &report.links {
+        println!("links    of pallet {pallet}");
+    }
+    for conflict in &report.conflicts {
+        println!("conflict {}: {}", conflict.kind, conflict.detail);
+    }
+    if !report.pinned {
+        println!("pinned   NO: some packages resolve by tag");
     }
 }

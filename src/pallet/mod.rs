@@ -11,3 +11,7 @@ pub mod inputs;
 pub mod materialize;
 pub mod pipeline;
 pub mod resolve;
+// The pallet catalog (`catalog`), its built-in data and its reports.
+pub mod catalog;
+pub mod catalog_data;
+pub mod catalog_report;

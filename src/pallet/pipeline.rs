@@ -1,5 +1,6 @@
-//! `stagex pallet` end to end, minus the command line: expand the
-//! expression, resolve and pin every input per platform, compose (pure),
+//! `stagex pallet` end to end, minus the command line: check the
+//! expression's names against the catalog and expand it, pin its packages
+//! as the catalog says, resolve every input per platform, compose (pure),
 //! materialize the extra layers, assemble config/manifest (and an index for
 //! several platforms) into the store; then `write_output` hands the result
 //! to the destination's sink.
@@ -8,10 +9,11 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
+use super::catalog::{Origin, Pinning, ReleaseCatalog};
 use super::compose::{
     compose, ComposeOptions, ComposedPackage, Conflict, PlannedLayer, CREATED_EPOCH,
 };
-use super::definition::{Catalog, Plan};
+use super::definition::Plan;
 use super::expr::Expr;
 use super::materialize::{flatten, materialize};
 use super::resolve::{FetchStats, Pinned, Resolver, Source};
@@ -60,10 +62,22 @@ pub struct PlatformReport {
     pub kept_duplicate_layers: Vec<Digest>,
 }
 
+/// Which catalog a composition used.
+#[derive(Clone, Debug, Serialize)]
+pub struct CatalogUsed {
+    pub release: Option<String>,
+    pub origin: Origin,
+    /// `release`: every package at its release digest; `latest` or
+    /// `checkout-tags`: tags, so the result is not pinned.
+    pub pinning: Pinning,
+}
+
 /// Everything `stagex pallet` did before writing the output.
 #[derive(Clone, Debug, Serialize)]
 pub struct Composed {
     pub expression: String,
+    /// The catalog the names were taken from and how packages were pinned.
+    pub catalog: CatalogUsed,
     /// The image (manifest, or index for several platforms) in the store.
     pub root: Descriptor,
     pub platforms: Vec<PlatformReport>,
@@ -76,52 +90,31 @@ pub struct Composed {
     pub source_host: Option<String>,
 }
 
-/// Expands `expression` against `catalog`.
-pub fn plan(catalog: &Catalog, expression: &str) -> Result<Plan> {
+/// Expands `expression` against `catalog`: every name checked (with a
+/// suggestion) before anything is read, then every package pinned as the
+/// catalog says (`ReleaseCatalog::pin`).
+pub fn plan(catalog: &ReleaseCatalog, expression: &str) -> Result<Plan> {
     let expr: Expr = expression.parse()?;
-    catalog.expand(&expr)
+    catalog.check_names(&expr)?;
+    let plan = catalog.definitions.expand(&expr)?;
+    Ok(catalog.pin(plan)?)
 }
 
 /// Composes `request` into `store`; pulls and warnings are reported to
 /// `progress`.
 pub fn run(
     store: &Store,
-    catalog: &Catalog,
+    catalog: &ReleaseCatalog,
     request: &Request,
     progress: &dyn Progress,
 ) -> Result<Composed> {
     let plan = plan(catalog, &request.expression)?;
-    let expr_names: Vec<String> = request
-        .expression
-        .parse::<Expr>()?
-        .items
-        .into_iter()
-        .map(|i| i.name)
-        .collect();
     let mut resolver = Resolver::new(store, request.source.clone(), progress)?;
     let mut reports = Vec::new();
     let mut manifests = Vec::new();
     for platform in &request.platforms {
         let references = plan.references();
-        let resolved = resolver
-            .resolve_all(&references, platform)
-            .map_err(|error| {
-                let unknown: Vec<&str> = references
-                    .iter()
-                    .filter(|i| {
-                        catalog.pallet_name(&i.name).is_none() && expr_names.contains(&i.name)
-                    })
-                    .map(|i| i.name.as_str())
-                    .collect();
-                if unknown.is_empty() {
-                    error
-                } else {
-                    error.context(format!(
-                        "(items not found in pallets/ and taken as package images: {})",
-                        unknown.join(", ")
-                    ))
-                }
-            })?;
+        let resolved = resolver.resolve_all(&references, platform)?;
         let images: BTreeMap<_, _> = references.into_iter().zip(resolved).collect();
         let composition = compose(
             &plan,
@@ -202,6 +195,11 @@ pub fn run(
     };
     Ok(Composed {
         expression: request.expression.clone(),
+        catalog: CatalogUsed {
+            release: catalog.release.clone(),
+            origin: catalog.origin.clone(),
+            pinning: catalog.pinning,
+        },
         root,
         platforms: reports,
         pinned: resolver.pinned.clone(),

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use super::catalog::shorten;
 use super::compose::PackageImage;
 use super::expr::ItemRef;
 use crate::image::{platform_manifest, DirSource, ImageSource, RegistrySource};
@@ -64,6 +65,18 @@ impl Source {
             host: host.to_string(),
             namespace: namespace.to_string(),
         })
+    }
+
+    /// Where image `name` is on this source, for messages and reports
+    /// (`127.0.0.1:5000/stagex/core-jq`, `out/core-jq`).
+    pub fn locate(&self, name: &str) -> String {
+        match self {
+            Source::Registry { host, namespace } if namespace.is_empty() => {
+                format!("{host}/{name}")
+            }
+            Source::Registry { host, namespace } => format!("{host}/{namespace}/{name}"),
+            Source::Local(dir) => dir.join(name).display().to_string(),
+        }
     }
 
     /// The `ImageSource` this names.
@@ -151,14 +164,14 @@ impl<'a> Resolver<'a> {
             platform,
             self.store.layout(),
         )
-        .with_context(|| format!("{item} ({source})"))?;
+        .context("reading its manifest")?;
         let manifest_digest = descriptor.digest;
         self.fetch_blob(item, &manifest.config)?;
         let config = read_config(self.store, &manifest.config)
-            .with_context(|| format!("{item} ({source}): manifest {manifest_digest}"))?;
+            .with_context(|| format!("manifest {manifest_digest}"))?;
         if config.os != platform.os || config.architecture != platform.architecture {
             bail!(
-                "{item} ({source}) is {}/{}, not {platform}: build or pull it for {platform}",
+                "the image is {}/{}, not {platform}: build or pull it for {platform}",
                 config.os,
                 config.architecture
             );
@@ -210,10 +223,12 @@ impl<'a> Resolver<'a> {
     ) -> Result<Vec<PackageImage>> {
         let mut images = Vec::new();
         for item in items {
-            images.push(
-                self.resolve_head(item, platform)
-                    .with_context(|| format!("resolving {item} for {platform}"))?,
-            );
+            images.push(self.resolve_head(item, platform).with_context(|| {
+                let at = self.images.locate(&item.name);
+                let pin = item.to_string();
+                let pin = &pin[item.name.len()..];
+                format!("resolving {}{pin} for {platform}", shorten(&at))
+            })?);
         }
         let mut jobs: Vec<(String, Descriptor)> = Vec::new();
         let mut queued = std::collections::BTreeSet::new();
@@ -310,7 +325,7 @@ impl<'a> Resolver<'a> {
                         );
                         Ok(digest)
                     }
-                    _ => Err(error).with_context(|| format!("resolving {item}")),
+                    _ => Err(error).with_context(|| format!("reading tag {tag}")),
                 }
             }
         }
@@ -321,10 +336,7 @@ impl<'a> Resolver<'a> {
         if layout.has_blob(digest) {
             return Ok(());
         }
-        let bytes = self
-            .images
-            .manifest(&item.name, digest)
-            .with_context(|| format!("{item}: manifest {digest}"))?;
+        let bytes = self.images.manifest(&item.name, digest)?;
         layout.write_blob(&bytes)?;
         Ok(())
     }

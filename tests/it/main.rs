@@ -67,3 +67,4 @@ mod sigs_options;
 mod sigs_sync;
 mod out_integrity;
 mod pallet_entries;
+mod pallet_catalog;

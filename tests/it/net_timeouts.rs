@@ -154,7 +154,7 @@ fn a_stalled_registry_fails_pallet_naming_the_host() {
             stagex()
                 .arg("--root")
                 .arg(work.path())
-                .args(["pallet", "core-x", "--no-verify", "--source"])
+                .args(["pallet", "core-x:latest", "--no-verify", "--source"])
                 .arg(format!("{}/stagex", server.host()))
                 .arg("--store")
                 .arg(&store),
