@@ -18,7 +18,7 @@ use crate::lookaside::fetch::{self, Policy, Validators};
 use crate::lookaside::file::{read_signature, FileLookaside};
 use crate::lookaside::http::{Answer, HttpLookaside, Read, Stop, WalkEnd, Walked};
 use crate::lookaside::location::{Location, ReaderUnauthorized};
-use crate::lookaside::{Fetched, MAX_SIGNATURES};
+use crate::lookaside::{max_signatures, Fetched};
 use crate::sign::image::ImageTarget;
 
 /// A lookaside to read from.
@@ -129,7 +129,7 @@ impl Store {
             return Vec::new();
         };
         let mut found = Vec::new();
-        for n in after + 1..=(after + count).min(MAX_SIGNATURES) {
+        for n in after + 1..=(after + count).min(max_signatures()) {
             let name = format!("signature-{n}");
             let url = h.url(&image.repository_path, &image.digest, &name);
             if let Ok(Some(entry)) = get_one(h, &name, &url).await {
@@ -157,7 +157,7 @@ fn list_file(store: &FileLookaside, image: &ImageTarget) -> Listing {
             }
         }
     };
-    let mut end = if set.files.len() as u32 >= MAX_SIGNATURES {
+    let mut end = if set.files.len() as u32 >= max_signatures() {
         End::Limit
     } else {
         End::Missing
