@@ -94,7 +94,9 @@ pub struct SignatureSet {
     pub capped: bool,
 }
 
-/// A lookaside store to read signatures from.
+/// A lookaside store to read signatures from: `read` for verify and the
+/// pallet gate, `list`/`get`/`probe_after` (`sigs::source`) for sync and
+/// audit.
 pub enum Lookaside {
     File(file::FileLookaside),
     Http(http::HttpLookaside),
@@ -104,15 +106,21 @@ impl Lookaside {
     /// `https://...`, `http://...`, `file:///dir` or a plain directory path
     /// (`location::Location`, the one parser of store locations).
     pub fn parse(location: &str) -> Result<Lookaside> {
-        Ok(match location::Location::parse(location)? {
+        Lookaside::open(
+            &location::Location::parse(location)?,
+            fetch::Policy::default(),
+        )
+    }
+
+    /// The store at a parsed location, its http requests under `policy`
+    /// (one client per store: one connection pool, HTTP/2 where the
+    /// server speaks it).
+    pub fn open(location: &location::Location, policy: fetch::Policy) -> Result<Lookaside> {
+        Ok(match location {
             location::Location::Directory(path) => Lookaside::File(file::FileLookaside::new(path)),
-            remote @ location::Location::Http { .. } => {
-                Lookaside::Http(http::HttpLookaside::reader(
-                    &remote,
-                    crate::net::http_client()?,
-                    fetch::Policy::default(),
-                )?)
-            }
+            remote @ location::Location::Http { .. } => Lookaside::Http(
+                http::HttpLookaside::reader(remote, crate::net::http_client()?, policy)?,
+            ),
         })
     }
 

@@ -18,10 +18,11 @@ use serde::Serialize;
 use super::each::{for_each, Progress};
 use super::images::label;
 use super::judge::{judge, Verdict};
-use super::source::{End, Listing, Store};
+use super::source::{End, Listing};
 use crate::lookaside::fetch::Policy;
 use crate::lookaside::http::{Read, Walked};
 use crate::lookaside::location::Location;
+use crate::lookaside::Lookaside;
 use crate::sign::image::ImageTarget;
 use crate::sign::keyring::Keyring;
 use crate::sign::verify::{Expected, Rejection};
@@ -119,8 +120,8 @@ pub fn damaged_directories(dirs: &[String]) -> Vec<Finding> {
 }
 
 struct Context {
-    store: Store,
-    compare: Option<Store>,
+    store: Lookaside,
+    compare: Option<Lookaside>,
     keyring: Keyring,
     options: AuditOptions,
 }
@@ -134,9 +135,9 @@ pub fn audit(
     options: &AuditOptions,
     progress: &dyn Fn(Progress),
 ) -> Result<AuditReport> {
-    let store = Store::open(location, options.policy)?;
+    let store = Lookaside::open(location, options.policy)?;
     let compare = match &options.compare {
-        Some(other) => Some(Store::open(other, options.policy)?),
+        Some(other) => Some(Lookaside::open(other, options.policy)?),
         None => None,
     };
     let context = Arc::new(Context {
@@ -163,7 +164,7 @@ pub fn audit(
     );
     let mut report = AuditReport {
         lookaside: context.store.describe(),
-        compare: context.compare.as_ref().map(Store::describe),
+        compare: context.compare.as_ref().map(Lookaside::describe),
         images: total,
         ..AuditReport::default()
     };
@@ -206,7 +207,7 @@ async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>
     }
     findings.extend(end_finding(&listing.end, &finding));
     let hidden = match (&context.store, &listing.end) {
-        (Store::Http(_), End::Missing) => {
+        (Lookaside::Http(_), End::Missing) => {
             let after = listing.files.len() as u32 + 1;
             context
                 .store
