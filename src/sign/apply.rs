@@ -60,7 +60,10 @@ pub fn sign_target(
     match (already, placed.into_iter().next()) {
         (Some(file), _) => Ok(SignOutcome::AlreadySigned { file }),
         (None, Some((_, file))) => Ok(SignOutcome::Signed { file }),
-        (None, None) => unreachable!("update adds the one blob it was given"),
+        (None, None) => Err(anyhow::anyhow!(
+            "the signature of {} was not stored (the store added nothing)",
+            target.digest
+        )),
     }
 }
 
