@@ -175,6 +175,9 @@ pub fn summary(report: &PublishReport) -> String {
         for f in &m.failed {
             out += &format!("  FAILED {}: {}\n", f.image, f.error);
         }
+        for s in &m.skipped {
+            out += &format!("  SKIPPED {}: {}\n", s.image, s.error);
+        }
     }
     for note in &report.notes {
         out += &format!("note: {note}\n");

@@ -61,6 +61,7 @@ struct Line {
 }
 
 pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
+    crate::lookaside::signature_cap_setting()?;
     let signer: Box<dyn PayloadSigner> = match (&args.key, &args.gpg) {
         (Some(path), _) => Box::new(KeyFileSigner::from_file(path)?),
         (None, Some(fpr)) => Box::new(GpgSigner::new(fpr)?),

@@ -102,6 +102,7 @@ pub struct AuditArgs {
 }
 
 pub fn run(ctx: &Context, args: SigsArgs) -> Result<ExitCode> {
+    crate::lookaside::signature_cap_setting()?;
     match args.command {
         SigsCommand::Sync(a) => run_sync(ctx, a),
         SigsCommand::Audit(a) => run_audit(ctx, a),
@@ -121,7 +122,10 @@ fn policy(set: &SetArgs) -> Policy {
 fn run_sync(ctx: &Context, args: SyncArgs) -> Result<ExitCode> {
     let keyring = keyring(ctx, &args.set)?;
     let from = Location::parse(&args.from)?;
-    let images = image_set(ctx, &args.set, &from)?;
+    let (images, skipped) = image_set(ctx, &args.set, &from)?;
+    for s in skipped {
+        eprintln!("stagex: warning: {s}: not a `<repository>@sha256=<hex>` directory, skipped");
+    }
     let state_file = if args.full {
         None
     } else {
@@ -151,7 +155,7 @@ fn run_sync(ctx: &Context, args: SyncArgs) -> Result<ExitCode> {
 fn run_audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
     let keyring = keyring(ctx, &args.set)?;
     let lookaside = Location::parse(&args.lookaside)?;
-    let images = image_set(ctx, &args.set, &lookaside)?;
+    let (images, skipped) = image_set(ctx, &args.set, &lookaside)?;
     let options = AuditOptions {
         threshold: check_threshold(args.threshold.unwrap_or(ctx.settings.threshold))?,
         allow_legacy: args.set.allow_legacy,
@@ -161,7 +165,9 @@ fn run_audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode> {
         ..AuditOptions::default()
     };
     let report = run_and_print(ctx, images.len(), audit_summary, |progress| {
-        lib::audit(&lookaside, &images, &keyring, &options, progress)
+        let mut report = lib::audit(&lookaside, &images, &keyring, &options, progress)?;
+        report.add_findings(lib::audit::damaged_directories(&skipped));
+        Ok(report)
     })?;
     Ok(if report.is_clean() {
         ExitCode::SUCCESS
@@ -179,25 +185,27 @@ fn keyring(ctx: &Context, set: &SetArgs) -> Result<Keyring> {
 }
 
 /// The images: --digests, else --registry, else a directory source's
-/// tree, else out/.
-fn image_set(ctx: &Context, set: &SetArgs, source: &Location) -> Result<Vec<ImageTarget>> {
+/// tree, else out/; and the directories of a walked tree that are not an
+/// image's (no or a bad digest: `build.log@sha256=`).
+fn image_set(
+    ctx: &Context,
+    set: &SetArgs,
+    source: &Location,
+) -> Result<(Vec<ImageTarget>, Vec<String>)> {
     let namespace = set
         .identity
         .clone()
         .unwrap_or_else(|| ctx.settings.namespace.clone());
     let mut found = images::from_digests(&set.digests, &namespace)?;
+    let mut damaged = Vec::new();
     if let Some(registry) = &set.registry {
         found.extend(crate::sigs::registry::list(registry, &namespace)?);
     }
     if set.digests.is_empty() && set.registry.is_none() {
         if let Some(dir) = source.directory() {
             let (walked, skipped) = images::walk(dir, &namespace)?;
-            for s in skipped {
-                eprintln!(
-                    "stagex: warning: {s}: not a `<repository>@sha256=<hex>` directory, skipped"
-                );
-            }
             found = walked;
+            damaged = skipped;
         } else if ctx.settings.out.is_dir() {
             let resolver = Resolver::from_settings(&ctx.settings, set.identity.as_deref());
             found = resolver.resolve_all(&[])?;
@@ -210,7 +218,7 @@ fn image_set(ctx: &Context, set: &SetArgs, source: &Location) -> Result<Vec<Imag
             );
         }
     }
-    Ok(images::dedup(found))
+    Ok((images::dedup(found), damaged))
 }
 
 /// Runs `work` over `total` images with a count bar (on a terminal, not

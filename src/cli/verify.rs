@@ -37,6 +37,7 @@ pub struct VerifyArgs {
 }
 
 pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
+    crate::lookaside::signature_cap_setting()?;
     // First: loading the keys checks their self-signatures, which the
     // cache may already hold.
     let cache = signature_cache::default_path();
@@ -136,9 +137,16 @@ pub fn table(reports: &[ImageReport]) -> String {
         for i in &r.invalid {
             out += &format!("    invalid  {}: {}\n", i.file, i.reason);
         }
-        for h in &r.hidden {
+        for h in r.hidden.iter().filter(|_| !r.capped) {
             out += &format!(
                 "    hidden   {h}: after a gap in the numbering, no reader sees it (renumber the files contiguously)\n"
+            );
+        }
+        for h in r.hidden.iter().filter(|_| r.capped) {
+            out += &format!(
+                "    ignored  {h}: the cap of {} signatures per image was reached, readers stop there (remove files no one needs; {} sets stagex's cap)\n",
+                crate::lookaside::max_signatures(),
+                crate::lookaside::MAX_SIGNATURES_ENV
             );
         }
     }
@@ -191,6 +199,13 @@ pub fn summary_text(s: &Summary, keyring: &crate::sign::keyring::Keyring) -> Str
         out += &format!(
             "{} file(s) hidden after a gap in the numbering\n",
             s.hidden_files
+        );
+    }
+    if s.capped_files > 0 {
+        out += &format!(
+            "{} file(s) not read: the cap of {} signatures per image was reached\n",
+            s.capped_files,
+            crate::lookaside::max_signatures()
         );
     }
     out

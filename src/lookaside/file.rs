@@ -1,17 +1,21 @@
 //! The file:// lookaside: reading `signature-1..` until the first missing
-//! file (and reporting files hidden behind a gap): `FileLookaside::read`
-//! is the ONE walker of a directory store, used by `stagex verify`, the
-//! `sigs` source listing and the mirror writer; and adding a signature
-//! atomically without ever overwriting one: the blob is written to a
-//! temporary file in the image's directory, then hard-linked to the first
-//! free `signature-N` (link fails if the name exists, so two signers racing
+//! file (and reporting files hidden behind a gap or past the cap):
+//! `FileLookaside::read` is the ONE walker of a directory store, used by
+//! `stagex verify`, the `sigs` source listing and the mirror writer; and
+//! `FileLookaside::update`, the ONE write path (`stagex sign`, `sigs sync`
+//! and `publish` to a directory mirror): under the image's lock
+//! (`scratch::ImageLock`) it reads the image's signatures, lets the caller
+//! decide what to add, and adds each blob atomically without ever
+//! overwriting one: the blob is written to a scratch file in the tree's
+//! `.stagex-tmp/` (where no reader looks), then hard-linked to the first
+//! free `signature-N` (link fails if the name exists, so two writers racing
 //! for N both keep their file and numbering stays contiguous).
 //!
 //! Where hard links are refused (some FUSE/network file systems), the same
 //! fsynced temporary file is renamed with `renameat2(RENAME_NOREPLACE)`
 //! (Linux): still atomic and never overwriting, so a crash cannot leave a
 //! truncated `signature-N`. Only if that call is unsupported (EINVAL,
-//! ENOSYS, not Linux) do we fall back to exclusive create-then-write.
+//! ENOSYS, EXDEV, not Linux) do we fall back to exclusive create-then-write.
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -19,8 +23,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::scratch::{self, ImageLock};
 use super::{
-    signature_dir, Fetched, SignatureFile, SignatureSet, MAX_SIGNATURES, MAX_SIGNATURE_BYTES,
+    max_signatures, signature_dir, Fetched, SignatureFile, SignatureSet, MAX_SIGNATURE_BYTES,
 };
 use crate::oci::digest::Digest;
 
@@ -28,11 +33,16 @@ use crate::oci::digest::Digest;
 #[derive(Clone, Debug)]
 pub struct FileLookaside {
     root: PathBuf,
+    /// Set once this store's stale scratch files were swept (shared by clones).
+    swept: std::sync::Arc<std::sync::OnceLock<()>>,
 }
 
 impl FileLookaside {
     pub fn new(root: impl Into<PathBuf>) -> FileLookaside {
-        FileLookaside { root: root.into() }
+        FileLookaside {
+            root: root.into(),
+            swept: Default::default(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -49,9 +59,10 @@ impl FileLookaside {
     pub fn read(&self, repository_path: &str, digest: &Digest) -> Result<SignatureSet> {
         let dir = self.image_dir(repository_path, digest);
         let numbers = numbered_files(&dir)?;
+        let cap = max_signatures();
         let listed = numbers
             .iter()
-            .zip(1..=MAX_SIGNATURES)
+            .zip(1..=cap)
             .take_while(|(n, expected)| *n == expected)
             .count() as u32;
         let mut set = SignatureSet::default();
@@ -74,9 +85,10 @@ impl FileLookaside {
         }
         set.hidden = numbers
             .into_iter()
-            .filter(|&n| n > stopped_at.min(MAX_SIGNATURES))
+            .filter(|&n| n > stopped_at.min(cap))
             .map(|n| format!("signature-{n}"))
             .collect();
+        set.capped = set.files.len() as u32 == cap && !set.hidden.is_empty();
         Ok(set)
     }
 
@@ -87,21 +99,47 @@ impl FileLookaside {
         digest: &Digest,
         blob: &[u8],
     ) -> Result<(u32, PathBuf)> {
+        let mut placed = self.update(repository_path, digest, |_| Ok(vec![blob.to_vec()]))?;
+        Ok(placed.remove(0))
+    }
+
+    /// The one write path: holding the image's lock, reads its signatures,
+    /// asks `decide` which blobs to add (none: nothing is written), and adds
+    /// each as the first free `signature-N`. Returns N and the path of
+    /// each, in order. Another process's `update` of the same image waits,
+    /// so "is it already there?" and the write are one step.
+    pub fn update(
+        &self,
+        repository_path: &str,
+        digest: &Digest,
+        decide: impl FnOnce(&SignatureSet) -> Result<Vec<Vec<u8>>>,
+    ) -> Result<Vec<(u32, PathBuf)>> {
         let dir = self.image_dir(repository_path, digest);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        // 0644 like every file we publish: a lookaside is served by a web
-        // server or synced as-is, and tempfile's 0600 locks readers out.
-        let mut temp = crate::oci::layout::new_temp_file(&dir)?;
-        temp.write_all(blob)
-            .and_then(|_| temp.as_file().sync_all())
-            .with_context(|| format!("writing a signature in {}", dir.display()))?;
-        let linked = claim_slot(&dir, first_free(&dir)?, |target| {
+        self.swept.get_or_init(|| scratch::sweep_stale(&self.root));
+        let _lock = ImageLock::acquire(&dir)?;
+        scratch::sweep_legacy(&dir);
+        let blobs = decide(&self.read(repository_path, digest)?)?;
+        let placed = blobs
+            .iter()
+            .map(|blob| self.place(&dir, blob))
+            .collect::<Result<Vec<_>>>();
+        scratch::remove_scratch_dir_if_empty(&self.root);
+        placed
+    }
+
+    /// Writes `blob` to a scratch file, then links it to the first free
+    /// `signature-N` of `dir` (the caller holds the image's lock).
+    fn place(&self, dir: &Path, blob: &[u8]) -> Result<(u32, PathBuf)> {
+        let temp = scratch::write_scratch(&self.root, blob)?;
+        let linked = claim_slot(dir, first_free(dir)?, |target| {
             match fs::hard_link(temp.path(), target) {
                 Ok(()) => Ok(Slot::Placed),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Slot::Taken),
                 Err(e)
                     if e.kind() == io::ErrorKind::Unsupported
-                        || e.kind() == io::ErrorKind::PermissionDenied =>
+                        || e.kind() == io::ErrorKind::PermissionDenied
+                        || e.raw_os_error() == Some(libc::EXDEV) =>
                 {
                     Ok(Slot::Unsupported)
                 }
@@ -110,7 +148,7 @@ impl FileLookaside {
         })?;
         match linked {
             Claim::Placed(n, target) => Ok((n, target)),
-            Claim::Unsupported(n) => add_by_rename(&dir, temp, blob, n),
+            Claim::Unsupported(n) => add_by_rename(dir, temp, blob, n),
         }
     }
 }
@@ -129,6 +167,7 @@ impl FileLookaside {
         remove: &[String],
     ) -> Result<Vec<PathBuf>> {
         let dir = self.image_dir(repository_path, digest);
+        let _lock = ImageLock::acquire(&dir)?;
         let mut removed = Vec::new();
         for name in remove {
             let path = dir.join(name);
@@ -168,17 +207,19 @@ enum Claim {
 /// The one slot-claiming loop behind every way of adding a signature: tries
 /// `place(signature-N)` for N = `n`, N+1, ... until it places (the directory
 /// entry is then synced), the method turns out unsupported, or the
-/// 128-signature cap readers honour is reached.
+/// signature cap readers honour (`max_signatures`) is reached.
 fn claim_slot(
     dir: &Path,
     mut n: u32,
     mut place: impl FnMut(&Path) -> io::Result<Slot>,
 ) -> Result<Claim> {
     loop {
-        if n > MAX_SIGNATURES {
+        let cap = max_signatures();
+        if n > cap {
             bail!(
-                "{} already holds {MAX_SIGNATURES} signatures: readers ignore any more",
-                dir.display()
+                "{} already holds {cap} signatures, the cap ({}): readers ignore any more",
+                dir.display(),
+                super::MAX_SIGNATURES_ENV
             );
         }
         let target = dir.join(format!("signature-{n}"));
@@ -208,8 +249,10 @@ fn add_by_rename(
         Ok(()) => Ok(Slot::Placed),
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(Slot::Taken),
         Err(e)
-            if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS))
-                || e.kind() == io::ErrorKind::Unsupported =>
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EXDEV)
+            ) || e.kind() == io::ErrorKind::Unsupported =>
         {
             Ok(Slot::Unsupported)
         }
@@ -364,6 +407,7 @@ mod tests {
         assert_eq!(set.files.len(), 2);
         assert_eq!(set.files[1].content, Fetched::Blob(b"b".to_vec()));
         assert_eq!(set.hidden, vec!["signature-4".to_string()]);
+        assert!(!set.capped);
         // The next signature fills the gap.
         assert_eq!(store.add("stagex/x", &d, b"c").unwrap().0, 3);
         assert_eq!(store.read("stagex/x", &d).unwrap().files.len(), 4);
@@ -403,7 +447,7 @@ mod tests {
             fs::write(image.join(format!("signature-{n}")), b"s").unwrap();
         }
         let set = store.read("stagex/x", &d).unwrap();
-        assert_eq!(set.files.len(), MAX_SIGNATURES as usize);
+        assert_eq!(set.files.len(), max_signatures() as usize);
         assert_eq!(
             set.files[0].content,
             Fetched::TooLarge(MAX_SIGNATURE_BYTES + 1)
@@ -412,6 +456,7 @@ mod tests {
             set.hidden,
             vec!["signature-129".to_string(), "signature-130".to_string()]
         );
+        assert!(set.capped, "129 and 130 are past the cap, not after a gap");
         assert!(store.add("stagex/x", &d, b"more").is_err());
     }
 
@@ -456,7 +501,7 @@ mod tests {
             "no temporary file may be left behind"
         );
         // Full: an error, and the temporary file is removed.
-        let err = add_by_rename(image, written(b"x"), b"x", MAX_SIGNATURES + 1).unwrap_err();
+        let err = add_by_rename(image, written(b"x"), b"x", max_signatures() + 1).unwrap_err();
         assert!(err.to_string().contains("already holds"), "{err}");
         assert_eq!(fs::read_dir(image).unwrap().count(), 4);
     }

@@ -19,7 +19,8 @@ use futures_util::StreamExt;
 
 use super::fetch::{self, Credentials, FetchError, Outcome, Policy, Validators};
 use super::location::{CredentialSource, Location, LocationError, ReaderUnauthorized};
-use super::{signature_dir, Fetched, SignatureFile, SignatureSet, MAX_SIGNATURES};
+use super::max_signatures;
+use super::{signature_dir, Fetched, SignatureFile, SignatureSet};
 use crate::net::{self, NetConfig};
 use crate::oci::digest::Digest;
 
@@ -305,7 +306,7 @@ impl HttpLookaside {
                 )
             }
         };
-        let ahead = (known.len() as u32 + 1).min(MAX_SIGNATURES);
+        let ahead = (known.len() as u32 + 1).min(max_signatures());
         let first = if known.is_empty() {
             Vec::new()
         } else {
@@ -313,7 +314,7 @@ impl HttpLookaside {
         };
         let mut answers = first.into_iter();
         let mut files = Vec::new();
-        for n in 1..=MAX_SIGNATURES {
+        for n in 1..=max_signatures() {
             let (name, url, outcome) = match answers.next() {
                 Some(a) => a,
                 None => get(n).await,

@@ -25,7 +25,7 @@ use super::file::FileLookaside;
 use super::http::{HttpLookaside, PlainAnswer, Stop, WalkEnd};
 use super::location::{Location, LocationError};
 pub use super::location::{PASSWORD_ENV, USER_ENV};
-use super::{signature_dir, Fetched, SignatureFile, MAX_SIGNATURES};
+use super::{max_signatures, signature_dir, Fetched, SignatureFile};
 use crate::net::block_on;
 use crate::oci::digest::Digest;
 
@@ -73,8 +73,11 @@ pub enum MirrorError {
     Overwrote { url: String, status: u16 },
     #[error("{location}: the bytes read back differ from the bytes uploaded (a concurrent writer, or a rewriting proxy)")]
     ReadBackMismatch { location: String },
-    #[error("{location} already holds {MAX_SIGNATURES} signatures: readers ignore any more")]
-    Full { location: String },
+    #[error(
+        "{location} already holds {cap} signatures, the cap ({}): readers ignore any more",
+        super::MAX_SIGNATURES_ENV
+    )]
+    Full { location: String, cap: u32 },
     #[error(
         "refusing to prune {location}: no valid signature to keep, so every file would be \
          removed (a source that serves nothing valid must not empty a mirror)"
@@ -345,36 +348,45 @@ fn read_file(
         .map_err(|e| MirrorError::File(format!("{e:#}")))
 }
 
-/// `put_missing` on a directory (blocking).
+/// `put_missing` on a directory (blocking): the plan is made and carried
+/// out under the image's lock (`FileLookaside::update`), so concurrent
+/// writers of the same blobs add each once.
 fn put_missing_file(
     store: &FileLookaside,
     repository_path: &str,
     digest: &Digest,
     blobs: &[Vec<u8>],
 ) -> Result<PutReport, MirrorError> {
-    let existing = read_file(store, repository_path, digest)?;
-    let steps = plan(&existing, blobs);
+    let mut planned = None;
+    let placed = store
+        .update(repository_path, digest, |set| {
+            let steps = plan(&set.files, blobs);
+            let writes = steps
+                .iter()
+                .zip(blobs)
+                .filter(|(step, _)| **step == Step::Write)
+                .map(|(_, blob)| blob.clone())
+                .collect();
+            planned = Some((steps, set.files.clone()));
+            Ok(writes)
+        })
+        .map_err(|e| MirrorError::File(format!("{e:#}")))?;
+    let (steps, existing) = planned.expect("update asks for the plan before writing");
+    let mut placed = placed.into_iter();
     let mut written = vec![None; blobs.len()];
     for (i, step) in steps.iter().enumerate() {
         if *step == Step::Write {
-            written[i] = Some(add_file(store, repository_path, digest, &blobs[i])?);
+            let (n, path) = placed.next().expect("one placement per write");
+            written[i] = Some(read_back(n, &path, &blobs[i])?);
         }
     }
     Ok(report_of(steps, existing, written))
 }
 
-/// Adds to a directory (atomic, never replacing), then reads it back.
-fn add_file(
-    store: &FileLookaside,
-    repository_path: &str,
-    digest: &Digest,
-    blob: &[u8],
-) -> Result<Placed, MirrorError> {
-    let (n, path) = store
-        .add(repository_path, digest, blob)
-        .map_err(|e| MirrorError::File(format!("{e:#}")))?;
+/// Reads a file just added back and compares it with what was written.
+fn read_back(n: u32, path: &std::path::Path, blob: &[u8]) -> Result<Placed, MirrorError> {
     let location = path.display().to_string();
-    let back = std::fs::read(&path)
+    let back = std::fs::read(path)
         .map_err(|e| MirrorError::File(format!("reading back {location}: {e}")))?;
     if back != blob {
         return Err(MirrorError::ReadBackMismatch { location });
@@ -568,9 +580,10 @@ impl WebDav {
         let mut n = from.max(1);
         let mut made_collections = false;
         loop {
-            if n > MAX_SIGNATURES {
+            if n > max_signatures() {
                 return Err(MirrorError::Full {
                     location: self.url(repository_path, digest, ""),
+                    cap: max_signatures(),
                 });
             }
             let name = format!("signature-{n}");

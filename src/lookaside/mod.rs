@@ -11,15 +11,50 @@ pub mod file;
 pub mod http;
 pub mod location;
 pub mod mirror;
+pub mod scratch;
 
 use anyhow::Result;
 
 use crate::oci::digest::Digest;
 
-/// Most signatures read per image (as containers/image).
-pub const MAX_SIGNATURES: u32 = 128;
+/// Most signatures read per image by default (as containers/image).
+pub const DEFAULT_MAX_SIGNATURES: u32 = 128;
+/// Environment variable that changes how many signatures per image are
+/// read and written (readers such as skopeo stop at 128 whatever it says).
+pub const MAX_SIGNATURES_ENV: &str = "STAGEX_MAX_SIGNATURES";
+/// The largest cap `STAGEX_MAX_SIGNATURES` may set.
+const CAP_LIMIT: u32 = 100_000;
 /// Largest signature body accepted.
 pub const MAX_SIGNATURE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A `STAGEX_MAX_SIGNATURES` that is not a number in 1..=100000.
+#[derive(Debug, thiserror::Error)]
+#[error("{MAX_SIGNATURES_ENV}={value:?}: not a number of signatures per image from 1 to {CAP_LIMIT} (unset it for the default, {DEFAULT_MAX_SIGNATURES})")]
+pub struct CapSettingError {
+    pub value: String,
+}
+
+/// The cap as set in the environment (the default when unset); commands
+/// call it first so that a bad value is one clear error.
+pub fn signature_cap_setting() -> Result<u32, CapSettingError> {
+    match std::env::var(MAX_SIGNATURES_ENV) {
+        Err(_) => Ok(DEFAULT_MAX_SIGNATURES),
+        Ok(value) => value
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=CAP_LIMIT).contains(n))
+            .ok_or(CapSettingError { value }),
+    }
+}
+
+/// Most `signature-N` files read (and written) per image: the setting,
+/// read once per process (an invalid value counts as unset here; the
+/// commands reject it up front through `signature_cap_setting`).
+pub fn max_signatures() -> u32 {
+    static CAP: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *CAP.get_or_init(|| signature_cap_setting().unwrap_or(DEFAULT_MAX_SIGNATURES))
+}
 
 /// The directory (relative to the base) holding an image's signatures.
 pub fn signature_dir(repository_path: &str, digest: &Digest) -> String {
@@ -50,12 +85,18 @@ pub enum Fetched {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SignatureSet {
     pub files: Vec<SignatureFile>,
-    /// Files that exist after a gap (or past the 128 limit): readers such
-    /// as skopeo never see them. Only detectable on file:// stores.
+    /// Files that exist after a gap (or, when `capped`, past the cap):
+    /// readers such as skopeo never see them. Only detectable on file://
+    /// stores.
     pub hidden: Vec<String>,
+    /// The cap (`max_signatures`) was reached and more files exist: the
+    /// `hidden` ones are unread because of the cap, not a gap.
+    pub capped: bool,
 }
 
-/// A lookaside store to read signatures from.
+/// A lookaside store to read signatures from: `read` for verify and the
+/// pallet gate, `list`/`get`/`probe_after` (`sigs::source`) for sync and
+/// audit.
 pub enum Lookaside {
     File(file::FileLookaside),
     Http(http::HttpLookaside),
@@ -65,15 +106,21 @@ impl Lookaside {
     /// `https://...`, `http://...`, `file:///dir` or a plain directory path
     /// (`location::Location`, the one parser of store locations).
     pub fn parse(location: &str) -> Result<Lookaside> {
-        Ok(match location::Location::parse(location)? {
+        Lookaside::open(
+            &location::Location::parse(location)?,
+            fetch::Policy::default(),
+        )
+    }
+
+    /// The store at a parsed location, its http requests under `policy`
+    /// (one client per store: one connection pool, HTTP/2 where the
+    /// server speaks it).
+    pub fn open(location: &location::Location, policy: fetch::Policy) -> Result<Lookaside> {
+        Ok(match location {
             location::Location::Directory(path) => Lookaside::File(file::FileLookaside::new(path)),
-            remote @ location::Location::Http { .. } => {
-                Lookaside::Http(http::HttpLookaside::reader(
-                    &remote,
-                    crate::net::http_client()?,
-                    fetch::Policy::default(),
-                )?)
-            }
+            remote @ location::Location::Http { .. } => Lookaside::Http(
+                http::HttpLookaside::reader(remote, crate::net::http_client()?, policy)?,
+            ),
         })
     }
 

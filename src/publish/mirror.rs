@@ -6,12 +6,17 @@
 //! only what the mirror lacks by content, contiguously, never replacing a
 //! file, and reads back what it wrote. Images go to a mirror 16 at a time;
 //! `--dry-run` only reads the mirror and counts what would be uploaded.
+//! An image whose push failed on EVERY registry gets no signatures on the
+//! mirrors (signatures of an image no registry serves would vouch for
+//! nothing a user can pull); the report names it and why (`skipped`).
 //!
 //! Must not: decide validity (the gate did) or write anything itself.
+use std::collections::BTreeMap;
+
 use futures_util::StreamExt;
 
 use super::release::ReleaseImage;
-use super::report::{Event, Failed, MirrorReport, Observer};
+use super::report::{Event, Failed, MirrorReport, Observer, RegistryReport};
 use crate::lookaside::mirror::{Mirror, MirrorError};
 use crate::lookaside::{Fetched, Lookaside, SignatureSet};
 use crate::oci::digest::Digest;
@@ -23,6 +28,8 @@ const CONCURRENT_IMAGES: usize = 16;
 /// The valid signatures of one manifest, in their local order.
 #[derive(Clone, Debug)]
 pub struct Signatures {
+    /// The release image (`ReleaseImage::name`) the manifest belongs to.
+    pub release_image: String,
     pub image: String,
     pub repository_path: String,
     pub digest: Digest,
@@ -36,14 +43,17 @@ pub fn collect(
     images: &[ReleaseImage],
     reports: &[ImageReport],
 ) -> Result<Vec<Signatures>, String> {
-    let targets: Vec<_> = images.iter().flat_map(|i| i.targets.iter()).collect();
+    let targets: Vec<_> = images
+        .iter()
+        .flat_map(|i| i.targets.iter().map(move |t| (i.name.as_str(), t)))
+        .collect();
     let keys: Vec<(&str, &Digest)> = targets
         .iter()
-        .map(|t| (t.repository_path.as_str(), &t.digest))
+        .map(|(_, t)| (t.repository_path.as_str(), &t.digest))
         .collect();
     let sets = lookaside.read_many(&keys);
     let mut out = Vec::new();
-    for ((target, report), set) in targets.iter().zip(reports).zip(sets) {
+    for (((release_image, target), report), set) in targets.iter().zip(reports).zip(sets) {
         let set: SignatureSet =
             set.map_err(|e| format!("re-reading signatures of {}: {e:#}", target.name))?;
         let valid: Vec<&str> = report
@@ -61,6 +71,7 @@ pub fn collect(
             })
             .collect();
         out.push(Signatures {
+            release_image: release_image.to_string(),
             image: target.name.clone(),
             repository_path: target.repository_path.clone(),
             digest: target.digest.clone(),
@@ -70,8 +81,63 @@ pub fn collect(
     Ok(out)
 }
 
-/// Uploads (or, `dry_run`, plans) every image's signatures to every mirror.
+/// The release images that are on no registry after the push (each failed
+/// on every destination), with why: image name -> the registries' errors.
+/// Without destinations (a mirror-only run) nothing is skipped. Pure.
+pub fn unpublished(registries: &[RegistryReport]) -> BTreeMap<String, String> {
+    let mut failures: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for registry in registries {
+        for f in &registry.failed {
+            failures
+                .entry(f.image.as_str())
+                .or_default()
+                .push(format!("{}: {}", registry.registry, f.error));
+        }
+    }
+    failures
+        .into_iter()
+        .filter(|(_, errors)| errors.len() == registries.len())
+        .map(|(image, errors)| {
+            (
+                image.to_string(),
+                format!(
+                    "not uploaded: the image is on no registry (push failed on {})",
+                    errors.join("; ")
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Uploads (or, `dry_run`, plans) every image's signatures to every
+/// mirror, except those of the release images in `skip` (name -> why),
+/// which each mirror's report lists as skipped.
 pub fn upload_all(
+    mirrors: &[String],
+    signatures: &[Signatures],
+    skip: &BTreeMap<String, String>,
+    dry_run: bool,
+    observer: &dyn Observer,
+) -> Vec<MirrorReport> {
+    let (skipped, signatures): (Vec<&Signatures>, Vec<&Signatures>) = signatures
+        .iter()
+        .partition(|s| skip.contains_key(&s.release_image));
+    let signatures: Vec<Signatures> = signatures.into_iter().cloned().collect();
+    let skipped: Vec<Failed> = skipped
+        .iter()
+        .map(|s| Failed {
+            image: format!("{}@{}", s.image, s.digest),
+            error: skip[&s.release_image].clone(),
+        })
+        .collect();
+    let mut reports = upload_each(mirrors, &signatures, dry_run, observer);
+    for report in &mut reports {
+        report.skipped = skipped.clone();
+    }
+    reports
+}
+
+fn upload_each(
     mirrors: &[String],
     signatures: &[Signatures],
     dry_run: bool,
@@ -167,4 +233,35 @@ async fn upload_one(
     }
     report.failed.sort_by(|a, b| a.image.cmp(&b.image));
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_is_unpublished_only_when_every_registry_failed_it() {
+        let failed = |image: &str, error: &str| Failed {
+            image: image.into(),
+            error: error.into(),
+        };
+        let a = RegistryReport {
+            registry: "a/ns".into(),
+            failed: vec![failed("core-x", "500"), failed("core-y", "401")],
+            ..RegistryReport::default()
+        };
+        let b = RegistryReport {
+            registry: "b/ns".into(),
+            failed: vec![failed("core-x", "reset")],
+            ..RegistryReport::default()
+        };
+        let skip = unpublished(&[a.clone(), b]);
+        assert_eq!(skip.keys().collect::<Vec<_>>(), ["core-x"]);
+        assert!(skip["core-x"].contains("a/ns: 500") && skip["core-x"].contains("b/ns: reset"));
+        assert_eq!(unpublished(&[a]).len(), 2);
+        assert!(
+            unpublished(&[]).is_empty(),
+            "a mirror-only run skips nothing"
+        );
+    }
 }

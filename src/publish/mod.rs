@@ -4,7 +4,7 @@
 //!    image manifest has the quorum of distinct trusted signers,
 //! 3. the push to every registry destination (`push`, resumable through
 //!    HEAD checks and the `journal`, retried by `retry`),
-//! 4. the signatures to every mirror,
+//! 4. the signatures to every mirror (of the images on at least one registry),
 //!    and the report (`report`). `--dry-run` walks the same push counting
 //!    the writes instead of sending them (`push`).
 //!
@@ -158,7 +158,14 @@ pub fn publish(
                 .push(format!("the publish journal was not saved: {e:#}"));
         }
     }
-    report.mirrors = mirror::upload_all(&request.mirrors, &signatures, request.dry_run, observer);
+    let unpublished = mirror::unpublished(&report.registries);
+    report.mirrors = mirror::upload_all(
+        &request.mirrors,
+        &signatures,
+        &unpublished,
+        request.dry_run,
+        observer,
+    );
     report.total(images.len() as u64);
     Ok(report)
 }

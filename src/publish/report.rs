@@ -91,6 +91,9 @@ pub struct MirrorReport {
     pub signatures_uploaded: u64,
     pub signatures_present: u64,
     pub failed: Vec<Failed>,
+    /// Images whose signatures were not uploaded, and why (their push
+    /// failed on every registry).
+    pub skipped: Vec<Failed>,
 }
 
 /// Totals over every registry and mirror.

@@ -300,6 +300,7 @@ mod tests {
                 })
                 .collect(),
             hidden: Vec::new(),
+            capped: false,
             error: None,
             valid_signers: signers.len(),
             threshold: 2,

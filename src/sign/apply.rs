@@ -2,7 +2,9 @@
 //! rules: skip a signer whose primary key already signed the digest (any
 //! payload form, any identity: one signature per maintainer), build the
 //! payload (always the current containers/image format), sign, check the
-//! blob we made, and add it as the next free `signature-N`.
+//! blob we made, and add it as the next free `signature-N`. The check and
+//! the write are one step (`FileLookaside::update` holds the image's lock):
+//! concurrent signers with the same key leave one signature per image.
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -40,16 +42,39 @@ pub fn sign_target(
         digest: target.digest.clone(),
         reference: target.reference.clone(),
     };
-    let existing = store.read(&target.repository_path, &target.digest)?;
-    for file in &existing.files {
-        if let Fetched::Blob(blob) = &file.content {
-            if signed_by_own_key(&own, blob, target) {
-                return Ok(SignOutcome::AlreadySigned {
-                    file: file.name.clone(),
-                });
+    let mut already = None;
+    let placed = store
+        .update(&target.repository_path, &target.digest, |existing| {
+            already = existing.files.iter().find_map(|file| match &file.content {
+                Fetched::Blob(blob) if signed_by_own_key(&own, blob, target) => {
+                    Some(file.name.clone())
+                }
+                _ => None,
+            });
+            match already {
+                Some(_) => Ok(Vec::new()),
+                None => Ok(vec![new_signature(signer, &own, target, &expected)?]),
             }
-        }
+        })
+        .with_context(|| format!("storing the signature of {}", target.digest))?;
+    match (already, placed.into_iter().next()) {
+        (Some(file), _) => Ok(SignOutcome::AlreadySigned { file }),
+        (None, Some((_, file))) => Ok(SignOutcome::Signed { file }),
+        (None, None) => Err(anyhow::anyhow!(
+            "the signature of {} was not stored (the store added nothing)",
+            target.digest
+        )),
     }
+}
+
+/// Signs a fresh payload for `target` and checks the blob before it is
+/// written.
+fn new_signature(
+    signer: &dyn PayloadSigner,
+    own: &Keyring,
+    target: &ImageTarget,
+    expected: &Expected,
+) -> Result<Vec<u8>> {
     let payload = Payload {
         docker_reference: target.identity.clone(),
         manifest_digest: target.digest.clone(),
@@ -62,16 +87,13 @@ pub fn sign_target(
         ),
     };
     let blob = signer.sign(&payload.to_bytes())?;
-    verify_signature(&own, &blob, &expected, &VerifyOptions::default()).map_err(|reason| {
+    verify_signature(own, &blob, expected, &VerifyOptions::default()).map_err(|reason| {
         anyhow::anyhow!(
             "the new signature for {} does not verify ({reason}): nothing was written",
             target.digest
         )
     })?;
-    let (_, file) = store
-        .add(&target.repository_path, &target.digest, &blob)
-        .with_context(|| format!("storing the signature of {}", target.digest))?;
-    Ok(SignOutcome::Signed { file })
+    Ok(blob)
 }
 
 /// True when `blob` is a cryptographically good signature by the key in

@@ -25,8 +25,12 @@ pub struct ImageReport {
     /// Distinct trusted signers with valid signatures (sorted by fingerprint).
     pub signers: Vec<SignerEntry>,
     pub invalid: Vec<InvalidEntry>,
-    /// Files after a gap in the numbering: no reader sees them.
+    /// Files after a gap in the numbering (or, when `capped`, past the
+    /// cap): no reader sees them.
     pub hidden: Vec<String>,
+    /// The cap of signatures per image was reached: `hidden` lists the
+    /// files past it (there is no gap).
+    pub capped: bool,
     /// The store could not be read (the image fails).
     pub error: Option<String>,
     pub valid_signers: usize,
@@ -130,6 +134,7 @@ pub fn verify_images(
             signers: Vec::new(),
             invalid: Vec::new(),
             hidden: set.as_ref().map(|s| s.hidden.clone()).unwrap_or_default(),
+            capped: set.as_ref().is_ok_and(|s| s.capped),
             error: set.as_ref().err().cloned(),
             valid_signers: 0,
             threshold,
@@ -188,7 +193,10 @@ pub struct Summary {
     pub images_by_signer_count: BTreeMap<usize, usize>,
     /// Reason code -> invalid signature files.
     pub invalid_by_reason: BTreeMap<String, usize>,
+    /// Files after a gap in the numbering.
     pub hidden_files: usize,
+    /// Files past the cap of signatures per image.
+    pub capped_files: usize,
 }
 
 /// Sums up reports (pure).
@@ -219,7 +227,11 @@ pub fn summarize(reports: &[ImageReport]) -> Summary {
         for i in &r.invalid {
             *summary.invalid_by_reason.entry(i.code.clone()).or_default() += 1;
         }
-        summary.hidden_files += r.hidden.len();
+        if r.capped {
+            summary.capped_files += r.hidden.len();
+        } else {
+            summary.hidden_files += r.hidden.len();
+        }
     }
     summary
 }

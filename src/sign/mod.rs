@@ -12,6 +12,7 @@ pub mod ed25519_batch;
 pub mod identity;
 pub mod image;
 pub mod keyring;
+pub mod message_shape;
 pub mod payload;
 pub mod policy;
 pub mod preverify;

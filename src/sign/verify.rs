@@ -52,6 +52,9 @@ pub enum Rejection {
     NotOpenPgp(u8),
     Detached,
     Malformed(String),
+    /// The packets are readable but not in a signed message's order (or
+    /// the file ends early), said in words (`message_shape`).
+    Shape(String),
     Encrypted,
     SignatureCount(usize),
     NotV4(u8),
@@ -127,7 +130,7 @@ impl Rejection {
             Rejection::Armored => "armored",
             Rejection::NotOpenPgp(_) => "not-openpgp",
             Rejection::Detached => "detached",
-            Rejection::Malformed(_) => "malformed",
+            Rejection::Malformed(_) | Rejection::Shape(_) => "malformed",
             Rejection::Encrypted => "encrypted",
             Rejection::SignatureCount(_) => "signature-count",
             Rejection::NotV4(_) => "not-v4",
@@ -166,6 +169,7 @@ impl fmt::Display for Rejection {
                 "detached signature: must be a signed message holding the payload (gpg --sign, not --detach-sign)"
             ),
             Rejection::Malformed(e) => write!(f, "malformed OpenPGP message: {e}"),
+            Rejection::Shape(words) => write!(f, "{words}"),
             Rejection::Encrypted => write!(f, "encrypted message: signatures must not be encrypted"),
             Rejection::SignatureCount(n) => {
                 write!(f, "holds {n} signatures: exactly one per file is allowed")
@@ -455,7 +459,7 @@ pub fn verify_blob(keyring: &Keyring, blob: &[u8]) -> Result<VerifiedSignature, 
     };
     let mut payload = Vec::new();
     if let Err(e) = verifier.read_to_end(&mut payload) {
-        return Err(Rejection::Malformed(e.to_string()));
+        return Err(explain_parse_failure(blob, e.into()));
     }
     let helper = verifier.into_helper();
     if helper.encrypted {
@@ -475,13 +479,18 @@ pub fn verify_blob(keyring: &Keyring, blob: &[u8]) -> Result<VerifiedSignature, 
 }
 
 /// Turns a message-grammar failure into a reason: a blob that is only
-/// signature packets is a detached signature.
+/// signature packets is a detached signature; any other wrong packet
+/// sequence is said in words (`message_shape`), never in sequoia's
+/// grammar tokens.
 fn explain_parse_failure(blob: &[u8], error: anyhow::Error) -> Rejection {
     if let Ok(pile) = PacketPile::from_bytes(blob) {
         let packets: Vec<&Packet> = pile.children().collect();
         if !packets.is_empty() && packets.iter().all(|p| matches!(p, Packet::Signature(_))) {
             return Rejection::Detached;
         }
+    }
+    if let Some(words) = super::message_shape::describe(blob) {
+        return Rejection::Shape(words);
     }
     Rejection::Malformed(format!("{error:#}"))
 }
@@ -582,9 +591,13 @@ mod tests {
             verify_blob(&keyring, &vec![0xA3; MAX_SIGNATURE_SIZE + 1]),
             Err(Rejection::TooLarge(MAX_SIGNATURE_SIZE + 1))
         );
-        assert!(matches!(
-            verify_blob(&keyring, &[0xA3, 0x01, 0xff]),
-            Err(Rejection::Malformed(_))
-        ));
+        let broken = verify_blob(&keyring, &[0xA3, 0x01, 0xff]).unwrap_err();
+        assert_eq!(broken.code(), "malformed");
+        // Said in words, never in sequoia's grammar tokens.
+        let words = broken.to_string();
+        assert!(
+            !words.contains("token") && !words.contains("Expected one of"),
+            "{words}"
+        );
     }
 }

@@ -18,10 +18,11 @@ use serde::Serialize;
 use super::each::{for_each, Progress};
 use super::images::label;
 use super::judge::{judge, Verdict};
-use super::source::{End, Listing, Store};
+use super::source::{End, Listing};
 use crate::lookaside::fetch::Policy;
 use crate::lookaside::http::{Read, Walked};
 use crate::lookaside::location::Location;
+use crate::lookaside::Lookaside;
 use crate::sign::image::ImageTarget;
 use crate::sign::keyring::Keyring;
 use crate::sign::verify::{Expected, Rejection};
@@ -63,7 +64,7 @@ pub struct Finding {
     pub image: String,
     /// `signature-N` when the problem is one file's.
     pub file: Option<String>,
-    /// Stable code: `gap`, `empty`, `too-large`, `soft-404`, `http-status`, `unauthorized`,
+    /// Stable code: `gap`, `over-cap`, `bad-directory`, `empty`, `too-large`, `soft-404`, `http-status`, `unauthorized`,
     /// `error`, `duplicate-signer`, `unknown-key`, `legacy-format`,
     /// `under-quorum`, `differs`, `missing-in-compare`, `only-in-compare`,
     /// or any rejection code of `stagex verify`.
@@ -90,11 +91,37 @@ impl AuditReport {
     pub fn is_clean(&self) -> bool {
         self.findings.is_empty()
     }
+
+    /// Adds findings made outside the per-image audit (and counts them).
+    pub fn add_findings(&mut self, findings: Vec<Finding>) {
+        for f in &findings {
+            *self.counts.entry(f.code.clone()).or_default() += 1;
+        }
+        self.findings.extend(findings);
+    }
+}
+
+/// The directories of a walked tree that are not an image's (`images::
+/// walk`'s skipped ones, e.g. `build.log@sha256=` or `core-busybox@sha256=`
+/// with no digest): no reader looks there, so whatever they hold protects
+/// nothing. Pure.
+pub fn damaged_directories(dirs: &[String]) -> Vec<Finding> {
+    dirs.iter()
+        .map(|dir| Finding {
+            image: dir.clone(),
+            file: None,
+            code: "bad-directory".into(),
+            detail: "not a `<repository>@sha256=<64 hex digits>` directory (no or an invalid \
+                     digest): no reader looks here; move the signatures to the directory of \
+                     the image's manifest digest, or remove it"
+                .into(),
+        })
+        .collect()
 }
 
 struct Context {
-    store: Store,
-    compare: Option<Store>,
+    store: Lookaside,
+    compare: Option<Lookaside>,
     keyring: Keyring,
     options: AuditOptions,
 }
@@ -108,9 +135,9 @@ pub fn audit(
     options: &AuditOptions,
     progress: &dyn Fn(Progress),
 ) -> Result<AuditReport> {
-    let store = Store::open(location, options.policy)?;
+    let store = Lookaside::open(location, options.policy)?;
     let compare = match &options.compare {
-        Some(other) => Some(Store::open(other, options.policy)?),
+        Some(other) => Some(Lookaside::open(other, options.policy)?),
         None => None,
     };
     let context = Arc::new(Context {
@@ -137,7 +164,7 @@ pub fn audit(
     );
     let mut report = AuditReport {
         lookaside: context.store.describe(),
-        compare: context.compare.as_ref().map(Store::describe),
+        compare: context.compare.as_ref().map(Lookaside::describe),
         images: total,
         ..AuditReport::default()
     };
@@ -180,7 +207,7 @@ async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>
     }
     findings.extend(end_finding(&listing.end, &finding));
     let hidden = match (&context.store, &listing.end) {
-        (Store::Http(_), End::Missing) => {
+        (Lookaside::Http(_), End::Missing) => {
             let after = listing.files.len() as u32 + 1;
             context
                 .store
@@ -195,14 +222,26 @@ async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>
             Verdict::Valid { signer } => format!("a valid signature by {signer}"),
             Verdict::Rejected { reason, .. } => format!("not valid: {reason}"),
         };
-        findings.push(finding(
-            Some(&entry.name),
-            "gap",
-            format!(
-                "signature-{first_missing} is missing, so no reader sees {} ({what}): renumber the files contiguously",
-                entry.name
-            ),
-        ));
+        findings.push(if listing.end == End::Limit {
+            finding(
+                Some(&entry.name),
+                "over-cap",
+                format!(
+                    "the cap of {} signatures per image was reached, so no reader sees {} ({what}): remove signatures no one needs",
+                    listing.files.len(),
+                    entry.name
+                ),
+            )
+        } else {
+            finding(
+                Some(&entry.name),
+                "gap",
+                format!(
+                    "signature-{first_missing} is missing, so no reader sees {} ({what}): renumber the files contiguously",
+                    entry.name
+                ),
+            )
+        });
     }
     for (signer, files) in &signers {
         if files.len() > 1 {

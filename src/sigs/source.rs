@@ -9,24 +9,17 @@
 //! a directory is read by `FileLookaside::read`, http(s) by
 //! `HttpLookaside::walk` (the one walker per transport); this module turns
 //! what they return into a `Listing` of the walker's own file type
-//! (`http::Walked`, `http::Read`; a directory's files too). Async: the caller owns the runtime
-//! (one client per `Store`, so one connection pool, HTTP/2 where the
-//! server speaks it).
+//! (`http::Walked`, `http::Read`; a directory's files too), as methods of
+//! the one store type, `lookaside::Lookaside`. Async: the caller owns the
+//! runtime.
 use anyhow::Result;
 
-use crate::lookaside::fetch::{self, Policy, Validators};
+use crate::lookaside::fetch::{self, Validators};
 use crate::lookaside::file::{read_signature, FileLookaside};
 use crate::lookaside::http::{Answer, HttpLookaside, Read, Stop, WalkEnd, Walked};
-use crate::lookaside::location::{Location, ReaderUnauthorized};
-use crate::lookaside::{Fetched, MAX_SIGNATURES};
+use crate::lookaside::location::ReaderUnauthorized;
+use crate::lookaside::{max_signatures, Fetched, Lookaside};
 use crate::sign::image::ImageTarget;
-
-/// A lookaside to read from.
-pub enum Store {
-    File(FileLookaside),
-    /// Credentials from the URL's userinfo, else the host's ~/.netrc entry.
-    Http(HttpLookaside),
-}
 
 /// Why reading stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,39 +63,20 @@ pub struct Listing {
     pub hidden: Vec<Walked>,
 }
 
-impl Store {
-    /// The store at a parsed location.
-    pub fn open(location: &Location, policy: Policy) -> Result<Store> {
-        Ok(match location {
-            Location::Directory(path) => Store::File(FileLookaside::new(path)),
-            remote @ Location::Http { .. } => Store::Http(HttpLookaside::reader(
-                remote,
-                crate::net::http_client()?,
-                policy,
-            )?),
-        })
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            Store::File(f) => f.root().display().to_string(),
-            Store::Http(h) => h.base().to_string(),
-        }
-    }
-
+impl Lookaside {
     /// Reads `signature-1..` of `image`. `known[n-1]`, when given and not
     /// empty, makes the request for `signature-n` conditional.
     pub async fn list(&self, image: &ImageTarget, known: &[Validators]) -> Listing {
         match self {
-            Store::File(f) => list_file(f, image),
-            Store::Http(h) => list_http(h, image, known).await,
+            Lookaside::File(f) => list_file(f, image),
+            Lookaside::Http(h) => list_http(h, image, known).await,
         }
     }
 
     /// One file, unconditionally (to get the bytes behind a 304).
     pub async fn get(&self, image: &ImageTarget, name: &str) -> Result<Read, End> {
         match self {
-            Store::File(f) => {
+            Lookaside::File(f) => {
                 let listing = list_file(f, image);
                 listing
                     .files
@@ -111,7 +85,7 @@ impl Store {
                     .map(|e| e.read)
                     .ok_or(listing.end)
             }
-            Store::Http(h) => {
+            Lookaside::Http(h) => {
                 let url = h.url(&image.repository_path, &image.digest, name);
                 match get_one(h, name, &url).await {
                     Ok(Some(file)) => Ok(file.read),
@@ -125,11 +99,11 @@ impl Store {
     /// Over http: which of the `count` files after `signature-<after>`
     /// exist (a gap cannot be listed, only probed).
     pub async fn probe_after(&self, image: &ImageTarget, after: u32, count: u32) -> Vec<Walked> {
-        let Store::Http(h) = self else {
+        let Lookaside::Http(h) = self else {
             return Vec::new();
         };
         let mut found = Vec::new();
-        for n in after + 1..=(after + count).min(MAX_SIGNATURES) {
+        for n in after + 1..=(after + count).min(max_signatures()) {
             let name = format!("signature-{n}");
             let url = h.url(&image.repository_path, &image.digest, &name);
             if let Ok(Some(entry)) = get_one(h, &name, &url).await {
@@ -157,7 +131,7 @@ fn list_file(store: &FileLookaside, image: &ImageTarget) -> Listing {
             }
         }
     };
-    let mut end = if set.files.len() as u32 >= MAX_SIGNATURES {
+    let mut end = if set.files.len() as u32 >= max_signatures() {
         End::Limit
     } else {
         End::Missing

@@ -23,12 +23,13 @@ use serde::Serialize;
 use super::each::{for_each, Progress};
 use super::images::{key, label};
 use super::judge::{judge, Verdict};
-use super::source::{End, Store};
+use super::source::End;
 use super::state::{trust_key, FileState, ImageState, State};
 use crate::lookaside::fetch::{Policy, Validators};
 use crate::lookaside::http::{Read, Walked};
 use crate::lookaside::location::Location;
 use crate::lookaside::mirror::{Mirror, MirrorError};
+use crate::lookaside::Lookaside;
 use crate::lookaside::SignatureFile;
 use crate::oci::digest::Digest;
 use crate::sign::image::ImageTarget;
@@ -106,7 +107,7 @@ pub struct ImageError {
 
 /// What sync shares between image tasks.
 struct Context {
-    source: Store,
+    source: Lookaside,
     dest: Mirror,
     keyring: Keyring,
     allow_legacy: bool,
@@ -136,7 +137,7 @@ pub fn sync(
     options: &SyncOptions,
     progress: &dyn Fn(Progress),
 ) -> Result<SyncReport> {
-    let source = Store::open(from, options.policy)?;
+    let source = Lookaside::open(from, options.policy)?;
     let dest = Mirror::parse(to)
         .with_context(|| format!("destination {to}"))?
         .with_policy(options.policy);

@@ -68,3 +68,4 @@ mod sigs_sync;
 mod out_integrity;
 mod pallet_entries;
 mod pallet_catalog;
+mod sigstore;

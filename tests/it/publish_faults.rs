@@ -339,3 +339,61 @@ fn a_registry_refusing_connections_is_given_up_after_three_tries() {
         assert!(!all.contains("attempts; re-run"), "{extra:?}: {all}");
     }
 }
+
+/// An image whose push fails on the only registry gets no signatures on
+/// the mirror, and the report says why; the image that was pushed gets
+/// its signatures.
+#[test]
+fn signatures_of_an_image_no_registry_holds_are_not_mirrored() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    // Every request about core-p1 fails (500, retried, then given up).
+    let proxy = FaultProxy::start(registry.port, |_, line| {
+        if line.contains("/core-p1/") {
+            Fault::Status500
+        } else {
+            Fault::Pass
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let ns = format!("{}/stagex", proxy.host());
+    let packages = signed_release(root, &ns, 2, 10_000);
+    let mirror = root.join("mirror");
+    let out = publish(root, &ns, &["--registry", &ns, "--jobs", "1", "--mirror"])
+        .arg(&mirror)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let report = json(&out);
+    assert_eq!(
+        report["registries"][0]["failed"].as_array().unwrap().len(),
+        1
+    );
+    let m = &report["mirrors"][0];
+    assert_eq!(m["signatures_uploaded"], 2, "{report:#}");
+    let skipped = m["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{report:#}");
+    assert!(
+        skipped[0]["image"].as_str().unwrap().starts_with("core-p1"),
+        "{report:#}"
+    );
+    assert!(
+        skipped[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("on no registry"),
+        "{report:#}"
+    );
+    let signed = |p: &Package| {
+        let dir = mirror.join(format!("stagex/{}@sha256={}", p.name, p.manifest.hex()));
+        std::fs::read_dir(dir).map_or(0, |d| d.count())
+    };
+    assert_eq!(signed(&packages[0]), 2);
+    assert_eq!(
+        signed(&packages[1]),
+        0,
+        "no signatures for an unpublished image"
+    );
+}

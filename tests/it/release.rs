@@ -389,6 +389,7 @@ fn a_page_of_600_packages_by_8_maintainers_renders_whole() {
                 signers,
                 invalid: Vec::new(),
                 hidden: Vec::new(),
+                capped: false,
                 error: None,
                 threshold: 3,
             }
