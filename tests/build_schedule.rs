@@ -189,7 +189,12 @@ fn a_failure_stops_its_dependants_and_names_its_log() {
 
 /// Runs `stagex --root ROOT ARGS...` (human output): (success, stdout).
 fn human(root: &Path, args: &[&str]) -> (bool, String) {
-    let out = stagex().arg("--root").arg(root).args(args).output().unwrap();
+    let out = stagex()
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -254,7 +259,10 @@ fn a_bootstrap_package_whose_committed_digest_differs_stops_its_dependants() {
     // The digest reported is the one `stagex digests` lists for out/.
     let (ok, _) = human(root.path(), &["digests"]);
     assert!(ok);
-    assert_eq!(committed(root.path(), "bootstrap", "bootstrap-seed"), actual);
+    assert_eq!(
+        committed(root.path(), "bootstrap", "bootstrap-seed"),
+        actual
+    );
 
     // A mismatched image is never up to date: the next run builds it again
     // and stops again; the human report names both digests and the hint.

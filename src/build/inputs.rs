@@ -156,7 +156,12 @@ pub fn write_record(out_root: &Path, id: &str, digest: &Digest) -> Result<()> {
 }
 
 /// Writes the record of an image `stagex preseed` placed from `source`.
-pub fn write_preseed_record(out_root: &Path, id: &str, digest: &Digest, source: &str) -> Result<()> {
+pub fn write_preseed_record(
+    out_root: &Path,
+    id: &str,
+    digest: &Digest,
+    source: &str,
+) -> Result<()> {
     let text = format!("{digest}\n{PRESEEDED_FROM}{source}\n");
     crate::oci::layout::write_atomic(&record_path(out_root, id), text.as_bytes())
 }
@@ -244,7 +249,10 @@ mod tests {
         assert_eq!(built.inputs, d);
         assert_eq!(built.preseeded_from, None);
         let pulled = parse_record(&format!("{d}\npreseeded-from 127.0.0.1:5000/stagex\n")).unwrap();
-        assert_eq!(pulled.preseeded_from.as_deref(), Some("127.0.0.1:5000/stagex"));
+        assert_eq!(
+            pulled.preseeded_from.as_deref(),
+            Some("127.0.0.1:5000/stagex")
+        );
         assert_eq!(parse_record("not a digest\n"), None);
         assert_eq!(parse_record(&format!("{d}\nsomething else\n")), None);
     }

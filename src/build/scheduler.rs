@@ -21,7 +21,7 @@
 //!
 //! Must not know how a package is built (that is `package_build`) nor read
 //! `out/` layouts itself (`OutDir`, `build::inputs`).
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -188,10 +188,6 @@ pub fn run(
         entries: plan,
         skip,
     } = plan_run(tree, names, options, schedule.only_named)?;
-    let origins = plan
-        .iter()
-        .map(|e| Ok(tree.get(&e.name)?.origin_id().to_string()))
-        .collect::<Result<Vec<_>>>()?;
     let cache = family_cache(tree, &plan, &skip, &options.out_root)?;
     let options = &BuildOptions {
         family_cache: cache.as_ref().map(|c| c.path().to_path_buf()),
@@ -202,7 +198,7 @@ pub fn run(
         .map(|e| recorded_duration(&options.out_root, &e.name))
         .collect();
     let outcomes = execute(
-        &Graph::new(&plan, &origins, &skip, &durations),
+        &Graph::new(&plan, &skip, &durations, schedule.jobs.max(1)),
         schedule,
         progress,
         |id| build_and_record(tree, id, options, schedule.check.as_ref()),
@@ -403,32 +399,16 @@ struct Graph {
 }
 
 impl Graph {
-    /// `durations`: recorded per entry (estimated where missing).
-    fn new(
-        plan: &[PlanEntry],
-        origins: &[String],
-        skip: &[bool],
-        durations: &[Option<f64>],
-    ) -> Graph {
-        let at: HashMap<&str, usize> = plan
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.name.as_str(), i))
-            .collect();
-        let dag = Dag {
-            // A dependency outside the plan is not ours to wait for.
-            deps: plan
-                .iter()
-                .map(|e| {
-                    e.deps
-                        .iter()
-                        .filter_map(|d| at.get(d.as_str()).copied())
-                        .collect()
-                })
-                .collect(),
-            families: origins.to_vec(),
-        };
-        let priority = Priority::critical_path(&dag, &critical_path::with_estimates(durations));
+    /// `durations`: recorded per entry (estimated where missing); the
+    /// start order is the best for `jobs` builds by simulation with them.
+    fn new(plan: &[PlanEntry], skip: &[bool], durations: &[Option<f64>], jobs: usize) -> Graph {
+        let dag = Dag::from_plan(plan);
+        let mut estimates = critical_path::with_estimates(durations);
+        // What needs no build takes no time.
+        for (estimate, _) in estimates.iter_mut().zip(skip).filter(|(_, &s)| s) {
+            *estimate = 0.0;
+        }
+        let priority = Priority::best(&dag, &estimates, jobs);
         Graph {
             ids: plan.iter().map(|e| e.name.clone()).collect(),
             dag,
@@ -487,8 +467,9 @@ where
             None,
         );
         let started = self.counter.fetch_add(1, Ordering::SeqCst);
-        let mut result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.build)(id)))
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("building {id} panicked")));
+        let mut result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.build)(id)))
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("building {id} panicked")));
         if let Err(e) = (self.log)(id, &log_text(id, &result)) {
             result = result.and(Err(e.context(format!("writing the build log of {id}"))));
         }
@@ -741,8 +722,7 @@ mod tests {
         let mut g = graph(&["a", "b", "c", "d"], vec![vec![], vec![], vec![], vec![2]]);
         // 3 takes long and waits for 2: 2 starts first, then 1, then 0.
         let durations = [Some(1.0), Some(5.0), Some(1.0), Some(100.0)];
-        g.priority =
-            Priority::critical_path(&g.dag, &critical_path::with_estimates(&durations));
+        g.priority = Priority::critical_path(&g.dag, &critical_path::with_estimates(&durations));
         let schedule = ScheduleOptions {
             jobs: 1,
             keep_going: true,

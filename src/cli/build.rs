@@ -159,7 +159,11 @@ fn digest_check(ctx: &Context, args: &BuildArgs) -> Result<Option<DigestCheck>> 
     Ok(Some(DigestCheck {
         committed,
         all: args.check_digests,
-        platform: args.platform.first().cloned().unwrap_or_else(Platform::host),
+        platform: args
+            .platform
+            .first()
+            .cloned()
+            .unwrap_or_else(Platform::host),
     }))
 }
 

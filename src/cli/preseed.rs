@@ -139,7 +139,12 @@ fn record(
         epoch: LayerOptions::from_env()?.mtime,
         root: ctx.root.clone(),
     };
-    let recorded =
-        preseed::record_inputs(&tree, entries, &plan_options, &options.out_root, &args.source)?;
+    let recorded = preseed::record_inputs(
+        &tree,
+        entries,
+        &plan_options,
+        &options.out_root,
+        &args.source,
+    )?;
     Ok(recorded.into_iter().collect())
 }
