@@ -5,8 +5,10 @@
 //! chain of dependants after it, "bottom level"), the estimate used for a
 //! package whose duration was never recorded, `next_ready` (the waiting
 //! package with the highest priority whose dependencies succeeded and whose
-//! subpackage family has no build running), and `simulate`, the makespan
-//! of a run with given durations on N slots.
+//! subpackage family has no build running), `simulate` (the makespan of a
+//! run with given durations on N slots, through `next_ready`), the choice
+//! of order by simulation (`Priority::best`) and the lower bounds the
+//! bench compares with.
 //! Must not read or write anything, nor start anything.
 use std::collections::{HashMap, HashSet};
 
@@ -44,9 +46,7 @@ impl Dag {
             families: plan.iter().map(|e| e.origin.clone()).collect(),
         }
     }
-}
 
-impl Dag {
     /// This DAG plus an edge from the first member of each family (plan
     /// order) to every other member: the first member builds the family's
     /// shared stage (hours for a compiler), the others take it from the
