@@ -5,9 +5,12 @@
 //! patches...; the `fetch/` copy of the sources is left out, their hashes
 //! are in package.toml) and, per dependency, the sha256 of its
 //! `out/<dep>/index.json` (which pins the dependency's every byte).
-//! A finished build writes it to `out/<id>/.stagex-inputs`; a plan entry is
-//! up to date when that record equals the digest computed now and every
-//! dependency in the plan is up to date too.
+//! A finished build writes it to `out/<id>/.stagex-inputs`; `stagex
+//! preseed` writes it too, for an image pulled from a release, with the
+//! inputs of the tree's definition and a second line `preseeded-from NS`
+//! (where the image came from). A plan entry is up to date when that
+//! record equals the digest computed now and every dependency in the plan
+//! is up to date too.
 //! Must not build, order or schedule anything.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -110,16 +113,57 @@ fn record_path(out_root: &Path, id: &str) -> PathBuf {
     out_root.join(id).join(RECORD)
 }
 
-/// The recorded inputs digest of `out/<id>/`, if any (a record that is not
-/// a digest counts as none: the package is rebuilt).
+/// What `out/<id>/.stagex-inputs` says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The inputs digest the image stands for.
+    pub inputs: Digest,
+    /// Pulled by `stagex preseed` from this namespace, not built here.
+    pub preseeded_from: Option<String>,
+}
+
+const PRESEEDED_FROM: &str = "preseeded-from ";
+
+/// Parses a record's text (pure): the digest on the first line, then
+/// optionally `preseeded-from NS`. Anything else counts as no record (the
+/// package is rebuilt).
+pub fn parse_record(text: &str) -> Option<Record> {
+    let mut lines = text.lines();
+    let inputs = Digest::parse(lines.next()?.trim()).ok()?;
+    let preseeded_from = match lines.next().map(str::trim) {
+        None | Some("") => None,
+        Some(line) => Some(line.strip_prefix(PRESEEDED_FROM)?.to_string()),
+    };
+    Some(Record {
+        inputs,
+        preseeded_from,
+    })
+}
+
+/// The record of `out/<id>/`, if any.
+pub fn read_record(out_root: &Path, id: &str) -> Option<Record> {
+    parse_record(&std::fs::read_to_string(record_path(out_root, id)).ok()?)
+}
+
+/// The recorded inputs digest of `out/<id>/`, if any.
 pub fn recorded(out_root: &Path, id: &str) -> Option<Digest> {
-    let text = std::fs::read_to_string(record_path(out_root, id)).ok()?;
-    Digest::parse(text.trim()).ok()
+    read_record(out_root, id).map(|r| r.inputs)
 }
 
 /// Writes the record of a finished build (temp file, fsync, rename).
 pub fn write_record(out_root: &Path, id: &str, digest: &Digest) -> Result<()> {
     crate::oci::layout::write_atomic(&record_path(out_root, id), format!("{digest}\n").as_bytes())
+}
+
+/// Writes the record of an image `stagex preseed` placed from `source`.
+pub fn write_preseed_record(
+    out_root: &Path,
+    id: &str,
+    digest: &Digest,
+    source: &str,
+) -> Result<()> {
+    let text = format!("{digest}\n{PRESEEDED_FROM}{source}\n");
+    crate::oci::layout::write_atomic(&record_path(out_root, id), text.as_bytes())
 }
 
 /// Fills `up_to_date` of every entry of a plan in build order: the record
@@ -131,13 +175,18 @@ pub fn mark_up_to_date(plan: &mut [PlanEntry], tree: &PackageTree, out_root: &Pa
             .deps
             .iter()
             .all(|d| fresh.get(d).copied().unwrap_or(true));
+        let record = read_record(out_root, &entry.name);
         entry.up_to_date = deps_fresh
-            && match recorded(out_root, &entry.name) {
+            && match &record {
                 Some(record) => {
-                    inputs_digest(entry, tree.get(&entry.name)?, out_root)? == Some(record)
+                    inputs_digest(entry, tree.get(&entry.name)?, out_root)?.as_ref()
+                        == Some(&record.inputs)
                 }
                 None => false,
             };
+        entry.preseeded_from = record
+            .and_then(|r| r.preseeded_from)
+            .filter(|_| entry.up_to_date);
         fresh.insert(entry.name.clone(), entry.up_to_date);
     }
     Ok(())
@@ -158,6 +207,7 @@ mod tests {
             build_args: [("VERSION".to_string(), "1".to_string())].into(),
             containerfile: Some("packages/core/llvm/Containerfile".into()),
             up_to_date: false,
+            preseeded_from: None,
         }
     }
 
@@ -188,6 +238,22 @@ mod tests {
         let mut e = entry();
         e.containerfile = Some("/elsewhere/Containerfile".into());
         e.up_to_date = true;
+        e.preseeded_from = Some("127.0.0.1:5000/stagex".into());
         assert_eq!(base, inputs_text(&e, &files, &deps));
+    }
+
+    #[test]
+    fn a_record_is_a_digest_and_maybe_where_it_was_preseeded_from() {
+        let d = Digest::of_bytes(b"x");
+        let built = parse_record(&format!("{d}\n")).unwrap();
+        assert_eq!(built.inputs, d);
+        assert_eq!(built.preseeded_from, None);
+        let pulled = parse_record(&format!("{d}\npreseeded-from 127.0.0.1:5000/stagex\n")).unwrap();
+        assert_eq!(
+            pulled.preseeded_from.as_deref(),
+            Some("127.0.0.1:5000/stagex")
+        );
+        assert_eq!(parse_record("not a digest\n"), None);
+        assert_eq!(parse_record(&format!("{d}\nsomething else\n")), None);
     }
 }

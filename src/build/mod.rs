@@ -2,6 +2,7 @@
 //! writer, no daemon) and Containerfile packages through an external OCI
 //! builder whose result is normalized; plus the digests list of `out/`.
 pub mod containerfile;
+pub mod critical_path;
 pub mod digests;
 pub mod image_out;
 pub mod inputs;

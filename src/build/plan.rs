@@ -54,6 +54,10 @@ pub struct PlanEntry {
     pub containerfile: Option<String>,
     /// `out/<name>/` already holds a build of the same inputs.
     pub up_to_date: bool,
+    /// Up to date because `stagex preseed` pulled it from this namespace
+    /// for the same inputs (filled in by `build::inputs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preseeded_from: Option<String>,
 }
 
 /// The platforms a package is built for. As in targets.py, a package's own
@@ -101,6 +105,7 @@ pub fn entry(package: &Package, options: &PlanOptions) -> Result<PlanEntry> {
             .as_deref()
             .map(|p| relative_to(p, &options.root)),
         up_to_date: false,
+        preseeded_from: None,
     })
 }
 

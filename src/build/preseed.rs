@@ -7,7 +7,11 @@
 //! `out/<stage>-<name>/` in the shape a build writes (index.json -> image
 //! index -> the manifest), so `digests`, `digests --check` and dependants'
 //! builds read it like a local build. An image whose `out/` layout already
-//! has the pinned digest is left alone.
+//! has the pinned digest is left alone. Then, for each image placed (or
+//! present without a record), `record_inputs` writes the inputs record of
+//! the package's definition as it is in the tree whose digests named the
+//! image, marked with where it came from, so `build` counts it as up to
+//! date until the definition changes.
 //! Must not build, schedule or draw anything.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -15,6 +19,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _, Result};
 
 use super::image_out::Staging;
+use super::inputs;
+use super::plan::{self, PlanOptions};
 use crate::image::{fetch_image, ImageSource, OutDir};
 use crate::oci::media_type::{ANNOTATION_CREATED, ANNOTATION_VERSION};
 use crate::oci::{Digest, Platform};
@@ -198,4 +204,38 @@ fn dependencies(tree: &PackageTree, names: &[String]) -> Result<BTreeSet<String>
         );
     }
     Ok(deps)
+}
+
+/// Writes the inputs record (`build::inputs`) of every image `entries`
+/// placed, and of every one present without a record, for the package as
+/// `tree` defines it, marked as preseeded from `source`; returns the ids
+/// recorded. Skipped: failed pulls, images the tree does not define, and
+/// packages whose dependencies are not in `out/` (nothing can be up to
+/// date on top of a missing dependency). Call it after every pull is done:
+/// the inputs include each dependency's `out/<dep>/index.json`.
+pub fn record_inputs(
+    tree: &PackageTree,
+    entries: &[PreseedEntry],
+    plan_options: &PlanOptions,
+    out_root: &std::path::Path,
+    source: &str,
+) -> Result<Vec<String>> {
+    let mut recorded = Vec::new();
+    for e in entries {
+        let wanted = match e.status {
+            PreseedStatus::Pulled => true,
+            PreseedStatus::Present => inputs::read_record(out_root, &e.id).is_none(),
+            PreseedStatus::Failed(_) => false,
+        };
+        let Some(package) = tree.get(&e.id).ok().filter(|p| wanted && p.id == e.id) else {
+            continue;
+        };
+        let entry = plan::entry(package, plan_options)?;
+        if let Some(digest) = inputs::inputs_digest(&entry, package, out_root)? {
+            inputs::write_preseed_record(out_root, &e.id, &digest, source)
+                .with_context(|| format!("recording the inputs of {}", e.id))?;
+            recorded.push(e.id.clone());
+        }
+    }
+    Ok(recorded)
 }

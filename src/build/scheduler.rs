@@ -1,12 +1,16 @@
 //! Owns: running a build plan like `make -j N`: which packages to build
 //! (up-to-date ones are skipped), starting a package as soon as its
-//! dependencies are built, at most N at once, one subpackage family at a
-//! time, each build's log in `out/<id>.log` (a file beside the layout, so
-//! neither the OCI layout nor the digests change), stopping new work after
-//! the first failure unless `keep_going`, and the final report (built, up
-//! to date, failed with log, skipped because of which failure, not
-//! started). Progress is reported as events (one task per running build
-//! plus one overall task counting packages); it never draws.
+//! dependencies are built, at most N at once, longest remaining path first
+//! (`build::critical_path` picks; durations recorded by earlier builds in
+//! `out/<id>.duration`), one subpackage family at a time, each build's log
+//! in `out/<id>.log` (a file beside the layout, so neither the OCI layout
+//! nor the digests change), stopping new work after the first failure
+//! unless `keep_going`, proving a built digest against the committed one
+//! at once when asked (`DigestCheck`: a mismatch stops its dependants, not
+//! the rest), and the final report (built, up to date, failed with log,
+//! mismatched, skipped because of which, not started). Progress is
+//! reported as events (one task per running build plus one overall task
+//! counting packages); it never draws.
 //!
 //! Subpackage families (one Containerfile, `--target package-<sub>`) are
 //! built one member after the other, never two at once, in ONE builder
@@ -17,24 +21,27 @@
 //!
 //! Must not know how a package is built (that is `package_build`) nor read
 //! `out/` layouts itself (`OutDir`, `build::inputs`).
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 
+use super::critical_path::{self, Dag, Priority, Status};
 use super::inputs;
 use super::inputs::write_record;
 use super::package_build::{build_one, inputs_of, BuildOptions, BuildReport};
 use super::plan::{self, PlanEntry};
 use crate::image::OutDir;
 use crate::oci::layout::write_atomic;
+use crate::oci::{Digest, Platform};
 use crate::package::PackageTree;
 use crate::progress::{Progress, Task};
 
 /// How to run the plan.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ScheduleOptions {
     /// Builds at once (at least 1).
     pub jobs: usize,
@@ -43,6 +50,47 @@ pub struct ScheduleOptions {
     /// Build only the named packages: their dependencies are in `out/`
     /// already (`--deps-from` pulled them), never built here.
     pub only_named: bool,
+    /// Compare built digests with the committed ones as each build ends.
+    pub check: Option<DigestCheck>,
+}
+
+/// Which built packages are proved against the release's committed
+/// digests as soon as they are built (StageX: "prove hashes of bootstrap
+/// layer builds match before proceeding").
+#[derive(Clone, Debug)]
+pub struct DigestCheck {
+    /// `<stage>-<name>` -> the committed per-platform manifest digest.
+    pub committed: BTreeMap<String, Digest>,
+    /// Every package the release lists (`--check-digests`), not only the
+    /// `bootstrap-*` ones.
+    pub all: bool,
+    /// The platform whose manifest `digests/` lists (as `stagex digests`).
+    pub platform: Platform,
+}
+
+impl DigestCheck {
+    /// The committed digest `id` is checked against, if it is checked.
+    pub fn expected(&self, id: &str) -> Option<&Digest> {
+        if self.all || id.starts_with("bootstrap-") {
+            self.committed.get(id)
+        } else {
+            None
+        }
+    }
+}
+
+/// A built digest that is not the committed one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mismatch {
+    pub expected: Digest,
+    pub actual: Digest,
+}
+
+/// One package built now, and how it compared with its committed digest.
+#[derive(Debug)]
+pub struct Built {
+    pub report: BuildReport,
+    pub mismatch: Option<Mismatch>,
 }
 
 /// What happened to one package of the plan.
@@ -65,7 +113,17 @@ pub enum Outcome {
         started: usize,
         finished: usize,
     },
-    /// Not built because these failed packages are among its dependencies.
+    /// Built, but its digest is not the committed one: what depends on it
+    /// is not built (its inputs record is not written, so the next run
+    /// builds it again).
+    Mismatched {
+        report: Box<BuildReport>,
+        mismatch: Mismatch,
+        started: usize,
+        finished: usize,
+    },
+    /// Not built because these failed or mismatched packages are among its
+    /// dependencies.
     Skipped { because: Vec<String> },
     /// Not started: the run stopped after a failure (no `--keep-going`).
     NotStarted,
@@ -100,6 +158,23 @@ pub fn log_path(out_root: &Path, id: &str) -> PathBuf {
     out_root.join(format!("{id}.log"))
 }
 
+/// How long the last successful build of `id` took: `out/<id>.duration`
+/// (seconds, as text).
+pub fn duration_path(out_root: &Path, id: &str) -> PathBuf {
+    out_root.join(format!("{id}.duration"))
+}
+
+/// The recorded duration of `id` in seconds (none, or unreadable: `None`).
+pub fn recorded_duration(out_root: &Path, id: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(duration_path(out_root, id)).ok()?;
+    text.trim().parse().ok()
+}
+
+fn write_duration(out_root: &Path, id: &str, took: Duration) -> Result<()> {
+    let text = format!("{:.3}\n", took.as_secs_f64());
+    write_atomic(&duration_path(out_root, id), text.as_bytes())
+}
+
 /// Builds `names` (every package when empty) and what they need that is
 /// not up to date, `schedule.jobs` at a time.
 pub fn run(
@@ -113,20 +188,20 @@ pub fn run(
         entries: plan,
         skip,
     } = plan_run(tree, names, options, schedule.only_named)?;
-    let origins = plan
-        .iter()
-        .map(|e| Ok(tree.get(&e.name)?.origin_id().to_string()))
-        .collect::<Result<Vec<_>>>()?;
     let cache = family_cache(tree, &plan, &skip, &options.out_root)?;
     let options = &BuildOptions {
         family_cache: cache.as_ref().map(|c| c.path().to_path_buf()),
         ..options.clone()
     };
+    let durations: Vec<Option<f64>> = plan
+        .iter()
+        .map(|e| recorded_duration(&options.out_root, &e.name))
+        .collect();
     let outcomes = execute(
-        &Graph::new(&plan, &origins, &skip),
+        &Graph::new(&plan, &skip, &durations, schedule.jobs.max(1)),
         schedule,
         progress,
-        |id| build_and_record(tree, id, options),
+        |id| build_and_record(tree, id, options, schedule.check.as_ref()),
         |id, text| write_log(&options.out_root, id, text),
         |family| release_family(options, family),
     );
@@ -238,20 +313,50 @@ fn release_family(options: &BuildOptions, family: &str) {
     }
 }
 
-fn build_and_record(tree: &PackageTree, id: &str, options: &BuildOptions) -> Result<BuildReport> {
+/// Builds `id`, records how long it took, proves its digest when `check`
+/// asks, and writes its inputs record unless the digest mismatched (so a
+/// mismatched image is never "up to date" for its dependants).
+fn build_and_record(
+    tree: &PackageTree,
+    id: &str,
+    options: &BuildOptions,
+    check: Option<&DigestCheck>,
+) -> Result<Built> {
     let package = tree.get(id)?;
     // The inputs are taken BEFORE the build: a file changed while it runs
     // must make the output stale, not be recorded as what it was built from.
     let inputs = inputs_of(package, options)?;
+    let started = Instant::now();
     let report = build_one(tree, package, options)?;
-    write_record(&options.out_root, id, &inputs)?;
-    Ok(report)
+    write_duration(&options.out_root, id, started.elapsed())?;
+    let mismatch = match check.and_then(|c| c.expected(id).map(|e| (c, e))) {
+        Some((check, expected)) => {
+            let actual = OutDir::open(&options.out_root)
+                .manifest_digest(id, &check.platform)
+                .with_context(|| format!("reading the digest of {id} just built"))?
+                .digest;
+            (actual != *expected).then(|| Mismatch {
+                expected: expected.clone(),
+                actual,
+            })
+        }
+        None => None,
+    };
+    if mismatch.is_none() {
+        write_record(&options.out_root, id, &inputs)?;
+    }
+    Ok(Built { report, mismatch })
+}
+
+/// The command that shows why `id` differs from its committed image.
+pub fn diff_hint(id: &str, expected: &Digest) -> String {
+    format!("stagex diff {id} {id}@{expected}")
 }
 
 /// The log text of a finished build.
-fn log_text(id: &str, result: &Result<BuildReport>) -> String {
+fn log_text(id: &str, result: &Result<Built>) -> String {
     match result {
-        Ok(report) => {
+        Ok(Built { report, mismatch }) => {
             let mut text = format!(
                 "stagex build {id}: built with {} into {}\n",
                 report.backend,
@@ -263,6 +368,14 @@ fn log_text(id: &str, result: &Result<BuildReport>) -> String {
                     "manifest {} {}\n",
                     platform.unwrap_or_default(),
                     m.digest
+                ));
+            }
+            if let Some(m) = mismatch {
+                text.push_str(&format!(
+                    "MISMATCH: built {}, the committed digest is {}; its dependants are not built; run `{}`\n",
+                    m.actual,
+                    m.expected,
+                    diff_hint(id, &m.expected)
                 ));
             }
             text
@@ -277,35 +390,30 @@ fn write_log(out_root: &Path, id: &str, text: &str) -> Result<()> {
 }
 
 /// The plan as the scheduler sees it: dependencies as positions, the
-/// family of each entry, and what needs no build.
+/// family of each entry, what needs no build, and the start order.
 struct Graph {
     ids: Vec<String>,
-    deps: Vec<Vec<usize>>,
-    families: Vec<String>,
+    dag: Dag,
     skip: Vec<bool>,
+    priority: Priority,
 }
 
 impl Graph {
-    fn new(plan: &[PlanEntry], origins: &[String], skip: &[bool]) -> Graph {
-        let at: HashMap<&str, usize> = plan
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.name.as_str(), i))
-            .collect();
+    /// `durations`: recorded per entry (estimated where missing); the
+    /// start order is the best for `jobs` builds by simulation with them.
+    fn new(plan: &[PlanEntry], skip: &[bool], durations: &[Option<f64>], jobs: usize) -> Graph {
+        let dag = Dag::from_plan(plan);
+        let mut estimates = critical_path::with_estimates(durations);
+        // What needs no build takes no time.
+        for (estimate, _) in estimates.iter_mut().zip(skip).filter(|(_, &s)| s) {
+            *estimate = 0.0;
+        }
+        let priority = Priority::best(&dag, &estimates, jobs);
         Graph {
             ids: plan.iter().map(|e| e.name.clone()).collect(),
-            // A dependency outside the plan is not ours to wait for.
-            deps: plan
-                .iter()
-                .map(|e| {
-                    e.deps
-                        .iter()
-                        .filter_map(|d| at.get(d.as_str()).copied())
-                        .collect()
-                })
-                .collect(),
-            families: origins.to_vec(),
+            dag,
             skip: skip.to_vec(),
+            priority,
         }
     }
 }
@@ -317,12 +425,92 @@ enum State {
     Done(Outcome),
 }
 
+impl State {
+    fn status(&self) -> Status {
+        match self {
+            State::Waiting => Status::Waiting,
+            State::Running => Status::Running,
+            State::Done(Outcome::Built { .. } | Outcome::UpToDate) => Status::Succeeded,
+            State::Done(_) => Status::Stopped,
+        }
+    }
+}
+
 /// A finished build, sent back by its worker.
 struct Finished {
     at: usize,
-    result: Result<BuildReport>,
+    result: Result<Built>,
     started: usize,
     finished: usize,
+}
+
+/// What a worker needs besides the entry it builds.
+struct Worker<'a, B, L> {
+    progress: &'a dyn Progress,
+    build: &'a B,
+    log: &'a L,
+    counter: &'a AtomicUsize,
+}
+
+impl<B, L> Worker<'_, B, L>
+where
+    B: Fn(&str) -> Result<Built> + Sync,
+    L: Fn(&str, &str) -> Result<()> + Sync,
+{
+    /// Builds `id` and logs it; never panics out (a panicking build is a
+    /// failed build, never a scheduler waiting forever for its report).
+    fn run(&self, at: usize, id: &str) -> Finished {
+        let task = Task::counting(
+            self.progress,
+            &format!("build:{id}"),
+            &format!("build {id}"),
+            None,
+        );
+        let started = self.counter.fetch_add(1, Ordering::SeqCst);
+        let mut result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.build)(id)))
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("building {id} panicked")));
+        if let Err(e) = (self.log)(id, &log_text(id, &result)) {
+            result = result.and(Err(e.context(format!("writing the build log of {id}"))));
+        }
+        let finished = self.counter.fetch_add(1, Ordering::SeqCst);
+        drop(task);
+        Finished {
+            at,
+            result,
+            started,
+            finished,
+        }
+    }
+}
+
+/// The outcome of a finished build.
+fn outcome_of(done: Finished) -> Outcome {
+    let (started, finished) = (done.started, done.finished);
+    match done.result {
+        Ok(Built {
+            report,
+            mismatch: None,
+        }) => Outcome::Built {
+            report: Box::new(report),
+            started,
+            finished,
+        },
+        Ok(Built {
+            report,
+            mismatch: Some(mismatch),
+        }) => Outcome::Mismatched {
+            report: Box::new(report),
+            mismatch,
+            started,
+            finished,
+        },
+        Err(e) => Outcome::Failed {
+            error: format!("{e:#}"),
+            started,
+            finished,
+        },
+    }
 }
 
 /// Runs the graph: pure scheduling around `build` (one package) and `log`
@@ -336,19 +524,16 @@ fn execute<B, L, F>(
     family_done: F,
 ) -> Vec<Outcome>
 where
-    B: Fn(&str) -> Result<BuildReport> + Sync,
+    B: Fn(&str) -> Result<Built> + Sync,
     L: Fn(&str, &str) -> Result<()> + Sync,
     F: Fn(&str),
 {
     let mut states: Vec<State> = graph
         .skip
         .iter()
-        .map(|&s| {
-            if s {
-                State::Done(Outcome::UpToDate)
-            } else {
-                State::Waiting
-            }
+        .map(|&s| match s {
+            true => State::Done(Outcome::UpToDate),
+            false => State::Waiting,
         })
         .collect();
     let to_build = states
@@ -362,6 +547,12 @@ where
         Some(to_build as u64),
     );
     let counter = AtomicUsize::new(0);
+    let worker = Worker {
+        progress,
+        build: &build,
+        log: &log,
+        counter: &counter,
+    };
     let jobs = schedule.jobs.max(1);
     let (tx, rx) = mpsc::channel::<Finished>();
     std::thread::scope(|scope| {
@@ -369,43 +560,19 @@ where
         let mut stopped = false;
         loop {
             skip_dependants(graph, &mut states);
-            if !stopped {
-                while running < jobs {
-                    let Some(at) = next_ready(graph, &states) else {
-                        break;
-                    };
-                    states[at] = State::Running;
-                    running += 1;
-                    let (tx, build, log, counter) = (tx.clone(), &build, &log, &counter);
-                    let id = graph.ids[at].as_str();
-                    scope.spawn(move || {
-                        let task = Task::counting(
-                            progress,
-                            &format!("build:{id}"),
-                            &format!("build {id}"),
-                            None,
-                        );
-                        let started = counter.fetch_add(1, Ordering::SeqCst);
-                        // A panicking build is a failed build, never a
-                        // scheduler waiting forever for its report.
-                        let mut result =
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(id)))
-                                .unwrap_or_else(|_| Err(anyhow::anyhow!("building {id} panicked")));
-                        if let Err(e) = log(id, &log_text(id, &result)) {
-                            result = result
-                                .and(Err(e.context(format!("writing the build log of {id}"))));
-                        }
-                        let finished = counter.fetch_add(1, Ordering::SeqCst);
-                        drop(task);
-                        // The receiver outlives every worker (same scope).
-                        let _ = tx.send(Finished {
-                            at,
-                            result,
-                            started,
-                            finished,
-                        });
-                    });
-                }
+            while !stopped && running < jobs {
+                let status: Vec<Status> = states.iter().map(State::status).collect();
+                let Some(at) = critical_path::next_ready(&graph.dag, &graph.priority, &status)
+                else {
+                    break;
+                };
+                states[at] = State::Running;
+                running += 1;
+                let (tx, worker, id) = (tx.clone(), &worker, graph.ids[at].as_str());
+                // The receiver outlives every worker (same scope).
+                scope.spawn(move || {
+                    let _ = tx.send(worker.run(at, id));
+                });
             }
             if running == 0 {
                 break;
@@ -413,32 +580,19 @@ where
             let done = rx.recv().expect("a running worker always reports");
             running -= 1;
             overall.advance(1);
-            let family = graph.families[done.at].as_str();
-            let family_left = |states: &[State]| {
-                (0..states.len()).any(|i| {
-                    i != done.at
-                        && graph.families[i] == family
-                        && matches!(states[i], State::Waiting | State::Running)
-                })
-            };
-            if !family_left(&states) {
+            let at = done.at;
+            let family = graph.dag.families[at].as_str();
+            let family_left = (0..states.len()).any(|i| {
+                i != at
+                    && graph.dag.families[i] == family
+                    && matches!(states[i], State::Waiting | State::Running)
+            });
+            if !family_left {
                 family_done(family);
             }
-            states[done.at] = State::Done(match done.result {
-                Ok(report) => Outcome::Built {
-                    report: Box::new(report),
-                    started: done.started,
-                    finished: done.finished,
-                },
-                Err(e) => {
-                    stopped |= !schedule.keep_going;
-                    Outcome::Failed {
-                        error: format!("{e:#}"),
-                        started: done.started,
-                        finished: done.finished,
-                    }
-                }
-            });
+            let outcome = outcome_of(done);
+            stopped |= !schedule.keep_going && matches!(outcome, Outcome::Failed { .. });
+            states[at] = State::Done(outcome);
         }
     });
     states
@@ -450,18 +604,19 @@ where
         .collect()
 }
 
-/// Marks every waiting entry with a failed or skipped dependency as
-/// skipped, naming the failures behind it (plan order: dependencies come
-/// first, so one pass reaches every dependant).
+/// Marks every waiting entry with a failed, mismatched or skipped
+/// dependency as skipped, naming the failures and mismatches behind it
+/// (plan order: dependencies come first, so one pass reaches every
+/// dependant).
 fn skip_dependants(graph: &Graph, states: &mut [State]) {
     for at in 0..states.len() {
         if !matches!(states[at], State::Waiting) {
             continue;
         }
         let mut because = BTreeSet::new();
-        for &dep in &graph.deps[at] {
+        for &dep in &graph.dag.deps[at] {
             match &states[dep] {
-                State::Done(Outcome::Failed { .. }) => {
+                State::Done(Outcome::Failed { .. } | Outcome::Mismatched { .. }) => {
                     because.insert(graph.ids[dep].clone());
                 }
                 State::Done(Outcome::Skipped { because: b }) => because.extend(b.iter().cloned()),
@@ -476,27 +631,6 @@ fn skip_dependants(graph: &Graph, states: &mut [State]) {
     }
 }
 
-/// The first waiting entry (plan order) whose dependencies are all built
-/// or up to date and whose family has no build running.
-fn next_ready(graph: &Graph, states: &[State]) -> Option<usize> {
-    let busy: BTreeSet<&str> = states
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| matches!(s, State::Running))
-        .map(|(i, _)| graph.families[i].as_str())
-        .collect();
-    (0..states.len()).find(|&at| {
-        matches!(states[at], State::Waiting)
-            && !busy.contains(graph.families[at].as_str())
-            && graph.deps[at].iter().all(|&d| {
-                matches!(
-                    states[d],
-                    State::Done(Outcome::Built { .. } | Outcome::UpToDate)
-                )
-            })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,11 +638,15 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn graph(families: &[&str], deps: Vec<Vec<usize>>) -> Graph {
-        Graph {
-            ids: (0..families.len()).map(|i| format!("core-{i}")).collect(),
+        let dag = Dag {
             deps,
             families: families.iter().map(|f| f.to_string()).collect(),
+        };
+        Graph {
+            ids: (0..families.len()).map(|i| format!("core-{i}")).collect(),
             skip: vec![false; families.len()],
+            priority: Priority::plan_order(families.len()),
+            dag,
         }
     }
 
@@ -521,7 +659,7 @@ mod tests {
         let schedule = ScheduleOptions {
             jobs,
             keep_going,
-            only_named: false,
+            ..ScheduleOptions::default()
         };
         let outcomes = execute(
             g,
@@ -562,8 +700,7 @@ mod tests {
         let g = graph(&["a", "b"], vec![vec![], vec![0]]);
         let schedule = ScheduleOptions {
             jobs: 2,
-            keep_going: false,
-            only_named: false,
+            ..ScheduleOptions::default()
         };
         let outcomes = execute(
             &g,
@@ -578,6 +715,38 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(outcomes[1], Outcome::Skipped { .. }));
+    }
+
+    #[test]
+    fn ready_packages_start_longest_remaining_path_first() {
+        let mut g = graph(&["a", "b", "c", "d"], vec![vec![], vec![], vec![], vec![2]]);
+        // 3 takes long and waits for 2: 2 starts first, then 1, then 0.
+        let durations = [Some(1.0), Some(5.0), Some(1.0), Some(100.0)];
+        g.priority = Priority::critical_path(&g.dag, &critical_path::with_estimates(&durations));
+        let schedule = ScheduleOptions {
+            jobs: 1,
+            keep_going: true,
+            ..ScheduleOptions::default()
+        };
+        let outcomes = execute(
+            &g,
+            &schedule,
+            &NoProgress,
+            |id| anyhow::bail!("{id} fails"),
+            |_, _| Ok(()),
+            |_| {},
+        );
+        let started: Vec<usize> = outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Failed { started, .. } => *started,
+                other => panic!("{other:?}"),
+            })
+            .take(3)
+            .collect();
+        // Positions count starts and finishes: 2 first (0), 1 next (2), 0 last (4).
+        assert_eq!(started, [4, 2, 0]);
+        assert!(matches!(outcomes[3], Outcome::Skipped { .. }));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::progress;
 use super::Context;
 use crate::build::package_build::{BuildOptions, BuilderChoice};
 use crate::build::preseed;
-use crate::build::scheduler::{self, Outcome, ScheduleOptions, ScheduleReport};
+use crate::build::scheduler::{self, DigestCheck, Outcome, ScheduleOptions, ScheduleReport};
 use crate::layer::LayerOptions;
 use crate::oci::Platform;
 use crate::package::PackageTree;
@@ -60,13 +60,24 @@ pub struct BuildArgs {
     /// digests/), instead of building them.
     #[arg(long, value_name = "NS")]
     pub deps_from: Option<String>,
-    /// The release digests --deps-from pins to (default: `digests` in stagex.toml, else <root>/digests).
+    /// The release digests --deps-from pins to and built packages are
+    /// proved against (default: `digests` in stagex.toml, else <root>/digests).
     #[arg(long, value_name = "DIR")]
     pub digests_dir: Option<PathBuf>,
     /// Refuse package.toml fields this version does not know (without it
     /// they are warnings and ignored; see `stagex lint`).
     #[arg(long)]
     pub strict: bool,
+    /// Do not compare each `bootstrap-*` package, as soon as it is built,
+    /// with its digest in <digests>/bootstrap.txt (a mismatch stops what
+    /// depends on it).
+    #[arg(long)]
+    pub no_bootstrap_check: bool,
+    /// Compare EVERY built package the release digests list, as soon as it
+    /// is built, with its committed digest: a mismatch stops what depends
+    /// on it.
+    #[arg(long)]
+    pub check_digests: bool,
 }
 
 pub fn run(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
@@ -102,15 +113,24 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
         jobs: args.jobs,
         keep_going: args.keep_going,
         only_named: args.deps_from.is_some(),
+        check: digest_check(ctx, &args)?,
     };
     let report = scheduler::run(&tree, &args.packages, &options, &schedule, &*progress)?;
     for p in &report.packages {
-        if let Outcome::Failed { error, .. } = &p.outcome {
-            eprintln!(
+        match &p.outcome {
+            Outcome::Failed { error, .. } => eprintln!(
                 "stagex: building {} failed (log: {}): {error}",
                 p.id,
                 p.log.display()
-            );
+            ),
+            Outcome::Mismatched { mismatch: m, .. } => eprintln!(
+                "stagex: {} built as {} but the committed digest is {}: what depends on it was not built; run `{}`",
+                p.id,
+                m.actual,
+                m.expected,
+                scheduler::diff_hint(&p.id, &m.expected)
+            ),
+            _ => {}
         }
     }
     if ctx.json {
@@ -123,6 +143,33 @@ pub fn run(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Which built packages are proved against the committed digests:
+/// `--check-digests`, every one the release lists (the digests must be
+/// readable); else, unless `--no-bootstrap-check`, the `bootstrap-*` ones
+/// `<digests>/bootstrap.txt` lists, when that file exists.
+fn digest_check(ctx: &Context, args: &BuildArgs) -> Result<Option<DigestCheck>> {
+    let dir = args
+        .digests_dir
+        .clone()
+        .unwrap_or_else(|| ctx.settings.digests.clone());
+    let committed = if args.check_digests {
+        crate::build::digests::read_release(&dir)?
+    } else if args.no_bootstrap_check || !dir.join("bootstrap.txt").is_file() {
+        return Ok(None);
+    } else {
+        crate::build::digests::read_release(&dir.join("bootstrap.txt"))?
+    };
+    Ok(Some(DigestCheck {
+        committed,
+        all: args.check_digests,
+        platform: args
+            .platform
+            .first()
+            .cloned()
+            .unwrap_or_else(Platform::host),
+    }))
 }
 
 /// `--deps-from`: the dependencies of the named packages (not named
@@ -186,9 +233,21 @@ fn report_json(report: &ScheduleReport) -> serde_json::Value {
     let mut failed = Vec::new();
     let mut skipped = Vec::new();
     let mut not_started = Vec::new();
+    let mut mismatched = Vec::new();
     for p in &report.packages {
         let log = p.log.display().to_string();
         match &p.outcome {
+            Outcome::Mismatched {
+                mismatch: m,
+                started,
+                finished,
+                ..
+            } => mismatched.push(serde_json::json!({
+                "package": p.id, "expected": m.expected.to_string(),
+                "actual": m.actual.to_string(), "log": log,
+                "hint": scheduler::diff_hint(&p.id, &m.expected),
+                "started": started, "finished": finished,
+            })),
             Outcome::Built {
                 report: r,
                 started,
@@ -227,13 +286,31 @@ fn report_json(report: &ScheduleReport) -> serde_json::Value {
         "failed": failed,
         "skipped": skipped,
         "not_started": not_started,
+        "mismatched": mismatched,
     })
 }
 
 fn print_report(report: &ScheduleReport) {
-    let mut counts = [0usize; 5];
+    let mut counts = [0usize; 6];
+    let mismatched: std::collections::BTreeSet<&str> = report
+        .packages
+        .iter()
+        .filter(|p| matches!(p.outcome, Outcome::Mismatched { .. }))
+        .map(|p| p.id.as_str())
+        .collect();
     for p in &report.packages {
         match &p.outcome {
+            Outcome::Mismatched { mismatch: m, .. } => {
+                counts[5] += 1;
+                println!(
+                    "MISMATCH   {} built {} but the committed digest is {} (log: {}); run `{}`",
+                    p.id,
+                    m.actual,
+                    m.expected,
+                    p.log.display(),
+                    scheduler::diff_hint(&p.id, &m.expected)
+                );
+            }
             Outcome::Built { report: r, .. } => {
                 counts[0] += 1;
                 for m in &r.output.manifests {
@@ -256,7 +333,21 @@ fn print_report(report: &ScheduleReport) {
             }
             Outcome::Skipped { because } => {
                 counts[3] += 1;
-                println!("skipped    {} (needs failed {})", p.id, because.join(", "));
+                let (differ, failed): (Vec<&str>, Vec<&str>) = because
+                    .iter()
+                    .map(String::as_str)
+                    .partition(|b| mismatched.contains(b));
+                let mut why = Vec::new();
+                if !failed.is_empty() {
+                    why.push(format!("needs failed {}", failed.join(", ")));
+                }
+                if !differ.is_empty() {
+                    why.push(format!(
+                        "needs {}, not the committed digest",
+                        differ.join(", ")
+                    ));
+                }
+                println!("skipped    {} ({})", p.id, why.join("; "));
             }
             Outcome::NotStarted => {
                 counts[4] += 1;
@@ -267,8 +358,12 @@ fn print_report(report: &ScheduleReport) {
             }
         }
     }
+    let differ = match counts[5] {
+        0 => String::new(),
+        n => format!(", {n} not the committed digest"),
+    };
     println!(
-        "{} built, {} up to date, {} failed, {} skipped, {} not started",
+        "{} built, {} up to date, {} failed, {} skipped, {} not started{differ}",
         counts[0], counts[1], counts[2], counts[3], counts[4]
     );
 }
@@ -303,7 +398,10 @@ fn dry_run(
     for (e, skip) in entries.iter().zip(&skip) {
         let state = match (skip, e.up_to_date) {
             (false, _) => "build",
-            (true, true) => "up to date",
+            (true, true) => match &e.preseeded_from {
+                Some(ns) => &format!("up to date (preseeded from {ns})"),
+                None => "up to date",
+            },
             (true, false) => "in out/, not rebuilt (not asked for; --rebuild-deps rebuilds it)",
         };
         let target = e

@@ -1,18 +1,23 @@
 //! Owns: `stagex preseed --source NS`: pull every image listed in
 //! digests/*.txt, by its digest, into out/<stage>-<name>/ (StageX's `make
-//! preseed`, without docker). Parsing flags and printing; the work is
-//! `build::preseed`.
+//! preseed`, without docker), then record them as built from the tree's
+//! package definitions (so `build` rebuilds only what changed). Parsing
+//! flags and printing; the work is `build::preseed`.
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
 
+use super::fetch::packages_dir;
 use super::progress;
 use super::Context;
 use crate::build::digests;
+use crate::build::plan::PlanOptions;
 use crate::build::preseed::{self, PreseedOptions, PreseedStatus};
+use crate::layer::LayerOptions;
 use crate::oci::Platform;
+use crate::package::PackageTree;
 use crate::pallet::resolve::Source;
 use crate::store::Store;
 
@@ -34,6 +39,13 @@ pub struct PreseedArgs {
     /// Images pulled at once.
     #[arg(short = 'j', long, default_value_t = preseed::DEFAULT_JOBS, value_name = "N")]
     pub jobs: usize,
+    /// The packages tree the digests belong to: each image placed is
+    /// recorded as built from its definition there, so `build` treats it
+    /// as up to date until that definition changes (default: `packages` in
+    /// stagex.toml, else <root>/packages; nothing is recorded when it does
+    /// not exist).
+    #[arg(long = "packages", value_name = "DIR")]
+    pub packages_dir: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Context, args: PreseedArgs) -> Result<ExitCode> {
@@ -51,6 +63,7 @@ pub fn run(ctx: &Context, args: PreseedArgs) -> Result<ExitCode> {
     };
     let progress = progress::for_command(ctx.json);
     let entries = preseed::preseed(&*source, &release, &store, &options, &*progress);
+    let recorded = record(ctx, &args, &entries, &options)?;
     let failed = entries
         .iter()
         .filter(|e| matches!(e.status, PreseedStatus::Failed(_)))
@@ -66,6 +79,7 @@ pub fn run(ctx: &Context, args: PreseedArgs) -> Result<ExitCode> {
                 };
                 serde_json::json!({
                     "package": e.id, "digest": e.digest, "status": status, "error": error,
+                    "recorded": recorded.contains(&e.id),
                 })
             })
             .collect();
@@ -93,10 +107,44 @@ pub fn run(ctx: &Context, args: PreseedArgs) -> Result<ExitCode> {
                 .filter(|e| matches!(e.status, PreseedStatus::Present))
                 .count(),
         );
+        if !recorded.is_empty() {
+            println!(
+                "{} recorded as built from their package definitions: `stagex build` rebuilds them only when a definition changes",
+                recorded.len()
+            );
+        }
     }
     Ok(if failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Records the inputs of the images placed (`preseed::record_inputs`)
+/// against the packages tree, when there is one.
+fn record(
+    ctx: &Context,
+    args: &PreseedArgs,
+    entries: &[preseed::PreseedEntry],
+    options: &PreseedOptions,
+) -> Result<std::collections::BTreeSet<String>> {
+    let dir = packages_dir(ctx, &args.packages_dir);
+    if !dir.is_dir() {
+        return Ok(Default::default());
+    }
+    let tree = PackageTree::load(&dir)?;
+    let plan_options = PlanOptions {
+        platforms: vec![options.platform.clone()],
+        epoch: LayerOptions::from_env()?.mtime,
+        root: ctx.root.clone(),
+    };
+    let recorded = preseed::record_inputs(
+        &tree,
+        entries,
+        &plan_options,
+        &options.out_root,
+        &args.source,
+    )?;
+    Ok(recorded.into_iter().collect())
 }

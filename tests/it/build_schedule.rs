@@ -2,7 +2,9 @@
 //! of native packages: dependency order from the recorded start/finish
 //! positions, up-to-date packages skipped, a failure stopping its
 //! dependants (reported as skipped, with the failure's log path) and, with
-//! --keep-going, the independent rest still built.
+//! --keep-going, the independent rest still built; a built digest proved
+//! against the committed one (bootstrap packages by default, every one
+//! with --check-digests) stopping its dependants; durations recorded.
 use crate::build_support;
 use crate::peers;
 
@@ -185,6 +187,158 @@ fn a_failure_stops_its_dependants_and_names_its_log() {
     );
 }
 
+/// Runs `stagex --root ROOT ARGS...` (human output): (success, stdout).
+fn human(root: &Path, args: &[&str]) -> (bool, String) {
+    let out = stagex()
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+/// A native package `bootstrap-<name>` (StageX's bootstrap stage).
+fn bootstrap_package(root: &Path, name: &str) {
+    native_package(root, name, None, name);
+    let stage = root.join("packages/bootstrap");
+    std::fs::create_dir_all(&stage).unwrap();
+    std::fs::rename(root.join("packages/core").join(name), stage.join(name)).unwrap();
+}
+
+/// `<hex> <id>` of `id` in `digests/<stage>.txt`.
+fn committed(root: &Path, stage: &str, id: &str) -> String {
+    let text = std::fs::read_to_string(root.join("digests").join(format!("{stage}.txt"))).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.ends_with(&format!(" {id}")))
+        .unwrap_or_else(|| panic!("{id} not in {text}"));
+    format!("sha256:{}", line.split(' ').next().unwrap())
+}
+
+const WRONG: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+/// bootstrap-seed <- core-a <- core-b; core-f alone.
+fn seeded(root: &Path) {
+    bootstrap_package(root, "seed");
+    native_package(root, "a", Some("bootstrap-seed"), "a");
+    native_package(root, "b", Some("core-a"), "b");
+    native_package(root, "f", None, "f");
+}
+
+#[test]
+fn a_bootstrap_package_whose_committed_digest_differs_stops_its_dependants() {
+    let root = tempfile::tempdir().unwrap();
+    seeded(root.path());
+    std::fs::create_dir_all(root.path().join("digests")).unwrap();
+    let bootstrap_txt = format!("{} bootstrap-seed\n", &WRONG[7..]);
+    std::fs::write(root.path().join("digests/bootstrap.txt"), &bootstrap_txt).unwrap();
+
+    let (ok, report) = build(root.path(), &["-j", "2"]);
+    assert!(!ok, "{report}");
+    assert_eq!(names(&report["built"]), ["core-f"], "{report}");
+    let m = &report["mismatched"][0];
+    assert_eq!(m["package"], "bootstrap-seed");
+    assert_eq!(m["expected"], WRONG);
+    assert_eq!(
+        m["hint"],
+        format!("stagex diff bootstrap-seed bootstrap-seed@{WRONG}")
+    );
+    let actual = m["actual"].as_str().unwrap().to_string();
+    assert_ne!(actual, WRONG);
+    assert_eq!(names(&report["skipped"]), ["core-a", "core-b"]);
+    assert!(report["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["because"] == serde_json::json!(["bootstrap-seed"])));
+    assert!(names(&report["failed"]).is_empty(), "{report}");
+    // The digest reported is the one `stagex digests` lists for out/.
+    let (ok, _) = human(root.path(), &["digests"]);
+    assert!(ok);
+    assert_eq!(
+        committed(root.path(), "bootstrap", "bootstrap-seed"),
+        actual
+    );
+
+    // A mismatched image is never up to date: the next run builds it again
+    // and stops again; the human report names both digests and the hint.
+    std::fs::write(root.path().join("digests/bootstrap.txt"), &bootstrap_txt).unwrap();
+    let (ok, text) = human(root.path(), &["build", "--builder", "native"]);
+    assert!(!ok);
+    assert!(
+        text.contains(&format!(
+            "MISMATCH   bootstrap-seed built {actual} but the committed digest is {WRONG}"
+        )) && text.contains(&format!(
+            "run `stagex diff bootstrap-seed bootstrap-seed@{WRONG}`"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("skipped    core-a (needs bootstrap-seed, not the committed digest)"),
+        "{text}"
+    );
+
+    // --no-bootstrap-check builds through.
+    let (ok, report) = build(root.path(), &["--no-bootstrap-check"]);
+    assert!(ok, "{report}");
+    let mut built = names(&report["built"]);
+    built.sort();
+    assert_eq!(built, ["bootstrap-seed", "core-a", "core-b"], "{report}");
+}
+
+#[test]
+fn check_digests_proves_every_listed_package_and_a_match_goes_on() {
+    let root = tempfile::tempdir().unwrap();
+    seeded(root.path());
+    let (ok, report) = build(root.path(), &[]);
+    assert!(ok, "{report}");
+    let (ok, _) = human(root.path(), &["digests"]);
+    assert!(ok);
+    // core-a's committed digest is now wrong; the bootstrap one is right.
+    let core = std::fs::read_to_string(root.path().join("digests/core.txt")).unwrap();
+    let right = committed(root.path(), "core", "core-a");
+    std::fs::write(
+        root.path().join("digests/core.txt"),
+        core.replace(&right[7..], &WRONG[7..]),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(root.path().join("out")).unwrap();
+
+    // Without --check-digests only bootstrap packages are proved.
+    let (ok, report) = build(root.path(), &[]);
+    assert!(ok, "{report}");
+    assert_eq!(names(&report["built"]).len(), 4, "{report}");
+
+    std::fs::remove_dir_all(root.path().join("out")).unwrap();
+    let (ok, report) = build(root.path(), &["--check-digests", "-j", "2"]);
+    assert!(!ok, "{report}");
+    let mut built = names(&report["built"]);
+    built.sort();
+    assert_eq!(built, ["bootstrap-seed", "core-f"], "{report}");
+    assert_eq!(report["mismatched"][0]["package"], "core-a");
+    assert_eq!(report["mismatched"][0]["expected"], WRONG);
+    assert_eq!(report["mismatched"][0]["actual"], right);
+    assert_eq!(names(&report["skipped"]), ["core-b"]);
+}
+
+#[test]
+fn each_build_records_its_duration_beside_its_log() {
+    let root = tempfile::tempdir().unwrap();
+    six(root.path());
+    let (ok, report) = build(root.path(), &["-j", "2"]);
+    assert!(ok, "{report}");
+    for id in ["core-a", "core-b", "core-c", "core-d", "core-e", "core-f"] {
+        let text = std::fs::read_to_string(root.path().join(format!("out/{id}.duration")))
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        let seconds: f64 = text.trim().parse().unwrap();
+        assert!(seconds >= 0.0, "{id}: {text}");
+    }
+}
+
 /// The text of `path` in the top layer of `out/<id>` (a gzip tar).
 fn layer_file(out: &Path, id: &str, path: &str) -> String {
     let layout = out.join(id);
@@ -271,7 +425,8 @@ fn a_subpackage_family_builds_its_shared_stage_once() {
     let b = layer_file(&out, "core-fam-b", "b");
     assert!(a.trim().len() >= 32, "{a:?}");
     assert_eq!(a, b, "the build stage ran twice");
-    // The run's family storage is gone; out/ holds layouts and logs only.
+    // The run's family storage is gone; out/ holds layouts, logs and
+    // durations only.
     let mut left: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
@@ -281,10 +436,13 @@ fn a_subpackage_family_builds_its_shared_stage_once() {
         left,
         [
             "core-bbox",
+            "core-bbox.duration",
             "core-bbox.log",
             "core-fam-a",
+            "core-fam-a.duration",
             "core-fam-a.log",
             "core-fam-b",
+            "core-fam-b.duration",
             "core-fam-b.log"
         ]
     );

@@ -1,6 +1,7 @@
 //! Owns: the tests of `stagex preseed`, `stagex digests --check` and
 //! `stagex build --deps-from` against the real docker-registry seeded with
-//! fixture images (built by stagex, pushed with skopeo by digest).
+//! fixture images (built by stagex, pushed with skopeo by digest), and of
+//! preseeded images counting as built until their definition changes.
 use crate::build_support;
 use crate::peers;
 
@@ -254,6 +255,100 @@ fn deps_from_takes_the_dependency_from_the_registry_not_out() {
         stderr.contains("dependency core-b is not listed in the release digests"),
         "{stderr}"
     );
+}
+
+/// The dry run's state of each package: `(id, build, preseeded_from)`.
+fn plan_states(root: &Path, store: &Path) -> Vec<(String, bool, Option<String>)> {
+    let out = cmd(root, store, &["--json", "build", "--dry-run"]);
+    assert!(out.status.success(), "{out:?}");
+    json(&out)["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["build"].as_bool().unwrap(),
+                e["preseeded_from"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn preseeded_images_count_as_built_until_their_definition_changes() {
+    let Some(_) = tools::require(&["skopeo"]) else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let publisher = tempfile::tempdir().unwrap();
+    native_package(publisher.path(), "a", None, "a");
+    native_package(publisher.path(), "b", Some("core-a"), "b");
+    native_package(publisher.path(), "c", Some("core-b"), "c");
+    native_package(publisher.path(), "f", None, "f");
+    publish(publisher.path(), &registry);
+
+    // A maintainer's clone of the same tree: packages/ and digests/.
+    let me = tempfile::tempdir().unwrap();
+    let store = me.path().join("store");
+    for dir in ["packages", "digests"] {
+        tools::copy_dir(&publisher.path().join(dir), &me.path().join(dir));
+    }
+    let ns = format!("{}/stagex", registry.host());
+    let out = cmd(me.path(), &store, &["--json", "preseed", "--source", &ns]);
+    assert!(out.status.success(), "{out:?}");
+    let report = json(&out);
+    assert!(
+        report["preseed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["recorded"] == true),
+        "{report}"
+    );
+
+    // Nothing to build: each one up to date, preseeded from the namespace.
+    let ids = ["core-a", "core-b", "core-c", "core-f"];
+    let all_preseeded: Vec<_> = ids
+        .iter()
+        .map(|id| (id.to_string(), false, Some(ns.clone())))
+        .collect();
+    let mut states = plan_states(me.path(), &store);
+    states.sort();
+    assert_eq!(states, all_preseeded);
+    let text = cmd(me.path(), &store, &["build", "--dry-run"]);
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert_eq!(
+        text.matches(&format!("up to date (preseeded from {ns})"))
+            .count(),
+        4,
+        "{text}"
+    );
+
+    // One definition changes: that package and its dependants, nothing else.
+    native_package(me.path(), "b", Some("core-a"), "b, patched");
+    let mut states = plan_states(me.path(), &store);
+    states.sort();
+    let some = Some(ns.clone());
+    assert_eq!(
+        states,
+        [
+            ("core-a".to_string(), false, some.clone()),
+            ("core-b".to_string(), true, None),
+            ("core-c".to_string(), true, None),
+            ("core-f".to_string(), false, some),
+        ]
+    );
+    // And the build does exactly that.
+    let built_now = stagex_in(me.path(), &["--json", "build", "--builder", "native"])
+        .env("STAGEX_STORE", &store)
+        .output()
+        .unwrap();
+    assert!(built_now.status.success(), "{built_now:?}");
+    let report = json(&built_now);
+    assert_eq!(built(&report), ["core-b", "core-c"], "{report}");
 }
 
 /// Pulls run several at once by default, for `preseed` and for `build
