@@ -40,8 +40,8 @@ pub struct Cli {
 
 pub mod image;
 pub mod keys;
-pub mod man;
 pub mod lint;
+pub mod man;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
