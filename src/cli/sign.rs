@@ -67,6 +67,7 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
         (None, Some(fpr)) => Box::new(GpgSigner::new(fpr)?),
         (None, None) => anyhow::bail!("pass --key FILE or --gpg FINGERPRINT"),
     };
+    warn_if_expiring(signer.cert());
     let resolver = Resolver::from_settings(&ctx.settings, args.identity.as_deref());
     let targets = resolver.resolve_all(&args.images)?;
     let digest_paths = if args.digests.is_empty() {
@@ -254,5 +255,30 @@ fn human(line: &Line, fingerprint: &str) -> String {
             line.digest,
             line.error.as_deref().unwrap_or("")
         ),
+    }
+}
+
+/// Days before its expiry from which `sign` warns that the signing key
+/// should be extended (signatures made after it are not counted).
+const EXPIRY_WARNING_DAYS: u64 = 30;
+
+/// A warning on stderr when the signing key expires within
+/// `EXPIRY_WARNING_DAYS`.
+fn warn_if_expiring(cert: &sequoia_openpgp::Cert) {
+    use crate::keys::check::{judge, Finding};
+    let now = std::time::SystemTime::now();
+    let summary = crate::keys::describe::summarize(cert, now);
+    let window = std::time::Duration::from_secs(EXPIRY_WARNING_DAYS * 86_400);
+    for finding in judge(&summary, now, window) {
+        if let Finding::ExpiresSoon {
+            fingerprint,
+            on,
+            days,
+        } = finding
+        {
+            eprintln!(
+                "stagex: warning: the signing key {fingerprint} expires on {on} (in {days} days): extend it (gpg --quick-set-expire {fingerprint} 2y) and publish the new certificate, or signatures made after that date will not count"
+            );
+        }
     }
 }

@@ -181,8 +181,10 @@ pub fn choose(choice: &Choice) -> Result<ReleaseCatalog, CatalogError> {
     Ok(catalog)
 }
 
+/// A StageX tree: it has a packages/ directory (with or without pallets of
+/// its own) or a pallets/ directory.
 fn is_checkout(choice: &Choice) -> bool {
-    choice.checkout_packages.join("pallet").is_dir() || choice.checkout_pallets.is_dir()
+    choice.checkout_packages.is_dir() || choice.checkout_pallets.is_dir()
 }
 
 fn definitions_error(origin: &Origin, error: anyhow::Error) -> CatalogError {

@@ -177,7 +177,7 @@ impl fmt::Display for Rejection {
             Rejection::NotV4(v) => write!(f, "version {v} signature: only v4 is accepted"),
             Rejection::UnknownKey(k) => write!(
                 f,
-                "signed by key {k}, which is not in the trusted keys directory"
+                "signed by key {k}, which is not in the trusted keys directory: if it is a new subkey of a trusted maintainer, run `stagex keys refresh`; to trust a new maintainer, `stagex keys add {k}` after comparing the fingerprint out of band"
             ),
             Rejection::KeyExpired {
                 key,
@@ -186,7 +186,7 @@ impl fmt::Display for Rejection {
                 signed,
             } => write!(
                 f,
-                "signature made {}, after {} {key} expired ({}); if the key was extended before that, refresh its certificate in the keys directory",
+                "signature made {}, after {} {key} expired ({}); if the key was extended before that, refresh its certificate: `stagex keys refresh {key}`",
                 date(*signed),
                 key_kind(*subkey),
                 expired.map_or("date unknown".to_string(), date)

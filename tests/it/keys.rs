@@ -76,6 +76,13 @@ fn refresh_merges_an_extension_so_a_signature_after_the_old_expiry_counts() {
     let before = verify(&root, &[]);
     assert!(!before.status.success());
     assert_eq!(invalid(&before)[0].1, "key-expired");
+    assert!(
+        invalid(&before)[0]
+            .2
+            .contains(&format!("`stagex keys refresh {}`", key.fingerprint)),
+        "the reason ends with the command that fixes it: {:?}",
+        invalid(&before)
+    );
 
     serve_vks(&served, &key.fingerprint, &key.export());
     let Some(server) = keyserver(&served) else {
@@ -280,4 +287,33 @@ fn add_writes_the_certificate_under_its_fingerprint_once() {
     let again = stagex_output(root, &["keys", "add", file.to_str().unwrap()]);
     assert!(!again.status.success());
     assert!(text(&again).contains("already trusted"), "{}", text(&again));
+}
+
+#[test]
+fn sign_warns_when_its_key_expires_within_30_days() {
+    use crate::sign_support::{aged_key, make_image, write_secret, Shape};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let hour = std::time::Duration::from_secs(3600);
+    let soon = aged_key("soon", hour, 240 * hour);
+    let secret = write_secret(root, "soon", &soon);
+    make_image(&root.join("out"), "core-x", "1", Shape::Manifest, "x");
+    let args = ["sign", "--unreleased", "--key", secret.to_str().unwrap()];
+    let output = stagex_output(root, &args);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the signing key {} expires on",
+            soon.fingerprint().to_hex()
+        )) && stderr.contains("(in 9 days)"),
+        "{stderr}"
+    );
+    let lasting = crate::sign_support::key("lasting");
+    let secret = write_secret(root, "lasting", &lasting);
+    let output = stagex_output(
+        root,
+        &["sign", "--unreleased", "--key", secret.to_str().unwrap()],
+    );
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("expires on"));
 }
