@@ -28,20 +28,9 @@ struct Target {
     containerfile: String,
 }
 
-/// The real tree, or `None` (skip) outside CI.
+/// The real tree, or `None` (a counted skip) outside CI.
 fn real_tree() -> Option<PathBuf> {
-    let tree = std::env::var_os("STAGEX_REAL_TREE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/stagex-2026.03.0")
-        });
-    if tree.join("src/targets.py").is_file() {
-        return Some(tree);
-    }
-    let message = format!("StageX's tree is not at {}", tree.display());
-    assert!(!tools::in_ci(), "{message} (CI=true)");
-    eprintln!("SKIP: {message}; set STAGEX_REAL_TREE");
-    None
+    tools::real_stagex_tree()
 }
 
 /// The default `PLATFORM` of StageX's Makefile, given to both sides.

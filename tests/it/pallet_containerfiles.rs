@@ -11,19 +11,7 @@ use peers::tools;
 use stagex::pallet::definition::Catalog;
 
 fn real_packages() -> Option<PathBuf> {
-    let tree = std::env::var_os("STAGEX_REAL_TREE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/stagex-2026.03.0")
-        });
-    let packages = tree.join("packages");
-    if packages.join("pallet").is_dir() {
-        return Some(packages);
-    }
-    let message = format!("StageX's tree is not at {}", tree.display());
-    assert!(!tools::in_ci(), "{message} (CI=true)");
-    eprintln!("SKIP: {message}; set STAGEX_REAL_TREE");
-    None
+    tools::real_stagex_tree().map(|tree| tree.join("packages"))
 }
 
 #[test]

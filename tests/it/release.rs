@@ -7,7 +7,7 @@
 use crate::peers;
 use crate::sign_support::{aged_key, key, make_image, payload, sign_raw, write_keys, Shape};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -156,22 +156,9 @@ fn notes_between_two_git_refs_name_every_change_and_the_authors() {
     );
 }
 
-fn real_tree() -> Option<PathBuf> {
-    let candidates = [
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/stagex-2026.03.0"),
-        PathBuf::from("/work/shared/stagex-2026.03.0"),
-    ];
-    let found = candidates.into_iter().find(|p| p.join("packages").is_dir());
-    assert!(
-        found.is_some() || !peers::tools::in_ci(),
-        "StageX's real tree is missing"
-    );
-    found
-}
-
 #[test]
 fn notes_on_the_real_tree_against_a_changed_copy() {
-    let Some(tree) = real_tree() else {
+    let Some(tree) = peers::tools::real_stagex_tree() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

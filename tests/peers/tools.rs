@@ -1,15 +1,69 @@
 //! Finding the real peer programs a test needs. Outside CI a missing peer
-//! skips the test with a message; under CI (`CI=true`) it fails the test,
-//! so a green CI run always means the peer really ran.
+//! skips the test with a message, and the test binary ends with a count of
+//! the skips (so a local green run says what did not run); under CI
+//! (`CI=true`) or with `STAGEX_REQUIRE_PEERS=1` it fails the test, so a
+//! green CI run always means the peer really ran.
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// True when running under CI, where missing peers are failures.
+/// True when running under CI (or with `STAGEX_REQUIRE_PEERS=1`), where
+/// missing peers are failures.
 pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+    let set =
+        |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    set("CI") || set("STAGEX_REQUIRE_PEERS")
+}
+
+static SKIPPED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Announces a skipped test (outside CI only) and counts it; the count and
+/// the reasons are printed when the test binary exits, after libtest's
+/// own summary.
+pub fn skip(reason: &str) {
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    eprintln!("SKIP: {reason}");
+    SKIPPED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(reason.to_string());
+    AT_EXIT.call_once(|| {
+        // SAFETY: registers a plain extern "C" fn that only reads a static.
+        unsafe { libc::atexit(print_skipped) };
+    });
+}
+
+extern "C" fn print_skipped() {
+    let skipped = SKIPPED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut reasons: Vec<&String> = skipped.iter().collect();
+    reasons.sort();
+    reasons.dedup();
+    eprintln!(
+        "\n{} test(s) SKIPPED for missing peers (STAGEX_REQUIRE_PEERS=1 or CI=true makes this a failure):",
+        skipped.len()
+    );
+    for reason in reasons {
+        eprintln!("  {reason}");
+    }
+}
+
+/// StageX's real tree (`$STAGEX_REAL_TREE`, else `../shared/stagex-2026.03.0`
+/// beside the repository); `None` (a counted skip) outside CI when missing.
+pub fn real_stagex_tree() -> Option<PathBuf> {
+    let tree = std::env::var_os("STAGEX_REAL_TREE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/stagex-2026.03.0")
+        });
+    if tree.join("packages/pallet").is_dir() {
+        return Some(tree);
+    }
+    let message = format!("StageX's tree is not at {}", tree.display());
+    assert!(!in_ci(), "{message} (CI=true)");
+    skip(&format!("{message}; set STAGEX_REAL_TREE"));
+    None
 }
 
 /// Looks a program up in PATH (and the sbin directories Debian uses).
@@ -33,7 +87,9 @@ pub fn require(programs: &[&str]) -> Option<Vec<PathBuf>> {
                 panic!("required peer `{program}` is not installed (CI=true): see .ci/run")
             }
             None => {
-                eprintln!("SKIP: peer `{program}` not installed; install it (see .ci/run) to run this test");
+                skip(&format!(
+                    "peer `{program}` not installed; install it (see .ci/setup) to run this test"
+                ));
                 return None;
             }
         }
