@@ -41,14 +41,8 @@ impl Store {
         if let Some(dir) = std::env::var_os("STAGEX_STORE").filter(|v| !v.is_empty()) {
             return Ok(PathBuf::from(dir));
         }
-        if let Some(cache) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-            return Ok(PathBuf::from(cache).join("stagex").join("store"));
-        }
-        match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-            Some(home) => Ok(PathBuf::from(home)
-                .join(".cache")
-                .join("stagex")
-                .join("store")),
+        match user_cache_dir() {
+            Some(cache) => Ok(cache.join("store")),
             None => {
                 bail!("cannot locate the stagex store: set STAGEX_STORE (or HOME / XDG_CACHE_HOME)")
             }
@@ -80,6 +74,31 @@ impl Store {
             "metadata kind must be a plain name"
         );
         write_atomic(&self.meta_path(kind, digest), bytes)
+    }
+}
+
+/// The user's stagex cache directory, home of the store and of every cache
+/// file: `$XDG_CACHE_HOME/stagex` (when absolute, as the XDG spec says), else
+/// `~/.cache/stagex`; `None` without either variable.
+pub fn user_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })?;
+    Some(base.join("stagex"))
+}
+
+/// A cache file: the path in `$env` (`off` or empty disables it), else
+/// `name` in `user_cache_dir()`.
+pub fn cache_file(env: &str, name: &str) -> Option<PathBuf> {
+    match std::env::var_os(env) {
+        Some(value) if value == "off" || value.is_empty() => None,
+        Some(value) => Some(PathBuf::from(value)),
+        None => user_cache_dir().map(|dir| dir.join(name)),
     }
 }
 

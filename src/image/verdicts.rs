@@ -103,17 +103,7 @@ pub struct Verdicts {
 
 /// The cache file to use, or `None` when disabled.
 pub fn default_path() -> Option<PathBuf> {
-    if let Some(value) = std::env::var_os("STAGEX_BLOB_VERDICTS") {
-        if value == "off" || value.is_empty() {
-            return None;
-        }
-        return Some(PathBuf::from(value));
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("stagex").join("blob-verdicts"))
+    crate::store::cache_file("STAGEX_BLOB_VERDICTS", "blob-verdicts")
 }
 
 impl Verdicts {

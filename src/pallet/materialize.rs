@@ -318,20 +318,7 @@ pub fn flatten(store: &Store, layers: &[ImageLayer], history: &History) -> Resul
 mod tests {
     use super::*;
 
-    /// A store holding one layer with the regular file `a`.
-    fn store_with_layer() -> (tempfile::TempDir, Store, Descriptor) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("s")).unwrap();
-        let mut tree = FileTree::new();
-        tree.insert(
-            "a",
-            TreeEntry::file(FileSource::Bytes(b"a".to_vec()), 0o644),
-        )
-        .unwrap();
-        let written =
-            write_layer_to_layout(&tree, &LayerOptions::default(), store.layout()).unwrap();
-        (dir, store, written.descriptor())
-    }
+    use crate::store::layer_index::tests::store_with_layer;
 
     #[test]
     fn a_plan_naming_a_file_its_layer_lacks_is_a_typed_error_not_a_panic() {

@@ -36,17 +36,7 @@ static ADDED: AtomicUsize = AtomicUsize::new(0);
 
 /// The cache file to use, or `None` when disabled.
 pub fn default_path() -> Option<PathBuf> {
-    if let Some(value) = std::env::var_os("STAGEX_SIGNATURE_CACHE") {
-        if value == "off" || value.is_empty() {
-            return None;
-        }
-        return Some(PathBuf::from(value));
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("stagex").join("signature-cache"))
+    crate::store::cache_file("STAGEX_SIGNATURE_CACHE", "signature-cache")
 }
 
 /// Loads `path` into sequoia's cache (a missing file is an empty cache)

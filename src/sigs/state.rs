@@ -81,14 +81,11 @@ impl State {
 
 /// The default state file for syncing `from` to `to`.
 pub fn default_path(from: &str, to: &str) -> Option<PathBuf> {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
+    let cache = crate::store::user_cache_dir()?;
     let key = Digest::of_bytes(format!("{from}\n{to}").as_bytes());
     Some(
         cache
-            .join("stagex/sigs-sync")
+            .join("sigs-sync")
             .join(format!("{}.json", &key.hex()[..16])),
     )
 }

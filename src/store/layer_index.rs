@@ -192,12 +192,14 @@ fn check_size(digest: &Digest, index: &LayerIndex) -> Result<(), LayerIndexError
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::layer::tree::{FileSource, FileTree, TreeEntry};
     use crate::layer::writer::{write_layer_to_layout, LayerOptions};
 
-    fn store_with_layer() -> (tempfile::TempDir, Store, Descriptor) {
+    /// A store holding one layer with the regular file `a` (also used by
+    /// the pallet materializer's tests).
+    pub(crate) fn store_with_layer() -> (tempfile::TempDir, Store, Descriptor) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("s")).unwrap();
         let mut tree = FileTree::new();
