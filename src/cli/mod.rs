@@ -38,6 +38,8 @@ pub struct Cli {
 
 pub mod image;
 
+pub mod diff;
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Sign images (one signature file per manifest digest) with a key file or gpg.
@@ -62,6 +64,8 @@ pub enum Command {
     Policy(policy::PolicyArgs),
     /// Pull every image digests/*.txt lists, by digest, into out/.
     Preseed(preseed::PreseedArgs),
+    /// Why two images differ: index, manifest, config, layers, files; innermost cause first.
+    Diff(diff::DiffArgs),
 }
 
 /// What every command gets: global flags and the loaded settings.
@@ -105,5 +109,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sigs(args) => sigs::run(&context, args),
         Command::Policy(args) => policy::run(&context, args),
         Command::Preseed(args) => preseed::run(&context, args),
+        Command::Diff(args) => diff::run(&context, args),
     }
 }
