@@ -104,6 +104,7 @@ impl Walk<'_> {
             "digest",
             format!("top digest {} -> {}", a.digest, b.digest),
         )
+        .path("index")
         .values(Some(json!(a.digest)), Some(json!(b.digest)));
         let explained = findings.causes[before..].iter().any(|c| !c.consequence);
         findings.causes.push(if explained {
