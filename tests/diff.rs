@@ -652,3 +652,80 @@ fn bad_input_exits_two_with_one_clear_error() {
     );
     assert_eq!(message.matches("error").count(), 1, "one error: {message}");
 }
+
+/// An `out/`-shaped image of `tree` for the host platform at `dir`;
+/// returns its manifest digest.
+fn out_image(dir: &Path, tree: &FileTree) -> Digest {
+    let layout = Layout::create(dir).unwrap();
+    let layer = layer_of(write_layer_to_layout(tree, &opts(), &layout).unwrap());
+    let host = stagex::oci::Platform::host();
+    let platform = format!("{}/{}", host.os, host.architecture);
+    let manifest = write_manifest(&layout, vec![layer], CREATED, &platform);
+    let digest = manifest.digest.clone();
+    let index = build_index(&[manifest], BTreeMap::new()).unwrap();
+    let descriptor = layout.write_json(&index, media_type::OCI_INDEX).unwrap();
+    layout.set_ref(None, descriptor).unwrap();
+    digest
+}
+
+#[test]
+fn digests_check_points_at_the_diff_and_runs_it_against_the_release() {
+    let project = Project::new();
+    let release = out_image(&project.path("release/core-demo"), &base_tree());
+    let mut changed = base_tree();
+    changed
+        .insert(
+            "bin/tool",
+            TreeEntry::file(
+                FileSource::Bytes(b"#!/bin/sh\necho other\n".to_vec()),
+                0o755,
+            ),
+        )
+        .unwrap();
+    out_image(&project.path("out/core-demo"), &changed);
+    std::fs::create_dir_all(project.path("digests")).unwrap();
+    std::fs::write(
+        project.path("digests/core.txt"),
+        format!("{} core-demo\n", release.hex()),
+    )
+    .unwrap();
+    let out = project.path("out");
+    let digests = project.path("digests");
+    let base = [
+        "digests",
+        "--check",
+        "--out",
+        out.to_str().unwrap(),
+        "--digests-dir",
+        digests.to_str().unwrap(),
+    ];
+    let run = |extra: &[&str]| {
+        let mut command = tools::stagex_in(project.dir.path(), &base);
+        command
+            .args(extra)
+            .env("STAGEX_STORE", project.path("store"));
+        command.output().unwrap()
+    };
+    let plain = run(&[]);
+    assert_eq!(plain.status.code(), Some(1), "{}", text(&plain));
+    let hint = format!(
+        "why: stagex diff NS|DIR/core-demo@{release} {}",
+        out.join("core-demo").display()
+    );
+    assert!(text(&plain).contains(&hint), "{}", text(&plain));
+    let against = project.path("release");
+    let explained = run(&["--against", against.to_str().unwrap()]);
+    assert_eq!(explained.status.code(), Some(1), "{}", text(&explained));
+    let out_text = text(&explained);
+    assert!(
+        out_text.contains(&format!(
+            "why: stagex diff {}/core-demo@{release}",
+            against.display()
+        )),
+        "{out_text}"
+    );
+    assert!(
+        out_text.contains("/bin/tool: content differs"),
+        "{out_text}"
+    );
+}

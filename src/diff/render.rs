@@ -27,7 +27,8 @@ pub fn verdict(report: &Report) -> String {
     }
 }
 
-fn cause_line(cause: &Cause) -> String {
+/// One cause as an indented line (its `--all` paths below it).
+pub fn cause_line(cause: &Cause) -> String {
     let mut line = format!("  {:<11} ", cause.level.name());
     if !cause.scope.is_empty() {
         let _ = write!(line, "[{}] ", cause.scope);
