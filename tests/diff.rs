@@ -682,7 +682,7 @@ fn digests_check_points_at_the_diff_and_runs_it_against_the_release() {
             ),
         )
         .unwrap();
-    out_image(&project.path("out/core-demo"), &changed);
+    let built = out_image(&project.path("out/core-demo"), &changed);
     std::fs::create_dir_all(project.path("digests")).unwrap();
     std::fs::write(
         project.path("digests/core.txt"),
@@ -709,7 +709,7 @@ fn digests_check_points_at_the_diff_and_runs_it_against_the_release() {
     let plain = run(&[]);
     assert_eq!(plain.status.code(), Some(1), "{}", text(&plain));
     let hint = format!(
-        "why: stagex diff NS|DIR/core-demo@{release} {}",
+        "why: stagex diff NS|DIR/core-demo@{release} {}@{built}",
         out.join("core-demo").display()
     );
     assert!(text(&plain).contains(&hint), "{}", text(&plain));
@@ -727,5 +727,9 @@ fn digests_check_points_at_the_diff_and_runs_it_against_the_release() {
     assert!(
         out_text.contains("/bin/tool: content differs"),
         "{out_text}"
+    );
+    assert!(
+        !out_text.contains("index"),
+        "manifest against manifest: {out_text}"
     );
 }
