@@ -588,19 +588,44 @@ fn files_extracts_both_versions_side_by_side() {
 
 #[test]
 fn diffoscope_missing_is_a_clear_error() {
-    if tools::find("diffoscope").is_some() {
-        eprintln!("diffoscope is installed: the missing-tool error cannot be shown here");
+    let project = Project::new();
+    let a = tree_image(&project.path("a"), &base_tree(), &opts(), CREATED);
+    let mut command = tools::stagex_in(project.dir.path(), &["diff", "--diffoscope", &a, &a]);
+    let empty = project.path("no-tools");
+    std::fs::create_dir_all(&empty).unwrap();
+    command
+        .env("STAGEX_STORE", project.path("store"))
+        .env("PATH", &empty);
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let message = text(&output);
+    assert!(
+        message.contains("diffoscope is not installed (Debian package `diffoscope`)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn diffoscope_runs_on_the_changed_file() {
+    if tools::require(&["diffoscope"]).is_none() {
         return;
     }
     let project = Project::new();
     let a = tree_image(&project.path("a"), &base_tree(), &opts(), CREATED);
-    let output = project.diff(false, &["--diffoscope", &a, &a]);
-    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
-    assert!(
-        text(&output).contains("diffoscope is not installed (Debian package `diffoscope`)"),
-        "{}",
-        text(&output)
-    );
+    let mut changed = base_tree();
+    changed
+        .insert(
+            "etc/motd",
+            TreeEntry::file(FileSource::Bytes(b"bye\n".to_vec()), 0o644),
+        )
+        .unwrap();
+    let b = tree_image(&project.path("b"), &changed, &opts(), CREATED);
+    let output = project.diff(false, &["--diffoscope", &a, &b]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let out = String::from_utf8_lossy(&output.stdout);
+    // diffoscope's own report of the two versions of /etc/motd.
+    assert!(out.contains("layer_0/etc/motd"), "{out}");
+    assert!(out.contains("-hello") && out.contains("+bye"), "{out}");
 }
 
 #[test]
