@@ -1,5 +1,5 @@
-//! `stagex diff A B`: why two images differ, innermost cause first.
-//! Exit 0 identical, 1 different, 2 error (a side that cannot be read, a
+//! Owns: `stagex diff A B` on the command line (why two images differ,
+//! innermost cause first) and its exit codes. Exit 0 identical, 1 different, 2 error (a side that cannot be read, a
 //! blob whose bytes do not match its digest): the error is printed here,
 //! so that it is told apart from "different".
 use std::path::{Path, PathBuf};

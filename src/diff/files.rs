@@ -137,16 +137,19 @@ fn presence(scope: &str, entry: &ScannedEntry, kind: &str) -> Cause {
 /// The mtime-only summary (`paths` listed with `all`).
 fn mtime_summary(scope: &str, paths: Vec<(String, u64, u64)>, all: bool) -> Cause {
     let count = paths.len() as u64;
-    let (low_a, high_b) = paths
-        .iter()
-        .fold((u64::MAX, 0), |(l, h), (_, a, b)| (l.min(*a), h.max(*b)));
+    // Each side's mtime range, as [oldest, newest].
+    let range = |side: fn(&(String, u64, u64)) -> u64| {
+        let times = paths.iter().map(side);
+        json!([times.clone().min(), times.max()])
+    };
+    let (range_a, range_b) = (range(|p| p.1), range(|p| p.2));
     let detail = format!(
         "{count} entries differ only in mtime (e.g. {} {} -> {}): builder did not clamp to \
          SOURCE_DATE_EPOCH",
         paths[0].0, paths[0].1, paths[0].2
     );
-    let mut cause = Cause::new(Level::File, scope, "mtime_only", detail)
-        .values(Some(json!(low_a)), Some(json!(high_b)));
+    let mut cause =
+        Cause::new(Level::File, scope, "mtime_only", detail).values(Some(range_a), Some(range_b));
     cause.count = Some(count);
     if all {
         cause.paths = paths.into_iter().map(|(p, _, _)| p).collect();
@@ -187,4 +190,80 @@ pub fn diff_files(scope: &str, a: &ScannedLayer, b: &ScannedLayer, all: bool) ->
         diff.causes.push(mtime_summary(scope, mtime_only, all));
     }
     diff
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, kind: EntryType) -> ScannedEntry {
+        ScannedEntry {
+            path: path.to_string(),
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 1,
+            size: 0,
+            link_target: None,
+            content: None,
+            xattrs: BTreeMap::new(),
+            device: None,
+            format: "ustar".into(),
+            uname: String::new(),
+            gname: String::new(),
+            header: String::new(),
+        }
+    }
+
+    fn layer(entries: Vec<ScannedEntry>) -> ScannedLayer {
+        ScannedLayer {
+            diff_id: crate::oci::digest::Digest::of_bytes(b""),
+            tar_size: 0,
+            entries_end: 0,
+            entries,
+        }
+    }
+
+    fn kinds(diff: &FileDiff) -> Vec<(String, Option<String>)> {
+        diff.causes
+            .iter()
+            .map(|c| (c.kind.clone(), c.path.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn hard_links_xattrs_and_whiteouts_are_named() {
+        let mut linked = entry("bin/b", EntryType::HardLink);
+        linked.link_target = Some("bin/a".into());
+        let mut with_xattr = entry("bin/c", EntryType::File);
+        with_xattr
+            .xattrs
+            .insert("security.capability".into(), "0x01".into());
+        let a = layer(vec![
+            entry("bin/a", EntryType::File),
+            linked,
+            entry("bin/c", EntryType::File),
+            entry("etc/old", EntryType::File),
+        ]);
+        let b = layer(vec![
+            entry("bin/a", EntryType::File),
+            entry("bin/b", EntryType::File),
+            with_xattr,
+            entry("etc/old", EntryType::Whiteout),
+        ]);
+        let diff = diff_files("layer 0", &a, &b, false);
+        let expected = [
+            ("hardlink", "/bin/b"),
+            ("xattrs", "/bin/c"),
+            ("removed", "/etc/old"),
+            ("added", "/etc/old"),
+        ];
+        let expected: Vec<(String, Option<String>)> = expected
+            .iter()
+            .map(|(k, p)| (k.to_string(), Some(p.to_string())))
+            .collect();
+        assert_eq!(kinds(&diff), expected);
+        assert!(diff.causes[3].detail.contains("(whiteout)"));
+    }
 }

@@ -251,6 +251,11 @@ pub fn compare_layer(
     findings: &mut Findings,
 ) -> Result<(), DiffError> {
     if a.descriptor.digest == b.descriptor.digest {
+        if a.diff_id != b.diff_id {
+            // One config lies about the same blob: the scan names which.
+            scan_layer(store, a.descriptor, a.diff_id)?;
+            scan_layer(store, b.descriptor, b.diff_id)?;
+        }
         return Ok(());
     }
     let digests = Cause::new(

@@ -157,7 +157,7 @@ impl<R: Read> Read for Counting<R> {
 }
 
 /// The compression of a layer descriptor.
-pub fn compression_of(layer: &Descriptor) -> Result<LayerCompression> {
+pub(super) fn compression_of(layer: &Descriptor) -> Result<LayerCompression> {
     media_type::layer_compression(&layer.media_type)
         .with_context(|| format!("media type {:?} is not a layer type", layer.media_type))
 }
