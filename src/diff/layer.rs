@@ -10,7 +10,7 @@ use std::io::Read;
 use serde_json::{json, Value};
 
 use super::files::{by_key, diff_files};
-use super::scan::{compression_of, scan_layer, ScannedLayer};
+use super::scan::{compression_of, scan_layer, ScannedEntry, ScannedLayer};
 use super::{Cause, ChangedFile, DiffError, Findings, Level};
 use crate::oci::descriptor::Descriptor;
 use crate::oci::digest::Digest;
@@ -146,7 +146,7 @@ fn compression_cause(
 fn count_entries(
     a: &ScannedLayer,
     b: &ScannedLayer,
-    value: impl Fn(&super::scan::ScannedEntry) -> Value,
+    value: impl Fn(&ScannedEntry) -> Value,
 ) -> Option<(usize, String, Value, Value)> {
     let b_map = by_key(b);
     let mut found: Option<(usize, String, Value, Value)> = None;
@@ -164,6 +164,9 @@ fn count_entries(
     }
     found
 }
+
+/// One encoding field of an entry, as JSON.
+type EntryField = fn(&ScannedEntry) -> Value;
 
 /// Same files, different tar bytes: how the encodings differ.
 pub fn encoding_causes(scope: &str, a: &ScannedLayer, b: &ScannedLayer) -> Vec<Cause> {
@@ -186,17 +189,11 @@ pub fn encoding_causes(scope: &str, a: &ScannedLayer, b: &ScannedLayer) -> Vec<C
                 .values(Some(json!(order_a.get(at))), Some(json!(order_b.get(at)))),
         );
     }
-    let checks: [(&str, &str, Box<dyn Fn(&super::scan::ScannedEntry) -> Value>); 2] = [
-        (
-            "tar_format",
-            "tar header format",
-            Box::new(|e| json!(e.format)),
-        ),
-        (
-            "uname_gname",
-            "uname/gname",
-            Box::new(|e| json!(format!("{}/{}", e.uname, e.gname))),
-        ),
+    let checks: [(&str, &str, EntryField); 2] = [
+        ("tar_format", "tar header format", |e| json!(e.format)),
+        ("uname_gname", "uname/gname", |e| {
+            json!(format!("{}/{}", e.uname, e.gname))
+        }),
     ];
     for (kind, what, value) in checks {
         if let Some((count, path, va, vb)) = count_entries(a, b, value) {

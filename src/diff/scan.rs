@@ -176,27 +176,24 @@ fn scan_blob(
     };
     let mut entries = Vec::new();
     let mut entries_end = 0;
-    {
-        let mut tar = LayerTar::new(&mut counting, LayerCompression::None)?;
-        for entry in tar.entries()? {
-            let mut entry = entry?;
-            let index = known.and_then(|k| k.entries.get(entries.len()));
-            let from_index = index
-                .filter(|i| i.path == entry.path && i.kind == entry.kind)
-                .map(|i| i.content_digest.clone());
-            let scanned = scan_entry(&mut entry, from_index)?;
-            entries_end = entry.raw_header_position() + 512 + scanned.size.div_ceil(512) * 512;
-            entries.push(scanned);
-        }
-        let diff_id = tar.finish().context("reading the end of the layer")?;
-        let tar_size = counting.count;
-        return Ok(ScannedLayer {
-            diff_id,
-            tar_size,
-            entries_end,
-            entries,
-        });
+    let mut tar = LayerTar::new(&mut counting, LayerCompression::None)?;
+    for entry in tar.entries()? {
+        let mut entry = entry?;
+        let index = known.and_then(|k| k.entries.get(entries.len()));
+        let from_index = index
+            .filter(|i| i.path == entry.path && i.kind == entry.kind)
+            .map(|i| i.content_digest.clone());
+        let scanned = scan_entry(&mut entry, from_index)?;
+        entries_end = entry.raw_header_position() + 512 + scanned.size.div_ceil(512) * 512;
+        entries.push(scanned);
     }
+    let diff_id = tar.finish().context("reading the end of the layer")?;
+    Ok(ScannedLayer {
+        diff_id,
+        tar_size: counting.count,
+        entries_end,
+        entries,
+    })
 }
 
 /// One entry: metadata, encoding, and its content digest (`known`, else

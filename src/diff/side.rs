@@ -329,6 +329,10 @@ fn fetch_image_blobs(
     Ok(())
 }
 
+/// An archive's small JSON files (path -> bytes) and its blobs (path ->
+/// digest and size, in the store).
+type ArchiveFiles = (BTreeMap<String, Vec<u8>>, BTreeMap<String, (Digest, u64)>);
+
 /// Reads every regular file of an image archive: `keep` decides which
 /// are kept in memory (small JSON), the rest go into the store as blobs
 /// (`expect` gives the digest a path must have, when its name says so).
@@ -336,7 +340,7 @@ fn read_archive(
     file: &Path,
     store: &Store,
     mut keep: impl FnMut(&str) -> bool,
-) -> Result<(BTreeMap<String, Vec<u8>>, BTreeMap<String, (Digest, u64)>)> {
+) -> Result<ArchiveFiles> {
     let reader = File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(reader));
     let mut kept = BTreeMap::new();
