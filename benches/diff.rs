@@ -8,6 +8,14 @@
 //!    otherwise the bench says so and measures only stagex).
 //!
 //! Run: `cargo bench --bench diff` (STAGEX_BENCH_DIFF_MIB=1024 for 1 GiB).
+//!
+//! Measured on the 2-core build machine (shared with other jobs, release
+//! build), diffoscope 240 (diffoscope-minimal):
+//! - 128 MiB of files (87 MiB gzip layer each): stagex cold 3.32 s, warm
+//!   5.4 ms; diffoscope 11.8 s (3.6x cold, 2182x warm);
+//! - 1 GiB of files (4096 files, 695 MiB gzip layer each): stagex cold
+//!   27.3 s (each blob verified into the store, then scanned once), warm
+//!   34 ms (the issue asks for well under a second).
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -193,10 +193,10 @@ pub fn diff_files(scope: &str, a: &ScannedLayer, b: &ScannedLayer, all: bool) ->
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn entry(path: &str, kind: EntryType) -> ScannedEntry {
+    pub(in crate::diff) fn entry(path: &str, kind: EntryType) -> ScannedEntry {
         ScannedEntry {
             path: path.to_string(),
             kind,
@@ -216,7 +216,7 @@ mod tests {
         }
     }
 
-    fn layer(entries: Vec<ScannedEntry>) -> ScannedLayer {
+    pub(in crate::diff) fn layer(entries: Vec<ScannedEntry>) -> ScannedLayer {
         ScannedLayer {
             diff_id: crate::oci::digest::Digest::of_bytes(b""),
             tar_size: 0,

@@ -314,4 +314,31 @@ mod tests {
         assert_eq!(fields, ["FLG", "MTIME", "XFL", "OS", "FNAME"]);
         assert!(parse_gzip_header(b"not gzip at all").is_none());
     }
+
+    #[test]
+    fn tar_encoding_differences_are_named() {
+        use crate::diff::files::tests::{entry, layer};
+        use crate::layer::entries::EntryType;
+        let kinds = |a: &ScannedLayer, b: &ScannedLayer| -> Vec<String> {
+            encoding_causes("layer 0", a, b)
+                .into_iter()
+                .map(|c| c.kind)
+                .collect()
+        };
+        let mut a = layer(vec![
+            entry("x", EntryType::File),
+            entry("y", EntryType::File),
+        ]);
+        let mut b = a.clone();
+        b.entries[1].format = "gnu".into();
+        b.entries[0].uname = "root".into();
+        (a.tar_size, a.entries_end, b.tar_size, b.entries_end) = (3072, 2048, 10240, 2048);
+        assert_eq!(kinds(&a, &b), ["tar_format", "uname_gname", "padding"]);
+        b = a.clone();
+        b.entries[0].header = "ffff".into();
+        assert_eq!(kinds(&a, &b), ["tar_header"]);
+        assert_eq!(kinds(&a, &a.clone()), ["tar_bytes"]);
+        a.entries.reverse();
+        assert_eq!(kinds(&a, &b)[0], "entry_order");
+    }
 }
