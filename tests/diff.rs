@@ -758,3 +758,40 @@ fn digests_check_points_at_the_diff_and_runs_it_against_the_release() {
         "manifest against manifest: {out_text}"
     );
 }
+
+#[test]
+fn the_store_layer_index_supplies_content_digests() {
+    let project = Project::new();
+    let a = tree_image(&project.path("a"), &base_tree(), &opts(), CREATED);
+    let mut changed = base_tree();
+    changed
+        .insert(
+            "etc/motd",
+            TreeEntry::file(FileSource::Bytes(b"bye\n".to_vec()), 0o644),
+        )
+        .unwrap();
+    let b = tree_image(&project.path("b"), &changed, &opts(), CREATED);
+    // The store already indexed both layers (as a pallet compose does).
+    let store = stagex::store::Store::open(project.path("store")).unwrap();
+    for dir in ["a", "b"] {
+        let layout = Layout::open(project.path(dir)).unwrap();
+        let top = layout.resolve(Some("v1")).unwrap();
+        let (_, manifest, _) = layout.image_for_platform(&top, None).unwrap();
+        store
+            .layout()
+            .copy_blob_from(&layout, &manifest.layers[0])
+            .unwrap();
+        stagex::pallet::materialize::ensure_layer_index(&store, &manifest.layers[0]).unwrap();
+    }
+    let (human, report) = compare(&project, &a, &b);
+    assert_differs(
+        &human,
+        &report,
+        &[cause("file", "content", "/etc/motd")],
+        "/etc/motd: content differs (6 bytes",
+    );
+    assert_eq!(
+        report["causes"][0]["b"]["sha256"],
+        Digest::of_bytes(b"bye\n").to_string()
+    );
+}

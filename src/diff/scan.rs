@@ -7,10 +7,10 @@
 //! One streaming pass per layer, through the one tar walk
 //! (`layer::LayerTar`), cached in the store as `diff-scan` metadata keyed
 //! by the compressed layer digest: a warm diff decompresses nothing. File
-//! contents are hashed only when the store's layer index lacks them; a
-//! pass that hashed records that index too, so no layer is decompressed
-//! twice. The store index is read and written in `store_index` and
-//! `record_store_index` only (the one place to re-point when it moves).
+//! contents are hashed only when the store's layer index lacks them (the
+//! pass then hashes them itself: still one decompression per layer). The
+//! store index is read in `store_index` only (the one place to re-point
+//! when it moves); `diff` never writes it.
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 
@@ -20,7 +20,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::DiffError;
 use crate::layer::entries::{decompress, Entry, EntryType, LayerTar};
-use crate::layer::reader::{LayerEntry, LayerIndex};
+use crate::layer::reader::LayerIndex;
 use crate::oci::descriptor::Descriptor;
 use crate::oci::digest::{Digest, HashingWriter};
 use crate::oci::media_type::{self, LayerCompression};
@@ -69,36 +69,11 @@ pub struct ScannedLayer {
     pub entries: Vec<ScannedEntry>,
 }
 
-/// The store's layer index of `layer`, when it has one.
+/// The store's layer index of `layer`, when it has one: THE one place
+/// `diff` reads it (re-point here when the index moves).
 fn store_index(store: &Store, layer: &Descriptor) -> Option<LayerIndex> {
     let bytes = store.read_meta(META_LAYER_INDEX, &layer.digest)?;
     serde_json::from_slice(&bytes).ok()
-}
-
-/// Records the store's layer index of `layer` (made by a hashing scan).
-fn record_store_index(store: &Store, layer: &Descriptor, scanned: &ScannedLayer) -> Result<()> {
-    let index = LayerIndex {
-        diff_id: scanned.diff_id.clone(),
-        entries: scanned
-            .entries
-            .iter()
-            .map(|e| LayerEntry {
-                path: e.path.clone(),
-                kind: e.kind,
-                mode: e.mode,
-                uid: e.uid,
-                gid: e.gid,
-                size: e.size,
-                link_target: e.link_target.clone(),
-                content_digest: e.content.clone(),
-            })
-            .collect(),
-    };
-    store.write_meta(
-        META_LAYER_INDEX,
-        &layer.digest,
-        &serde_json::to_vec(&index)?,
-    )
 }
 
 /// The scanned layer (from the cache, else one pass over the blob, which
@@ -129,9 +104,6 @@ pub fn scan_layer(
         });
     }
     let record = || -> Result<()> {
-        if known.is_none() {
-            record_store_index(store, layer, &scanned)?;
-        }
         store.write_meta(
             META_DIFF_SCAN,
             &layer.digest,
