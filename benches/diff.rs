@@ -15,7 +15,9 @@
 //!   5.4 ms; diffoscope 11.8 s (3.6x cold, 2182x warm);
 //! - 1 GiB of files (4096 files, 695 MiB gzip layer each): stagex cold
 //!   27.3 s (each blob verified into the store, then scanned once), warm
-//!   34 ms (the issue asks for well under a second).
+//!   34 ms (the issue asks for well under a second); in a second run,
+//!   with clippy competing for the cores: cold 50.8 s, warm 54 ms,
+//!   diffoscope 195.9 s (3.9x cold, 3599x warm).
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
