@@ -4,6 +4,7 @@
 //! command line and dispatches to `cli`.
 pub mod build;
 pub mod cli;
+pub mod diff;
 pub mod image;
 pub mod keys;
 pub mod layer;

@@ -27,6 +27,11 @@ pub struct DigestsArgs {
     /// mismatch.
     #[arg(long)]
     pub check: bool,
+    /// With --check: where the release's images are (registry namespace
+    /// HOST[:PORT]/NS or a directory); each mismatch then shows the first
+    /// causes `stagex diff` finds (without it, the command to run).
+    #[arg(long, value_name = "NS|DIR", requires = "check")]
+    pub against: Option<String>,
 }
 
 pub fn run(ctx: &Context, args: DigestsArgs) -> Result<ExitCode> {
@@ -37,7 +42,7 @@ pub fn run(ctx: &Context, args: DigestsArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| ctx.settings.digests.clone());
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
     if args.check {
-        return check(ctx, &out, &dir, &platform);
+        return check(ctx, &out, &dir, &platform, args.against.as_deref());
     }
     let found = digests::scan(&out, &platform)?;
     let files = digests::write(&found, &dir)?;
@@ -60,7 +65,13 @@ pub fn run(ctx: &Context, args: DigestsArgs) -> Result<ExitCode> {
 }
 
 /// `--check`: out/ against the committed release.
-fn check(ctx: &Context, out: &Path, dir: &Path, platform: &Platform) -> Result<ExitCode> {
+fn check(
+    ctx: &Context,
+    out: &Path,
+    dir: &Path,
+    platform: &Platform,
+    against: Option<&str>,
+) -> Result<ExitCode> {
     let release = digests::read_release(dir)?;
     let built = if out.exists() {
         digests::scan(out, platform)?
@@ -70,20 +81,26 @@ fn check(ctx: &Context, out: &Path, dir: &Path, platform: &Platform) -> Result<E
     let entries = digests::check(&release, &built);
     let count = |f: fn(&CheckStatus) -> bool| entries.iter().filter(|e| f(&e.status)).count();
     let mismatches = count(|s| matches!(s, CheckStatus::Mismatch { .. }));
+    let explained = explain_mismatches(ctx, out, &entries, against);
     if ctx.json {
         println!(
             "{}",
-            serde_json::to_string(&serde_json::json!({ "check": entries }))?
+            serde_json::to_string(&serde_json::json!({ "check": entries, "explain": explained }))?
         );
     } else {
         for e in &entries {
             match &e.status {
                 CheckStatus::Match { digest } => println!("match    {} {digest}", e.package),
-                CheckStatus::Mismatch { expected, actual } => println!(
-                    "MISMATCH {} expected {expected} ({}), out/ has {actual}",
-                    e.package,
-                    dir.display()
-                ),
+                CheckStatus::Mismatch { expected, actual } => {
+                    println!(
+                        "MISMATCH {} expected {expected} ({}), out/ has {actual}",
+                        e.package,
+                        dir.display()
+                    );
+                    if let Some(why) = explained.iter().find(|w| w.package == e.package) {
+                        print!("{}", why.text());
+                    }
+                }
                 CheckStatus::Missing { expected } => {
                     println!(
                         "missing  {} {expected} (not in {})",
@@ -110,4 +127,73 @@ fn check(ctx: &Context, out: &Path, dir: &Path, platform: &Platform) -> Result<E
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// How many causes `--check --against` shows per mismatch.
+const EXPLAIN_CAUSES: usize = 3;
+
+/// Why one package mismatches: the `stagex diff` command, and with
+/// `--against` its first causes (or why it could not run).
+#[derive(Debug, serde::Serialize)]
+struct Explained {
+    package: String,
+    command: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    causes: Vec<crate::diff::Cause>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl Explained {
+    fn text(&self) -> String {
+        let mut text = format!("         why: {}\n", self.command);
+        for cause in &self.causes {
+            text.push_str(&format!("    {}\n", crate::diff::render::cause_line(cause)));
+        }
+        if let Some(error) = &self.error {
+            text.push_str(&format!("         (diff failed: {error})\n"));
+        }
+        text
+    }
+}
+
+/// For each mismatch: `stagex diff RELEASE OUT`, run when the release's
+/// images can be read (`against`).
+fn explain_mismatches(
+    ctx: &Context,
+    out: &Path,
+    entries: &[crate::build::digests::CheckEntry],
+    against: Option<&str>,
+) -> Vec<Explained> {
+    let mismatches = entries.iter().filter_map(|e| match &e.status {
+        CheckStatus::Mismatch { expected, actual } => Some((&e.package, expected, actual)),
+        _ => None,
+    });
+    mismatches
+        .map(|(package, expected, actual)| {
+            let release = format!("{}/{package}@{expected}", against.unwrap_or("NS|DIR"));
+            let built = format!("{}@{actual}", out.join(package).display());
+            let mut explained = Explained {
+                package: package.clone(),
+                command: format!("stagex diff {release} {built}"),
+                causes: Vec::new(),
+                error: None,
+            };
+            if against.is_some() {
+                let options = crate::diff::DiffOptions::default();
+                match super::diff::diff_sides(&ctx.settings.out, &release, &built, options) {
+                    Ok((_, report)) => {
+                        explained.causes = report
+                            .causes
+                            .into_iter()
+                            .filter(|c| !c.consequence)
+                            .take(EXPLAIN_CAUSES)
+                            .collect()
+                    }
+                    Err(e) => explained.error = Some(format!("{e:#}")),
+                }
+            }
+            explained
+        })
+        .collect()
 }

@@ -43,6 +43,8 @@ pub mod keys;
 pub mod lint;
 pub mod man;
 
+pub mod diff;
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Sign images (one signature file per manifest digest) with a key file or gpg.
@@ -77,6 +79,8 @@ pub enum Command {
     Man(man::ManArgs),
     /// Check every package.toml and pallet file strictly: unknown fields are errors (exit 1).
     Lint(lint::LintArgs),
+    /// Why two images differ: index, manifest, config, layers, files; innermost cause first.
+    Diff(diff::DiffArgs),
 }
 
 /// What every command gets: global flags and the loaded settings.
@@ -139,5 +143,6 @@ fn run_in_tree(json: bool, root: PathBuf, command: Command) -> Result<ExitCode> 
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
         Command::Lint(args) => lint::run(&context, args),
+        Command::Diff(args) => diff::run(&context, args),
     }
 }

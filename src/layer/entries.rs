@@ -175,6 +175,34 @@ impl Entry<'_, '_> {
     pub fn into_info(self) -> EntryInfo {
         self.info
     }
+
+    /// The raw tar header, for tools that explain how two layers' tar
+    /// encodings differ (`diff`); nothing else should need it.
+    pub fn raw_header(&self) -> &tar::Header {
+        self.content.header()
+    }
+
+    /// Where the raw header starts in the uncompressed tar stream (after
+    /// any pax or GNU long-name headers that belong to it).
+    pub fn raw_header_position(&self) -> u64 {
+        self.content.raw_header_position()
+    }
+
+    /// The pax extended records of this entry (key, value); empty when
+    /// the entry had no pax header.
+    pub fn pax_records(&mut self) -> io::Result<Vec<(String, Vec<u8>)>> {
+        let Some(records) = self.content.pax_extensions()? else {
+            return Ok(Vec::new());
+        };
+        records
+            .map(|record| {
+                record.map(|r| {
+                    let key = String::from_utf8_lossy(r.key_bytes()).into_owned();
+                    (key, r.value_bytes().to_vec())
+                })
+            })
+            .collect()
+    }
 }
 
 impl std::ops::Deref for Entry<'_, '_> {
