@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
             "instruction lines must increase within the file: {instruction:?}"
         );
         last = instruction.line;
-        assert_eq!(instruction.keyword, instruction.keyword.to_ascii_uppercase());
+        assert_eq!(
+            instruction.keyword,
+            instruction.keyword.to_ascii_uppercase()
+        );
     }
     let refs = containerfile_refs(text);
     assert!(refs.packages.iter().all(|p| !p.is_empty()));

@@ -34,7 +34,11 @@ fn assert_untouched(scratch: &Path, outside: &Path) {
         .map(|e| e.expect("entry").file_name())
         .collect();
     names.sort();
-    assert_eq!(names, ["outside", "root"], "a layer wrote beside its target");
+    assert_eq!(
+        names,
+        ["outside", "root"],
+        "a layer wrote beside its target"
+    );
     let inside: Vec<_> = fs::read_dir(outside)
         .expect("list outside")
         .map(|e| e.expect("entry").file_name())
@@ -42,5 +46,8 @@ fn assert_untouched(scratch: &Path, outside: &Path) {
     assert_eq!(inside, ["sentinel"], "a layer wrote outside its target");
     let meta = fs::symlink_metadata(outside.join("sentinel")).expect("sentinel stat");
     assert!(meta.file_type().is_file(), "sentinel replaced");
-    assert_eq!(fs::read(outside.join("sentinel")).expect("sentinel"), SENTINEL);
+    assert_eq!(
+        fs::read(outside.join("sentinel")).expect("sentinel"),
+        SENTINEL
+    );
 }

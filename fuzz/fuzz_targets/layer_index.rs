@@ -26,7 +26,12 @@ fn check(index: &LayerIndex) {
             assert_normalized(&entry.path);
         }
         if entry.kind == EntryType::HardLink {
-            assert_normalized(entry.link_target.as_deref().expect("a hard link has a target"));
+            assert_normalized(
+                entry
+                    .link_target
+                    .as_deref()
+                    .expect("a hard link has a target"),
+            );
         }
         if entry.kind == EntryType::File {
             assert!(entry.content_digest.is_some(), "{entry:?}");

@@ -28,6 +28,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(sources.len(), package.sources.len());
     }
     for image in expand_subpackages(package) {
-        assert!(!image.deps.contains(&image.id), "an image never depends on itself");
+        assert!(
+            !image.deps.contains(&image.id),
+            "an image never depends on itself"
+        );
     }
 });

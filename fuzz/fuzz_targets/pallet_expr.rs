@@ -32,7 +32,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(digest.to_string(), text);
     }
     if let Ok(platform) = text.parse::<Platform>() {
-        let again: Platform = platform.to_string().parse().expect("a platform prints parseably");
+        let again: Platform = platform
+            .to_string()
+            .parse()
+            .expect("a platform prints parseably");
         assert_eq!(again, platform);
     }
 });

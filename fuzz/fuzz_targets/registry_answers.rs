@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let error = NetError::from_status("127.0.0.1:5000", "manifest x", status, &headers, body);
-    let _ = (error.to_string(), error.is_not_found(), error.is_retryable());
+    let _ = (
+        error.to_string(),
+        error.is_not_found(),
+        error.is_retryable(),
+    );
     let _ = (error.retry_after(), error.host());
     let _ = has_oci_code(body, "MANIFEST_UNKNOWN");
     for value in headers.get_all(WWW_AUTHENTICATE) {
@@ -51,7 +55,11 @@ fn split(data: &[u8]) -> Option<(StatusCode, HeaderMap, &[u8])> {
     let (head, body) = data.split_at(text_end);
     let body = body.get(2..).unwrap_or_default();
     let mut lines = head.split(|&b| b == b'\n');
-    let status = std::str::from_utf8(lines.next()?).ok()?.trim().parse::<u16>().ok()?;
+    let status = std::str::from_utf8(lines.next()?)
+        .ok()?
+        .trim()
+        .parse::<u16>()
+        .ok()?;
     let status = StatusCode::from_u16(status).ok()?;
     let mut headers = HeaderMap::new();
     for line in lines {

@@ -30,8 +30,7 @@ pub fn keyring() -> &'static Keyring {
 pub fn expected() -> Expected {
     Expected {
         digest: Digest::from_hex(&"0".repeat(64)).expect("64 hex digits"),
-        reference: DockerReference::parse("stagex/core-busybox:latest")
-            .expect("a valid reference"),
+        reference: DockerReference::parse("stagex/core-busybox:latest").expect("a valid reference"),
     }
 }
 
