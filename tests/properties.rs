@@ -135,11 +135,12 @@ fn write(tree: &FileTree, compression: LayerCompression, workers: usize) -> Vec<
     out
 }
 
+/// An index entry as compared: path, kind, mode, link target, content digest.
+type IndexedAs = (String, EntryType, u32, Option<String>, Option<Digest>);
+
 /// What the index must say of each tree entry: kind, mode, link target,
 /// content digest.
-fn expected_index(
-    tree: &FileTree,
-) -> Vec<(String, EntryType, u32, Option<String>, Option<Digest>)> {
+fn expected_index(tree: &FileTree) -> Vec<IndexedAs> {
     tree.entries()
         .map(|(path, entry)| {
             let (kind, target, digest) = match &entry.kind {
