@@ -49,6 +49,7 @@ mod pallet_verify;
 mod peers_smoke;
 mod preseed;
 mod progress_tty;
+mod properties;
 mod publish_demo;
 mod publish_faults;
 mod publish_gate;
