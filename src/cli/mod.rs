@@ -42,6 +42,7 @@ pub mod image;
 pub mod keys;
 pub mod lint;
 pub mod man;
+pub mod reproduce;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -77,6 +78,8 @@ pub enum Command {
     Man(man::ManArgs),
     /// Check every package.toml and pallet file strictly: unknown fields are errors (exit 1).
     Lint(lint::LintArgs),
+    /// Build packages twice (control, then varied environment) in fresh roots and compare digests.
+    Reproduce(reproduce::ReproduceArgs),
 }
 
 /// What every command gets: global flags and the loaded settings.
@@ -139,5 +142,6 @@ fn run_in_tree(json: bool, root: PathBuf, command: Command) -> Result<ExitCode> 
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
         Command::Lint(args) => lint::run(&context, args),
+        Command::Reproduce(args) => reproduce::run(&context, args),
     }
 }
