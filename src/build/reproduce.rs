@@ -197,7 +197,6 @@ struct BuildOutcome {
     failure: Option<String>,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_build(
     names: &[String],
     builder: BuilderChoice,

@@ -224,6 +224,12 @@ fn sign(
 
 fn print_human(report: &ReproduceReport, signed: &[String], kept: bool) {
     for (builder, all) in &report.variations {
+        let applied: Vec<&str> = all
+            .iter()
+            .filter(|a| a.state == "applied")
+            .map(|a| a.variation)
+            .collect();
+        println!("{builder}: varied {}", applied.join(", "));
         for a in all.iter().filter(|a| a.state != "applied") {
             println!("{builder}: {} {}: {}", a.variation, a.state, a.how);
         }

@@ -4,7 +4,8 @@
 //! `--sign-if-reproduced` signs only the reproduced package that matches
 //! its committed digest; a buildah package whose Containerfile writes a
 //! random UUID and the time into a file does not reproduce: exit 1, both
-//! digests, the `stagex diff` command, and both roots kept for it.
+//! digests, the `stagex diff` command, and both roots kept for it; the
+//! fixture's core-bbox reproduces across buildah and podman.
 use crate::build_support;
 use crate::peers;
 use crate::sign_support;
@@ -266,6 +267,33 @@ fn a_containerfile_writing_a_uuid_and_the_time_does_not_reproduce() {
         .find(|a| a["variation"] == "hostname")
         .unwrap();
     assert_eq!(hostname["state"], "not applicable");
+
+    // core-bbox reproduces across buildah and podman, each twice (the
+    // varied builds under faketime), and is its committed digest.
+    if tools::require(&["podman", "faketime"]).is_some() {
+        run_ok(
+            tools::stagex()
+                .arg("--root")
+                .arg(root.path())
+                .arg("digests"),
+        );
+        let (output, report) =
+            reproduce(root.path(), &["core-bbox", "--builders", "buildah,podman"]);
+        assert!(output.status.success(), "{report}");
+        let bbox = package(&report, "core-bbox");
+        assert_eq!(bbox["verdict"], "reproducible", "{report}");
+        assert_eq!(bbox["matches_committed"], true, "{report}");
+        let builders: Vec<&str> = bbox["builds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["builder"].as_str().unwrap())
+            .collect();
+        assert_eq!(builders, ["buildah", "buildah", "podman", "podman"]);
+        let time = &report["variations"]["podman"][0];
+        assert_eq!(time["state"], "applied");
+        assert!(time["how"].as_str().unwrap().contains("faketime"), "{time}");
+    }
 
     // The human report names both digests and the diff command.
     let human = run_human(root.path(), &work);
