@@ -105,6 +105,7 @@ fn native_packages_reproduce_and_are_compared_with_the_committed_digests() {
     // Committed: core-b as reproduced, core-c with another digest.
     let other = format!("sha256:{}", "0".repeat(64));
     write_digests(root.path(), &[("core-b", &digest), ("core-c", &other)]);
+    let kept = root.path().join("kept");
     let (output, report) = reproduce(
         root.path(),
         &[
@@ -114,9 +115,24 @@ fn native_packages_reproduce_and_are_compared_with_the_committed_digests() {
             "native",
             "--vary",
             "-time",
+            "--keep",
+            "--work",
+            kept.to_str().unwrap(),
         ],
     );
     assert!(output.status.success(), "{report}");
+    // The dependency was hard-linked from out/ into each root, not rebuilt.
+    use std::os::unix::fs::MetadataExt;
+    let inode = |p: PathBuf| std::fs::metadata(p).unwrap().ino();
+    for root_out in [
+        "native/control/out",
+        "native/varied-build-path/a/deeper/root/out",
+    ] {
+        assert_eq!(
+            inode(kept.join(root_out).join("core-a/index.json")),
+            inode(root.path().join("out/core-a/index.json"))
+        );
+    }
     assert_eq!(package(&report, "core-b")["matches_committed"], true);
     let c = package(&report, "core-c");
     assert_eq!(c["verdict"], "reproducible");
@@ -165,6 +181,17 @@ fn signature_files(dir: &Path) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+#[test]
+fn a_dependency_missing_from_out_is_built_in_each_root() {
+    let root = tempfile::tempdir().unwrap();
+    build_support::native_package(root.path(), "a", None, "a");
+    build_support::native_package(root.path(), "b", Some("core-a"), "b");
+    let (output, report) = reproduce(root.path(), &["core-b", "--builders", "native"]);
+    assert!(output.status.success(), "{report}");
+    assert_eq!(package(&report, "core-b")["verdict"], "reproducible");
+    assert!(!root.path().join("out/core-a").exists(), "out/ untouched");
 }
 
 #[test]
