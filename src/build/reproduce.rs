@@ -25,6 +25,8 @@ pub enum ReproduceError {
         names: String,
         source: anyhow::Error,
     },
+    #[error("{path} already exists: reproduce builds into fresh roots; pass a new or empty --work directory")]
+    NotFresh { path: PathBuf },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -102,6 +104,19 @@ pub struct ReproduceReport {
 }
 
 impl ReproduceReport {
+    /// Removes the build roots (one directory per builder) and the work
+    /// directory itself if nothing else is left in it.
+    pub fn remove_roots(&self, options: &ReproduceOptions) -> Result<(), ReproduceError> {
+        for &builder in &options.builders {
+            let dir = options.work.join(builder_name(builder));
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+            }
+        }
+        let _ = std::fs::remove_dir(&options.work);
+        Ok(())
+    }
+
     pub fn all_reproduced(&self) -> bool {
         self.packages.iter().all(|p| p.verdict == "reproducible")
     }
@@ -159,6 +174,12 @@ pub fn reproduce(
     let mut variations = BTreeMap::new();
     let mut runs: Vec<(String, &'static str, PathBuf, BuildOutcome)> = Vec::new();
     let mut logs = Vec::new();
+    for &builder in &options.builders {
+        let dir = options.work.join(builder_name(builder));
+        if dir.exists() {
+            return Err(ReproduceError::NotFresh { path: dir });
+        }
+    }
     for &builder in &options.builders {
         let name = builder_name(builder);
         variations.insert(

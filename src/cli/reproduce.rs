@@ -116,8 +116,7 @@ pub fn run(ctx: &Context, args: ReproduceArgs) -> Result<ExitCode> {
         print_human(&report, &signed, keep);
     }
     if !keep {
-        std::fs::remove_dir_all(&options.work)
-            .with_context(|| format!("removing {}", options.work.display()))?;
+        report.remove_roots(&options)?;
     }
     Ok(if report.all_reproduced() {
         ExitCode::SUCCESS
@@ -162,7 +161,12 @@ fn options(ctx: &Context, args: &ReproduceArgs) -> Result<ReproduceOptions> {
         )?,
         user_out: absolute(args.out.clone().unwrap_or_else(|| ctx.settings.out.clone()))?,
         platforms: args.platform.clone(),
-        builders: args.builders.clone(),
+        builders: args.builders.iter().fold(Vec::new(), |mut all, b| {
+            if !all.contains(b) {
+                all.push(*b);
+            }
+            all
+        }),
         vary,
         work: absolute(work)?,
         committed,

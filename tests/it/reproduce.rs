@@ -195,7 +195,7 @@ fn a_dependency_missing_from_out_is_built_in_each_root() {
 }
 
 #[test]
-fn an_unknown_variation_is_one_clear_error() {
+fn bad_input_is_one_clear_error() {
     let root = native_tree();
     let output = tools::stagex()
         .arg("--root")
@@ -206,6 +206,25 @@ fn an_unknown_variation_is_one_clear_error() {
     assert_eq!(output.status.code(), Some(1));
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("unknown variation \"kernel\""), "{err}");
+
+    // A work directory already holding build roots is refused, kept as is.
+    let work = root.path().join("used");
+    std::fs::create_dir_all(work.join("native/control")).unwrap();
+    let output = tools::stagex()
+        .arg("--root")
+        .arg(root.path())
+        .args(["reproduce", "core-b", "--builders", "native", "--work"])
+        .arg(&work)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("already exists"), "{err}");
+    assert!(
+        err.contains(&work.join("native").display().to_string()),
+        "{err}"
+    );
+    assert!(work.join("native/control").is_dir());
 }
 
 const NOISY: &str = r#"FROM stagex/core-bbox AS build
