@@ -174,6 +174,21 @@ pub fn applicability(set: &VarySet, builder: BuilderChoice, host: &Host) -> Vec<
 
 fn how_applied(v: Variation, builder: BuilderChoice, host: &Host) -> Result<String, String> {
     let native = builder == BuilderChoice::Native;
+    let how = how_applied_to_stagex(v, native, host)?;
+    let process_only = matches!(
+        v,
+        Variation::Time | Variation::Tz | Variation::Locale | Variation::Environment
+    );
+    Ok(if process_only && !native {
+        format!(
+            "{how}; reaches the builder, not RUN steps (they get only the Containerfile's ENV/ARG)"
+        )
+    } else {
+        how
+    })
+}
+
+fn how_applied_to_stagex(v: Variation, native: bool, host: &Host) -> Result<String, String> {
     match v {
         Variation::Time => Ok(match &host.faketime {
             Some(_) => format!("faketime {FAKETIME_OFFSET}, started after the control build"),
@@ -188,7 +203,7 @@ fn how_applied(v: Variation, builder: BuilderChoice, host: &Host) -> Result<Stri
             Err("native builds run no program that could read the host name".to_string())
         }
         Variation::Hostname => Err(
-            "buildah/podman/docker build have no --hostname option; both builds see the builder's own UTS name"
+            "buildah/podman/docker build have no --hostname option: stagex cannot set it"
                 .to_string(),
         ),
         Variation::BuildPath => {
