@@ -10,4 +10,6 @@ pub mod native;
 pub mod package_build;
 pub mod plan;
 pub mod preseed;
+pub mod reproduce;
+pub mod reproduce_vary;
 pub mod scheduler;

@@ -42,6 +42,7 @@ pub mod image;
 pub mod keys;
 pub mod lint;
 pub mod man;
+pub mod reproduce;
 
 pub mod diff;
 
@@ -81,6 +82,8 @@ pub enum Command {
     Lint(lint::LintArgs),
     /// Why two images differ: index, manifest, config, layers, files; innermost cause first.
     Diff(diff::DiffArgs),
+    /// Build packages twice (control, then varied environment) in fresh roots and compare digests.
+    Reproduce(reproduce::ReproduceArgs),
 }
 
 /// What every command gets: global flags and the loaded settings.
@@ -144,5 +147,6 @@ fn run_in_tree(json: bool, root: PathBuf, command: Command) -> Result<ExitCode> 
         Command::Man(args) => man::run(args),
         Command::Lint(args) => lint::run(&context, args),
         Command::Diff(args) => diff::run(&context, args),
+        Command::Reproduce(args) => reproduce::run(&context, args),
     }
 }

@@ -60,6 +60,7 @@ mod registry_client;
 mod registry_faults;
 mod registry_tls;
 mod release;
+mod reproduce;
 mod sign_keys;
 mod sign_peers;
 mod sign_policy;

@@ -1,0 +1,322 @@
+//! Owns: the environment variations of `stagex reproduce` (reprotest's
+//! idea, for OCI package builds): their names, parsing `--vary`, which of
+//! them a builder allows (each one is either applied or reported "not
+//! applicable" with the reason, never silently ignored), and the command
+//! line that runs one build (control or varied) under them.
+//!
+//! A build runs as a child `stagex build` so that what is varied (umask,
+//! clock, TZ, locale, CPU affinity, extra variables) reaches the whole
+//! build, the builder processes and their containers included.
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Serialize;
+
+use super::package_build::BuilderChoice;
+
+/// One thing the varied build changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Variation {
+    Time,
+    Tz,
+    Umask,
+    Locale,
+    Hostname,
+    BuildPath,
+    Cpus,
+    Environment,
+}
+
+impl Variation {
+    pub const ALL: [Variation; 8] = [
+        Variation::Time,
+        Variation::Tz,
+        Variation::Umask,
+        Variation::Locale,
+        Variation::Hostname,
+        Variation::BuildPath,
+        Variation::Cpus,
+        Variation::Environment,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Variation::Time => "time",
+            Variation::Tz => "tz",
+            Variation::Umask => "umask",
+            Variation::Locale => "locale",
+            Variation::Hostname => "hostname",
+            Variation::BuildPath => "build_path",
+            Variation::Cpus => "cpus",
+            Variation::Environment => "environment",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Variation> {
+        let name = name.replace('-', "_");
+        Variation::ALL.into_iter().find(|v| v.name() == name)
+    }
+}
+
+/// A `--vary` value that names no variation.
+#[derive(Debug, thiserror::Error)]
+#[error("--vary {given:?}: unknown variation {name:?}; known: time, tz, umask, locale, hostname, build_path, cpus, environment (-NAME turns one off, e.g. --vary -time,-umask)")]
+pub struct UnknownVariation {
+    pub given: String,
+    pub name: String,
+}
+
+/// The variations turned on: all of them unless `--vary -NAME` (or
+/// `none`, then `+NAME` for the ones wanted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VarySet(BTreeSet<Variation>);
+
+impl Default for VarySet {
+    fn default() -> Self {
+        VarySet(Variation::ALL.into_iter().collect())
+    }
+}
+
+impl VarySet {
+    /// Applies `-NAME` (off), `+NAME` or `NAME` (on), `none`, `all`, in order.
+    pub fn parse(specs: &[String]) -> Result<VarySet, UnknownVariation> {
+        let mut set = VarySet::default();
+        for spec in specs.iter().flat_map(|s| s.split(',')) {
+            let spec = spec.trim();
+            match spec {
+                "" => continue,
+                "none" => set.0.clear(),
+                "all" => set = VarySet::default(),
+                _ => {
+                    let (on, name) = match spec.strip_prefix('-') {
+                        Some(name) => (false, name),
+                        None => (true, spec.trim_start_matches('+')),
+                    };
+                    let v = Variation::parse(name).ok_or_else(|| UnknownVariation {
+                        given: spec.to_string(),
+                        name: name.to_string(),
+                    })?;
+                    if on {
+                        set.0.insert(v);
+                    } else {
+                        set.0.remove(&v);
+                    }
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    pub fn contains(&self, v: Variation) -> bool {
+        self.0.contains(&v)
+    }
+}
+
+/// What this machine offers the variations.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// `faketime` (Debian package faketime), when installed.
+    pub faketime: Option<PathBuf>,
+    /// `taskset` (util-linux), when installed.
+    pub taskset: Option<PathBuf>,
+    pub cpus: usize,
+}
+
+impl Host {
+    pub fn probe() -> Host {
+        Host {
+            faketime: super::containerfile::find_program("faketime"),
+            taskset: super::containerfile::find_program("taskset"),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        }
+    }
+}
+
+/// How one variation was applied to one builder's varied build.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    pub variation: &'static str,
+    /// `applied`, `not applicable` or `off` (turned off with --vary).
+    pub state: &'static str,
+    pub how: String,
+}
+
+/// The time shift faketime applies to the varied build.
+const FAKETIME_OFFSET: &str = "+397d";
+const VARIED_TZ: &str = "Pacific/Kiritimati";
+const VARIED_LOCALE: &str = "fr_CH.UTF-8";
+
+/// How each variation applies to the varied build with `builder`.
+pub fn applicability(set: &VarySet, builder: BuilderChoice, host: &Host) -> Vec<Applied> {
+    Variation::ALL
+        .into_iter()
+        .map(|v| {
+            let (state, how) = if !set.contains(v) {
+                ("off", "turned off with --vary".to_string())
+            } else {
+                match how_applied(v, builder, host) {
+                    Ok(how) => ("applied", how),
+                    Err(why) => ("not applicable", why),
+                }
+            };
+            Applied {
+                variation: v.name(),
+                state,
+                how,
+            }
+        })
+        .collect()
+}
+
+fn how_applied(v: Variation, builder: BuilderChoice, host: &Host) -> Result<String, String> {
+    let native = builder == BuilderChoice::Native;
+    let how = how_applied_to_stagex(v, native, host)?;
+    let process_only = matches!(
+        v,
+        Variation::Time | Variation::Tz | Variation::Locale | Variation::Environment
+    );
+    Ok(if process_only && !native {
+        format!(
+            "{how}; reaches the builder, not RUN steps (they get only the Containerfile's ENV/ARG)"
+        )
+    } else {
+        how
+    })
+}
+
+fn how_applied_to_stagex(v: Variation, native: bool, host: &Host) -> Result<String, String> {
+    match v {
+        Variation::Time => Ok(match &host.faketime {
+            Some(_) => format!("faketime {FAKETIME_OFFSET}, started after the control build"),
+            None => "started after the control build (faketime is not installed: the clock is not shifted further)".to_string(),
+        }),
+        Variation::Tz => Ok(format!("TZ={VARIED_TZ} (control: TZ=UTC)")),
+        Variation::Umask => Ok("umask 0002 (control: 0022)".to_string()),
+        Variation::Locale => Ok(format!(
+            "LANG=LC_ALL={VARIED_LOCALE} (control: C.UTF-8)"
+        )),
+        Variation::Hostname if native => {
+            Err("native builds run no program that could read the host name".to_string())
+        }
+        Variation::Hostname => Err(
+            "buildah/podman/docker build have no --hostname option: stagex cannot set it"
+                .to_string(),
+        ),
+        Variation::BuildPath => {
+            Ok("another, deeper output root (the build work directories are inside it)".to_string())
+        }
+        Variation::Cpus => match (&host.taskset, host.cpus) {
+            (None, _) => Err("taskset (util-linux) is not installed".to_string()),
+            (_, 0 | 1) => Err("this machine has one CPU".to_string()),
+            (Some(_), n) => Ok(format!(
+                "taskset -c 0: 1 of {n} CPUs (builder processes and containers inherit it)"
+            )),
+        },
+        Variation::Environment => Ok(
+            "extra variables the build does not pass: CAPTURE_ENVIRONMENT, STAGEX_REPRODUCE_NOISE"
+                .to_string(),
+        ),
+    }
+}
+
+/// The command running `stagex build ARGS` (`exe` is this program) as
+/// the control build, or as the varied build under `set`.
+pub fn build_command(
+    exe: &Path,
+    build_args: &[OsString],
+    varied: bool,
+    set: &VarySet,
+    host: &Host,
+) -> Command {
+    let on = |v: Variation| varied && set.contains(v);
+    let umask = if on(Variation::Umask) { "0002" } else { "0022" };
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("umask {umask} && exec \"$@\""))
+        .arg("sh");
+    if on(Variation::Time) {
+        if let Some(faketime) = &host.faketime {
+            command.arg(faketime).args(["-f", FAKETIME_OFFSET]);
+        }
+    }
+    if on(Variation::Cpus) && host.cpus > 1 {
+        if let Some(taskset) = &host.taskset {
+            command.arg(taskset).args(["-c", "0"]);
+        }
+    }
+    command.arg(exe).args(build_args);
+    let tz = if on(Variation::Tz) { VARIED_TZ } else { "UTC" };
+    let locale = if on(Variation::Locale) {
+        VARIED_LOCALE
+    } else {
+        "C.UTF-8"
+    };
+    command
+        .env("TZ", tz)
+        .env("LANG", locale)
+        .env("LC_ALL", locale);
+    if on(Variation::Environment) {
+        command
+            .env("CAPTURE_ENVIRONMENT", "i_capture_the_environment")
+            .env("STAGEX_REPRODUCE_NOISE", "varied build");
+    } else {
+        command
+            .env_remove("CAPTURE_ENVIRONMENT")
+            .env_remove("STAGEX_REPRODUCE_NOISE");
+    }
+    command
+}
+
+/// The output root of one build under `work`: the varied one is deeper
+/// and named differently when the build path is varied.
+pub fn build_root(work: &Path, builder: &str, varied: bool, set: &VarySet) -> PathBuf {
+    let dir = work.join(builder);
+    match (varied, set.contains(Variation::BuildPath)) {
+        (false, _) => dir.join("control"),
+        (true, true) => dir.join("varied-build-path/a/deeper/root"),
+        (true, false) => dir.join("varied"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vary_turns_variations_off_and_on() {
+        let set = VarySet::parse(&["-time,-umask".to_string()]).unwrap();
+        assert!(!set.contains(Variation::Time));
+        assert!(!set.contains(Variation::Umask));
+        assert!(set.contains(Variation::Tz));
+        let set = VarySet::parse(&["none".into(), "+build-path".into()]).unwrap();
+        assert!(set.contains(Variation::BuildPath));
+        assert!(!set.contains(Variation::Tz));
+        let err = VarySet::parse(&["-kernel".into()]).unwrap_err();
+        assert!(err.to_string().contains("\"kernel\""), "{err}");
+    }
+
+    #[test]
+    fn hostname_is_not_applicable_and_says_why() {
+        let host = Host {
+            faketime: None,
+            taskset: None,
+            cpus: 1,
+        };
+        let all = applicability(&VarySet::default(), BuilderChoice::Native, &host);
+        let get = |name: &str| all.iter().find(|a| a.variation == name).unwrap();
+        assert_eq!(get("hostname").state, "not applicable");
+        assert_eq!(get("cpus").state, "not applicable");
+        assert_eq!(get("umask").state, "applied");
+        let off = VarySet::parse(&["-umask".into()]).unwrap();
+        let all = applicability(&off, BuilderChoice::Buildah, &host);
+        assert_eq!(
+            all.iter().find(|a| a.variation == "umask").unwrap().state,
+            "off"
+        );
+    }
+}
