@@ -1,8 +1,9 @@
 //! Owns: drawing the library's progress events. On a terminal (and not
 //! `--json`) every task is an indicatif bar drawn with the template of its
 //! unit (`template`: bytes with a rate, items as `3/6`);
-//! otherwise tasks are silent. Warnings always go to stderr. Nothing else
-//! in the crate uses indicatif or checks for a terminal.
+//! otherwise tasks are silent. Warnings always go to stderr. Also the
+//! human form of a byte count (`human_bytes`). Nothing else in the crate
+//! uses indicatif or checks stderr for a terminal.
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -24,11 +25,52 @@ fn template(unit: Unit, total: Option<u64>) -> &'static str {
 /// The renderer for a command: bars when stderr is a terminal and the
 /// output is not JSON, else warnings only.
 pub fn for_command(json: bool) -> Box<dyn Progress> {
-    if !json && std::io::stderr().is_terminal() {
-        Box::new(Bars::default())
-    } else {
-        Box::new(WarningsOnly)
+    Box::new(Renderer::choose(json))
+}
+
+/// The renderer for a command that counts `items`: as `for_command`, but
+/// no bar for a single item (a bar that jumps from 0/1 to 1/1 is noise).
+pub fn for_items(json: bool, items: usize) -> Renderer {
+    Renderer::choose(json || items <= 1)
+}
+
+/// Bars or warnings only; prints a command's result lines without tearing
+/// its bars (`suspend`).
+pub enum Renderer {
+    Bars(Bars),
+    WarningsOnly(WarningsOnly),
+}
+
+impl Renderer {
+    fn choose(quiet: bool) -> Renderer {
+        if !quiet && std::io::stderr().is_terminal() {
+            Renderer::Bars(Bars::default())
+        } else {
+            Renderer::WarningsOnly(WarningsOnly)
+        }
     }
+
+    /// Runs `print` with the bars hidden, so what it prints stays whole.
+    pub fn suspend<R>(&self, print: impl FnOnce() -> R) -> R {
+        match self {
+            Renderer::Bars(bars) => bars.multi.suspend(print),
+            Renderer::WarningsOnly(_) => print(),
+        }
+    }
+}
+
+impl Progress for Renderer {
+    fn event(&self, event: Event<'_>) {
+        match self {
+            Renderer::Bars(bars) => bars.event(event),
+            Renderer::WarningsOnly(quiet) => quiet.event(event),
+        }
+    }
+}
+
+/// `n` bytes for humans (`2.00 KiB`).
+pub fn human_bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
 }
 
 /// Silent tasks; warnings on stderr.
@@ -77,6 +119,11 @@ impl Progress for Bars {
             Event::Advanced { id, amount } => {
                 if let Some(bar) = bars.get(id) {
                     bar.inc(amount);
+                }
+            }
+            Event::Described { id, what } => {
+                if let Some(bar) = bars.get(id) {
+                    bar.set_message(what.to_string());
                 }
             }
             Event::Finished { id } => {
