@@ -5,12 +5,14 @@
 //! warnings) and never draw anything: rendering (bars, terminal detection)
 //! lives in `cli/progress.rs`. `NoProgress` ignores everything.
 
-/// What a task counts: bytes (transfers) or items (packages, images).
+/// What a task counts: bytes (transfers), items (packages), or items that
+/// are images (drawn as `3/6 images`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Unit {
     #[default]
     Bytes,
     Items,
+    Images,
 }
 
 /// One thing that happened.
@@ -64,6 +66,11 @@ impl<'a> Task<'a> {
     /// A task counting items (packages, images).
     pub fn counting(progress: &'a dyn Progress, id: &str, what: &str, total: Option<u64>) -> Self {
         Task::start_in(progress, id, what, total, Unit::Items)
+    }
+
+    /// A task counting images (publish, `sigs`, sign).
+    pub fn images(progress: &'a dyn Progress, id: &str, what: &str, total: Option<u64>) -> Self {
+        Task::start_in(progress, id, what, total, Unit::Images)
     }
 
     fn start_in(

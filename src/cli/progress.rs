@@ -12,13 +12,15 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::progress::{Event, Progress, Unit};
 
-/// The bar template of a task: bytes with a rate, items as `3/6`; a task
+/// The bar template of a task: bytes with a rate, items as `3/6` (images
+/// as `3/6 images`); a task
 /// with no known total shows only its message and time.
 fn template(unit: Unit, total: Option<u64>) -> &'static str {
     match (unit, total) {
         (_, None) => "{msg:40!} {spinner} {elapsed}",
         (Unit::Bytes, Some(_)) => "{msg:40!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
         (Unit::Items, Some(_)) => "{msg:40!} {bar:30} {pos}/{len} {elapsed}",
+        (Unit::Images, Some(_)) => "{msg:40!} {bar:30} {pos}/{len} images {elapsed}",
     }
 }
 
@@ -153,7 +155,9 @@ mod tests {
         assert!(!items.contains("bytes"), "{items}");
         let bytes = template(Unit::Bytes, Some(6));
         assert!(bytes.contains("{bytes}/{total_bytes}"), "{bytes}");
-        for unit in [Unit::Bytes, Unit::Items] {
+        let images = template(Unit::Images, Some(6));
+        assert!(images.contains("{pos}/{len} images"), "{images}");
+        for unit in [Unit::Bytes, Unit::Items, Unit::Images] {
             let open = template(unit, None);
             assert!(!open.contains("total") && !open.contains("{len}"), "{open}");
             // Every template is one indicatif accepts.

@@ -94,7 +94,7 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| ctx.settings.signatures.clone());
     let store = FileLookaside::new(root);
     let progress = super::progress::for_items(ctx.json, targets.len());
-    let task = Task::counting(&progress, "sign", "sign", Some(targets.len() as u64));
+    let task = Task::images(&progress, "sign", "sign", Some(targets.len() as u64));
     let fingerprint = signer.fingerprint();
     let mut lines = Vec::new();
     let mut failed = 0;

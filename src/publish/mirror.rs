@@ -151,7 +151,7 @@ fn upload_each(
                 let name = mirror.describe();
                 let images = Some(signatures.len() as u64);
                 let id = report::mirror_task(&name);
-                let task = Task::counting(progress, &id, &name, images);
+                let task = Task::images(progress, &id, &name, images);
                 // On the process-wide runtime (`crate::net`), with the
                 // connections the mirror's client already holds.
                 crate::net::block_on(upload_one(&mirror, signatures, dry_run, &task))

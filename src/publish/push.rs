@@ -368,7 +368,7 @@ fn progress_tasks<'a>(run: &Run<'a>) -> Vec<Task<'a>> {
     for dest in run.destinations {
         let registry = dest.to_string();
         let id = report::registry_task(&registry);
-        tasks.push(Task::counting(run.progress, &id, &registry, Some(images)));
+        tasks.push(Task::images(run.progress, &id, &registry, Some(images)));
     }
     tasks
 }

@@ -27,7 +27,7 @@ where
     F: Future<Output = R> + Send + 'static,
     R: Send + 'static,
 {
-    let task = Task::counting(progress, TASK, TASK, Some(total as u64));
+    let task = Task::images(progress, TASK, "signatures", Some(total as u64));
     let mut results: Vec<(usize, R)> = crate::net::block_on(async {
         let tasks = (0..total).map(|i| {
             let task = tokio::spawn(work(i));
