@@ -28,6 +28,7 @@ use peers::tools::env_usize;
 use sign_support::key;
 use stagex::lookaside::location::Location;
 use stagex::oci::digest::Digest;
+use stagex::progress::NoProgress;
 use stagex::sign::keyring::Keyring;
 use stagex::sign::payload::Payload;
 use stagex::sign::signer::{KeyFileSigner, PayloadSigner};
@@ -150,7 +151,7 @@ fn main() {
             &set,
             &keyring,
             &options,
-            &|_| {},
+            &NoProgress,
         )
         .unwrap();
         (report, start.elapsed())
@@ -180,7 +181,7 @@ fn main() {
         &set,
         &keyring,
         &SyncOptions::default(),
-        &|_| {},
+        &NoProgress,
     )
     .unwrap();
     let local_time = start.elapsed();

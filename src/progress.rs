@@ -1,14 +1,18 @@
-//! Owns: progress and warnings as events. Library functions that take
-//! time report through a `&dyn Progress` (tasks started, advanced,
-//! finished; warnings) and never draw anything: rendering (bars, terminal
-//! detection) lives in `cli/progress.rs`. `NoProgress` ignores everything.
+//! Owns: progress and warnings as events, the crate's ONE progress
+//! channel. Library functions that take time (pulls and pushes, publish,
+//! `sigs sync`/`audit`, sign) report through a `&dyn Progress` (tasks
+//! counting bytes or items started, advanced, described, finished;
+//! warnings) and never draw anything: rendering (bars, terminal detection)
+//! lives in `cli/progress.rs`. `NoProgress` ignores everything.
 
-/// What a task counts: bytes (transfers) or items (packages, images).
+/// What a task counts: bytes (transfers), items (packages), or items that
+/// are images (drawn as `3/6 images`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Unit {
     #[default]
     Bytes,
     Items,
+    Images,
 }
 
 /// One thing that happened.
@@ -25,6 +29,8 @@ pub enum Event<'a> {
     },
     /// `amount` more of task `id` are done (in its unit).
     Advanced { id: &'a str, amount: u64 },
+    /// Task `id` is now about `what` (the item in hand: `sign core-jq`).
+    Described { id: &'a str, what: &'a str },
     /// Task `id` ended (done or failed).
     Finished { id: &'a str },
     /// Something the user should know that does not stop the work.
@@ -62,6 +68,11 @@ impl<'a> Task<'a> {
         Task::start_in(progress, id, what, total, Unit::Items)
     }
 
+    /// A task counting images (publish, `sigs`, sign).
+    pub fn images(progress: &'a dyn Progress, id: &str, what: &str, total: Option<u64>) -> Self {
+        Task::start_in(progress, id, what, total, Unit::Images)
+    }
+
     fn start_in(
         progress: &'a dyn Progress,
         id: &str,
@@ -87,6 +98,11 @@ impl<'a> Task<'a> {
             id: &self.id,
             amount,
         });
+    }
+
+    /// The task is now about `what` (the item being worked on).
+    pub fn describe(&self, what: &str) {
+        self.progress.event(Event::Described { id: &self.id, what });
     }
 }
 
@@ -121,16 +137,18 @@ mod tests {
         let failing = || -> Result<(), ()> {
             let task = Task::start(&recorder, "d1", "pull x", Some(10));
             task.advance(4);
+            task.describe("pull y");
             Err(())
         };
         assert!(failing().is_err());
         warn(&recorder, "careful");
         let events = recorder.0.into_inner().unwrap();
-        assert_eq!(events.len(), 4, "{events:?}");
+        assert_eq!(events.len(), 5, "{events:?}");
         assert!(events[0].starts_with("Started"));
         assert!(events[0].contains("unit: Bytes"), "{events:?}");
         assert!(events[1].contains("amount: 4"));
-        assert!(events[2].starts_with("Finished"));
-        assert_eq!(events[3], "Warning(\"careful\")");
+        assert!(events[2].contains("what: \"pull y\""), "{events:?}");
+        assert!(events[3].starts_with("Finished"));
+        assert_eq!(events[4], "Warning(\"careful\")");
     }
 }

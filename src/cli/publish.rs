@@ -1,23 +1,20 @@
 //! `stagex publish`: flags over stagex.toml `[publish]`, the release set
 //! from digests/*.txt and out/, ONE library call (`publish::publish`: gate,
 //! push, mirrors), then the report: progress bars per registry and overall
-//! on a terminal, a summary (or `--json`) at the end, exit 1 when any image
-//! failed. Owns the bars; the library only sends events.
-use std::collections::BTreeMap;
-use std::io::IsTerminal;
+//! on a terminal (the library's `progress` events, drawn by
+//! `cli/progress.rs`), a summary (or `--json`) at the end, exit 1 when any
+//! image failed.
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::trust::TrustArgs;
 use super::Context;
 use crate::publish::push::Destination;
-use crate::publish::report::{Event, Observer, PublishReport, Silent};
+use crate::publish::report::PublishReport;
 use crate::publish::retry::Policy;
 use crate::publish::{publish, release, PublishError, Request, Trust};
 
@@ -99,12 +96,8 @@ pub fn run(ctx: &Context, args: PublishArgs) -> Result<ExitCode> {
         lookaside: &trust.lookaside,
         threshold: trust.threshold,
     };
-    let bars = (!ctx.json && std::io::stderr().is_terminal()).then(Bars::default);
-    let observer: &dyn Observer = match &bars {
-        Some(bars) => bars,
-        None => &Silent,
-    };
-    let report = match publish(&request, &images, &gate, observer) {
+    let progress = super::progress::for_command(ctx.json);
+    let report = match publish(&request, &images, &gate, progress.as_ref()) {
         Ok(report) => report,
         Err(PublishError::Gate(e)) if ctx.json => {
             super::print_json(&serde_json::json!({
@@ -118,9 +111,6 @@ pub fn run(ctx: &Context, args: PublishArgs) -> Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    if let Some(bars) = bars {
-        bars.clear();
-    }
     if ctx.json {
         super::print_json(&report)?;
     } else {
@@ -198,90 +188,7 @@ pub fn summary(report: &PublishReport) -> String {
 }
 
 fn bytes(n: u64) -> String {
-    indicatif::HumanBytes(n).to_string()
-}
-
-/// One bar per registry (images) and one overall (bytes).
-#[derive(Default)]
-struct Bars {
-    multi: MultiProgress,
-    state: Mutex<BarState>,
-}
-
-#[derive(Default)]
-struct BarState {
-    overall: Option<ProgressBar>,
-    registries: BTreeMap<String, ProgressBar>,
-}
-
-impl Bars {
-    fn clear(&self) {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        for bar in state.registries.values().chain(&state.overall) {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-impl Observer for Bars {
-    fn event(&self, event: Event) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match event {
-            Event::RegistryStarted {
-                registry,
-                images,
-                bytes,
-            } => {
-                let overall = state.overall.get_or_insert_with(|| {
-                    let bar = self.multi.add(ProgressBar::new(0));
-                    bar.set_style(
-                        ProgressStyle::with_template("{msg:30} {bar:30} {bytes}/{total_bytes}")
-                            .expect("valid template"),
-                    );
-                    bar.set_message("all registries");
-                    bar
-                });
-                overall.inc_length(bytes);
-                let bar = self.multi.add(ProgressBar::new(images as u64));
-                bar.set_style(
-                    ProgressStyle::with_template("{msg:30} {bar:30} {pos}/{len} images")
-                        .expect("valid template"),
-                );
-                bar.set_message(registry.clone());
-                state.registries.insert(registry, bar);
-            }
-            Event::BlobProgress { bytes, .. }
-            | Event::BlobDone {
-                bytes,
-                uploaded: false,
-                ..
-            } => {
-                if let Some(bar) = &state.overall {
-                    bar.inc(bytes);
-                }
-            }
-            Event::BlobDone { .. } => {}
-            Event::ImageDone { registry, .. } => {
-                if let Some(bar) = state.registries.get(&registry) {
-                    bar.inc(1);
-                }
-            }
-            Event::MirrorStarted { mirror, images } => {
-                let bar = self.multi.add(ProgressBar::new(images as u64));
-                bar.set_style(
-                    ProgressStyle::with_template("{msg:30} {bar:30} {pos}/{len} images")
-                        .expect("valid template"),
-                );
-                bar.set_message(mirror.clone());
-                state.registries.insert(mirror, bar);
-            }
-            Event::MirrorImageDone { mirror, .. } => {
-                if let Some(bar) = state.registries.get(&mirror) {
-                    bar.inc(1);
-                }
-            }
-        }
-    }
+    super::progress::human_bytes(n)
 }
 
 #[cfg(test)]

@@ -3,9 +3,9 @@
 //! before sign: an image is signed only when its digest is the one committed
 //! in `digests/<stage>.txt` (`--unreleased` skips that check and says so).
 //! One line per image (signed / already signed / not reproduced / not in
-//! digests / failed), a progress bar on a terminal, `--json` for scripts;
+//! digests / failed), a progress bar on a terminal (drawn by
+//! `cli/progress.rs` from a `progress` task), `--json` for scripts;
 //! non-zero exit if any image was refused or failed.
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::Context;
 use crate::lookaside::file::FileLookaside;
+use crate::progress::Task;
 use crate::sign::apply::{sign_target, SignOutcome};
 use crate::sign::image::{ImageTarget, Resolver};
 use crate::sign::release::{Gate, ReleaseDigests};
@@ -92,23 +93,15 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| ctx.settings.signatures.clone());
     let store = FileLookaside::new(root);
-    let bar = (!ctx.json && targets.len() > 1 && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new(targets.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
-                .expect("valid progress template"),
-        );
-        bar
-    });
+    let progress = super::progress::for_items(ctx.json, targets.len());
+    let task = Task::images(&progress, "sign", "sign", Some(targets.len() as u64));
     let fingerprint = signer.fingerprint();
     let mut lines = Vec::new();
     let mut failed = 0;
     let mut not_reproduced = 0;
     let mut not_in_digests = 0;
     for target in &targets {
-        if let Some(bar) = &bar {
-            bar.set_message(target.name.clone());
-        }
+        task.describe(&target.name);
         let (status, file, error) = match refusal(release.as_ref(), target) {
             Some(gate) => {
                 // Counted by the gate's answer, which the compiler makes
@@ -144,20 +137,15 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
         };
         if !ctx.json {
             let text = human(&line, &fingerprint.to_hex());
-            match &bar {
-                Some(bar) => bar.println(text),
-                None if line.error.is_some() => eprintln!("{text}"),
+            progress.suspend(|| match line.error {
+                Some(_) => eprintln!("{text}"),
                 None => println!("{text}"),
-            }
+            });
         }
-        if let Some(bar) = &bar {
-            bar.inc(1);
-        }
+        task.advance(1);
         lines.push(line);
     }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    drop(task);
     if ctx.json {
         super::print_json(&lines)?;
     }

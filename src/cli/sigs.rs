@@ -1,9 +1,8 @@
 //! Owns: `stagex sigs sync` and `stagex sigs audit`: flags over stagex.toml,
 //! the image set (--digests, --registry, out/, or walking a directory
-//! source), one library call, the progress bar (on a terminal only), the
-//! summary or `--json`, and the exit code: 0 clean, 1 errors (or audit
+//! source), one library call (its progress events drawn by
+//! `cli/progress.rs`, a bar on a terminal only), the summary or `--json`, and the exit code: 0 clean, 1 errors (or audit
 //! findings), 3 signatures rejected (sync) with no other error.
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,11 +13,12 @@ use clap::{Args, Subcommand};
 use super::Context;
 use crate::lookaside::fetch::Policy;
 use crate::lookaside::location::Location;
+use crate::progress::Progress;
 use crate::sign::image::{ImageTarget, Resolver};
 use crate::sign::keyring::Keyring;
 use crate::sign::quorum::check_threshold;
 use crate::sigs::images;
-use crate::sigs::{self as lib, AuditOptions, AuditReport, Progress, SyncOptions, SyncReport};
+use crate::sigs::{self as lib, AuditOptions, AuditReport, SyncOptions, SyncReport};
 
 /// Exit code of a sync that rejected signatures but had no other error.
 pub const EXIT_REJECTED: u8 = 3;
@@ -221,30 +221,16 @@ fn image_set(
     Ok((images::dedup(found), damaged))
 }
 
-/// Runs `work` over `total` images with a count bar (on a terminal, not
-/// with --json), then prints its report: JSON, or `summary`.
+/// Runs `work` over `total` images, its progress drawn (a count bar on a
+/// terminal, not with --json), then prints its report: JSON, or `summary`.
 fn run_and_print<R: serde::Serialize>(
     ctx: &Context,
     total: usize,
     summary: fn(&R) -> String,
-    work: impl FnOnce(&dyn Fn(Progress)) -> Result<R>,
+    work: impl FnOnce(&dyn Progress) -> Result<R>,
 ) -> Result<R> {
-    let bar = (!ctx.json && total > 1 && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new(total as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} images {elapsed}")
-                .expect("valid progress template"),
-        );
-        bar
-    });
-    let report = work(&|p: Progress| {
-        if let Some(bar) = &bar {
-            bar.set_position(p.done as u64);
-        }
-    })?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    let progress = super::progress::for_items(ctx.json, total);
+    let report = work(&progress)?;
     if ctx.json {
         super::print_json(&report)?;
     } else {

@@ -16,10 +16,11 @@ use std::collections::BTreeMap;
 use futures_util::StreamExt;
 
 use super::release::ReleaseImage;
-use super::report::{Event, Failed, MirrorReport, Observer, RegistryReport};
+use super::report::{self, Failed, MirrorReport, RegistryReport};
 use crate::lookaside::mirror::{Mirror, MirrorError};
 use crate::lookaside::{Fetched, Lookaside, SignatureSet};
 use crate::oci::digest::Digest;
+use crate::progress::{Progress, Task};
 use crate::sign::check::ImageReport;
 
 /// Images uploaded to one mirror at once.
@@ -117,7 +118,7 @@ pub fn upload_all(
     signatures: &[Signatures],
     skip: &BTreeMap<String, String>,
     dry_run: bool,
-    observer: &dyn Observer,
+    progress: &dyn Progress,
 ) -> Vec<MirrorReport> {
     let (skipped, signatures): (Vec<&Signatures>, Vec<&Signatures>) = signatures
         .iter()
@@ -130,7 +131,7 @@ pub fn upload_all(
             error: skip[&s.release_image].clone(),
         })
         .collect();
-    let mut reports = upload_each(mirrors, &signatures, dry_run, observer);
+    let mut reports = upload_each(mirrors, &signatures, dry_run, progress);
     for report in &mut reports {
         report.skipped = skipped.clone();
     }
@@ -141,19 +142,19 @@ fn upload_each(
     mirrors: &[String],
     signatures: &[Signatures],
     dry_run: bool,
-    observer: &dyn Observer,
+    progress: &dyn Progress,
 ) -> Vec<MirrorReport> {
     mirrors
         .iter()
         .map(|location| match Mirror::parse(location) {
             Ok(mirror) => {
-                observer.event(Event::MirrorStarted {
-                    mirror: mirror.describe(),
-                    images: signatures.len(),
-                });
+                let name = mirror.describe();
+                let images = Some(signatures.len() as u64);
+                let id = report::mirror_task(&name);
+                let task = Task::images(progress, &id, &name, images);
                 // On the process-wide runtime (`crate::net`), with the
                 // connections the mirror's client already holds.
-                crate::net::block_on(upload_one(&mirror, signatures, dry_run, observer))
+                crate::net::block_on(upload_one(&mirror, signatures, dry_run, &task))
             }
             Err(e) => failed_all(location, signatures, e.to_string()),
         })
@@ -201,7 +202,7 @@ async fn upload_one(
     mirror: &Mirror,
     signatures: &[Signatures],
     dry_run: bool,
-    observer: &dyn Observer,
+    task: &Task<'_>,
 ) -> MirrorReport {
     let name = mirror.describe();
     let mut report = MirrorReport {
@@ -226,10 +227,7 @@ async fn upload_one(
                 error: e.to_string(),
             }),
         }
-        observer.event(Event::MirrorImageDone {
-            mirror: name.clone(),
-            image: s.image.clone(),
-        });
+        task.advance(1);
     }
     report.failed.sort_by(|a, b| a.image.cmp(&b.image));
     report

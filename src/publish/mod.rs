@@ -23,11 +23,12 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use crate::lookaside::Lookaside;
+use crate::progress::Progress;
 use crate::sign::keyring::Keyring;
 use journal::Journal;
 use push::{Destination, Run};
 use release::ReleaseImage;
-use report::{Observer, PublishReport};
+use report::PublishReport;
 use retry::Policy;
 
 /// The tags StageX pushes: `<version>`, `sx<release>`, `latest`.
@@ -108,7 +109,7 @@ pub fn publish(
     request: &Request,
     images: &[ReleaseImage],
     trust: &Trust<'_>,
-    observer: &dyn Observer,
+    progress: &dyn Progress,
 ) -> Result<PublishReport, PublishError> {
     if request.destinations.is_empty() && request.mirrors.is_empty() {
         return Err(PublishError::Config(
@@ -140,7 +141,7 @@ pub fn publish(
         &request.destinations,
         &tags,
         &journal,
-        observer,
+        progress,
         request.policy,
         request.dry_run,
     );
@@ -164,7 +165,7 @@ pub fn publish(
         &signatures,
         &unpublished,
         request.dry_run,
-        observer,
+        progress,
     );
     report.total(images.len() as u64);
     Ok(report)

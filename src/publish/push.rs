@@ -25,12 +25,12 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use super::journal::{Entry, Journal};
 use super::release::ReleaseImage;
-use super::report::{Counters, Event, Observer};
+use super::report::{self, Counters};
 use super::retry::{retry, Budget, Policy};
 use crate::net::RegistryError;
 use crate::oci::descriptor::Descriptor;
 use crate::oci::digest::Digest;
-use crate::progress::Progress;
+use crate::progress::{Progress, Task};
 use crate::registry::{Mount, RegistryClient};
 
 /// A registry namespace to publish into: `host[:port]/namespace`.
@@ -156,7 +156,7 @@ pub struct Run<'a> {
     /// Tags per image (index into `images`).
     pub tags: &'a [Vec<String>],
     pub journal: &'a Journal,
-    pub observer: &'a dyn Observer,
+    pub progress: &'a dyn Progress,
     pub hosts: BTreeMap<String, Host>,
     /// Per destination (same order).
     pub counters: Vec<Counters>,
@@ -176,7 +176,7 @@ impl<'a> Run<'a> {
         destinations: &'a [Destination],
         tags: &'a [Vec<String>],
         journal: &'a Journal,
-        observer: &'a dyn Observer,
+        progress: &'a dyn Progress,
         policy: Policy,
         dry_run: bool,
     ) -> Run<'a> {
@@ -205,7 +205,7 @@ impl<'a> Run<'a> {
             destinations,
             tags,
             journal,
-            observer,
+            progress,
             hosts,
             counters: destinations.iter().map(|_| Counters::default()).collect(),
             finished: AtomicUsize::new(0),
@@ -238,14 +238,14 @@ fn call<T>(host: &Host, op: impl FnMut() -> Result<T, RegistryError>) -> Result<
     retry(&host.budget, op).map_err(|e| e.to_string())
 }
 
-/// Upload progress of one blob, as publish events. Each attempt starts a
+/// Upload progress of one blob, as bytes of publish's `BYTES_TASK`. Each
+/// attempt starts a
 /// task again (the retry engine calls the upload anew); an attempt reports
 /// only the bytes past what earlier attempts already reported, so a retried
 /// upload does not count its bytes twice and the bars stop at the release's
 /// size.
 struct Uploading<'a> {
-    observer: &'a dyn Observer,
-    registry: String,
+    progress: &'a dyn Progress,
     /// Bytes sent by the current attempt.
     attempt: AtomicU64,
     /// Bytes reported so far (the most any attempt sent).
@@ -253,10 +253,9 @@ struct Uploading<'a> {
 }
 
 impl<'a> Uploading<'a> {
-    fn new(observer: &'a dyn Observer, registry: String) -> Uploading<'a> {
+    fn new(progress: &'a dyn Progress) -> Uploading<'a> {
         Uploading {
-            observer,
-            registry,
+            progress,
             attempt: AtomicU64::new(0),
             reported: AtomicU64::new(0),
         }
@@ -272,10 +271,7 @@ impl Progress for Uploading<'_> {
                 let sent = self.attempt.fetch_add(amount, Ordering::Relaxed) + amount;
                 let before = self.reported.fetch_max(sent, Ordering::Relaxed);
                 if sent > before {
-                    self.observer.event(Event::BlobProgress {
-                        registry: self.registry.clone(),
-                        bytes: sent - before,
-                    });
+                    report::bytes_done(self.progress, sent - before);
                 }
             }
             _ => {}
@@ -353,16 +349,28 @@ fn largest_first(images: &[ReleaseImage]) -> Vec<usize> {
 /// Pushes (or, dry run, plans) every image to every destination with
 /// `jobs` workers.
 pub fn push_all(run: &Run<'_>, jobs: usize) {
-    if !run.dry_run {
-        for dest in run.destinations {
-            run.observer.event(Event::RegistryStarted {
-                registry: dest.to_string(),
-                images: run.images.len(),
-                bytes: run.images.iter().map(ReleaseImage::blob_bytes).sum(),
-            });
-        }
-    }
+    let _tasks = (!run.dry_run).then(|| progress_tasks(run));
     for_each_pair(run, jobs, |clients, d, i| push_one(run, clients, d, i));
+}
+
+/// The run's `progress` tasks: the blob bytes over every destination, and
+/// the images of each; they finish when dropped.
+fn progress_tasks<'a>(run: &Run<'a>) -> Vec<Task<'a>> {
+    let images = run.images.len() as u64;
+    let bytes: u64 = run.images.iter().map(ReleaseImage::blob_bytes).sum();
+    let all = bytes * run.destinations.len() as u64;
+    let mut tasks = vec![Task::start(
+        run.progress,
+        report::BYTES_TASK,
+        "all registries",
+        Some(all),
+    )];
+    for dest in run.destinations {
+        let registry = dest.to_string();
+        let id = report::registry_task(&registry);
+        tasks.push(Task::images(run.progress, &id, &registry, Some(images)));
+    }
+    tasks
 }
 
 fn push_one(run: &Run<'_>, clients: &Clients, d: usize, i: usize) {
@@ -378,7 +386,6 @@ fn push_one(run: &Run<'_>, clients: &Clients, d: usize, i: usize) {
             .get(&dest.host)
             .and_then(|client| push_image(run, &client, dest, counters, image, &run.tags[i]))
     };
-    let ok = result.is_ok();
     if let Err(error) = result {
         counters.fail(&image.name, error);
     }
@@ -386,11 +393,7 @@ fn push_one(run: &Run<'_>, clients: &Clients, d: usize, i: usize) {
         // Best effort: the final save reports a failure.
         let _ = run.journal.save();
     }
-    run.observer.event(Event::ImageDone {
-        registry: dest.to_string(),
-        image: image.name.clone(),
-        ok,
-    });
+    report::image_done(run.progress, &report::registry_task(&dest.to_string()));
 }
 
 /// One image to one destination.
@@ -529,11 +532,7 @@ fn held_already(
 fn skipped(run: &Run<'_>, dest: &Destination, repo: &str, counters: &Counters, blob: &Descriptor) {
     Counters::add(&counters.blobs_skipped, 1);
     run.host(dest).holders.add(&blob.digest, repo);
-    run.observer.event(Event::BlobDone {
-        registry: dest.to_string(),
-        bytes: blob.size,
-        uploaded: false,
-    });
+    report::bytes_done(run.progress, blob.size);
 }
 
 /// Blobs of one image pushed at once (on top of the images in parallel).
@@ -586,14 +585,9 @@ fn push_blob(
     image: &ReleaseImage,
     blob: &Descriptor,
 ) -> Result<bool, String> {
-    let done = |uploaded: bool| {
-        run.observer.event(Event::BlobDone {
-            registry: dest.to_string(),
-            bytes: blob.size,
-            uploaded,
-        })
-    };
-    let uploading = Uploading::new(run.observer, dest.to_string());
+    // An upload's bytes reach the progress as they are sent (`uploading`);
+    // a blob mounted or already there counts at once.
+    let uploading = Uploading::new(run.progress);
     if !call(host, || client.needs_blob(repo, &blob.digest))? {
         skipped(run, dest, repo, counters, blob);
         return Ok(true);
@@ -605,7 +599,6 @@ fn push_blob(
     let uploaded = || {
         Counters::add(&counters.blobs_uploaded, 1);
         Counters::add(&counters.bytes_uploaded, blob.size);
-        done(true);
     };
     let sources = match host.holders.claim(&blob.digest, repo) {
         Claim::MountFrom(sources) => sources,
@@ -627,7 +620,7 @@ fn push_blob(
             Counters::add(&counters.blobs_mounted, 1);
             Counters::add(&counters.bytes_mounted, blob.size);
             host.holders.add(&blob.digest, repo);
-            done(false);
+            report::bytes_done(run.progress, blob.size);
             return Ok(false);
         }
     }
@@ -700,14 +693,15 @@ impl Drop for UploadClaim<'_> {
 mod tests {
     use super::*;
 
-    /// Records the bytes of every `BlobProgress`.
+    /// Records the bytes of every advance of publish's `BYTES_TASK`.
     #[derive(Default)]
     struct Bytes(Mutex<Vec<u64>>);
 
-    impl Observer for Bytes {
-        fn event(&self, event: Event) {
-            if let Event::BlobProgress { bytes, .. } = event {
-                self.0.lock().unwrap().push(bytes);
+    impl Progress for Bytes {
+        fn event(&self, event: crate::progress::Event<'_>) {
+            if let crate::progress::Event::Advanced { id, amount } = event {
+                assert_eq!(id, report::BYTES_TASK);
+                self.0.lock().unwrap().push(amount);
             }
         }
     }
@@ -716,7 +710,7 @@ mod tests {
     fn a_retried_upload_reports_its_bytes_once() {
         use crate::progress::{Event as Task, Unit};
         let seen = Bytes::default();
-        let uploading = Uploading::new(&seen, "r".into());
+        let uploading = Uploading::new(&seen);
         let start = || {
             uploading.event(Task::Started {
                 id: "blob",

@@ -1,59 +1,45 @@
-//! Owns: what a publish run tells its caller: progress EVENTS while it
-//! runs (the CLI draws bars from them; the library draws nothing) and the
-//! final report, per registry and per mirror, with the totals the release
-//! manager reads (images, tags, bytes uploaded, blobs mounted and skipped,
+//! Owns: what a publish run tells its caller: `progress` events while it
+//! runs (the tasks below: bytes over all registries, images per registry
+//! and per mirror; the CLI draws bars from them, the library draws
+//! nothing) and the final report, per registry and per mirror, with the
+//! totals the release manager reads (images, tags, bytes uploaded, blobs mounted and skipped,
 //! signatures uploaded, retries, failures). Serializable for `--json`.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
 
-/// Something that happened during a run.
-#[derive(Clone, Debug)]
-pub enum Event {
-    /// Work on `registry` (a destination, `host/namespace`) starts.
-    RegistryStarted {
-        registry: String,
-        images: usize,
-        bytes: u64,
-    },
-    /// `bytes` more of an upload reached the registry.
-    BlobProgress {
-        registry: String,
-        bytes: u64,
-    },
-    /// One blob is in place (uploaded, mounted or found): `bytes` is its
-    /// size (uploads also sent `BlobProgress` for them).
-    BlobDone {
-        registry: String,
-        bytes: u64,
-        uploaded: bool,
-    },
-    ImageDone {
-        registry: String,
-        image: String,
-        ok: bool,
-    },
-    MirrorStarted {
-        mirror: String,
-        images: usize,
-    },
-    MirrorImageDone {
-        mirror: String,
-        image: String,
-    },
+use crate::progress::{Event, Progress};
+
+/// The `progress` task counting the release's blob bytes in place (sent,
+/// mounted or found) over every registry.
+pub const BYTES_TASK: &str = "publish all registries";
+
+/// The id of the `progress` task counting the images done on `registry`.
+pub fn registry_task(registry: &str) -> String {
+    format!("publish to registry {registry}")
 }
 
-/// Receives events (from several worker threads).
-pub trait Observer: Sync {
-    fn event(&self, event: Event);
+/// The id of the `progress` task counting the images done on `mirror`.
+pub fn mirror_task(mirror: &str) -> String {
+    format!("publish to mirror {mirror}")
 }
 
-/// Drops every event.
-pub struct Silent;
+/// `bytes` more of the release are in place on a registry.
+pub fn bytes_done(progress: &dyn Progress, bytes: u64) {
+    progress.event(Event::Advanced {
+        id: BYTES_TASK,
+        amount: bytes,
+    });
+}
 
-impl Observer for Silent {
-    fn event(&self, _: Event) {}
+/// One more image is done (pushed or failed) on the destination whose
+/// task is `task` (`registry_task`, `mirror_task`).
+pub fn image_done(progress: &dyn Progress, task: &str) {
+    progress.event(Event::Advanced {
+        id: task,
+        amount: 1,
+    });
 }
 
 /// One image that failed on one registry or mirror.

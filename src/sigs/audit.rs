@@ -7,7 +7,7 @@
 //! or identity...), duplicate signers, images under the quorum; and with
 //! `compare`, which files differ from a second lookaside.
 //!
-//! Returns data (`AuditReport`) and reports progress through a callback;
+//! Returns data (`AuditReport`) and reports progress as `progress` events;
 //! no UI, never writes.
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::each::{for_each, Progress};
+use super::each::for_each;
 use super::images::label;
 use super::judge::{judge, Verdict};
 use super::source::{End, Listing};
@@ -23,6 +23,7 @@ use crate::lookaside::fetch::Policy;
 use crate::lookaside::http::{Read, Walked};
 use crate::lookaside::location::Location;
 use crate::lookaside::Lookaside;
+use crate::progress::Progress;
 use crate::sign::image::ImageTarget;
 use crate::sign::keyring::Keyring;
 use crate::sign::verify::{Expected, Rejection};
@@ -133,7 +134,7 @@ pub fn audit(
     images: &[ImageTarget],
     keyring: &Keyring,
     options: &AuditOptions,
-    progress: &dyn Fn(Progress),
+    progress: &dyn Progress,
 ) -> Result<AuditReport> {
     let store = Lookaside::open(location, options.policy)?;
     let compare = match &options.compare {

@@ -17,5 +17,4 @@ pub mod state;
 pub mod sync;
 
 pub use audit::{audit, AuditOptions, AuditReport, Finding};
-pub use each::Progress;
 pub use sync::{sync, SyncOptions, SyncReport};

@@ -12,7 +12,7 @@
 //! 304 (or, on a directory, hash the same) is not looked at on the
 //! destination again.
 //!
-//! Returns data (`SyncReport`) and reports progress through a callback;
+//! Returns data (`SyncReport`) and reports progress as `progress` events;
 //! no UI here.
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use super::each::{for_each, Progress};
+use super::each::for_each;
 use super::images::{key, label};
 use super::judge::{judge, Verdict};
 use super::source::End;
@@ -32,6 +32,7 @@ use crate::lookaside::mirror::{Mirror, MirrorError};
 use crate::lookaside::Lookaside;
 use crate::lookaside::SignatureFile;
 use crate::oci::digest::Digest;
+use crate::progress::Progress;
 use crate::sign::image::ImageTarget;
 use crate::sign::keyring::Keyring;
 use crate::sign::verify::Expected;
@@ -135,7 +136,7 @@ pub fn sync(
     images: &[ImageTarget],
     keyring: &Keyring,
     options: &SyncOptions,
-    progress: &dyn Fn(Progress),
+    progress: &dyn Progress,
 ) -> Result<SyncReport> {
     let source = Lookaside::open(from, options.policy)?;
     let dest = Mirror::parse(to)
