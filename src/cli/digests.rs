@@ -8,8 +8,8 @@ use anyhow::Result;
 use clap::Args;
 
 use super::Context;
-use crate::build::digests::{self, CheckStatus};
 use crate::oci::Platform;
+use crate::release::digests::{self, CheckStatus};
 
 #[derive(Debug, Args)]
 pub struct DigestsArgs {

@@ -6,7 +6,7 @@
 //! Pure: verification reports and the keyring's maintainers in, text out.
 use serde::Serialize;
 
-use crate::sign::check::ImageReport;
+use super::check::ImageReport;
 
 /// A trusted maintainer, a column of the matrix.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -273,8 +273,8 @@ fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::check::{InvalidEntry, SignerEntry};
     use super::*;
-    use crate::sign::check::{InvalidEntry, SignerEntry};
 
     fn report(image: &str, signers: &[&str], invalid: &[(&str, &str)]) -> ImageReport {
         ImageReport {
