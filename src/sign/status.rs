@@ -273,8 +273,8 @@ fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::check::{InvalidEntry, SignerEntry};
     use super::*;
+    use crate::sign::check::{InvalidEntry, SignerEntry};
 
     fn report(image: &str, signers: &[&str], invalid: &[(&str, &str)]) -> ImageReport {
         ImageReport {
