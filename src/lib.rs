@@ -11,7 +11,6 @@ pub mod layer;
 pub mod lookaside;
 pub mod net;
 pub mod oci;
-pub mod output;
 pub mod package;
 pub mod pallet;
 pub mod parallel;

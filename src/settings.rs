@@ -10,6 +10,10 @@ use serde::Deserialize;
 
 pub const SETTINGS_FILE: &str = "stagex.toml";
 
+/// The tags StageX pushes: `<version>`, `sx<release>`, `latest` (the
+/// default of `[publish] tags`; here so settings depend on nothing above).
+pub const DEFAULT_TAGS: &[&str] = &["{version}", "sx{release}", "latest"];
+
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
@@ -76,10 +80,7 @@ impl Default for PublishSettings {
         PublishSettings {
             registries: Vec::new(),
             mirrors: Vec::new(),
-            tags: crate::publish::DEFAULT_TAGS
-                .iter()
-                .map(|t| t.to_string())
-                .collect(),
+            tags: DEFAULT_TAGS.iter().map(|t| t.to_string()).collect(),
             jobs: 8,
             digests: None,
             journal: PathBuf::from(".stagex/publish-journal.json"),

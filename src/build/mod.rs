@@ -1,9 +1,8 @@
 //! Building package images: native declarative packages (our own layer
 //! writer, no daemon) and Containerfile packages through an external OCI
-//! builder whose result is normalized; plus the digests list of `out/`.
+//! builder whose result is normalized.
 pub mod containerfile;
 pub mod critical_path;
-pub mod digests;
 pub mod image_out;
 pub mod inputs;
 pub mod native;

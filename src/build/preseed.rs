@@ -25,9 +25,9 @@ use crate::image::{fetch_image, ImageSource, OutDir};
 use crate::oci::media_type::{ANNOTATION_CREATED, ANNOTATION_VERSION};
 use crate::oci::{Digest, Platform};
 use crate::package::PackageTree;
-use crate::parallel;
 use crate::progress::{Progress, Task};
 use crate::store::Store;
+use rayon::prelude::*;
 
 /// Images pulled at once unless asked otherwise: `stagex preseed`'s
 /// default and the least `build --deps-from` uses.
@@ -74,7 +74,12 @@ pub fn preseed(
 ) -> Vec<PreseedEntry> {
     let work: Vec<(&String, &Digest)> = release.iter().collect();
     // In id order (the map's), each entry saying what happened to it.
-    parallel::map_with(options.jobs, &work, |&(id, digest)| {
+    // `jobs` pulls at once, each on its own thread taking the next image.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(options.jobs.max(1))
+        .build()
+        .expect("the OS starts the preseed's pull threads");
+    let pull = |&(id, digest): &(&String, &Digest)| {
         let status = match pull_one(source, id, digest, store, options, progress) {
             Ok(true) => PreseedStatus::Pulled,
             Ok(false) => PreseedStatus::Present,
@@ -85,7 +90,8 @@ pub fn preseed(
             digest: digest.clone(),
             status,
         }
-    })
+    };
+    pool.install(|| work.par_iter().with_max_len(1).map(pull).collect())
 }
 
 /// True when `out/<id>/` holds the image `digest` pins.

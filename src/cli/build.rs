@@ -155,11 +155,11 @@ fn digest_check(ctx: &Context, args: &BuildArgs) -> Result<Option<DigestCheck>> 
         .clone()
         .unwrap_or_else(|| ctx.settings.digests.clone());
     let committed = if args.check_digests {
-        crate::build::digests::read_release(&dir)?
+        crate::release::digests::read_release(&dir)?
     } else if args.no_bootstrap_check || !dir.join("bootstrap.txt").is_file() {
         return Ok(None);
     } else {
-        crate::build::digests::read_release(&dir.join("bootstrap.txt"))?
+        crate::release::digests::read_release(&dir.join("bootstrap.txt"))?
     };
     Ok(Some(DigestCheck {
         committed,
@@ -193,7 +193,7 @@ fn deps_from(
         .digests_dir
         .clone()
         .unwrap_or_else(|| ctx.settings.digests.clone());
-    let release = crate::build::digests::read_release(&digests_dir)?;
+    let release = crate::release::digests::read_release(&digests_dir)?;
     let source = crate::pallet::resolve::Source::parse(ns)?.open()?;
     let platform = options
         .platforms

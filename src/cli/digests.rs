@@ -8,8 +8,8 @@ use anyhow::Result;
 use clap::Args;
 
 use super::Context;
-use crate::build::digests::{self, CheckStatus};
 use crate::oci::Platform;
+use crate::release::digests::{self, CheckStatus};
 
 #[derive(Debug, Args)]
 pub struct DigestsArgs {
@@ -162,7 +162,7 @@ impl Explained {
 fn explain_mismatches(
     ctx: &Context,
     out: &Path,
-    entries: &[crate::build::digests::CheckEntry],
+    entries: &[crate::release::digests::CheckEntry],
     against: Option<&str>,
 ) -> Vec<Explained> {
     let mismatches = entries.iter().filter_map(|e| match &e.status {

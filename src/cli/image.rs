@@ -10,9 +10,9 @@ use clap::Args;
 
 use super::Context;
 use crate::image::from_dir::{write_dir_image, DirImage};
+use crate::image::output::Destination;
 use crate::layer::writer::LayerOptions;
 use crate::oci::descriptor::Platform;
-use crate::output::Destination;
 use crate::store::Store;
 
 #[derive(Debug, Args)]

@@ -12,9 +12,9 @@ use serde::Serialize;
 
 use super::trust::{Trust, TrustArgs};
 use super::Context;
-use crate::image::WriteReport;
+use crate::image::output::Destination;
 use crate::oci::descriptor::Platform;
-use crate::output::Destination;
+use crate::oci::WriteReport;
 use crate::pallet::catalog::{self, Choice, Pinning, ReleaseCatalog};
 use crate::pallet::catalog_report::{self, DryRun, Listing};
 use crate::pallet::inputs::{self, InputTrust, Verification};

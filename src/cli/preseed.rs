@@ -12,13 +12,13 @@ use clap::Args;
 use super::fetch::packages_dir;
 use super::progress;
 use super::Context;
-use crate::build::digests;
 use crate::build::plan::PlanOptions;
 use crate::build::preseed::{self, PreseedOptions, PreseedStatus};
 use crate::layer::LayerOptions;
 use crate::oci::Platform;
 use crate::package::PackageTree;
 use crate::pallet::resolve::Source;
+use crate::release::digests;
 use crate::store::Store;
 
 #[derive(Debug, Args)]

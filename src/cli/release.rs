@@ -12,9 +12,9 @@ use super::trust::{Trust, TrustArgs};
 use super::{print_json, Context};
 use crate::release::notes::{self, Contributor};
 use crate::release::snapshot::{self, TreeRef};
-use crate::release::status;
 use crate::sign::check::{verify_images, ImageReport};
 use crate::sign::release::ReleaseDigests;
+use crate::sign::status;
 
 #[derive(Debug, Args)]
 pub struct ReleaseArgs {

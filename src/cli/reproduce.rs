@@ -135,7 +135,7 @@ fn options(ctx: &Context, args: &ReproduceArgs) -> Result<ReproduceOptions> {
         .clone()
         .unwrap_or_else(|| ctx.settings.digests.clone());
     let committed = if digests_dir.exists() {
-        Some(crate::build::digests::read_release(&digests_dir)?)
+        Some(crate::release::digests::read_release(&digests_dir)?)
     } else {
         None
     };

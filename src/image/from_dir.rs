@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use super::sink::WriteReport;
+use crate::image::output::Destination;
 use crate::layer::tree::FileTree;
 use crate::layer::writer::{write_layer_to_layout, LayerOptions};
 use crate::oci::config::{rfc3339_utc, History, RunConfig};
@@ -18,7 +18,7 @@ use crate::oci::descriptor::Platform;
 use crate::oci::digest::Digest;
 use crate::oci::image::{build_image, ImageLayer, ImageSpec};
 use crate::oci::media_type;
-use crate::output::Destination;
+use crate::oci::WriteReport;
 use crate::progress::Progress;
 use crate::store::Store;
 
@@ -115,7 +115,7 @@ pub fn write_dir_image(
         .write_json(&image.manifest, media_type::OCI_MANIFEST)?;
     let mut root = image.descriptor.clone();
     root.platform = None;
-    let write = crate::output::write(
+    let write = crate::image::output::write(
         destination,
         store.layout(),
         &root,

@@ -11,6 +11,7 @@
 //!
 //! Must not write to `out/` or decide what a command does with a bad
 //! image.
+use rayon::prelude::*;
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Read};
@@ -163,9 +164,12 @@ pub fn check_images(
         report.manifests += manifests;
         leaves.extend(image_leaves);
     }
-    let outcomes = crate::parallel::map_with(crate::parallel::cores(), &leaves, |leaf| {
-        check_leaf(leaf, verdicts)
-    });
+    // One leaf per task: a leaf is a whole blob to hash, sizes vary a lot.
+    let outcomes: Vec<_> = leaves
+        .par_iter()
+        .with_max_len(1)
+        .map(|leaf| check_leaf(leaf, verdicts))
+        .collect();
     let _ = verdicts.save();
     for outcome in outcomes {
         match outcome? {

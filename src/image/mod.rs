@@ -7,7 +7,7 @@
 //! - `model`: `Image`, read once with every check;
 //! - `source`: `ImageSource` (registry, OCI layout, `out/`, the store);
 //! - `sink`: `ImageSink` and its one `WriteReport` (the sinks themselves
-//!   are the destinations in `crate::output`);
+//!   are the destinations in `output`);
 //! - `out_dir`: `OutDir`, the only reader of `out/`;
 //! - `integrity`: every blob of an `out/` image checked against its name
 //!   before a command vouches for it, with `verdicts`, the cache that
@@ -17,6 +17,7 @@ pub mod from_dir;
 pub mod integrity;
 pub mod model;
 pub mod out_dir;
+pub mod output;
 pub mod sink;
 pub mod source;
 pub mod verdicts;
@@ -24,5 +25,5 @@ pub mod verdicts;
 pub use integrity::{IntegrityError, IntegrityReport};
 pub use model::{Image, ImageError};
 pub use out_dir::{OutDir, OutManifest};
-pub use sink::{ImageSink, WriteReport};
+pub use sink::ImageSink;
 pub use source::{fetch_image, platform_manifest, DirSource, ImageSource, RegistrySource};

@@ -187,7 +187,7 @@ impl Drop for Pool {
 /// The number of compression workers to use by default: one per core this
 /// process may use (the output does not depend on it).
 pub fn default_workers() -> usize {
-    crate::parallel::cores()
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A `Write` that gzips what it is given, in parallel, into `out`.

@@ -137,7 +137,10 @@ impl Lookaside {
     /// each image's files stay sequential, as the stop-at-404 rule needs.
     pub fn read_many(&self, images: &[(&str, &Digest)]) -> Vec<Result<SignatureSet>> {
         match self {
-            Lookaside::File(f) => crate::parallel::map(images, |(p, d)| f.read(p, d)),
+            Lookaside::File(f) => {
+                use rayon::prelude::*;
+                images.par_iter().map(|(p, d)| f.read(p, d)).collect()
+            }
             Lookaside::Http(h) => h.read_many(images),
         }
     }

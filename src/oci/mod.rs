@@ -10,9 +10,11 @@ pub mod layout;
 pub mod manifest;
 pub mod media_type;
 pub mod reference;
+pub mod write_report;
 
 pub use config::{ImageConfig, RunConfig};
 pub use descriptor::{Descriptor, Platform};
 pub use digest::Digest;
 pub use json::JsonBlob;
 pub use manifest::{AnyManifest, ImageIndex, ImageManifest};
+pub use write_report::WriteReport;

@@ -22,8 +22,8 @@ use thiserror::Error;
 
 use super::definition::{known_packages, Catalog, Plan, Step};
 use super::expr::{Expr, ItemRef};
-use crate::build::digests::{parse_entries, read_release, unique, DigestsError};
 use crate::oci::digest::Digest;
+use crate::release::digests::{parse_entries, read_release, unique, DigestsError};
 
 /// One release compiled into the binary (see `catalog_data`).
 #[derive(Debug)]

@@ -17,13 +17,13 @@ use super::definition::Plan;
 use super::expr::Expr;
 use super::materialize::{flatten, materialize};
 use super::resolve::{FetchStats, Pinned, Resolver, Source};
-use crate::image::WriteReport;
+use crate::image::output::{Destination, Mounts};
 use crate::oci::config::{rfc3339_utc, History};
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::Digest;
 use crate::oci::image::{build_image, build_index, ImageSpec};
 use crate::oci::media_type;
-use crate::output::{Destination, Mounts};
+use crate::oci::WriteReport;
 use crate::progress::Progress;
 use crate::store::Store;
 

@@ -24,9 +24,9 @@ use crate::net::RegistryError;
 use crate::oci::config::ImageConfig;
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::Digest;
-use crate::parallel;
 use crate::progress::{self, Progress};
 use crate::store::Store;
+use rayon::prelude::*;
 
 /// Parallel layer fetch/index workers.
 pub const FETCH_WORKERS: usize = 4;
@@ -261,21 +261,29 @@ impl<'a> Resolver<'a> {
         // Each job: the bytes it pulled (None: the blob was in the store),
         // or its own error naming the image and layer.
         // Once one layer fails, no further layer is fetched.
-        let pulled = parallel::try_map_with(
-            FETCH_WORKERS,
-            &jobs,
-            |(name, descriptor)| -> Result<Option<u64>> {
-                let mut pulled = None;
-                if !store.layout().has_blob(&descriptor.digest) {
-                    images.fetch_blob(name, descriptor, store.layout(), progress)?;
-                    pulled = Some(descriptor.size);
-                }
-                store
-                    .ensure_layer_index(descriptor)
-                    .with_context(|| format!("package {name}"))?;
-                Ok(pulled)
-            },
-        )?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(FETCH_WORKERS)
+            .build()
+            .context("starting the layer fetch threads")?;
+        let fetch = |(name, descriptor): &(String, Descriptor)| -> Result<Option<u64>> {
+            let mut pulled = None;
+            if !store.layout().has_blob(&descriptor.digest) {
+                images.fetch_blob(name, descriptor, store.layout(), progress)?;
+                pulled = Some(descriptor.size);
+            }
+            store
+                .ensure_layer_index(descriptor)
+                .with_context(|| format!("package {name}"))?;
+            Ok(pulled)
+        };
+        // One job per task: FETCH_WORKERS at once, and once one fails no
+        // further job starts (collecting into a Result stops there).
+        let pulled: Vec<Option<u64>> = pool.install(|| {
+            jobs.par_iter()
+                .with_max_len(1)
+                .map(fetch)
+                .collect::<Result<_>>()
+        })?;
         for size in pulled.into_iter().flatten() {
             self.stats.blobs_fetched += 1;
             self.stats.bytes_fetched += size;

@@ -31,9 +31,6 @@ use release::ReleaseImage;
 use report::PublishReport;
 use retry::Policy;
 
-/// The tags StageX pushes: `<version>`, `sx<release>`, `latest`.
-pub const DEFAULT_TAGS: &[&str] = &["{version}", "sx{release}", "latest"];
-
 /// What to publish where.
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -177,7 +174,10 @@ mod tests {
 
     #[test]
     fn tags_expand_and_are_checked() {
-        let t: Vec<String> = DEFAULT_TAGS.iter().map(|s| s.to_string()).collect();
+        let t: Vec<String> = crate::settings::DEFAULT_TAGS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(
             expand_tags(&t, "1.37.0", Some("2026.03.0")).unwrap(),
             vec!["1.37.0", "sx2026.03.0", "latest"]

@@ -13,17 +13,17 @@ use std::path::Path;
 
 use thiserror::Error;
 
-use crate::build::digests::{read_entries, DigestsError};
 use crate::image::out_dir::OutDir;
 use crate::image::IntegrityError;
 use crate::oci::descriptor::Descriptor;
 use crate::oci::digest::Digest;
 use crate::oci::layout::Layout;
 use crate::oci::media_type;
+use crate::release::digests::{read_entries, DigestsError};
 use crate::sign::image::{ImageTarget, Resolver};
 
-/// One line of a digests file (the one reader: `build::digests`).
-pub use crate::build::digests::ReleaseEntry as Listed;
+/// One line of a digests file (the one reader: `release::digests`).
+pub use crate::release::digests::ReleaseEntry as Listed;
 
 /// One image of the release, ready to push.
 #[derive(Clone, Debug)]

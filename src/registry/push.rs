@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 
 use super::{BlobPush, RegistryClient};
-use crate::image::sink::WriteReport;
 use crate::oci::descriptor::Descriptor;
 use crate::oci::digest::Digest;
 use crate::oci::layout::Layout;
 use crate::oci::manifest::AnyManifest;
 use crate::oci::reference::DockerReference;
+use crate::oci::WriteReport;
 use crate::progress::Progress;
 
 /// Splits `HOST/REPO:TAG` or `HOST/REPO@sha256:..` (tag defaults to

@@ -9,9 +9,9 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::build::digests;
 use crate::oci::digest::Digest;
 use crate::package::load::PackageTree;
+use crate::release::digests;
 use crate::settings::Settings;
 
 /// One release of the tree, as the notes compare it.

@@ -12,7 +12,7 @@ use super::preverify;
 use super::quorum::quorum_met;
 use super::verify::{verify_signature, Expected, Rejection, VerifyOptions};
 use crate::lookaside::{Fetched, Lookaside, SignatureFile, SignatureSet};
-use crate::parallel;
+use rayon::prelude::*;
 
 /// The verdict for one image manifest.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -122,7 +122,7 @@ pub fn verify_images(
         })
         .collect();
     preverify::preverify(keyring, &blobs);
-    let results = parallel::map(&jobs, check);
+    let results: Vec<_> = jobs.par_iter().map(check).collect();
     let mut reports: Vec<ImageReport> = targets
         .iter()
         .zip(&fetched)

@@ -28,8 +28,8 @@ use openpgp::types::{Curve, PublicKeyAlgorithm};
 
 use super::keyring::Keyring;
 use super::preverify::{CacheEntry, KeyIndex, Parsed};
-use crate::parallel;
 use crate::sign::cache;
+use rayon::prelude::*;
 
 /// Below this many signatures a failing batch is not split further: its
 /// signatures are left to sequoia (bounds the work a batch of forgeries
@@ -126,11 +126,17 @@ fn is_canonical_y(encoding: &[u8; 32]) -> bool {
 
 /// The entries of the queued signatures that verify: one batch per core.
 pub fn verify(queued: Vec<Queued>) -> Vec<CacheEntry> {
-    parallel::map_parts(&queued, |part| {
-        let mut out = Vec::with_capacity(part.len());
-        verify_range(part, &mut out);
-        out
-    })
+    // One contiguous part per thread: a batch is cheaper per signature the
+    // bigger it is, so the parts are not split further.
+    let part = queued.len().div_ceil(rayon::current_num_threads()).max(1);
+    queued
+        .par_chunks(part)
+        .flat_map_iter(|part| {
+            let mut out = Vec::with_capacity(part.len());
+            verify_range(part, &mut out);
+            out
+        })
+        .collect()
 }
 
 /// Verifies `items` as one batch; when it fails, each half on its own.

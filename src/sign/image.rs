@@ -16,9 +16,9 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::reference::DockerReference;
-use crate::build::digests::ReleaseEntry;
 use crate::image::{OutDir, OutManifest};
 use crate::oci::digest::Digest;
+use crate::release::digests::ReleaseEntry;
 
 /// One manifest to sign or verify.
 #[derive(Clone, Debug, PartialEq, Eq)]

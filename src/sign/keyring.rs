@@ -123,7 +123,8 @@ impl Keyring {
     /// Checks every certificate's self-signatures now, one certificate per
     /// core (see `check_self_signatures`); `load_dir` does it.
     pub fn check_self_signatures(&self) {
-        crate::parallel::map(&self.certs, check_self_signatures);
+        use rayon::prelude::*;
+        self.certs.par_iter().for_each(check_self_signatures);
     }
 
     fn certs_keys(&self, cert: &Cert) -> Vec<Fingerprint> {

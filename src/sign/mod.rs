@@ -21,5 +21,6 @@ pub use crate::oci::reference;
 pub mod release;
 pub mod rsa_fast;
 pub mod signer;
+pub mod status;
 pub mod validity;
 pub mod verify;

@@ -28,7 +28,7 @@ use super::ed25519_batch::{self, EdKeys, Queued};
 use super::keyring::Keyring;
 use super::rsa_fast::{self, RsaKeys};
 use super::verify::MAX_SIGNATURE_SIZE;
-use crate::parallel;
+use rayon::prelude::*;
 
 /// One sequoia cache entry (SHA-512 truncated to 256 bits).
 pub type CacheEntry = [u8; 32];
@@ -166,7 +166,7 @@ pub fn verified_entries(keyring: &Keyring, blobs: &[&[u8]]) -> Vec<CacheEntry> {
     if keys.is_empty() || blobs.is_empty() {
         return Vec::new();
     }
-    let steps = parallel::map(blobs, |blob| step_for(&keys, blob));
+    let steps: Vec<_> = blobs.par_iter().map(|blob| step_for(&keys, blob)).collect();
     let mut entries = Vec::new();
     let mut queued = Vec::new();
     for step in steps.into_iter().flatten() {

@@ -5,7 +5,7 @@
 //! is the committed one: a release signature means "I reproduced this"),
 //! and verification targets built from the digests alone (no out/, no
 //! registry). The gate is pure; parsing and reading are
-//! `build::digests`'s (the one reader of that format). It does not write
+//! `release::digests`'s (the one reader of that format). It does not write
 //! digests.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::image::{is_reference, ImageTarget};
-use crate::build::digests;
-pub use crate::build::digests::ReleaseEntry;
 use crate::oci::digest::Digest;
+use crate::release::digests;
+pub use crate::release::digests::ReleaseEntry;
 
 /// Every committed digest of a release.
 #[derive(Clone, Debug, Default)]

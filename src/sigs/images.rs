@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::build::digests;
 use crate::oci::digest::Digest;
+use crate::release::digests;
 use crate::sign::image::ImageTarget;
 use crate::sign::reference::DockerReference;
 

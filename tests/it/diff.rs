@@ -496,9 +496,10 @@ fn archives_and_the_store_are_sides_too() {
     let layout = Layout::open(project.path("a")).unwrap();
     let top = layout.resolve(Some("v1")).unwrap();
     let oci_archive = project.path("a.tar");
-    stagex::output::write_oci_archive(&layout, &top, &oci_archive, Some("v1")).unwrap();
+    stagex::image::output::write_oci_archive(&layout, &top, &oci_archive, Some("v1")).unwrap();
     let docker_archive = project.path("a-docker.tar");
-    stagex::output::write_docker_archive(&layout, &top, None, &docker_archive, None).unwrap();
+    stagex::image::output::write_docker_archive(&layout, &top, None, &docker_archive, None)
+        .unwrap();
     let from_archive = format!("oci-archive:{}:v1", oci_archive.display());
     let (human, _) = compare(&project, &a, &from_archive);
     assert_eq!(human.status.code(), Some(0), "{}", text(&human));
@@ -522,8 +523,8 @@ fn a_registry_namespace_is_a_side() {
     let pushed = format!("docker://{}/stagex/core-demo:1", registry.host());
     let layout = Layout::open(project.path("a")).unwrap();
     let top = layout.resolve(Some("v1")).unwrap();
-    let destination = stagex::output::Destination::parse(&pushed).unwrap();
-    stagex::output::write(
+    let destination = stagex::image::output::Destination::parse(&pushed).unwrap();
+    stagex::image::output::write(
         &destination,
         &layout,
         &top,

@@ -12,13 +12,13 @@ use crate::pallet_support;
 use pallet_support::write_image;
 
 use stagex::build::image_out::Staging;
+use stagex::image::output::{self, Destination};
 use stagex::image::{fetch_image, platform_manifest, Image, ImageSource, OutDir};
 use stagex::layer::{write_layer_to_layout, FileSource, FileTree, LayerOptions, TreeEntry};
 use stagex::oci::config::{History, RunConfig};
 use stagex::oci::image::{build_index, ImageLayer, ImageSpec};
 use stagex::oci::layout::Layout;
 use stagex::oci::{media_type, Descriptor, Digest, Platform};
-use stagex::output::{self, Destination};
 use stagex::progress::NoProgress;
 use stagex::store::Store;
 

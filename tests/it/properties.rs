@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use proptest::prelude::*;
-use stagex::build::digests::{self, DigestsByStage};
 use stagex::layer::{
     extract_layer, index_layer, EntryKind, EntryType, ExtractOptions, FileSource, FileTree,
     LayerOptions, TreeEntry,
 };
 use stagex::oci::media_type::LayerCompression;
 use stagex::oci::Digest;
+use stagex::release::digests::{self, DigestsByStage};
 use stagex::sign::payload::Payload;
 
 /// One entry a generated tree may hold; hard links name an earlier file.

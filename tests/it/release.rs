@@ -14,8 +14,8 @@ use std::time::Duration;
 use peers::tools::{json, require, run_ok, stagex_output, text};
 use stagex::lookaside::file::FileLookaside;
 use stagex::oci::digest::Digest;
-use stagex::release::status;
 use stagex::sign::check::{ImageReport, SignerEntry};
+use stagex::sign::status;
 
 fn package(root: &Path, stage: &str, name: &str, version: &str, subpackages: &[&str]) {
     let dir = root.join("packages").join(stage).join(name);

@@ -6,7 +6,7 @@
 //! Pure: verification reports and the keyring's maintainers in, text out.
 use serde::Serialize;
 
-use crate::sign::check::ImageReport;
+use super::check::ImageReport;
 
 /// A trusted maintainer, a column of the matrix.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 
-use crate::image::{Image, ImageSink, WriteReport};
+use super::{Image, ImageSink};
 use crate::oci::blob_writer::sync_and_rename;
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::{Digest, HashingWriter};
@@ -23,6 +23,7 @@ use crate::oci::json::JsonBlob;
 use crate::oci::layout::Layout;
 use crate::oci::manifest::ImageIndex;
 use crate::oci::media_type::{self, ANNOTATION_REF_NAME};
+use crate::oci::WriteReport;
 use crate::progress::Progress;
 use crate::registry::push;
 
