@@ -67,7 +67,7 @@ pub fn parse_package_lenient(
     }
     let containerfile = dir.join(CONTAINERFILE);
     let recipe = match &raw.native {
-        Some(native) => Some(Recipe::Native(native.clone())),
+        Some(native) => Some(Recipe::Native(Box::new(native.clone()))),
         None => containerfile
             .is_file()
             .then_some(Recipe::Containerfile(containerfile)),

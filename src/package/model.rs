@@ -260,7 +260,7 @@ pub struct Package {
 pub enum Recipe {
     /// `[native]`: a declared file tree plus image config (it wins over a
     /// Containerfile in the same directory).
-    Native(NativeSpec),
+    Native(Box<NativeSpec>),
     /// The package directory's Containerfile.
     Containerfile(PathBuf),
 }

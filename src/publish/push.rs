@@ -239,7 +239,7 @@ pub enum PushError {
     /// A registry call failed for good: what failed and why the retry
     /// engine stopped.
     #[error("{0}")]
-    Registry(Exhausted<RegistryError>),
+    Registry(Box<Exhausted<RegistryError>>),
     /// No client for the host (configuration, credentials); shared by
     /// every image of the host.
     #[error("{0:#}")]
@@ -247,23 +247,17 @@ pub enum PushError {
     /// A blob of the local layout could not be read.
     #[error("{0:#}")]
     Local(anyhow::Error),
-    #[error("{host}/{repo}:{tag}: pushed, but checking what the registry serves failed: {error}")]
-    ReadBack {
-        host: String,
-        repo: String,
-        tag: String,
-        error: Box<PushError>,
-    },
+    /// `tag` is `host/repo:tag`.
+    #[error("{tag}: pushed, but checking what the registry serves failed: {error}")]
+    ReadBack { tag: String, error: Box<PushError> },
     #[error(
-        "{host}/{repo}:{tag}: the registry serves {} after the push, ours is {ours} (a registry or proxy rewrote the manifest)",
+        "{tag}: the registry serves {} after the push, ours is {ours} (a registry or proxy rewrote the manifest)",
         .served.as_ref().map_or("nothing".to_string(), |d| d.to_string())
     )]
     Rewritten {
-        host: String,
-        repo: String,
         tag: String,
-        served: Option<Digest>,
-        ours: Digest,
+        served: Option<Box<Digest>>,
+        ours: Box<Digest>,
     },
     #[error("blob {digest}: {error}")]
     Blob {
@@ -275,7 +269,7 @@ pub enum PushError {
 /// Runs `op` under the host's retry budget; the error names what failed
 /// and why the engine stopped.
 fn call<T>(host: &Host, op: impl FnMut() -> Result<T, RegistryError>) -> Result<T, PushError> {
-    retry(&host.budget, op).map_err(PushError::Registry)
+    retry(&host.budget, op).map_err(|e| PushError::Registry(Box::new(e)))
 }
 
 /// Upload progress of one blob, as publish events. Each attempt starts a
@@ -532,20 +526,17 @@ fn push_tag(
     call(host, || {
         client.push_manifest(repo, tag, bytes, &root.media_type)
     })?;
+    let at = format!("{}/{repo}:{tag}", dest.host);
     let served = served_digest(client, host, repo, tag).map_err(|error| PushError::ReadBack {
-        host: dest.host.clone(),
-        repo: repo.to_string(),
-        tag: tag.to_string(),
+        tag: at.clone(),
         error: Box::new(error),
     })?;
     match served {
         Some(got) if got == root.digest => Ok(()),
         served => Err(PushError::Rewritten {
-            host: dest.host.clone(),
-            repo: repo.to_string(),
-            tag: tag.to_string(),
-            served,
-            ours: root.digest.clone(),
+            tag: at,
+            served: served.map(Box::new),
+            ours: Box::new(root.digest.clone()),
         }),
     }
 }
@@ -613,7 +604,7 @@ fn served_digest(
     match retry(&host.budget, || client.manifest_digest(repo, tag)) {
         Ok(digest) => Ok(Some(digest)),
         Err(e) if e.error.is_not_found() => Ok(None),
-        Err(e) => Err(PushError::Registry(e)),
+        Err(e) => Err(PushError::Registry(Box::new(e))),
     }
 }
 
