@@ -771,6 +771,32 @@ mod tests {
     }
 
     #[test]
+    fn push_errors_name_the_tag_and_both_digests() {
+        let ours = Digest::of_bytes(b"ours");
+        let theirs = Digest::of_bytes(b"theirs");
+        let rewritten = PushError::Rewritten {
+            tag: "127.0.0.1:5000/stagex/core-x:1".into(),
+            served: Some(Box::new(theirs.clone())),
+            ours: Box::new(ours.clone()),
+        };
+        assert_eq!(
+            rewritten.to_string(),
+            format!("127.0.0.1:5000/stagex/core-x:1: the registry serves {theirs} after the push, ours is {ours} (a registry or proxy rewrote the manifest)")
+        );
+        let blob = PushError::Blob {
+            digest: ours.clone(),
+            error: Box::new(PushError::Rewritten {
+                tag: "h/r:t".into(),
+                served: None,
+                ours: Box::new(ours.clone()),
+            }),
+        };
+        assert!(blob.to_string().starts_with(&format!(
+            "blob {ours}: h/r:t: the registry serves nothing after"
+        )));
+    }
+
+    #[test]
     fn destinations_parse_and_name_repositories() {
         let d = Destination::parse("127.0.0.1:5000/stagex/").unwrap();
         assert_eq!(d.host, "127.0.0.1:5000");
