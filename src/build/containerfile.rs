@@ -299,10 +299,10 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
 pub fn build(
     tree: &PackageTree,
     package: &Package,
+    containerfile_path: &Path,
     options: &BuildOptions,
 ) -> Result<(PackageOutput, String)> {
     let backend = select_backend(options.builder)?;
-    let containerfile_path = package.containerfile.as_ref().expect("checked by caller");
     let containerfile = std::fs::read_to_string(containerfile_path)
         .with_context(|| format!("reading {}", containerfile_path.display()))?;
     let refs = containerfile_refs(&containerfile);

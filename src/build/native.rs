@@ -173,6 +173,13 @@ mod tests {
         .unwrap()
     }
 
+    fn native_spec(package: &Package) -> &NativeSpec {
+        match &package.recipe {
+            Some(crate::package::model::Recipe::Native(spec)) => spec,
+            other => panic!("a [native] package, not {other:?}"),
+        }
+    }
+
     #[test]
     fn declared_entries_become_a_tree_with_declared_modes_and_owners() {
         let p = package(
@@ -201,7 +208,7 @@ path = "bin"
 target = "usr/bin"
 "#,
         );
-        let tree = file_tree(&p, p.native.as_ref().unwrap()).unwrap();
+        let tree = file_tree(&p, native_spec(&p)).unwrap();
         let paths: Vec<&str> = tree.entries().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             paths,
@@ -228,10 +235,7 @@ target = "usr/bin"
     #[test]
     fn duplicates_are_rejected_naming_both() {
         let p = package("[package]\nname = \"t\"\n[[native.dir]]\npath = \"a\"\n[[native.symlink]]\npath = \"/a/\"\ntarget = \"b\"\n");
-        let err = format!(
-            "{:#}",
-            file_tree(&p, p.native.as_ref().unwrap()).unwrap_err()
-        );
+        let err = format!("{:#}", file_tree(&p, native_spec(&p)).unwrap_err());
         assert!(
             err.contains("native.symlink[0]") && err.contains("native.dir[0]"),
             "{err}"

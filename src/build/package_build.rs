@@ -12,6 +12,7 @@ use crate::layer::writer::{write_layer_to_layout, LayerOptions};
 use crate::oci::config::{rfc3339_utc, History};
 use crate::oci::image::{ImageLayer, ImageSpec};
 use crate::oci::{Platform, RunConfig};
+use crate::package::model::{NativeSpec, Recipe};
 use crate::package::{Package, PackageTree};
 
 /// Which backend builds a package.
@@ -90,28 +91,29 @@ pub fn build_one(
     package: &Package,
     options: &BuildOptions,
 ) -> Result<BuildReport> {
-    if package.native.is_some() {
-        let output = build_native(package, options)?;
-        return Ok(BuildReport {
-            id: package.id.clone(),
-            output,
-            backend: "native".to_string(),
-        });
-    }
-    if package.containerfile.is_none() {
-        bail!(
+    let containerfile = match &package.recipe {
+        Some(Recipe::Native(spec)) => {
+            let output = build_native(package, spec, options)?;
+            return Ok(BuildReport {
+                id: package.id.clone(),
+                output,
+                backend: "native".to_string(),
+            });
+        }
+        Some(Recipe::Containerfile(path)) => path,
+        None => bail!(
             "{} has neither a [native] section nor a Containerfile in {}; add one of them",
             package.id,
             package.dir.display()
-        );
-    }
+        ),
+    };
     if options.builder == BuilderChoice::Native {
         bail!(
             "{} needs a Containerfile build, but --builder native was given; use --builder auto|buildah|podman|docker",
             package.id
         );
     }
-    let (output, backend) = super::containerfile::build(tree, package, options)?;
+    let (output, backend) = super::containerfile::build(tree, package, containerfile, options)?;
     Ok(BuildReport {
         id: package.id.clone(),
         output,
@@ -129,8 +131,11 @@ pub fn layer_history(id: &str) -> History {
     }
 }
 
-fn build_native(package: &Package, options: &BuildOptions) -> Result<PackageOutput> {
-    let spec = package.native.as_ref().expect("checked by caller");
+fn build_native(
+    package: &Package,
+    spec: &NativeSpec,
+    options: &BuildOptions,
+) -> Result<PackageOutput> {
     let tree = native::file_tree(package, spec)?;
     let staging = Staging::new(&options.out_root, &package.id)?;
     let layer = write_layer_to_layout(&tree, &options.layer, staging.layout())?;

@@ -101,8 +101,7 @@ pub fn entry(package: &Package, options: &PlanOptions) -> Result<PlanEntry> {
         deps: package.deps.iter().cloned().collect(),
         build_args: build_args(package, options.epoch)?,
         containerfile: package
-            .containerfile
-            .as_deref()
+            .containerfile()
             .map(|p| relative_to(p, &options.root)),
         up_to_date: false,
         preseeded_from: None,
@@ -259,7 +258,9 @@ mod tests {
         let mut p = package(
             "[package]\nname = \"llvm\"\nversion = \"21.1\"\nsubpackages = [\"llvm\", \"clang\"]\n",
         );
-        p.containerfile = Some(PathBuf::from("/r/packages/core/llvm/Containerfile"));
+        p.recipe = Some(crate::package::model::Recipe::Containerfile(PathBuf::from(
+            "/r/packages/core/llvm/Containerfile",
+        )));
         p.deps = ["core-filesystem".to_string(), "core-clang".to_string()].into();
         let images = expand_subpackages(p);
         let options = PlanOptions {

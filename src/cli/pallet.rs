@@ -232,7 +232,7 @@ fn print_human(report: &Report<'_>) {
         let reused = platform
             .layers
             .iter()
-            .filter(|l| l.origin == "reused")
+            .filter(|l| l.origin == crate::pallet::pipeline::LayerOrigin::Reused)
             .count();
         println!(
             "image    {} {} ({} layers: {} reused, {} built)",

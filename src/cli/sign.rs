@@ -53,12 +53,23 @@ struct Line {
     platform: Option<String>,
     digest: String,
     identity: String,
-    /// `signed`, `already-signed`, `not-reproduced`, `not-in-digests` or `failed`.
-    status: &'static str,
+    status: Status,
     file: Option<String>,
     error: Option<String>,
     /// Signed with `--unreleased` (not checked against digests/).
     unreleased: bool,
+}
+
+/// What `sign` did with one image (`signed`, `already-signed`,
+/// `not-reproduced`, `not-in-digests` or `failed` in the JSON).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Status {
+    Signed,
+    AlreadySigned,
+    NotReproduced,
+    NotInDigests,
+    Failed,
 }
 
 pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
@@ -116,12 +127,14 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
             }
             None => match sign_target(signer.as_ref(), &store, target) {
                 Ok(SignOutcome::Signed { file }) => {
-                    ("signed", Some(file.display().to_string()), None)
+                    (Status::Signed, Some(file.display().to_string()), None)
                 }
-                Ok(SignOutcome::AlreadySigned { file }) => ("already-signed", Some(file), None),
+                Ok(SignOutcome::AlreadySigned { file }) => {
+                    (Status::AlreadySigned, Some(file), None)
+                }
                 Err(e) => {
                     failed += 1;
-                    ("failed", None, Some(format!("{e:#}")))
+                    (Status::Failed, None, Some(format!("{e:#}")))
                 }
             },
         };
@@ -133,7 +146,7 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
             status,
             file,
             error,
-            unreleased: args.unreleased && status == "signed",
+            unreleased: args.unreleased && status == Status::Signed,
         };
         if !ctx.json {
             let text = human(&line, &fingerprint.to_hex());
@@ -189,18 +202,18 @@ fn refusal(release: Option<&ReleaseDigests>, target: &ImageTarget) -> Option<Gat
 
 /// The status and the reason shown for the gate's answer `gate` (only
 /// refusals reach here; `Reproduced` is the signed status, no reason).
-fn refused(gate: &Gate, target: &ImageTarget) -> (&'static str, String) {
+fn refused(gate: &Gate, target: &ImageTarget) -> (Status, String) {
     match gate {
-        Gate::Reproduced => ("signed", String::new()),
+        Gate::Reproduced => (Status::Signed, String::new()),
         Gate::Mismatch { committed, source } => (
-            "not-reproduced",
+            Status::NotReproduced,
             format!(
                 "out/ has {}, the release committed {committed} ({source})",
                 target.digest
             ),
         ),
         Gate::Missing => (
-            "not-in-digests",
+            Status::NotInDigests,
             "not listed in the committed digests".to_string(),
         ),
     }
@@ -213,7 +226,7 @@ fn human(line: &Line, fingerprint: &str) -> String {
         .map(|p| format!(" ({p})"))
         .unwrap_or_default();
     match line.status {
-        "signed" => format!(
+        Status::Signed => format!(
             "signed          {}{platform} {} as {} -> {}{}",
             line.image,
             line.digest,
@@ -225,19 +238,19 @@ fn human(line: &Line, fingerprint: &str) -> String {
                 ""
             }
         ),
-        "not-reproduced" | "not-in-digests" => format!(
+        Status::NotReproduced | Status::NotInDigests => format!(
             "NOT SIGNED      {}{platform} {}: {}",
             line.image,
             line.digest,
             line.error.as_deref().unwrap_or("")
         ),
-        "already-signed" => format!(
+        Status::AlreadySigned => format!(
             "already signed  {}{platform} {} by {fingerprint} ({})",
             line.image,
             line.digest,
             line.file.as_deref().unwrap_or("")
         ),
-        _ => format!(
+        Status::Failed => format!(
             "failed          {}{platform} {}: {}",
             line.image,
             line.digest,

@@ -46,9 +46,9 @@ pub fn read_file(path: &Path) -> Result<KeyFileCerts, KeysDirError> {
         path: path.display().to_string(),
         detail: e.to_string(),
     })?;
-    let certs = parse(&bytes).map_err(|detail| KeysDirError::NotACertificate {
+    let certs = parse(&bytes).map_err(|e| KeysDirError::NotACertificate {
         path: path.display().to_string(),
-        detail,
+        detail: e.to_string(),
     })?;
     Ok(KeyFileCerts {
         path: path.to_path_buf(),
@@ -56,14 +56,24 @@ pub fn read_file(path: &Path) -> Result<KeyFileCerts, KeysDirError> {
     })
 }
 
+/// Why bytes are not a set of certificates.
+#[derive(Debug, thiserror::Error)]
+pub enum CertsError {
+    /// Not OpenPGP, or a certificate in it is broken (sequoia's words).
+    #[error("{0}")]
+    Broken(anyhow::Error),
+    #[error("no certificate in it")]
+    Empty,
+}
+
 /// Every certificate in `bytes`; an error when there is none or one is broken.
-pub fn parse(bytes: &[u8]) -> Result<Vec<Cert>, String> {
-    let parser = CertParser::from_bytes(bytes).map_err(|e| e.to_string())?;
+pub fn parse(bytes: &[u8]) -> Result<Vec<Cert>, CertsError> {
+    let parser = CertParser::from_bytes(bytes).map_err(CertsError::Broken)?;
     let certs = parser
         .collect::<Result<Vec<Cert>, _>>()
-        .map_err(|e| e.to_string())?;
+        .map_err(CertsError::Broken)?;
     if certs.is_empty() {
-        return Err("no certificate in it".to_string());
+        return Err(CertsError::Empty);
     }
     Ok(certs)
 }

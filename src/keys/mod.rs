@@ -286,9 +286,9 @@ pub fn cert_from_file(path: &Path) -> Result<Cert, AddError> {
         what: path.display().to_string(),
         detail: e.to_string(),
     })?;
-    let mut certs = dir::parse(&bytes).map_err(|detail| AddError::NotACertificate {
+    let mut certs = dir::parse(&bytes).map_err(|e| AddError::NotACertificate {
         what: path.display().to_string(),
-        detail,
+        detail: e.to_string(),
     })?;
     match certs.len() {
         1 => Ok(certs.remove(0)),

@@ -125,7 +125,16 @@ fn run_job(job: Job) -> Done {
 
 /// A job's result: its block, or why it failed (never silence: the
 /// collector counts on one answer per job).
-type Answer = Result<Done, String>;
+type Answer = Result<Done, WorkerFailed>;
+
+/// Why the gzip pool could not compress a block.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum WorkerFailed {
+    #[error("gzip worker failed on block {seq}: {why}")]
+    Panicked { seq: u64, why: String },
+    #[error("gzip worker threads died")]
+    Gone,
+}
 
 /// Runs a job, turning a panic into an error naming the block.
 fn run_job_caught(job: Job) -> Answer {
@@ -136,7 +145,7 @@ fn run_job_caught(job: Job) -> Answer {
             .map(|s| s.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".to_string());
-        format!("gzip worker failed on block {seq}: {why}")
+        WorkerFailed::Panicked { seq, why }
     })
 }
 
@@ -206,7 +215,7 @@ pub struct ParallelGzipWriter<W: Write> {
     pool: Option<Pool>,
     /// The first failure: once set, the output is incomplete and every
     /// call returns it.
-    failed: Option<String>,
+    failed: Option<WorkerFailed>,
     /// Test hook: the block with this sequence number panics.
     #[cfg(test)]
     panic_at: Option<u64>,
@@ -250,7 +259,7 @@ impl<W: Write> ParallelGzipWriter<W> {
     }
 
     /// Records the first failure and returns it.
-    fn fail(&mut self, why: String) -> io::Error {
+    fn fail(&mut self, why: WorkerFailed) -> io::Error {
         let why = self.failed.get_or_insert(why).clone();
         io::Error::other(why)
     }
@@ -281,7 +290,7 @@ impl<W: Write> ParallelGzipWriter<W> {
             .expect("jobs channel open until drop")
             .send(job);
         if sent.is_err() {
-            return Err(self.fail("gzip worker threads died".to_string()));
+            return Err(self.fail(WorkerFailed::Gone));
         }
         self.in_flight += 1;
         while self.in_flight >= self.max_in_flight {
@@ -303,7 +312,7 @@ impl<W: Write> ParallelGzipWriter<W> {
                 Ok(())
             }
             Ok(Err(why)) => Err(self.fail(why)),
-            Err(_) => Err(self.fail("gzip worker threads died".to_string())),
+            Err(_) => Err(self.fail(WorkerFailed::Gone)),
         }
     }
 

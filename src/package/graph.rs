@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Context as _, Result};
 
 use super::load::PackageTree;
-use super::model::Package;
+use super::model::{Package, Recipe};
 
 /// What a Containerfile refers to outside itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -229,14 +229,18 @@ pub fn containerfile_refs(text: &str) -> ContainerfileRefs {
 /// The packages a definition needs built first (sorted), read from its Containerfile or `native.base`.
 pub fn definition_deps(package: &Package) -> Result<BTreeSet<String>> {
     let mut deps = BTreeSet::new();
-    if let Some(native) = &package.native {
-        if let Some(base) = &native.base {
-            deps.insert(stagex_package_id(base).unwrap_or_else(|| base.clone()));
+    match &package.recipe {
+        Some(Recipe::Native(native)) => {
+            if let Some(base) = &native.base {
+                deps.insert(stagex_package_id(base).unwrap_or_else(|| base.clone()));
+            }
         }
-    } else if let Some(path) = &package.containerfile {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        deps = containerfile_refs(&text).packages;
+        Some(Recipe::Containerfile(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            deps = containerfile_refs(&text).packages;
+        }
+        None => {}
     }
     Ok(deps)
 }

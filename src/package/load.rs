@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 
 use super::graph::definition_deps;
-use super::model::{known_fields, NativeSpec, Package, PackageToml, Source, SourceSpec};
+use super::model::{known_fields, NativeSpec, Package, PackageToml, Recipe, Source, SourceSpec};
 use super::placeholders::{self, TemplateKind};
 use crate::oci::{Digest, Platform};
 use crate::unknown_fields::{self, UnknownField};
@@ -66,6 +66,12 @@ pub fn parse_package_lenient(
         validate_native(path, &dir, native)?;
     }
     let containerfile = dir.join(CONTAINERFILE);
+    let recipe = match &raw.native {
+        Some(native) => Some(Recipe::Native(Box::new(native.clone()))),
+        None => containerfile
+            .is_file()
+            .then_some(Recipe::Containerfile(containerfile)),
+    };
     let package = Package {
         stage: stage.to_string(),
         name: p.name.clone(),
@@ -83,8 +89,7 @@ pub fn parse_package_lenient(
         subpackages: p.subpackages.clone(),
         platforms,
         sources,
-        native: raw.native.clone(),
-        containerfile: containerfile.is_file().then_some(containerfile),
+        recipe,
     };
     if package.version_from.is_none() {
         // With the version known, every template must expand now.

@@ -250,11 +250,30 @@ pub struct Package {
     pub subpackages: Vec<String>,
     pub platforms: Vec<Platform>,
     pub sources: Vec<Source>,
-    pub native: Option<NativeSpec>,
-    pub containerfile: Option<PathBuf>,
+    /// How it is built; `None` when the directory has neither a
+    /// `[native]` section nor a Containerfile (building it says so).
+    pub recipe: Option<Recipe>,
+}
+
+/// How a package is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recipe {
+    /// `[native]`: a declared file tree plus image config (it wins over a
+    /// Containerfile in the same directory).
+    Native(Box<NativeSpec>),
+    /// The package directory's Containerfile.
+    Containerfile(PathBuf),
 }
 
 impl Package {
+    /// The Containerfile it is built from, if it is built from one.
+    pub fn containerfile(&self) -> Option<&std::path::Path> {
+        match &self.recipe {
+            Some(Recipe::Containerfile(path)) => Some(path),
+            _ => None,
+        }
+    }
+
     /// The id of the package definition this image comes from: `origin`
     /// for a subpackage, else its own id.
     pub fn origin_id(&self) -> &str {

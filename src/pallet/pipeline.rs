@@ -45,9 +45,18 @@ pub struct LayerReport {
     pub digest: Digest,
     pub size: u64,
     pub diff_id: Digest,
-    /// `reused` (a package layer) or `built`.
-    pub origin: &'static str,
+    pub origin: LayerOrigin,
     pub created_by: String,
+}
+
+/// Where a layer of a composed image comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerOrigin {
+    /// A package layer, reused as it is.
+    Reused,
+    /// Made by the composition.
+    Built,
 }
 
 /// The image composed for one platform.
@@ -168,9 +177,9 @@ pub fn run(
                     size: l.descriptor.size,
                     diff_id: l.diff_id.clone(),
                     origin: if reused.contains(&l.descriptor.digest) {
-                        "reused"
+                        LayerOrigin::Reused
                     } else {
-                        "built"
+                        LayerOrigin::Built
                     },
                     created_by: l.history.created_by.clone().unwrap_or_default(),
                 })

@@ -37,13 +37,21 @@ pub struct Signatures {
     pub blobs: Vec<Vec<u8>>,
 }
 
+/// The signatures of an image the gate accepted could not be read again.
+#[derive(Debug, thiserror::Error)]
+#[error("re-reading signatures of {image}: {error:#}")]
+pub struct RereadError {
+    pub image: String,
+    pub error: anyhow::Error,
+}
+
 /// Reads the files the gate accepted (`reports`, in the order of the
 /// images' targets) from `lookaside`.
 pub fn collect(
     lookaside: &Lookaside,
     images: &[ReleaseImage],
     reports: &[ImageReport],
-) -> Result<Vec<Signatures>, String> {
+) -> Result<Vec<Signatures>, RereadError> {
     let targets: Vec<_> = images
         .iter()
         .flat_map(|i| i.targets.iter().map(move |t| (i.name.as_str(), t)))
@@ -55,8 +63,10 @@ pub fn collect(
     let sets = lookaside.read_many(&keys);
     let mut out = Vec::new();
     for (((release_image, target), report), set) in targets.iter().zip(reports).zip(sets) {
-        let set: SignatureSet =
-            set.map_err(|e| format!("re-reading signatures of {}: {e:#}", target.name))?;
+        let set: SignatureSet = set.map_err(|error| RereadError {
+            image: target.name.clone(),
+            error,
+        })?;
         let valid: Vec<&str> = report
             .signers
             .iter()

@@ -64,6 +64,8 @@ pub enum PublishError {
     Gate(#[from] gate::GateError),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Reread(#[from] mirror::RereadError),
 }
 
 /// Expands the tag templates for one image (pure).
@@ -121,7 +123,7 @@ pub fn publish(
     let signatures = if request.mirrors.is_empty() {
         Vec::new()
     } else {
-        mirror::collect(trust.lookaside, images, &passed.reports).map_err(PublishError::Config)?
+        mirror::collect(trust.lookaside, images, &passed.reports)?
     };
     let journal = match &request.journal {
         Some(path) => Journal::load(path),

@@ -26,7 +26,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use super::journal::{Entry, Journal};
 use super::release::ReleaseImage;
 use super::report::{self, Counters};
-use super::retry::{retry, Budget, Policy};
+use super::retry::{retry, Budget, Exhausted, Policy};
 use crate::net::RegistryError;
 use crate::oci::descriptor::Descriptor;
 use crate::oci::digest::Digest;
@@ -232,10 +232,44 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Runs `op` under the host's retry budget; the error text names what
-/// failed and why the engine stopped.
-fn call<T>(host: &Host, op: impl FnMut() -> Result<T, RegistryError>) -> Result<T, String> {
-    retry(&host.budget, op).map_err(|e| e.to_string())
+/// Why one image could not be pushed to one destination (reported per
+/// image; the others go on).
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// A registry call failed for good: what failed and why the retry
+    /// engine stopped.
+    #[error("{0}")]
+    Registry(Box<Exhausted<RegistryError>>),
+    /// No client for the host (configuration, credentials); shared by
+    /// every image of the host.
+    #[error("{0:#}")]
+    Client(Arc<RegistryError>),
+    /// A blob of the local layout could not be read.
+    #[error("{0:#}")]
+    Local(anyhow::Error),
+    /// `tag` is `host/repo:tag`.
+    #[error("{tag}: pushed, but checking what the registry serves failed: {error}")]
+    ReadBack { tag: String, error: Box<PushError> },
+    #[error(
+        "{tag}: the registry serves {} after the push, ours is {ours} (a registry or proxy rewrote the manifest)",
+        .served.as_ref().map_or("nothing".to_string(), |d| d.to_string())
+    )]
+    Rewritten {
+        tag: String,
+        served: Option<Box<Digest>>,
+        ours: Box<Digest>,
+    },
+    #[error("blob {digest}: {error}")]
+    Blob {
+        digest: Digest,
+        error: Box<PushError>,
+    },
+}
+
+/// Runs `op` under the host's retry budget; the error names what failed
+/// and why the engine stopped.
+fn call<T>(host: &Host, op: impl FnMut() -> Result<T, RegistryError>) -> Result<T, PushError> {
+    retry(&host.budget, op).map_err(|e| PushError::Registry(Box::new(e)))
 }
 
 /// Upload progress of one blob, as bytes of publish's `BYTES_TASK`. Each
@@ -288,10 +322,10 @@ impl Progress for Uploading<'_> {
 #[derive(Default)]
 struct Clients(Mutex<HashMap<String, Arc<OnceClient>>>);
 
-type OnceClient = std::sync::OnceLock<Result<Arc<RegistryClient>, String>>;
+type OnceClient = std::sync::OnceLock<Result<Arc<RegistryClient>, Arc<RegistryError>>>;
 
 impl Clients {
-    fn get(&self, host: &str) -> Result<Arc<RegistryClient>, String> {
+    fn get(&self, host: &str) -> Result<Arc<RegistryClient>, PushError> {
         let once = self
             .0
             .lock()
@@ -299,12 +333,9 @@ impl Clients {
             .entry(host.to_string())
             .or_default()
             .clone();
-        once.get_or_init(|| {
-            RegistryClient::new(host)
-                .map(Arc::new)
-                .map_err(|e| format!("{e:#}"))
-        })
-        .clone()
+        once.get_or_init(|| RegistryClient::new(host).map(Arc::new).map_err(Arc::new))
+            .clone()
+            .map_err(PushError::Client)
     }
 }
 
@@ -387,7 +418,7 @@ fn push_one(run: &Run<'_>, clients: &Clients, d: usize, i: usize) {
             .and_then(|client| push_image(run, &client, dest, counters, image, &run.tags[i]))
     };
     if let Err(error) = result {
-        counters.fail(&image.name, error);
+        counters.fail(&image.name, error.to_string());
     }
     if (run.finished.fetch_add(1, Ordering::Relaxed) + 1) % JOURNAL_EVERY == 0 && !run.dry_run {
         // Best effort: the final save reports a failure.
@@ -404,7 +435,7 @@ fn push_image(
     counters: &Counters,
     image: &ReleaseImage,
     tags: &[String],
-) -> Result<(), String> {
+) -> Result<(), PushError> {
     let host = run.host(dest);
     let repo = dest.repository(&image.name);
     let root = image.manifests.last().expect("the root manifest is last");
@@ -446,7 +477,7 @@ fn push_image(
             let bytes = image
                 .layout
                 .read_blob(&child.digest)
-                .map_err(|e| format!("{e:#}"))?;
+                .map_err(PushError::Local)?;
             call(host, || {
                 client.push_manifest(&repo, &child.digest.to_string(), &bytes, &child.media_type)
             })?;
@@ -459,7 +490,7 @@ fn push_image(
             image
                 .layout
                 .read_blob(&root.digest)
-                .map_err(|e| format!("{e:#}"))?,
+                .map_err(PushError::Local)?,
         ),
         false => None,
     };
@@ -494,24 +525,22 @@ fn push_tag(
     tag: &str,
     bytes: &[u8],
     root: &Descriptor,
-) -> Result<(), String> {
+) -> Result<(), PushError> {
     call(host, || {
         client.push_manifest(repo, tag, bytes, &root.media_type)
     })?;
-    let served = served_digest(client, host, repo, tag).map_err(|e| {
-        format!(
-            "{}/{repo}:{tag}: pushed, but checking what the registry serves failed: {e}",
-            dest.host
-        )
+    let at = format!("{}/{repo}:{tag}", dest.host);
+    let served = served_digest(client, host, repo, tag).map_err(|error| PushError::ReadBack {
+        tag: at.clone(),
+        error: Box::new(error),
     })?;
     match served {
         Some(got) if got == root.digest => Ok(()),
-        got => Err(format!(
-            "{}/{repo}:{tag}: the registry serves {} after the push, ours is {} (a registry or proxy rewrote the manifest)",
-            dest.host,
-            got.map_or("nothing".to_string(), |d| d.to_string()),
-            root.digest
-        )),
+        served => Err(PushError::Rewritten {
+            tag: at,
+            served: served.map(Box::new),
+            ours: Box::new(root.digest.clone()),
+        }),
     }
 }
 
@@ -547,11 +576,15 @@ fn push_blobs(
     repo: &str,
     counters: &Counters,
     image: &ReleaseImage,
-) -> Result<bool, String> {
+) -> Result<bool, PushError> {
     let host = run.host(dest);
     let one = |blob: &Descriptor| {
-        push_blob(run, client, host, dest, repo, counters, image, blob)
-            .map_err(|e| format!("blob {}: {e}", blob.digest))
+        push_blob(run, client, host, dest, repo, counters, image, blob).map_err(|error| {
+            PushError::Blob {
+                digest: blob.digest.clone(),
+                error: Box::new(error),
+            }
+        })
     };
     crate::parallel::map_with(BLOB_JOBS, &image.blobs, one)
         .into_iter()
@@ -566,11 +599,11 @@ fn served_digest(
     host: &Host,
     repo: &str,
     tag: &str,
-) -> Result<Option<Digest>, String> {
+) -> Result<Option<Digest>, PushError> {
     match retry(&host.budget, || client.manifest_digest(repo, tag)) {
         Ok(digest) => Ok(Some(digest)),
         Err(e) if e.error.is_not_found() => Ok(None),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(PushError::Registry(Box::new(e))),
     }
 }
 
@@ -584,7 +617,7 @@ fn push_blob(
     counters: &Counters,
     image: &ReleaseImage,
     blob: &Descriptor,
-) -> Result<bool, String> {
+) -> Result<bool, PushError> {
     // An upload's bytes reach the progress as they are sent (`uploading`);
     // a blob mounted or already there counts at once.
     let uploading = Uploading::new(run.progress);
@@ -616,7 +649,7 @@ fn push_blob(
         // Not mounted (202), or refused (a token without pull scope on
         // `from`): try the next source, then upload.
         let mounted = call(host, || client.mount_blob(repo, from, &blob.digest));
-        if mounted == Ok(Mount::Mounted) {
+        if matches!(mounted, Ok(Mount::Mounted)) {
             Counters::add(&counters.blobs_mounted, 1);
             Counters::add(&counters.bytes_mounted, blob.size);
             host.holders.add(&blob.digest, repo);
@@ -652,7 +685,7 @@ fn upload(
     image: &ReleaseImage,
     blob: &Descriptor,
     progress: &dyn Progress,
-) -> Result<(), String> {
+) -> Result<(), PushError> {
     call(host, || {
         client.upload_blob(repo, blob, &image.layout, progress)
     })
@@ -729,6 +762,32 @@ mod tests {
         advance(6);
         assert_eq!(*seen.0.lock().unwrap(), vec![4, 3, 3]);
         assert_eq!(seen.0.lock().unwrap().iter().sum::<u64>(), 10);
+    }
+
+    #[test]
+    fn push_errors_name_the_tag_and_both_digests() {
+        let ours = Digest::of_bytes(b"ours");
+        let theirs = Digest::of_bytes(b"theirs");
+        let rewritten = PushError::Rewritten {
+            tag: "127.0.0.1:5000/stagex/core-x:1".into(),
+            served: Some(Box::new(theirs.clone())),
+            ours: Box::new(ours.clone()),
+        };
+        assert_eq!(
+            rewritten.to_string(),
+            format!("127.0.0.1:5000/stagex/core-x:1: the registry serves {theirs} after the push, ours is {ours} (a registry or proxy rewrote the manifest)")
+        );
+        let blob = PushError::Blob {
+            digest: ours.clone(),
+            error: Box::new(PushError::Rewritten {
+                tag: "h/r:t".into(),
+                served: None,
+                ours: Box::new(ours.clone()),
+            }),
+        };
+        assert!(blob.to_string().starts_with(&format!(
+            "blob {ours}: h/r:t: the registry serves nothing after"
+        )));
     }
 
     #[test]

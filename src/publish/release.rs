@@ -60,7 +60,7 @@ pub enum ReleaseError {
         "out/ does not match digests/*.txt, nothing was pushed:\n{}\n(rebuild or `stagex preseed` the images, or fix the digests files)",
         .0.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n")
     )]
-    Mismatch(Vec<String>),
+    Mismatch(Vec<ImageMismatch>),
     /// Not a `source`: the message says it, and callers print the chain.
     #[error("{0}\n(nothing was pushed)")]
     Integrity(IntegrityError),
@@ -104,9 +104,38 @@ fn check_blobs(listed: &[Listed], resolver: &Resolver<'_>) -> Result<(), Release
     Ok(())
 }
 
-fn load_one(item: &Listed, resolver: &Resolver<'_>) -> Result<ReleaseImage, String> {
+/// Why one listed image cannot be pushed as listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageMismatch {
+    /// out/ lacks the image, or it cannot be read or resolved.
+    #[error("{name} ({source_file}): {error:#}")]
+    Unreadable {
+        name: String,
+        source_file: String,
+        error: anyhow::Error,
+    },
+    /// out/ holds other platform manifests than the list says.
+    #[error(
+        "{name} ({source_file}): out/{name} holds {}, the list says sha256:{listed}",
+        .held.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    OtherDigest {
+        name: String,
+        source_file: String,
+        held: BTreeSet<Digest>,
+        listed: String,
+    },
+    #[error("{name}: no version to tag it with")]
+    NoVersion { name: String },
+}
+
+fn load_one(item: &Listed, resolver: &Resolver<'_>) -> Result<ReleaseImage, ImageMismatch> {
     let out = OutDir::open(resolver.out);
-    let fail = |e: anyhow::Error| format!("{} ({}): {e:#}", item.name, item.source);
+    let fail = |error: anyhow::Error| ImageMismatch::Unreadable {
+        name: item.name.clone(),
+        source_file: item.source.to_string(),
+        error,
+    };
     let layout = out.layout(&item.name).map_err(fail)?;
     let root = out.top(&item.name).map_err(fail)?;
     let (manifests, blobs) = walk(&layout, &root).map_err(fail)?;
@@ -117,24 +146,20 @@ fn load_one(item: &Listed, resolver: &Resolver<'_>) -> Result<ReleaseImage, Stri
         .map(|m| m.descriptor.digest)
         .collect();
     if !platform_manifests.contains(&item.digest) {
-        return Err(format!(
-            "{} ({}): out/{} holds {}, the list says sha256:{}",
-            item.name,
-            item.source,
-            item.name,
-            platform_manifests
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            item.digest.hex()
-        ));
+        return Err(ImageMismatch::OtherDigest {
+            name: item.name.clone(),
+            source_file: item.source.to_string(),
+            held: platform_manifests,
+            listed: item.digest.hex().to_string(),
+        });
     }
     let targets = resolver.resolve(&item.name).map_err(fail)?;
     let version = targets
         .iter()
         .find_map(|t| t.reference.tag.clone())
-        .ok_or_else(|| format!("{}: no version to tag it with", item.name))?;
+        .ok_or_else(|| ImageMismatch::NoVersion {
+            name: item.name.clone(),
+        })?;
     Ok(ReleaseImage {
         name: item.name.clone(),
         layout,

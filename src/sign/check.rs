@@ -11,7 +11,7 @@ use super::keyring::Keyring;
 use super::preverify;
 use super::quorum::quorum_met;
 use super::verify::{verify_signature, Expected, Rejection, VerifyOptions};
-use crate::lookaside::{Fetched, Lookaside, SignatureFile, SignatureSet};
+use crate::lookaside::{Fetched, Lookaside, SignatureFile};
 use rayon::prelude::*;
 
 /// The verdict for one image manifest.
@@ -82,11 +82,7 @@ pub fn verify_images(
         .iter()
         .map(|t| (t.repository_path.as_str(), &t.digest))
         .collect();
-    let fetched: Vec<Result<SignatureSet, String>> = lookaside
-        .read_many(&images)
-        .into_iter()
-        .map(|r| r.map_err(|e| format!("{e:#}")))
-        .collect();
+    let fetched = lookaside.read_many(&images);
     // One job per signature file; results land back by index.
     let jobs: Vec<(usize, &SignatureFile)> = fetched
         .iter()
@@ -135,7 +131,7 @@ pub fn verify_images(
             invalid: Vec::new(),
             hidden: set.as_ref().map(|s| s.hidden.clone()).unwrap_or_default(),
             capped: set.as_ref().is_ok_and(|s| s.capped),
-            error: set.as_ref().err().cloned(),
+            error: set.as_ref().err().map(|e| format!("{e:#}")),
             valid_signers: 0,
             threshold,
             quorum: false,

@@ -19,33 +19,42 @@ use openpgp::parse::{PacketParser, PacketParserResult, Parse};
 pub fn describe(blob: &[u8]) -> Option<String> {
     let packets = match top_level_tags(blob) {
         Ok(tags) => tags,
-        Err(reason) => return Some(reason),
+        Err(reason) => return Some(reason.to_string()),
     };
     describe_sequence(&packets)
+}
+
+/// Why the packets of a file cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum UnreadablePackets {
+    #[error("truncated or corrupt packet: {0}")]
+    AtStart(anyhow::Error),
+    #[error("a {tag} packet that cannot be read ({error}): the file is truncated or corrupt")]
+    Unknown { tag: Tag, error: String },
+    #[error("truncated or corrupt packet after {tag}: {error}")]
+    After { tag: Tag, error: anyhow::Error },
 }
 
 /// The tags of the message's packets, the content of one compressed data
 /// packet taking its place; an error in words when the packets themselves
 /// cannot be read.
-fn top_level_tags(blob: &[u8]) -> Result<Vec<Tag>, String> {
+fn top_level_tags(blob: &[u8]) -> Result<Vec<Tag>, UnreadablePackets> {
     let mut tags = Vec::new();
-    let mut ppr =
-        PacketParser::from_bytes(blob).map_err(|e| format!("truncated or corrupt packet: {e}"))?;
+    let mut ppr = PacketParser::from_bytes(blob).map_err(UnreadablePackets::AtStart)?;
     while let PacketParserResult::Some(pp) = ppr {
         let tag = pp.packet.tag();
         if tag != Tag::CompressedData && tag != Tag::Marker && tag != Tag::Padding {
             tags.push(tag);
         }
         if let openpgp::Packet::Unknown(u) = &pp.packet {
-            return Err(format!(
-                "a {} packet that cannot be read ({}): the file is truncated or corrupt",
+            return Err(UnreadablePackets::Unknown {
                 tag,
-                u.error()
-            ));
+                error: u.error().to_string(),
+            });
         }
         ppr = match pp.recurse() {
             Ok((_, next)) => next,
-            Err(e) => return Err(format!("truncated or corrupt packet after {tag}: {e}")),
+            Err(error) => return Err(UnreadablePackets::After { tag, error }),
         };
     }
     Ok(tags)

@@ -65,12 +65,57 @@ pub struct Finding {
     pub image: String,
     /// `signature-N` when the problem is one file's.
     pub file: Option<String>,
-    /// Stable code: `gap`, `over-cap`, `bad-directory`, `empty`, `too-large`, `soft-404`, `http-status`, `unauthorized`,
-    /// `error`, `duplicate-signer`, `unknown-key`, `legacy-format`,
-    /// `under-quorum`, `differs`, `missing-in-compare`, `only-in-compare`,
-    /// or any rejection code of `stagex verify`.
-    pub code: String,
+    pub code: FindingCode,
     pub detail: String,
+}
+
+/// The stable code of a finding, as the JSON and the text show it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingCode {
+    Gap,
+    OverCap,
+    BadDirectory,
+    #[serde(rename = "soft-404")]
+    Soft404,
+    HttpStatus,
+    Unauthorized,
+    Error,
+    DuplicateSigner,
+    UnderQuorum,
+    Differs,
+    MissingInCompare,
+    OnlyInCompare,
+    /// A file rejected with this code of `stagex verify` (`empty`,
+    /// `too-large`, `unknown-key`, `legacy-format`, ...).
+    #[serde(untagged)]
+    Rejected(String),
+}
+
+impl FindingCode {
+    pub fn as_str(&self) -> &str {
+        match self {
+            FindingCode::Gap => "gap",
+            FindingCode::OverCap => "over-cap",
+            FindingCode::BadDirectory => "bad-directory",
+            FindingCode::Soft404 => "soft-404",
+            FindingCode::HttpStatus => "http-status",
+            FindingCode::Unauthorized => "unauthorized",
+            FindingCode::Error => "error",
+            FindingCode::DuplicateSigner => "duplicate-signer",
+            FindingCode::UnderQuorum => "under-quorum",
+            FindingCode::Differs => "differs",
+            FindingCode::MissingInCompare => "missing-in-compare",
+            FindingCode::OnlyInCompare => "only-in-compare",
+            FindingCode::Rejected(code) => code,
+        }
+    }
+}
+
+impl std::fmt::Display for FindingCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The outcome of an audit.
@@ -96,7 +141,7 @@ impl AuditReport {
     /// Adds findings made outside the per-image audit (and counts them).
     pub fn add_findings(&mut self, findings: Vec<Finding>) {
         for f in &findings {
-            *self.counts.entry(f.code.clone()).or_default() += 1;
+            *self.counts.entry(f.code.to_string()).or_default() += 1;
         }
         self.findings.extend(findings);
     }
@@ -111,7 +156,7 @@ pub fn damaged_directories(dirs: &[String]) -> Vec<Finding> {
         .map(|dir| Finding {
             image: dir.clone(),
             file: None,
-            code: "bad-directory".into(),
+            code: FindingCode::BadDirectory,
             detail: "not a `<repository>@sha256=<64 hex digits>` directory (no or an invalid \
                      digest): no reader looks here; move the signatures to the directory of \
                      the image's manifest digest, or remove it"
@@ -157,7 +202,7 @@ pub fn audit(
             let finding = Finding {
                 image: label(&images[i]),
                 file: None,
-                code: "error".into(),
+                code: FindingCode::Error,
                 detail: format!("internal error: {reason}"),
             };
             (vec![finding], 0)
@@ -173,7 +218,7 @@ pub fn audit(
         report.clean += usize::from(findings.is_empty());
         report.valid += valid;
         for f in &findings {
-            *report.counts.entry(f.code.clone()).or_default() += 1;
+            *report.counts.entry(f.code.to_string()).or_default() += 1;
         }
         report.findings.extend(findings);
     }
@@ -183,10 +228,10 @@ pub fn audit(
 /// Every finding of one image, and its number of valid signatures.
 async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>, usize) {
     let label = label(&image);
-    let finding = |file: Option<&str>, code: &str, detail: String| Finding {
+    let finding = |file: Option<&str>, code: FindingCode, detail: String| Finding {
         image: label.clone(),
         file: file.map(str::to_string),
-        code: code.to_string(),
+        code,
         detail,
     };
     let expected = Expected {
@@ -201,9 +246,11 @@ async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>
             Verdict::Valid { signer } => {
                 signers.entry(signer).or_default().push(entry.name.clone())
             }
-            Verdict::Rejected { code, reason } => {
-                findings.push(finding(Some(&entry.name), &code, reason))
-            }
+            Verdict::Rejected { code, reason } => findings.push(finding(
+                Some(&entry.name),
+                FindingCode::Rejected(code),
+                reason,
+            )),
         }
     }
     findings.extend(end_finding(&listing.end, &finding));
@@ -226,7 +273,7 @@ async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>
         findings.push(if listing.end == End::Limit {
             finding(
                 Some(&entry.name),
-                "over-cap",
+                FindingCode::OverCap,
                 format!(
                     "the cap of {} signatures per image was reached, so no reader sees {} ({what}): remove signatures no one needs",
                     listing.files.len(),
@@ -236,7 +283,7 @@ async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>
         } else {
             finding(
                 Some(&entry.name),
-                "gap",
+                FindingCode::Gap,
                 format!(
                     "signature-{first_missing} is missing, so no reader sees {} ({what}): renumber the files contiguously",
                     entry.name
@@ -248,7 +295,7 @@ async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>
         if files.len() > 1 {
             findings.push(finding(
                 None,
-                "duplicate-signer",
+                FindingCode::DuplicateSigner,
                 format!(
                     "{signer} signed {} times ({}): counts once toward the quorum",
                     files.len(),
@@ -261,7 +308,7 @@ async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>
     if signers.len() < threshold {
         findings.push(finding(
             None,
-            "under-quorum",
+            FindingCode::UnderQuorum,
             format!(
                 "{} distinct trusted signer(s), {threshold} needed",
                 signers.len()
@@ -294,13 +341,13 @@ fn verdict(context: &Context, read: &Read, expected: &Expected) -> Verdict {
 
 fn end_finding(
     end: &End,
-    finding: &dyn Fn(Option<&str>, &str, String) -> Finding,
+    finding: &dyn Fn(Option<&str>, FindingCode, String) -> Finding,
 ) -> Option<Finding> {
     match end {
         End::Missing | End::Limit => None,
         End::SoftNotFound { name, location } => Some(finding(
             Some(name),
-            "soft-404",
+            FindingCode::Soft404,
             format!("{location}: {}", Rejection::SoftNotFound),
         )),
         End::Status {
@@ -309,18 +356,22 @@ fn end_finding(
             status,
         } => Some(finding(
             Some(name),
-            "http-status",
+            FindingCode::HttpStatus,
             format!(
                 "{location}: HTTP {status}: readers stop with an error here (a bucket without \
                  listing answers 403 for a missing file: make the mirror answer 404)"
             ),
         )),
-        End::Unauthorized { name, error } => {
-            Some(finding(Some(name), "unauthorized", error.to_string()))
-        }
-        End::Error { location, message } => {
-            Some(finding(None, "error", format!("{location}: {message}")))
-        }
+        End::Unauthorized { name, error } => Some(finding(
+            Some(name),
+            FindingCode::Unauthorized,
+            error.to_string(),
+        )),
+        End::Error { location, message } => Some(finding(
+            None,
+            FindingCode::Error,
+            format!("{location}: {message}"),
+        )),
     }
 }
 
@@ -329,7 +380,7 @@ fn compare(
     ours: &Listing,
     theirs: &Listing,
     other: &str,
-    finding: &dyn Fn(Option<&str>, &str, String) -> Finding,
+    finding: &dyn Fn(Option<&str>, FindingCode, String) -> Finding,
 ) -> Vec<Finding> {
     let mut findings = Vec::new();
     if let Some(f) = end_finding(&theirs.end, finding) {
@@ -348,12 +399,12 @@ fn compare(
         match theirs_by_name.get(entry.name.as_str()) {
             None => findings.push(finding(
                 Some(&entry.name),
-                "missing-in-compare",
+                FindingCode::MissingInCompare,
                 format!("{other} has no {}", entry.name),
             )),
             Some(t) if bytes(t) != bytes(entry) => findings.push(finding(
                 Some(&entry.name),
-                "differs",
+                FindingCode::Differs,
                 format!("{} and {} differ", entry.url, t.url),
             )),
             Some(_) => {}
@@ -364,10 +415,38 @@ fn compare(
         if !ours_names.contains(&entry.name.as_str()) {
             findings.push(finding(
                 Some(&entry.name),
-                "only-in-compare",
+                FindingCode::OnlyInCompare,
                 format!("{} exists only in {other}", entry.url),
             ));
         }
     }
     findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finding_codes_serialize_as_the_stable_words() {
+        let codes = [
+            (FindingCode::Gap, "gap"),
+            (FindingCode::OverCap, "over-cap"),
+            (FindingCode::BadDirectory, "bad-directory"),
+            (FindingCode::Soft404, "soft-404"),
+            (FindingCode::HttpStatus, "http-status"),
+            (FindingCode::Unauthorized, "unauthorized"),
+            (FindingCode::Error, "error"),
+            (FindingCode::DuplicateSigner, "duplicate-signer"),
+            (FindingCode::UnderQuorum, "under-quorum"),
+            (FindingCode::Differs, "differs"),
+            (FindingCode::MissingInCompare, "missing-in-compare"),
+            (FindingCode::OnlyInCompare, "only-in-compare"),
+            (FindingCode::Rejected("unknown-key".into()), "unknown-key"),
+        ];
+        for (code, word) in codes {
+            assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{word}\""));
+            assert_eq!(code.to_string(), word);
+        }
+    }
 }

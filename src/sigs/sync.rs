@@ -250,7 +250,7 @@ async fn sync_image(
     for (i, entry) in listing.files.into_iter().enumerate() {
         match known_file(&context, entry, prior.files.get(i), &expected) {
             Ok(file) => files.push(file),
-            Err(message) => outcome.errors.push(message),
+            Err(error) => outcome.errors.push(error.to_string()),
         }
     }
     let mut clean = outcome.errors.is_empty();
@@ -318,6 +318,14 @@ fn report_rejected(files: &[Known], label: &str, outcome: &mut Outcome) {
     }
 }
 
+/// Why a listed file could not be judged (recorded in the outcome).
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// A 304 answered a request sent without validators.
+    #[error("{url}: 304 Not Modified to a request that was not conditional")]
+    UnconditionalNotModified { url: String },
+}
+
 /// Hashes and judges one listed file (reusing the state's verdict for the
 /// same bytes); a 304 takes hash and verdict from the state.
 fn known_file(
@@ -325,14 +333,13 @@ fn known_file(
     entry: Walked,
     prior: Option<&FileState>,
     expected: &Expected,
-) -> Result<Known, String> {
+) -> Result<Known, FileError> {
     match &entry.read {
         Read::NotModified => {
             let Some(prior) = prior else {
-                return Err(format!(
-                    "{}: 304 Not Modified to a request that was not conditional",
-                    entry.url
-                ));
+                return Err(FileError::UnconditionalNotModified {
+                    url: entry.url.to_string(),
+                });
             };
             Ok(Known {
                 sha256: prior.sha256.clone(),
