@@ -90,6 +90,9 @@ pub struct PackageResult {
     pub matches_committed: bool,
     /// The command comparing the first two builds that differ.
     pub diff_command: Option<String>,
+    /// Its first causes (innermost first), when the two layouts could be read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<crate::diff::Cause>,
 }
 
 /// The whole run.
@@ -347,6 +350,7 @@ fn verdict(
         verdict,
         digest,
         diff_command: diff_command(&builds),
+        causes: first_causes(&builds),
         builds,
         committed,
         matches_committed,
@@ -373,6 +377,55 @@ fn diff_command(builds: &[BuildResult]) -> Option<String> {
         first.out.display(),
         other.out.display()
     ))
+}
+
+/// How many causes of a difference the report carries.
+const FIRST_CAUSES: usize = 3;
+
+/// The first causes `stagex diff` finds between the first build and the
+/// first one that differs; none when either layout cannot be read (the
+/// command is still printed).
+fn first_causes(builds: &[BuildResult]) -> Vec<crate::diff::Cause> {
+    let Some(first) = builds.iter().find(|b| b.digest.is_some()) else {
+        return Vec::new();
+    };
+    let Some(other) = builds
+        .iter()
+        .find(|b| b.digest.is_some() && b.digest != first.digest)
+    else {
+        return Vec::new();
+    };
+    let compare = || -> Result<crate::diff::Report, Box<dyn std::error::Error>> {
+        let store = crate::store::Store::open_default()?;
+        let a = crate::diff::side::resolve(
+            "A",
+            &format!("oci:{}", first.out.display()),
+            &first.out,
+            &store,
+        )?;
+        let b = crate::diff::side::resolve(
+            "B",
+            &format!("oci:{}", other.out.display()),
+            &other.out,
+            &store,
+        )?;
+        Ok(crate::diff::diff(
+            &store,
+            &a,
+            &b,
+            crate::diff::DiffOptions::default(),
+        )?)
+    };
+    compare()
+        .map(|report| {
+            report
+                .causes
+                .into_iter()
+                .filter(|c| !c.consequence)
+                .take(FIRST_CAUSES)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Hard-links (copies across file systems) each dependency layout found

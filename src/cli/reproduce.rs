@@ -256,8 +256,11 @@ fn print_human(report: &ReproduceReport, signed: &[String], kept: bool) {
                     let what = b.digest.as_deref().or(b.error.as_deref()).unwrap_or("");
                     println!("    {} {}: {what}  [{}]", b.builder, b.run, b.out.display());
                 }
+                for cause in &p.causes {
+                    println!("    {}", crate::diff::render::cause_line(cause));
+                }
                 if let Some(cmd) = &p.diff_command {
-                    println!("    first causes: run `{cmd}`");
+                    println!("    all causes: run `{cmd}`");
                 }
             }
         }

@@ -208,8 +208,10 @@ fn refused(gate: &Gate, target: &ImageTarget) -> (Status, String) {
         Gate::Mismatch { committed, source } => (
             Status::NotReproduced,
             format!(
-                "out/ has {}, the release committed {committed} ({source})",
-                target.digest
+                "out/ has {}, the release committed {committed} ({source}); why: stagex diff NS|DIR/{name}@{committed} out/{name}@{}",
+                target.digest,
+                target.digest,
+                name = target.name
             ),
         ),
         Gate::Missing => (

@@ -307,6 +307,15 @@ fn a_containerfile_writing_a_uuid_and_the_time_does_not_reproduce() {
         assert!(Path::new(out).join("index.json").is_file(), "{out} kept");
     }
     assert_eq!(report["kept"], true);
+    // The first cause is the file the Containerfile made noisy.
+    let causes = noisy["causes"].as_array().unwrap();
+    assert!(
+        causes
+            .iter()
+            .any(|c| c["kind"] == "content"
+                && c["path"].as_str().unwrap_or("").ends_with("etc/noise")),
+        "{report}"
+    );
     let buildah = report["variations"]["buildah"].as_array().unwrap();
     let hostname = buildah
         .iter()
