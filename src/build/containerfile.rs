@@ -305,176 +305,41 @@ pub fn build(
     let backend = select_backend(options.builder)?;
     let containerfile = std::fs::read_to_string(containerfile_path)
         .with_context(|| format!("reading {}", containerfile_path.display()))?;
-    let refs = containerfile_refs(&containerfile);
-    let unknown: Vec<&String> = refs
-        .external
-        .iter()
-        .filter(|e| e.as_str() != "fetch")
-        .collect();
-    if !unknown.is_empty() {
-        bail!(
-            "{}: uses images that are not StageX packages ({}); builds run with --network none and --pull=never, so only stagex/<stage>-<name> images from out/ are available",
-            containerfile_path.display(),
-            unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        );
-    }
+    refuse_foreign_images(&containerfile, containerfile_path)?;
     let sources = verified_sources(package, &options.fetch_root)?;
-    let deps = package_deps(package)?;
     let epoch = options.layer.mtime;
     let created = rfc3339_utc(epoch as i64);
-
     std::fs::create_dir_all(&options.out_root)?;
     let work = tempfile::Builder::new()
         .prefix(&format!(".{}.build.", package.id))
         .tempdir_in(&options.out_root)
         .context("creating a build directory")?;
-    // Build context: the package directory plus the fetched sources, at
-    // its top and in `fetch/` (where StageX's Makefile puts them, for
-    // `ADD fetch/<file>`).
-    let context = work.path().join("context");
-    copy_tree(&package.dir, &context)?;
-    std::fs::create_dir_all(context.join("fetch"))?;
-    for source in &sources {
-        let name = source.file_name().unwrap_or_default();
-        for dest in [context.join(name), context.join("fetch").join(name)] {
-            if dest.exists() {
-                continue;
-            }
-            if std::fs::hard_link(source, &dest).is_err() {
-                std::fs::copy(source, &dest)
-                    .with_context(|| format!("copying {}", source.display()))?;
-            }
-        }
-    }
     let fetch = fetch_dir(&options.fetch_root, package);
     std::fs::create_dir_all(&fetch).with_context(|| format!("creating {}", fetch.display()))?;
-    let args = build_args(package, epoch)?;
-    // A subpackage's own stage (`package-<sub>`), else `package` if any.
-    let target = package
-        .target
-        .clone()
-        .or_else(|| target_stage(&containerfile));
-
+    let job = BuildJob {
+        tree,
+        package,
+        options,
+        backend: &backend,
+        deps: package_deps(package)?,
+        args: build_args(package, epoch)?,
+        // A subpackage's own stage (`package-<sub>`), else `package` if any.
+        target: package
+            .target
+            .clone()
+            .or_else(|| target_stage(&containerfile)),
+        context: build_context(work.path(), package, &sources)?,
+        fetch,
+        work: work.path().to_path_buf(),
+        epoch,
+    };
     let staging = Staging::new(&options.out_root, &package.id)?;
     let mut images = Vec::new();
     for platform in platforms_for(package, options) {
-        let platform_dash = platform.to_string().replace('/', "-");
-        let result = work.path().join(format!("result-{platform_dash}"));
-        // A subpackage shares its family's storage for the run (the
-        // scheduler builds members one at a time), so the shared `build`
-        // stage comes from the builder's layer cache after the first one.
-        let shared = family_storage(package, options, &platform_dash);
-        let storage = Storage::new(
-            shared
-                .as_deref()
-                .unwrap_or(&work.path().join(format!("s-{platform_dash}"))),
-        )?;
-        match &backend {
-            Backend::Buildah(program) | Backend::Podman(program) => {
-                let podman = matches!(backend, Backend::Podman(_));
-                let links = DepLinks::new()?;
-                for dep in &deps {
-                    let dir = links.link(dep, &options.out_root.join(dep))?;
-                    let pulled = run(
-                        storage
-                            .command(program)
-                            .args(["pull", "--quiet", "--platform", &platform.to_string()])
-                            .arg(format!("oci:{}", dir.display())),
-                        &format!("{} pull of {dep}", backend.name()),
-                    )?;
-                    let id = String::from_utf8_lossy(&pulled.stdout)
-                        .lines()
-                        .last()
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string();
-                    run(
-                        storage
-                            .command(program)
-                            .args(["tag", &id, &format!("stagex/{dep}")])
-                            .args(
-                                tree.get(dep)
-                                    .ok()
-                                    .and_then(|p| p.version.clone())
-                                    .map(|v| format!("stagex/{dep}:{v}")),
-                            ),
-                        &format!("{} tag of {dep}", backend.name()),
-                    )?;
-                }
-                let iid = work.path().join("iid");
-                let mut command = storage.command(program);
-                command.arg("build");
-                if shared.is_some() {
-                    command.env("BUILDAH_LAYERS", "true").arg("--layers");
-                }
-                if !podman {
-                    command.args(["--isolation", "oci"]);
-                }
-                command
-                    .args([
-                        "--runtime",
-                        "runc",
-                        "--network",
-                        "none",
-                        "--pull=never",
-                        "--format",
-                        "oci",
-                    ])
-                    .args([
-                        "--timestamp",
-                        &epoch.to_string(),
-                        "--platform",
-                        &platform.to_string(),
-                    ])
-                    .env("SOURCE_DATE_EPOCH", epoch.to_string());
-                common_build_flags(&mut command, &args, &fetch, target.as_deref())?;
-                command
-                    .arg("--iidfile")
-                    .arg(&iid)
-                    .arg("-f")
-                    .arg(context.join("Containerfile"))
-                    .arg(&context);
-                run(
-                    &mut command,
-                    &format!("{} build of {}", backend.name(), package.id),
-                )?;
-                let image = std::fs::read_to_string(&iid).context("reading the built image id")?;
-                run(
-                    storage
-                        .command(program)
-                        .args(["push", "--quiet", image.trim()])
-                        .arg(format!("oci:{}:latest", result.display())),
-                    &format!("{} push of {}", backend.name(), package.id),
-                )?;
-            }
-            Backend::Docker(program) => {
-                let mut command = Command::new(program);
-                command
-                    .args(["buildx", "build", "--network", "none", "--provenance=false"])
-                    .args(["--platform", &platform.to_string()])
-                    .env("SOURCE_DATE_EPOCH", epoch.to_string());
-                common_build_flags(&mut command, &args, &fetch, target.as_deref())?;
-                for dep in &deps {
-                    command.arg("--build-context").arg(format!(
-                        "stagex/{dep}=oci-layout://{}",
-                        options.out_root.join(dep).canonicalize()?.display()
-                    ));
-                }
-                command
-                    .arg("--output")
-                    .arg(format!("type=oci,tar=false,dest={}", result.display()))
-                    .arg("-f")
-                    .arg(context.join("Containerfile"))
-                    .arg(&context);
-                run(
-                    &mut command,
-                    &format!("docker buildx build of {}", package.id),
-                )?;
-            }
-        }
+        let result = job.build_platform(&platform)?;
         images.push(normalize(
             package,
-            &deps,
+            &job.deps,
             &platform,
             &result,
             &work.path().join("rootfs"),
@@ -486,6 +351,210 @@ pub fn build(
     let dest = options.out_root.join(&package.id);
     let output = staging.finish(&images, package.version_or_latest(), &created, &dest)?;
     Ok((output, backend.name().to_string()))
+}
+
+/// Builds run with `--network none` and `--pull=never`: a Containerfile
+/// may only name StageX package images (and the `fetch` context).
+fn refuse_foreign_images(containerfile: &str, path: &Path) -> Result<()> {
+    let refs = containerfile_refs(containerfile);
+    let unknown: Vec<&str> = refs
+        .external
+        .iter()
+        .map(String::as_str)
+        .filter(|e| *e != "fetch")
+        .collect();
+    if !unknown.is_empty() {
+        bail!(
+            "{}: uses images that are not StageX packages ({}); builds run with --network none and --pull=never, so only stagex/<stage>-<name> images from out/ are available",
+            path.display(),
+            unknown.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The build context in `work`: the package directory plus the fetched
+/// sources, at its top and in `fetch/` (where StageX's Makefile puts them,
+/// for `ADD fetch/<file>`).
+fn build_context(work: &Path, package: &Package, sources: &[PathBuf]) -> Result<PathBuf> {
+    let context = work.join("context");
+    copy_tree(&package.dir, &context)?;
+    std::fs::create_dir_all(context.join("fetch"))?;
+    for source in sources {
+        let name = source.file_name().unwrap_or_default();
+        for dest in [context.join(name), context.join("fetch").join(name)] {
+            if dest.exists() {
+                continue;
+            }
+            if std::fs::hard_link(source, &dest).is_err() {
+                std::fs::copy(source, &dest)
+                    .with_context(|| format!("copying {}", source.display()))?;
+            }
+        }
+    }
+    Ok(context)
+}
+
+/// What every platform's build of one package shares.
+struct BuildJob<'a> {
+    tree: &'a PackageTree,
+    package: &'a Package,
+    options: &'a BuildOptions,
+    backend: &'a Backend,
+    deps: BTreeSet<String>,
+    args: BTreeMap<String, String>,
+    target: Option<String>,
+    context: PathBuf,
+    fetch: PathBuf,
+    work: PathBuf,
+    epoch: u64,
+}
+
+impl BuildJob<'_> {
+    /// Builds one platform; returns the OCI layout the builder wrote.
+    fn build_platform(&self, platform: &Platform) -> Result<PathBuf> {
+        let platform_dash = platform.to_string().replace('/', "-");
+        let result = self.work.join(format!("result-{platform_dash}"));
+        match self.backend {
+            Backend::Buildah(program) | Backend::Podman(program) => {
+                self.build_with_containers(program, platform, &platform_dash, &result)?
+            }
+            Backend::Docker(program) => self.build_with_docker(program, platform, &result)?,
+        }
+        Ok(result)
+    }
+
+    /// buildah or podman: the dependencies pulled into the run's storage
+    /// from out/, the build, then a push of the image to `result`.
+    fn build_with_containers(
+        &self,
+        program: &Path,
+        platform: &Platform,
+        platform_dash: &str,
+        result: &Path,
+    ) -> Result<()> {
+        // A subpackage shares its family's storage for the run (the
+        // scheduler builds members one at a time), so the shared `build`
+        // stage comes from the builder's layer cache after the first one.
+        let shared = family_storage(self.package, self.options, platform_dash);
+        let storage = Storage::new(
+            shared
+                .as_deref()
+                .unwrap_or(&self.work.join(format!("s-{platform_dash}"))),
+        )?;
+        let links = DepLinks::new()?;
+        for dep in &self.deps {
+            self.load_dependency(&storage, &links, program, platform, dep)?;
+        }
+        let iid = self.work.join("iid");
+        let mut command = storage.command(program);
+        command.arg("build");
+        if shared.is_some() {
+            command.env("BUILDAH_LAYERS", "true").arg("--layers");
+        }
+        if !matches!(self.backend, Backend::Podman(_)) {
+            command.args(["--isolation", "oci"]);
+        }
+        command
+            .args(["--runtime", "runc", "--network", "none", "--pull=never"])
+            .args(["--format", "oci", "--timestamp", &self.epoch.to_string()])
+            .args(["--platform", &platform.to_string()])
+            .env("SOURCE_DATE_EPOCH", self.epoch.to_string());
+        common_build_flags(
+            &mut command,
+            &self.args,
+            &self.fetch,
+            self.target.as_deref(),
+        )?;
+        command.arg("--iidfile").arg(&iid);
+        self.run_build(&mut command, &format!("{} build", self.backend.name()))?;
+        let image = std::fs::read_to_string(&iid).context("reading the built image id")?;
+        run(
+            storage
+                .command(program)
+                .args(["push", "--quiet", image.trim()])
+                .arg(format!("oci:{}:latest", result.display())),
+            &format!("{} push of {}", self.backend.name(), self.package.id),
+        )?;
+        Ok(())
+    }
+
+    /// Pulls `dep` from out/ into the run's storage and tags it
+    /// `stagex/<dep>` (and `:<version>`).
+    fn load_dependency(
+        &self,
+        storage: &Storage,
+        links: &DepLinks,
+        program: &Path,
+        platform: &Platform,
+        dep: &str,
+    ) -> Result<()> {
+        let name = self.backend.name();
+        let dir = links.link(dep, &self.options.out_root.join(dep))?;
+        let pulled = run(
+            storage
+                .command(program)
+                .args(["pull", "--quiet", "--platform", &platform.to_string()])
+                .arg(format!("oci:{}", dir.display())),
+            &format!("{name} pull of {dep}"),
+        )?;
+        let id = String::from_utf8_lossy(&pulled.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let version_tag = self
+            .tree
+            .get(dep)
+            .ok()
+            .and_then(|p| p.version.clone())
+            .map(|v| format!("stagex/{dep}:{v}"));
+        run(
+            storage
+                .command(program)
+                .args(["tag", &id, &format!("stagex/{dep}")])
+                .args(version_tag),
+            &format!("{name} tag of {dep}"),
+        )?;
+        Ok(())
+    }
+
+    /// docker buildx: dependencies as `oci-layout://` build contexts, the
+    /// image written straight to `result`.
+    fn build_with_docker(&self, program: &Path, platform: &Platform, result: &Path) -> Result<()> {
+        let mut command = Command::new(program);
+        command
+            .args(["buildx", "build", "--network", "none", "--provenance=false"])
+            .args(["--platform", &platform.to_string()])
+            .env("SOURCE_DATE_EPOCH", self.epoch.to_string());
+        common_build_flags(
+            &mut command,
+            &self.args,
+            &self.fetch,
+            self.target.as_deref(),
+        )?;
+        for dep in &self.deps {
+            command.arg("--build-context").arg(format!(
+                "stagex/{dep}=oci-layout://{}",
+                self.options.out_root.join(dep).canonicalize()?.display()
+            ));
+        }
+        command
+            .arg("--output")
+            .arg(format!("type=oci,tar=false,dest={}", result.display()));
+        self.run_build(&mut command, "docker buildx build")
+    }
+
+    /// Runs a build `command` on this package's Containerfile and context.
+    fn run_build(&self, command: &mut Command, what: &str) -> Result<()> {
+        command
+            .arg("-f")
+            .arg(self.context.join("Containerfile"))
+            .arg(&self.context);
+        run(command, &format!("{what} of {}", self.package.id))?;
+        Ok(())
+    }
 }
 
 /// The storage a family member builds in, when the scheduler gave the run

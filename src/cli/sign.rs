@@ -74,11 +74,7 @@ enum Status {
 
 pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
     crate::lookaside::signature_cap_setting()?;
-    let signer: Box<dyn PayloadSigner> = match (&args.key, &args.gpg) {
-        (Some(path), _) => Box::new(KeyFileSigner::from_file(path)?),
-        (None, Some(fpr)) => Box::new(GpgSigner::new(fpr)?),
-        (None, None) => anyhow::bail!("pass --key FILE or --gpg FINGERPRINT"),
-    };
+    let signer = load_signer(&args)?;
     warn_if_expiring(signer.cert());
     let resolver = Resolver::from_settings(&ctx.settings, args.identity.as_deref());
     let targets = resolver.resolve_all(&args.images)?;
@@ -87,18 +83,7 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
     } else {
         args.digests.clone()
     };
-    let release = if args.unreleased {
-        if !ctx.json {
-            eprintln!(
-                "stagex: --unreleased: signing out/ as built, NOT checked against the committed digests; these signatures do not attest a reproduced release"
-            );
-        }
-        None
-    } else {
-        Some(ReleaseDigests::load(&digest_paths).map_err(|e| {
-            e.context("reproduce before sign needs the committed digests (run `stagex digests` on the release commit), or pass --unreleased")
-        })?)
-    };
+    let release = load_release(ctx, &args, &digest_paths)?;
     let root = args
         .signatures
         .clone()
@@ -108,36 +93,16 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
     let task = Task::images(&progress, "sign", "sign", Some(targets.len() as u64));
     let fingerprint = signer.fingerprint();
     let mut lines = Vec::new();
-    let mut failed = 0;
-    let mut not_reproduced = 0;
-    let mut not_in_digests = 0;
+    let mut tally = Tally::default();
     for target in &targets {
         task.describe(&target.name);
-        let (status, file, error) = match refusal(release.as_ref(), target) {
-            Some(gate) => {
-                // Counted by the gate's answer, which the compiler makes
-                // exhaustive: a new kind of refusal cannot be miscounted.
-                match gate {
-                    Gate::Mismatch { .. } => not_reproduced += 1,
-                    Gate::Missing => not_in_digests += 1,
-                    Gate::Reproduced => {}
-                }
-                let (status, why) = refused(&gate, target);
-                (status, None, Some(why))
-            }
-            None => match sign_target(signer.as_ref(), &store, target) {
-                Ok(SignOutcome::Signed { file }) => {
-                    (Status::Signed, Some(file.display().to_string()), None)
-                }
-                Ok(SignOutcome::AlreadySigned { file }) => {
-                    (Status::AlreadySigned, Some(file), None)
-                }
-                Err(e) => {
-                    failed += 1;
-                    (Status::Failed, None, Some(format!("{e:#}")))
-                }
-            },
-        };
+        let (status, file, error) = sign_one(
+            signer.as_ref(),
+            &store,
+            release.as_ref(),
+            target,
+            &mut tally,
+        );
         let line = Line {
             image: target.name.clone(),
             platform: target.platform.clone(),
@@ -162,34 +127,109 @@ pub fn run(ctx: &Context, args: SignArgs) -> Result<ExitCode> {
     if ctx.json {
         super::print_json(&lines)?;
     }
-    if not_reproduced > 0 {
-        eprintln!(
-            "stagex: error: {not_reproduced} of {} image(s) not signed: their out/ digest is not the committed one (rebuild to reproduce it, or pass --unreleased to sign what was built)",
-            targets.len()
-        );
+    Ok(tally.report(targets.len(), &digest_paths))
+}
+
+/// `--key FILE` (sequoia) or `--gpg FPR` (gpg-agent, smartcards).
+fn load_signer(args: &SignArgs) -> Result<Box<dyn PayloadSigner>> {
+    Ok(match (&args.key, &args.gpg) {
+        (Some(path), _) => Box::new(KeyFileSigner::from_file(path)?),
+        (None, Some(fpr)) => Box::new(GpgSigner::new(fpr)?),
+        (None, None) => anyhow::bail!("pass --key FILE or --gpg FINGERPRINT"),
+    })
+}
+
+/// The committed digests the gate checks against; none with `--unreleased`
+/// (said on stderr: such signatures attest no reproduced release).
+fn load_release(
+    ctx: &Context,
+    args: &SignArgs,
+    digest_paths: &[PathBuf],
+) -> Result<Option<ReleaseDigests>> {
+    if args.unreleased {
+        if !ctx.json {
+            eprintln!(
+                "stagex: --unreleased: signing out/ as built, NOT checked against the committed digests; these signatures do not attest a reproduced release"
+            );
+        }
+        return Ok(None);
     }
-    if not_in_digests > 0 {
-        let shown: Vec<String> = digest_paths
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        eprintln!(
-            "stagex: error: {not_in_digests} of {} image(s) not signed: not listed in the digests files ({}); run `stagex digests` on the release commit, pass --digests FILE|DIR naming the release's digests, or --unreleased to sign what was built",
-            targets.len(),
-            shown.join(", ")
-        );
+    Ok(Some(ReleaseDigests::load(digest_paths).map_err(|e| {
+        e.context("reproduce before sign needs the committed digests (run `stagex digests` on the release commit), or pass --unreleased")
+    })?))
+}
+
+/// How many images were refused, and why, or failed.
+#[derive(Default)]
+struct Tally {
+    failed: usize,
+    not_reproduced: usize,
+    not_in_digests: usize,
+}
+
+impl Tally {
+    /// The closing errors on stderr, and the exit code.
+    fn report(&self, total: usize, digest_paths: &[PathBuf]) -> ExitCode {
+        if self.not_reproduced > 0 {
+            eprintln!(
+                "stagex: error: {} of {total} image(s) not signed: their out/ digest is not the committed one (rebuild to reproduce it, or pass --unreleased to sign what was built)",
+                self.not_reproduced
+            );
+        }
+        if self.not_in_digests > 0 {
+            let shown: Vec<String> = digest_paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            eprintln!(
+                "stagex: error: {} of {total} image(s) not signed: not listed in the digests files ({}); run `stagex digests` on the release commit, pass --digests FILE|DIR naming the release's digests, or --unreleased to sign what was built",
+                self.not_in_digests,
+                shown.join(", ")
+            );
+        }
+        if self.failed > 0 {
+            eprintln!(
+                "stagex: error: {} of {total} image(s) could not be signed",
+                self.failed
+            );
+        }
+        if self.failed + self.not_reproduced + self.not_in_digests > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
     }
-    let refused = not_reproduced + not_in_digests;
-    if failed > 0 {
-        eprintln!(
-            "stagex: error: {failed} of {} image(s) could not be signed",
-            targets.len()
-        );
+}
+
+/// Signs `target` unless the gate refuses it; counts the outcome.
+fn sign_one(
+    signer: &dyn PayloadSigner,
+    store: &FileLookaside,
+    release: Option<&ReleaseDigests>,
+    target: &ImageTarget,
+    tally: &mut Tally,
+) -> (Status, Option<String>, Option<String>) {
+    if let Some(gate) = refusal(release, target) {
+        // Counted by the gate's answer, which the compiler makes
+        // exhaustive: a new kind of refusal cannot be miscounted.
+        match gate {
+            Gate::Mismatch { .. } => tally.not_reproduced += 1,
+            Gate::Missing => tally.not_in_digests += 1,
+            Gate::Reproduced => {}
+        }
+        let (status, why) = refused(&gate, target);
+        return (status, None, Some(why));
     }
-    if failed + refused > 0 {
-        return Ok(ExitCode::FAILURE);
+    match sign_target(signer, store, target) {
+        Ok(SignOutcome::Signed { file }) => {
+            (Status::Signed, Some(file.display().to_string()), None)
+        }
+        Ok(SignOutcome::AlreadySigned { file }) => (Status::AlreadySigned, Some(file), None),
+        Err(e) => {
+            tally.failed += 1;
+            (Status::Failed, None, Some(format!("{e:#}")))
+        }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The reproduce-before-sign gate's answer for `target` when it refuses

@@ -350,25 +350,47 @@ fn read_info<R: Read>(item: &tar::Entry<'_, R>) -> Result<Option<EntryInfo>, Ent
         Some(link) if !link.is_empty() => Some(utf8(link, "link target")?),
         _ => None,
     };
+    info.kind = entry_kind(item, &mut info, raw_link.as_deref())?;
+    info.raw_link_target = raw_link;
+    Ok(Some(info))
+}
+
+/// The entry's kind from its tar type; fills the size, link target or
+/// device numbers that kind carries.
+fn entry_kind<R: Read>(
+    item: &tar::Entry<'_, R>,
+    info: &mut EntryInfo,
+    raw_link: Option<&str>,
+) -> Result<EntryType, EntryError> {
+    let header = item.header();
+    let tar_type = header.entry_type();
     let path = info.path.clone();
     let missing = |kind| EntryError::MissingLinkTarget {
         path: path.clone(),
         kind,
     };
-    info.kind = match tar_type {
+    let bad = |field: &'static str| {
+        let path = info.raw_path.clone();
+        move |source| EntryError::BadHeader {
+            path,
+            field,
+            source,
+        }
+    };
+    Ok(match tar_type {
         tar::EntryType::Regular | tar::EntryType::Continuous => {
             info.size = item.size();
             EntryType::File
         }
         tar::EntryType::Directory => EntryType::Directory,
         tar::EntryType::Symlink => {
-            info.link_target = Some(raw_link.clone().ok_or_else(|| missing("symlink"))?);
+            info.link_target = Some(raw_link.ok_or_else(|| missing("symlink"))?.to_string());
             EntryType::Symlink
         }
         tar::EntryType::Link => {
-            let raw = raw_link.clone().ok_or_else(|| missing("hard link"))?;
-            let target = normalize_path(&raw).map_err(|e| EntryError::InvalidPath {
-                raw: raw_path.clone(),
+            let raw = raw_link.ok_or_else(|| missing("hard link"))?;
+            let target = normalize_path(raw).map_err(|e| EntryError::InvalidPath {
+                raw: info.raw_path.clone(),
                 reason: format!("hard link target: {e:#}"),
             })?;
             info.link_target = Some(target);
@@ -391,9 +413,7 @@ fn read_info<R: Read>(item: &tar::Entry<'_, R>) -> Result<Option<EntryInfo>, Ent
                 kind: format!("{other:?}"),
             })
         }
-    };
-    info.raw_link_target = raw_link;
-    Ok(Some(info))
+    })
 }
 
 /// The bytes as a `String`, or `NonUtf8` naming them escaped.

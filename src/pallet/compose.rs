@@ -673,6 +673,38 @@ impl<'a> Composer<'a> {
         Ok(extra)
     }
 
+    /// A pallet's single-file copy as its own small layer; its source
+    /// package joins the provenance list.
+    fn add_copy(
+        &mut self,
+        pallet: &str,
+        copy: &FileCopy,
+        packages: &mut Vec<ComposedPackage>,
+    ) -> Result<PlannedLayer> {
+        let extra = self.copy_layer(pallet, copy)?;
+        // The copy's source is part of the provenance too.
+        let source = self.image(&copy.from)?;
+        if !packages.iter().any(|p| p.name == copy.from.name) {
+            packages.push(ComposedPackage {
+                name: copy.from.name.clone(),
+                reference: copy.from.to_string(),
+                digest: source.manifest_digest.clone(),
+            });
+        }
+        self.apply_extra(&extra, &format!("pallet-{pallet}"));
+        Ok(PlannedLayer::Extra {
+            layer: extra,
+            history: History {
+                created: Some(rfc3339_utc(CREATED_EPOCH)),
+                created_by: Some(format!(
+                    "stagex pallet: pallet-{pallet} copy {}:{} -> {}",
+                    copy.from, copy.source, copy.path
+                )),
+                ..History::default()
+            },
+        })
+    }
+
     fn copy_layer(&self, pallet: &str, copy: &FileCopy) -> Result<ExtraLayer> {
         let what = format!(
             "pallet-{pallet} copy {}:{} -> {}",
@@ -897,28 +929,7 @@ pub fn compose(
         match step {
             Step::Package(item) => composer.add_package(item, &mut layers, &mut report)?,
             Step::Copy { pallet, copy } => {
-                let extra = composer.copy_layer(pallet, copy)?;
-                // The copy's source is part of the provenance too.
-                let source = composer.image(&copy.from)?;
-                if !report.packages.iter().any(|p| p.name == copy.from.name) {
-                    report.packages.push(ComposedPackage {
-                        name: copy.from.name.clone(),
-                        reference: copy.from.to_string(),
-                        digest: source.manifest_digest.clone(),
-                    });
-                }
-                composer.apply_extra(&extra, &format!("pallet-{pallet}"));
-                layers.push(PlannedLayer::Extra {
-                    layer: extra,
-                    history: History {
-                        created: Some(rfc3339_utc(CREATED_EPOCH)),
-                        created_by: Some(format!(
-                            "stagex pallet: pallet-{pallet} copy {}:{} -> {}",
-                            copy.from, copy.source, copy.path
-                        )),
-                        ..History::default()
-                    },
-                });
+                layers.push(composer.add_copy(pallet, copy, &mut report.packages)?)
             }
             Step::Links { pallet, links } => {
                 let extra = composer.links_layer(pallet, links, &arch)?;
@@ -934,41 +945,62 @@ pub fn compose(
             }
         }
     }
-    if options.strict && !composer.conflicts.is_empty() {
-        let list: Vec<String> = composer
-            .conflicts
-            .iter()
-            .map(|c| {
-                format!(
-                    "{} ({:?}: {} vs {}; {})",
-                    c.path, c.kind, c.packages[0], c.packages[1], c.detail
-                )
-            })
-            .collect();
-        bail!(
-            "--strict: {} conflicting path(s): {}",
-            list.len(),
-            list.join(", ")
-        );
+    if options.strict {
+        refuse_conflicts(&composer.conflicts)?;
     }
-    // Config: inherited image config, then the pallet directives.
+    let (run, annotations) = run_config(plan, &composer, &report.packages, &options.expression)?;
+    report.layers = layers;
+    report.run = run;
+    report.annotations = annotations;
+    report.conflicts = composer.conflicts;
+    Ok(report)
+}
+
+/// `--strict`: any conflict is an error listing every conflicting path.
+fn refuse_conflicts(conflicts: &[Conflict]) -> Result<()> {
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = conflicts
+        .iter()
+        .map(|c| {
+            format!(
+                "{} ({:?}: {} vs {}; {})",
+                c.path, c.kind, c.packages[0], c.packages[1], c.detail
+            )
+        })
+        .collect();
+    bail!(
+        "--strict: {} conflicting path(s): {}",
+        list.len(),
+        list.join(", ")
+    );
+}
+
+/// The image config (inherited, then the pallet directives) with the
+/// provenance labels, and the same provenance as manifest annotations.
+fn run_config(
+    plan: &Plan,
+    composer: &Composer,
+    packages: &[ComposedPackage],
+    expression: &str,
+) -> Result<(RunConfig, BTreeMap<String, String>)> {
     let inherited = match &plan.config.inherit {
         Some(item) => composer.image(item)?.config.config.clone(),
         None => RunConfig::default(),
     };
     let mut run = plan.config.apply(&inherited)?;
     let mut labels = run.labels.take().unwrap_or_default();
-    let listing: Vec<String> = report
-        .packages
+    let listing: Vec<String> = packages
         .iter()
         .map(|p| format!("{}@{}", p.name, p.digest))
         .collect();
     let mut annotations = BTreeMap::new();
     annotations.insert(LABEL_PACKAGES.to_string(), listing.join(","));
-    if !options.expression.is_empty() {
-        annotations.insert(LABEL_EXPRESSION.to_string(), options.expression.clone());
+    if !expression.is_empty() {
+        annotations.insert(LABEL_EXPRESSION.to_string(), expression.to_string());
     }
-    for p in &report.packages {
+    for p in packages {
         annotations.insert(
             format!("{LABEL_PACKAGE_PREFIX}{}", p.name),
             p.digest.to_string(),
@@ -976,11 +1008,7 @@ pub fn compose(
     }
     labels.extend(annotations.clone());
     run.labels = Some(labels);
-    report.layers = layers;
-    report.run = run;
-    report.annotations = annotations;
-    report.conflicts = composer.conflicts;
-    Ok(report)
+    Ok((run, annotations))
 }
 
 #[cfg(test)]

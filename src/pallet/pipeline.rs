@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::catalog::{Origin, Pinning, ReleaseCatalog};
 use super::compose::{
-    compose, ComposeOptions, ComposedPackage, Conflict, PlannedLayer, CREATED_EPOCH,
+    compose, ComposeOptions, ComposedPackage, Composition, Conflict, PlannedLayer, CREATED_EPOCH,
 };
 use super::definition::Plan;
 use super::expr::Expr;
@@ -122,74 +122,9 @@ pub fn run(
     let mut reports = Vec::new();
     let mut manifests = Vec::new();
     for platform in &request.platforms {
-        let references = plan.references();
-        let resolved = resolver.resolve_all(&references, platform)?;
-        let images: BTreeMap<_, _> = references.into_iter().zip(resolved).collect();
-        let composition = compose(
-            &plan,
-            &images,
-            platform,
-            &ComposeOptions {
-                expression: request.expression.clone(),
-                strict: request.strict,
-                allow_special_files: request.allow_special_files,
-            },
-        )?;
-        let mut layers = materialize(store, &composition)?;
-        if request.flatten {
-            let history = History {
-                created: Some(rfc3339_utc(CREATED_EPOCH)),
-                created_by: Some(format!("stagex pallet --flatten {}", request.expression)),
-                ..History::default()
-            };
-            layers = vec![flatten(store, &layers, &history)?];
-        }
-        let spec = ImageSpec {
-            platform: platform.clone(),
-            created: rfc3339_utc(CREATED_EPOCH),
-            run: composition.run.clone(),
-            layers: layers.clone(),
-            empty_history: vec![],
-            annotations: composition.annotations.clone(),
-        };
-        let built = build_image(&spec)?;
-        store
-            .layout()
-            .write_json(&built.config, media_type::OCI_CONFIG)?;
-        store
-            .layout()
-            .write_json(&built.manifest, media_type::OCI_MANIFEST)?;
-        let reused: std::collections::BTreeSet<Digest> = composition
-            .layers
-            .iter()
-            .filter_map(|l| match l {
-                PlannedLayer::Reuse(l) => Some(l.descriptor.digest.clone()),
-                PlannedLayer::Extra { .. } => None,
-            })
-            .collect();
-        reports.push(PlatformReport {
-            platform: platform.to_string(),
-            manifest: built.descriptor.clone(),
-            layers: layers
-                .iter()
-                .map(|l| LayerReport {
-                    digest: l.descriptor.digest.clone(),
-                    size: l.descriptor.size,
-                    diff_id: l.diff_id.clone(),
-                    origin: if reused.contains(&l.descriptor.digest) {
-                        LayerOrigin::Reused
-                    } else {
-                        LayerOrigin::Built
-                    },
-                    created_by: l.history.created_by.clone().unwrap_or_default(),
-                })
-                .collect(),
-            packages: composition.packages.clone(),
-            conflicts: composition.conflicts.clone(),
-            dropped_duplicate_layers: composition.dropped_duplicates.clone(),
-            kept_duplicate_layers: composition.kept_duplicates.clone(),
-        });
-        manifests.push(built.descriptor);
+        let report = compose_platform(store, &plan, &mut resolver, request, platform)?;
+        manifests.push(report.manifest.clone());
+        reports.push(report);
     }
     let root = if manifests.len() == 1 {
         manifests[0].clone()
@@ -216,6 +151,100 @@ pub fn run(
         source_host: resolver.registry_host().map(str::to_string),
         layer_repos: resolver.layer_repos.clone(),
     })
+}
+
+/// Composes, materializes (and flattens) the image of one platform, writes
+/// its config and manifest to the store, and reports it.
+fn compose_platform(
+    store: &Store,
+    plan: &Plan,
+    resolver: &mut Resolver,
+    request: &Request,
+    platform: &Platform,
+) -> Result<PlatformReport> {
+    let references = plan.references();
+    let resolved = resolver.resolve_all(&references, platform)?;
+    let images: BTreeMap<_, _> = references.into_iter().zip(resolved).collect();
+    let composition = compose(
+        plan,
+        &images,
+        platform,
+        &ComposeOptions {
+            expression: request.expression.clone(),
+            strict: request.strict,
+            allow_special_files: request.allow_special_files,
+        },
+    )?;
+    let mut layers = materialize(store, &composition)?;
+    if request.flatten {
+        let history = History {
+            created: Some(rfc3339_utc(CREATED_EPOCH)),
+            created_by: Some(format!("stagex pallet --flatten {}", request.expression)),
+            ..History::default()
+        };
+        layers = vec![flatten(store, &layers, &history)?];
+    }
+    let spec = ImageSpec {
+        platform: platform.clone(),
+        created: rfc3339_utc(CREATED_EPOCH),
+        run: composition.run.clone(),
+        layers: layers.clone(),
+        empty_history: vec![],
+        annotations: composition.annotations.clone(),
+    };
+    let built = build_image(&spec)?;
+    store
+        .layout()
+        .write_json(&built.config, media_type::OCI_CONFIG)?;
+    store
+        .layout()
+        .write_json(&built.manifest, media_type::OCI_MANIFEST)?;
+    Ok(platform_report(
+        platform,
+        built.descriptor,
+        &layers,
+        &composition,
+    ))
+}
+
+/// What one platform's image is made of: each layer reused from a package
+/// or built here, the packages, conflicts and duplicates.
+fn platform_report(
+    platform: &Platform,
+    manifest: Descriptor,
+    layers: &[crate::oci::image::ImageLayer],
+    composition: &Composition,
+) -> PlatformReport {
+    let reused: std::collections::BTreeSet<Digest> = composition
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            PlannedLayer::Reuse(l) => Some(l.descriptor.digest.clone()),
+            PlannedLayer::Extra { .. } => None,
+        })
+        .collect();
+    PlatformReport {
+        platform: platform.to_string(),
+        manifest,
+        layers: layers
+            .iter()
+            .map(|l| LayerReport {
+                digest: l.descriptor.digest.clone(),
+                size: l.descriptor.size,
+                diff_id: l.diff_id.clone(),
+                origin: if reused.contains(&l.descriptor.digest) {
+                    LayerOrigin::Reused
+                } else {
+                    LayerOrigin::Built
+                },
+                created_by: l.history.created_by.clone().unwrap_or_default(),
+            })
+            .collect(),
+        packages: composition.packages.clone(),
+        conflicts: composition.conflicts.clone(),
+        dropped_duplicate_layers: composition.dropped_duplicates.clone(),
+        kept_duplicate_layers: composition.kept_duplicates.clone(),
+    }
 }
 
 /// Writes the composed image to `destination`; a push to the registry the
