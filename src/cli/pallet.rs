@@ -10,7 +10,7 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
-use super::trust::{Trust, TrustArgs};
+use super::trust::TrustArgs;
 use super::Context;
 use crate::image::output::Destination;
 use crate::oci::descriptor::Platform;
@@ -91,19 +91,8 @@ fn verify_inputs(ctx: &Context, args: &PalletArgs, composed: &Composed) -> Resul
     let Some(keyring) = keyring else {
         return Ok(inputs::not_verified(args.no_verify, &keys));
     };
-    let Trust {
-        keys,
-        keyring,
-        threshold,
-        lookaside,
-        options,
-    } = args.trust.with_keyring(&ctx.settings, keys, keyring)?;
     let trust = InputTrust {
-        keys,
-        keyring,
-        threshold,
-        lookaside,
-        options,
+        trust: args.trust.with_keyring(&ctx.settings, keys, keyring)?,
         resolver: args.trust.resolver(&ctx.settings),
     };
     inputs::verify_inputs(&trust, &composed.pinned)

@@ -16,7 +16,7 @@ use super::Context;
 use crate::publish::push::Destination;
 use crate::publish::report::PublishReport;
 use crate::publish::retry::Policy;
-use crate::publish::{publish, release, PublishError, Request, Trust};
+use crate::publish::{publish, release, PublishError, Request};
 
 #[derive(Debug, Args)]
 pub struct PublishArgs {
@@ -91,13 +91,8 @@ pub fn run(ctx: &Context, args: PublishArgs) -> Result<ExitCode> {
         journal: (!args.no_journal).then(|| settings.publish.journal.clone()),
         policy,
     };
-    let gate = Trust {
-        keyring: &trust.keyring,
-        lookaside: &trust.lookaside,
-        threshold: trust.threshold,
-    };
     let progress = super::progress::for_command(ctx.json);
-    let report = match publish(&request, &images, &gate, progress.as_ref()) {
+    let report = match publish(&request, &images, &trust, progress.as_ref()) {
         Ok(report) => report,
         Err(PublishError::Gate(e)) if ctx.json => {
             super::print_json(&serde_json::json!({

@@ -16,6 +16,8 @@ use crate::sign::keyring::Keyring;
 use crate::sign::quorum::check_threshold;
 use crate::sign::verify::VerifyOptions;
 
+pub use crate::sign::trust::Trust;
+
 /// Which maintainers are trusted, how many must sign, where signatures are.
 #[derive(Debug, Args)]
 pub struct TrustArgs {
@@ -47,18 +49,6 @@ pub struct TrustArgs {
     /// remapIdentity: what `--prefix` becomes before matching (e.g. docker.io/stagex).
     #[arg(long, value_name = "PREFIX")]
     pub signed_prefix: Option<String>,
-}
-
-/// The trust a check runs under, flags over stagex.toml.
-pub struct Trust {
-    /// The directory the keyring came from (for messages).
-    pub keys: PathBuf,
-    pub keyring: Keyring,
-    /// At least 1 (`check_threshold`).
-    pub threshold: usize,
-    pub lookaside: Lookaside,
-    /// Legacy payloads and the identity rule.
-    pub options: VerifyOptions,
 }
 
 impl TrustArgs {

@@ -6,17 +6,16 @@
 //! It must not parse flags or print: `cli/pallet.rs` gathers the trust
 //! settings, this decides and reports.
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Result};
 use serde::Serialize;
 
 use super::resolve::Pinned;
-use crate::lookaside::Lookaside;
 use crate::sign::check::{verify_images, ImageReport};
 use crate::sign::image::Resolver;
 use crate::sign::keyring::Keyring;
-use crate::sign::verify::VerifyOptions;
+use crate::sign::trust::Trust;
 
 /// Whether and how the pinned inputs were verified.
 #[derive(Clone, Debug, Serialize)]
@@ -36,16 +35,10 @@ impl Verification {
     }
 }
 
-/// What the gate needs once it is decided to run.
+/// What the gate needs once it is decided to run: the one `Trust`, and
+/// the resolver naming pinned inputs in the identity namespace.
 pub struct InputTrust<'a> {
-    /// The directory the keyring came from (for messages).
-    pub keys: PathBuf,
-    pub keyring: Keyring,
-    pub threshold: usize,
-    pub lookaside: Lookaside,
-    /// Legacy payloads and the identity rule.
-    pub options: VerifyOptions,
-    /// Names pinned inputs in the identity namespace.
+    pub trust: Trust,
     pub resolver: Resolver<'a>,
 }
 
@@ -99,11 +92,11 @@ pub fn verify_inputs(trust: &InputTrust<'_>, pinned: &[Pinned]) -> Result<Verifi
         }
     }
     let images = verify_images(
-        &trust.keyring,
-        &trust.lookaside,
+        &trust.trust.keyring,
+        &trust.trust.lookaside,
         &targets,
-        trust.threshold,
-        &trust.options,
+        trust.trust.threshold,
+        &trust.trust.options,
     );
     let missed: Vec<String> = images
         .iter()
@@ -125,9 +118,9 @@ pub fn verify_inputs(trust: &InputTrust<'_>, pinned: &[Pinned]) -> Result<Verifi
         bail!(
             "{} input(s) miss the quorum of {} distinct trusted signers (keys {}, signatures from {}): {}; nothing was written (--no-verify to compose anyway)",
             missed.len(),
-            trust.threshold,
-            trust.keys.display(),
-            trust.lookaside.describe(),
+            trust.trust.threshold,
+            trust.trust.keys.display(),
+            trust.trust.lookaside.describe(),
             missed.join(", ")
         );
     }

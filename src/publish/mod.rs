@@ -22,9 +22,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-use crate::lookaside::Lookaside;
 use crate::progress::Progress;
-use crate::sign::keyring::Keyring;
 use journal::Journal;
 use push::{Destination, Run};
 use release::ReleaseImage;
@@ -49,12 +47,7 @@ pub struct Request {
     pub policy: Policy,
 }
 
-/// Who must have signed, and where their signatures are.
-pub struct Trust<'a> {
-    pub keyring: &'a Keyring,
-    pub lookaside: &'a Lookaside,
-    pub threshold: usize,
-}
+pub use crate::sign::trust::Trust;
 
 #[derive(Debug, Error)]
 pub enum PublishError {
@@ -107,7 +100,7 @@ pub fn expand_tags(
 pub fn publish(
     request: &Request,
     images: &[ReleaseImage],
-    trust: &Trust<'_>,
+    trust: &Trust,
     progress: &dyn Progress,
 ) -> Result<PublishReport, PublishError> {
     if request.destinations.is_empty() && request.mirrors.is_empty() {
@@ -119,11 +112,11 @@ pub fn publish(
         .iter()
         .map(|i| expand_tags(&request.tags, &i.version, request.release.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
-    let passed = gate::check(trust.keyring, trust.lookaside, images, trust.threshold)?;
+    let passed = gate::check(&trust.keyring, &trust.lookaside, images, trust.threshold)?;
     let signatures = if request.mirrors.is_empty() {
         Vec::new()
     } else {
-        mirror::collect(trust.lookaside, images, &passed.reports)?
+        mirror::collect(&trust.lookaside, images, &passed.reports)?
     };
     let journal = match &request.journal {
         Some(path) => Journal::load(path),

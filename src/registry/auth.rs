@@ -287,7 +287,12 @@ pub fn run_helper(program: &Path, host: &str) -> Result<Option<(String, String)>
             )
         })?;
     let mut stdin = child.stdin.take().expect("piped stdin");
-    stdin.write_all(host.as_bytes())?;
+    // A helper that exits without reading its input (it failed early) closes
+    // the pipe: its exit status and stderr below say why, not EPIPE.
+    match stdin.write_all(host.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
+    }
     drop(stdin);
     // The output is read on a thread so that a helper which hangs (waiting
     // for a keyring unlock, say) fails the lookup instead of the run.

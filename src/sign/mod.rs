@@ -22,5 +22,6 @@ pub mod release;
 pub mod rsa_fast;
 pub mod signer;
 pub mod status;
+pub mod trust;
 pub mod validity;
 pub mod verify;
