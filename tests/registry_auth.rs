@@ -57,6 +57,10 @@ fn basic_auth_from_the_auth_file() {
         Command::new(&bins[0])
             .arg("serve")
             .arg(&config)
+            // docker-registry reads REGISTRY_* as config overrides, and the
+            // other test of this binary sets REGISTRY_AUTH_FILE for stagex
+            // (`auth.file` is no auth type: the registry would not start).
+            .env_remove("REGISTRY_AUTH_FILE")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -35,6 +35,8 @@ impl Registry {
         let log = dir.path().join("registry.log");
         let child = Command::new(bin)
             .arg("serve")
+            // REGISTRY_* variables are config overrides for docker-registry.
+            .env_remove("REGISTRY_AUTH_FILE")
             .arg(&config)
             .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
             .stderr(Stdio::from(
@@ -142,6 +144,8 @@ impl Registry {
         };
         self.child = Command::new(bin)
             .arg("serve")
+            // REGISTRY_* variables are config overrides for docker-registry.
+            .env_remove("REGISTRY_AUTH_FILE")
             .arg(self.dir.path().join("config.yml"))
             .stdout(Stdio::from(append("registry.log")))
             .stderr(Stdio::from(append("registry.err")))

@@ -41,6 +41,8 @@ impl TlsRegistry {
         .unwrap();
         let child = Command::new(&bins[0])
             .arg("serve")
+            // REGISTRY_* variables are config overrides for docker-registry.
+            .env_remove("REGISTRY_AUTH_FILE")
             .arg(&config)
             .stdout(Stdio::from(
                 std::fs::File::create(d.join("registry.log")).unwrap(),
