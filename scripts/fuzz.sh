@@ -60,9 +60,15 @@ run_one() {
 export -f run_one
 
 echo "fuzz: $(echo $TARGETS | wc -w) targets, ${SECONDS_EACH}s each, $JOBS at a time"
-if printf '%s\n' $TARGETS | xargs -P "$JOBS" -I{} bash -c 'run_one "$@"' _ {} "$SECONDS_EACH" "$BIN_DIR"; then
-  echo "fuzz: every target ran without a finding"
-else
+SUMMARY=$(mktemp)
+trap 'rm -f "$SUMMARY"' EXIT
+STATUS=0
+printf '%s\n' $TARGETS | xargs -P "$JOBS" -I{} bash -c 'run_one "$@"' _ {} "$SECONDS_EACH" "$BIN_DIR" \
+  | tee "$SUMMARY" || STATUS=$?
+# One closing line in the form test runners end with: targets without and
+# with a finding.
+echo "fuzz: $(grep -c ' ok ' "$SUMMARY" || true) passed, $(grep -c ' FAILED ' "$SUMMARY" || true) failed"
+if [ "$STATUS" -ne 0 ]; then
   echo "fuzz: FINDINGS above (inputs in fuzz/artifacts/)" >&2
   exit 1
 fi
