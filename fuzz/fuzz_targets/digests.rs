@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use stagex::build::digests::{format_stage, parse_entries, parse_release};
+use stagex::release::digests::{format_stage, parse_entries, parse_release};
 
 fuzz_target!(|data: &[u8]| {
     let Some(text) = stagex_fuzz::text(data) else {
