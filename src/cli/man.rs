@@ -64,24 +64,13 @@ fn write_pages(
         .render(&mut roff)
         .with_context(|| format!("rendering the man page of `{}`", page.typed))?;
     let path = out.join(format!("{}.1", page.file_stem));
-    write_atomically(&path, &roff)?;
+    crate::oci::layout::write_atomic(&path, &roff)?;
     written.push(path);
     for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
         if sub.get_name() != "help" {
             write_pages(sub, &page.child(sub.get_name()), out, written)?;
         }
     }
-    Ok(())
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut temp, bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
-    temp.persist(path)
-        .with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
 }
 

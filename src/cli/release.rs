@@ -1,11 +1,10 @@
 //! Owns: `stagex release notes` and `stagex release status`: flags over
 //! stagex.toml, the library calls in `crate::release`, and the output
 //! (Markdown, the terminal table, `--json`, `--html FILE` written atomically).
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 
 use super::trust::{Trust, TrustArgs};
@@ -184,7 +183,7 @@ fn run_status(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        write_atomically(path, status::html(&status, &title).as_bytes())?;
+        crate::oci::layout::write_atomic(path, status::html(&status, &title).as_bytes())?;
     }
     if ctx.json {
         print_json(&status)?;
@@ -196,18 +195,4 @@ fn run_status(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut temp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-    temp.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
-    temp.persist(path)
-        .with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
 }

@@ -2,7 +2,6 @@
 //! key file with the certificates it holds (a file may hold several, which
 //! `check` reports), and writing one certificate, armored, atomically
 //! (temp file in the same directory, fsync, rename).
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sequoia_openpgp as openpgp;
@@ -88,17 +87,5 @@ pub fn write_certs(path: &Path, certs: &[Cert]) -> Result<(), KeysDirError> {
     for cert in certs {
         armored.extend(cert.armored().to_vec().map_err(|e| failed(e.to_string()))?);
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".stagex-key-")
-        .tempfile_in(dir)
-        .map_err(|e| failed(e.to_string()))?;
-    temp.write_all(&armored)
-        .map_err(|e| failed(e.to_string()))?;
-    temp.as_file()
-        .sync_all()
-        .map_err(|e| failed(e.to_string()))?;
-    temp.persist(path)
-        .map_err(|e| failed(e.error.to_string()))?;
-    Ok(())
+    crate::oci::layout::write_atomic(path, &armored).map_err(|e| failed(format!("{e:#}")))
 }
