@@ -13,9 +13,9 @@ use clap::Args;
 
 use super::trust::TrustArgs;
 use super::Context;
+use crate::net::retry::Policy;
 use crate::publish::push::Destination;
 use crate::publish::report::PublishReport;
-use crate::publish::retry::Policy;
 use crate::publish::{publish, release, PublishError, Request};
 
 #[derive(Debug, Args)]

@@ -6,8 +6,10 @@
 //! and the typed errors every network call returns (`error`). It knows
 //! nothing about images, signatures or packages.
 pub mod certs;
+mod classify;
 pub mod config;
 pub mod error;
+pub mod retry;
 
 use std::future::Future;
 use std::sync::OnceLock;

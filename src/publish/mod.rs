@@ -3,31 +3,29 @@
 //! 2. the quorum gate (`gate`): nothing leaves the machine unless every
 //!    image manifest has the quorum of distinct trusted signers,
 //! 3. the push to every registry destination (`push`, resumable through
-//!    HEAD checks and the `journal`, retried by `retry`),
+//!    HEAD checks and the `journal`, retried by `net::retry`),
 //! 4. the signatures to every mirror (of the images on at least one registry),
 //!    and the report (`report`). `--dry-run` walks the same push counting
 //!    the writes instead of sending them (`push`).
 //!
 //! Must not: parse flags, read stagex.toml or draw anything (src/cli/publish.rs).
-pub mod classify;
 pub mod gate;
 pub mod journal;
 pub mod mirror;
 pub mod push;
 pub mod release;
 pub mod report;
-pub mod retry;
 
 use std::path::PathBuf;
 
 use thiserror::Error;
 
+use crate::net::retry::Policy;
 use crate::progress::Progress;
 use journal::Journal;
 use push::{Destination, Run};
 use release::ReleaseImage;
 use report::PublishReport;
-use retry::Policy;
 
 /// What to publish where.
 #[derive(Clone, Debug)]

@@ -26,7 +26,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use super::journal::{Entry, Journal};
 use super::release::ReleaseImage;
 use super::report::{self, Counters};
-use super::retry::{retry, Budget, Exhausted, Policy};
+use crate::net::retry::{retry, Budget, Exhausted, Policy};
 use crate::net::RegistryError;
 use crate::oci::descriptor::Descriptor;
 use crate::oci::digest::Digest;
