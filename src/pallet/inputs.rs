@@ -168,6 +168,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_quorum_error_names_each_input_the_keys_and_the_way_out() {
+        let short = ShortImage {
+            image: "stagex/core-b@sha256:ab".into(),
+            platform: Some("linux/amd64".into()),
+            digest: "sha256:ab".into(),
+            valid_signers: 1,
+            threshold: 2,
+            signed_by: vec!["ABCD (Alice)".into()],
+            rejected: vec![],
+            error: Some("connection refused".into()),
+        };
+        let err = InputsError::QuorumMissed(QuorumMissed {
+            short: vec![short],
+            reports: vec![],
+            threshold: 2,
+            keys: "maintainers".into(),
+            lookaside: "signatures".into(),
+        });
+        let text = err.to_string();
+        for want in [
+            "1 input(s) miss the quorum of 2",
+            "keys maintainers, signatures from signatures",
+            "stagex/core-b@sha256:ab (1/2 signers, connection refused)",
+            "nothing was written (--no-verify to compose anyway)",
+        ] {
+            assert!(text.contains(want), "{want:?} in {text}");
+        }
+    }
+
+    #[test]
+    fn statuses_read_as_words_in_reports() {
+        let json = serde_json::to_value(not_verified(false, Path::new("keys"))).unwrap();
+        assert_eq!(json["status"], "skipped (no trusted keys in keys)");
+        let json = serde_json::to_value(not_verified(true, Path::new("keys"))).unwrap();
+        assert_eq!(json["status"], "skipped (--no-verify)");
+        assert_eq!(InputStatus::Verified.to_string(), "verified");
+    }
+
+    #[test]
     fn a_missing_keys_directory_skips_the_gate_unless_asked() {
         let tmp = tempfile::tempdir().unwrap();
         let keys = tmp.path().join("keys");
