@@ -17,7 +17,7 @@ use crate::oci::descriptor::Platform;
 use crate::oci::WriteReport;
 use crate::pallet::catalog::{self, Choice, Pinning, ReleaseCatalog};
 use crate::pallet::catalog_report::{self, DryRun, Listing};
-use crate::pallet::inputs::{self, InputTrust, Verification};
+use crate::pallet::inputs::{self, InputStatus, Verification};
 use crate::pallet::pipeline::{self, Composed, Request};
 use crate::pallet::resolve::Source;
 use crate::store::Store;
@@ -91,11 +91,9 @@ fn verify_inputs(ctx: &Context, args: &PalletArgs, composed: &Composed) -> Resul
     let Some(keyring) = keyring else {
         return Ok(inputs::not_verified(args.no_verify, &keys));
     };
-    let trust = InputTrust {
-        trust: args.trust.with_keyring(&ctx.settings, keys, keyring)?,
-        resolver: args.trust.resolver(&ctx.settings),
-    };
-    inputs::verify_inputs(&trust, &composed.pinned)
+    let trust = args.trust.with_keyring(&ctx.settings, keys, keyring)?;
+    let namespace = args.trust.resolver(&ctx.settings).namespace;
+    Ok(inputs::verify_inputs(&trust, namespace, &composed.pinned)?)
 }
 
 #[derive(Serialize)]
@@ -173,9 +171,10 @@ pub fn run(ctx: &Context, args: PalletArgs) -> Result<ExitCode> {
     };
     let composed = pipeline::run(&store, &catalog, &request, progress.as_ref())?;
     let verification = verify_inputs(ctx, &args, &composed)?;
-    let keys = args.trust.keys_dir(&ctx.settings);
-    let missing_keys =
-        (verification.status.starts_with("skipped (no trusted keys")).then_some(keys);
+    let missing_keys = match &verification.status {
+        InputStatus::SkippedNoKeys(keys) => Some(keys.clone()),
+        _ => None,
+    };
     let written = destination
         .as_ref()
         .map(|d| pipeline::write_output(&store, &composed, d, &platforms, progress.as_ref()))

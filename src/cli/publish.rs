@@ -97,9 +97,9 @@ pub fn run(ctx: &Context, args: PublishArgs) -> Result<ExitCode> {
         Err(PublishError::Gate(e)) if ctx.json => {
             super::print_json(&serde_json::json!({
                 "gate": "quorum missed, nothing was pushed",
-                "threshold": e.threshold,
-                "lookaside": e.lookaside,
-                "short": e.short,
+                "threshold": e.0.threshold,
+                "lookaside": e.0.lookaside,
+                "short": e.0.short,
             }))?;
             eprintln!("stagex: error: {e}");
             return Ok(ExitCode::FAILURE);

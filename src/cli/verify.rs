@@ -14,7 +14,8 @@ use serde::Serialize;
 use super::trust::TrustArgs;
 use super::Context;
 use crate::sign::cache as signature_cache;
-use crate::sign::check::{summarize, verify_images, ImageReport, Summary};
+use crate::sign::check::{summarize, ImageReport, Summary};
+use crate::sign::gate;
 use crate::sign::release::ReleaseDigests;
 
 /// `--json` of a whole-release verification.
@@ -59,19 +60,15 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
             .resolver(&ctx.settings)
             .resolve_all(&args.images)?
     };
-    let reports = verify_images(
-        &trust.keyring,
-        &trust.lookaside,
-        &targets,
-        trust.threshold,
-        &trust.options,
-    );
+    let (missed, reports) = match gate::check(&trust, &trust.options, &targets) {
+        Ok(passed) => (None, passed.reports),
+        Err(missed) => (Some(missed.headline()), missed.reports),
+    };
     if let Some(path) = &cache {
         if let Err(e) = signature_cache::save(path) {
             eprintln!("stagex: warning: {e:#} (the signature cache was not updated)");
         }
     }
-    let missing = reports.iter().filter(|r| !r.quorum).count();
     let summary = summarize(&reports);
     match (ctx.json, release) {
         (true, true) => super::print_json(&ReleaseJson {
@@ -88,13 +85,9 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
         }
         (false, false) => print!("{}", table(&reports)),
     }
-    if missing > 0 {
-        eprintln!(
-            "stagex: error: {missing} of {} image(s) miss the quorum of {} distinct trusted signers (signatures from {})",
-            reports.len(),
-            trust.threshold,
-            trust.lookaside.describe()
-        );
+    if let Some(headline) = missed {
+        // The table above has the details.
+        eprintln!("stagex: error: {headline}");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

@@ -110,7 +110,7 @@ pub fn publish(
         .iter()
         .map(|i| expand_tags(&request.tags, &i.version, request.release.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
-    let passed = gate::check(&trust.keyring, &trust.lookaside, images, trust.threshold)?;
+    let passed = gate::check(trust, images)?;
     let signatures = if request.mirrors.is_empty() {
         Vec::new()
     } else {

@@ -1,7 +1,9 @@
 //! Verifying images against a lookaside and a keyring: fetch every
 //! signature file, check each one (in parallel over all cores), and sum up
 //! per image which trusted maintainers signed, which files are bad and why,
-//! which are hidden behind a gap, and whether the quorum is met.
+//! which are hidden behind a gap, and whether the quorum is met (the one
+//! count, `quorum::quorum_met`). `gate` turns the reports into the one
+//! pass-or-short verdict that verify, the pallet inputs and publish use.
 use std::collections::BTreeMap;
 
 use serde::Serialize;

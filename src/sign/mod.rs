@@ -2,13 +2,14 @@
 //! payloads (and StageX's legacy form), references and identity rules, the
 //! trusted keyring, key validity at signing time, signers (sequoia key
 //! files and gpg/smartcards), verification with reasons, the distinct-signer
-//! quorum, the pre-verification pass (OpenSSL RSA and batched
+//! quorum and the one quorum gate (`gate`), the pre-verification pass (OpenSSL RSA and batched
 //! Ed25519 arithmetic feeding sequoia's cache), the release digests gate, the containers-policy files, and the
 //! sign/verify flows over a lookaside store.
 pub mod apply;
 pub mod cache;
 pub mod check;
 pub mod ed25519_batch;
+pub mod gate;
 pub mod identity;
 pub mod image;
 pub mod keyring;

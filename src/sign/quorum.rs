@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use sequoia_openpgp::Fingerprint;
+use thiserror::Error;
 
 /// Counts distinct signers.
 pub fn distinct_signers<'a>(
@@ -22,13 +23,18 @@ pub fn quorum_met<'a>(
     distinct_signers(signers).len() >= threshold.max(1)
 }
 
+/// A configured threshold of 0, which would turn the release gate off.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error(
+    "threshold 0 would accept images with no signature at all: set --threshold \
+     (or `threshold` in stagex.toml) to at least 1"
+)]
+pub struct ZeroThreshold;
+
 /// Validates a configured threshold: 0 would turn the release gate off.
-pub fn check_threshold(threshold: usize) -> anyhow::Result<usize> {
+pub fn check_threshold(threshold: usize) -> Result<usize, ZeroThreshold> {
     if threshold == 0 {
-        anyhow::bail!(
-            "threshold 0 would accept images with no signature at all: set --threshold \
-             (or `threshold` in stagex.toml) to at least 1"
-        );
+        return Err(ZeroThreshold);
     }
     Ok(threshold)
 }
@@ -48,7 +54,7 @@ mod tests {
             "threshold 0 must not pass unsigned images"
         );
         assert!(quorum_met([&a], 0));
-        assert!(check_threshold(0).is_err());
+        assert_eq!(check_threshold(0), Err(ZeroThreshold));
         assert_eq!(check_threshold(2).unwrap(), 2);
         assert!(!quorum_met([&b], 2));
     }
