@@ -1,6 +1,7 @@
 //! A test-side HTTP/1.1 proxy in front of a real registry that injects the
 //! faults a healthy registry never produces on demand: 500s, 429s with and
-//! without `Retry-After`, and connection resets (RST, SO_LINGER 0). Each
+//! without `Retry-After`, connection resets (RST, SO_LINGER 0), and any
+//! other status (a 401/403/404 refusing a mount, as other registries do). Each
 //! connection carries exactly one request (`Connection: close` is forced
 //! both ways), so every request gets its own fault decision. A mock only
 //! for the faults: every other request reaches the real registry unchanged.
@@ -16,8 +17,12 @@ use std::thread::JoinHandle;
 pub enum Fault {
     Pass,
     Status500,
-    TooMany { retry_after: Option<u32> },
+    TooMany {
+        retry_after: Option<u32>,
+    },
     Reset,
+    /// Any other status (401, 403, 404, ...), with an empty OCI error list.
+    Status(u16),
 }
 
 type Plan = dyn Fn(usize, &str) -> Fault + Send + Sync;
@@ -155,6 +160,18 @@ fn serve(
         Fault::Status500 => {
             client_w.write_all(
                 b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )?;
+            let _ = client.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        Fault::Status(code) => {
+            let body = r#"{"errors":[]}"#;
+            client_w.write_all(
+                format!(
+                    "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
             )?;
             let _ = client.shutdown(Shutdown::Both);
             return Ok(());
