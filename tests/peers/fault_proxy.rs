@@ -165,15 +165,7 @@ fn serve(
             return Ok(());
         }
         Fault::Status(code) => {
-            let body = r#"{"errors":[]}"#;
-            client_w.write_all(
-                format!(
-                    "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-                .as_bytes(),
-            )?;
-            let _ = client.shutdown(Shutdown::Both);
+            answer(&client, &format!("{code} Injected"), "", r#"{"errors":[]}"#)?;
             return Ok(());
         }
         Fault::TooMany { retry_after } => {
@@ -181,14 +173,7 @@ fn serve(
                 .map(|s| format!("Retry-After: {s}\r\n"))
                 .unwrap_or_default();
             let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#;
-            client_w.write_all(
-                format!(
-                    "HTTP/1.1 429 Too Many Requests\r\n{header}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-                .as_bytes(),
-            )?;
-            let _ = client.shutdown(Shutdown::Both);
+            answer(&client, "429 Too Many Requests", &header, body)?;
             return Ok(());
         }
         Fault::Reset => {
@@ -238,5 +223,20 @@ fn serve(
     let _ = client.shutdown(Shutdown::Both);
     let _ = up.shutdown(Shutdown::Both);
     let _ = body.join();
+    Ok(())
+}
+
+/// Answers `status` (`429 Too Many Requests`) with the `headers` lines and
+/// a JSON `body`, then closes the connection.
+fn answer(client: &TcpStream, status: &str, headers: &str, body: &str) -> std::io::Result<()> {
+    let mut client_w = client.try_clone()?;
+    client_w.write_all(
+        format!(
+            "HTTP/1.1 {status}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )?;
+    let _ = client.shutdown(Shutdown::Both);
     Ok(())
 }
