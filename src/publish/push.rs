@@ -524,19 +524,19 @@ impl<'a> Target<'a> {
         // over retries); a blob mounted or already there counts at once.
         let uploading = Uploading::new(self.progress);
         let holders = &self.host.holders;
+        // Asked only when the repository lacks the blob.
         let mut claim = None;
+        let mount_from = || match holders.claim(&blob.digest, &self.repo) {
+            Claim::MountFrom(sources) => sources,
+            Claim::Upload => {
+                claim = Some(UploadClaim::new(holders, &blob.digest));
+                Vec::new()
+            }
+        };
         let layout = &self.image.layout;
         let pushed = self
             .client
-            .push_blob_with(self, &self.repo, blob, layout, &uploading, || match holders
-                .claim(&blob.digest, &self.repo)
-            {
-                Claim::MountFrom(sources) => sources,
-                Claim::Upload => {
-                    claim = Some(UploadClaim::new(holders, &blob.digest));
-                    Vec::new()
-                }
-            });
+            .push_blob_with(self, &self.repo, blob, layout, &uploading, mount_from);
         // Waiters for this blob are released on every path (a panic too:
         // the claim's drop).
         if let Some(claim) = claim {
