@@ -9,6 +9,7 @@
 //!    the writes instead of sending them (`push`).
 //!
 //! Must not: parse flags, read stagex.toml or draw anything (src/cli/publish.rs).
+pub mod claims;
 pub mod gate;
 pub mod journal;
 pub mod mirror;
@@ -126,15 +127,7 @@ pub fn publish(
         ..PublishReport::default()
     };
     report.notes.extend(journal.ignored.clone());
-    let run = Run::new(
-        images,
-        &request.destinations,
-        &tags,
-        &journal,
-        progress,
-        request.policy,
-        request.dry_run,
-    );
+    let run = Run::new(request, images, &tags, &journal, progress);
     push::push_all(&run, request.jobs);
     report.registries = run
         .destinations

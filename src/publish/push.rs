@@ -1,37 +1,42 @@
 //! Owns: pushing release images to registry destinations, in parallel and
-//! resumably. Per image and destination: every blob first (HEAD: skip what
-//! the repository has; mount from another repository of the same registry
+//! resumably. Per image and destination (a `Target`): every blob first,
+//! through the registry client's one blob push rule (HEAD: skip what the
+//! repository has; mount from another repository of the same registry
 //! that holds it; upload otherwise, streamed in constant memory), then the
 //! child manifests by digest and the root under each tag as their exact
 //! bytes, then a read-back: the digest the registry serves for each tag
-//! (HEAD, its `Docker-Content-Digest`) must be ours, or the image fails. Every call goes through the retry
-//! engine (one budget per registry host). A failed image is reported and
-//! does not stop the others.
+//! (HEAD, its `Docker-Content-Digest`) must be ours, or the image fails.
+//! Every call goes through the retry engine (one budget per registry
+//! host). A failed image is reported and does not stop the others.
 //!
 //! Concurrency: `jobs` worker threads take (destination, image) pairs from
 //! one queue and share one client per registry host (its connections and
 //! cached tokens); an image's blobs go up to `BLOB_JOBS` at a time. Uploads of
-//! one blob to several repositories of a host are single-flight: the first
-//! uploads, the others wait and mount from it.
+//! one blob to several repositories of a host are single-flight
+//! (`claims`): the first uploads, the others wait and mount from it.
 //!
 //! `--dry-run` is the same walk (`Run::dry_run`): every read is made (HEAD
 //! of blobs and tags) and every write (upload, mount, manifest, tag) is
 //! counted instead of sent, so the plan is what a push would do.
 //!
-//! Must not: check signatures (the gate did) or draw progress (events).
+//! Must not: check signatures (the gate did), decide what a refused mount
+//! means (the registry client's rule does) or draw progress (events).
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
+use super::claims::{Claim, Holders, UploadClaim};
 use super::journal::{Entry, Journal};
 use super::release::ReleaseImage;
-use super::report::{self, Counters};
-use crate::net::retry::{retry, Budget, Exhausted, Policy};
+use super::report::{self, Counters, Uploading};
+use super::Request;
+use crate::net::retry::{retry, Budget, Exhausted};
 use crate::net::RegistryError;
 use crate::oci::descriptor::Descriptor;
 use crate::oci::digest::Digest;
 use crate::progress::{Progress, Task};
-use crate::registry::{Mount, RegistryClient};
+use crate::registry::push::Calls;
+use crate::registry::{BlobPush, RegistryClient};
 
 /// A registry namespace to publish into: `host[:port]/namespace`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -56,90 +61,6 @@ impl Destination {
 impl std::fmt::Display for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.host, self.namespace)
-    }
-}
-
-/// Where a blob is known to live on one registry host, and which blobs are
-/// being uploaded right now (single flight).
-#[derive(Default)]
-pub struct Holders {
-    map: Mutex<HashMap<Digest, Slot>>,
-    changed: Condvar,
-}
-
-enum Slot {
-    InFlight,
-    Held(Vec<String>),
-}
-
-/// What a worker should do about a blob its repository lacks.
-enum Claim {
-    /// Nobody has it: upload it, then call `finish`.
-    Upload,
-    /// These repositories hold it: mount.
-    MountFrom(Vec<String>),
-}
-
-impl Holders {
-    /// Records that `repo` holds `digest`.
-    pub fn add(&self, digest: &Digest, repo: &str) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get_mut(digest) {
-            Some(Slot::Held(repos)) => {
-                if !repos.iter().any(|r| r == repo) {
-                    repos.push(repo.to_string());
-                }
-            }
-            _ => {
-                map.insert(digest.clone(), Slot::Held(vec![repo.to_string()]));
-            }
-        }
-        self.changed.notify_all();
-    }
-
-    /// Repositories known to hold `digest` (none while in flight).
-    pub fn known(&self, digest: &Digest) -> Vec<String> {
-        match self
-            .map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(digest)
-        {
-            Some(Slot::Held(repos)) => repos.clone(),
-            _ => Vec::new(),
-        }
-    }
-
-    fn claim(&self, digest: &Digest, repo: &str) -> Claim {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            match map.get(digest) {
-                None => {
-                    map.insert(digest.clone(), Slot::InFlight);
-                    return Claim::Upload;
-                }
-                Some(Slot::Held(repos)) => {
-                    return Claim::MountFrom(repos.iter().filter(|r| *r != repo).cloned().collect())
-                }
-                Some(Slot::InFlight) => {
-                    map = self.changed.wait(map).unwrap_or_else(|e| e.into_inner());
-                }
-            }
-        }
-    }
-
-    /// Ends an `Upload` claim: `Some(repo)` now holds it, `None` failed.
-    fn finish(&self, digest: &Digest, holder: Option<&str>) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        match holder {
-            Some(repo) => {
-                map.insert(digest.clone(), Slot::Held(vec![repo.to_string()]));
-            }
-            None => {
-                map.remove(digest);
-            }
-        }
-        self.changed.notify_all();
     }
 }
 
@@ -171,45 +92,39 @@ pub struct Run<'a> {
 const JOURNAL_EVERY: usize = 50;
 
 impl<'a> Run<'a> {
+    /// The run of `request` (its destinations, retry policy, dry run) over
+    /// `images`, with their `tags` (same order).
     pub fn new(
+        request: &'a Request,
         images: &'a [ReleaseImage],
-        destinations: &'a [Destination],
         tags: &'a [Vec<String>],
         journal: &'a Journal,
         progress: &'a dyn Progress,
-        policy: Policy,
-        dry_run: bool,
     ) -> Run<'a> {
         let mut hosts = BTreeMap::new();
-        for d in destinations {
+        for d in &request.destinations {
             hosts.entry(d.host.clone()).or_insert_with(|| Host {
-                budget: Budget::new(policy),
+                budget: Budget::new(request.policy),
                 holders: Holders::default(),
             });
         }
-        // What earlier runs pushed is a mount source for new repositories.
         for (host, state) in &hosts {
-            for (repo, digest) in journal.manifests_on(host) {
-                for image in images
-                    .iter()
-                    .filter(|i| i.root.digest.to_string() == digest)
-                {
-                    for blob in &image.blobs {
-                        state.holders.add(&blob.digest, &repo);
-                    }
-                }
-            }
+            journaled_holders(journal, images, host, &state.holders);
         }
         Run {
             images,
-            destinations,
+            destinations: &request.destinations,
             tags,
             journal,
             progress,
             hosts,
-            counters: destinations.iter().map(|_| Counters::default()).collect(),
+            counters: request
+                .destinations
+                .iter()
+                .map(|_| Counters::default())
+                .collect(),
             finished: AtomicUsize::new(0),
-            dry_run,
+            dry_run: request.dry_run,
         }
     }
 
@@ -229,6 +144,21 @@ impl<'a> Run<'a> {
                 tag: tag.clone(),
             })
         })
+    }
+}
+
+/// What earlier runs pushed to `host` is a mount source for new
+/// repositories: every blob of an image whose root the journal has there.
+fn journaled_holders(journal: &Journal, images: &[ReleaseImage], host: &str, holders: &Holders) {
+    for (repo, digest) in journal.manifests_on(host) {
+        for image in images
+            .iter()
+            .filter(|i| i.root.digest.to_string() == digest)
+        {
+            for blob in &image.blobs {
+                holders.add(&blob.digest, &repo);
+            }
+        }
     }
 }
 
@@ -264,53 +194,6 @@ pub enum PushError {
         digest: Digest,
         error: Box<PushError>,
     },
-}
-
-/// Runs `op` under the host's retry budget; the error names what failed
-/// and why the engine stopped.
-fn call<T>(host: &Host, op: impl FnMut() -> Result<T, RegistryError>) -> Result<T, PushError> {
-    retry(&host.budget, op).map_err(|e| PushError::Registry(Box::new(e)))
-}
-
-/// Upload progress of one blob, as bytes of publish's `BYTES_TASK`. Each
-/// attempt starts a
-/// task again (the retry engine calls the upload anew); an attempt reports
-/// only the bytes past what earlier attempts already reported, so a retried
-/// upload does not count its bytes twice and the bars stop at the release's
-/// size.
-struct Uploading<'a> {
-    progress: &'a dyn Progress,
-    /// Bytes sent by the current attempt.
-    attempt: AtomicU64,
-    /// Bytes reported so far (the most any attempt sent).
-    reported: AtomicU64,
-}
-
-impl<'a> Uploading<'a> {
-    fn new(progress: &'a dyn Progress) -> Uploading<'a> {
-        Uploading {
-            progress,
-            attempt: AtomicU64::new(0),
-            reported: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Progress for Uploading<'_> {
-    fn event(&self, event: crate::progress::Event<'_>) {
-        use crate::progress::Event as Task;
-        match event {
-            Task::Started { .. } => self.attempt.store(0, Ordering::Relaxed),
-            Task::Advanced { amount, .. } => {
-                let sent = self.attempt.fetch_add(amount, Ordering::Relaxed) + amount;
-                let before = self.reported.fetch_max(sent, Ordering::Relaxed);
-                if sent > before {
-                    report::bytes_done(self.progress, sent - before);
-                }
-            }
-            _ => {}
-        }
-    }
 }
 
 /// One client per registry host, shared by every worker of the run: the
@@ -404,9 +287,10 @@ fn progress_tasks<'a>(run: &Run<'a>) -> Vec<Task<'a>> {
     tasks
 }
 
+/// Image `i` to destination `d`, unless the journal has it; a failure is
+/// counted for the report.
 fn push_one(run: &Run<'_>, clients: &Clients, d: usize, i: usize) {
     let dest = &run.destinations[d];
-    let image = &run.images[i];
     let counters = &run.counters[d];
     Counters::add(&counters.images, 1);
     let result = if run.journaled(dest, i) {
@@ -415,10 +299,10 @@ fn push_one(run: &Run<'_>, clients: &Clients, d: usize, i: usize) {
     } else {
         clients
             .get(&dest.host)
-            .and_then(|client| push_image(run, &client, dest, counters, image, &run.tags[i]))
+            .and_then(|client| Target::new(run, &client, d, i).push())
     };
     if let Err(error) = result {
-        counters.fail(&image.name, error.to_string());
+        counters.fail(&run.images[i].name, error.to_string());
     }
     if (run.finished.fetch_add(1, Ordering::Relaxed) + 1) % JOURNAL_EVERY == 0 && !run.dry_run {
         // Best effort: the final save reports a failure.
@@ -427,297 +311,278 @@ fn push_one(run: &Run<'_>, clients: &Clients, d: usize, i: usize) {
     report::image_done(run.progress, &report::registry_task(&dest.to_string()));
 }
 
-/// One image to one destination.
-fn push_image(
-    run: &Run<'_>,
-    client: &RegistryClient,
-    dest: &Destination,
-    counters: &Counters,
-    image: &ReleaseImage,
-    tags: &[String],
-) -> Result<(), PushError> {
-    let host = run.host(dest);
-    let repo = dest.repository(&image.name);
-    let root = image.manifests.last().expect("the root manifest is last");
-    // Unreadable counts as not served here: the push that follows names
-    // the failure if it persists.
-    let serves = |tag: &str| {
-        served_digest(client, host, &repo, tag).is_ok_and(|d| d.as_ref() == Some(&root.digest))
-    };
-    // The first tag serving our digest means the registry holds the whole
-    // image (it refuses a manifest whose blobs or children it lacks): no
-    // blob is asked about (a re-run without the journal costs one HEAD
-    // per tag). Otherwise the blobs go first; when every one was there
-    // already, the other tags may still serve our digest.
-    let first_served = tags.first().is_some_and(|tag| serves(tag));
-    let all_there = if first_served {
-        held_already(run, dest, &repo, counters, image);
-        true
-    } else {
-        push_blobs(run, client, dest, &repo, counters, image)?
-    };
-    let present: Vec<bool> = tags
-        .iter()
-        .enumerate()
-        .map(|(n, tag)| {
-            if n == 0 {
-                first_served
-            } else {
-                all_there && serves(tag)
-            }
-        })
-        .collect();
-    let missing = present.iter().any(|p| !p);
-    if missing {
-        for child in &image.manifests[..image.manifests.len() - 1] {
-            if run.dry_run {
-                Counters::add(&counters.manifests_pushed, 1);
-                continue;
-            }
-            let bytes = image
-                .layout
-                .read_blob(&child.digest)
-                .map_err(PushError::Local)?;
-            call(host, || {
-                client.push_manifest(&repo, &child.digest.to_string(), &bytes, &child.media_type)
-            })?;
-            Counters::add(&counters.manifests_pushed, 1);
-        }
-    }
-    // The root's bytes, read only when a tag is to be pushed for real.
-    let root_bytes = match missing && !run.dry_run {
-        true => Some(
-            image
-                .layout
-                .read_blob(&root.digest)
-                .map_err(PushError::Local)?,
-        ),
-        false => None,
-    };
-    for (tag, present) in tags.iter().zip(present) {
-        if present {
-            Counters::add(&counters.tags_present, 1);
-        } else {
-            Counters::add(&counters.tags_pushed, 1);
-            if let Some(bytes) = &root_bytes {
-                push_tag(client, host, dest, &repo, tag, bytes, root)?;
-            }
-        }
-        if !run.dry_run {
-            run.journal.record(Entry {
-                registry: dest.host.clone(),
-                repository: repo.clone(),
-                digest: root.digest.to_string(),
-                tag: tag.clone(),
-            });
-        }
-    }
-    Ok(())
+/// One image going to one destination: what every step of its push
+/// shares. Its registry calls go through the host's retry budget (`Calls`).
+struct Target<'a> {
+    run: &'a Run<'a>,
+    client: &'a RegistryClient,
+    dest: &'a Destination,
+    /// The destination's host: its retry budget and upload claims.
+    host: &'a Host,
+    /// `namespace/name` on the destination.
+    repo: String,
+    counters: &'a Counters,
+    progress: &'a dyn Progress,
+    /// Count the writes instead of sending them.
+    dry_run: bool,
+    image: &'a ReleaseImage,
+    tags: &'a [String],
 }
 
-/// Pushes the root manifest `bytes` under `tag`, then reads back the
-/// digest the registry serves for it: it must be ours.
-fn push_tag(
-    client: &RegistryClient,
-    host: &Host,
-    dest: &Destination,
-    repo: &str,
-    tag: &str,
-    bytes: &[u8],
-    root: &Descriptor,
-) -> Result<(), PushError> {
-    call(host, || {
-        client.push_manifest(repo, tag, bytes, &root.media_type)
-    })?;
-    let at = format!("{}/{repo}:{tag}", dest.host);
-    let served = served_digest(client, host, repo, tag).map_err(|error| PushError::ReadBack {
-        tag: at.clone(),
-        error: Box::new(error),
-    })?;
-    match served {
-        Some(got) if got == root.digest => Ok(()),
-        served => Err(PushError::Rewritten {
-            tag: at,
-            served: served.map(Box::new),
-            ours: Box::new(root.digest.clone()),
-        }),
-    }
-}
+impl Calls for Target<'_> {
+    type Error = PushError;
 
-/// Counts every blob of `image` as present in `repo` (a tag proved it).
-fn held_already(
-    run: &Run<'_>,
-    dest: &Destination,
-    repo: &str,
-    counters: &Counters,
-    image: &ReleaseImage,
-) {
-    for blob in &image.blobs {
-        skipped(run, dest, repo, counters, blob);
+    /// Runs `op` under the host's retry budget; the error names what
+    /// failed and why the engine stopped.
+    fn call<T>(&self, op: impl FnMut() -> Result<T, RegistryError>) -> Result<T, PushError> {
+        retry(&self.host.budget, op).map_err(|e| PushError::Registry(Box::new(e)))
     }
-}
-
-/// Counts `blob` as already in `repo` (a mount source from now on).
-fn skipped(run: &Run<'_>, dest: &Destination, repo: &str, counters: &Counters, blob: &Descriptor) {
-    Counters::add(&counters.blobs_skipped, 1);
-    run.host(dest).holders.add(&blob.digest, repo);
-    report::bytes_done(run.progress, blob.size);
 }
 
 /// Blobs of one image pushed at once (on top of the images in parallel).
 const BLOB_JOBS: usize = 4;
 
-/// Every blob of `image`, up to `BLOB_JOBS` at a time; true when every one
-/// was already there.
-fn push_blobs(
-    run: &Run<'_>,
-    client: &RegistryClient,
-    dest: &Destination,
-    repo: &str,
-    counters: &Counters,
-    image: &ReleaseImage,
-) -> Result<bool, PushError> {
-    let host = run.host(dest);
-    let one = |blob: &Descriptor| {
-        push_blob(run, client, host, dest, repo, counters, image, blob).map_err(|error| {
-            PushError::Blob {
+impl<'a> Target<'a> {
+    fn new(run: &'a Run<'a>, client: &'a RegistryClient, d: usize, i: usize) -> Target<'a> {
+        let dest = &run.destinations[d];
+        let image = &run.images[i];
+        Target {
+            run,
+            client,
+            dest,
+            host: run.host(dest),
+            repo: dest.repository(&image.name),
+            counters: &run.counters[d],
+            progress: run.progress,
+            dry_run: run.dry_run,
+            image,
+            tags: &run.tags[i],
+        }
+    }
+
+    fn root(&self) -> &'a Descriptor {
+        self.image
+            .manifests
+            .last()
+            .expect("the root manifest is last")
+    }
+
+    /// The image: blobs, child manifests, tags (each step only if needed).
+    fn push(&self) -> Result<(), PushError> {
+        // The first tag serving our digest means the registry holds the
+        // whole image (it refuses a manifest whose blobs or children it
+        // lacks): no blob is asked about (a re-run without the journal
+        // costs one HEAD per tag). Otherwise the blobs go first; when
+        // every one was there already, the other tags may still serve our
+        // digest.
+        let first_served = self.tags.first().is_some_and(|tag| self.serves(tag));
+        let all_there = if first_served {
+            self.held_already();
+            true
+        } else {
+            self.push_blobs()?
+        };
+        let present: Vec<bool> = (0..self.tags.len())
+            .map(|n| match n {
+                0 => first_served,
+                _ => all_there && self.serves(&self.tags[n]),
+            })
+            .collect();
+        if present.iter().any(|p| !p) {
+            self.push_children()?;
+        }
+        self.push_tags(&present)
+    }
+
+    /// True when `tag` serves our root digest. Unreadable counts as not
+    /// served: the push that follows names the failure if it persists.
+    fn serves(&self, tag: &str) -> bool {
+        self.served_digest(tag)
+            .is_ok_and(|d| d.as_ref() == Some(&self.root().digest))
+    }
+
+    /// The digest of what the registry serves for `repo:tag`: None when it
+    /// answers that there is none; any other failure (after retries) is
+    /// the error, naming what failed.
+    fn served_digest(&self, tag: &str) -> Result<Option<Digest>, PushError> {
+        match retry(&self.host.budget, || {
+            self.client.manifest_digest(&self.repo, tag)
+        }) {
+            Ok(digest) => Ok(Some(digest)),
+            Err(e) if e.error.is_not_found() => Ok(None),
+            Err(e) => Err(PushError::Registry(Box::new(e))),
+        }
+    }
+
+    /// The manifests below the root, by digest.
+    fn push_children(&self) -> Result<(), PushError> {
+        let children = &self.image.manifests[..self.image.manifests.len() - 1];
+        for child in children {
+            if !self.dry_run {
+                let bytes = self.read(&child.digest)?;
+                let reference = child.digest.to_string();
+                self.call(|| {
+                    self.client
+                        .push_manifest(&self.repo, &reference, &bytes, &child.media_type)
+                })?;
+            }
+            Counters::add(&self.counters.manifests_pushed, 1);
+        }
+        Ok(())
+    }
+
+    /// Every tag not `present` gets the root; every tag is journaled.
+    fn push_tags(&self, present: &[bool]) -> Result<(), PushError> {
+        // The root's bytes, read only when a tag is to be pushed for real.
+        let root_bytes = match present.iter().any(|p| !p) && !self.dry_run {
+            true => Some(self.read(&self.root().digest)?),
+            false => None,
+        };
+        for (tag, present) in self.tags.iter().zip(present) {
+            if *present {
+                Counters::add(&self.counters.tags_present, 1);
+            } else {
+                Counters::add(&self.counters.tags_pushed, 1);
+                if let Some(bytes) = &root_bytes {
+                    self.push_tag(tag, bytes)?;
+                }
+            }
+            if !self.dry_run {
+                self.run.journal.record(Entry {
+                    registry: self.dest.host.clone(),
+                    repository: self.repo.clone(),
+                    digest: self.root().digest.to_string(),
+                    tag: tag.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Pushes the root manifest `bytes` under `tag`, then reads back the
+    /// digest the registry serves for it: it must be ours.
+    fn push_tag(&self, tag: &str, bytes: &[u8]) -> Result<(), PushError> {
+        let root = self.root();
+        self.call(|| {
+            self.client
+                .push_manifest(&self.repo, tag, bytes, &root.media_type)
+        })?;
+        let at = format!("{}/{}:{tag}", self.dest.host, self.repo);
+        let served = self
+            .served_digest(tag)
+            .map_err(|error| PushError::ReadBack {
+                tag: at.clone(),
+                error: Box::new(error),
+            })?;
+        match served {
+            Some(got) if got == root.digest => Ok(()),
+            served => Err(PushError::Rewritten {
+                tag: at,
+                served: served.map(Box::new),
+                ours: Box::new(root.digest.clone()),
+            }),
+        }
+    }
+
+    fn read(&self, digest: &Digest) -> Result<Vec<u8>, PushError> {
+        self.image
+            .layout
+            .read_blob(digest)
+            .map_err(PushError::Local)
+    }
+
+    /// Counts every blob of the image as present (a tag proved it).
+    fn held_already(&self) {
+        for blob in &self.image.blobs {
+            self.counted(blob, BlobPush::Existed);
+        }
+    }
+
+    /// Every blob of the image, up to `BLOB_JOBS` at a time; true when
+    /// every one was already there.
+    fn push_blobs(&self) -> Result<bool, PushError> {
+        let one = |blob: &Descriptor| {
+            let pushed = match self.dry_run {
+                true => self.plan_blob(blob),
+                false => self.push_blob(blob),
+            };
+            pushed.map_err(|error| PushError::Blob {
                 digest: blob.digest.clone(),
                 error: Box::new(error),
+            })
+        };
+        crate::parallel::map_with(BLOB_JOBS, &self.image.blobs, one)
+            .into_iter()
+            .try_fold(true, |all, r| Ok(all & r?))
+    }
+
+    /// `blob` through the registry client's rule, inside this host's
+    /// single-flight claims: the first repository to miss it uploads, the
+    /// others wait and mount from it. True when it was there already.
+    fn push_blob(&self, blob: &Descriptor) -> Result<bool, PushError> {
+        // An upload's bytes reach the progress as they are sent (once
+        // over retries); a blob mounted or already there counts at once.
+        let uploading = Uploading::new(self.progress);
+        let holders = &self.host.holders;
+        // Asked only when the repository lacks the blob.
+        let mut claim = None;
+        let mount_from = || match holders.claim(&blob.digest, &self.repo) {
+            Claim::MountFrom(sources) => sources,
+            Claim::Upload => {
+                claim = Some(UploadClaim::new(holders, &blob.digest));
+                Vec::new()
             }
-        })
-    };
-    crate::parallel::map_with(BLOB_JOBS, &image.blobs, one)
-        .into_iter()
-        .try_fold(true, |all, r| Ok(all & r?))
-}
-
-/// The digest of what the registry serves for `repo:tag`: None when it
-/// answers that there is none; any other failure (after retries) is the
-/// error, naming what failed.
-fn served_digest(
-    client: &RegistryClient,
-    host: &Host,
-    repo: &str,
-    tag: &str,
-) -> Result<Option<Digest>, PushError> {
-    match retry(&host.budget, || client.manifest_digest(repo, tag)) {
-        Ok(digest) => Ok(Some(digest)),
-        Err(e) if e.error.is_not_found() => Ok(None),
-        Err(e) => Err(PushError::Registry(Box::new(e))),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn push_blob(
-    run: &Run<'_>,
-    client: &RegistryClient,
-    host: &Host,
-    dest: &Destination,
-    repo: &str,
-    counters: &Counters,
-    image: &ReleaseImage,
-    blob: &Descriptor,
-) -> Result<bool, PushError> {
-    // An upload's bytes reach the progress as they are sent (`uploading`);
-    // a blob mounted or already there counts at once.
-    let uploading = Uploading::new(run.progress);
-    if !call(host, || client.needs_blob(repo, &blob.digest))? {
-        skipped(run, dest, repo, counters, blob);
-        return Ok(true);
-    }
-    if run.dry_run {
-        plan_blob(host, repo, counters, blob);
-        return Ok(false);
-    }
-    let uploaded = || {
-        Counters::add(&counters.blobs_uploaded, 1);
-        Counters::add(&counters.bytes_uploaded, blob.size);
-    };
-    let sources = match host.holders.claim(&blob.digest, repo) {
-        Claim::MountFrom(sources) => sources,
-        Claim::Upload => {
-            // Waiters for this blob are released even if the upload panics.
-            let claim = UploadClaim::new(&host.holders, &blob.digest);
-            let result = upload(host, client, repo, image, blob, &uploading);
-            claim.finish(result.as_ref().ok().map(|_| repo));
-            result?;
-            uploaded();
-            return Ok(false);
+        };
+        let layout = &self.image.layout;
+        let pushed = self
+            .client
+            .push_blob_with(self, &self.repo, blob, layout, &uploading, mount_from);
+        // Waiters for this blob are released on every path (a panic too:
+        // the claim's drop).
+        if let Some(claim) = claim {
+            claim.finish(pushed.as_ref().ok().map(|_| self.repo.as_str()));
         }
-    };
-    for from in &sources {
-        // Not mounted (202), or refused (a token without pull scope on
-        // `from`): try the next source, then upload.
-        let mounted = call(host, || client.mount_blob(repo, from, &blob.digest));
-        if matches!(mounted, Ok(Mount::Mounted)) {
-            Counters::add(&counters.blobs_mounted, 1);
-            Counters::add(&counters.bytes_mounted, blob.size);
-            host.holders.add(&blob.digest, repo);
-            report::bytes_done(run.progress, blob.size);
-            return Ok(false);
+        let pushed = pushed?;
+        self.counted(blob, pushed);
+        Ok(pushed == BlobPush::Existed)
+    }
+
+    /// What a push would do with `blob` (dry run): the HEAD is made; a
+    /// missing blob counts as mounted when another repository of the host
+    /// holds it (or would, earlier in the plan), else as uploaded.
+    fn plan_blob(&self, blob: &Descriptor) -> Result<bool, PushError> {
+        if !self.call(|| self.client.needs_blob(&self.repo, &blob.digest))? {
+            self.counted(blob, BlobPush::Existed);
+            return Ok(true);
         }
-    }
-    upload(host, client, repo, image, blob, &uploading)?;
-    host.holders.add(&blob.digest, repo);
-    uploaded();
-    Ok(false)
-}
-
-/// What a push would do with a blob `repo` lacks: mount it when another
-/// repository of the host holds it (or would, earlier in the plan), else
-/// upload it.
-fn plan_blob(host: &Host, repo: &str, counters: &Counters, blob: &Descriptor) {
-    if host.holders.known(&blob.digest).iter().any(|r| r != repo) {
-        Counters::add(&counters.blobs_mounted, 1);
-        Counters::add(&counters.bytes_mounted, blob.size);
-    } else {
-        Counters::add(&counters.blobs_uploaded, 1);
-        Counters::add(&counters.bytes_uploaded, blob.size);
-        host.holders.add(&blob.digest, repo);
-    }
-}
-
-/// Uploads `blob` to `repo` (retried under the host's budget).
-fn upload(
-    host: &Host,
-    client: &RegistryClient,
-    repo: &str,
-    image: &ReleaseImage,
-    blob: &Descriptor,
-    progress: &dyn Progress,
-) -> Result<(), PushError> {
-    call(host, || {
-        client.upload_blob(repo, blob, &image.layout, progress)
-    })
-}
-
-/// An `Upload` claim that ends on every path: `finish`, or failed when
-/// dropped unfinished (an unwinding panic), so no waiter blocks forever.
-struct UploadClaim<'a> {
-    holders: &'a Holders,
-    digest: &'a Digest,
-    finished: bool,
-}
-
-impl<'a> UploadClaim<'a> {
-    fn new(holders: &'a Holders, digest: &'a Digest) -> UploadClaim<'a> {
-        UploadClaim {
-            holders,
-            digest,
-            finished: false,
+        let holders = &self.host.holders;
+        if holders.known(&blob.digest).iter().any(|r| *r != self.repo) {
+            self.counted(blob, BlobPush::Mounted);
+        } else {
+            self.counted(blob, BlobPush::Uploaded(blob.size));
         }
+        Ok(false)
     }
 
-    fn finish(mut self, holder: Option<&str>) {
-        self.finished = true;
-        self.holders.finish(self.digest, holder);
-    }
-}
-
-impl Drop for UploadClaim<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.holders.finish(self.digest, None);
+    /// Counts what happened to `blob`; the repository holds it from now on
+    /// (a mount source). Bytes found or mounted reach the progress here;
+    /// uploaded ones did as they were sent.
+    fn counted(&self, blob: &Descriptor, pushed: BlobPush) {
+        let c = self.counters;
+        self.host.holders.add(&blob.digest, &self.repo);
+        match pushed {
+            BlobPush::Existed => Counters::add(&c.blobs_skipped, 1),
+            BlobPush::Mounted => {
+                Counters::add(&c.blobs_mounted, 1);
+                Counters::add(&c.bytes_mounted, blob.size);
+            }
+            BlobPush::Uploaded(bytes) => {
+                Counters::add(&c.blobs_uploaded, 1);
+                Counters::add(&c.bytes_uploaded, bytes);
+            }
+        }
+        if !matches!(pushed, BlobPush::Uploaded(_)) {
+            report::bytes_done(self.progress, blob.size);
         }
     }
 }
@@ -725,44 +590,6 @@ impl Drop for UploadClaim<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Records the bytes of every advance of publish's `BYTES_TASK`.
-    #[derive(Default)]
-    struct Bytes(Mutex<Vec<u64>>);
-
-    impl Progress for Bytes {
-        fn event(&self, event: crate::progress::Event<'_>) {
-            if let crate::progress::Event::Advanced { id, amount } = event {
-                assert_eq!(id, report::BYTES_TASK);
-                self.0.lock().unwrap().push(amount);
-            }
-        }
-    }
-
-    #[test]
-    fn a_retried_upload_reports_its_bytes_once() {
-        use crate::progress::{Event as Task, Unit};
-        let seen = Bytes::default();
-        let uploading = Uploading::new(&seen);
-        let start = || {
-            uploading.event(Task::Started {
-                id: "blob",
-                what: "push",
-                total: Some(10),
-                unit: Unit::Bytes,
-            })
-        };
-        let advance = |amount| uploading.event(Task::Advanced { id: "blob", amount });
-        start();
-        advance(4);
-        advance(3);
-        // The connection broke at 7 of 10; the retry sends all 10 again.
-        start();
-        advance(4);
-        advance(6);
-        assert_eq!(*seen.0.lock().unwrap(), vec![4, 3, 3]);
-        assert_eq!(seen.0.lock().unwrap().iter().sum::<u64>(), 10);
-    }
 
     #[test]
     fn push_errors_name_the_tag_and_both_digests() {
@@ -797,38 +624,5 @@ mod tests {
         assert_eq!(d.repository("core-x"), "stagex/core-x");
         assert_eq!(d.to_string(), "127.0.0.1:5000/stagex");
         assert!(Destination::parse("stagex").is_err());
-    }
-
-    #[test]
-    fn one_upload_per_blob_others_mount() {
-        let holders = Holders::default();
-        let d = Digest::of_bytes(b"layer");
-        assert!(matches!(holders.claim(&d, "ns/a"), Claim::Upload));
-        std::thread::scope(|s| {
-            let waiter = s.spawn(|| holders.claim(&d, "ns/b"));
-            holders.finish(&d, Some("ns/a"));
-            match waiter.join().unwrap() {
-                Claim::MountFrom(from) => assert_eq!(from, vec!["ns/a".to_string()]),
-                Claim::Upload => panic!("the waiter must mount"),
-            }
-        });
-        // A failed upload lets the next claimant upload.
-        let e = Digest::of_bytes(b"other");
-        assert!(matches!(holders.claim(&e, "ns/a"), Claim::Upload));
-        holders.finish(&e, None);
-        assert!(matches!(holders.claim(&e, "ns/b"), Claim::Upload));
-    }
-
-    #[test]
-    fn an_upload_claim_dropped_unfinished_releases_its_waiters() {
-        let holders = Holders::default();
-        let d = Digest::of_bytes(b"panicked");
-        assert!(matches!(holders.claim(&d, "ns/a"), Claim::Upload));
-        std::thread::scope(|s| {
-            let waiter = s.spawn(|| holders.claim(&d, "ns/b"));
-            // The uploader unwinds (a panic) without calling finish.
-            drop(UploadClaim::new(&holders, &d));
-            assert!(matches!(waiter.join().unwrap(), Claim::Upload));
-        });
     }
 }

@@ -1,7 +1,8 @@
 //! Owns: what a publish run tells its caller: `progress` events while it
 //! runs (the tasks below: bytes over all registries, images per registry
 //! and per mirror; the CLI draws bars from them, the library draws
-//! nothing) and the final report, per registry and per mirror, with the
+//! nothing; an upload's bytes counted once over its retries, `Uploading`)
+//! and the final report, per registry and per mirror, with the
 //! totals the release manager reads (images, tags, bytes uploaded, blobs mounted and skipped,
 //! signatures uploaded, retries, failures). Serializable for `--json`.
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +41,47 @@ pub fn image_done(progress: &dyn Progress, task: &str) {
         id: task,
         amount: 1,
     });
+}
+
+/// Upload progress of one blob, as bytes of publish's `BYTES_TASK`. Each
+/// attempt starts a task again (the retry engine calls the upload anew);
+/// an attempt reports
+/// only the bytes past what earlier attempts already reported, so a retried
+/// upload does not count its bytes twice and the bars stop at the release's
+/// size.
+pub struct Uploading<'a> {
+    progress: &'a dyn Progress,
+    /// Bytes sent by the current attempt.
+    attempt: AtomicU64,
+    /// Bytes reported so far (the most any attempt sent).
+    reported: AtomicU64,
+}
+
+impl<'a> Uploading<'a> {
+    pub fn new(progress: &'a dyn Progress) -> Uploading<'a> {
+        Uploading {
+            progress,
+            attempt: AtomicU64::new(0),
+            reported: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Progress for Uploading<'_> {
+    fn event(&self, event: crate::progress::Event<'_>) {
+        use crate::progress::Event as Task;
+        match event {
+            Task::Started { .. } => self.attempt.store(0, Ordering::Relaxed),
+            Task::Advanced { amount, .. } => {
+                let sent = self.attempt.fetch_add(amount, Ordering::Relaxed) + amount;
+                let before = self.reported.fetch_max(sent, Ordering::Relaxed);
+                if sent > before {
+                    bytes_done(self.progress, sent - before);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// One image that failed on one registry or mirror.
@@ -199,6 +241,44 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records the bytes of every advance of publish's `BYTES_TASK`.
+    #[derive(Default)]
+    struct Bytes(Mutex<Vec<u64>>);
+
+    impl Progress for Bytes {
+        fn event(&self, event: crate::progress::Event<'_>) {
+            if let crate::progress::Event::Advanced { id, amount } = event {
+                assert_eq!(id, BYTES_TASK);
+                self.0.lock().unwrap().push(amount);
+            }
+        }
+    }
+
+    #[test]
+    fn a_retried_upload_reports_its_bytes_once() {
+        use crate::progress::{Event as Task, Unit};
+        let seen = Bytes::default();
+        let uploading = Uploading::new(&seen);
+        let start = || {
+            uploading.event(Task::Started {
+                id: "blob",
+                what: "push",
+                total: Some(10),
+                unit: Unit::Bytes,
+            })
+        };
+        let advance = |amount| uploading.event(Task::Advanced { id: "blob", amount });
+        start();
+        advance(4);
+        advance(3);
+        // The connection broke at 7 of 10; the retry sends all 10 again.
+        start();
+        advance(4);
+        advance(6);
+        assert_eq!(*seen.0.lock().unwrap(), vec![4, 3, 3]);
+        assert_eq!(seen.0.lock().unwrap().iter().sum::<u64>(), 10);
+    }
 
     #[test]
     fn totals_add_registries_and_mirrors() {

@@ -1,8 +1,8 @@
-//! Owns: blobs on a registry: a verified streaming pull into a layout,
-//! existence checks, cross-repository mounts and the one-request upload
-//! with its idle watchdog, and `push_blob`, the one rule of existing /
-//! mounted / uploaded. The client, its auth and its error mapping are in
-//! `mod.rs`.
+//! Owns: the blob requests to a registry: a verified streaming pull into a
+//! layout, existence checks, cross-repository mounts (the raw answer) and
+//! the one-request upload with its idle watchdog. The rule that combines
+//! them (existing / mounted / uploaded, and what a refused mount means) is
+//! `push.rs`; the client, its auth and its error mapping are in `mod.rs`.
 use super::*;
 
 impl RegistryClient {
@@ -108,7 +108,8 @@ impl RegistryClient {
 
     /// Asks the registry to mount `digest` from `from_repo` into `repo`:
     /// 201 is `Mounted`, 202 `NotMounted` (the caller uploads); any other
-    /// answer (401, 403, 5xx, ...) is an error.
+    /// answer (401, 403, 5xx, ...) is an error. What such an error means
+    /// for a push is decided once, in `push::read_mount`.
     pub fn mount_blob(
         &self,
         repo: &str,
@@ -308,34 +309,5 @@ impl RegistryClient {
         url.query_pairs_mut()
             .append_pair("digest", &digest.to_string());
         Ok(url)
-    }
-
-    /// Makes sure `repo` has the blob: skip if present, else mount from one
-    /// of `mount_from` (repositories on this registry), else upload. One
-    /// progress task covers the whole decision.
-    pub fn push_blob(
-        &self,
-        repo: &str,
-        descriptor: &Descriptor,
-        layout: &Layout,
-        mount_from: &[String],
-        progress: &dyn Progress,
-    ) -> Result<BlobPush, RegistryError> {
-        let task = push_task(progress, descriptor);
-        if !self.needs_blob(repo, &descriptor.digest)? {
-            return Ok(BlobPush::Existed);
-        }
-        for from in mount_from.iter().filter(|from| *from != repo) {
-            // Refused (a token without pull scope on `from`): as not
-            // mounted, the next source or the upload follows.
-            match self.mount_blob(repo, from, &descriptor.digest) {
-                Ok(Mount::Mounted) => return Ok(BlobPush::Mounted),
-                Ok(Mount::NotMounted)
-                | Err(RegistryError::Unauthorized { .. } | RegistryError::Forbidden { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.upload(repo, descriptor, layout, &task)?;
-        Ok(BlobPush::Uploaded(descriptor.size))
     }
 }

@@ -55,6 +55,7 @@ mod publish_faults;
 mod publish_gate;
 mod publish_registry;
 mod publish_tls;
+mod push_mount;
 mod registry_certs;
 mod registry_client;
 mod registry_faults;

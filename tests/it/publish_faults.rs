@@ -67,8 +67,8 @@ fn publish_completes_through_500s_429s_and_resets_and_counts_retries() {
     let report = json(&out);
     let retries = report["summary"]["retries"].as_u64().unwrap();
     assert!(retries > 0, "{report:#}");
-    // Failed mounts fall back to uploads without a retry, so at most one
-    // retry per injected fault.
+    // Every call (mounts too) is retried only after an injected fault,
+    // and the plan never faults twice in a row: at most one retry per fault.
     assert!(
         retries as usize <= s500 + s429ra + s429 + resets,
         "{report:#}"

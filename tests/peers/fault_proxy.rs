@@ -1,6 +1,7 @@
 //! A test-side HTTP/1.1 proxy in front of a real registry that injects the
 //! faults a healthy registry never produces on demand: 500s, 429s with and
-//! without `Retry-After`, and connection resets (RST, SO_LINGER 0). Each
+//! without `Retry-After`, connection resets (RST, SO_LINGER 0), and any
+//! other status (a 401/403/404 refusing a mount, as other registries do). Each
 //! connection carries exactly one request (`Connection: close` is forced
 //! both ways), so every request gets its own fault decision. A mock only
 //! for the faults: every other request reaches the real registry unchanged.
@@ -16,8 +17,12 @@ use std::thread::JoinHandle;
 pub enum Fault {
     Pass,
     Status500,
-    TooMany { retry_after: Option<u32> },
+    TooMany {
+        retry_after: Option<u32>,
+    },
     Reset,
+    /// Any other status (401, 403, 404, ...), with an empty OCI error list.
+    Status(u16),
 }
 
 type Plan = dyn Fn(usize, &str) -> Fault + Send + Sync;
@@ -159,19 +164,16 @@ fn serve(
             let _ = client.shutdown(Shutdown::Both);
             return Ok(());
         }
+        Fault::Status(code) => {
+            answer(&client, &format!("{code} Injected"), "", r#"{"errors":[]}"#)?;
+            return Ok(());
+        }
         Fault::TooMany { retry_after } => {
             let header = retry_after
                 .map(|s| format!("Retry-After: {s}\r\n"))
                 .unwrap_or_default();
             let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#;
-            client_w.write_all(
-                format!(
-                    "HTTP/1.1 429 Too Many Requests\r\n{header}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-                .as_bytes(),
-            )?;
-            let _ = client.shutdown(Shutdown::Both);
+            answer(&client, "429 Too Many Requests", &header, body)?;
             return Ok(());
         }
         Fault::Reset => {
@@ -221,5 +223,20 @@ fn serve(
     let _ = client.shutdown(Shutdown::Both);
     let _ = up.shutdown(Shutdown::Both);
     let _ = body.join();
+    Ok(())
+}
+
+/// Answers `status` (`429 Too Many Requests`) with the `headers` lines and
+/// a JSON `body`, then closes the connection.
+fn answer(client: &TcpStream, status: &str, headers: &str, body: &str) -> std::io::Result<()> {
+    let mut client_w = client.try_clone()?;
+    client_w.write_all(
+        format!(
+            "HTTP/1.1 {status}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )?;
+    let _ = client.shutdown(Shutdown::Both);
     Ok(())
 }
