@@ -11,18 +11,14 @@ use crate::peers;
 use crate::sign_support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use peers::tools::{self, run_ok};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 fn reproduce(root: &Path, args: &[&str]) -> (Output, Value) {
-    let output = tools::stagex()
-        .arg("--json")
-        .arg("--root")
-        .arg(root)
-        .arg("reproduce")
+    let output = tools::stagex_in(root, &["--json", "reproduce"])
         .args(args)
         .env_remove("SOURCE_DATE_EPOCH")
         .output()
@@ -52,12 +48,7 @@ fn native_tree() -> tempfile::TempDir {
     build_support::native_package(root.path(), "a", None, "a");
     build_support::native_package(root.path(), "b", Some("core-a"), "b");
     build_support::native_package(root.path(), "c", Some("core-a"), "c");
-    run_ok(
-        tools::stagex()
-            .arg("--root")
-            .arg(root.path())
-            .args(["build", "core-a"]),
-    );
+    run_ok(&mut tools::stagex_in(root.path(), &["build", "core-a"]));
     root
 }
 
@@ -197,10 +188,7 @@ fn a_dependency_missing_from_out_is_built_in_each_root() {
 #[test]
 fn bad_input_is_one_clear_error() {
     let root = native_tree();
-    let output = tools::stagex()
-        .arg("--root")
-        .arg(root.path())
-        .args(["reproduce", "core-b", "--vary", "-kernel"])
+    let output = tools::stagex_in(root.path(), &["reproduce", "core-b", "--vary", "-kernel"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
@@ -210,13 +198,14 @@ fn bad_input_is_one_clear_error() {
     // A work directory already holding build roots is refused, kept as is.
     let work = root.path().join("used");
     std::fs::create_dir_all(work.join("native/control")).unwrap();
-    let output = tools::stagex()
-        .arg("--root")
-        .arg(root.path())
-        .args(["reproduce", "core-b", "--builders", "native", "--work"])
-        .arg(&work)
-        .output()
-        .unwrap();
+    let output = tools::stagex_in(
+        root.path(),
+        &["reproduce", "core-b", "--builders", "native"],
+    )
+    .arg("--work")
+    .arg(&work)
+    .output()
+    .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("already exists"), "{err}");
@@ -258,12 +247,7 @@ fn noisy_tree(busybox: &Path) -> tempfile::TempDir {
         "[package]\nname = \"noisy\"\nversion = \"1.0\"\n",
     )
     .unwrap();
-    let stagex = |args: &[&str]| {
-        let mut c = tools::stagex();
-        c.arg("--root").arg(root.path()).args(args);
-        c
-    };
-    run_ok(&mut stagex(&["fetch", "core-bbox"]));
+    run_ok(&mut tools::stagex_in(root.path(), &["fetch", "core-bbox"]));
     run_ok(&mut build_support::buildah_build(
         root.path(),
         &["core-bbox"],
@@ -326,12 +310,7 @@ fn a_containerfile_writing_a_uuid_and_the_time_does_not_reproduce() {
     // core-bbox reproduces across buildah and podman, each twice (the
     // varied builds under faketime), and is its committed digest.
     if tools::require(&["podman", "faketime"]).is_some() {
-        run_ok(
-            tools::stagex()
-                .arg("--root")
-                .arg(root.path())
-                .arg("digests"),
-        );
+        run_ok(&mut tools::stagex_in(root.path(), &["digests"]));
         let (output, report) =
             reproduce(root.path(), &["core-bbox", "--builders", "buildah,podman"]);
         assert!(output.status.success(), "{report}");
@@ -359,17 +338,15 @@ fn a_containerfile_writing_a_uuid_and_the_time_does_not_reproduce() {
 }
 
 fn run_human(root: &Path, work: &Path) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_stagex"))
-        .arg("--root")
-        .arg(root)
-        .args([
-            "reproduce",
-            "core-noisy",
-            "--builders",
-            "buildah",
-            "--vary",
-            "-cpus",
-        ])
+    let args = [
+        "reproduce",
+        "core-noisy",
+        "--builders",
+        "buildah",
+        "--vary",
+        "-cpus",
+    ];
+    let output = tools::stagex_in(root, &args)
         .arg("--work")
         .arg(work.join("again"))
         .output()
