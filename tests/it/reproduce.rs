@@ -33,6 +33,11 @@ fn reproduce(root: &Path, args: &[&str]) -> (Output, Value) {
     (output, report)
 }
 
+/// `reproduce` with the native builder only: ARGS, then `--builders native`.
+fn reproduce_native(root: &Path, args: &[&str]) -> (Output, Value) {
+    reproduce(root, &[args, &["--builders", "native"]].concat())
+}
+
 fn package<'r>(report: &'r Value, id: &str) -> &'r Value {
     report["packages"]
         .as_array()
@@ -66,16 +71,8 @@ fn write_digests(root: &Path, lines: &[(&str, &str)]) {
 fn native_packages_reproduce_and_are_compared_with_the_committed_digests() {
     let root = native_tree();
     let work = root.path().join("work");
-    let (output, report) = reproduce(
-        root.path(),
-        &[
-            "core-b",
-            "--builders",
-            "native",
-            "--work",
-            work.to_str().unwrap(),
-        ],
-    );
+    let (output, report) =
+        reproduce_native(root.path(), &["core-b", "--work", work.to_str().unwrap()]);
     assert!(output.status.success(), "{report}");
     let b = package(&report, "core-b");
     assert_eq!(b["verdict"], "reproducible", "{report}");
@@ -97,13 +94,11 @@ fn native_packages_reproduce_and_are_compared_with_the_committed_digests() {
     let other = format!("sha256:{}", "0".repeat(64));
     write_digests(root.path(), &[("core-b", &digest), ("core-c", &other)]);
     let kept = root.path().join("kept");
-    let (output, report) = reproduce(
+    let (output, report) = reproduce_native(
         root.path(),
         &[
             "core-b",
             "core-c",
-            "--builders",
-            "native",
             "--vary",
             "-time",
             "--keep",
@@ -136,13 +131,11 @@ fn native_packages_reproduce_and_are_compared_with_the_committed_digests() {
     // Signing: only core-b (reproduced AND committed).
     let key = sign_support::write_secret(root.path(), "alice", &sign_support::key("alice"));
     let signatures = root.path().join("sigs");
-    let (output, report) = reproduce(
+    let (output, report) = reproduce_native(
         root.path(),
         &[
             "core-b",
             "core-c",
-            "--builders",
-            "native",
             "--sign-if-reproduced",
             "--key",
             key.to_str().unwrap(),
@@ -179,7 +172,7 @@ fn a_dependency_missing_from_out_is_built_in_each_root() {
     let root = tempfile::tempdir().unwrap();
     build_support::native_package(root.path(), "a", None, "a");
     build_support::native_package(root.path(), "b", Some("core-a"), "b");
-    let (output, report) = reproduce(root.path(), &["core-b", "--builders", "native"]);
+    let (output, report) = reproduce_native(root.path(), &["core-b"]);
     assert!(output.status.success(), "{report}");
     assert_eq!(package(&report, "core-b")["verdict"], "reproducible");
     assert!(!root.path().join("out/core-a").exists(), "out/ untouched");
