@@ -11,7 +11,7 @@ use crate::peers;
 use crate::sign_support;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 use peers::tools::{self, run_ok};
 use serde_json::Value;
@@ -240,7 +240,12 @@ fn noisy_tree(busybox: &Path) -> tempfile::TempDir {
         "[package]\nname = \"noisy\"\nversion = \"1.0\"\n",
     )
     .unwrap();
-    run_ok(&mut tools::stagex_in(root.path(), &["fetch", "core-bbox"]));
+    let stagex = |args: &[&str]| {
+        let mut c = tools::stagex();
+        c.arg("--root").arg(root.path()).args(args);
+        c
+    };
+    run_ok(&mut stagex(&["fetch", "core-bbox"]));
     run_ok(&mut build_support::buildah_build(
         root.path(),
         &["core-bbox"],
@@ -331,15 +336,17 @@ fn a_containerfile_writing_a_uuid_and_the_time_does_not_reproduce() {
 }
 
 fn run_human(root: &Path, work: &Path) -> String {
-    let args = [
-        "reproduce",
-        "core-noisy",
-        "--builders",
-        "buildah",
-        "--vary",
-        "-cpus",
-    ];
-    let output = tools::stagex_in(root, &args)
+    let output = Command::new(env!("CARGO_BIN_EXE_stagex"))
+        .arg("--root")
+        .arg(root)
+        .args([
+            "reproduce",
+            "core-noisy",
+            "--builders",
+            "buildah",
+            "--vary",
+            "-cpus",
+        ])
         .arg("--work")
         .arg(work.join("again"))
         .output()
