@@ -201,7 +201,7 @@ fn a_blob_changed_on_disk_is_not_uploaded() {
     std::fs::write(&path, &bytes).unwrap();
     let before = registry.stored_blobs();
     let error = client
-        .upload_blob("ns/a", &layer, &layout, &NoProgress)
+        .upload_blob("ns/a", layer, layout, &NoProgress)
         .unwrap_err()
         .to_string();
     assert!(
@@ -215,12 +215,12 @@ fn a_blob_changed_on_disk_is_not_uploaded() {
     // A truncated file fails the same way; an honest blob still goes.
     std::fs::write(&path, &bytes[..10]).unwrap();
     let error = client
-        .upload_blob("ns/a", &layer, &layout, &NoProgress)
+        .upload_blob("ns/a", layer, layout, &NoProgress)
         .unwrap_err()
         .to_string();
     assert!(error.contains("descriptor says"), "{error}");
     client
-        .upload_blob("ns/a", &config, &layout, &NoProgress)
+        .upload_blob("ns/a", config, layout, &NoProgress)
         .unwrap();
     assert!(client.blob_exists("ns/a", &config.digest).unwrap());
 }
