@@ -12,7 +12,7 @@ use super::{print_json, Context};
 use crate::release::notes::{self, Contributor};
 use crate::release::snapshot::{self, TreeRef};
 use crate::sign::check::{verify_images, ImageReport};
-use crate::sign::release::release_targets;
+use crate::sign::release::ReleaseDigests;
 use crate::sign::status;
 
 #[derive(Debug, Args)]
@@ -138,7 +138,8 @@ fn verify_release(
     trust: &Trust,
     digests: &[PathBuf],
 ) -> Result<Vec<ImageReport>> {
-    let targets = release_targets(digests, trust_args.resolver(&ctx.settings).namespace)?;
+    let targets =
+        ReleaseDigests::load_targets(digests, trust_args.resolver(&ctx.settings).namespace)?;
     Ok(verify_images(
         &trust.keyring,
         &trust.lookaside,

@@ -15,7 +15,7 @@ use super::trust::TrustArgs;
 use super::Context;
 use crate::sign::cache as signature_cache;
 use crate::sign::check::{summarize, verify_images, ImageReport, Summary};
-use crate::sign::release::release_targets;
+use crate::sign::release::ReleaseDigests;
 
 /// `--json` of a whole-release verification.
 #[derive(Serialize)]
@@ -49,7 +49,7 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
     let trust = args.trust.load(&ctx.settings)?;
     let release = !args.digests.is_empty();
     let targets = if release {
-        release_targets(&args.digests, args.trust.resolver(&ctx.settings).namespace)?
+        ReleaseDigests::load_targets(&args.digests, args.trust.resolver(&ctx.settings).namespace)?
     } else {
         args.trust
             .resolver(&ctx.settings)
