@@ -457,15 +457,8 @@ impl BuildJob<'_> {
         }
         command
             .args(["--runtime", "runc", "--network", "none", "--pull=never"])
-            .args(["--format", "oci", "--timestamp", &self.epoch.to_string()])
-            .args(["--platform", &platform.to_string()])
-            .env("SOURCE_DATE_EPOCH", self.epoch.to_string());
-        common_build_flags(
-            &mut command,
-            &self.args,
-            &self.fetch,
-            self.target.as_deref(),
-        )?;
+            .args(["--format", "oci", "--timestamp", &self.epoch.to_string()]);
+        self.common_build_flags(&mut command, platform)?;
         command.arg("--iidfile").arg(&iid);
         self.run_build(&mut command, &format!("{} build", self.backend.name()))?;
         let image = std::fs::read_to_string(&iid).context("reading the built image id")?;
@@ -524,16 +517,8 @@ impl BuildJob<'_> {
     /// image written straight to `result`.
     fn build_with_docker(&self, program: &Path, platform: &Platform, result: &Path) -> Result<()> {
         let mut command = Command::new(program);
-        command
-            .args(["buildx", "build", "--network", "none", "--provenance=false"])
-            .args(["--platform", &platform.to_string()])
-            .env("SOURCE_DATE_EPOCH", self.epoch.to_string());
-        common_build_flags(
-            &mut command,
-            &self.args,
-            &self.fetch,
-            self.target.as_deref(),
-        )?;
+        command.args(["buildx", "build", "--network", "none", "--provenance=false"]);
+        self.common_build_flags(&mut command, platform)?;
         for dep in &self.deps {
             command.arg("--build-context").arg(format!(
                 "stagex/{dep}=oci-layout://{}",
@@ -544,6 +529,25 @@ impl BuildJob<'_> {
             .arg("--output")
             .arg(format!("type=oci,tar=false,dest={}", result.display()));
         self.run_build(&mut command, "docker buildx build")
+    }
+
+    /// What every builder gets the same way: the platform,
+    /// SOURCE_DATE_EPOCH, build arguments, the `fetch` build context and the
+    /// target stage.
+    fn common_build_flags(&self, command: &mut Command, platform: &Platform) -> Result<()> {
+        command
+            .args(["--platform", &platform.to_string()])
+            .env("SOURCE_DATE_EPOCH", self.epoch.to_string());
+        for (k, v) in &self.args {
+            command.arg("--build-arg").arg(format!("{k}={v}"));
+        }
+        command
+            .arg("--build-context")
+            .arg(format!("fetch={}", self.fetch.canonicalize()?.display()));
+        if let Some(t) = &self.target {
+            command.args(["--target", t]);
+        }
+        Ok(())
     }
 
     /// Runs a build `command` on this package's Containerfile and context.
@@ -565,26 +569,6 @@ fn family_storage(package: &Package, options: &BuildOptions, platform: &str) -> 
     // One directory per family: releasing a family removes exactly it
     // (a name prefix would also match family `<origin>-x`).
     Some(cache.join(package.origin_id()).join(platform))
-}
-
-/// What every builder gets the same way: build arguments, the `fetch`
-/// build context and the target stage.
-fn common_build_flags(
-    command: &mut Command,
-    args: &BTreeMap<String, String>,
-    fetch: &Path,
-    target: Option<&str>,
-) -> Result<()> {
-    for (k, v) in args {
-        command.arg("--build-arg").arg(format!("{k}={v}"));
-    }
-    command
-        .arg("--build-context")
-        .arg(format!("fetch={}", fetch.canonicalize()?.display()));
-    if let Some(t) = target {
-        command.args(["--target", t]);
-    }
-    Ok(())
 }
 
 /// Turns the builder's OCI layout into our deterministic image spec,

@@ -25,19 +25,8 @@ pub struct BuildArgs {
     /// Backend for Containerfile packages (native packages never need one).
     #[arg(long, value_enum, default_value_t = BuilderChoice::Auto)]
     pub builder: BuilderChoice,
-    /// Platforms, comma-separated (`linux/amd64,linux/arm64`), for packages
-    /// whose package.toml sets no `platforms` (default: the host).
-    #[arg(long, value_delimiter = ',')]
-    pub platform: Vec<Platform>,
-    /// The packages tree (default: `packages` in stagex.toml, else <root>/packages).
-    #[arg(long = "packages", value_name = "DIR")]
-    pub packages_dir: Option<PathBuf>,
-    /// Where sources were fetched (default: <root>/fetch).
-    #[arg(long, value_name = "DIR")]
-    pub fetch_dir: Option<PathBuf>,
-    /// Output directory (default: `out` in stagex.toml, else <root>/out).
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub inputs: BuildInputArgs,
     /// Rebuild dependencies even when they are already in the output directory.
     #[arg(long)]
     pub rebuild_deps: bool,
@@ -80,17 +69,54 @@ pub struct BuildArgs {
     pub check_digests: bool,
 }
 
+/// What a package build reads and where its images live: the flags
+/// `build` and `reproduce` share, with one meaning and one default each.
+#[derive(Debug, Args)]
+pub struct BuildInputArgs {
+    /// Platforms, comma-separated (`linux/amd64,linux/arm64`), for packages
+    /// whose package.toml sets no `platforms` (default: the host).
+    #[arg(long, value_delimiter = ',')]
+    pub platform: Vec<Platform>,
+    /// The packages tree (default: `packages` in stagex.toml, else <root>/packages).
+    #[arg(long = "packages", value_name = "DIR")]
+    pub packages_dir: Option<PathBuf>,
+    /// Where sources were fetched (default: <root>/fetch).
+    #[arg(long, value_name = "DIR")]
+    pub fetch_dir: Option<PathBuf>,
+    /// The output directory: `build` writes packages there, and both
+    /// `build` and `reproduce` take dependencies already built from it
+    /// (default: `out` in stagex.toml, else <root>/out).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+impl BuildInputArgs {
+    /// `--packages`, else the setting.
+    pub fn packages_root(&self, ctx: &Context) -> PathBuf {
+        packages_dir(ctx, &self.packages_dir)
+    }
+
+    /// `--fetch-dir`, else `<root>/fetch`.
+    pub fn fetch_root(&self, ctx: &Context) -> PathBuf {
+        self.fetch_dir
+            .clone()
+            .unwrap_or_else(|| ctx.root.join("fetch"))
+    }
+
+    /// `--out`, else the setting.
+    pub fn out_root(&self, ctx: &Context) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| ctx.settings.out.clone())
+    }
+}
+
 pub fn run(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
-    let tree = PackageTree::load(&packages_dir(ctx, &args.packages_dir))?;
+    let tree = PackageTree::load(&args.inputs.packages_root(ctx))?;
     let progress = progress::for_command(ctx.json);
     super::lint::report_unknown(&tree.unknown_fields, args.strict, &*progress)?;
     let options = BuildOptions {
-        out_root: args.out.clone().unwrap_or_else(|| ctx.settings.out.clone()),
-        fetch_root: args
-            .fetch_dir
-            .clone()
-            .unwrap_or_else(|| ctx.root.join("fetch")),
-        platforms: args.platform.clone(),
+        out_root: args.inputs.out_root(ctx),
+        fetch_root: args.inputs.fetch_root(ctx),
+        platforms: args.inputs.platform.clone(),
         builder: args.builder,
         layer: LayerOptions::from_env()?,
         rebuild_deps: args.rebuild_deps,
@@ -165,6 +191,7 @@ fn digest_check(ctx: &Context, args: &BuildArgs) -> Result<Option<DigestCheck>> 
         committed,
         all: args.check_digests,
         platform: args
+            .inputs
             .platform
             .first()
             .cloned()

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use super::trust::{Trust, TrustArgs};
@@ -138,11 +138,8 @@ fn verify_release(
     trust: &Trust,
     digests: &[PathBuf],
 ) -> Result<Vec<ImageReport>> {
-    let release = ReleaseDigests::load(digests)?;
-    if release.entries().is_empty() {
-        bail!("the digests given list no image");
-    }
-    let targets = release.targets(trust_args.resolver(&ctx.settings).namespace)?;
+    let targets =
+        ReleaseDigests::load_targets(digests, trust_args.resolver(&ctx.settings).namespace)?;
     Ok(verify_images(
         &trust.keyring,
         &trust.lookaside,

@@ -8,13 +8,12 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
-use super::fetch::packages_dir;
+use super::build::BuildInputArgs;
 use super::Context;
 use crate::build::package_build::{BuildOptions, BuilderChoice};
 use crate::build::reproduce::{self, ReproduceOptions, ReproduceReport};
 use crate::build::reproduce_vary::VarySet;
 use crate::layer::LayerOptions;
-use crate::oci::Platform;
 use crate::package::PackageTree;
 
 /// Build each package twice, in two fresh output roots (never out/), once
@@ -37,18 +36,8 @@ pub struct ReproduceArgs {
     /// -NAME turns one off (`--vary -time,-umask`), `none` all.
     #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
     pub vary: Vec<String>,
-    /// Platforms, comma-separated, passed to each build.
-    #[arg(long, value_delimiter = ',')]
-    pub platform: Vec<Platform>,
-    /// The packages tree (default: `packages` in stagex.toml).
-    #[arg(long = "packages", value_name = "DIR")]
-    pub packages_dir: Option<PathBuf>,
-    /// Where sources were fetched (default: <root>/fetch).
-    #[arg(long, value_name = "DIR")]
-    pub fetch_dir: Option<PathBuf>,
-    /// The out/ dependencies come from (default: `out` in stagex.toml).
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub inputs: BuildInputArgs,
     /// The committed digests (default: `digests` in stagex.toml).
     #[arg(long, value_name = "DIR")]
     pub digests_dir: Option<PathBuf>,
@@ -92,7 +81,7 @@ pub fn run(ctx: &Context, args: ReproduceArgs) -> Result<ExitCode> {
     let build = BuildOptions {
         out_root: options.user_out.clone(),
         fetch_root: options.fetch_dir.clone(),
-        platforms: args.platform.clone(),
+        platforms: args.inputs.platform.clone(),
         builder: args.builders[0],
         layer: LayerOptions::from_env()?,
         rebuild_deps: false,
@@ -153,14 +142,10 @@ fn options(ctx: &Context, args: &ReproduceArgs) -> Result<ReproduceOptions> {
     Ok(ReproduceOptions {
         exe: std::env::current_exe().context("finding this program")?,
         root: absolute(ctx.root.clone())?,
-        packages_dir: absolute(packages_dir(ctx, &args.packages_dir))?,
-        fetch_dir: absolute(
-            args.fetch_dir
-                .clone()
-                .unwrap_or_else(|| ctx.root.join("fetch")),
-        )?,
-        user_out: absolute(args.out.clone().unwrap_or_else(|| ctx.settings.out.clone()))?,
-        platforms: args.platform.clone(),
+        packages_dir: absolute(args.inputs.packages_root(ctx))?,
+        fetch_dir: absolute(args.inputs.fetch_root(ctx))?,
+        user_out: absolute(args.inputs.out_root(ctx))?,
+        platforms: args.inputs.platform.clone(),
         builders: args.builders.iter().fold(Vec::new(), |mut all, b| {
             if !all.contains(b) {
                 all.push(*b);

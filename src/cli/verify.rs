@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
@@ -50,11 +50,7 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode> {
     let trust = args.trust.load(&ctx.settings)?;
     let release = !args.digests.is_empty();
     let targets = if release {
-        let digests = ReleaseDigests::load(&args.digests)?;
-        if digests.entries().is_empty() {
-            bail!("the digests given list no image: nothing to verify");
-        }
-        digests.targets(args.trust.resolver(&ctx.settings).namespace)?
+        ReleaseDigests::load_targets(&args.digests, args.trust.resolver(&ctx.settings).namespace)?
     } else {
         args.trust
             .resolver(&ctx.settings)

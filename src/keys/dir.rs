@@ -1,7 +1,8 @@
 //! Owns: reading and writing the trusted keys directory as files: every
 //! key file with the certificates it holds (a file may hold several, which
-//! `check` reports), and writing one certificate, armored, atomically
-//! (temp file in the same directory, fsync, rename).
+//! `check` reports), and writing certificates, armored, atomically (temp
+//! file in the same directory, fsync, rename): replacing a file (refresh)
+//! or creating a new one that never replaces anything (add).
 use std::path::{Path, PathBuf};
 
 use sequoia_openpgp as openpgp;
@@ -28,6 +29,8 @@ pub enum KeysDirError {
     NotACertificate { path: String, detail: String },
     #[error("writing {path}: {detail}")]
     Write { path: String, detail: String },
+    #[error("{path} already exists: it was not replaced")]
+    Exists { path: String },
 }
 
 /// Every key file of `dir` (the keyring's own file rule) with its certificates.
@@ -79,13 +82,35 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Cert>, CertsError> {
 
 /// Writes `certs` (public parts only), armored, to `path`, atomically.
 pub fn write_certs(path: &Path, certs: &[Cert]) -> Result<(), KeysDirError> {
-    let failed = |detail: String| KeysDirError::Write {
+    let armored = armor(path, certs)?;
+    crate::oci::layout::write_atomic(path, &armored).map_err(|e| KeysDirError::Write {
         path: path.display().to_string(),
-        detail,
-    };
+        detail: format!("{e:#}"),
+    })
+}
+
+/// Writes `certs`, armored, to `path`, which must not exist: the rename
+/// never replaces an entry (`Exists` then, nothing written).
+pub fn write_new_certs(path: &Path, certs: &[Cert]) -> Result<(), KeysDirError> {
+    let armored = armor(path, certs)?;
+    crate::oci::layout::write_new(path, &armored).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => KeysDirError::Exists {
+            path: path.display().to_string(),
+        },
+        _ => KeysDirError::Write {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        },
+    })
+}
+
+fn armor(path: &Path, certs: &[Cert]) -> Result<Vec<u8>, KeysDirError> {
     let mut armored = Vec::new();
     for cert in certs {
-        armored.extend(cert.armored().to_vec().map_err(|e| failed(e.to_string()))?);
+        armored.extend(cert.armored().to_vec().map_err(|e| KeysDirError::Write {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?);
     }
-    crate::oci::layout::write_atomic(path, &armored).map_err(|e| failed(format!("{e:#}")))
+    Ok(armored)
 }

@@ -246,6 +246,10 @@ pub enum AddError {
         "{fingerprint} is already trusted, in {file}: use `stagex keys refresh {fingerprint}`"
     )]
     AlreadyTrusted { fingerprint: String, file: String },
+    #[error("{path} is not a certificate stagex can read ({detail}), so it could hide the key being added: export it again with `gpg --export --armor FPR` or move it out of the keys directory, then add again")]
+    BrokenKeyFile { path: String, detail: String },
+    #[error("{path} already exists and is not a key file (a directory or a link?); it was not replaced: move it out of the keys directory, then add again")]
+    NameTaken { path: String },
     #[error("{what}: {detail}")]
     NotACertificate { what: String, detail: String },
     #[error("no source had the certificate {fingerprint}: {problems}")]
@@ -256,28 +260,52 @@ pub enum AddError {
 }
 
 /// Adds `cert` to `dir` as `<FINGERPRINT>.asc`; refused when that primary
-/// is already trusted under any file name.
+/// is already trusted under any file name, when a key file of `dir` cannot
+/// be read (it could hide that primary), or when the name is taken. The
+/// file is created exclusively: an entry already there is never replaced.
 pub fn add(dir: &Path, cert: Cert, now: SystemTime) -> Result<Added, AddError> {
     let fingerprint = cert.fingerprint();
-    for file in dir::read_dir(dir).unwrap_or_default() {
-        if file.certs.iter().any(|c| c.fingerprint() == fingerprint) {
-            return Err(AddError::AlreadyTrusted {
-                fingerprint: fingerprint.to_hex(),
-                file: file.path.display().to_string(),
-            });
-        }
+    if let Some(file) = trusted_in(dir, &fingerprint)? {
+        return Err(AddError::AlreadyTrusted {
+            fingerprint: fingerprint.to_hex(),
+            file: file.display().to_string(),
+        });
     }
-    std::fs::create_dir_all(dir).map_err(|e| KeysDirError::Write {
-        path: dir.display().to_string(),
-        detail: e.to_string(),
-    })?;
     let path = dir.join(format!("{}.asc", fingerprint.to_hex()));
     let cert = cert.strip_secret_key_material();
-    dir::write_certs(&path, std::slice::from_ref(&cert))?;
-    Ok(Added {
-        file: path,
-        certificate: summarize(&cert, now),
-    })
+    match dir::write_new_certs(&path, std::slice::from_ref(&cert)) {
+        Ok(()) => Ok(Added {
+            file: path,
+            certificate: summarize(&cert, now),
+        }),
+        // Another `keys add` of the same key won the race.
+        Err(KeysDirError::Exists { .. }) if holds(&path, &fingerprint) => {
+            Err(AddError::AlreadyTrusted {
+                fingerprint: fingerprint.to_hex(),
+                file: path.display().to_string(),
+            })
+        }
+        Err(KeysDirError::Exists { path }) => Err(AddError::NameTaken { path }),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The key file of `dir` that holds `fingerprint`, if any; every key file
+/// must parse, since a broken one could be hiding it.
+fn trusted_in(dir: &Path, fingerprint: &Fingerprint) -> Result<Option<PathBuf>, AddError> {
+    let files = dir::read_dir(dir).map_err(|error| match error {
+        KeysDirError::NotACertificate { path, detail } => AddError::BrokenKeyFile { path, detail },
+        other => AddError::Dir(other),
+    })?;
+    Ok(files
+        .into_iter()
+        .find(|file| file.certs.iter().any(|c| c.fingerprint() == *fingerprint))
+        .map(|file| file.path))
+}
+
+fn holds(path: &Path, fingerprint: &Fingerprint) -> bool {
+    dir::read_file(path)
+        .is_ok_and(|file| file.certs.iter().any(|c| c.fingerprint() == *fingerprint))
 }
 
 /// The one certificate in the file at `path`.

@@ -2,8 +2,8 @@
 //!
 //! Owns: reading blobs with verification (every byte read is checked against
 //! its digest), writing blobs and index.json atomically (temp file in the
-//! same directory, fsync, rename: a crash leaves no half-written file), and
-//! tag lookup through the `org.opencontainers.image.ref.name` annotation.
+//! same directory, fsync, rename: a crash leaves no half-written file; or,
+//! for a file that must be new, a rename that never replaces), and tag lookup through the `org.opencontainers.image.ref.name` annotation.
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -381,10 +381,49 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Writes a NEW file atomically and never replaces one: a temp file in the
+/// same directory, fsync, then tempfile's `persist_noclobber`
+/// (renameat2(RENAME_NOREPLACE), else a hard link). An entry already at
+/// `path` (a file, a directory, even a dangling symlink) is an
+/// `io::ErrorKind::AlreadyExists` error and nothing is written; the caller
+/// names the file and the fix.
+pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let mut temp = super::blob_writer::new_temp_file(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist_noclobber(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::oci::descriptor::Descriptor;
+
+    #[test]
+    fn write_new_never_replaces_an_entry_not_even_a_dangling_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/new.txt");
+        write_new(&path, b"first").unwrap();
+        let again = write_new(&path, b"second").unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists, "{again}");
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+        let link = dir.path().join("sub/link.txt");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).unwrap();
+        let refused = write_new(&link, b"x").unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::AlreadyExists, "{refused}");
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        let names: Vec<_> = fs::read_dir(dir.path().join("sub")).unwrap().collect();
+        assert_eq!(names.len(), 2, "no temp file is left behind");
+    }
 
     #[test]
     fn blobs_round_trip_and_tampering_is_caught() {

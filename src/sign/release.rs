@@ -4,7 +4,8 @@
 //! reproduce-before-sign gate (an out/ image is signed only when its digest
 //! is the committed one: a release signature means "I reproduced this"),
 //! and verification targets built from the digests alone (no out/, no
-//! registry). The gate is pure; parsing and reading are
+//! registry; `load_targets`, the one loader behind `verify --digests`,
+//! `release status` and `release notes`). The gate is pure; parsing and reading are
 //! `release::digests`'s (the one reader of that format). It does not write
 //! digests.
 use std::collections::BTreeMap;
@@ -88,6 +89,34 @@ impl ReleaseDigests {
     pub fn targets(&self, namespace: &str) -> Result<Vec<ImageTarget>> {
         ImageTarget::from_entries(namespace, &self.entries)
     }
+
+    /// The verification targets of a whole release, from its digests files
+    /// or directories alone (as `targets`). A name listed twice with
+    /// different digests, or no entry at all, is an error. The one loader
+    /// behind `verify --digests` and `release status` / `notes`.
+    pub fn load_targets(
+        paths: &[PathBuf],
+        namespace: &str,
+    ) -> Result<Vec<ImageTarget>, ReleaseTargetsError> {
+        let entries = digests::unique(digests::read_entries(paths)?)?;
+        if entries.is_empty() {
+            let named: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            return Err(ReleaseTargetsError::Empty(named.join(", ")));
+        }
+        ImageTarget::from_entries(namespace, &entries).map_err(ReleaseTargetsError::Target)
+    }
+}
+
+/// Why a release's digests gave no verification targets.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseTargetsError {
+    #[error(transparent)]
+    Digests(#[from] digests::DigestsError),
+    #[error("{0}: the digests list no image, so there is nothing to verify (pass the release's digests/ or digests/<stage>.txt files)")]
+    Empty(String),
+    /// An entry whose name makes no image reference (its `file:line` first).
+    #[error("{0:#}")]
+    Target(anyhow::Error),
 }
 
 #[cfg(test)]
@@ -159,6 +188,24 @@ mod tests {
         let release = ReleaseDigests::from_entries(parse(&text, "x.txt").unwrap()).unwrap();
         let err = release.targets("Not A/Namespace").unwrap_err();
         assert!(format!("{err:#}").contains("x.txt:1"), "{err:#}");
+    }
+
+    #[test]
+    fn load_targets_reads_files_and_refuses_a_release_listing_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Digest::of_bytes(b"a");
+        let core = dir.path().join("core.txt");
+        std::fs::write(&core, format!("{} core-a\n", a.hex())).unwrap();
+        let targets = ReleaseDigests::load_targets(&[dir.path().to_path_buf()], "stagex").unwrap();
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0].repository_path, "stagex/core-a");
+        let empty = dir.path().join("empty.txt");
+        std::fs::write(&empty, "# nothing yet\n").unwrap();
+        let err = ReleaseDigests::load_targets(std::slice::from_ref(&empty), "stagex").unwrap_err();
+        assert!(matches!(err, ReleaseTargetsError::Empty(_)), "{err}");
+        assert!(err.to_string().contains("empty.txt"), "{err}");
+        let err = ReleaseDigests::load_targets(&[core], "Not A/Namespace").unwrap_err();
+        assert!(err.to_string().contains("core.txt:1"), "{err}");
     }
 
     #[test]

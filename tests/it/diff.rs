@@ -53,10 +53,14 @@ impl Project {
     }
 }
 
+/// A regular file holding `bytes`.
+fn file(bytes: &[u8], mode: u32) -> TreeEntry {
+    TreeEntry::file(FileSource::Bytes(bytes.to_vec()), mode)
+}
+
 /// The base tree every variation starts from.
 fn base_tree() -> FileTree {
     let mut tree = FileTree::new();
-    let file = |bytes: &[u8], mode| TreeEntry::file(FileSource::Bytes(bytes.to_vec()), mode);
     tree.insert("etc/motd", file(b"hello\n", 0o644)).unwrap();
     tree.insert("etc/os-release", file(b"ID=stagex\n", 0o644))
         .unwrap();
@@ -109,23 +113,42 @@ fn layer_of(written: stagex::layer::WrittenLayer) -> ImageLayer {
 fn tree_image(dir: &Path, tree: &FileTree, options: &LayerOptions, created: &str) -> String {
     let layout = Layout::create(dir).unwrap();
     let layer = layer_of(write_layer_to_layout(tree, options, &layout).unwrap());
-    let manifest = write_manifest(&layout, vec![layer], created, "linux/amd64");
+    tag_v1(dir, &layout, vec![layer], created)
+}
+
+/// An OCI layout at `dir` holding one image of the given gzip layer blob.
+fn gzip_image(dir: &Path, blob: &[u8], diff_id: &Digest) -> String {
+    let layout = Layout::create(dir).unwrap();
+    let digest = layout.write_blob(blob).unwrap();
+    let layer = ImageLayer {
+        descriptor: Descriptor::new(media_type::OCI_LAYER_GZIP, digest, blob.len() as u64),
+        diff_id: diff_id.clone(),
+        history: History::default(),
+    };
+    tag_v1(dir, &layout, vec![layer], CREATED)
+}
+
+/// Writes an amd64 image of `layers` into `layout` at `dir`, tagged `v1`;
+/// returns its `oci:DIR:v1` name.
+fn tag_v1(dir: &Path, layout: &Layout, layers: Vec<ImageLayer>, created: &str) -> String {
+    let manifest = write_manifest(layout, layers, created, "linux/amd64");
     layout.set_ref(Some("v1"), manifest).unwrap();
     format!("oci:{}:v1", dir.display())
 }
 
-/// An OCI layout at `dir` holding one image of the given raw layer blob.
-fn blob_image(dir: &Path, blob: &[u8], diff_id: &Digest, media: &str) -> String {
-    let layout = Layout::create(dir).unwrap();
-    let digest = layout.write_blob(blob).unwrap();
-    let layer = ImageLayer {
-        descriptor: Descriptor::new(media, digest, blob.len() as u64),
-        diff_id: diff_id.clone(),
-        history: History::default(),
-    };
-    let manifest = write_manifest(&layout, vec![layer], CREATED, "linux/amd64");
-    layout.set_ref(Some("v1"), manifest).unwrap();
-    format!("oci:{}:v1", dir.display())
+/// The base tree with `/etc/motd` saying "bye": the one-file change
+/// several tests compare.
+fn bye_tree() -> FileTree {
+    let mut changed = base_tree();
+    changed.insert("etc/motd", file(b"bye\n", 0o644)).unwrap();
+    changed
+}
+
+/// Images of the base tree (A, in `a/`) and of `bye_tree` (B, in `b/`).
+fn base_and_bye(project: &Project) -> (String, String) {
+    let a = tree_image(&project.path("a"), &base_tree(), &opts(), CREATED);
+    let b = tree_image(&project.path("b"), &bye_tree(), &opts(), CREATED);
+    (a, b)
 }
 
 const CREATED: &str = "1970-01-01T00:00:01Z";
@@ -212,11 +235,8 @@ fn identical_images_exit_zero() {
 #[test]
 fn one_file_content_changed() {
     let (human, report) = compare_trees(|t| {
-        t.insert(
-            "etc/motd",
-            TreeEntry::file(FileSource::Bytes(b"hello, world\n".to_vec()), 0o644),
-        )
-        .unwrap()
+        t.insert("etc/motd", file(b"hello, world\n", 0o644))
+            .unwrap()
     });
     assert_differs(
         &human,
@@ -264,11 +284,8 @@ fn mtime_only_is_one_summarized_cause() {
 #[test]
 fn mode_only() {
     let (human, report) = compare_trees(|t| {
-        t.insert(
-            "bin/tool",
-            TreeEntry::file(FileSource::Bytes(b"#!/bin/sh\necho tool\n".to_vec()), 0o700),
-        )
-        .unwrap()
+        t.insert("bin/tool", file(b"#!/bin/sh\necho tool\n", 0o700))
+            .unwrap()
     });
     assert_differs(
         &human,
@@ -281,7 +298,7 @@ fn mode_only() {
 #[test]
 fn owner_only() {
     let (human, report) = compare_trees(|t| {
-        let mut entry = TreeEntry::file(FileSource::Bytes(b"ID=stagex\n".to_vec()), 0o644);
+        let mut entry = file(b"ID=stagex\n", 0o644);
         entry.uid = 1000;
         entry.gid = 100;
         t.insert("etc/os-release", entry).unwrap()
@@ -303,12 +320,7 @@ fn added_and_removed_files() {
                 rebuilt.insert(path, entry.clone()).unwrap();
             }
         }
-        rebuilt
-            .insert(
-                "etc/issue",
-                TreeEntry::file(FileSource::Bytes(b"x".to_vec()), 0o644),
-            )
-            .unwrap();
+        rebuilt.insert("etc/issue", file(b"x", 0o644)).unwrap();
         *t = rebuilt;
     });
     let expected = [
@@ -354,18 +366,8 @@ fn same_tar_different_gzip_level_is_compression_only() {
     let (tar, diff_id) = plain_tar();
     let (fast, best) = (gzip(&tar, 1), gzip(&tar, 9));
     assert_ne!(fast, best);
-    let a = blob_image(
-        &project.path("a"),
-        &fast,
-        &diff_id,
-        media_type::OCI_LAYER_GZIP,
-    );
-    let b = blob_image(
-        &project.path("b"),
-        &best,
-        &diff_id,
-        media_type::OCI_LAYER_GZIP,
-    );
+    let a = gzip_image(&project.path("a"), &fast, &diff_id);
+    let b = gzip_image(&project.path("b"), &best, &diff_id);
     let (human, report) = compare(&project, &a, &b);
     assert_differs(
         &human,
@@ -402,18 +404,8 @@ fn entry_order_only_is_tar_encoding() {
     let project = Project::new();
     let one = tar_of(&[("a.txt", b"a"), ("b.txt", b"b")]);
     let two = tar_of(&[("b.txt", b"b"), ("a.txt", b"a")]);
-    let a = blob_image(
-        &project.path("a"),
-        &gzip(&one, 6),
-        &Digest::of_bytes(&one),
-        media_type::OCI_LAYER_GZIP,
-    );
-    let b = blob_image(
-        &project.path("b"),
-        &gzip(&two, 6),
-        &Digest::of_bytes(&two),
-        media_type::OCI_LAYER_GZIP,
-    );
+    let a = gzip_image(&project.path("a"), &gzip(&one, 6), &Digest::of_bytes(&one));
+    let b = gzip_image(&project.path("b"), &gzip(&two, 6), &Digest::of_bytes(&two));
     let (human, report) = compare(&project, &a, &b);
     assert_differs(
         &human,
@@ -466,11 +458,8 @@ fn index_compared_platform_by_platform() {
     let project = Project::new();
     let a = index_image(&project.path("a"), &base_tree(), &base_tree());
     let mut arm = base_tree();
-    arm.insert(
-        "usr/lib/libx.so",
-        TreeEntry::file(FileSource::Bytes(b"\x7fELF-arm".to_vec()), 0o644),
-    )
-    .unwrap();
+    arm.insert("usr/lib/libx.so", file(b"\x7fELF-arm", 0o644))
+        .unwrap();
     let b = index_image(&project.path("b"), &base_tree(), &arm);
     let (human, report) = compare(&project, &a, &b);
     assert_differs(
@@ -519,7 +508,7 @@ fn a_registry_namespace_is_a_side() {
         return;
     };
     let project = Project::new();
-    let a = tree_image(&project.path("a"), &base_tree(), &opts(), CREATED);
+    let (a, b) = base_and_bye(&project);
     let pushed = format!("docker://{}/stagex/core-demo:1", registry.host());
     let layout = Layout::open(project.path("a")).unwrap();
     let top = layout.resolve(Some("v1")).unwrap();
@@ -535,14 +524,6 @@ fn a_registry_namespace_is_a_side() {
     let by_namespace = format!("{}/stagex/core-demo:1", registry.host());
     let (human, _) = compare(&project, &by_namespace, &a);
     assert_eq!(human.status.code(), Some(0), "{}", text(&human));
-    let mut changed = base_tree();
-    changed
-        .insert(
-            "etc/motd",
-            TreeEntry::file(FileSource::Bytes(b"bye\n".to_vec()), 0o644),
-        )
-        .unwrap();
-    let b = tree_image(&project.path("b"), &changed, &opts(), CREATED);
     let (human, report) = compare(&project, &pushed, &b);
     assert_differs(
         &human,
@@ -555,15 +536,7 @@ fn a_registry_namespace_is_a_side() {
 #[test]
 fn files_extracts_both_versions_side_by_side() {
     let project = Project::new();
-    let a = tree_image(&project.path("a"), &base_tree(), &opts(), CREATED);
-    let mut changed = base_tree();
-    changed
-        .insert(
-            "etc/motd",
-            TreeEntry::file(FileSource::Bytes(b"bye\n".to_vec()), 0o644),
-        )
-        .unwrap();
-    let b = tree_image(&project.path("b"), &changed, &opts(), CREATED);
+    let (a, b) = base_and_bye(&project);
     let files = project.path("files");
     let output = project.diff(false, &["--files", files.to_str().unwrap(), &a, &b]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
@@ -612,15 +585,7 @@ fn diffoscope_runs_on_the_changed_file() {
         return;
     }
     let project = Project::new();
-    let a = tree_image(&project.path("a"), &base_tree(), &opts(), CREATED);
-    let mut changed = base_tree();
-    changed
-        .insert(
-            "etc/motd",
-            TreeEntry::file(FileSource::Bytes(b"bye\n".to_vec()), 0o644),
-        )
-        .unwrap();
-    let b = tree_image(&project.path("b"), &changed, &opts(), CREATED);
+    let (a, b) = base_and_bye(&project);
     let output = project.diff(false, &["--diffoscope", &a, &b]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     let out = String::from_utf8_lossy(&output.stdout);
@@ -652,14 +617,7 @@ fn bad_input_exits_two_with_one_clear_error() {
         text(&output)
     );
     // A layer whose bytes do not match its digest.
-    let mut changed = base_tree();
-    changed
-        .insert(
-            "etc/motd",
-            TreeEntry::file(FileSource::Bytes(b"bye\n".to_vec()), 0o644),
-        )
-        .unwrap();
-    let b = tree_image(&project.path("b"), &changed, &opts(), CREATED);
+    let b = tree_image(&project.path("b"), &bye_tree(), &opts(), CREATED);
     let layout = Layout::open(project.path("b")).unwrap();
     let (_, manifest, _) = layout
         .image_for_platform(&layout.resolve(Some("v1")).unwrap(), None)
@@ -700,13 +658,7 @@ fn digests_check_points_at_the_diff_and_runs_it_against_the_release() {
     let release = out_image(&project.path("release/core-demo"), &base_tree());
     let mut changed = base_tree();
     changed
-        .insert(
-            "bin/tool",
-            TreeEntry::file(
-                FileSource::Bytes(b"#!/bin/sh\necho other\n".to_vec()),
-                0o755,
-            ),
-        )
+        .insert("bin/tool", file(b"#!/bin/sh\necho other\n", 0o755))
         .unwrap();
     let built = out_image(&project.path("out/core-demo"), &changed);
     std::fs::create_dir_all(project.path("digests")).unwrap();
@@ -763,15 +715,7 @@ fn digests_check_points_at_the_diff_and_runs_it_against_the_release() {
 #[test]
 fn the_store_layer_index_supplies_content_digests() {
     let project = Project::new();
-    let a = tree_image(&project.path("a"), &base_tree(), &opts(), CREATED);
-    let mut changed = base_tree();
-    changed
-        .insert(
-            "etc/motd",
-            TreeEntry::file(FileSource::Bytes(b"bye\n".to_vec()), 0o644),
-        )
-        .unwrap();
-    let b = tree_image(&project.path("b"), &changed, &opts(), CREATED);
+    let (a, b) = base_and_bye(&project);
     // The store already indexed both layers (as a pallet compose does).
     let store = stagex::store::Store::open(project.path("store")).unwrap();
     for dir in ["a", "b"] {

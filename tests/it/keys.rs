@@ -289,6 +289,61 @@ fn add_writes_the_certificate_under_its_fingerprint_once() {
     assert!(text(&again).contains("already trusted"), "{}", text(&again));
 }
 
+/// A new maintainer's certificate written to `root/new.asc`, ready for `keys add`.
+fn new_key_file(root: &Path) -> Option<(GpgHome, std::path::PathBuf)> {
+    let key = GpgHome::generate("new", "ed25519", "sign", "never", None)?;
+    let file = root.join("new.asc");
+    std::fs::write(&file, key.export()).unwrap();
+    Some((key, file))
+}
+
+#[test]
+fn add_refuses_while_a_key_file_in_the_directory_is_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let Some((key, file)) = new_key_file(root) else {
+        return;
+    };
+    // A broken file could be the maintainer's key already: adding must not guess.
+    write_key(
+        root,
+        "broken.asc",
+        b"-----BEGIN PGP PUBLIC KEY BLOCK-----\ntruncated\n",
+    );
+    let output = stagex_output(root, &["keys", "add", file.to_str().unwrap()]);
+    let report = text(&output);
+    assert!(!output.status.success(), "{report}");
+    assert!(
+        report.contains("broken.asc") && report.contains("move it out of the keys directory"),
+        "one error naming the file and the fix: {report}"
+    );
+    let added = root.join("keys").join(format!("{}.asc", key.fingerprint));
+    assert!(!added.exists(), "nothing was written");
+}
+
+#[test]
+fn add_never_replaces_an_entry_already_at_the_key_files_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let Some((key, file)) = new_key_file(root) else {
+        return;
+    };
+    std::fs::create_dir_all(root.join("keys")).unwrap();
+    let name = root.join("keys").join(format!("{}.asc", key.fingerprint));
+    let elsewhere = root.join("elsewhere.asc");
+    std::os::unix::fs::symlink(&elsewhere, &name).unwrap();
+    let output = stagex_output(root, &["keys", "add", file.to_str().unwrap()]);
+    let report = text(&output);
+    assert!(!output.status.success(), "{report}");
+    assert!(
+        report.contains(&format!("{}.asc already exists", key.fingerprint)),
+        "{report}"
+    );
+    let link = std::fs::symlink_metadata(&name).unwrap();
+    assert!(link.file_type().is_symlink(), "the link was replaced");
+    assert!(!elsewhere.exists(), "nothing was written through the link");
+}
+
 #[test]
 fn sign_warns_when_its_key_expires_within_30_days() {
     use crate::sign_support::{aged_key, make_image, write_secret, Shape};

@@ -47,6 +47,39 @@ fn publish(root: &Path, registry: &Registry) {
     }
 }
 
+/// The publisher's side of a test: a real registry holding the images of
+/// a tree built from `packages` (`(name, dependency, content)`), pushed by
+/// digest. None when a peer is missing (outside CI).
+struct Release {
+    registry: Registry,
+    publisher: tempfile::TempDir,
+    /// `<registry>/stagex`.
+    ns: String,
+}
+
+fn release(packages: &[(&str, Option<&str>, &str)]) -> Option<Release> {
+    tools::require(&["skopeo"])?;
+    let registry = Registry::start()?;
+    let publisher = tempfile::tempdir().unwrap();
+    for (name, dependency, content) in packages {
+        native_package(publisher.path(), name, *dependency, content);
+    }
+    publish(publisher.path(), &registry);
+    let ns = format!("{}/stagex", registry.host());
+    Some(Release {
+        registry,
+        publisher,
+        ns,
+    })
+}
+
+/// `digests --check --json`: the output and its entries.
+fn check_entries(root: &Path, store: &Path) -> (Output, Vec<Value>) {
+    let check = cmd(root, store, &["--json", "digests", "--check"]);
+    let entries = json(&check)["check"].as_array().unwrap().clone();
+    (check, entries)
+}
+
 fn statuses(report: &Value) -> Vec<(String, String)> {
     report["preseed"]
         .as_array()
@@ -71,17 +104,18 @@ fn blob_gets(registry: &Registry) -> usize {
 
 #[test]
 fn preseed_pulls_the_release_then_check_is_green_and_a_tampered_layout_mismatches() {
-    let Some(_) = tools::require(&["skopeo"]) else {
+    let Some(Release {
+        registry,
+        publisher,
+        ns,
+    }) = release(&[
+        ("a", None, "a"),
+        ("b", Some("core-a"), "b"),
+        ("f", None, "f"),
+    ])
+    else {
         return;
     };
-    let Some(registry) = Registry::start() else {
-        return;
-    };
-    let publisher = tempfile::tempdir().unwrap();
-    native_package(publisher.path(), "a", None, "a");
-    native_package(publisher.path(), "b", Some("core-a"), "b");
-    native_package(publisher.path(), "f", None, "f");
-    publish(publisher.path(), &registry);
 
     // A new machine: only the committed digests.
     let me = tempfile::tempdir().unwrap();
@@ -90,7 +124,6 @@ fn preseed_pulls_the_release_then_check_is_green_and_a_tampered_layout_mismatche
         &publisher.path().join("digests"),
         &me.path().join("digests"),
     );
-    let ns = format!("{}/stagex", registry.host());
     let out = cmd(
         me.path(),
         &store,
@@ -107,9 +140,8 @@ fn preseed_pulls_the_release_then_check_is_green_and_a_tampered_layout_mismatche
             "{id}"
         );
     }
-    let check = cmd(me.path(), &store, &["--json", "digests", "--check"]);
+    let (check, entries) = check_entries(me.path(), &store);
     assert!(check.status.success(), "{check:?}");
-    let entries = json(&check)["check"].as_array().unwrap().clone();
     assert_eq!(entries.len(), 3);
     assert!(
         entries.iter().all(|e| e["status"] == "match"),
@@ -144,9 +176,8 @@ fn preseed_pulls_the_release_then_check_is_green_and_a_tampered_layout_mismatche
             .unwrap()
             .to_string()
     };
-    let check = cmd(me.path(), &store, &["--json", "digests", "--check"]);
+    let (check, entries) = check_entries(me.path(), &store);
     assert!(!check.status.success());
-    let entries = json(&check)["check"].as_array().unwrap().clone();
     let b_entry = entries.iter().find(|e| e["package"] == "core-b").unwrap();
     assert_eq!(b_entry["status"], "mismatch");
     assert_eq!(b_entry["expected"], format!("sha256:{}", hex("core-b")));
@@ -168,24 +199,23 @@ fn preseed_pulls_the_release_then_check_is_green_and_a_tampered_layout_mismatche
     assert!(statuses(&json(&fixed)).contains(&("core-b".to_string(), "pulled".to_string())));
     assert_eq!(blob_gets(&registry), before, "repaired from the store");
     tools::copy_dir(&me.path().join("out/core-f"), &me.path().join("out/user-x"));
-    let check = cmd(me.path(), &store, &["--json", "digests", "--check"]);
+    let (check, entries) = check_entries(me.path(), &store);
     assert!(check.status.success(), "{check:?}");
-    let entries = json(&check)["check"].as_array().unwrap().clone();
     let extra = entries.iter().find(|e| e["package"] == "user-x").unwrap();
     assert_eq!(extra["status"], "extra");
 }
 
 #[test]
 fn deps_from_takes_the_dependency_from_the_registry_not_out() {
-    let Some(_) = tools::require(&["skopeo"]) else {
+    // `_registry` keeps the registry running to the end of the test.
+    let Some(Release {
+        registry: _registry,
+        publisher,
+        ns,
+    }) = release(&[("a", None, "released a")])
+    else {
         return;
     };
-    let Some(registry) = Registry::start() else {
-        return;
-    };
-    let publisher = tempfile::tempdir().unwrap();
-    native_package(publisher.path(), "a", None, "released a");
-    publish(publisher.path(), &registry);
 
     // Here core-a differs from the release, and out/ holds that local build.
     let me = tempfile::tempdir().unwrap();
@@ -202,7 +232,6 @@ fn deps_from_takes_the_dependency_from_the_registry_not_out() {
     let local = cmd(me.path(), &store, &["build", "core-a"]);
     assert!(local.status.success(), "{local:?}");
 
-    let ns = format!("{}/stagex", registry.host());
     let out = cmd(
         me.path(),
         &store,
@@ -212,8 +241,7 @@ fn deps_from_takes_the_dependency_from_the_registry_not_out() {
     let report = json(&out);
     assert_eq!(built(&report), ["core-b"], "core-a is not built: {report}");
     // out/core-a is now the released image...
-    let check = cmd(me.path(), &store, &["--json", "digests", "--check"]);
-    let entries = json(&check)["check"].as_array().unwrap().clone();
+    let (_, entries) = check_entries(me.path(), &store);
     let a = entries.iter().find(|e| e["package"] == "core-a").unwrap();
     assert_eq!(a["status"], "match", "{entries:?}");
     // ...and core-b sits on its layer, not on the local one.
@@ -277,18 +305,19 @@ fn plan_states(root: &Path, store: &Path) -> Vec<(String, bool, Option<String>)>
 
 #[test]
 fn preseeded_images_count_as_built_until_their_definition_changes() {
-    let Some(_) = tools::require(&["skopeo"]) else {
+    let Some(Release {
+        registry: _registry,
+        publisher,
+        ns,
+    }) = release(&[
+        ("a", None, "a"),
+        ("b", Some("core-a"), "b"),
+        ("c", Some("core-b"), "c"),
+        ("f", None, "f"),
+    ])
+    else {
         return;
     };
-    let Some(registry) = Registry::start() else {
-        return;
-    };
-    let publisher = tempfile::tempdir().unwrap();
-    native_package(publisher.path(), "a", None, "a");
-    native_package(publisher.path(), "b", Some("core-a"), "b");
-    native_package(publisher.path(), "c", Some("core-b"), "c");
-    native_package(publisher.path(), "f", None, "f");
-    publish(publisher.path(), &registry);
 
     // A maintainer's clone of the same tree: packages/ and digests/.
     let me = tempfile::tempdir().unwrap();
@@ -296,7 +325,6 @@ fn preseeded_images_count_as_built_until_their_definition_changes() {
     for dir in ["packages", "digests"] {
         tools::copy_dir(&publisher.path().join(dir), &me.path().join(dir));
     }
-    let ns = format!("{}/stagex", registry.host());
     let out = cmd(me.path(), &store, &["--json", "preseed", "--source", &ns]);
     assert!(out.status.success(), "{out:?}");
     let report = json(&out);

@@ -63,45 +63,48 @@ fn setup() -> Option<Setup> {
     })
 }
 
+impl Setup {
+    /// Pushes one blob of the sample to `repo`, mounting from `mount_from`.
+    fn push(&self, repo: &str, blob: &Descriptor, mount_from: &[String]) -> BlobPush {
+        self.client
+            .push_blob(repo, blob, &self.layout, mount_from, &NoProgress)
+            .unwrap()
+    }
+
+    /// Pushes the sample's manifest to `repo` as `v1`.
+    fn push_manifest(&self, repo: &str) {
+        self.client
+            .push_manifest(repo, "v1", &self.manifest.bytes, media_type::OCI_MANIFEST)
+            .unwrap();
+    }
+}
+
 #[test]
 fn push_pull_mount_round_trip() {
-    let Some(Setup {
+    let Some(setup) = setup() else {
+        return;
+    };
+    let Setup {
         registry,
         dir,
-        layout,
         layer,
         config,
         manifest,
         client,
-    }) = setup()
-    else {
-        return;
-    };
+        ..
+    } = &setup;
 
     assert!(!client.blob_exists("ns/a", &layer.digest).unwrap());
-    let pushed = client
-        .push_blob("ns/a", &layer, &layout, &[], &NoProgress)
-        .unwrap();
-    assert_eq!(pushed, BlobPush::Uploaded(layer.size));
-    client
-        .push_blob("ns/a", &config, &layout, &[], &NoProgress)
-        .unwrap();
-    client
-        .push_manifest("ns/a", "v1", &manifest.bytes, media_type::OCI_MANIFEST)
-        .unwrap();
     assert_eq!(
-        client
-            .push_blob("ns/a", &layer, &layout, &[], &NoProgress)
-            .unwrap(),
-        BlobPush::Existed
+        setup.push("ns/a", layer, &[]),
+        BlobPush::Uploaded(layer.size)
     );
+    setup.push("ns/a", config, &[]);
+    setup.push_manifest("ns/a");
+    assert_eq!(setup.push("ns/a", layer, &[]), BlobPush::Existed);
     // Another repository on the same registry: mounted, not uploaded.
-    assert_eq!(
-        client
-            .push_blob("ns/b", &layer, &layout, &["ns/a".to_string()], &NoProgress)
-            .unwrap(),
-        BlobPush::Mounted
-    );
+    let mount_from = ["ns/a".to_string()];
+    assert_eq!(setup.push("ns/b", layer, &mount_from), BlobPush::Mounted);
     assert!(client.blob_exists("ns/b", &layer.digest).unwrap());
 
     // Pull: exact manifest bytes by tag and by digest; blobs verified.
@@ -122,9 +125,7 @@ fn push_pull_mount_round_trip() {
     assert!(error.contains(&registry.host()), "{error}");
 
     let dest = Layout::create(dir.path().join("dest")).unwrap();
-    client
-        .pull_blob("ns/b", &layer, &dest, &NoProgress)
-        .unwrap();
+    client.pull_blob("ns/b", layer, &dest, &NoProgress).unwrap();
     assert_eq!(
         dest.read_blob(&layer.digest).unwrap().len() as u64,
         layer.size
@@ -145,27 +146,20 @@ fn probes(registry: &Registry) -> usize {
 
 #[test]
 fn one_probe_serves_every_request_and_uploads_are_one_put() {
-    let Some(Setup {
-        registry,
-        dir: _dir,
-        layout,
-        layer,
-        config,
-        manifest,
-        client,
-    }) = setup()
-    else {
+    let Some(setup) = setup() else {
         return;
     };
+    let Setup {
+        registry,
+        manifest,
+        client,
+        ..
+    } = &setup;
     for repo in ["ns/a", "ns/b"] {
-        for blob in [&layer, &config] {
-            client
-                .push_blob(repo, blob, &layout, &[], &NoProgress)
-                .unwrap();
+        for blob in [&setup.layer, &setup.config] {
+            setup.push(repo, blob, &[]);
         }
-        client
-            .push_manifest(repo, "v1", &manifest.bytes, media_type::OCI_MANIFEST)
-            .unwrap();
+        setup.push_manifest(repo);
         // The tag's digest by HEAD (Docker-Content-Digest), as pushed.
         assert_eq!(client.manifest_digest(repo, "v1").unwrap(), manifest.digest);
     }
@@ -174,7 +168,7 @@ fn one_probe_serves_every_request_and_uploads_are_one_put() {
         .unwrap_err()
         .is_not_found());
     let logs = registry.logs();
-    assert_eq!(probes(&registry), 1, "one GET /v2/ for the client:\n{logs}");
+    assert_eq!(probes(registry), 1, "one GET /v2/ for the client:\n{logs}");
     // Four blobs, each one POST and one PUT carrying the bytes.
     assert_eq!(logs.matches("\"PATCH ").count(), 0, "{logs}");
     let puts = logs
@@ -187,18 +181,17 @@ fn one_probe_serves_every_request_and_uploads_are_one_put() {
 
 #[test]
 fn a_blob_changed_on_disk_is_not_uploaded() {
-    let Some(Setup {
+    let Some(setup) = setup() else {
+        return;
+    };
+    let Setup {
         registry,
-        dir: _dir,
         layout,
         layer,
         config,
         client,
         ..
-    }) = setup()
-    else {
-        return;
-    };
+    } = &setup;
     // Same size, one byte flipped: the registry's digest check refuses it
     // and the error names the local file.
     let path = layout.blob_path(&layer.digest);
@@ -208,7 +201,7 @@ fn a_blob_changed_on_disk_is_not_uploaded() {
     std::fs::write(&path, &bytes).unwrap();
     let before = registry.stored_blobs();
     let error = client
-        .upload_blob("ns/a", &layer, &layout, &NoProgress)
+        .upload_blob("ns/a", layer, layout, &NoProgress)
         .unwrap_err()
         .to_string();
     assert!(
@@ -222,12 +215,12 @@ fn a_blob_changed_on_disk_is_not_uploaded() {
     // A truncated file fails the same way; an honest blob still goes.
     std::fs::write(&path, &bytes[..10]).unwrap();
     let error = client
-        .upload_blob("ns/a", &layer, &layout, &NoProgress)
+        .upload_blob("ns/a", layer, layout, &NoProgress)
         .unwrap_err()
         .to_string();
     assert!(error.contains("descriptor says"), "{error}");
     client
-        .upload_blob("ns/a", &config, &layout, &NoProgress)
+        .upload_blob("ns/a", config, layout, &NoProgress)
         .unwrap();
     assert!(client.blob_exists("ns/a", &config.digest).unwrap());
 }

@@ -18,11 +18,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 fn reproduce(root: &Path, args: &[&str]) -> (Output, Value) {
-    let output = tools::stagex()
-        .arg("--json")
-        .arg("--root")
-        .arg(root)
-        .arg("reproduce")
+    let output = tools::stagex_in(root, &["--json", "reproduce"])
         .args(args)
         .env_remove("SOURCE_DATE_EPOCH")
         .output()
@@ -35,6 +31,11 @@ fn reproduce(root: &Path, args: &[&str]) -> (Output, Value) {
         )
     });
     (output, report)
+}
+
+/// `reproduce` with the native builder only: ARGS, then `--builders native`.
+fn reproduce_native(root: &Path, args: &[&str]) -> (Output, Value) {
+    reproduce(root, &[args, &["--builders", "native"]].concat())
 }
 
 fn package<'r>(report: &'r Value, id: &str) -> &'r Value {
@@ -52,12 +53,7 @@ fn native_tree() -> tempfile::TempDir {
     build_support::native_package(root.path(), "a", None, "a");
     build_support::native_package(root.path(), "b", Some("core-a"), "b");
     build_support::native_package(root.path(), "c", Some("core-a"), "c");
-    run_ok(
-        tools::stagex()
-            .arg("--root")
-            .arg(root.path())
-            .args(["build", "core-a"]),
-    );
+    run_ok(&mut tools::stagex_in(root.path(), &["build", "core-a"]));
     root
 }
 
@@ -75,16 +71,8 @@ fn write_digests(root: &Path, lines: &[(&str, &str)]) {
 fn native_packages_reproduce_and_are_compared_with_the_committed_digests() {
     let root = native_tree();
     let work = root.path().join("work");
-    let (output, report) = reproduce(
-        root.path(),
-        &[
-            "core-b",
-            "--builders",
-            "native",
-            "--work",
-            work.to_str().unwrap(),
-        ],
-    );
+    let (output, report) =
+        reproduce_native(root.path(), &["core-b", "--work", work.to_str().unwrap()]);
     assert!(output.status.success(), "{report}");
     let b = package(&report, "core-b");
     assert_eq!(b["verdict"], "reproducible", "{report}");
@@ -106,13 +94,11 @@ fn native_packages_reproduce_and_are_compared_with_the_committed_digests() {
     let other = format!("sha256:{}", "0".repeat(64));
     write_digests(root.path(), &[("core-b", &digest), ("core-c", &other)]);
     let kept = root.path().join("kept");
-    let (output, report) = reproduce(
+    let (output, report) = reproduce_native(
         root.path(),
         &[
             "core-b",
             "core-c",
-            "--builders",
-            "native",
             "--vary",
             "-time",
             "--keep",
@@ -145,13 +131,11 @@ fn native_packages_reproduce_and_are_compared_with_the_committed_digests() {
     // Signing: only core-b (reproduced AND committed).
     let key = sign_support::write_secret(root.path(), "alice", &sign_support::key("alice"));
     let signatures = root.path().join("sigs");
-    let (output, report) = reproduce(
+    let (output, report) = reproduce_native(
         root.path(),
         &[
             "core-b",
             "core-c",
-            "--builders",
-            "native",
             "--sign-if-reproduced",
             "--key",
             key.to_str().unwrap(),
@@ -188,7 +172,7 @@ fn a_dependency_missing_from_out_is_built_in_each_root() {
     let root = tempfile::tempdir().unwrap();
     build_support::native_package(root.path(), "a", None, "a");
     build_support::native_package(root.path(), "b", Some("core-a"), "b");
-    let (output, report) = reproduce(root.path(), &["core-b", "--builders", "native"]);
+    let (output, report) = reproduce_native(root.path(), &["core-b"]);
     assert!(output.status.success(), "{report}");
     assert_eq!(package(&report, "core-b")["verdict"], "reproducible");
     assert!(!root.path().join("out/core-a").exists(), "out/ untouched");
@@ -197,10 +181,7 @@ fn a_dependency_missing_from_out_is_built_in_each_root() {
 #[test]
 fn bad_input_is_one_clear_error() {
     let root = native_tree();
-    let output = tools::stagex()
-        .arg("--root")
-        .arg(root.path())
-        .args(["reproduce", "core-b", "--vary", "-kernel"])
+    let output = tools::stagex_in(root.path(), &["reproduce", "core-b", "--vary", "-kernel"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
@@ -210,13 +191,14 @@ fn bad_input_is_one_clear_error() {
     // A work directory already holding build roots is refused, kept as is.
     let work = root.path().join("used");
     std::fs::create_dir_all(work.join("native/control")).unwrap();
-    let output = tools::stagex()
-        .arg("--root")
-        .arg(root.path())
-        .args(["reproduce", "core-b", "--builders", "native", "--work"])
-        .arg(&work)
-        .output()
-        .unwrap();
+    let output = tools::stagex_in(
+        root.path(),
+        &["reproduce", "core-b", "--builders", "native"],
+    )
+    .arg("--work")
+    .arg(&work)
+    .output()
+    .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("already exists"), "{err}");
@@ -326,12 +308,7 @@ fn a_containerfile_writing_a_uuid_and_the_time_does_not_reproduce() {
     // core-bbox reproduces across buildah and podman, each twice (the
     // varied builds under faketime), and is its committed digest.
     if tools::require(&["podman", "faketime"]).is_some() {
-        run_ok(
-            tools::stagex()
-                .arg("--root")
-                .arg(root.path())
-                .arg("digests"),
-        );
+        run_ok(&mut tools::stagex_in(root.path(), &["digests"]));
         let (output, report) =
             reproduce(root.path(), &["core-bbox", "--builders", "buildah,podman"]);
         assert!(output.status.success(), "{report}");

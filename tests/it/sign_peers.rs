@@ -7,7 +7,7 @@ use crate::peers;
 use crate::sign_support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use peers::gpg::GpgHome;
 use peers::nginx::Nginx;
@@ -48,6 +48,40 @@ fn push(skopeo: &Path, root: &Path, registry: &Registry, package: &str, digest: 
         "registry changed the manifest"
     );
     reference
+}
+
+/// `stagex sign --unreleased ARGS...` (the signer, then the images).
+fn sign_unreleased(root: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["sign", "--unreleased"];
+    all.extend_from_slice(args);
+    stagex_in(root, &all).output().unwrap()
+}
+
+/// `stagex sign --unreleased --gpg FPR PACKAGE` through `home`'s gpg agent.
+fn sign_with_gpg(root: &Path, home: &GpgHome, package: &str) -> Output {
+    stagex_in(
+        root,
+        &["sign", "--unreleased", "--gpg", &home.fingerprint, package],
+    )
+    .env("GNUPGHOME", home.path())
+    .env_remove("STAGEX_GPG")
+    .output()
+    .unwrap()
+}
+
+/// Writes `bytes` as `root/keys/NAME`, a trusted key of the project.
+fn trust_key(root: &Path, name: &str, bytes: &[u8]) {
+    let keys = root.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join(name), bytes).unwrap();
+}
+
+/// The first signature file of `package` at `digest` in `root/signatures`.
+fn first_signature(root: &Path, package: &str, digest: &Digest) -> PathBuf {
+    root.join(format!(
+        "signatures/stagex/{package}@sha256={}/signature-1",
+        digest.hex()
+    ))
 }
 
 /// What the skopeo tests with two maintainers start from.
@@ -110,20 +144,8 @@ fn skopeo_accepts_our_signature_served_by_nginx_over_http_and_https() {
     let secret = root.join("maintainer.key");
     std::fs::write(&secret, maintainer.export_secret()).unwrap();
     let namespace = format!("{}/stagex", registry.host());
-    let out = stagex_in(
-        root,
-        &[
-            "sign",
-            "--unreleased",
-            "--key",
-            secret.to_str().unwrap(),
-            "--identity",
-            &namespace,
-            "test-x",
-        ],
-    )
-    .output()
-    .unwrap();
+    let secret = secret.to_str().unwrap();
+    let out = sign_unreleased(root, &["--key", secret, "--identity", &namespace, "test-x"]);
     assert!(out.status.success(), "{}", text(&out));
     let keyring = root.join("maintainer.gpg");
     std::fs::write(&keyring, maintainer.export()).unwrap();
@@ -171,9 +193,7 @@ fn skopeo_accepts_our_signature_served_by_nginx_over_http_and_https() {
     );
 
     // Our verifier over https: trusts the CA only when told.
-    let keys = root.join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    std::fs::write(keys.join("maintainer.gpg"), maintainer.export()).unwrap();
+    trust_key(root, "maintainer.gpg", &maintainer.export());
     let by_ref = format!("{reference}@{digest}");
     let verified = verify_one_signer(root, &https.url(), &[&by_ref])
         .env("STAGEX_CA_FILE", https.ca.as_ref().unwrap())
@@ -214,23 +234,9 @@ fn gpg_and_skopeo_standalone_verify_accept_our_blob_and_our_gpg_signer_works() {
     let digest_gpg = make_image(&root.join("out"), "core-g", "1.0", Shape::Index, "g");
     let secret = root.join("signer.key");
     std::fs::write(&secret, maintainer.export_secret()).unwrap();
-    let out = stagex_in(
-        root,
-        &[
-            "sign",
-            "--unreleased",
-            "--key",
-            secret.to_str().unwrap(),
-            "core-k",
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = sign_unreleased(root, &["--key", secret.to_str().unwrap(), "core-k"]);
     assert!(out.status.success(), "{}", text(&out));
-    let sig = root.join(format!(
-        "signatures/stagex/core-k@sha256={}/signature-1",
-        digest.hex()
-    ));
+    let sig = first_signature(root, "core-k", &digest);
     let manifest: PathBuf = root.join(format!("out/core-k/blobs/sha256/{}", digest.hex()));
 
     let verified = run_ok(maintainer.cmd().args(["--batch", "--verify"]).arg(&sig));
@@ -261,29 +267,11 @@ fn gpg_and_skopeo_standalone_verify_accept_our_blob_and_our_gpg_signer_works() {
     assert!(!wrong.status.success());
 
     // `stagex sign --gpg` goes through gpg's agent.
-    let out = stagex_in(
-        root,
-        &[
-            "sign",
-            "--unreleased",
-            "--gpg",
-            &maintainer.fingerprint,
-            "core-g",
-        ],
-    )
-    .env("GNUPGHOME", maintainer.path())
-    .env_remove("STAGEX_GPG")
-    .output()
-    .unwrap();
+    let out = sign_with_gpg(root, &maintainer, "core-g");
     assert!(out.status.success(), "{}", text(&out));
-    let gsig = root.join(format!(
-        "signatures/stagex/core-g@sha256={}/signature-1",
-        digest_gpg.hex()
-    ));
+    let gsig = first_signature(root, "core-g", &digest_gpg);
     run_ok(Command::new(gpgv).arg("--keyring").arg(&keyring).arg(&gsig));
-    let keys = root.join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    std::fs::copy(&keyring, keys.join("signer.gpg")).unwrap();
+    trust_key(root, "signer.gpg", &maintainer.export());
     let report = stagex_in(
         root,
         &["--json", "verify", "--threshold", "1", "core-g", "core-k"],
@@ -292,19 +280,7 @@ fn gpg_and_skopeo_standalone_verify_accept_our_blob_and_our_gpg_signer_works() {
     .unwrap();
     assert!(report.status.success(), "{}", text(&report));
     // Signing again with the same key through gpg is skipped.
-    let again = stagex_in(
-        root,
-        &[
-            "sign",
-            "--unreleased",
-            "--gpg",
-            &maintainer.fingerprint,
-            "core-g",
-        ],
-    )
-    .env("GNUPGHOME", maintainer.path())
-    .output()
-    .unwrap();
+    let again = sign_with_gpg(root, &maintainer, "core-g");
     assert!(
         String::from_utf8_lossy(&again.stdout).contains("already signed"),
         "{}",
@@ -361,9 +337,7 @@ fn signatures_made_by_skopeo_sign_by_and_gpg_sign_are_accepted() {
     let payload = payload(&reference, &digest);
     std::fs::write(sigdir.join("signature-2"), second.sign(&payload)).unwrap();
 
-    let keys = root.join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    std::fs::write(keys.join("first.gpg"), first.export()).unwrap();
+    trust_key(root, "first.gpg", &first.export());
     let armored =
         run_ok(
             second
@@ -371,7 +345,7 @@ fn signatures_made_by_skopeo_sign_by_and_gpg_sign_are_accepted() {
                 .args(["--batch", "--armor", "--export", &second.fingerprint]),
         )
         .stdout;
-    std::fs::write(keys.join("second.asc"), armored).unwrap();
+    trust_key(root, "second.asc", &armored);
     let by_ref = format!("{reference}@{digest}");
     let report = stagex_in(
         root,
