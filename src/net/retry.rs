@@ -329,6 +329,39 @@ pub fn retry<T, E: Classify>(
     }
 }
 
+/// `retry` for async operations (the lookaside's GETs run on the shared
+/// runtime): the same decisions, awaiting instead of blocking the thread.
+pub async fn retry_async<T, E: Classify, F: std::future::Future<Output = Result<T, E>>>(
+    budget: &Budget,
+    mut op: impl FnMut() -> F,
+) -> Result<T, Exhausted<E>> {
+    let mut attempt = 1;
+    loop {
+        let pause = budget.pause_left(Instant::now());
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        let error = match op().await {
+            Ok(value) => {
+                budget.on_success();
+                return Ok(value);
+            }
+            Err(error) => error,
+        };
+        match budget.on_failure(error.failure(), attempt, Instant::now(), fastrand::f64()) {
+            Decision::Retry(delay) => tokio::time::sleep(delay).await,
+            Decision::GiveUp(reason) => {
+                return Err(Exhausted {
+                    error,
+                    attempts: attempt,
+                    reason,
+                })
+            }
+        }
+        attempt += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
