@@ -564,4 +564,31 @@ mod tests {
         let err = retry(&b, || Err::<(), _>(E(Failure::Permanent))).unwrap_err();
         assert_eq!((err.attempts, err.reason), (1, GiveUp::Permanent));
     }
+
+    #[test]
+    fn retry_async_decides_as_retry_does() {
+        let b = Budget::new(Policy {
+            base: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            ..policy()
+        });
+        let calls = std::cell::Cell::new(0);
+        let got = crate::net::block_on(retry_async(&b, || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                if n < 3 {
+                    Err(E(Failure::Transient))
+                } else {
+                    Ok(n)
+                }
+            }
+        }));
+        assert_eq!(got.unwrap(), 3);
+        let err = crate::net::block_on(retry_async(&b, || async {
+            Err::<(), _>(E(Failure::Permanent))
+        }))
+        .unwrap_err();
+        assert_eq!((err.attempts, err.reason), (1, GiveUp::Permanent));
+    }
 }

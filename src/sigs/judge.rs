@@ -19,37 +19,57 @@ pub enum Verdict {
     Rejected { code: Code, reason: String },
 }
 
-/// The stable code of a rejected file, as `stagex verify` names it
-/// (`Rejection::code`), plus `error` for a file that could not be judged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Code {
-    Empty,
-    TooLarge,
-    Armored,
-    #[serde(rename = "not-openpgp")]
-    NotOpenPgp,
-    Detached,
-    Malformed,
-    Encrypted,
-    SignatureCount,
-    NotV4,
-    UnknownKey,
-    KeyExpired,
-    KeyNotYetValid,
-    KeyRevoked,
-    KeyRevokedSoft,
-    BadKey,
-    BadSignature,
-    Payload,
-    DigestMismatch,
-    InvalidIdentity,
-    IdentityMismatch,
-    LegacyFormat,
-    #[serde(rename = "soft-404")]
-    SoftNotFound,
+/// Declares `Code` from one table: each variant's word is both its serde
+/// name (the JSON and the state file) and `as_str`.
+macro_rules! codes {
+    ($($(#[$doc:meta])* $variant:ident => $word:literal,)*) => {
+        /// The stable code of a rejected file, as `stagex verify` names it
+        /// (`Rejection::code`), plus `error` for a file that could not be
+        /// judged.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum Code {
+            $($(#[$doc])* #[serde(rename = $word)] $variant,)*
+        }
+
+        impl Code {
+            /// Every code, in the table's order.
+            pub const ALL: &[Code] = &[$(Code::$variant,)*];
+
+            /// The word (the serde name).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $word,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    Empty => "empty",
+    TooLarge => "too-large",
+    Armored => "armored",
+    NotOpenPgp => "not-openpgp",
+    Detached => "detached",
+    Malformed => "malformed",
+    Encrypted => "encrypted",
+    SignatureCount => "signature-count",
+    NotV4 => "not-v4",
+    UnknownKey => "unknown-key",
+    KeyExpired => "key-expired",
+    KeyNotYetValid => "key-not-yet-valid",
+    KeyRevoked => "key-revoked",
+    KeyRevokedSoft => "key-revoked-soft",
+    BadKey => "bad-key",
+    BadSignature => "bad-signature",
+    Payload => "payload",
+    DigestMismatch => "digest-mismatch",
+    InvalidIdentity => "invalid-identity",
+    IdentityMismatch => "identity-mismatch",
+    LegacyFormat => "legacy-format",
+    SoftNotFound => "soft-404",
     /// Not a verdict on the bytes: they could not be judged.
-    Error,
+    Error => "error",
 }
 
 impl Code {
@@ -80,64 +100,7 @@ impl Code {
             Rejection::SoftNotFound => Code::SoftNotFound,
         }
     }
-
-    /// The word (the serde name; a test holds the two together).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::Empty => "empty",
-            Code::TooLarge => "too-large",
-            Code::Armored => "armored",
-            Code::NotOpenPgp => "not-openpgp",
-            Code::Detached => "detached",
-            Code::Malformed => "malformed",
-            Code::Encrypted => "encrypted",
-            Code::SignatureCount => "signature-count",
-            Code::NotV4 => "not-v4",
-            Code::UnknownKey => "unknown-key",
-            Code::KeyExpired => "key-expired",
-            Code::KeyNotYetValid => "key-not-yet-valid",
-            Code::KeyRevoked => "key-revoked",
-            Code::KeyRevokedSoft => "key-revoked-soft",
-            Code::BadKey => "bad-key",
-            Code::BadSignature => "bad-signature",
-            Code::Payload => "payload",
-            Code::DigestMismatch => "digest-mismatch",
-            Code::InvalidIdentity => "invalid-identity",
-            Code::IdentityMismatch => "identity-mismatch",
-            Code::LegacyFormat => "legacy-format",
-            Code::SoftNotFound => "soft-404",
-            Code::Error => "error",
-        }
-    }
 }
-
-/// Every code (for the test that holds words and serde names together).
-#[cfg(test)]
-const ALL: [Code; 23] = [
-    Code::Empty,
-    Code::TooLarge,
-    Code::Armored,
-    Code::NotOpenPgp,
-    Code::Detached,
-    Code::Malformed,
-    Code::Encrypted,
-    Code::SignatureCount,
-    Code::NotV4,
-    Code::UnknownKey,
-    Code::KeyExpired,
-    Code::KeyNotYetValid,
-    Code::KeyRevoked,
-    Code::KeyRevokedSoft,
-    Code::BadKey,
-    Code::BadSignature,
-    Code::Payload,
-    Code::DigestMismatch,
-    Code::InvalidIdentity,
-    Code::IdentityMismatch,
-    Code::LegacyFormat,
-    Code::SoftNotFound,
-    Code::Error,
-];
 
 impl std::fmt::Display for Code {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -206,7 +169,7 @@ mod tests {
             }
         );
         assert_eq!(serde_json::to_string(&verdict).unwrap(), old);
-        for code in ALL {
+        for &code in Code::ALL {
             let word = format!("\"{code}\"");
             assert_eq!(serde_json::to_string(&code).unwrap(), word);
             assert_eq!(serde_json::from_str::<Code>(&word).unwrap(), code);
