@@ -16,7 +16,7 @@ use super::fetch::{self, Answer, Credentials, Policy, Request, Validators};
 use super::location::{self, CredentialSource, Location, LocationError};
 use super::{max_signatures, signature_dir, End, Fetched, Listing, SignatureFile};
 use crate::net::retry::Budget;
-use crate::net::NetConfig;
+use crate::net::{NetConfig, NetError};
 use crate::oci::digest::Digest;
 
 /// A signature store over http(s): base URL, credentials, client, policy
@@ -50,26 +50,24 @@ impl HttpLookaside {
             timeout: config.document,
             ..Policy::default()
         };
-        let location = Location::parse(base)?;
-        let client = config.http_client().map_err(crate::net::NetError::from)?;
-        HttpLookaside::at(&location, Role::Reader(None), None, client, policy)
-            .map(|store| store.with_reader_credentials(&location))
+        let client = config.http_client().map_err(NetError::from)?;
+        HttpLookaside::read_with(&Location::parse(base)?, client, policy)
     }
 
     /// A store to READ from at an http(s) location: credentials from the
     /// URL, else `~/.netrc` (`Location::reader_credentials_and_source`).
     pub fn reader(location: &Location, policy: Policy) -> Result<HttpLookaside, StoreError> {
-        let client = crate::net::http_client().map_err(crate::net::NetError::from)?;
-        HttpLookaside::at(location, Role::Reader(None), None, client, policy)
-            .map(|store| store.with_reader_credentials(location))
+        let client = crate::net::http_client().map_err(NetError::from)?;
+        HttpLookaside::read_with(location, client, policy)
     }
 
-    fn with_reader_credentials(mut self, location: &Location) -> HttpLookaside {
-        if let Some((auth, from)) = location.reader_credentials_and_source() {
-            self.auth = Some(auth);
-            self.role = Role::Reader(Some(from));
-        }
-        self
+    fn read_with(
+        location: &Location,
+        client: reqwest::Client,
+        policy: Policy,
+    ) -> Result<HttpLookaside, StoreError> {
+        let (auth, from) = location.reader_credentials_and_source().unzip();
+        HttpLookaside::at(location, Role::Reader(from), auth, client, policy)
     }
 
     /// A store to WRITE to (a mirror): credentials from the URL, the
@@ -90,7 +88,7 @@ impl HttpLookaside {
                 .into());
             }
         }
-        let client = crate::net::http_client().map_err(crate::net::NetError::from)?;
+        let client = crate::net::http_client().map_err(NetError::from)?;
         let auth = location.writer_credentials();
         HttpLookaside::at(location, Role::Writer, auth, client, policy)
     }
@@ -118,13 +116,6 @@ impl HttpLookaside {
             }
             .into()),
         }
-    }
-
-    /// The same store with another request policy (timeouts, retries).
-    pub fn with_policy(mut self, policy: Policy) -> HttpLookaside {
-        self.budget = Arc::new(policy.budget());
-        self.policy = policy;
-        self
     }
 
     pub fn base(&self) -> &str {
