@@ -289,19 +289,16 @@ impl Lookaside {
         digest: &Digest,
         name: &str,
     ) -> Result<Option<SignatureFile>, StoreError> {
-        match self {
-            Lookaside::File(f) => {
-                let listing = f.list(repository_path, digest);
-                if let End::Failed { error, .. } = listing.end {
-                    return Err(error);
-                }
-                Ok(listing.files.into_iter().find(|e| e.name == name))
-            }
-            Lookaside::Http(h) => {
-                h.get_file(&h.url(repository_path, digest, name), name)
-                    .await
-            }
+        if let Lookaside::Http(h) = self {
+            return h
+                .get_file(&h.url(repository_path, digest, name), name)
+                .await;
         }
+        let listing = self.list(repository_path, digest, &[]).await;
+        if let End::Failed { error, .. } = listing.end {
+            return Err(error);
+        }
+        Ok(listing.files.into_iter().find(|e| e.name == name))
     }
 
     /// Over http: which of the `count` files after `signature-<after>`

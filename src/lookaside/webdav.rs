@@ -5,6 +5,11 @@
 //! back what was written, and removing and renumbering files for `prune`
 //! (DELETE, MOVE with `Overwrite: F`).
 //!
+//! These requests are not retried (the GETs of the listing and the
+//! read-back are, in `fetch`): a PUT or MOVE that timed out may still have
+//! happened, and trying it again could place a blob twice; the next run's
+//! listing sees what did.
+//!
 //! Hand-written on reqwest on purpose: the WebDAV crates (`reqwest_dav`
 //! and the like) wrap PUT/MKCOL/MOVE but neither the never-overwrite
 //! claim nor the read-back that are the point here, and would bring a
