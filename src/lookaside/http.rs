@@ -292,3 +292,59 @@ impl HttpLookaside {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_304_is_a_file_only_when_validators_were_sent() {
+        let location = Location::parse("http://127.0.0.1:1/sigs").unwrap();
+        let store = HttpLookaside::reader(&location, Policy::default()).unwrap();
+        let classify =
+            |answer, known| store.classify("signature-1".into(), "u".into(), Ok(answer), known);
+        let etag = Validators {
+            etag: Some("\"e\"".into()),
+            last_modified: None,
+        };
+        let file = classify(Answer::NotModified, Some(etag.clone())).unwrap();
+        assert_eq!(
+            (file.content, file.validators),
+            (Fetched::NotModified, etag)
+        );
+        let plain = classify(Answer::NotModified, None).unwrap_err();
+        assert!(
+            matches!(
+                &plain,
+                End::Failed {
+                    error: StoreError::Status { status: 304, .. },
+                    ..
+                }
+            ),
+            "{plain:?}"
+        );
+        assert!(matches!(
+            classify(Answer::NotFound, None),
+            Err(End::Missing)
+        ));
+        let found = Answer::Found {
+            body: b"sig".to_vec(),
+            validators: Validators::default(),
+        };
+        assert_eq!(
+            classify(found, None).unwrap().content,
+            Fetched::Blob(b"sig".to_vec())
+        );
+        let refused = classify(Answer::Unauthorized, None).unwrap_err();
+        assert!(
+            matches!(
+                &refused,
+                End::Failed {
+                    error: StoreError::ReaderUnauthorized(_),
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+    }
+}

@@ -372,4 +372,36 @@ mod tests {
             format!("stagex/core-x@sha256={}", d.hex())
         );
     }
+
+    #[test]
+    fn a_reader_sees_a_soft_404_as_the_last_file_and_a_failure_as_an_error() {
+        let file = |name: &str| SignatureFile {
+            name: name.into(),
+            location: name.into(),
+            content: Fetched::Blob(b"s".to_vec()),
+            validators: Validators::default(),
+        };
+        let soft = Listing {
+            files: vec![file("signature-1")],
+            end: End::SoftNotFound {
+                name: "signature-2".into(),
+                location: "u/signature-2".into(),
+            },
+            hidden: Vec::new(),
+        };
+        let read = soft.for_reader().unwrap();
+        assert!(read.end.is_clean());
+        assert_eq!(read.files[1].content, Fetched::SoftNotFound);
+        let failed = Listing::failed(StoreError::NothingToKeep {
+            location: "x".into(),
+        });
+        assert!(failed.for_reader().is_err());
+        let capped = Listing {
+            files: vec![file("signature-1")],
+            end: End::Limit,
+            hidden: vec![file("signature-2")],
+        };
+        assert!(capped.capped());
+        assert_eq!(capped.hidden_names(), ["signature-2"]);
+    }
 }
