@@ -219,7 +219,6 @@ struct Known {
     sha256: String,
     /// `None` when only the state knows them (a 304).
     bytes: Option<Vec<u8>>,
-    validators: Validators,
     verdict: Verdict,
 }
 
@@ -344,7 +343,6 @@ fn known_file(
             Ok(Known {
                 sha256: prior.sha256.clone(),
                 bytes: None,
-                validators: prior.validators.clone(),
                 verdict: prior.verdict.clone(),
                 entry,
             })
@@ -352,14 +350,12 @@ fn known_file(
         Fetched::SoftNotFound => Ok(Known {
             sha256: "soft-404".into(),
             bytes: None,
-            validators: Validators::default(),
             verdict: Verdict::rejected(&crate::sign::verify::Rejection::SoftNotFound),
             entry,
         }),
         Fetched::TooLarge(n) => Ok(Known {
             sha256: format!("too-large:{n}"),
             bytes: None,
-            validators: Validators::default(),
             verdict: Verdict::rejected(&crate::sign::verify::Rejection::TooLarge(*n as usize)),
             entry,
         }),
@@ -372,7 +368,6 @@ fn known_file(
             Ok(Known {
                 sha256,
                 bytes: Some(body.clone()),
-                validators: entry.validators.clone(),
                 verdict,
                 entry,
             })
@@ -420,7 +415,7 @@ async fn put_valid(
                     file.verdict = judge(&context.keyring, &bytes, expected, context.allow_legacy);
                     file.sha256 = sha256;
                 }
-                file.validators = validators;
+                file.entry.validators = validators;
                 file.bytes = Some(bytes);
             }
             // A failure says what failed; anything else means the file
@@ -517,7 +512,7 @@ fn state_of(files: &[Known], synced: bool) -> ImageState {
         files: files
             .iter()
             .map(|f| FileState {
-                validators: f.validators.clone(),
+                validators: f.entry.validators.clone(),
                 sha256: f.sha256.clone(),
                 verdict: f.verdict.clone(),
             })
