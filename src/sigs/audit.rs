@@ -67,14 +67,13 @@ pub struct Finding {
     pub detail: String,
 }
 
-/// The stable code of a finding, as the JSON and the text show it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
+/// The stable code of a finding, as the JSON and the text show it
+/// (`as_str`, the one table of the words).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FindingCode {
     Gap,
     OverCap,
     BadDirectory,
-    #[serde(rename = "soft-404")]
     Soft404,
     HttpStatus,
     Unauthorized,
@@ -86,8 +85,13 @@ pub enum FindingCode {
     OnlyInCompare,
     /// A file rejected with this code of `stagex verify` (`empty`,
     /// `too-large`, `unknown-key`, `legacy-format`, ...).
-    #[serde(untagged)]
     Rejected(Code),
+}
+
+impl Serialize for FindingCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 impl FindingCode {
