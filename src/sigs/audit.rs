@@ -268,32 +268,10 @@ async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>
         }
         _ => listing.hidden.clone(),
     };
-    let first_missing = listing.files.len() + 1;
     for entry in &hidden {
-        let what = match verdict(&context, &entry.content, &expected) {
-            Verdict::Valid { signer } => format!("a valid signature by {signer}"),
-            Verdict::Rejected { reason, .. } => format!("not valid: {reason}"),
-        };
-        findings.push(if matches!(listing.end, End::Limit) {
-            finding(
-                Some(&entry.name),
-                FindingCode::OverCap,
-                format!(
-                    "the cap of {} signatures per image was reached, so no reader sees {} ({what}): remove signatures no one needs",
-                    listing.files.len(),
-                    entry.name
-                ),
-            )
-        } else {
-            finding(
-                Some(&entry.name),
-                FindingCode::Gap,
-                format!(
-                    "signature-{first_missing} is missing, so no reader sees {} ({what}): renumber the files contiguously",
-                    entry.name
-                ),
-            )
-        });
+        findings.push(hidden_finding(
+            &context, &listing, entry, &expected, &finding,
+        ));
     }
     for (signer, files) in &signers {
         if files.len() > 1 {
@@ -325,6 +303,39 @@ async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>
     }
     let valid = signers.values().map(Vec::len).sum();
     (findings, valid)
+}
+
+/// The finding for a file no reader sees: behind a gap, or past the cap.
+fn hidden_finding(
+    context: &Context,
+    listing: &Listing,
+    entry: &SignatureFile,
+    expected: &Expected,
+    finding: &dyn Fn(Option<&str>, FindingCode, String) -> Finding,
+) -> Finding {
+    let what = match verdict(context, &entry.content, expected) {
+        Verdict::Valid { signer } => format!("a valid signature by {signer}"),
+        Verdict::Rejected { reason, .. } => format!("not valid: {reason}"),
+    };
+    let (seen, name) = (listing.files.len(), &entry.name);
+    if matches!(listing.end, End::Limit) {
+        finding(
+            Some(name),
+            FindingCode::OverCap,
+            format!(
+                "the cap of {seen} signatures per image was reached, so no reader sees {name} ({what}): remove signatures no one needs"
+            ),
+        )
+    } else {
+        finding(
+            Some(name),
+            FindingCode::Gap,
+            format!(
+                "signature-{} is missing, so no reader sees {name} ({what}): renumber the files contiguously",
+                seen + 1
+            ),
+        )
+    }
 }
 
 fn verdict(context: &Context, content: &Fetched, expected: &Expected) -> Verdict {
