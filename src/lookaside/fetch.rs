@@ -1,17 +1,22 @@
 //! Owns: ONE GET of one lookaside file over http(s), with the lookaside
-//! rules (4 MiB cap, a real 404 ends the list, an HTML 200 is a "soft 404",
+//! rules (4 MiB cap, a 404 is "no such file", an HTML 200 is a "soft 404",
 //! any other status is reported, never read as "no more signatures"),
 //! optional conditional headers (If-None-Match / If-Modified-Since), basic
-//! auth, a per-request timeout, and retries with backoff for transient
-//! failures (transport errors, 5xx, 429).
+//! auth and a per-request timeout. Transient failures (transport errors,
+//! 5xx, 429 with its Retry-After) are retried by the project's one retry
+//! engine (`crate::net::retry`, with the store's shared `Budget`); transport
+//! errors are the network layer's (`crate::net::NetError`).
 //!
-//! It returns what the server said as data (`Outcome`); deciding what that
-//! means for a sync, an audit or an upload is the caller's job. No UI.
+//! It returns what the server said as data (`Answer`); deciding what that
+//! means for a walk, an audit or an upload is the caller's job. No UI.
 use std::time::Duration;
 
 use futures_util::StreamExt;
 
+use super::error::StoreError;
 use super::{looks_like_html, MAX_SIGNATURE_BYTES};
+use crate::net::retry::{retry_async, Budget};
+use crate::net::NetError;
 
 /// What a server told us about a file, to ask again cheaply next time.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -41,9 +46,9 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// The answer to one GET.
+/// The answer to one GET: the one type every reader of a GET matches on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Answer {
     /// 200 with a signature-sized, non-HTML body.
     Found {
         body: Vec<u8>,
@@ -62,15 +67,6 @@ pub enum Outcome {
     /// Any other status (403 from a bucket without listing, 5xx after
     /// the retries, ...).
     Status(u16),
-}
-
-/// A transport failure after every retry (timeout, connection refused or
-/// reset, TLS, too many redirects), with the URL it concerns.
-#[derive(Debug, thiserror::Error)]
-#[error("GET {url}: {message}")]
-pub struct FetchError {
-    pub url: String,
-    pub message: String,
 }
 
 /// How hard to try.
@@ -99,69 +95,83 @@ impl Default for Policy {
     }
 }
 
-/// GETs `url`, retrying transient failures (transport errors, 429, 5xx)
-/// with exponential backoff. The last status is returned as
-/// `Outcome::Status` when retries run out.
-pub async fn get(
-    client: &reqwest::Client,
-    url: &str,
-    auth: Option<&Credentials>,
-    known: Option<&Validators>,
-    policy: &Policy,
-) -> Result<Outcome, FetchError> {
-    let mut delay = policy.backoff;
-    let attempts = policy.attempts.max(1);
-    for attempt in 1..=attempts {
-        let last = attempt == attempts;
-        match get_once(client, url, auth, known, policy.timeout).await {
-            Ok(Outcome::Status(s)) if !last && transient(s) => {}
-            Err(_) if !last => {}
-            other => return other,
-        }
-        // Backoff between attempts (not a synchronization sleep).
-        tokio::time::sleep(delay).await;
-        delay = delay.saturating_mul(2);
+impl Policy {
+    /// The retry engine's budget for one store under this policy.
+    pub fn budget(&self) -> Budget {
+        Budget::new(crate::net::retry::Policy {
+            max_attempts: self.attempts.max(1),
+            base: self.backoff,
+            refused_base: self.backoff,
+            ..crate::net::retry::Policy::default()
+        })
     }
-    unreachable!("the last attempt always returns")
 }
 
-/// Statuses worth asking again.
-fn transient(status: u16) -> bool {
-    status == 429 || (500..=599).contains(&status)
+/// One request of a store: where, as whom, and under which limits.
+pub struct Request<'a> {
+    pub client: &'a reqwest::Client,
+    pub url: &'a str,
+    pub auth: Option<&'a Credentials>,
+    pub known: Option<&'a Validators>,
+    pub timeout: Duration,
 }
 
-async fn get_once(
-    client: &reqwest::Client,
-    url: &str,
-    auth: Option<&Credentials>,
-    known: Option<&Validators>,
-    timeout: Duration,
-) -> Result<Outcome, FetchError> {
-    let error = |e: reqwest::Error| FetchError {
-        url: url.to_string(),
-        message: describe(&e),
-    };
-    let mut request = client.get(url).timeout(timeout);
-    if let Some(c) = auth {
-        request = request.basic_auth(&c.user, Some(&c.password));
+/// GETs `url`, retrying transient failures through `budget`. A transient
+/// status that outlives the retries is returned as `Answer::Status`.
+pub async fn get(request: &Request<'_>, budget: &Budget) -> Result<Answer, StoreError> {
+    match retry_async(budget, || get_once(request)).await {
+        Ok(answer) => Ok(answer),
+        Err(exhausted) => match exhausted.error {
+            StoreError::Status { status, .. } => Ok(Answer::Status(status)),
+            error => Err(error),
+        },
     }
-    if let Some(v) = known {
+}
+
+/// One attempt; a transient status is an error, for the retry engine.
+async fn get_once(request: &Request<'_>) -> Result<Answer, StoreError> {
+    let mut builder = request.client.get(request.url).timeout(request.timeout);
+    if let Some(c) = request.auth {
+        builder = builder.basic_auth(&c.user, Some(&c.password));
+    }
+    if let Some(v) = request.known {
         if let Some(etag) = &v.etag {
-            request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+            builder = builder.header(reqwest::header::IF_NONE_MATCH, etag);
         }
         if let Some(date) = &v.last_modified {
-            request = request.header(reqwest::header::IF_MODIFIED_SINCE, date);
+            builder = builder.header(reqwest::header::IF_MODIFIED_SINCE, date);
         }
     }
-    let response = request.send().await.map_err(error)?;
+    let error = |e| transport("GET", request.url, request.timeout, e);
+    let response = builder.send().await.map_err(error)?;
     let status = response.status().as_u16();
     match status {
         200 => {}
-        304 => return Ok(Outcome::NotModified),
-        404 => return Ok(Outcome::NotFound),
-        401 => return Ok(Outcome::Unauthorized),
-        other => return Ok(Outcome::Status(other)),
+        304 => return Ok(Answer::NotModified),
+        404 => return Ok(Answer::NotFound),
+        401 => return Ok(Answer::Unauthorized),
+        429 | 500..=599 => {
+            return Err(StoreError::Status {
+                method: "GET",
+                url: request.url.to_string(),
+                status,
+                retry_after: response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(crate::net::error::parse_retry_after),
+            })
+        }
+        other => return Ok(Answer::Status(other)),
     }
+    read_body(response, request).await
+}
+
+/// The body of a 200, within the signature limit.
+async fn read_body(
+    response: reqwest::Response,
+    request: &Request<'_>,
+) -> Result<Answer, StoreError> {
     let header = |name| {
         response
             .headers()
@@ -176,41 +186,45 @@ async fn get_once(
     };
     if let Some(length) = response.content_length() {
         if length > MAX_SIGNATURE_BYTES {
-            return Ok(Outcome::TooLarge(length));
+            return Ok(Answer::TooLarge(length));
         }
     }
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        body.extend_from_slice(&chunk.map_err(error)?);
+        let chunk = chunk.map_err(|e| transport("GET", request.url, request.timeout, e))?;
+        body.extend_from_slice(&chunk);
         if body.len() as u64 > MAX_SIGNATURE_BYTES {
-            return Ok(Outcome::TooLarge(body.len() as u64));
+            return Ok(Answer::TooLarge(body.len() as u64));
         }
     }
     if looks_like_html(content_type.as_deref(), &body) {
-        return Ok(Outcome::SoftNotFound);
+        return Ok(Answer::SoftNotFound);
     }
-    Ok(Outcome::Found { body, validators })
+    Ok(Answer::Found { body, validators })
 }
 
-/// A transport error in words a mirror operator can act on.
-pub fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out (the server accepted the connection but stalled)"
-    } else if e.is_redirect() {
-        "too many redirects (a redirect loop on the server)"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "transport error"
-    };
-    let mut text = format!("{kind}: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text += &format!(": {s}");
-        source = s.source();
+/// A transport failure of `method url` as the store's error: the
+/// request's own deadline, else the network layer's typed error.
+pub fn transport(
+    method: &'static str,
+    url: &str,
+    timeout: Duration,
+    error: reqwest::Error,
+) -> StoreError {
+    if error.is_timeout() {
+        return StoreError::TimedOut {
+            method,
+            url: url.to_string(),
+            after: timeout,
+        };
     }
-    text
+    let host = crate::net::host_of(url);
+    let what = format!("{method} {url}");
+    match crate::net::config() {
+        Ok(config) => NetError::from_reqwest(host, &what, &error, config).into(),
+        Err(e) => NetError::Config(e).into(),
+    }
 }
 
 #[cfg(test)]
@@ -218,13 +232,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn transient_statuses_are_retried_only() {
-        assert!(transient(500) && transient(503) && transient(429));
-        assert!(!transient(403) && !transient(404) && !transient(401));
+    fn credentials_are_never_printed() {
         let c = Credentials {
             user: "u".into(),
             password: "secret".into(),
         };
         assert!(!format!("{c:?}").contains("secret"));
+        let budget = Policy::default().budget();
+        assert_eq!(budget.policy().max_attempts, 3);
     }
 }

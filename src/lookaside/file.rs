@@ -25,7 +25,8 @@ use anyhow::{bail, Context, Result};
 
 use super::scratch::{self, ImageLock};
 use super::{
-    max_signatures, signature_dir, Fetched, SignatureFile, SignatureSet, MAX_SIGNATURE_BYTES,
+    max_signatures, signature_dir, End, Fetched, Listing, SignatureFile, StoreError, Validators,
+    MAX_SIGNATURE_BYTES,
 };
 use crate::oci::digest::Digest;
 
@@ -54,9 +55,17 @@ impl FileLookaside {
         self.root.join(signature_dir(repository_path, digest))
     }
 
-    /// Reads signature-1, -2, ... until the first missing file. The
-    /// directory is listed first, so only files that exist are opened.
-    pub fn read(&self, repository_path: &str, digest: &Digest) -> Result<SignatureSet> {
+    /// The walk of one image as a `Listing` (a file system error ends it
+    /// as `End::Failed`, naming the path).
+    pub fn list(&self, repository_path: &str, digest: &Digest) -> Listing {
+        self.read(repository_path, digest)
+            .unwrap_or_else(|e| Listing::failed(StoreError::Directory(e)))
+    }
+
+    /// Reads signature-1, -2, ... until the first missing file, and the
+    /// files behind a gap or past the cap (`hidden`, contents read too).
+    /// The directory is listed first, so only files that exist are opened.
+    pub fn read(&self, repository_path: &str, digest: &Digest) -> Result<Listing> {
         let dir = self.image_dir(repository_path, digest);
         let numbers = numbered_files(&dir)?;
         let cap = max_signatures();
@@ -65,17 +74,11 @@ impl FileLookaside {
             .zip(1..=cap)
             .take_while(|(n, expected)| *n == expected)
             .count() as u32;
-        let mut set = SignatureSet::default();
+        let mut files = Vec::new();
         let mut stopped_at = listed + 1;
         for n in 1..=listed {
-            let name = format!("signature-{n}");
-            let path = dir.join(&name);
-            match read_signature(&path)? {
-                Some(content) => set.files.push(SignatureFile {
-                    name,
-                    location: path.display().to_string(),
-                    content,
-                }),
+            match read_file(&dir, n)? {
+                Some(file) => files.push(file),
                 // Removed since the listing: the numbering ends here.
                 None => {
                     stopped_at = n;
@@ -83,13 +86,17 @@ impl FileLookaside {
                 }
             }
         }
-        set.hidden = numbers
-            .into_iter()
-            .filter(|&n| n > stopped_at.min(cap))
-            .map(|n| format!("signature-{n}"))
-            .collect();
-        set.capped = set.files.len() as u32 == cap && !set.hidden.is_empty();
-        Ok(set)
+        let mut hidden = Vec::new();
+        for n in numbers.into_iter().filter(|&n| n > stopped_at.min(cap)) {
+            // Removed since the listing: nothing hides there any more.
+            hidden.extend(read_file(&dir, n)?);
+        }
+        let end = if files.len() as u32 >= cap {
+            End::Limit
+        } else {
+            End::Missing
+        };
+        Ok(Listing { files, end, hidden })
     }
 
     /// Adds a blob as the first free `signature-N`; returns N and the path.
@@ -112,7 +119,7 @@ impl FileLookaside {
         &self,
         repository_path: &str,
         digest: &Digest,
-        decide: impl FnOnce(&SignatureSet) -> Result<Vec<Vec<u8>>>,
+        decide: impl FnOnce(&Listing) -> Result<Vec<Vec<u8>>>,
     ) -> Result<Vec<(u32, PathBuf)>> {
         let dir = self.image_dir(repository_path, digest);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -348,8 +355,20 @@ fn first_free(dir: &Path) -> Result<u32> {
     Ok(n)
 }
 
+/// `signature-<n>` of `dir` as read; `None` if it does not exist.
+fn read_file(dir: &Path, n: u32) -> Result<Option<SignatureFile>> {
+    let name = format!("signature-{n}");
+    let path = dir.join(&name);
+    Ok(read_signature(&path)?.map(|content| SignatureFile {
+        name,
+        location: path.display().to_string(),
+        content,
+        validators: Validators::default(),
+    }))
+}
+
 /// One signature file, bounded in size; `None` if it does not exist.
-pub(crate) fn read_signature(path: &Path) -> Result<Option<Fetched>> {
+fn read_signature(path: &Path) -> Result<Option<Fetched>> {
     let file = match fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -406,8 +425,8 @@ mod tests {
         let set = store.read("stagex/x", &d).unwrap();
         assert_eq!(set.files.len(), 2);
         assert_eq!(set.files[1].content, Fetched::Blob(b"b".to_vec()));
-        assert_eq!(set.hidden, vec!["signature-4".to_string()]);
-        assert!(!set.capped);
+        assert_eq!(set.hidden_names(), ["signature-4"]);
+        assert!(!set.capped());
         // The next signature fills the gap.
         assert_eq!(store.add("stagex/x", &d, b"c").unwrap().0, 3);
         assert_eq!(store.read("stagex/x", &d).unwrap().files.len(), 4);
@@ -452,11 +471,11 @@ mod tests {
             set.files[0].content,
             Fetched::TooLarge(MAX_SIGNATURE_BYTES + 1)
         );
-        assert_eq!(
-            set.hidden,
-            vec!["signature-129".to_string(), "signature-130".to_string()]
+        assert_eq!(set.hidden_names(), ["signature-129", "signature-130"]);
+        assert!(
+            set.capped(),
+            "129 and 130 are past the cap, not after a gap"
         );
-        assert!(set.capped, "129 and 130 are past the cap, not after a gap");
         assert!(store.add("stagex/x", &d, b"more").is_err());
     }
 
@@ -517,5 +536,28 @@ mod tests {
         assert_eq!(fs::read(&b).unwrap(), b"b");
         rename_noreplace(&a, &dir.path().join("c")).unwrap();
         assert!(!a.exists());
+    }
+    #[test]
+    fn a_hidden_file_that_cannot_be_read_fails_the_listing() {
+        let root = tempfile::tempdir().unwrap();
+        let store = FileLookaside::new(root.path());
+        let digest = Digest::of_bytes(b"hidden");
+        let dir = store.image_dir("stagex/core-x", &digest);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("signature-1"), b"one").unwrap();
+        fs::write(dir.join("signature-3"), b"three").unwrap();
+        let listing = store.list("stagex/core-x", &digest);
+        assert!(matches!(listing.end, End::Missing), "{:?}", listing.end);
+        assert_eq!(listing.files.len(), 1);
+        assert_eq!(listing.hidden[0].content, Fetched::Blob(b"three".to_vec()));
+        // A directory where a file should be: an error naming it, never an
+        // empty signature.
+        fs::create_dir(dir.join("signature-5")).unwrap();
+        let listing = store.list("stagex/core-x", &digest);
+        assert!(
+            matches!(&listing.end, End::Failed { error, .. } if error.to_string().contains("signature-5")),
+            "{:?}",
+            listing.end
+        );
     }
 }

@@ -5,8 +5,9 @@
 //! URL's userinfo is split off into `Credentials` (sent as headers, never
 //! printed), and the other sources of credentials (`STAGEX_MIRROR_USER`/
 //! `STAGEX_MIRROR_PASSWORD` for mirrors written to, `~/.netrc`) are looked
-//! up here too, as is the one message for a 401 to a READ
-//! (`ReaderUnauthorized`: where a reader takes credentials from).
+//! up here too (the netrc file parsed by the `netrc` crate), as is the one
+//! message for a 401 to a READ (`ReaderUnauthorized`: where a reader takes
+//! credentials from).
 //!
 //! Must not: open connections or touch the store (callers do), or decide
 //! which transports a caller accepts beyond the scheme (the loopback-only
@@ -249,55 +250,19 @@ fn credentials_from_netrc_at(path: &Path, host: &str) -> Option<Credentials> {
     netrc_lookup(&text, host)
 }
 
-/// The `machine HOST` entry of a netrc text (else `default`). A dozen lines
-/// of parsing do not justify a dependency; macros are not supported.
+/// The `machine HOST` entry of a netrc text (else `default`), parsed by
+/// the `netrc` crate (comments, quoted tokens, `macdef` blocks); a text it
+/// cannot parse gives no credentials, as a missing file does.
 pub fn netrc_lookup(text: &str, host: &str) -> Option<Credentials> {
-    let mut tokens = text.split_whitespace();
-    let (mut found, mut fallback) = (None, None);
-    let mut current: Option<(bool, Credentials)> = None; // (is default, creds)
-    let finish = |entry: Option<(bool, Credentials)>,
-                  found: &mut Option<Credentials>,
-                  fallback: &mut Option<Credentials>| {
-        if let Some((is_default, c)) = entry {
-            if is_default {
-                fallback.get_or_insert(c);
-            } else if !c.user.is_empty() || !c.password.is_empty() {
-                found.get_or_insert(c);
-            }
-        }
-    };
-    let empty = || Credentials {
-        user: String::new(),
-        password: String::new(),
-    };
-    while let Some(token) = tokens.next() {
-        match token {
-            "machine" => {
-                finish(current.take(), &mut found, &mut fallback);
-                let name = tokens.next().unwrap_or_default();
-                current = (name == host).then(|| (false, empty()));
-            }
-            "default" => {
-                finish(current.take(), &mut found, &mut fallback);
-                current = Some((true, empty()));
-            }
-            "login" => {
-                let v = tokens.next().unwrap_or_default().to_string();
-                if let Some((_, c)) = current.as_mut() {
-                    c.user = v;
-                }
-            }
-            "password" => {
-                let v = tokens.next().unwrap_or_default().to_string();
-                if let Some((_, c)) = current.as_mut() {
-                    c.password = v;
-                }
-            }
-            _ => {}
-        }
-    }
-    finish(current.take(), &mut found, &mut fallback);
-    found.or(fallback)
+    let parsed: netrc::Netrc = text.parse().ok()?;
+    let entry = parsed
+        .hosts
+        .get(host)
+        .or_else(|| parsed.hosts.get("default"))?;
+    Some(Credentials {
+        user: entry.login.clone(),
+        password: entry.password.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -392,5 +357,10 @@ mod tests {
         assert_eq!((c.user.as_str(), c.password.as_str()), ("mirror", "s3cret"));
         assert_eq!(netrc_lookup(text, "elsewhere").unwrap().user, "anon");
         assert!(netrc_lookup("machine a login b password c", "z").is_none());
+        // What a hand-written split on whitespace got wrong: comments and
+        // quoted passwords.
+        let text = "# mirror\nmachine h login \"u\" password \"p w\"\n";
+        let c = netrc_lookup(text, "h").unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("u", "p w"));
     }
 }

@@ -329,6 +329,39 @@ pub fn retry<T, E: Classify>(
     }
 }
 
+/// `retry` for async operations (the lookaside's GETs run on the shared
+/// runtime): the same decisions, awaiting instead of blocking the thread.
+pub async fn retry_async<T, E: Classify, F: std::future::Future<Output = Result<T, E>>>(
+    budget: &Budget,
+    mut op: impl FnMut() -> F,
+) -> Result<T, Exhausted<E>> {
+    let mut attempt = 1;
+    loop {
+        let pause = budget.pause_left(Instant::now());
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        let error = match op().await {
+            Ok(value) => {
+                budget.on_success();
+                return Ok(value);
+            }
+            Err(error) => error,
+        };
+        match budget.on_failure(error.failure(), attempt, Instant::now(), fastrand::f64()) {
+            Decision::Retry(delay) => tokio::time::sleep(delay).await,
+            Decision::GiveUp(reason) => {
+                return Err(Exhausted {
+                    error,
+                    attempts: attempt,
+                    reason,
+                })
+            }
+        }
+        attempt += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,6 +562,33 @@ mod tests {
         assert_eq!(got.unwrap(), 3);
         assert_eq!(b.retries(), 2);
         let err = retry(&b, || Err::<(), _>(E(Failure::Permanent))).unwrap_err();
+        assert_eq!((err.attempts, err.reason), (1, GiveUp::Permanent));
+    }
+
+    #[test]
+    fn retry_async_decides_as_retry_does() {
+        let b = Budget::new(Policy {
+            base: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            ..policy()
+        });
+        let calls = std::cell::Cell::new(0);
+        let got = crate::net::block_on(retry_async(&b, || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                if n < 3 {
+                    Err(E(Failure::Transient))
+                } else {
+                    Ok(n)
+                }
+            }
+        }));
+        assert_eq!(got.unwrap(), 3);
+        let err = crate::net::block_on(retry_async(&b, || async {
+            Err::<(), _>(E(Failure::Permanent))
+        }))
+        .unwrap_err();
         assert_eq!((err.attempts, err.reason), (1, GiveUp::Permanent));
     }
 }

@@ -1,8 +1,8 @@
 //! Owns: step 4 of a release, the signatures to every mirror. For every
 //! per-platform manifest of the release, the signature files the gate found
 //! VALID (by trusted keys; rejected files are never spread) are read from
-//! the local lookaside and handed to the mirror writer
-//! (`lookaside::mirror`, shared with `stagex sigs sync`), which uploads
+//! the local lookaside and handed to the one signature store's writer
+//! (`Lookaside::put_missing`, shared with `stagex sigs sync`), which uploads
 //! only what the mirror lacks by content, contiguously, never replacing a
 //! file, and reads back what it wrote. Images go to a mirror 16 at a time;
 //! `--dry-run` only reads the mirror and counts what would be uploaded.
@@ -17,8 +17,7 @@ use futures_util::StreamExt;
 
 use super::release::ReleaseImage;
 use super::report::{self, Failed, MirrorReport, RegistryReport};
-use crate::lookaside::mirror::{Mirror, MirrorError};
-use crate::lookaside::{Fetched, Lookaside, SignatureSet};
+use crate::lookaside::{Fetched, Lookaside, StoreError};
 use crate::oci::digest::Digest;
 use crate::progress::{Progress, Task};
 use crate::sign::check::ImageReport;
@@ -39,10 +38,10 @@ pub struct Signatures {
 
 /// The signatures of an image the gate accepted could not be read again.
 #[derive(Debug, thiserror::Error)]
-#[error("re-reading signatures of {image}: {error:#}")]
+#[error("re-reading signatures of {image}: {error}")]
 pub struct RereadError {
     pub image: String,
-    pub error: anyhow::Error,
+    pub error: StoreError,
 }
 
 /// Reads the files the gate accepted (`reports`, in the order of the
@@ -63,7 +62,7 @@ pub fn collect(
     let sets = lookaside.read_many(&keys);
     let mut out = Vec::new();
     for (((release_image, target), report), set) in targets.iter().zip(reports).zip(sets) {
-        let set: SignatureSet = set.map_err(|error| RereadError {
+        let set = set.map_err(|error| RereadError {
             image: target.name.clone(),
             error,
         })?;
@@ -156,7 +155,7 @@ fn upload_each(
 ) -> Vec<MirrorReport> {
     mirrors
         .iter()
-        .map(|location| match Mirror::parse(location) {
+        .map(|location| match Lookaside::parse_mirror(location) {
             Ok(mirror) => {
                 let name = mirror.describe();
                 let images = Some(signatures.len() as u64);
@@ -185,10 +184,10 @@ fn failed_all(mirror: &str, signatures: &[Signatures], error: String) -> MirrorR
 
 /// What one image's signatures did on one mirror: (uploaded, present).
 async fn one_image(
-    mirror: &Mirror,
+    mirror: &Lookaside,
     s: &Signatures,
     dry_run: bool,
-) -> Result<(u64, u64), MirrorError> {
+) -> Result<(u64, u64), StoreError> {
     if dry_run {
         let existing = mirror.existing(&s.repository_path, &s.digest).await?;
         let present = s
@@ -209,7 +208,7 @@ async fn one_image(
 }
 
 async fn upload_one(
-    mirror: &Mirror,
+    mirror: &Lookaside,
     signatures: &[Signatures],
     dry_run: bool,
     task: &Task<'_>,

@@ -67,6 +67,10 @@ fn rejection_of(file: &SignatureFile) -> Option<Rejection> {
         Fetched::Blob(_) => None,
         Fetched::TooLarge(n) => Some(Rejection::TooLarge(*n as usize)),
         Fetched::SoftNotFound => Some(Rejection::SoftNotFound),
+        // Only a conditional request is answered so; verify sends none.
+        Fetched::NotModified => Some(Rejection::Malformed(
+            "304 Not Modified to a request that was not conditional".into(),
+        )),
     }
 }
 
@@ -131,8 +135,8 @@ pub fn verify_images(
             reference: t.reference.to_string(),
             signers: Vec::new(),
             invalid: Vec::new(),
-            hidden: set.as_ref().map(|s| s.hidden.clone()).unwrap_or_default(),
-            capped: set.as_ref().is_ok_and(|s| s.capped),
+            hidden: set.as_ref().map(|s| s.hidden_names()).unwrap_or_default(),
+            capped: set.as_ref().is_ok_and(|s| s.capped()),
             error: set.as_ref().err().map(|e| format!("{e:#}")),
             valid_signers: 0,
             threshold,

@@ -17,12 +17,10 @@ use serde::Serialize;
 
 use super::each::for_each;
 use super::images::label;
-use super::judge::{judge, Verdict};
-use super::source::{End, Listing};
+use super::judge::{judge, Code, Verdict};
 use crate::lookaside::fetch::Policy;
-use crate::lookaside::http::{Read, Walked};
 use crate::lookaside::location::Location;
-use crate::lookaside::Lookaside;
+use crate::lookaside::{End, Fetched, Listing, Lookaside, SignatureFile, StoreError};
 use crate::progress::Progress;
 use crate::sign::image::ImageTarget;
 use crate::sign::keyring::Keyring;
@@ -69,14 +67,13 @@ pub struct Finding {
     pub detail: String,
 }
 
-/// The stable code of a finding, as the JSON and the text show it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
+/// The stable code of a finding, as the JSON and the text show it
+/// (`as_str`, the one table of the words).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FindingCode {
     Gap,
     OverCap,
     BadDirectory,
-    #[serde(rename = "soft-404")]
     Soft404,
     HttpStatus,
     Unauthorized,
@@ -88,8 +85,13 @@ pub enum FindingCode {
     OnlyInCompare,
     /// A file rejected with this code of `stagex verify` (`empty`,
     /// `too-large`, `unknown-key`, `legacy-format`, ...).
-    #[serde(untagged)]
-    Rejected(String),
+    Rejected(Code),
+}
+
+impl Serialize for FindingCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 impl FindingCode {
@@ -107,7 +109,7 @@ impl FindingCode {
             FindingCode::Differs => "differs",
             FindingCode::MissingInCompare => "missing-in-compare",
             FindingCode::OnlyInCompare => "only-in-compare",
-            FindingCode::Rejected(code) => code,
+            FindingCode::Rejected(code) => code.as_str(),
         }
     }
 }
@@ -238,11 +240,12 @@ async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>
         digest: image.digest.clone(),
         reference: image.reference.clone(),
     };
-    let listing = context.store.list(&image, &[]).await;
+    let (repository_path, digest) = (&image.repository_path, &image.digest);
+    let listing = context.store.list(repository_path, digest, &[]).await;
     let mut findings = Vec::new();
     let mut signers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for entry in &listing.files {
-        match verdict(&context, &entry.read, &expected) {
+        match verdict(&context, &entry.content, &expected) {
             Verdict::Valid { signer } => {
                 signers.entry(signer).or_default().push(entry.name.clone())
             }
@@ -257,39 +260,18 @@ async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>
     let hidden = match (&context.store, &listing.end) {
         (Lookaside::Http(_), End::Missing) => {
             let after = listing.files.len() as u32 + 1;
+            let probe = context.options.probe;
             context
                 .store
-                .probe_after(&image, after, context.options.probe)
+                .probe_after(repository_path, digest, after, probe)
                 .await
         }
         _ => listing.hidden.clone(),
     };
-    let first_missing = listing.files.len() + 1;
     for entry in &hidden {
-        let what = match verdict(&context, &entry.read, &expected) {
-            Verdict::Valid { signer } => format!("a valid signature by {signer}"),
-            Verdict::Rejected { reason, .. } => format!("not valid: {reason}"),
-        };
-        findings.push(if listing.end == End::Limit {
-            finding(
-                Some(&entry.name),
-                FindingCode::OverCap,
-                format!(
-                    "the cap of {} signatures per image was reached, so no reader sees {} ({what}): remove signatures no one needs",
-                    listing.files.len(),
-                    entry.name
-                ),
-            )
-        } else {
-            finding(
-                Some(&entry.name),
-                FindingCode::Gap,
-                format!(
-                    "signature-{first_missing} is missing, so no reader sees {} ({what}): renumber the files contiguously",
-                    entry.name
-                ),
-            )
-        });
+        findings.push(hidden_finding(
+            &context, &listing, entry, &expected, &finding,
+        ));
     }
     for (signer, files) in &signers {
         if files.len() > 1 {
@@ -316,24 +298,58 @@ async fn audit_image(context: Arc<Context>, image: ImageTarget) -> (Vec<Finding>
         ));
     }
     if let Some(other) = &context.compare {
-        let theirs = other.list(&image, &[]).await;
+        let theirs = other.list(repository_path, digest, &[]).await;
         findings.extend(compare(&listing, &theirs, &other.describe(), &finding));
     }
     let valid = signers.values().map(Vec::len).sum();
     (findings, valid)
 }
 
-fn verdict(context: &Context, read: &Read, expected: &Expected) -> Verdict {
-    match read {
-        Read::Found { body, .. } => judge(
+/// The finding for a file no reader sees: behind a gap, or past the cap.
+fn hidden_finding(
+    context: &Context,
+    listing: &Listing,
+    entry: &SignatureFile,
+    expected: &Expected,
+    finding: &dyn Fn(Option<&str>, FindingCode, String) -> Finding,
+) -> Finding {
+    let what = match verdict(context, &entry.content, expected) {
+        Verdict::Valid { signer } => format!("a valid signature by {signer}"),
+        Verdict::Rejected { reason, .. } => format!("not valid: {reason}"),
+    };
+    let (seen, name) = (listing.files.len(), &entry.name);
+    if matches!(listing.end, End::Limit) {
+        finding(
+            Some(name),
+            FindingCode::OverCap,
+            format!(
+                "the cap of {seen} signatures per image was reached, so no reader sees {name} ({what}): remove signatures no one needs"
+            ),
+        )
+    } else {
+        finding(
+            Some(name),
+            FindingCode::Gap,
+            format!(
+                "signature-{} is missing, so no reader sees {name} ({what}): renumber the files contiguously",
+                seen + 1
+            ),
+        )
+    }
+}
+
+fn verdict(context: &Context, content: &Fetched, expected: &Expected) -> Verdict {
+    match content {
+        Fetched::Blob(body) => judge(
             &context.keyring,
             body,
             expected,
             context.options.allow_legacy,
         ),
-        Read::TooLarge(n) => Verdict::rejected(&Rejection::TooLarge(*n as usize)),
-        Read::NotModified => Verdict::Rejected {
-            code: "error".into(),
+        Fetched::TooLarge(n) => Verdict::rejected(&Rejection::TooLarge(*n as usize)),
+        Fetched::SoftNotFound => Verdict::rejected(&Rejection::SoftNotFound),
+        Fetched::NotModified => Verdict::Rejected {
+            code: Code::Error,
             reason: "304 to an unconditional request".into(),
         },
     }
@@ -343,36 +359,31 @@ fn end_finding(
     end: &End,
     finding: &dyn Fn(Option<&str>, FindingCode, String) -> Finding,
 ) -> Option<Finding> {
-    match end {
-        End::Missing | End::Limit => None,
-        End::SoftNotFound { name, location } => Some(finding(
-            Some(name),
-            FindingCode::Soft404,
-            format!("{location}: {}", Rejection::SoftNotFound),
-        )),
-        End::Status {
+    let (name, error) = match end {
+        End::Missing | End::Limit => return None,
+        End::SoftNotFound { name, location } => {
+            return Some(finding(
+                Some(name),
+                FindingCode::Soft404,
+                format!("{location}: {}", Rejection::SoftNotFound),
+            ))
+        }
+        End::Failed { name, error } => (name.as_deref(), error),
+    };
+    Some(match error {
+        StoreError::Status { url, status, .. } => finding(
             name,
-            location,
-            status,
-        } => Some(finding(
-            Some(name),
             FindingCode::HttpStatus,
             format!(
-                "{location}: HTTP {status}: readers stop with an error here (a bucket without \
+                "{url}: HTTP {status}: readers stop with an error here (a bucket without \
                  listing answers 403 for a missing file: make the mirror answer 404)"
             ),
-        )),
-        End::Unauthorized { name, error } => Some(finding(
-            Some(name),
-            FindingCode::Unauthorized,
-            error.to_string(),
-        )),
-        End::Error { location, message } => Some(finding(
-            None,
-            FindingCode::Error,
-            format!("{location}: {message}"),
-        )),
-    }
+        ),
+        StoreError::ReaderUnauthorized(_) | StoreError::Unauthorized { .. } => {
+            finding(name, FindingCode::Unauthorized, error.to_string())
+        }
+        other => finding(None, FindingCode::Error, other.to_string()),
+    })
 }
 
 /// File-by-file differences between two listings of one image.
@@ -389,11 +400,11 @@ fn compare(
             ..f
         });
     }
-    let bytes = |e: &Walked| match &e.read {
-        Read::Found { body, .. } => Some(body.clone()),
+    let bytes = |e: &SignatureFile| match &e.content {
+        Fetched::Blob(body) => Some(body.clone()),
         _ => None,
     };
-    let theirs_by_name: BTreeMap<&str, &Walked> =
+    let theirs_by_name: BTreeMap<&str, &SignatureFile> =
         theirs.files.iter().map(|e| (e.name.as_str(), e)).collect();
     for entry in &ours.files {
         match theirs_by_name.get(entry.name.as_str()) {
@@ -405,7 +416,7 @@ fn compare(
             Some(t) if bytes(t) != bytes(entry) => findings.push(finding(
                 Some(&entry.name),
                 FindingCode::Differs,
-                format!("{} and {} differ", entry.url, t.url),
+                format!("{} and {} differ", entry.location, t.location),
             )),
             Some(_) => {}
         }
@@ -416,7 +427,7 @@ fn compare(
             findings.push(finding(
                 Some(&entry.name),
                 FindingCode::OnlyInCompare,
-                format!("{} exists only in {other}", entry.url),
+                format!("{} exists only in {other}", entry.location),
             ));
         }
     }
@@ -442,7 +453,7 @@ mod tests {
             (FindingCode::Differs, "differs"),
             (FindingCode::MissingInCompare, "missing-in-compare"),
             (FindingCode::OnlyInCompare, "only-in-compare"),
-            (FindingCode::Rejected("unknown-key".into()), "unknown-key"),
+            (FindingCode::Rejected(Code::UnknownKey), "unknown-key"),
         ];
         for (code, word) in codes {
             assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{word}\""));

@@ -22,15 +22,11 @@ use serde::Serialize;
 
 use super::each::for_each;
 use super::images::{key, label};
-use super::judge::{judge, Verdict};
-use super::source::End;
+use super::judge::{judge, Code, Verdict};
 use super::state::{trust_key, FileState, ImageState, State};
 use crate::lookaside::fetch::{Policy, Validators};
-use crate::lookaside::http::{Read, Walked};
 use crate::lookaside::location::Location;
-use crate::lookaside::mirror::{Mirror, MirrorError};
-use crate::lookaside::Lookaside;
-use crate::lookaside::SignatureFile;
+use crate::lookaside::{End, Fetched, Lookaside, SignatureFile, StoreError};
 use crate::oci::digest::Digest;
 use crate::progress::Progress;
 use crate::sign::image::ImageTarget;
@@ -96,7 +92,7 @@ pub struct Rejected {
     pub image: String,
     pub file: String,
     pub location: String,
-    pub code: String,
+    pub code: Code,
     pub reason: String,
 }
 
@@ -109,7 +105,7 @@ pub struct ImageError {
 /// What sync shares between image tasks.
 struct Context {
     source: Lookaside,
-    dest: Mirror,
+    dest: Lookaside,
     keyring: Keyring,
     allow_legacy: bool,
     prune: bool,
@@ -139,9 +135,10 @@ pub fn sync(
     progress: &dyn Progress,
 ) -> Result<SyncReport> {
     let source = Lookaside::open(from, options.policy)?;
-    let dest = Mirror::parse(to)
-        .with_context(|| format!("destination {to}"))?
-        .with_policy(options.policy);
+    let dest = Location::parse(to)
+        .map_err(StoreError::from)
+        .and_then(|to| Lookaside::open_mirror(&to, options.policy))
+        .with_context(|| format!("destination {to}"))?;
     // The whole certificates, not only fingerprints: a revocation or a
     // new expiry date changes verdicts too.
     let certs: Vec<String> = keyring
@@ -218,11 +215,10 @@ pub fn sync(
 
 /// One source file with what we know of it.
 struct Known {
-    entry: Walked,
+    entry: SignatureFile,
     sha256: String,
     /// `None` when only the state knows them (a 304).
     bytes: Option<Vec<u8>>,
-    validators: Validators,
     verdict: Verdict,
 }
 
@@ -240,7 +236,10 @@ async fn sync_image(
     } else {
         Vec::new()
     };
-    let listing = context.source.list(&image, &known).await;
+    let listing = context
+        .source
+        .list(&image.repository_path, &image.digest, &known)
+        .await;
     let mut outcome = Outcome::default();
     let expected = Expected {
         digest: image.digest.clone(),
@@ -260,12 +259,12 @@ async fn sync_image(
             image: label.clone(),
             file: name.clone(),
             location: location.clone(),
-            code: "soft-404".into(),
+            code: Code::SoftNotFound,
             reason: crate::sign::verify::Rejection::SoftNotFound.to_string(),
         }),
-        End::Status { .. } | End::Unauthorized { .. } | End::Error { .. } => {
+        End::Failed { error, .. } => {
             clean = false;
-            outcome.errors.extend(failure(&listing.end));
+            outcome.errors.push(error.to_string());
         }
     }
     let same_as_before = files.len() == prior.files.len()
@@ -292,7 +291,7 @@ async fn sync_image(
         .filter_map(|f| f.bytes.as_deref())
         .collect();
     // A source that serves nothing valid for the image (a wrong base URL
-    // answers 404 everywhere) must not empty a mirror: `Mirror::prune`
+    // answers 404 everywhere) must not empty a mirror: `Lookaside::prune`
     // refuses that (`NothingToKeep`), and `prune` reports nothing pruned.
     if let Put::Done { listing } = written {
         if synced && context.prune {
@@ -310,8 +309,8 @@ fn report_rejected(files: &[Known], label: &str, outcome: &mut Outcome) {
             outcome.rejected.push(Rejected {
                 image: label.to_string(),
                 file: file.entry.name.clone(),
-                location: file.entry.url.clone(),
-                code: code.clone(),
+                location: file.entry.location.clone(),
+                code: *code,
                 reason: reason.clone(),
             });
         }
@@ -330,33 +329,37 @@ pub enum FileError {
 /// same bytes); a 304 takes hash and verdict from the state.
 fn known_file(
     context: &Context,
-    entry: Walked,
+    entry: SignatureFile,
     prior: Option<&FileState>,
     expected: &Expected,
 ) -> Result<Known, FileError> {
-    match &entry.read {
-        Read::NotModified => {
+    match &entry.content {
+        Fetched::NotModified => {
             let Some(prior) = prior else {
                 return Err(FileError::UnconditionalNotModified {
-                    url: entry.url.to_string(),
+                    url: entry.location.to_string(),
                 });
             };
             Ok(Known {
                 sha256: prior.sha256.clone(),
                 bytes: None,
-                validators: prior.validators.clone(),
                 verdict: prior.verdict.clone(),
                 entry,
             })
         }
-        Read::TooLarge(n) => Ok(Known {
+        Fetched::SoftNotFound => Ok(Known {
+            sha256: "soft-404".into(),
+            bytes: None,
+            verdict: Verdict::rejected(&crate::sign::verify::Rejection::SoftNotFound),
+            entry,
+        }),
+        Fetched::TooLarge(n) => Ok(Known {
             sha256: format!("too-large:{n}"),
             bytes: None,
-            validators: Validators::default(),
             verdict: Verdict::rejected(&crate::sign::verify::Rejection::TooLarge(*n as usize)),
             entry,
         }),
-        Read::Found { body, validators } => {
+        Fetched::Blob(body) => {
             let sha256 = Digest::of_bytes(body).hex().to_string();
             let verdict = match prior.filter(|p| p.sha256 == sha256) {
                 Some(p) => p.verdict.clone(),
@@ -365,7 +368,6 @@ fn known_file(
             Ok(Known {
                 sha256,
                 bytes: Some(body.clone()),
-                validators: validators.clone(),
                 verdict,
                 entry,
             })
@@ -398,29 +400,35 @@ async fn put_valid(
         if file.bytes.is_some() || !file.verdict.is_valid() {
             continue;
         }
-        match context.source.get(image, &file.entry.name).await {
-            Ok(Read::Found {
-                body: bytes,
+        let fetched = context
+            .source
+            .get(&image.repository_path, &image.digest, &file.entry.name)
+            .await;
+        match fetched {
+            Ok(Some(SignatureFile {
+                content: Fetched::Blob(bytes),
                 validators,
-            }) => {
+                ..
+            })) => {
                 let sha256 = Digest::of_bytes(&bytes).hex().to_string();
                 if sha256 != file.sha256 {
                     file.verdict = judge(&context.keyring, &bytes, expected, context.allow_legacy);
                     file.sha256 = sha256;
                 }
-                file.validators = validators;
+                file.entry.validators = validators;
                 file.bytes = Some(bytes);
             }
             // A failure says what failed; anything else means the file
             // is no longer the one listed.
-            other => {
-                let message = other.err().as_ref().and_then(failure);
-                outcome.errors.push(message.unwrap_or_else(|| {
-                    format!(
-                        "{}: changed while being read (fetch again later)",
-                        file.entry.url
-                    )
-                }));
+            Err(error) => {
+                outcome.errors.push(error.to_string());
+                return Put::Failed;
+            }
+            Ok(_) => {
+                outcome.errors.push(format!(
+                    "{}: changed while being read (fetch again later)",
+                    file.entry.location
+                ));
                 return Put::Failed;
             }
         }
@@ -488,7 +496,7 @@ async fn prune(
     };
     match pruned {
         // The mirror's "never prune to nothing" rule: nothing to do.
-        Err(MirrorError::NothingToKeep { .. }) => {}
+        Err(StoreError::NothingToKeep { .. }) => {}
         Ok(removed) => outcome.pruned.extend(removed.into_iter().map(|p| FileRef {
             image: label(image),
             file: p.name,
@@ -504,26 +512,11 @@ fn state_of(files: &[Known], synced: bool) -> ImageState {
         files: files
             .iter()
             .map(|f| FileState {
-                validators: f.validators.clone(),
+                validators: f.entry.validators.clone(),
                 sha256: f.sha256.clone(),
                 verdict: f.verdict.clone(),
             })
             .collect(),
         synced,
-    }
-}
-
-/// The error a listing or a read ended with, for the report (`None` when
-/// it ended normally: a 404, the limit, or a soft 404, which is a verdict).
-fn failure(end: &End) -> Option<String> {
-    match end {
-        End::Status {
-            location, status, ..
-        } => Some(format!(
-            "GET {location}: HTTP {status} (a lookaside must answer 200 or 404): check the source mirror"
-        )),
-        End::Unauthorized { error, .. } => Some(error.to_string()),
-        End::Error { location, message } => Some(format!("{location}: {message}")),
-        End::Missing | End::Limit | End::SoftNotFound { .. } => None,
     }
 }

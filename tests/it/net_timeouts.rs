@@ -281,12 +281,14 @@ fn library_clients_time_out_with_their_own_configuration() {
     let lookaside =
         stagex::lookaside::http::HttpLookaside::with_config(&hole.url(""), config).unwrap();
     let digest = stagex::oci::digest::Digest::of_bytes(b"x");
-    let err = lookaside.read("stagex/core", &digest).unwrap_err();
-    let err = err
-        .downcast_ref::<stagex::lookaside::fetch::FetchError>()
-        .unwrap_or_else(|| panic!("untyped: {err:#}"));
-    assert!(err.url.contains(&hole.host()), "{err:?}");
-    assert!(err.message.contains("timed out"), "{err:?}");
+    let err = stagex::lookaside::Lookaside::Http(lookaside)
+        .read("stagex/core", &digest)
+        .unwrap_err();
+    let stagex::lookaside::StoreError::TimedOut { url, .. } = &err else {
+        panic!("not a typed timeout: {err:?}");
+    };
+    assert!(url.contains(&hole.host()), "{err:?}");
+    assert!(err.to_string().contains("timed out"), "{err}");
 }
 
 #[test]

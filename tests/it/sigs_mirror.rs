@@ -8,7 +8,8 @@ use crate::peers;
 use std::path::Path;
 
 use peers::nginx::Nginx;
-use stagex::lookaside::mirror::{Mirror, MirrorError};
+use stagex::lookaside::{Lookaside, StoreError};
+use stagex::net::block_on;
 use stagex::oci::digest::Digest;
 
 fn with_credentials(url: &str, user: &str, password: &str) -> String {
@@ -29,17 +30,17 @@ fn webdav_uploads_only_missing_blobs_contiguously_and_never_overwrites() {
     let Some(nginx) = Nginx::start_webdav(root.path(), false, "mirror", "s3cret") else {
         return;
     };
-    let mirror = Mirror::parse(&with_credentials(&nginx.url(), "mirror", "s3cret")).unwrap();
+    let mirror =
+        Lookaside::parse_mirror(&with_credentials(&nginx.url(), "mirror", "s3cret")).unwrap();
     assert_eq!(mirror.describe(), nginx.url(), "credentials never shown");
     let digest = Digest::of_bytes(b"manifest");
 
-    let first = mirror
-        .put_missing_blocking(
-            "stagex/core-x",
-            &digest,
-            &[b"one".to_vec(), b"two".to_vec()],
-        )
-        .unwrap_or_else(|e| panic!("{e}\n{}", nginx.logs()));
+    let first = block_on(mirror.put_missing(
+        "stagex/core-x",
+        &digest,
+        &[b"one".to_vec(), b"two".to_vec()],
+    ))
+    .unwrap_or_else(|e| panic!("{e}\n{}", nginx.logs()));
     let names: Vec<&str> = first.uploaded.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["signature-1", "signature-2"]);
     assert!(first.present.is_empty());
@@ -49,13 +50,12 @@ fn webdav_uploads_only_missing_blobs_contiguously_and_never_overwrites() {
     );
 
     // Same content again plus one new blob: exactly one upload, at 3.
-    let second = mirror
-        .put_missing_blocking(
-            "stagex/core-x",
-            &digest,
-            &[b"two".to_vec(), b"three".to_vec(), b"one".to_vec()],
-        )
-        .unwrap();
+    let second = block_on(mirror.put_missing(
+        "stagex/core-x",
+        &digest,
+        &[b"two".to_vec(), b"three".to_vec(), b"one".to_vec()],
+    ))
+    .unwrap();
     assert_eq!(second.uploaded.len(), 1);
     assert_eq!(second.uploaded[0].name, "signature-3");
     assert_eq!(second.present.len(), 2);
@@ -70,21 +70,19 @@ fn webdav_uploads_only_missing_blobs_contiguously_and_never_overwrites() {
         .path()
         .join(format!("stagex/core-x@sha256={}", digest.hex()));
     std::fs::write(dir.join("signature-5"), b"someone else's").unwrap();
-    let third = mirror
-        .put_missing_blocking(
-            "stagex/core-x",
-            &digest,
-            &[b"four".to_vec(), b"six".to_vec()],
-        )
-        .unwrap();
+    let third = block_on(mirror.put_missing(
+        "stagex/core-x",
+        &digest,
+        &[b"four".to_vec(), b"six".to_vec()],
+    ))
+    .unwrap();
     let names: Vec<&str> = third.uploaded.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["signature-4", "signature-6"]);
     assert_eq!(
         on_disk(root.path(), &digest, "signature-5").unwrap(),
         b"someone else's"
     );
-    let existing = mirror
-        .existing_blocking("stagex/core-x", &digest)
+    let existing = block_on(mirror.existing("stagex/core-x", &digest))
         .unwrap()
         .len();
     assert_eq!(existing, 6);
@@ -101,11 +99,10 @@ fn webdav_without_credentials_says_which_mirror_and_how_to_log_in() {
         nginx.url(),
         with_credentials(&nginx.url(), "mirror", "wrong"),
     ] {
-        let mirror = Mirror::parse(&url).unwrap();
-        let err = mirror
-            .put_missing_blocking("stagex/core-x", &digest, &[b"sig".to_vec()])
-            .unwrap_err();
-        assert!(matches!(err, MirrorError::Unauthorized { .. }), "{err}");
+        let mirror = Lookaside::parse_mirror(&url).unwrap();
+        let err =
+            block_on(mirror.put_missing("stagex/core-x", &digest, &[b"sig".to_vec()])).unwrap_err();
+        assert!(matches!(err, StoreError::Unauthorized { .. }), "{err}");
         let text = err.to_string();
         assert!(text.contains(&nginx.url()), "{text}");
         // Where to type them: this mirror's own URL, scheme and port kept.
@@ -127,9 +124,7 @@ fn a_soft_404_mirror_is_an_error_not_an_empty_list() {
     let Some(nginx) = Nginx::start(root.path(), false, "error_page 404 =200 /index.html;") else {
         return;
     };
-    let mirror = Mirror::parse(&nginx.url()).unwrap();
-    let err = mirror
-        .existing_blocking("stagex/core-x", &Digest::of_bytes(b"m"))
-        .unwrap_err();
-    assert!(matches!(err, MirrorError::SoftNotFound { .. }), "{err}");
+    let mirror = Lookaside::parse_mirror(&nginx.url()).unwrap();
+    let err = block_on(mirror.existing("stagex/core-x", &Digest::of_bytes(b"m"))).unwrap_err();
+    assert!(matches!(err, StoreError::SoftNotFound { .. }), "{err}");
 }
