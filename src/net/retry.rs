@@ -302,30 +302,12 @@ pub fn retry<T, E: Classify>(
 ) -> Result<T, Exhausted<E>> {
     let mut attempt = 1;
     loop {
-        let pause = budget.pause_left(Instant::now());
-        if !pause.is_zero() {
-            std::thread::sleep(pause);
-        }
+        std::thread::sleep(budget.pause_left(Instant::now()));
         match op() {
-            Ok(value) => {
-                budget.on_success();
-                return Ok(value);
-            }
-            Err(error) => {
-                let failure = error.failure();
-                match budget.on_failure(failure, attempt, Instant::now(), fastrand::f64()) {
-                    Decision::Retry(delay) => std::thread::sleep(delay),
-                    Decision::GiveUp(reason) => {
-                        return Err(Exhausted {
-                            error,
-                            attempts: attempt,
-                            reason,
-                        })
-                    }
-                }
-                attempt += 1;
-            }
+            Ok(value) => return Ok(succeeded(budget, value)),
+            Err(error) => std::thread::sleep(next_delay(budget, error, attempt)?),
         }
+        attempt += 1;
     }
 }
 
@@ -337,28 +319,35 @@ pub async fn retry_async<T, E: Classify, F: std::future::Future<Output = Result<
 ) -> Result<T, Exhausted<E>> {
     let mut attempt = 1;
     loop {
-        let pause = budget.pause_left(Instant::now());
-        if !pause.is_zero() {
-            tokio::time::sleep(pause).await;
-        }
-        let error = match op().await {
-            Ok(value) => {
-                budget.on_success();
-                return Ok(value);
-            }
-            Err(error) => error,
-        };
-        match budget.on_failure(error.failure(), attempt, Instant::now(), fastrand::f64()) {
-            Decision::Retry(delay) => tokio::time::sleep(delay).await,
-            Decision::GiveUp(reason) => {
-                return Err(Exhausted {
-                    error,
-                    attempts: attempt,
-                    reason,
-                })
-            }
+        tokio::time::sleep(budget.pause_left(Instant::now())).await;
+        match op().await {
+            Ok(value) => return Ok(succeeded(budget, value)),
+            Err(error) => tokio::time::sleep(next_delay(budget, error, attempt)?).await,
         }
         attempt += 1;
+    }
+}
+
+/// Records a success (the registry-wide pause and failure streak reset).
+fn succeeded<T>(budget: &Budget, value: T) -> T {
+    budget.on_success();
+    value
+}
+
+/// The budget's decision on attempt `attempt`'s failure: how long to wait
+/// before the next attempt, or the error given up on.
+fn next_delay<E: Classify>(
+    budget: &Budget,
+    error: E,
+    attempt: u32,
+) -> Result<Duration, Exhausted<E>> {
+    match budget.on_failure(error.failure(), attempt, Instant::now(), fastrand::f64()) {
+        Decision::Retry(delay) => Ok(delay),
+        Decision::GiveUp(reason) => Err(Exhausted {
+            error,
+            attempts: attempt,
+            reason,
+        }),
     }
 }
 
