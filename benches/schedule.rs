@@ -26,7 +26,9 @@
 //! family-aware bound); never worse than plan order.
 use std::path::PathBuf;
 
-use stagex::build::critical_path::{family_bound, lower_bound, simulate, Dag, Priority};
+use stagex::build::critical_path::{
+    bottom_levels, family_bound, lower_bound, next_ready, simulate, Dag, Priority, Status,
+};
 use stagex::build::plan::{self, PlanEntry, PlanOptions};
 use stagex::package::PackageTree;
 
@@ -139,6 +141,13 @@ fn main() {
         if seed == 1 {
             print_table(&durations, &rows);
         }
+        if std::env::var_os("STAGEX_BENCH_VERBOSE").is_some() {
+            let line: Vec<String> = rows
+                .iter()
+                .map(|r| format!("N={} {:.3}/{:.3}", r.slots, r.critical / r.bound, r.critical / r.family))
+                .collect();
+            println!("seed {seed}: {}", line.join("  "));
+        }
         for (i, row) in rows.iter().enumerate() {
             let ratios = [
                 row.plan / row.bound,
@@ -160,6 +169,93 @@ fn main() {
         println!("{slots:>4} {plan:>17.3}x {critical:>17.3}x {family:>21.3}x");
     }
     println!("runs where the new order was worse than plan order: {beaten}");
+    if let Ok(list) = std::env::var("STAGEX_BENCH_EXPLAIN") {
+        // SEED:N,... : why those runs end when they do.
+        for item in list.split(',') {
+            let Some((seed, slots)) = item.split_once(':') else {
+                continue;
+            };
+            let (Ok(seed), Ok(slots)) = (seed.parse(), slots.parse()) else {
+                continue;
+            };
+            let durations = synthetic_minutes(&mut fastrand::Rng::with_seed(seed), &entries);
+            explain(&entries, &dag, &durations, slots, seed);
+        }
+    }
+}
+
+/// Start and end of every package in a run through `next_ready` (the
+/// same rule as `simulate`, with the times kept).
+fn trace(dag: &Dag, durations: &[f64], priority: &Priority, slots: usize) -> Vec<(f64, f64)> {
+    let mut status = vec![Status::Waiting; durations.len()];
+    let mut times = vec![(0.0, 0.0); durations.len()];
+    let mut running: Vec<usize> = Vec::new();
+    let mut now = 0.0f64;
+    loop {
+        while running.len() < slots {
+            let Some(at) = next_ready(dag, priority, &status) else {
+                break;
+            };
+            status[at] = Status::Running;
+            times[at] = (now, now + durations[at]);
+            running.push(at);
+        }
+        let Some(first) = (0..running.len())
+            .min_by(|&a, &b| times[running[a]].1.total_cmp(&times[running[b]].1).then(running[a].cmp(&running[b])))
+        else {
+            return times;
+        };
+        let at = running.swap_remove(first);
+        now = times[at].1;
+        status[at] = Status::Succeeded;
+    }
+}
+
+/// Why the last package of a run ended when it did: from it back to the
+/// start, what each package on the way waited for (a dependency, a
+/// member of its family, or a free slot), with the bound's terms.
+fn explain(entries: &[PlanEntry], dag: &Dag, durations: &[f64], slots: usize, seed: u64) {
+    let priority = Priority::best(dag, durations, slots);
+    let times = trace(dag, durations, &priority, slots);
+    let makespan = times.iter().map(|t| t.1).fold(0.0, f64::max);
+    let longest = bottom_levels(&dag.with_shared_stages(), durations)
+        .into_iter()
+        .fold(0.0, f64::max);
+    let work: f64 = durations.iter().sum();
+    println!(
+        "\nseed {seed}, N = {slots}: makespan {:.1} min; critical path {longest:.1}, work/N {:.1}, family-aware bound {:.1}",
+        makespan,
+        work / slots as f64,
+        family_bound(dag, durations)
+    );
+    let mut at = (0..times.len())
+        .max_by(|&a, &b| times[a].1.total_cmp(&times[b].1))
+        .unwrap();
+    loop {
+        let (start, end) = times[at];
+        let ended_then = |other: usize| (times[other].1 - start).abs() < 1e-9;
+        let dep = dag.deps[at].iter().copied().find(|&d| ended_then(d));
+        let member = (0..times.len())
+            .find(|&o| o != at && dag.families[o] == dag.families[at] && ended_then(o));
+        let busy = times
+            .iter()
+            .filter(|t| t.0 <= start - 1e-9 && t.1 > start + 1e-9)
+            .count();
+        let (why, next) = match (dep, member) {
+            (Some(d), _) => ("after dependency", Some(d)),
+            (None, Some(m)) => ("after family member", Some(m)),
+            (None, None) if start == 0.0 => ("at the start", None),
+            (None, None) => ("after a slot freed", None),
+        };
+        println!(
+            "  {:>7.1}-{:>7.1} {:<32} family {:<24} {why} ({busy} others busy)",
+            start, end, entries[at].name, entries[at].origin
+        );
+        match next {
+            Some(n) => at = n,
+            None => break,
+        }
+    }
 }
 
 fn print_table(durations: &[f64], rows: &[Row]) {
