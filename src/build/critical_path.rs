@@ -449,9 +449,51 @@ mod tests {
     }
 
     #[test]
+    fn a_family_whose_members_run_one_at_a_time_starts_before_a_longer_single_package() {
+        // Family "php": 0 builds the stage (1), 1..=3 its members (3 each,
+        // one at a time); 4 needs every member (5). 5 and 6: alone, 10.
+        let mut g = dag(vec![
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![1, 2, 3],
+            vec![],
+            vec![],
+        ]);
+        g.families = ["php", "php", "php", "php", "pie", "q", "r"]
+            .map(String::from)
+            .to_vec();
+        let durations = [1.0, 3.0, 3.0, 3.0, 5.0, 10.0, 10.0];
+        // Without the members' queue the family's path is 1 + 3 + 5 = 9,
+        // below 10; with it, 1 + 3 + 3 + 3 + 5 = 15.
+        let levels = family_levels(&g, &durations);
+        assert_eq!(levels[0], 15.0);
+        assert_eq!(bottom_levels(&g.with_shared_stages(), &durations)[0], 9.0);
+        let status = vec![Status::Waiting; 7];
+        let family_first = Priority::family_critical_path(&g, &durations);
+        assert_eq!(next_ready(&g, &family_first, &status), Some(0));
+        let plain = Priority::critical_path(&g, &durations);
+        assert_eq!(next_ready(&g, &plain, &status), Some(5));
+        // On two slots: the stage and 5 first, the members one after the
+        // other beside it, 6 in the gap, 4 last: 18; the plain order
+        // leaves the members until 5 and 6 are done: 25.
+        assert_eq!(simulate(&g, &durations, &family_first, 2), 18.0);
+        assert_eq!(simulate(&g, &durations, &plain, 2), 25.0);
+        assert_eq!(
+            simulate(&g, &durations, &Priority::best(&g, &durations, 2), 2),
+            18.0
+        );
+        assert_eq!(family_bound(&g, &durations), 15.0);
+    }
+
+    #[test]
     fn missing_durations_are_the_median_of_the_recorded_ones() {
         assert_eq!(
-            with_estimates(&[Some(10.0), None, Some(2.0), Some(4.0), Some(f64::NAN)], &[]),
+            with_estimates(
+                &[Some(10.0), None, Some(2.0), Some(4.0), Some(f64::NAN)],
+                &[]
+            ),
             [10.0, 4.0, 2.0, 4.0, 4.0]
         );
         assert_eq!(with_estimates(&[None, None], &[None, None]), [1.0, 1.0]);
@@ -461,8 +503,24 @@ mod tests {
     fn missing_durations_scale_with_the_source_size() {
         // Seconds per byte where both are known: 0.1 (10 s / 100 B), 0.2
         // (40 s / 200 B), 0.3 (3 s / 10 B): median 0.2.
-        let recorded = [Some(10.0), Some(40.0), Some(3.0), Some(7.0), None, None, None];
-        let bytes = [Some(100), Some(200), Some(10), None, Some(1000), None, Some(0)];
+        let recorded = [
+            Some(10.0),
+            Some(40.0),
+            Some(3.0),
+            Some(7.0),
+            None,
+            None,
+            None,
+        ];
+        let bytes = [
+            Some(100),
+            Some(200),
+            Some(10),
+            None,
+            Some(1000),
+            None,
+            Some(0),
+        ];
         assert_eq!(
             with_estimates(&recorded, &bytes),
             // 1000 B: 200 s; no sources, or none fetched: the median
@@ -476,7 +534,10 @@ mod tests {
         );
         // Nothing recorded: relative to the median source size.
         assert_eq!(
-            with_estimates(&[None, None, None, None], &[Some(100), Some(400), Some(200), None]),
+            with_estimates(
+                &[None, None, None, None],
+                &[Some(100), Some(400), Some(200), None]
+            ),
             [0.5, 2.0, 1.0, 1.0]
         );
     }

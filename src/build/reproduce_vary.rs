@@ -295,9 +295,7 @@ pub fn build_command(
         let mut command = Command::new("unshare");
         command
             .args(["--uts", "sh", "-c"])
-            .arg(format!(
-                "hostname {name} && umask {umask} && exec \"$@\""
-            ))
+            .arg(format!("hostname {name} && umask {umask} && exec \"$@\""))
             .env(BUILDER_UTS_ENV, "host");
         command
     } else {
