@@ -686,6 +686,65 @@ mod tests {
         }
     }
 
+    /// A package `core-NAME` in `packages` with one source file `FILE`
+    /// (and `subpackages` when given).
+    fn write_package(packages: &Path, name: &str, file: &str, subpackages: &[&str]) {
+        let dir = packages.join("core").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let subs: Vec<String> = subpackages.iter().map(|s| format!("{s:?}")).collect();
+        let subs = if subs.is_empty() {
+            String::new()
+        } else {
+            format!("subpackages = [{}]\n", subs.join(", "))
+        };
+        std::fs::write(
+            dir.join("package.toml"),
+            format!(
+                "[package]\nname = \"{name}\"\nversion = \"1\"\n{subs}\n[sources.s]\nhash = \"{}\"\nfile = \"{file}\"\nmirrors = [\"file:///nowhere/{file}\"]\n",
+                "0".repeat(64)
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("Containerfile"), "FROM scratch\n").unwrap();
+    }
+
+    #[test]
+    fn source_sizes_are_counted_once_per_family_and_only_when_fetched() {
+        let root = tempfile::tempdir().unwrap();
+        let packages = root.path().join("packages");
+        let fetch = root.path().join("fetch");
+        write_package(&packages, "big", "big.tar", &[]);
+        write_package(&packages, "unfetched", "gone.tar", &[]);
+        write_package(&packages, "fam", "fam.tar", &["fam", "fam-doc"]);
+        for (name, file, size) in [("big", "big.tar", 3000), ("fam", "fam.tar", 500)] {
+            let dir = fetch.join("core").join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(file), vec![0u8; size]).unwrap();
+        }
+        let tree = PackageTree::load(&packages).unwrap();
+        let options = plan::PlanOptions {
+            platforms: vec!["linux/amd64".parse().unwrap()],
+            epoch: 1,
+            root: root.path().to_path_buf(),
+        };
+        let entries = plan::plan(&tree, &[], &options).unwrap();
+        let sizes: BTreeMap<&str, Option<u64>> = entries
+            .iter()
+            .map(|e| e.name.as_str())
+            .zip(source_bytes(&tree, &entries, &fetch))
+            .collect();
+        assert_eq!(sizes["core-big"], Some(3000));
+        assert_eq!(sizes["core-unfetched"], None);
+        // The family's first member builds the stage from its sources;
+        // the other takes it from the cache.
+        let family: Vec<Option<u64>> = entries
+            .iter()
+            .filter(|e| e.origin == "core-fam")
+            .map(|e| sizes[e.name.as_str()])
+            .collect();
+        assert_eq!(family, [Some(500), None], "{sizes:?}");
+    }
+
     /// Runs `g` with builds that fail after giving another build a bounded
     /// chance to start alongside; returns the outcomes and the most builds
     /// seen running at once.
