@@ -5,7 +5,9 @@
 //! its committed digest; a buildah package whose Containerfile writes a
 //! random UUID and the time into a file does not reproduce: exit 1, both
 //! digests, the `stagex diff` command, and both roots kept for it; the
-//! fixture's core-bbox reproduces across buildah and podman.
+//! fixture's core-bbox reproduces across buildah and podman; a buildah
+//! package recording the host name does not reproduce, its file named as
+//! the cause, and does with `--vary -hostname`.
 use crate::build_support;
 use crate::peers;
 use crate::sign_support;
