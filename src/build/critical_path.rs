@@ -352,6 +352,34 @@ pub fn family_bound(dag: &Dag, durations: &[f64]) -> f64 {
     bound
 }
 
+/// What the work that cannot start early adds to `lower_bound` on
+/// `slots` builds: a package cannot start before its dependencies could
+/// end with unlimited slots (its earliest start, the rest of its family
+/// after its first member); so for any time r, everything whose earliest
+/// start is r or later still has to run after r, at best spread evenly:
+/// r + that work / slots. The largest over r. With few slots and a long
+/// chain first (the bootstrap and the compilers), this is far above
+/// total work / slots.
+pub fn release_bound(dag: &Dag, durations: &[f64], slots: usize) -> f64 {
+    let staged = dag.with_shared_stages();
+    let mut earliest = vec![0.0f64; durations.len()];
+    for at in 0..durations.len() {
+        for &dep in &staged.deps[at] {
+            earliest[at] = earliest[at].max(earliest[dep] + durations[dep]);
+        }
+    }
+    let mut by_start: Vec<usize> = (0..durations.len()).collect();
+    by_start.sort_by(|&a, &b| earliest[b].total_cmp(&earliest[a]));
+    // From the latest start back: the work starting then or later.
+    let mut later = 0.0f64;
+    let mut bound = 0.0f64;
+    for at in by_start {
+        later += durations[at];
+        bound = bound.max(earliest[at] + later / slots.max(1) as f64);
+    }
+    bound
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,6 +513,18 @@ mod tests {
             18.0
         );
         assert_eq!(family_bound(&g, &durations), 15.0);
+    }
+
+    #[test]
+    fn work_that_cannot_start_early_raises_the_bound() {
+        // 0 (10) first; 1, 2, 3 (10 each) need it. On two slots: 10, then
+        // 30 of work on two slots: 25, where work / slots says 20.
+        let g = dag(vec![vec![], vec![0], vec![0], vec![0]]);
+        let durations = [10.0; 4];
+        assert_eq!(lower_bound(&g, &durations, 2), 20.0);
+        assert_eq!(release_bound(&g, &durations, 2), 25.0);
+        let plan = Priority::plan_order(4);
+        assert_eq!(simulate(&g, &durations, &plan, 2), 30.0);
     }
 
     #[test]
