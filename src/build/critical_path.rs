@@ -4,9 +4,10 @@
 //! priority (its longest remaining path: its own duration plus the longest
 //! chain of dependants after it, "bottom level", also counting that a
 //! family's members run one at a time), the estimate used for a package
-//! whose duration was never recorded (its source size, else the median), `next_ready` (the waiting
-//! package with the highest priority whose dependencies succeeded and whose
-//! subpackage family has no build running), `simulate` (the makespan of a
+//! whose duration was never recorded (its source size, else the median),
+//! `next_ready` (the waiting package with the highest priority whose
+//! dependencies succeeded and whose subpackage family has no build
+//! running), `simulate` (the makespan of a
 //! run with given durations on N slots, through `next_ready`), the choice
 //! of order by simulation (`Priority::best`) and the lower bounds the
 //! bench compares with.
