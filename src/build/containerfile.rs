@@ -132,6 +132,13 @@ fn verified_sources(package: &Package, fetch_root: &Path) -> Result<Vec<PathBuf>
     Ok(files)
 }
 
+/// When this variable is `host`, buildah and podman run RUN steps with
+/// `--uts host`: they see the host name of the UTS namespace the build
+/// runs in (`stagex reproduce` names one per build, see
+/// `reproduce_vary`), not a random container id. Any other value, or
+/// unset: the builder's default (a private namespace).
+pub const BUILDER_UTS_ENV: &str = "STAGEX_BUILDER_UTS";
+
 /// Private container storage for one build.
 struct Storage {
     dir: PathBuf,
@@ -454,6 +461,9 @@ impl BuildJob<'_> {
         }
         if !matches!(self.backend, Backend::Podman(_)) {
             command.args(["--isolation", "oci"]);
+        }
+        if std::env::var_os(BUILDER_UTS_ENV).is_some_and(|v| v == "host") {
+            command.args(["--uts", "host"]);
         }
         command
             .args(["--runtime", "runc", "--network", "none", "--pull=never"])

@@ -2,10 +2,12 @@
 //! scheduler (`build::scheduler`) and the simulation bench
 //! (`benches/schedule.rs`) call: the DAG as positions, each package's
 //! priority (its longest remaining path: its own duration plus the longest
-//! chain of dependants after it, "bottom level"), the estimate used for a
-//! package whose duration was never recorded, `next_ready` (the waiting
-//! package with the highest priority whose dependencies succeeded and whose
-//! subpackage family has no build running), `simulate` (the makespan of a
+//! chain of dependants after it, "bottom level", also counting that a
+//! family's members run one at a time), the estimate used for a package
+//! whose duration was never recorded (its source size, else the median),
+//! `next_ready` (the waiting package with the highest priority whose
+//! dependencies succeeded and whose subpackage family has no build
+//! running), `simulate` (the makespan of a
 //! run with given durations on N slots, through `next_ready`), the choice
 //! of order by simulation (`Priority::best`) and the lower bounds the
 //! bench compares with.
@@ -95,7 +97,21 @@ impl Priority {
     /// a family waits for its first member (see `Dag::with_shared_stages`).
     pub fn critical_path(dag: &Dag, durations: &[f64]) -> Priority {
         let levels = bottom_levels(&dag.with_shared_stages(), durations);
-        let mut priority = Priority::by_levels(&levels);
+        Priority::by_levels_in_families(dag, durations, &levels)
+    }
+
+    /// As `critical_path`, with the paths through a family counting that
+    /// its members run one at a time (`family_levels`): a family of many
+    /// members, or one whose members lead to long chains, starts earlier.
+    pub fn family_critical_path(dag: &Dag, durations: &[f64]) -> Priority {
+        let levels = family_levels(dag, durations);
+        Priority::by_levels_in_families(dag, durations, &levels)
+    }
+
+    /// Highest level first, then within each family (one member at a
+    /// time) the longest path AFTER a member first.
+    fn by_levels_in_families(dag: &Dag, durations: &[f64], levels: &[f64]) -> Priority {
+        let mut priority = Priority::by_levels(levels);
         // Within a family (one member at a time), the longest path AFTER a
         // member goes first (Jackson's rule for one machine with tails).
         let tails: Vec<f64> = levels.iter().zip(durations).map(|(l, d)| l - d).collect();
@@ -129,6 +145,7 @@ impl Priority {
     /// plan order for these durations). Ties: the earlier candidate.
     pub fn best(dag: &Dag, durations: &[f64], slots: usize) -> Priority {
         let candidates = [
+            Priority::family_critical_path(dag, durations),
             Priority::critical_path(dag, durations),
             Priority::plan_order(durations.len()),
         ];
@@ -139,7 +156,7 @@ impl Priority {
                 best = Some((makespan, candidate));
             }
         }
-        best.map(|(_, p)| p).expect("two candidates")
+        best.map(|(_, p)| p).expect("three candidates")
     }
 }
 
@@ -158,25 +175,92 @@ pub fn bottom_levels(dag: &Dag, durations: &[f64]) -> Vec<f64> {
     levels
 }
 
-/// Recorded durations with the missing ones estimated: the median of the
-/// recorded ones (a typical package), else 1 for all (longest chain of
-/// packages first).
-pub fn with_estimates(recorded: &[Option<f64>]) -> Vec<f64> {
-    let mut known: Vec<f64> = recorded
-        .iter()
-        .flatten()
-        .copied()
-        .filter(|d| d.is_finite() && *d >= 0.0)
-        .collect();
-    known.sort_by(f64::total_cmp);
-    let estimate = known.get(known.len() / 2).copied().unwrap_or(1.0);
+/// Bottom levels (as `bottom_levels` on `Dag::with_shared_stages`) that
+/// count what one-member-at-a-time families add: the members after a
+/// family's first run back to back, longest path after a member first
+/// (Jackson's rule), so from a member's start the family is busy with it
+/// and every member after it, each then followed by its own path. A
+/// member's level is at least that; its dependencies' levels follow.
+pub fn family_levels(dag: &Dag, durations: &[f64]) -> Vec<f64> {
+    let staged = dag.with_shared_stages();
+    let plain = bottom_levels(&staged, durations);
+    let tail = |at: usize| plain[at] - durations[at];
+    let mut floor = vec![0.0f64; durations.len()];
+    for rest in family_members(dag).iter().filter_map(|m| m.get(1..)) {
+        let mut order = rest.to_vec();
+        order.sort_by(|&a, &b| tail(b).total_cmp(&tail(a)).then(a.cmp(&b)));
+        // From the last member back: its duration, then the longer of its
+        // own path and what the members after it still need.
+        let mut after = 0.0f64;
+        for &at in order.iter().rev() {
+            after = durations[at] + tail(at).max(after);
+            floor[at] = after;
+        }
+    }
+    let mut after = vec![0.0f64; durations.len()];
+    let mut levels = vec![0.0f64; durations.len()];
+    for at in (0..durations.len()).rev() {
+        levels[at] = (durations[at] + after[at]).max(floor[at]);
+        for &dep in &staged.deps[at] {
+            after[dep] = after[dep].max(levels[at]);
+        }
+    }
+    levels
+}
+
+/// The members of each family, in plan order (families in the order of
+/// their first member).
+fn family_members(dag: &Dag) -> Vec<Vec<usize>> {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut members: Vec<Vec<usize>> = Vec::new();
+    for (at, family) in dag.families.iter().enumerate() {
+        let slot = *index.entry(family.as_str()).or_insert_with(|| {
+            members.push(Vec::new());
+            members.len() - 1
+        });
+        members[slot].push(at);
+    }
+    members
+}
+
+/// Recorded durations with the missing ones estimated. A package whose
+/// sources are fetched (`source_bytes`, their total size) is estimated as
+/// its size times the time per byte learnt from the packages that have
+/// both (the median of their ratios); else the median recorded duration
+/// (a typical package). With nothing recorded at all, a package of the
+/// median source size counts 1, as does each package without sources
+/// (longest chain of packages first, the largest sources first within it).
+pub fn with_estimates(recorded: &[Option<f64>], source_bytes: &[Option<u64>]) -> Vec<f64> {
+    let valid = |d: &Option<f64>| d.filter(|d| d.is_finite() && *d >= 0.0);
+    let sized = |b: &Option<u64>| b.filter(|&b| b > 0).map(|b| b as f64);
+    let bytes_of = |at: usize| source_bytes.get(at).and_then(sized);
+    let recorded_median = median(recorded.iter().filter_map(valid).collect());
+    let per_byte = match recorded_median {
+        Some(_) => median(
+            recorded
+                .iter()
+                .enumerate()
+                .filter_map(|(at, d)| Some(valid(d)? / bytes_of(at)?))
+                .collect(),
+        ),
+        None => median(source_bytes.iter().filter_map(sized).collect()).map(|m| 1.0 / m),
+    };
+    let typical = recorded_median.unwrap_or(1.0);
     recorded
         .iter()
-        .map(|d| match d {
-            Some(d) if d.is_finite() && *d >= 0.0 => *d,
-            _ => estimate,
+        .enumerate()
+        .map(|(at, d)| {
+            valid(d)
+                .or_else(|| Some(bytes_of(at)? * per_byte?))
+                .unwrap_or(typical)
         })
         .collect()
+}
+
+/// The middle value (the upper one of an even count); none when empty.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
 }
 
 /// The first waiting package in `priority` order whose dependencies all
@@ -253,12 +337,8 @@ pub fn family_bound(dag: &Dag, durations: &[f64]) -> f64 {
             earliest[at] = earliest[at].max(earliest[dep] + durations[dep]);
         }
     }
-    let mut members: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (at, family) in dag.families.iter().enumerate() {
-        members.entry(family.as_str()).or_default().push(at);
-    }
     let mut bound = 0.0f64;
-    for rest in members.values().filter_map(|m| m.get(1..)) {
+    for rest in family_members(dag).iter().filter_map(|m| m.get(1..)) {
         let tail = |at: usize| levels[at] - durations[at];
         let mut order = rest.to_vec();
         order.sort_by(|&a, &b| tail(b).total_cmp(&tail(a)));
@@ -270,6 +350,34 @@ pub fn family_bound(dag: &Dag, durations: &[f64]) -> f64 {
             clock += durations[at];
             bound = bound.max(clock + tail(at));
         }
+    }
+    bound
+}
+
+/// What the work that cannot start early adds to `lower_bound` on
+/// `slots` builds: a package cannot start before its dependencies could
+/// end with unlimited slots (its earliest start, the rest of its family
+/// after its first member); so for any time r, everything whose earliest
+/// start is r or later still has to run after r, at best spread evenly:
+/// r + that work / slots. The largest over r. With few slots and a long
+/// chain first (the bootstrap and the compilers), this is far above
+/// total work / slots.
+pub fn release_bound(dag: &Dag, durations: &[f64], slots: usize) -> f64 {
+    let staged = dag.with_shared_stages();
+    let mut earliest = vec![0.0f64; durations.len()];
+    for at in 0..durations.len() {
+        for &dep in &staged.deps[at] {
+            earliest[at] = earliest[at].max(earliest[dep] + durations[dep]);
+        }
+    }
+    let mut by_start: Vec<usize> = (0..durations.len()).collect();
+    by_start.sort_by(|&a, &b| earliest[b].total_cmp(&earliest[a]));
+    // From the latest start back: the work starting then or later.
+    let mut later = 0.0f64;
+    let mut bound = 0.0f64;
+    for at in by_start {
+        later += durations[at];
+        bound = bound.max(earliest[at] + later / slots.max(1) as f64);
     }
     bound
 }
@@ -371,11 +479,108 @@ mod tests {
     }
 
     #[test]
+    fn a_family_whose_members_run_one_at_a_time_starts_before_a_longer_single_package() {
+        // Family "php": 0 builds the stage (1), 1..=3 its members (3 each,
+        // one at a time); 4 needs every member (5). 5 and 6: alone, 10.
+        let mut g = dag(vec![
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![1, 2, 3],
+            vec![],
+            vec![],
+        ]);
+        g.families = ["php", "php", "php", "php", "pie", "q", "r"]
+            .map(String::from)
+            .to_vec();
+        let durations = [1.0, 3.0, 3.0, 3.0, 5.0, 10.0, 10.0];
+        // Without the members' queue the family's path is 1 + 3 + 5 = 9,
+        // below 10; with it, 1 + 3 + 3 + 3 + 5 = 15.
+        let levels = family_levels(&g, &durations);
+        assert_eq!(levels[0], 15.0);
+        assert_eq!(bottom_levels(&g.with_shared_stages(), &durations)[0], 9.0);
+        let status = vec![Status::Waiting; 7];
+        let family_first = Priority::family_critical_path(&g, &durations);
+        assert_eq!(next_ready(&g, &family_first, &status), Some(0));
+        let plain = Priority::critical_path(&g, &durations);
+        assert_eq!(next_ready(&g, &plain, &status), Some(5));
+        // On two slots: the stage and 5 first, the members one after the
+        // other beside it, 6 in the gap, 4 last: 18; the plain order
+        // leaves the members until 5 and 6 are done: 25.
+        assert_eq!(simulate(&g, &durations, &family_first, 2), 18.0);
+        assert_eq!(simulate(&g, &durations, &plain, 2), 25.0);
+        assert_eq!(
+            simulate(&g, &durations, &Priority::best(&g, &durations, 2), 2),
+            18.0
+        );
+        assert_eq!(family_bound(&g, &durations), 15.0);
+    }
+
+    #[test]
+    fn work_that_cannot_start_early_raises_the_bound() {
+        // 0 (10) first; 1, 2, 3 (10 each) need it. On two slots: 10, then
+        // 30 of work on two slots: 25, where work / slots says 20.
+        let g = dag(vec![vec![], vec![0], vec![0], vec![0]]);
+        let durations = [10.0; 4];
+        assert_eq!(lower_bound(&g, &durations, 2), 20.0);
+        assert_eq!(release_bound(&g, &durations, 2), 25.0);
+        let plan = Priority::plan_order(4);
+        assert_eq!(simulate(&g, &durations, &plan, 2), 30.0);
+    }
+
+    #[test]
     fn missing_durations_are_the_median_of_the_recorded_ones() {
         assert_eq!(
-            with_estimates(&[Some(10.0), None, Some(2.0), Some(4.0), Some(f64::NAN)]),
+            with_estimates(
+                &[Some(10.0), None, Some(2.0), Some(4.0), Some(f64::NAN)],
+                &[]
+            ),
             [10.0, 4.0, 2.0, 4.0, 4.0]
         );
-        assert_eq!(with_estimates(&[None, None]), [1.0, 1.0]);
+        assert_eq!(with_estimates(&[None, None], &[None, None]), [1.0, 1.0]);
+    }
+
+    #[test]
+    fn missing_durations_scale_with_the_source_size() {
+        // Seconds per byte where both are known: 0.1 (10 s / 100 B), 0.2
+        // (40 s / 200 B), 0.3 (3 s / 10 B): median 0.2.
+        let recorded = [
+            Some(10.0),
+            Some(40.0),
+            Some(3.0),
+            Some(7.0),
+            None,
+            None,
+            None,
+        ];
+        let bytes = [
+            Some(100),
+            Some(200),
+            Some(10),
+            None,
+            Some(1000),
+            None,
+            Some(0),
+        ];
+        assert_eq!(
+            with_estimates(&recorded, &bytes),
+            // 1000 B: 200 s; no sources, or none fetched: the median
+            // recorded duration (of 3, 7, 10, 40: 10).
+            [10.0, 40.0, 3.0, 7.0, 200.0, 10.0, 10.0]
+        );
+        // Sources but no package with both: the median recorded duration.
+        assert_eq!(
+            with_estimates(&[Some(5.0), None], &[None, Some(50)]),
+            [5.0, 5.0]
+        );
+        // Nothing recorded: relative to the median source size.
+        assert_eq!(
+            with_estimates(
+                &[None, None, None, None],
+                &[Some(100), Some(400), Some(200), None]
+            ),
+            [0.5, 2.0, 1.0, 1.0]
+        );
     }
 }

@@ -7,6 +7,15 @@
 //! A build runs as a child `stagex build` so that what is varied (umask,
 //! clock, TZ, locale, CPU affinity, extra variables) reaches the whole
 //! build, the builder processes and their containers included.
+//!
+//! The host name: buildah and podman give each RUN step its own UTS
+//! namespace named after the container id (a random name, so a step that
+//! records it never reproduces, varied or not). Where `unshare --uts`
+//! works, both builds run in a UTS namespace of their own whose name
+//! stagex sets (the control's and the varied one's differ when the
+//! variation is on, are the same when it is off), and the child build
+//! runs RUN steps with `--uts host` (`containerfile::BUILDER_UTS_ENV`), so
+//! they see exactly that name.
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -14,6 +23,7 @@ use std::process::Command;
 
 use serde::Serialize;
 
+use super::containerfile::BUILDER_UTS_ENV;
 use super::package_build::BuilderChoice;
 
 /// One thing the varied build changes.
@@ -122,6 +132,9 @@ pub struct Host {
     /// `taskset` (util-linux), when installed.
     pub taskset: Option<PathBuf>,
     pub cpus: usize,
+    /// `unshare --uts` (util-linux) runs, and `hostname` names the new
+    /// namespace (root, or CAP_SYS_ADMIN).
+    pub uts_namespace: bool,
 }
 
 impl Host {
@@ -132,8 +145,22 @@ impl Host {
             cpus: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            uts_namespace: uts_namespace_works(),
         }
     }
+}
+
+/// Whether this process may name a UTS namespace of its own: runs
+/// `unshare --uts hostname` once (without `unshare`, or without the
+/// privilege: no).
+fn uts_namespace_works() -> bool {
+    Command::new("unshare")
+        .args(["--uts", "hostname", CONTROL_HOSTNAME])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// How one variation was applied to one builder's varied build.
@@ -149,6 +176,10 @@ pub struct Applied {
 const FAKETIME_OFFSET: &str = "+397d";
 const VARIED_TZ: &str = "Pacific/Kiritimati";
 const VARIED_LOCALE: &str = "fr_CH.UTF-8";
+/// The host name RUN steps see in the control build (and in the varied
+/// one when the host name is not varied).
+const CONTROL_HOSTNAME: &str = "stagex-control";
+const VARIED_HOSTNAME: &str = "stagex-varied-hostname";
 
 /// How each variation applies to the varied build with `builder`.
 pub fn applicability(set: &VarySet, builder: BuilderChoice, host: &Host) -> Vec<Applied> {
@@ -174,7 +205,7 @@ pub fn applicability(set: &VarySet, builder: BuilderChoice, host: &Host) -> Vec<
 
 fn how_applied(v: Variation, builder: BuilderChoice, host: &Host) -> Result<String, String> {
     let native = builder == BuilderChoice::Native;
-    let how = how_applied_to_stagex(v, native, host)?;
+    let how = how_applied_to_stagex(v, builder, host)?;
     let process_only = matches!(
         v,
         Variation::Time | Variation::Tz | Variation::Locale | Variation::Environment
@@ -188,7 +219,11 @@ fn how_applied(v: Variation, builder: BuilderChoice, host: &Host) -> Result<Stri
     })
 }
 
-fn how_applied_to_stagex(v: Variation, native: bool, host: &Host) -> Result<String, String> {
+fn how_applied_to_stagex(
+    v: Variation,
+    builder: BuilderChoice,
+    host: &Host,
+) -> Result<String, String> {
     match v {
         Variation::Time => Ok(match &host.faketime {
             Some(_) => format!("faketime {FAKETIME_OFFSET}, started after the control build"),
@@ -199,13 +234,7 @@ fn how_applied_to_stagex(v: Variation, native: bool, host: &Host) -> Result<Stri
         Variation::Locale => Ok(format!(
             "LANG=LC_ALL={VARIED_LOCALE} (control: C.UTF-8)"
         )),
-        Variation::Hostname if native => {
-            Err("native builds run no program that could read the host name".to_string())
-        }
-        Variation::Hostname => Err(
-            "buildah/podman/docker build have no --hostname option: stagex cannot set it"
-                .to_string(),
-        ),
+        Variation::Hostname => hostname_applied(builder, host),
         Variation::BuildPath => {
             Ok("another, deeper output root (the build work directories are inside it)".to_string())
         }
@@ -223,6 +252,26 @@ fn how_applied_to_stagex(v: Variation, native: bool, host: &Host) -> Result<Stri
     }
 }
 
+/// Whether and how the host name RUN steps see is varied with `builder`.
+fn hostname_applied(builder: BuilderChoice, host: &Host) -> Result<String, String> {
+    match builder {
+        BuilderChoice::Native => {
+            Err("native builds run no program that could read the host name".to_string())
+        }
+        BuilderChoice::Docker => Err(
+            "docker buildx runs RUN steps in buildkit's own UTS namespace (host name buildkitsandbox): stagex cannot set it"
+                .to_string(),
+        ),
+        _ if !host.uts_namespace => Err(
+            "`unshare --uts hostname` does not run here (util-linux missing, or no privilege for a UTS namespace)"
+                .to_string(),
+        ),
+        _ => Ok(format!(
+            "unshare --uts, host name {VARIED_HOSTNAME} (control: {CONTROL_HOSTNAME}); RUN steps run with --uts host and see it"
+        )),
+    }
+}
+
 /// The command running `stagex build ARGS` (`exe` is this program) as
 /// the control build, or as the varied build under `set`.
 pub fn build_command(
@@ -234,11 +283,30 @@ pub fn build_command(
 ) -> Command {
     let on = |v: Variation| varied && set.contains(v);
     let umask = if on(Variation::Umask) { "0002" } else { "0022" };
-    let mut command = Command::new("sh");
-    command
-        .arg("-c")
-        .arg(format!("umask {umask} && exec \"$@\""))
-        .arg("sh");
+    let mut command = if host.uts_namespace {
+        // Both builds name their namespace, so that with the variation
+        // off they see the same name (and RUN steps see it, not a random
+        // container id).
+        let name = if on(Variation::Hostname) {
+            VARIED_HOSTNAME
+        } else {
+            CONTROL_HOSTNAME
+        };
+        let mut command = Command::new("unshare");
+        command
+            .args(["--uts", "sh", "-c"])
+            .arg(format!("hostname {name} && umask {umask} && exec \"$@\""))
+            .env(BUILDER_UTS_ENV, "host");
+        command
+    } else {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$@\""))
+            .env_remove(BUILDER_UTS_ENV);
+        command
+    };
+    command.arg("sh");
     if on(Variation::Time) {
         if let Some(faketime) = &host.faketime {
             command.arg(faketime).args(["-f", FAKETIME_OFFSET]);
@@ -306,6 +374,7 @@ mod tests {
             faketime: None,
             taskset: None,
             cpus: 1,
+            uts_namespace: false,
         };
         let all = applicability(&VarySet::default(), BuilderChoice::Native, &host);
         let get = |name: &str| all.iter().find(|a| a.variation == name).unwrap();

@@ -2,7 +2,8 @@
 //! (up-to-date ones are skipped), starting a package as soon as its
 //! dependencies are built, at most N at once, longest remaining path first
 //! (`build::critical_path` picks; durations recorded by earlier builds in
-//! `out/<id>.duration`), one subpackage family at a time, each build's log
+//! `out/<id>.duration`, else estimated from the size of the fetched
+//! sources), one subpackage family at a time, each build's log
 //! in `out/<id>.log` (a file beside the layout, so neither the OCI layout
 //! nor the digests change), stopping new work after the first failure
 //! unless `keep_going`, proving a built digest against the committed one
@@ -197,8 +198,12 @@ pub fn run(
         .iter()
         .map(|e| recorded_duration(&options.out_root, &e.name))
         .collect();
+    let estimates = Estimates {
+        recorded: &durations,
+        source_bytes: &source_bytes(tree, &plan, &options.fetch_root),
+    };
     let outcomes = execute(
-        &Graph::new(&plan, &skip, &durations, schedule.jobs.max(1)),
+        &Graph::new(&plan, &skip, &estimates, schedule.jobs.max(1)),
         schedule,
         progress,
         |id| build_and_record(tree, id, options, schedule.check.as_ref()),
@@ -216,6 +221,30 @@ pub fn run(
             })
             .collect(),
     })
+}
+
+/// The total size of each entry's fetched sources, for the first entry
+/// of a family only (the one that builds the shared stage; its other
+/// members take it from the cache and share its sources); `None` where a
+/// source is not fetched, or there are none.
+fn source_bytes(tree: &PackageTree, plan: &[PlanEntry], fetch_root: &Path) -> Vec<Option<u64>> {
+    let mut families = BTreeSet::new();
+    plan.iter()
+        .map(|entry| {
+            if !families.insert(entry.origin.as_str()) {
+                return None;
+            }
+            let package = tree.get(&entry.name).ok()?;
+            let dir = crate::package::fetch::fetch_dir(fetch_root, package);
+            let sizes = package.resolved_sources().ok()?.into_iter().map(|s| {
+                std::fs::metadata(dir.join(&s.file))
+                    .ok()
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+            });
+            sizes.sum::<Option<u64>>().filter(|&total| total > 0)
+        })
+        .collect()
 }
 
 /// The plan `run` follows and what it leaves out; `build --dry-run` shows
@@ -389,6 +418,12 @@ fn write_log(out_root: &Path, id: &str, text: &str) -> Result<()> {
     write_atomic(&log_path(out_root, id), text.as_bytes())
 }
 
+/// What durations are estimated from, per plan entry.
+struct Estimates<'a> {
+    recorded: &'a [Option<f64>],
+    source_bytes: &'a [Option<u64>],
+}
+
 /// The plan as the scheduler sees it: dependencies as positions, the
 /// family of each entry, what needs no build, and the start order.
 struct Graph {
@@ -399,11 +434,12 @@ struct Graph {
 }
 
 impl Graph {
-    /// `durations`: recorded per entry (estimated where missing); the
-    /// start order is the best for `jobs` builds by simulation with them.
-    fn new(plan: &[PlanEntry], skip: &[bool], durations: &[Option<f64>], jobs: usize) -> Graph {
+    /// Durations recorded per entry, estimated where missing (see
+    /// `critical_path::with_estimates`); the start order is the best for
+    /// `jobs` builds by simulation with them.
+    fn new(plan: &[PlanEntry], skip: &[bool], known: &Estimates, jobs: usize) -> Graph {
         let dag = Dag::from_plan(plan);
-        let mut estimates = critical_path::with_estimates(durations);
+        let mut estimates = critical_path::with_estimates(known.recorded, known.source_bytes);
         // What needs no build takes no time.
         for (estimate, _) in estimates.iter_mut().zip(skip).filter(|(_, &s)| s) {
             *estimate = 0.0;
@@ -650,6 +686,65 @@ mod tests {
         }
     }
 
+    /// A package `core-NAME` in `packages` with one source file `FILE`
+    /// (and `subpackages` when given).
+    fn write_package(packages: &Path, name: &str, file: &str, subpackages: &[&str]) {
+        let dir = packages.join("core").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let subs: Vec<String> = subpackages.iter().map(|s| format!("{s:?}")).collect();
+        let subs = if subs.is_empty() {
+            String::new()
+        } else {
+            format!("subpackages = [{}]\n", subs.join(", "))
+        };
+        std::fs::write(
+            dir.join("package.toml"),
+            format!(
+                "[package]\nname = \"{name}\"\nversion = \"1\"\n{subs}\n[sources.s]\nhash = \"{}\"\nfile = \"{file}\"\nmirrors = [\"file:///nowhere/{file}\"]\n",
+                "0".repeat(64)
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("Containerfile"), "FROM scratch\n").unwrap();
+    }
+
+    #[test]
+    fn source_sizes_are_counted_once_per_family_and_only_when_fetched() {
+        let root = tempfile::tempdir().unwrap();
+        let packages = root.path().join("packages");
+        let fetch = root.path().join("fetch");
+        write_package(&packages, "big", "big.tar", &[]);
+        write_package(&packages, "unfetched", "gone.tar", &[]);
+        write_package(&packages, "fam", "fam.tar", &["fam", "fam-doc"]);
+        for (name, file, size) in [("big", "big.tar", 3000), ("fam", "fam.tar", 500)] {
+            let dir = fetch.join("core").join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(file), vec![0u8; size]).unwrap();
+        }
+        let tree = PackageTree::load(&packages).unwrap();
+        let options = plan::PlanOptions {
+            platforms: vec!["linux/amd64".parse().unwrap()],
+            epoch: 1,
+            root: root.path().to_path_buf(),
+        };
+        let entries = plan::plan(&tree, &[], &options).unwrap();
+        let sizes: BTreeMap<&str, Option<u64>> = entries
+            .iter()
+            .map(|e| e.name.as_str())
+            .zip(source_bytes(&tree, &entries, &fetch))
+            .collect();
+        assert_eq!(sizes["core-big"], Some(3000));
+        assert_eq!(sizes["core-unfetched"], None);
+        // The family's first member builds the stage from its sources;
+        // the other takes it from the cache.
+        let family: Vec<Option<u64>> = entries
+            .iter()
+            .filter(|e| e.origin == "core-fam")
+            .map(|e| sizes[e.name.as_str()])
+            .collect();
+        assert_eq!(family, [Some(500), None], "{sizes:?}");
+    }
+
     /// Runs `g` with builds that fail after giving another build a bounded
     /// chance to start alongside; returns the outcomes and the most builds
     /// seen running at once.
@@ -722,7 +817,8 @@ mod tests {
         let mut g = graph(&["a", "b", "c", "d"], vec![vec![], vec![], vec![], vec![2]]);
         // 3 takes long and waits for 2: 2 starts first, then 1, then 0.
         let durations = [Some(1.0), Some(5.0), Some(1.0), Some(100.0)];
-        g.priority = Priority::critical_path(&g.dag, &critical_path::with_estimates(&durations));
+        g.priority =
+            Priority::critical_path(&g.dag, &critical_path::with_estimates(&durations, &[]));
         let schedule = ScheduleOptions {
             jobs: 1,
             keep_going: true,

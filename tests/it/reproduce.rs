@@ -5,7 +5,9 @@
 //! its committed digest; a buildah package whose Containerfile writes a
 //! random UUID and the time into a file does not reproduce: exit 1, both
 //! digests, the `stagex diff` command, and both roots kept for it; the
-//! fixture's core-bbox reproduces across buildah and podman.
+//! fixture's core-bbox reproduces across buildah and podman; a buildah
+//! package recording the host name does not reproduce, its file named as
+//! the cause, and does with `--vary -hostname`.
 use crate::build_support;
 use crate::peers;
 use crate::sign_support;
@@ -215,8 +217,15 @@ FROM scratch AS package
 COPY --from=build /rootfs/ /
 "#;
 
+/// A package whose build records the host name RUN steps see.
+const HOSTNAME: &str = r#"FROM stagex/core-bbox AS build
+RUN ["/usr/bin/busybox", "sh", "-c", "/usr/bin/busybox mkdir -p /rootfs/etc && /usr/bin/busybox hostname > /rootfs/etc/built-on"]
+FROM scratch AS package
+COPY --from=build /rootfs/ /
+"#;
+
 /// The buildah fixture's core-bbox (the host's static busybox, fetched and
-/// built into out/) and core-noisy on it.
+/// built into out/), and core-noisy and core-hostname on it.
 fn noisy_tree(busybox: &Path) -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     let packages = root.path().join("packages");
@@ -232,14 +241,16 @@ fn noisy_tree(busybox: &Path) -> tempfile::TempDir {
         ),
     )
     .unwrap();
-    let noisy = packages.join("core/noisy");
-    std::fs::create_dir_all(&noisy).unwrap();
-    std::fs::write(noisy.join("Containerfile"), NOISY).unwrap();
-    std::fs::write(
-        noisy.join("package.toml"),
-        "[package]\nname = \"noisy\"\nversion = \"1.0\"\n",
-    )
-    .unwrap();
+    for (name, containerfile) in [("noisy", NOISY), ("hostname", HOSTNAME)] {
+        let dir = packages.join("core").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("Containerfile"), containerfile).unwrap();
+        std::fs::write(
+            dir.join("package.toml"),
+            format!("[package]\nname = \"{name}\"\nversion = \"1.0\"\n"),
+        )
+        .unwrap();
+    }
     let stagex = |args: &[&str]| {
         let mut c = tools::stagex();
         c.arg("--root").arg(root.path()).args(args);
@@ -303,7 +314,7 @@ fn a_containerfile_writing_a_uuid_and_the_time_does_not_reproduce() {
         .iter()
         .find(|a| a["variation"] == "hostname")
         .unwrap();
-    assert_eq!(hostname["state"], "not applicable");
+    assert_eq!(hostname["state"], "applied", "{hostname}");
 
     // core-bbox reproduces across buildah and podman, each twice (the
     // varied builds under faketime), and is its committed digest.
@@ -333,6 +344,57 @@ fn a_containerfile_writing_a_uuid_and_the_time_does_not_reproduce() {
     assert!(human.contains("stagex diff oci:"), "{human}");
     let kept = format!("build roots kept in {}", work.join("again").display());
     assert!(human.contains(&kept), "{human}");
+}
+
+/// Builds core-hostname twice with buildah under every variation but the
+/// ones `vary` turns off; its verdict.
+fn reproduce_hostname(root: &Path, work: &Path, vary: &str) -> (Output, Value) {
+    let args = ["core-hostname", "--builders", "buildah", "--vary", vary];
+    let mut args: Vec<&str> = args.to_vec();
+    let work = work.to_str().unwrap();
+    args.extend(["--work", work]);
+    reproduce(root, &args)
+}
+
+#[test]
+fn a_containerfile_writing_the_host_name_does_not_reproduce_unless_it_is_not_varied() {
+    let Some(found) = tools::require(&["buildah", "runc", "busybox", "unshare"]) else {
+        return;
+    };
+    let busybox = found[2].canonicalize().unwrap();
+    let root = noisy_tree(&busybox);
+    let (output, report) = reproduce_hostname(root.path(), &root.path().join("w1"), "-cpus");
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    let built = package(&report, "core-hostname");
+    assert_eq!(built["verdict"], "not reproducible", "{report}");
+    let causes = built["causes"].as_array().unwrap();
+    assert!(
+        causes.iter().any(|c| c["kind"] == "content"
+            && c["path"].as_str().unwrap_or("").ends_with("etc/built-on")),
+        "the cause names the file holding the host name: {report}"
+    );
+    let hostname = report["variations"]["buildah"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["variation"] == "hostname")
+        .unwrap();
+    assert_eq!(hostname["state"], "applied", "{hostname}");
+
+    // Without the variation both builds see one name (not the random
+    // container id buildah would give each RUN step): reproducible.
+    let (output, report) =
+        reproduce_hostname(root.path(), &root.path().join("w2"), "-cpus,-hostname");
+    assert!(output.status.success(), "{report}");
+    assert_eq!(
+        package_verdict(&report, "core-hostname"),
+        "reproducible",
+        "{report}"
+    );
+}
+
+fn package_verdict<'r>(report: &'r Value, id: &str) -> &'r str {
+    package(report, id)["verdict"].as_str().unwrap()
 }
 
 fn run_human(root: &Path, work: &Path) -> String {
