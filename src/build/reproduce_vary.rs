@@ -190,8 +190,8 @@ pub fn applicability(set: &VarySet, builder: BuilderChoice, host: &Host) -> Vec<
                 ("off", "turned off with --vary".to_string())
             } else {
                 match how_applied(v, builder, host) {
-                    Ok(how) => ("applied", how),
-                    Err(why) => ("not applicable", why),
+                    Reach::Applied(how) => ("applied", how),
+                    Reach::NotApplicable(why) => ("not applicable", why),
                 }
             };
             Applied {
@@ -203,14 +203,23 @@ pub fn applicability(set: &VarySet, builder: BuilderChoice, host: &Host) -> Vec<
         .collect()
 }
 
-fn how_applied(v: Variation, builder: BuilderChoice, host: &Host) -> Result<String, String> {
+/// Whether a variation reaches a build: how, or why not.
+enum Reach {
+    Applied(String),
+    NotApplicable(String),
+}
+
+fn how_applied(v: Variation, builder: BuilderChoice, host: &Host) -> Reach {
     let native = builder == BuilderChoice::Native;
-    let how = how_applied_to_stagex(v, builder, host)?;
+    let how = match how_applied_to_stagex(v, builder, host) {
+        Reach::Applied(how) => how,
+        not_applicable => return not_applicable,
+    };
     let process_only = matches!(
         v,
         Variation::Time | Variation::Tz | Variation::Locale | Variation::Environment
     );
-    Ok(if process_only && !native {
+    Reach::Applied(if process_only && !native {
         format!(
             "{how}; reaches the builder, not RUN steps (they get only the Containerfile's ENV/ARG)"
         )
@@ -219,33 +228,29 @@ fn how_applied(v: Variation, builder: BuilderChoice, host: &Host) -> Result<Stri
     })
 }
 
-fn how_applied_to_stagex(
-    v: Variation,
-    builder: BuilderChoice,
-    host: &Host,
-) -> Result<String, String> {
+fn how_applied_to_stagex(v: Variation, builder: BuilderChoice, host: &Host) -> Reach {
     match v {
-        Variation::Time => Ok(match &host.faketime {
+        Variation::Time => Reach::Applied(match &host.faketime {
             Some(_) => format!("faketime {FAKETIME_OFFSET}, started after the control build"),
             None => "started after the control build (faketime is not installed: the clock is not shifted further)".to_string(),
         }),
-        Variation::Tz => Ok(format!("TZ={VARIED_TZ} (control: TZ=UTC)")),
-        Variation::Umask => Ok("umask 0002 (control: 0022)".to_string()),
-        Variation::Locale => Ok(format!(
+        Variation::Tz => Reach::Applied(format!("TZ={VARIED_TZ} (control: TZ=UTC)")),
+        Variation::Umask => Reach::Applied("umask 0002 (control: 0022)".to_string()),
+        Variation::Locale => Reach::Applied(format!(
             "LANG=LC_ALL={VARIED_LOCALE} (control: C.UTF-8)"
         )),
         Variation::Hostname => hostname_applied(builder, host),
         Variation::BuildPath => {
-            Ok("another, deeper output root (the build work directories are inside it)".to_string())
+            Reach::Applied("another, deeper output root (the build work directories are inside it)".to_string())
         }
         Variation::Cpus => match (&host.taskset, host.cpus) {
-            (None, _) => Err("taskset (util-linux) is not installed".to_string()),
-            (_, 0 | 1) => Err("this machine has one CPU".to_string()),
-            (Some(_), n) => Ok(format!(
+            (None, _) => Reach::NotApplicable("taskset (util-linux) is not installed".to_string()),
+            (_, 0 | 1) => Reach::NotApplicable("this machine has one CPU".to_string()),
+            (Some(_), n) => Reach::Applied(format!(
                 "taskset -c 0: 1 of {n} CPUs (builder processes and containers inherit it)"
             )),
         },
-        Variation::Environment => Ok(
+        Variation::Environment => Reach::Applied(
             "extra variables the build does not pass: CAPTURE_ENVIRONMENT, STAGEX_REPRODUCE_NOISE"
                 .to_string(),
         ),
@@ -253,20 +258,20 @@ fn how_applied_to_stagex(
 }
 
 /// Whether and how the host name RUN steps see is varied with `builder`.
-fn hostname_applied(builder: BuilderChoice, host: &Host) -> Result<String, String> {
+fn hostname_applied(builder: BuilderChoice, host: &Host) -> Reach {
     match builder {
         BuilderChoice::Native => {
-            Err("native builds run no program that could read the host name".to_string())
+            Reach::NotApplicable("native builds run no program that could read the host name".to_string())
         }
-        BuilderChoice::Docker => Err(
+        BuilderChoice::Docker => Reach::NotApplicable(
             "docker buildx runs RUN steps in buildkit's own UTS namespace (host name buildkitsandbox): stagex cannot set it"
                 .to_string(),
         ),
-        _ if !host.uts_namespace => Err(
+        _ if !host.uts_namespace => Reach::NotApplicable(
             "`unshare --uts hostname` does not run here (util-linux missing, or no privilege for a UTS namespace)"
                 .to_string(),
         ),
-        _ => Ok(format!(
+        _ => Reach::Applied(format!(
             "unshare --uts, host name {VARIED_HOSTNAME} (control: {CONTROL_HOSTNAME}); RUN steps run with --uts host and see it"
         )),
     }
