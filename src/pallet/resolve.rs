@@ -25,7 +25,7 @@ use crate::oci::config::ImageConfig;
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::Digest;
 use crate::progress::{self, Progress};
-use crate::store::Store;
+use crate::store::{IntakeError, Store, Tee};
 use rayon::prelude::*;
 
 /// Parallel layer fetch/index workers.
@@ -265,16 +265,24 @@ impl<'a> Resolver<'a> {
             .num_threads(FETCH_WORKERS)
             .build()
             .context("starting the layer fetch threads")?;
+        // A missing blob is indexed while it streams in (store::intake).
         let fetch = |(name, descriptor): &(String, Descriptor)| -> Result<Option<u64>> {
-            let mut pulled = None;
-            if !store.layout().has_blob(&descriptor.digest) {
-                images.fetch_blob(name, descriptor, store.layout(), progress)?;
-                pulled = Some(descriptor.size);
+            if store.layout().has_blob(&descriptor.digest) {
+                store
+                    .ensure_layer_index(descriptor)
+                    .with_context(|| format!("package {name}"))?;
+                return Ok(None);
             }
-            store
-                .ensure_layer_index(descriptor)
-                .with_context(|| format!("package {name}"))?;
-            Ok(pulled)
+            let pull = |tee: Tee<'_>| {
+                images.fetch_blob_teed(name, descriptor, store.layout(), progress, tee)
+            };
+            match store.fetch_layer(descriptor, pull) {
+                Ok(()) => Ok(Some(descriptor.size)),
+                Err(IntakeError::Fetch(error)) => Err(error),
+                Err(IntakeError::Index(error)) => {
+                    Err(anyhow::Error::new(error).context(format!("package {name}")))
+                }
+            }
         };
         // One job per task: FETCH_WORKERS at once, and once one fails no
         // further job starts (collecting into a Result stops there).
