@@ -227,12 +227,16 @@ fn main() {
     let source = Source::parse(&format!("{}/stagex", registry.host())).unwrap();
     let runs = support::env_usize("STAGEX_BENCH_COLD_RUNS", 3).max(1);
     let skopeo = peers::tools::find("skopeo");
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut ours, mut theirs, mut cpu_use) = (Vec::new(), Vec::new(), Vec::new());
     // Alternate the two, each run into an empty store / directory, so a
     // change in the machine's load hits both alike.
     for run in 0..runs {
         let cold_store = Store::open(tmp.path().join(format!("cold-store-{run}"))).unwrap();
-        let t = Instant::now();
+        let (t, cpu, registry_cpu) = (
+            Instant::now(),
+            support::own_cpu_seconds(),
+            registry.cpu_seconds(),
+        );
         let cold = pipeline::run(
             &cold_store,
             &catalog,
@@ -241,6 +245,10 @@ fn main() {
         )
         .unwrap();
         ours.push(t.elapsed());
+        cpu_use.push((
+            support::own_cpu_seconds() - cpu,
+            registry.cpu_seconds() - registry_cpu,
+        ));
         assert_eq!(cold.root.digest, composed.root.digest);
         if let Some(skopeo) = &skopeo {
             theirs.push(skopeo_copy(
@@ -254,7 +262,7 @@ fn main() {
     }
     println!("  cold compose from the registry (pull + verify + index), {runs} runs: {ours:.2?}");
     let cold_time = support::median(ours);
-    println!("    median: {cold_time:.2?}");
+    println!("    median: {cold_time:.2?}; CPU seconds (stagex, registry) per run: {cpu_use:.2?}");
     if skopeo.is_some() {
         println!("  skopeo copy of the same {PACKAGES} images, same runs:   {theirs:.2?}");
         let sk = support::median(theirs);

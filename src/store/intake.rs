@@ -18,9 +18,10 @@ use crate::oci::descriptor::Descriptor;
 
 use super::layer_index::LayerIndexError;
 
-/// Chunks buffered between the fetch and the indexer (a few MiB at the
-/// usual chunk sizes): enough to ride out a stall on either side.
-const CHUNKS_IN_FLIGHT: usize = 256;
+/// Chunks buffered between the fetch and the indexer: enough to ride out
+/// a stall on either side; at most a few MiB per layer (an HTTP client
+/// hands over at most a few hundred KiB at a time).
+const CHUNKS_IN_FLIGHT: usize = 64;
 
 /// Why a layer could not be brought into the store.
 #[derive(Debug, thiserror::Error)]
@@ -112,5 +113,68 @@ impl Read for ChunkReader {
         buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
         self.at += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::layer_index::tests::store_with_layer;
+
+    /// An empty store, and the bytes and index of a layer from another.
+    fn empty_store_and_layer() -> (tempfile::TempDir, Store, Descriptor, Vec<u8>) {
+        let (_source_dir, source, layer) = store_with_layer();
+        let bytes = source.layout().read_blob(&layer.digest).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s")).unwrap();
+        (dir, store, layer, bytes)
+    }
+
+    #[test]
+    fn a_streamed_layer_is_indexed_as_its_stored_blob_would_be() {
+        let (_dir, store, layer, bytes) = empty_store_and_layer();
+        store
+            .fetch_layer(&layer, |tee| {
+                bytes.chunks(7).for_each(&mut *tee);
+                store.layout().write_blob(&bytes)?;
+                Ok(true)
+            })
+            .unwrap();
+        let streamed = store.cached_layer_index(&layer.digest).unwrap().unwrap();
+        std::fs::remove_file(store.layer_index_path(&layer.digest)).unwrap();
+        assert_eq!(store.layer_index(&layer).unwrap(), streamed);
+    }
+
+    #[test]
+    fn a_failed_fetch_keeps_no_index_even_of_good_bytes() {
+        let (_dir, store, layer, bytes) = empty_store_and_layer();
+        let error = store
+            .fetch_layer(&layer, |tee| {
+                tee(&bytes);
+                anyhow::bail!("the digest did not match")
+            })
+            .unwrap_err();
+        assert!(matches!(error, IntakeError::Fetch(_)), "{error}");
+        assert!(!store.has_layer_index(&layer.digest));
+    }
+
+    #[test]
+    fn a_fetch_that_does_not_stream_is_indexed_from_the_store() {
+        let (_dir, store, layer, bytes) = empty_store_and_layer();
+        store
+            .fetch_layer(&layer, |_| {
+                store.layout().write_blob(&bytes)?;
+                Ok(false)
+            })
+            .unwrap();
+        assert_eq!(
+            store
+                .cached_layer_index(&layer.digest)
+                .unwrap()
+                .unwrap()
+                .entries
+                .len(),
+            1
+        );
     }
 }
