@@ -22,23 +22,27 @@
 //!
 //! Cold, since a layer is indexed while it streams in (store::intake: no
 //! second read and hash of the blob) and manifests and configs are fetched
-//! in parallel, same machine with load average 3.5-4.2 from other jobs
-//! (2026-12-06): 5 runs 4.23 / 7.27 / 5.88 / 8.35 / 5.80 s (median 5.88 s)
-//! vs skopeo 6.47 / 6.27 / 7.78 / 5.97 / 5.76 s (median 6.27 s): 1.07x; an
-//! earlier run of 3: 5.53 s vs 5.48 s (0.99x), best run 3.76 s. Before the
-//! change the issue measured 0.94x-1.4x. The 2x target is NOT met, and the
-//! breakdown says why: the work is CPU-bound and the CPU is mostly gunzip.
-//! stagex uses 6.2-7.4 CPU seconds per cold run (the registry 0.5-0.9 s),
-//! so 2 otherwise idle cores need >= 3.5 s; skopeo needs ~5 s (it hashes
-//! and writes but never decompresses). One thread, each stage alone:
-//! gunzip 3.3-3.6 s (zlib-rs, ~300 MB/s of tar; GNU gzip is half as
-//! fast on the same kind of data; 1 MiB reads instead of 8 KiB change
-//! nothing), the whole index 4.6-5.2 s (gunzip + tar + sha256 of every file
-//! and of the tar for the diff_id), download 0.6-1.1 s, sha256 of the blob
-//! 0.4 s, write 0.55-0.6 s, write + fsync + rename with the hash 1.3-3.0 s
-//! (fsync waits on the disk, not the CPU: the other fetch workers go on),
-//! round trips 0.14-0.26 s. 2x would take a gunzip ~2.5x faster (stagex at
-//! <= 4.4 CPU s), or a third idle core.
+//! in parallel, same machine, 2026-12-06, 5 runs each, alternated:
+//! - load average 2.3-3.1 (quietest): stagex 3.46 / 3.44 / 3.64 / 3.30 /
+//!   3.33 s (median 3.44 s), skopeo 4.21 / 4.16 / 3.75 / 3.58 / 4.60 s
+//!   (median 4.16 s): 1.21x;
+//! - load average 3.5-4.2: median 5.88 s vs 6.27 s (1.07x); 3 runs at load
+//!   3.8: 5.53 s vs 5.48 s (0.99x).
+//! Before the change the issue measured 0.94x-1.4x. The 2x target is NOT
+//! met, and the breakdown says why: the work is CPU-bound and the CPU is
+//! mostly gunzip. stagex uses 5.9-6.1 CPU seconds per cold run (the
+//! registry 0.55-0.65 s): 2 cores need >= 3.3 s, and the quiet median
+//! (3.44 s) is at that floor, so more overlap cannot help; skopeo hashes
+//! and writes but never decompresses. One thread, each stage alone (quiet
+//! run; busier runs in brackets): gunzip 3.25 s (3.3-3.6; zlib-rs, ~330
+//! MB/s of tar; GNU gzip is half as fast on the same kind of data; 1 MiB
+//! reads instead of 8 KiB change nothing), the whole index 4.50 s (4.6-5.2:
+//! gunzip + tar + sha256 of every file and of the tar for the diff_id),
+//! download 0.52 s (0.6-1.1), sha256 of the blob 0.41 s, write + fsync +
+//! rename with the hash 2.32 s (1.3-3.0; fsync waits on the disk, not the
+//! CPU: the other fetch workers go on), manifest + config round trips
+//! 0.07 s (0.14-0.26). 2x (1.7 s here) would need about half the CPU: a
+//! gunzip ~3x faster, or more idle cores.
 #[allow(dead_code)] // the benches use a part of the test support
 #[path = "../tests/pallet_support/mod.rs"]
 mod pallet_support;
