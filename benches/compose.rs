@@ -28,6 +28,7 @@
 //!   (median 4.16 s): 1.21x;
 //! - load average 3.5-4.2: median 5.88 s vs 6.27 s (1.07x); 3 runs at load
 //!   3.8: 5.53 s vs 5.48 s (0.99x).
+//!
 //! Before the change the issue measured 0.94x-1.4x. The 2x target is NOT
 //! met, and the breakdown says why: the work is CPU-bound and the CPU is
 //! mostly gunzip. stagex uses 5.9-6.1 CPU seconds per cold run (the
