@@ -18,6 +18,9 @@
 //!   34 ms (the issue asks for well under a second); in a second run,
 //!   with clippy competing for the cores: cold 50.8 s, warm 54 ms,
 //!   diffoscope 195.9 s (3.9x cold, 3599x warm).
+#[allow(dead_code)] // each bench uses a part of the shared support
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -101,10 +104,7 @@ fn stagex_diff(store: &Path, a: &str, b: &str) -> (Duration, Option<i32>) {
 }
 
 fn main() {
-    let mib: usize = std::env::var("STAGEX_BENCH_DIFF_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
+    let mib = support::env_usize("STAGEX_BENCH_DIFF_MIB", 32);
     let files = (mib << 20) / FILE_SIZE;
     let dir = tempfile::tempdir().unwrap();
     let (a, blob_a) = image(&dir.path().join("a"), &tree(files, None));
@@ -114,12 +114,10 @@ fn main() {
     let store = dir.path().join("store");
     let (cold, code) = stagex_diff(&store, &a, &b);
     assert_eq!(code, Some(1), "stagex diff must find the difference");
-    let mut warm: Vec<Duration> = (0..5).map(|_| stagex_diff(&store, &a, &b).0).collect();
-    warm.sort();
-    let warm = warm[2];
+    let warm = support::median((0..5).map(|_| stagex_diff(&store, &a, &b).0).collect());
     println!("stagex diff cold (verify into the store + one scan per layer): {cold:.2?}");
     println!("stagex diff warm (median of 5): {warm:.2?}");
-    let Some(diffoscope) = which("diffoscope") else {
+    let Some(diffoscope) = support::which("diffoscope") else {
         println!("diffoscope is not installed: measured stagex only (apt-get install --no-install-recommends diffoscope-minimal)");
         return;
     };
@@ -132,10 +130,4 @@ fn main() {
         ratio(cold),
         ratio(warm)
     );
-}
-
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
 }

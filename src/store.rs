@@ -14,7 +14,9 @@ use anyhow::{bail, Result};
 use crate::oci::digest::Digest;
 use crate::oci::layout::{write_atomic, Layout};
 
+pub mod intake;
 pub mod layer_index;
+pub use intake::{IntakeError, Tee};
 pub use layer_index::{LayerIndexError, META_LAYER_INDEX};
 
 /// A local store rooted at a directory.

@@ -47,6 +47,23 @@ pub trait ImageSource: Send + Sync {
         progress: &dyn Progress,
     ) -> Result<()>;
 
+    /// `fetch_blob` that also hands every chunk of the blob to `tee` as it
+    /// streams in (the store indexes a layer from them): true when it did,
+    /// false when the source stored the blob without streaming it (a
+    /// local layout links it). On `Ok(true)` the chunks were exactly the
+    /// verified blob's bytes; on an error nothing is stored.
+    fn fetch_blob_teed(
+        &self,
+        name: &str,
+        blob: &Descriptor,
+        into: &Layout,
+        progress: &dyn Progress,
+        _tee: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool> {
+        self.fetch_blob(name, blob, into, progress)?;
+        Ok(false)
+    }
+
     /// The registry repository of `name`, when the source is a registry
     /// (layers can then be mounted from it on a push to the same host).
     fn repository(&self, _name: &str) -> Option<String> {
@@ -198,6 +215,18 @@ impl ImageSource for RegistrySource {
             return Ok(());
         }
         self.with_client(|c| c.pull_blob(&self.repo(name), blob, into, progress))
+    }
+
+    fn fetch_blob_teed(
+        &self,
+        name: &str,
+        blob: &Descriptor,
+        into: &Layout,
+        progress: &dyn Progress,
+        tee: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool> {
+        self.with_client(|c| c.pull_blob_teed(&self.repo(name), blob, into, progress, tee))?;
+        Ok(true)
     }
 
     fn repository(&self, name: &str) -> Option<String> {

@@ -25,7 +25,7 @@ use crate::oci::config::ImageConfig;
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::Digest;
 use crate::progress::{self, Progress};
-use crate::store::Store;
+use crate::store::{IntakeError, Store, Tee};
 use rayon::prelude::*;
 
 /// Parallel layer fetch/index workers.
@@ -112,6 +112,14 @@ pub struct FetchStats {
     pub blobs_cached: u64,
 }
 
+/// One item pinned, with its manifest and config (no layers yet).
+struct Head {
+    pinned: Pinned,
+    image: PackageImage,
+    /// The config was fetched (false: it was in the store).
+    config_fetched: bool,
+}
+
 /// Resolves items against one source into one store.
 pub struct Resolver<'a> {
     store: &'a Store,
@@ -150,8 +158,9 @@ impl<'a> Resolver<'a> {
     }
 
     /// Pins `item` for `platform` and fetches its manifest and config;
-    /// layers are left to `resolve_all`.
-    fn resolve_head(&mut self, item: &ItemRef, platform: &Platform) -> Result<PackageImage> {
+    /// layers are left to `resolve_all`. Safe to run for several items at
+    /// once: what it learns is recorded by `record_head`.
+    fn fetch_head(&self, item: &ItemRef, platform: &Platform) -> Result<Head> {
         let source = self.images.locate(&item.name);
         let top = self.top(item)?;
         // Down the index to the platform manifest: its bytes are read
@@ -166,7 +175,7 @@ impl<'a> Resolver<'a> {
         )
         .context("reading its manifest")?;
         let manifest_digest = descriptor.digest;
-        self.fetch_blob(item, &manifest.config)?;
+        let config_fetched = self.fetch_config(item, &manifest.config)?;
         let config = read_config(self.store, &manifest.config)
             .with_context(|| format!("manifest {manifest_digest}"))?;
         if config.os != platform.os || config.architecture != platform.architecture {
@@ -176,32 +185,50 @@ impl<'a> Resolver<'a> {
                 config.architecture
             );
         }
-        for descriptor in &manifest.layers {
-            if let Some(repo) = self.images.repository(&item.name) {
-                let repos = self
-                    .layer_repos
-                    .entry(descriptor.digest.clone())
-                    .or_default();
-                if !repos.contains(&repo) {
-                    repos.push(repo);
-                }
-            }
-        }
-        self.pinned.push(Pinned {
+        let pinned = Pinned {
             name: item.name.clone(),
             reference: item.to_string(),
             source,
             platform: platform.to_string(),
             index: index_digest,
             manifest: manifest_digest.clone(),
-        });
-        Ok(PackageImage {
+        };
+        let image = PackageImage {
             name: item.name.clone(),
             manifest_digest,
             manifest,
             config,
             layers: Vec::new(),
+        };
+        Ok(Head {
+            pinned,
+            image,
+            config_fetched,
         })
+    }
+
+    /// Keeps what `fetch_head` learnt: the pin, the fetch counts, the
+    /// repositories holding each layer.
+    fn record_head(&mut self, head: Head) -> PackageImage {
+        if let Some(repo) = self.images.repository(&head.image.name) {
+            for descriptor in &head.image.manifest.layers {
+                let repos = self
+                    .layer_repos
+                    .entry(descriptor.digest.clone())
+                    .or_default();
+                if !repos.contains(&repo) {
+                    repos.push(repo.clone());
+                }
+            }
+        }
+        if head.config_fetched {
+            self.stats.blobs_fetched += 1;
+            self.stats.bytes_fetched += head.image.manifest.config.size;
+        } else {
+            self.stats.blobs_cached += 1;
+        }
+        self.pinned.push(head.pinned);
+        head.image
     }
 
     /// Resolves `item` for `platform`: pins it, fetches what is missing,
@@ -212,23 +239,37 @@ impl<'a> Resolver<'a> {
             .remove(0))
     }
 
-    /// Resolves every item (manifests and configs one by one, they are
-    /// small), then fetches and indexes the missing layers in parallel
-    /// (`FETCH_WORKERS` threads, each with its own registry connection:
-    /// the network, decompression and hashing overlap).
+    /// Resolves every item (manifests and configs), then fetches and
+    /// indexes the missing layers, both in parallel (`FETCH_WORKERS`
+    /// threads, each with its own registry connection: the round trips,
+    /// the network, decompression and hashing overlap). Errors are
+    /// reported in the items' order.
     pub fn resolve_all(
         &mut self,
         items: &[ItemRef],
         platform: &Platform,
     ) -> Result<Vec<PackageImage>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(FETCH_WORKERS)
+            .build()
+            .context("starting the fetch threads")?;
+        let heads: Vec<Result<Head>> = pool.install(|| {
+            items
+                .par_iter()
+                .with_max_len(1)
+                .map(|item| {
+                    self.fetch_head(item, platform).with_context(|| {
+                        let at = self.images.locate(&item.name);
+                        let pin = item.to_string();
+                        let pin = &pin[item.name.len()..];
+                        format!("resolving {}{pin} for {platform}", shorten(&at))
+                    })
+                })
+                .collect()
+        });
         let mut images = Vec::new();
-        for item in items {
-            images.push(self.resolve_head(item, platform).with_context(|| {
-                let at = self.images.locate(&item.name);
-                let pin = item.to_string();
-                let pin = &pin[item.name.len()..];
-                format!("resolving {}{pin} for {platform}", shorten(&at))
-            })?);
+        for head in heads {
+            images.push(self.record_head(head?));
         }
         let mut jobs: Vec<(String, Descriptor)> = Vec::new();
         let mut queued = std::collections::BTreeSet::new();
@@ -243,7 +284,7 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
-        self.fetch_and_index(jobs)?;
+        self.fetch_and_index(&pool, jobs)?;
         for image in &mut images {
             image.layers = image
                 .manifest
@@ -256,25 +297,33 @@ impl<'a> Resolver<'a> {
         Ok(images)
     }
 
-    fn fetch_and_index(&mut self, jobs: Vec<(String, Descriptor)>) -> Result<()> {
+    fn fetch_and_index(
+        &mut self,
+        pool: &rayon::ThreadPool,
+        jobs: Vec<(String, Descriptor)>,
+    ) -> Result<()> {
         let (store, images, progress) = (self.store, &*self.images, self.progress);
         // Each job: the bytes it pulled (None: the blob was in the store),
         // or its own error naming the image and layer.
         // Once one layer fails, no further layer is fetched.
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(FETCH_WORKERS)
-            .build()
-            .context("starting the layer fetch threads")?;
+        // A missing blob is indexed while it streams in (store::intake).
         let fetch = |(name, descriptor): &(String, Descriptor)| -> Result<Option<u64>> {
-            let mut pulled = None;
-            if !store.layout().has_blob(&descriptor.digest) {
-                images.fetch_blob(name, descriptor, store.layout(), progress)?;
-                pulled = Some(descriptor.size);
+            if store.layout().has_blob(&descriptor.digest) {
+                store
+                    .ensure_layer_index(descriptor)
+                    .with_context(|| format!("package {name}"))?;
+                return Ok(None);
             }
-            store
-                .ensure_layer_index(descriptor)
-                .with_context(|| format!("package {name}"))?;
-            Ok(pulled)
+            let pull = |tee: Tee<'_>| {
+                images.fetch_blob_teed(name, descriptor, store.layout(), progress, tee)
+            };
+            match store.fetch_layer(descriptor, pull) {
+                Ok(()) => Ok(Some(descriptor.size)),
+                Err(IntakeError::Fetch(error)) => Err(error),
+                Err(IntakeError::Index(error)) => {
+                    Err(anyhow::Error::new(error).context(format!("package {name}")))
+                }
+            }
         };
         // One job per task: FETCH_WORKERS at once, and once one fails no
         // further job starts (collecting into a Result stops there).
@@ -295,7 +344,7 @@ impl<'a> Resolver<'a> {
     /// the store. A digest pin found in the store needs no source; a tag
     /// the source cannot answer for falls back to the digest it had last
     /// time (registries only: `tag_cache_key`).
-    fn top(&mut self, item: &ItemRef) -> Result<Digest> {
+    fn top(&self, item: &ItemRef) -> Result<Digest> {
         let layout = self.store.layout();
         if let Some(digest) = &item.digest {
             if !layout.has_blob(digest) {
@@ -339,7 +388,7 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn fetch_manifest(&mut self, item: &ItemRef, digest: &Digest) -> Result<()> {
+    fn fetch_manifest(&self, item: &ItemRef, digest: &Digest) -> Result<()> {
         let layout = self.store.layout();
         if layout.has_blob(digest) {
             return Ok(());
@@ -349,16 +398,14 @@ impl<'a> Resolver<'a> {
         Ok(())
     }
 
-    fn fetch_blob(&mut self, item: &ItemRef, descriptor: &Descriptor) -> Result<()> {
+    /// Fetches a config blob unless the store has it: true when fetched.
+    fn fetch_config(&self, item: &ItemRef, descriptor: &Descriptor) -> Result<bool> {
         if self.store.layout().has_blob(&descriptor.digest) {
-            self.stats.blobs_cached += 1;
-            return Ok(());
+            return Ok(false);
         }
         self.images
             .fetch_blob(&item.name, descriptor, self.store.layout(), self.progress)?;
-        self.stats.blobs_fetched += 1;
-        self.stats.bytes_fetched += descriptor.size;
-        Ok(())
+        Ok(true)
     }
 }
 

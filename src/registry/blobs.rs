@@ -1,77 +1,11 @@
-//! Owns: the blob requests to a registry: a verified streaming pull into a
-//! layout, existence checks, cross-repository mounts (the raw answer) and
-//! the one-request upload with its idle watchdog. The rule that combines
-//! them (existing / mounted / uploaded, and what a refused mount means) is
+//! Owns: the blob requests to a registry (the pull is in `pull.rs`):
+//! existence checks, cross-repository mounts (the raw answer) and the
+//! one-request upload with its idle watchdog. The rule that combines them
+//! (existing / mounted / uploaded, and what a refused mount means) is
 //! `push.rs`; the client, its auth and its error mapping are in `mod.rs`.
 use super::*;
 
 impl RegistryClient {
-    /// Streams a blob into `layout` (no-op if present), verified against
-    /// the descriptor's digest and size; nothing is stored on mismatch.
-    /// Only silence (the idle timeout) ends a slow transfer.
-    pub fn pull_blob(
-        &self,
-        repo: &str,
-        descriptor: &Descriptor,
-        layout: &Layout,
-        progress: &dyn Progress,
-    ) -> Result<(), RegistryError> {
-        let digest = &descriptor.digest;
-        if layout.has_blob(digest) {
-            return Ok(());
-        }
-        let what = format!("blob {}", self.url(repo, &format!("/blobs/{digest}")));
-        let local_error = |e: &dyn std::fmt::Display| RegistryError::Local {
-            what: what.clone(),
-            detail: e.to_string(),
-        };
-        let mut writer = layout
-            .blob_writer()
-            .map_err(|e| local_error(&format!("{e:#}")))?
-            .expecting(digest, Some(descriptor.size));
-        net::block_on(async {
-            let authorization = self.authorize(repo, RegistryOperation::Pull, &what).await?;
-            let request = self
-                .http
-                .get(self.endpoint(repo, &format!("blobs/{digest}")));
-            let response = self
-                .send(request, authorization, &[StatusCode::OK], &what)
-                .await
-                .inspect_err(|e| self.forget_refused(repo, RegistryOperation::Pull, e))?;
-            let task = Task::start(progress, &digest.to_string(), &what, Some(descriptor.size));
-            let mut stream = response.bytes_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| self.transport(&what, &e))?;
-                // A hostile registry must not fill the disk: stop at the
-                // descriptor's size instead of trusting the stream's end.
-                if writer.count() + chunk.len() as u64 > descriptor.size {
-                    return Err(RegistryError::TooLarge {
-                        host: self.host.clone(),
-                        what: what.clone(),
-                        limit: descriptor.size,
-                        detail: format!(
-                            "the registry sent more than the {} bytes the descriptor declares; nothing stored",
-                            descriptor.size
-                        ),
-                    });
-                }
-                writer.write_all(&chunk).map_err(|e| local_error(&e))?;
-                task.advance(chunk.len() as u64);
-            }
-            Ok(())
-        })?;
-        writer.commit().map_err(|e| match e {
-            BlobError::Io { .. } => local_error(&e),
-            mismatch => RegistryError::DigestMismatch {
-                host: self.host.clone(),
-                what: what.clone(),
-                expected: format!("{digest} ({} bytes)", descriptor.size),
-                actual: mismatch.to_string(),
-            },
-        })?;
-        Ok(())
-    }
-
     /// Whether the blob must be sent to `repo`: false when the registry
     /// holds it. A server error (5xx) answered to the HEAD means "send it":
     /// a docker-registry killed while committing a blob can leave the

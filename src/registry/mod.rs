@@ -13,6 +13,7 @@ mod blobs;
 mod catalog;
 pub mod challenge;
 mod manifests;
+mod pull;
 pub mod push;
 pub mod upload;
 

@@ -20,6 +20,7 @@ use crate::layer::reader::{index_layer, LayerIndex};
 use crate::oci::descriptor::Descriptor;
 use crate::oci::digest::Digest;
 use crate::oci::media_type;
+use crate::oci::media_type::LayerCompression;
 
 /// Store metadata kind of layer indexes (versioned: see the module doc).
 pub const META_LAYER_INDEX: &str = "layer-index-v2";
@@ -136,13 +137,29 @@ impl Store {
 
     fn index_and_record(&self, layer: &Descriptor) -> Result<LayerIndex, LayerIndexError> {
         let digest = &layer.digest;
-        let compression = media_type::layer_compression(&layer.media_type).ok_or_else(|| {
-            LayerIndexError::NotALayer {
-                digest: digest.clone(),
-                media_type: layer.media_type.clone(),
-            }
-        })?;
-        let indexing = |source: anyhow::Error| match source.downcast::<EntryError>() {
+        let compression = self.layer_compression(layer)?;
+        let index = self
+            .layout()
+            .open_blob(digest, Some(layer.size))
+            .and_then(|blob| index_layer(blob, compression))
+            .map_err(|e| self.indexing_error(digest, e))?;
+        self.record_layer_index(digest, index)
+    }
+
+    /// How layer `layer` is compressed, or why it is not a layer.
+    pub(super) fn layer_compression(
+        &self,
+        layer: &Descriptor,
+    ) -> Result<LayerCompression, LayerIndexError> {
+        media_type::layer_compression(&layer.media_type).ok_or_else(|| LayerIndexError::NotALayer {
+            digest: layer.digest.clone(),
+            media_type: layer.media_type.clone(),
+        })
+    }
+
+    /// The typed error of a failed `index_layer` run on layer `digest`.
+    pub(super) fn indexing_error(&self, digest: &Digest, source: anyhow::Error) -> LayerIndexError {
+        match source.downcast::<EntryError>() {
             Ok(EntryError::TooLarge(source)) => LayerIndexError::TooLarge {
                 digest: digest.clone(),
                 source,
@@ -155,25 +172,26 @@ impl Store {
                 digest: digest.clone(),
                 source: source.into(),
             },
-        };
-        let blob = self
-            .layout()
-            .open_blob(digest, Some(layer.size))
-            .map_err(indexing)?;
-        let index = index_layer(blob, compression).map_err(indexing)?;
+        }
+    }
+
+    /// Keeps `index` as the index of the stored layer blob `digest`.
+    pub(super) fn record_layer_index(
+        &self,
+        digest: &Digest,
+        index: LayerIndex,
+    ) -> Result<LayerIndex, LayerIndexError> {
         let cached = CachedIndex {
             layer: digest.clone(),
             index,
         };
-        let bytes = serde_json::to_vec(&cached).map_err(|e| LayerIndexError::Write {
+        let write_error = |source: BoxError| LayerIndexError::Write {
             digest: digest.clone(),
-            source: e.into(),
-        })?;
+            source,
+        };
+        let bytes = serde_json::to_vec(&cached).map_err(|e| write_error(e.into()))?;
         self.write_meta(META_LAYER_INDEX, digest, &bytes)
-            .map_err(|e| LayerIndexError::Write {
-                digest: digest.clone(),
-                source: e.into(),
-            })?;
+            .map_err(|e| write_error(e.into()))?;
         Ok(cached.index)
     }
 }

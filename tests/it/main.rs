@@ -44,6 +44,7 @@ mod pallet_containerfiles;
 mod pallet_entries;
 mod pallet_every;
 mod pallet_flatten;
+mod pallet_pull_faults;
 mod pallet_registry;
 mod pallet_verify;
 mod peers_smoke;
