@@ -15,7 +15,7 @@ fn push_args(host: &str, tag: &str) -> Vec<String> {
         "image".into(),
         concat!(env!("CARGO_MANIFEST_DIR"), "/examples/rootfs").into(),
         "--output".into(),
-        format!("docker://{host}/x/progress:{tag}"),
+        format!("docker://{host}/x/progress-{tag}:{tag}"),
     ]
 }
 
@@ -44,8 +44,9 @@ fn push_progress_shows_on_a_terminal_and_not_in_a_pipe() {
         String::from_utf8_lossy(&piped.stderr)
     );
 
-    // On a terminal: a progress bar per uploaded blob (a fresh store and tag,
-    // so blobs are uploaded again under a new repository).
+    // On a terminal: a progress bar per uploaded blob (a fresh store and a
+    // repository of its own, so the blobs are uploaded again: a bar is drawn
+    // only for a blob that is uploaded, not one the repository has).
     let command_line = std::iter::once(env!("CARGO_BIN_EXE_stagex").to_string())
         .chain(push_args(&registry.host(), "tty"))
         .collect::<Vec<_>>()
