@@ -69,6 +69,12 @@ pub enum Answer {
     Status(u16),
 }
 
+/// Longest `Retry-After` a signature store may ask for (the registry
+/// engine's default, 10 min, fits a resumable push, not a verify).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Longest backoff chosen between two tries of one signature GET.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// How hard to try.
 #[derive(Clone, Copy, Debug)]
 pub struct Policy {
@@ -96,12 +102,18 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// The retry engine's budget for one store under this policy.
+    /// The retry engine's budget for one store under this policy. A
+    /// signature read is small and a verify waits on it: a server asking
+    /// for a longer pause than `MAX_RETRY_AFTER` (or the request timeout,
+    /// when shorter) fails the read instead of stalling every image, and
+    /// no backoff of our own grows past `MAX_BACKOFF`.
     pub fn budget(&self) -> Budget {
         Budget::new(crate::net::retry::Policy {
             max_attempts: self.attempts.max(1),
             base: self.backoff,
             refused_base: self.backoff,
+            max_delay: MAX_BACKOFF,
+            max_retry_after: MAX_RETRY_AFTER.min(self.timeout),
             ..crate::net::retry::Policy::default()
         })
     }
@@ -240,5 +252,24 @@ mod tests {
         assert!(!format!("{c:?}").contains("secret"));
         let budget = Policy::default().budget();
         assert_eq!(budget.policy().max_attempts, 3);
+    }
+
+    #[test]
+    fn a_store_that_asks_for_a_long_pause_fails_the_read_instead_of_stalling_it() {
+        use crate::net::retry::{Decision, Failure, GiveUp};
+        let budget = Policy::default().budget();
+        let ask = |secs| Failure::RateLimited {
+            retry_after: Some(Duration::from_secs(secs)),
+        };
+        let now = std::time::Instant::now();
+        assert!(matches!(
+            budget.on_failure(ask(600), 1, now, 0.5),
+            Decision::GiveUp(GiveUp::RetryAfterTooLong(_))
+        ));
+        assert!(matches!(
+            budget.on_failure(ask(2), 1, now, 0.5),
+            Decision::Retry(_)
+        ));
+        assert!(budget.policy().max_delay <= MAX_BACKOFF);
     }
 }

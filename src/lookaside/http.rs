@@ -143,6 +143,7 @@ impl HttpLookaside {
                 base: self.base.clone(),
                 host: self.host.clone(),
                 sent: from.clone().zip(self.auth.as_ref().map(|c| c.user.clone())),
+                netrc_problem: from.is_none().then(location::netrc_problem).flatten(),
             }
             .into(),
             Role::Writer => StoreError::Unauthorized {

@@ -165,9 +165,10 @@ impl std::fmt::Display for CredentialSource {
 #[error(
     "GET {url}: HTTP 401 Unauthorized: {}; a reader takes credentials only from the URL \
      ({}/...) or from a `machine {host} login USER password PASSWORD` \
-     line in ~/.netrc (or the file $NETRC names)",
+     line in ~/.netrc (or the file $NETRC names){}",
     sent_text(.sent),
-    with_placeholder_userinfo(.base)
+    with_placeholder_userinfo(.base),
+    .netrc_problem.as_deref().map(|p| format!(" ({p}: fix that file)")).unwrap_or_default()
 )]
 pub struct ReaderUnauthorized {
     /// The URL asked (without credentials).
@@ -179,6 +180,9 @@ pub struct ReaderUnauthorized {
     pub host: String,
     /// Where the credentials sent came from, and their user.
     pub sent: Option<(CredentialSource, String)>,
+    /// Why the netrc file gave nothing, when it exists but cannot be
+    /// parsed (`netrc_problem`).
+    pub netrc_problem: Option<String>,
 }
 
 /// `base` (`scheme://host[:port]/path`) with `USER:PASSWORD@` after the
@@ -243,6 +247,23 @@ fn netrc_path() -> Option<PathBuf> {
 
 fn credentials_from_netrc(host: &str) -> Option<Credentials> {
     credentials_from_netrc_at(&netrc_path()?, host)
+}
+
+/// `PATH: could not be parsed (REASON)` when the netrc file exists but
+/// cannot be parsed: it then gives no credentials at all, and a 401 says
+/// why rather than only "none were sent".
+pub fn netrc_problem() -> Option<String> {
+    let path = netrc_path()?;
+    let text = std::fs::read_to_string(&path).ok()?;
+    netrc_parse_problem(&path, &text)
+}
+
+fn netrc_parse_problem(path: &Path, text: &str) -> Option<String> {
+    let error = text.parse::<netrc::Netrc>().err()?;
+    Some(format!(
+        "{} could not be parsed ({error}), so it gave no credentials",
+        path.display()
+    ))
 }
 
 fn credentials_from_netrc_at(path: &Path, host: &str) -> Option<Credentials> {
@@ -314,6 +335,33 @@ mod tests {
     }
 
     #[test]
+    fn a_netrc_that_cannot_be_parsed_is_named_in_the_401() {
+        let path = Path::new("/home/u/.netrc");
+        let good = "machine 127.0.0.1 login u password p\n";
+        assert_eq!(netrc_parse_problem(path, good), None);
+        let bad = "machine 127.0.0.1 login u password p\nmachine x login y frobnicate z\n";
+        let problem = netrc_parse_problem(path, bad).expect("a parse problem");
+        assert!(
+            problem.starts_with("/home/u/.netrc could not be parsed"),
+            "{problem}"
+        );
+        let message = ReaderUnauthorized {
+            url: "http://127.0.0.1:1/s/x/signature-1".into(),
+            base: "http://127.0.0.1:1/s".into(),
+            host: "127.0.0.1".into(),
+            sent: None,
+            netrc_problem: Some(problem),
+        }
+        .to_string();
+        assert!(
+            message.contains("none were sent")
+                && message.contains("could not be parsed")
+                && message.contains("fix that file"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn a_reader_401_says_where_credentials_come_from_and_never_the_secret() {
         let url = "http://127.0.0.1:8443/sigs/x/signature-1";
         let none = ReaderUnauthorized {
@@ -321,6 +369,7 @@ mod tests {
             base: "http://127.0.0.1:8443/sigs".into(),
             host: "127.0.0.1".into(),
             sent: None,
+            netrc_problem: None,
         }
         .to_string();
         assert!(
@@ -339,6 +388,7 @@ mod tests {
             base: "http://127.0.0.1:8443/sigs".into(),
             host: "127.0.0.1".into(),
             sent: Some((from, c.user)),
+            netrc_problem: None,
         }
         .to_string();
         assert!(
