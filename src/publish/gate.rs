@@ -58,6 +58,7 @@ mod tests {
             valid_signers: 2,
             threshold: 2,
             quorum: true,
+            accepted: vec![],
         };
         let err = GateError(QuorumMissed {
             short: vec![short],

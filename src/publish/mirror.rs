@@ -36,59 +36,23 @@ pub struct Signatures {
     pub blobs: Vec<Vec<u8>>,
 }
 
-/// The signatures of an image the gate accepted could not be read again.
-#[derive(Debug, thiserror::Error)]
-#[error("re-reading signatures of {image}: {error}")]
-pub struct RereadError {
-    pub image: String,
-    pub error: StoreError,
-}
-
-/// Reads the files the gate accepted (`reports`, in the order of the
-/// images' targets) from `lookaside`.
-pub fn collect(
-    lookaside: &Lookaside,
-    images: &[ReleaseImage],
-    reports: &[ImageReport],
-) -> Result<Vec<Signatures>, RereadError> {
-    let targets: Vec<_> = images
+/// The files the gate accepted (`reports`, in the order of the images'
+/// targets): the very bytes it verified, so a file changed in the store
+/// since then is never what reaches a mirror.
+pub fn collect(images: &[ReleaseImage], reports: &[ImageReport]) -> Vec<Signatures> {
+    let targets = images
         .iter()
-        .flat_map(|i| i.targets.iter().map(move |t| (i.name.as_str(), t)))
-        .collect();
-    let keys: Vec<(&str, &Digest)> = targets
-        .iter()
-        .map(|(_, t)| (t.repository_path.as_str(), &t.digest))
-        .collect();
-    let sets = lookaside.read_many(&keys);
-    let mut out = Vec::new();
-    for (((release_image, target), report), set) in targets.iter().zip(reports).zip(sets) {
-        let set = set.map_err(|error| RereadError {
-            image: target.name.clone(),
-            error,
-        })?;
-        let valid: Vec<&str> = report
-            .signers
-            .iter()
-            .flat_map(|s| s.files.iter().map(String::as_str))
-            .collect();
-        let blobs = set
-            .files
-            .into_iter()
-            .filter(|f| valid.contains(&f.name.as_str()))
-            .filter_map(|f| match f.content {
-                Fetched::Blob(b) => Some(b),
-                _ => None,
-            })
-            .collect();
-        out.push(Signatures {
+        .flat_map(|i| i.targets.iter().map(move |t| (i.name.as_str(), t)));
+    targets
+        .zip(reports)
+        .map(|((release_image, target), report)| Signatures {
             release_image: release_image.to_string(),
             image: target.name.clone(),
             repository_path: target.repository_path.clone(),
             digest: target.digest.clone(),
-            blobs,
-        });
-    }
-    Ok(out)
+            blobs: report.accepted.clone(),
+        })
+        .collect()
 }
 
 /// The release images that are on no registry after the push (each failed

@@ -56,8 +56,6 @@ pub enum PublishError {
     Gate(#[from] gate::GateError),
     #[error("{0}")]
     Config(String),
-    #[error(transparent)]
-    Reread(#[from] mirror::RereadError),
 }
 
 /// Expands the tag templates for one image (pure).
@@ -115,7 +113,7 @@ pub fn publish(
     let signatures = if request.mirrors.is_empty() {
         Vec::new()
     } else {
-        mirror::collect(&trust.lookaside, images, &passed.reports)?
+        mirror::collect(images, &passed.reports)
     };
     let journal = match &request.journal {
         Some(path) => Journal::load(path),

@@ -38,6 +38,10 @@ pub struct ImageReport {
     pub valid_signers: usize,
     pub threshold: usize,
     pub quorum: bool,
+    /// The bytes of every valid file, in the store's order: exactly what
+    /// was verified (publish copies these to mirrors, never a re-read).
+    #[serde(skip)]
+    pub accepted: Vec<Vec<u8>>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -141,13 +145,19 @@ pub fn verify_images(
             valid_signers: 0,
             threshold,
             quorum: false,
+            accepted: Vec::new(),
         })
         .collect();
     let mut signers: Vec<BTreeMap<sequoia_openpgp::Fingerprint, Vec<String>>> =
         vec![BTreeMap::new(); targets.len()];
     for ((i, file), result) in jobs.iter().zip(results) {
         match result {
-            Ok(fpr) => signers[*i].entry(fpr).or_default().push(file.name.clone()),
+            Ok(fpr) => {
+                signers[*i].entry(fpr).or_default().push(file.name.clone());
+                if let Fetched::Blob(blob) = &file.content {
+                    reports[*i].accepted.push(blob.clone());
+                }
+            }
             Err(reason) => reports[*i].invalid.push(InvalidEntry {
                 file: file.name.clone(),
                 code: reason.code().to_string(),

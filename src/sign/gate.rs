@@ -237,7 +237,8 @@ mod tests {
         let mut broken = sign(&bob, &forged);
         let n = broken.len();
         broken[n - 5] ^= 0xff;
-        write_signatures(tmp.path(), &forged, &[sign(&alice, &forged), broken]);
+        let genuine = sign(&alice, &forged);
+        write_signatures(tmp.path(), &forged, &[genuine.clone(), broken]);
         write_signatures(tmp.path(), &met, &[sign(&alice, &met), sign(&bob, &met)]);
         let trust = trust(tmp.path(), &[&alice, &bob], 2);
         let targets = [twice, forged, met.clone()];
@@ -254,6 +255,9 @@ mod tests {
             "{missed}"
         );
         assert_eq!(missed.reports.len(), 3, "every report, the passing one too");
+        // What publish copies to mirrors: the verified bytes, not the forgery.
+        assert_eq!(missed.reports[1].accepted, [genuine]);
+        assert_eq!(missed.reports[0].accepted.len(), 2, "both of alice's files");
         let text = missed.to_string();
         assert!(
             text.contains("2 of 3 image manifest(s) miss the quorum of 2"),

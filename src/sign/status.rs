@@ -305,6 +305,7 @@ mod tests {
             valid_signers: signers.len(),
             threshold: 2,
             quorum: signers.len() >= 2,
+            accepted: Vec::new(),
         }
     }
 

@@ -379,6 +379,7 @@ fn a_page_of_600_packages_by_8_maintainers_renders_whole() {
                 capped: false,
                 error: None,
                 threshold: 3,
+                accepted: Vec::new(),
             }
         })
         .collect();
