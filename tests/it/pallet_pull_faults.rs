@@ -62,12 +62,7 @@ fn a_corrupt_layer_on_the_registry_leaves_neither_blob_nor_index() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let mut world = std::collections::BTreeMap::new();
-    for name in ["core-busybox", "core-git"] {
-        let run = stagex::oci::config::RunConfig::default();
-        let layers = [filesystem_layer(), package_layer(name)];
-        world.insert(name.to_string(), write_package(&out, name, &layers, run));
-    }
+    let world = write_packages(&out, &["core-busybox", "core-git"]);
     seed_registry(&registry.host(), &out, &world);
     let source = format!("{}/stagex", registry.host());
     // core-busybox's layer holds busybox: larger than core-git's.

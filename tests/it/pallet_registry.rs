@@ -248,14 +248,7 @@ fn a_warm_store_composes_with_the_registry_gone() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let mut world = std::collections::BTreeMap::new();
-    for name in ["core-busybox", "core-git"] {
-        let run = stagex::oci::config::RunConfig::default();
-        world.insert(
-            name.to_string(),
-            write_package(&out, name, &[filesystem_layer(), package_layer(name)], run),
-        );
-    }
+    let world = write_packages(&out, &["core-busybox", "core-git"]);
     seed_registry(&registry.host(), &out, &world);
     let source = format!("{}/stagex", registry.host());
     let store = tmp.path().join("store");

@@ -124,6 +124,19 @@ pub fn package_layer(name: &str) -> FileTree {
     t
 }
 
+/// Writes each of `names` to `out/` as a two-layer package (the shared
+/// filesystem layer, then its own), with a default config.
+pub fn write_packages(out: &Path, names: &[&str]) -> BTreeMap<String, Package> {
+    names
+        .iter()
+        .map(|name| {
+            let layers = [filesystem_layer(), package_layer(name)];
+            let package = write_package(out, name, &layers, RunConfig::default());
+            (name.to_string(), package)
+        })
+        .collect()
+}
+
 /// Writes an image of `trees` (one layer each) to `out/<name>/`, tagged
 /// `latest`; `run` is its config.
 pub fn write_package(out: &Path, name: &str, trees: &[FileTree], run: RunConfig) -> Package {
