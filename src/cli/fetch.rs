@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::Context;
-use crate::package::fetch::{self, FetchOptions, Outcome};
+use crate::package::fetch::{self, FetchOptions, FileOutcome};
 use crate::package::PackageTree;
 
 #[derive(Debug, Args)]
@@ -50,8 +50,8 @@ pub fn run(ctx: &Context, args: FetchArgs) -> Result<ExitCode> {
             .zip(&outcomes)
             .map(|(job, outcome)| {
                 let (status, url) = match outcome {
-                    Outcome::Present => ("present", None),
-                    Outcome::Downloaded { url, .. } => ("downloaded", Some(url.clone())),
+                    FileOutcome::Present => ("present", None),
+                    FileOutcome::Downloaded { url, .. } => ("downloaded", Some(url.clone())),
                 };
                 serde_json::json!({
                     "package": job.package,
@@ -66,8 +66,8 @@ pub fn run(ctx: &Context, args: FetchArgs) -> Result<ExitCode> {
     } else {
         for (job, outcome) in jobs.iter().zip(&outcomes) {
             match outcome {
-                Outcome::Present => println!("ok        {}", job.dest().display()),
-                Outcome::Downloaded { url, replaced } => println!(
+                FileOutcome::Present => println!("ok        {}", job.dest().display()),
+                FileOutcome::Downloaded { url, replaced } => println!(
                     "{} {} <- {url}",
                     if *replaced { "replaced " } else { "fetched  " },
                     job.dest().display()

@@ -14,7 +14,7 @@ use clap::Args;
 use super::trust::TrustArgs;
 use super::Context;
 use crate::net::retry::Policy;
-use crate::publish::push::Destination;
+use crate::publish::push::RegistryNamespace;
 use crate::publish::report::PublishReport;
 use crate::publish::{publish, release, PublishError, Request};
 
@@ -68,7 +68,7 @@ pub fn run(ctx: &Context, args: PublishArgs) -> Result<ExitCode> {
     }
     let destinations = pick(&args.registries, &settings.publish.registries)
         .iter()
-        .map(|r| Destination::parse(r).with_context(|| format!("registry {r:?}")))
+        .map(|r| RegistryNamespace::parse(r).with_context(|| format!("registry {r:?}")))
         .collect::<Result<Vec<_>>>()?;
     let digests = args
         .digests

@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 
 use super::Context;
-use crate::lookaside::fetch::Policy;
+use crate::lookaside::fetch::ReadPolicy;
 use crate::lookaside::location::Location;
 use crate::progress::Progress;
 use crate::sign::image::{ImageTarget, Resolver};
@@ -109,9 +109,9 @@ pub fn run(ctx: &Context, args: SigsArgs) -> Result<ExitCode> {
     }
 }
 
-fn policy(set: &SetArgs) -> Policy {
-    let default = Policy::default();
-    Policy {
+fn policy(set: &SetArgs) -> ReadPolicy {
+    let default = ReadPolicy::default();
+    ReadPolicy {
         timeout: set
             .timeout
             .map_or(default.timeout, |s| Duration::from_secs(s.max(1))),

@@ -77,7 +77,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How hard to try.
 #[derive(Clone, Copy, Debug)]
-pub struct Policy {
+pub struct ReadPolicy {
     /// Whole-request limit (connect, headers and body) for one attempt.
     pub timeout: Duration,
     /// Attempts in all (1 = no retry).
@@ -86,9 +86,9 @@ pub struct Policy {
     pub backoff: Duration,
 }
 
-impl Default for Policy {
+impl Default for ReadPolicy {
     fn default() -> Self {
-        Policy {
+        ReadPolicy {
             // The process-wide document deadline (`STAGEX_TIMEOUT`), as for
             // every other small download; an invalid variable is reported
             // by the first request that reads it, so fall back here.
@@ -101,7 +101,7 @@ impl Default for Policy {
     }
 }
 
-impl Policy {
+impl ReadPolicy {
     /// The retry engine's budget for one store under this policy. A
     /// signature read is small and a verify waits on it: a server asking
     /// for a longer pause than `MAX_RETRY_AFTER` (or the request timeout,
@@ -250,14 +250,14 @@ mod tests {
             password: "secret".into(),
         };
         assert!(!format!("{c:?}").contains("secret"));
-        let budget = Policy::default().budget();
+        let budget = ReadPolicy::default().budget();
         assert_eq!(budget.policy().max_attempts, 3);
     }
 
     #[test]
     fn a_store_that_asks_for_a_long_pause_fails_the_read_instead_of_stalling_it() {
         use crate::net::retry::{Decision, Failure, GiveUp};
-        let budget = Policy::default().budget();
+        let budget = ReadPolicy::default().budget();
         let ask = |secs| Failure::RateLimited {
             retry_after: Some(Duration::from_secs(secs)),
         };

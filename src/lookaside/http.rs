@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use super::error::StoreError;
-use super::fetch::{self, Answer, Credentials, Policy, Request, Validators};
+use super::fetch::{self, Answer, Credentials, ReadPolicy, Request, Validators};
 use super::location::{self, CredentialSource, Location, LocationError};
 use super::{max_signatures, signature_dir, End, Fetched, Listing, SignatureFile};
 use crate::net::retry::Budget;
@@ -30,7 +30,7 @@ pub struct HttpLookaside {
     auth: Option<Credentials>,
     role: Role,
     client: reqwest::Client,
-    policy: Policy,
+    policy: ReadPolicy,
     budget: Arc<Budget>,
 }
 
@@ -46,9 +46,9 @@ impl HttpLookaside {
     /// timeouts): each attempt within its document deadline, the default
     /// retries.
     pub fn with_config(base: &str, config: NetConfig) -> Result<HttpLookaside, StoreError> {
-        let policy = Policy {
+        let policy = ReadPolicy {
             timeout: config.document,
-            ..Policy::default()
+            ..ReadPolicy::default()
         };
         let client = config.http_client().map_err(NetError::from)?;
         HttpLookaside::read_with(&Location::parse(base)?, client, policy)
@@ -56,7 +56,7 @@ impl HttpLookaside {
 
     /// A store to READ from at an http(s) location: credentials from the
     /// URL, else `~/.netrc` (`Location::reader_credentials_and_source`).
-    pub fn reader(location: &Location, policy: Policy) -> Result<HttpLookaside, StoreError> {
+    pub fn reader(location: &Location, policy: ReadPolicy) -> Result<HttpLookaside, StoreError> {
         let client = crate::net::http_client().map_err(NetError::from)?;
         HttpLookaside::read_with(location, client, policy)
     }
@@ -64,7 +64,7 @@ impl HttpLookaside {
     fn read_with(
         location: &Location,
         client: reqwest::Client,
-        policy: Policy,
+        policy: ReadPolicy,
     ) -> Result<HttpLookaside, StoreError> {
         let (auth, from) = location.reader_credentials_and_source().unzip();
         HttpLookaside::at(location, Role::Reader(from), auth, client, policy)
@@ -73,7 +73,7 @@ impl HttpLookaside {
     /// A store to WRITE to (a mirror): credentials from the URL, the
     /// environment or `~/.netrc` (`Location::writer_credentials`); plain
     /// http is refused beyond loopback (passwords travel in clear).
-    pub fn writer(location: &Location, policy: Policy) -> Result<HttpLookaside, StoreError> {
+    pub fn writer(location: &Location, policy: ReadPolicy) -> Result<HttpLookaside, StoreError> {
         if let Location::Http {
             https: false,
             host_port,
@@ -98,7 +98,7 @@ impl HttpLookaside {
         role: Role,
         auth: Option<Credentials>,
         client: reqwest::Client,
-        policy: Policy,
+        policy: ReadPolicy,
     ) -> Result<HttpLookaside, StoreError> {
         match location {
             Location::Http { base, host, .. } => Ok(HttpLookaside {
@@ -130,7 +130,7 @@ impl HttpLookaside {
         &self.client
     }
 
-    pub(super) fn policy(&self) -> &Policy {
+    pub(super) fn policy(&self) -> &ReadPolicy {
         &self.policy
     }
 
@@ -301,7 +301,7 @@ mod tests {
     #[test]
     fn a_304_is_a_file_only_when_validators_were_sent() {
         let location = Location::parse("http://127.0.0.1:1/sigs").unwrap();
-        let store = HttpLookaside::reader(&location, Policy::default()).unwrap();
+        let store = HttpLookaside::reader(&location, ReadPolicy::default()).unwrap();
         let classify =
             |answer, known| store.classify("signature-1".into(), "u".into(), Ok(answer), known);
         let etag = Validators {

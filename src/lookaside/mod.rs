@@ -183,7 +183,7 @@ impl Lookaside {
     pub fn parse(location: &str) -> Result<Lookaside, StoreError> {
         Lookaside::open(
             &location::Location::parse(location)?,
-            fetch::Policy::default(),
+            fetch::ReadPolicy::default(),
         )
     }
 
@@ -192,7 +192,7 @@ impl Lookaside {
     pub fn parse_mirror(location: &str) -> Result<Lookaside, StoreError> {
         Lookaside::open_mirror(
             &location::Location::parse(location)?,
-            fetch::Policy::default(),
+            fetch::ReadPolicy::default(),
         )
     }
 
@@ -201,7 +201,7 @@ impl Lookaside {
     /// the server speaks it; one retry budget).
     pub fn open(
         location: &location::Location,
-        policy: fetch::Policy,
+        policy: fetch::ReadPolicy,
     ) -> Result<Lookaside, StoreError> {
         Ok(match location {
             location::Location::Directory(path) => Lookaside::File(file::FileLookaside::new(path)),
@@ -212,7 +212,7 @@ impl Lookaside {
     /// The mirror to write at a parsed location, under `policy`.
     pub fn open_mirror(
         location: &location::Location,
-        policy: fetch::Policy,
+        policy: fetch::ReadPolicy,
     ) -> Result<Lookaside, StoreError> {
         Ok(match location {
             location::Location::Directory(path) => Lookaside::File(file::FileLookaside::new(path)),

@@ -278,7 +278,7 @@ fn read_back(n: u32, path: &std::path::Path, blob: &[u8]) -> Result<Placed, Stor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lookaside::fetch::Policy;
+    use crate::lookaside::fetch::ReadPolicy;
     use crate::lookaside::location::Location;
     use crate::net::block_on;
 
@@ -303,8 +303,9 @@ mod tests {
 
     #[test]
     fn urls_lose_their_credentials_and_http_is_loopback_only() {
-        let webdav =
-            |text: &str| HttpLookaside::writer(&Location::parse(text).unwrap(), Policy::default());
+        let webdav = |text: &str| {
+            HttpLookaside::writer(&Location::parse(text).unwrap(), ReadPolicy::default())
+        };
         let w = webdav("https://u:p%40ss@127.0.0.1:8443/sigs/").unwrap();
         assert_eq!(w.base(), "https://127.0.0.1:8443/sigs");
         let c = w.auth().cloned().unwrap();
@@ -327,7 +328,7 @@ mod tests {
         let location = Location::parse("https://reader:s%3Acret@127.0.0.1:8443/sigs/").unwrap();
         let (c, _) = location.reader_credentials_and_source().unwrap();
         assert_eq!((c.user.as_str(), c.password.as_str()), ("reader", "s:cret"));
-        let lookaside = HttpLookaside::reader(&location, Policy::default()).unwrap();
+        let lookaside = HttpLookaside::reader(&location, ReadPolicy::default()).unwrap();
         assert_eq!(lookaside.base(), "https://127.0.0.1:8443/sigs");
         assert_eq!(lookaside.auth(), Some(&c));
     }

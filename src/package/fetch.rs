@@ -38,7 +38,7 @@ impl FetchJob {
 
 /// What happened to one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum FileOutcome {
     /// Already present with the right hash.
     Present,
     /// Downloaded from this URL (after `replaced` an invalid file, if true).
@@ -105,7 +105,7 @@ pub fn fetch_all(
     jobs: &[FetchJob],
     options: &FetchOptions,
     progress: &dyn Progress,
-) -> Result<Vec<Outcome>> {
+) -> Result<Vec<FileOutcome>> {
     let config = net::config()?;
     net::block_on(fetch_all_async(
         jobs,
@@ -128,9 +128,9 @@ pub async fn fetch_all_async(
     config: &NetConfig,
     client: &reqwest::Client,
     progress: &dyn Progress,
-) -> Result<Vec<Outcome>> {
+) -> Result<Vec<FileOutcome>> {
     let http = Http { client, config };
-    let results: Vec<(usize, Result<Outcome>)> =
+    let results: Vec<(usize, Result<FileOutcome>)> =
         futures_util::stream::iter(jobs.iter().enumerate())
             .map(|(i, job)| {
                 let http = &http;
@@ -139,7 +139,7 @@ pub async fn fetch_all_async(
             .buffer_unordered(options.concurrency.max(1))
             .collect()
             .await;
-    let mut ordered: Vec<Option<Result<Outcome>>> = (0..jobs.len()).map(|_| None).collect();
+    let mut ordered: Vec<Option<Result<FileOutcome>>> = (0..jobs.len()).map(|_| None).collect();
     for (i, r) in results {
         ordered[i] = Some(r);
     }
@@ -170,7 +170,11 @@ fn hash_file(path: &Path) -> Result<Digest> {
         .0)
 }
 
-async fn fetch_one(http: &Http<'_>, job: &FetchJob, progress: &dyn Progress) -> Result<Outcome> {
+async fn fetch_one(
+    http: &Http<'_>,
+    job: &FetchJob,
+    progress: &dyn Progress,
+) -> Result<FileOutcome> {
     let dest = job.dest();
     std::fs::create_dir_all(&job.dest_dir)
         .with_context(|| format!("creating {}", job.dest_dir.display()))?;
@@ -179,7 +183,7 @@ async fn fetch_one(http: &Http<'_>, job: &FetchJob, progress: &dyn Progress) -> 
         let dest2 = dest.clone();
         let actual = tokio::task::spawn_blocking(move || hash_file(&dest2)).await??;
         if actual == job.source.hash {
-            return Ok(Outcome::Present);
+            return Ok(FileOutcome::Present);
         }
         std::fs::remove_file(&dest)
             .with_context(|| format!("removing invalid {} (sha256 {actual})", dest.display()))?;
@@ -202,7 +206,7 @@ async fn fetch_one(http: &Http<'_>, job: &FetchJob, progress: &dyn Progress) -> 
         };
         match attempt {
             Ok(()) => {
-                return Ok(Outcome::Downloaded {
+                return Ok(FileOutcome::Downloaded {
                     url: url.clone(),
                     replaced,
                 })

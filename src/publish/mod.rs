@@ -24,7 +24,7 @@ use thiserror::Error;
 use crate::net::retry::Policy;
 use crate::progress::Progress;
 use journal::Journal;
-use push::{Destination, Run};
+use push::{RegistryNamespace, Run};
 use release::ReleaseImage;
 use report::PublishReport;
 
@@ -33,7 +33,7 @@ use report::PublishReport;
 pub struct Request {
     /// `YYYY.MM.N`; needed when a tag template uses `{release}`.
     pub release: Option<String>,
-    pub destinations: Vec<Destination>,
+    pub destinations: Vec<RegistryNamespace>,
     /// Signature mirrors: `file://DIR`, a directory, or `https://` (WebDAV PUT).
     pub mirrors: Vec<String>,
     /// Tag templates (`{version}`, `{release}` are replaced).

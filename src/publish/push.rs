@@ -40,16 +40,16 @@ use crate::registry::{BlobPush, RegistryClient};
 
 /// A registry namespace to publish into: `host[:port]/namespace`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Destination {
+pub struct RegistryNamespace {
     pub host: String,
     pub namespace: String,
 }
 
-impl Destination {
+impl RegistryNamespace {
     /// Parses `HOST[:PORT]/NAMESPACE`.
-    pub fn parse(text: &str) -> anyhow::Result<Destination> {
+    pub fn parse(text: &str) -> anyhow::Result<RegistryNamespace> {
         let (host, namespace) = crate::registry::split_repository(text.trim_end_matches('/'))?;
-        Ok(Destination { host, namespace })
+        Ok(RegistryNamespace { host, namespace })
     }
 
     /// The repository of image `name` (`stagex/core-busybox`).
@@ -58,7 +58,7 @@ impl Destination {
     }
 }
 
-impl std::fmt::Display for Destination {
+impl std::fmt::Display for RegistryNamespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.host, self.namespace)
     }
@@ -73,7 +73,7 @@ pub struct Host {
 /// Everything the workers share.
 pub struct Run<'a> {
     pub images: &'a [ReleaseImage],
-    pub destinations: &'a [Destination],
+    pub destinations: &'a [RegistryNamespace],
     /// Tags per image (index into `images`).
     pub tags: &'a [Vec<String>],
     pub journal: &'a Journal,
@@ -128,12 +128,12 @@ impl<'a> Run<'a> {
         }
     }
 
-    pub(crate) fn host(&self, dest: &Destination) -> &Host {
+    pub(crate) fn host(&self, dest: &RegistryNamespace) -> &Host {
         &self.hosts[&dest.host]
     }
 
     /// True when the journal has every tag of `image` on `dest`.
-    pub(crate) fn journaled(&self, dest: &Destination, image: usize) -> bool {
+    pub(crate) fn journaled(&self, dest: &RegistryNamespace, image: usize) -> bool {
         let repo = dest.repository(&self.images[image].name);
         let digest = self.images[image].root.digest.to_string();
         self.tags[image].iter().all(|tag| {
@@ -316,7 +316,7 @@ fn push_one(run: &Run<'_>, clients: &Clients, d: usize, i: usize) {
 struct Target<'a> {
     run: &'a Run<'a>,
     client: &'a RegistryClient,
-    dest: &'a Destination,
+    dest: &'a RegistryNamespace,
     /// The destination's host: its retry budget and upload claims.
     host: &'a Host,
     /// `namespace/name` on the destination.
@@ -619,10 +619,10 @@ mod tests {
 
     #[test]
     fn destinations_parse_and_name_repositories() {
-        let d = Destination::parse("127.0.0.1:5000/stagex/").unwrap();
+        let d = RegistryNamespace::parse("127.0.0.1:5000/stagex/").unwrap();
         assert_eq!(d.host, "127.0.0.1:5000");
         assert_eq!(d.repository("core-x"), "stagex/core-x");
         assert_eq!(d.to_string(), "127.0.0.1:5000/stagex");
-        assert!(Destination::parse("stagex").is_err());
+        assert!(RegistryNamespace::parse("stagex").is_err());
     }
 }

@@ -127,7 +127,7 @@ fn helper_servers(host: &str) -> Vec<&str> {
 
 /// Where to get the credentials of `host` from one auth file.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Source {
+pub enum Stored {
     Basic(String, String),
     /// `docker-credential-<name>`.
     Helper(String),
@@ -135,10 +135,10 @@ pub enum Source {
 
 /// Finds how to get `(user, password)` for `host` in auth file `text`:
 /// `credHelpers` first, then `auths`, then `credsStore` (pure).
-pub fn source_in(text: &str, host: &str) -> Result<Option<Source>> {
+pub fn source_in(text: &str, host: &str) -> Result<Option<Stored>> {
     let file: AuthFile = serde_json::from_str(text).context("invalid auth file JSON")?;
     if let Some((_, helper)) = file.cred_helpers.iter().find(|(k, _)| names_host(k, host)) {
-        return Ok(Some(Source::Helper(helper.clone())));
+        return Ok(Some(Stored::Helper(helper.clone())));
     }
     for (key, entry) in &file.auths {
         if !names_host(key, host) {
@@ -153,18 +153,18 @@ pub fn source_in(text: &str, host: &str) -> Result<Option<Source>> {
         let (user, pass) = decoded
             .split_once(':')
             .with_context(|| format!("auths[{key:?}].auth is not base64 of user:password"))?;
-        return Ok(Some(Source::Basic(user.to_string(), pass.to_string())));
+        return Ok(Some(Stored::Basic(user.to_string(), pass.to_string())));
     }
     Ok(file
         .creds_store
         .filter(|s| !s.is_empty())
-        .map(Source::Helper))
+        .map(Stored::Helper))
 }
 
 /// Finds `(user, password)` stored inline for `host` in auth file `text`.
 pub fn find_in(text: &str, host: &str) -> Result<Option<(String, String)>> {
     Ok(match source_in(text, host)? {
-        Some(Source::Basic(user, pass)) => Some((user, pass)),
+        Some(Stored::Basic(user, pass)) => Some((user, pass)),
         _ => None,
     })
 }
@@ -237,12 +237,12 @@ pub fn credentials(host: &str) -> Result<Option<Found>> {
         };
         let source = source_in(&text, host).with_context(|| path.display().to_string())?;
         let found = match source {
-            Some(Source::Basic(user, password)) => Some(Found {
+            Some(Stored::Basic(user, password)) => Some(Found {
                 user,
                 password,
                 source: format!("auths in {}", path.display()),
             }),
-            Some(Source::Helper(name)) => from_helper(&name, host, &path)?,
+            Some(Stored::Helper(name)) => from_helper(&name, host, &path)?,
             None => None,
         };
         if found.is_some() {
@@ -371,7 +371,7 @@ mod tests {
         let helpers = r#"{"credHelpers":{"index.docker.io":"hub"}}"#;
         assert_eq!(
             source_in(helpers, "docker.io").unwrap(),
-            Some(Source::Helper("hub".into()))
+            Some(Stored::Helper("hub".into()))
         );
         assert!(names_host("index.docker.io", "docker.io"));
         assert!(!names_host("docker.io", "registry.example"));
@@ -387,15 +387,15 @@ mod tests {
         let text = r#"{"auths":{"a.example":{"auth":"dTpw"}},"credHelpers":{"h.example":"pass"},"credsStore":"desktop"}"#;
         assert_eq!(
             source_in(text, "h.example").unwrap(),
-            Some(Source::Helper("pass".into()))
+            Some(Stored::Helper("pass".into()))
         );
         assert_eq!(
             source_in(text, "a.example").unwrap(),
-            Some(Source::Basic("u".into(), "p".into()))
+            Some(Stored::Basic("u".into(), "p".into()))
         );
         assert_eq!(
             source_in(text, "z.example").unwrap(),
-            Some(Source::Helper("desktop".into()))
+            Some(Stored::Helper("desktop".into()))
         );
         assert_eq!(source_in("{}", "z.example").unwrap(), None);
     }

@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::each::for_each;
 use super::images::label;
 use super::judge::{judge, Code, Verdict};
-use crate::lookaside::fetch::Policy;
+use crate::lookaside::fetch::ReadPolicy;
 use crate::lookaside::location::Location;
 use crate::lookaside::{End, Fetched, Listing, Lookaside, SignatureFile, StoreError};
 use crate::progress::Progress;
@@ -37,7 +37,7 @@ pub struct AuditOptions {
     /// as the main one).
     pub compare: Option<Location>,
     pub concurrency: usize,
-    pub policy: Policy,
+    pub policy: ReadPolicy,
     /// Over http, how many numbers past the first 404 are probed for
     /// files hidden behind a gap.
     pub probe: u32,
@@ -50,7 +50,7 @@ impl Default for AuditOptions {
             allow_legacy: false,
             compare: None,
             concurrency: 32,
-            policy: Policy::default(),
+            policy: ReadPolicy::default(),
             probe: 2,
         }
     }

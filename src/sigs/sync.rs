@@ -24,7 +24,7 @@ use super::each::for_each;
 use super::images::{key, label};
 use super::judge::{judge, Code, Verdict};
 use super::state::{trust_key, FileState, ImageState, State};
-use crate::lookaside::fetch::{Policy, Validators};
+use crate::lookaside::fetch::{ReadPolicy, Validators};
 use crate::lookaside::location::Location;
 use crate::lookaside::{End, Fetched, Lookaside, SignatureFile, StoreError};
 use crate::oci::digest::Digest;
@@ -45,7 +45,7 @@ pub struct SyncOptions {
     /// Where the no-change state lives (`None`: no state, always a full run).
     pub state_file: Option<PathBuf>,
     /// Timeouts and retries of every request.
-    pub policy: Policy,
+    pub policy: ReadPolicy,
 }
 
 impl Default for SyncOptions {
@@ -55,7 +55,7 @@ impl Default for SyncOptions {
             allow_legacy: false,
             prune: false,
             state_file: None,
-            policy: Policy::default(),
+            policy: ReadPolicy::default(),
         }
     }
 }
@@ -77,7 +77,7 @@ pub struct SyncReport {
     /// Source files not copied, with the reason.
     pub rejected: Vec<Rejected>,
     /// Images that could not be read or written completely.
-    pub errors: Vec<ImageError>,
+    pub errors: Vec<ImageFailure>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -97,7 +97,7 @@ pub struct Rejected {
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct ImageError {
+pub struct ImageFailure {
     pub image: String,
     pub message: String,
 }
@@ -113,7 +113,7 @@ struct Context {
 
 /// One image's result.
 #[derive(Default)]
-struct Outcome {
+struct ImageOutcome {
     unchanged: bool,
     uploaded: Vec<FileRef>,
     present: usize,
@@ -178,9 +178,9 @@ pub fn sync(
                 .cloned();
             sync_image(context.clone(), image.clone(), prior)
         },
-        |_, reason| Outcome {
+        |_, reason| ImageOutcome {
             errors: vec![format!("internal error: {reason}")],
-            ..Outcome::default()
+            ..ImageOutcome::default()
         },
     );
     let mut report = SyncReport {
@@ -197,7 +197,7 @@ pub fn sync(
         report.rejected.extend(outcome.rejected);
         report
             .errors
-            .extend(outcome.errors.into_iter().map(|message| ImageError {
+            .extend(outcome.errors.into_iter().map(|message| ImageFailure {
                 image: label(image),
                 message,
             }));
@@ -226,7 +226,7 @@ async fn sync_image(
     context: Arc<Context>,
     image: ImageTarget,
     prior: Option<ImageState>,
-) -> Outcome {
+) -> ImageOutcome {
     let label = label(&image);
     let prior = prior.unwrap_or_default();
     // Conditional requests only when the last run completed this image:
@@ -240,7 +240,7 @@ async fn sync_image(
         .source
         .list(&image.repository_path, &image.digest, &known)
         .await;
-    let mut outcome = Outcome::default();
+    let mut outcome = ImageOutcome::default();
     let expected = Expected {
         digest: image.digest.clone(),
         reference: image.reference.clone(),
@@ -303,7 +303,7 @@ async fn sync_image(
 }
 
 /// Reports every rejected file with its reason.
-fn report_rejected(files: &[Known], label: &str, outcome: &mut Outcome) {
+fn report_rejected(files: &[Known], label: &str, outcome: &mut ImageOutcome) {
     for file in files {
         if let Verdict::Rejected { code, reason } = &file.verdict {
             outcome.rejected.push(Rejected {
@@ -393,7 +393,7 @@ async fn put_valid(
     image: &ImageTarget,
     files: &mut [Known],
     expected: &Expected,
-    outcome: &mut Outcome,
+    outcome: &mut ImageOutcome,
 ) -> Put {
     let label = label(image);
     for file in files.iter_mut() {
@@ -478,7 +478,7 @@ async fn prune(
     image: &ImageTarget,
     keep: &[&[u8]],
     listing: Option<Vec<SignatureFile>>,
-    outcome: &mut Outcome,
+    outcome: &mut ImageOutcome,
 ) {
     let (repository_path, digest) = (&image.repository_path, &image.digest);
     let existing = match listing {
