@@ -4,7 +4,7 @@
 //! looked up for the host names registries go by. A helper named in the
 //! file becomes a program name `docker-credential-<name>`.
 use libfuzzer_sys::fuzz_target;
-use stagex::registry::auth::{find_in, source_in, Source};
+use stagex::registry::auth::{find_in, source_in, Stored};
 
 const HOSTS: [&str; 4] = [
     "127.0.0.1:5000",
@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     };
     for host in HOSTS {
         match source_in(text, host) {
-            Ok(Some(Source::Basic(user, _))) => assert!(!user.contains(':'), "{user:?}"),
+            Ok(Some(Stored::Basic(user, _))) => assert!(!user.contains(':'), "{user:?}"),
             Ok(_) => {}
             Err(e) => {
                 let _ = format!("{e:#}");
