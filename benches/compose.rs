@@ -80,31 +80,6 @@ use stagex::store::Store;
 const PACKAGES: usize = 20;
 const FILE_SIZE: usize = 1 << 20;
 
-/// Deterministic, moderately compressible bytes (like binaries).
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let word = x.to_le_bytes();
-        // Half the bytes random, half from a small alphabet.
-        out.extend_from_slice(&[
-            word[0],
-            word[1],
-            word[2] & 7,
-            word[3] & 7,
-            word[4],
-            word[5] & 3,
-            b'a',
-            word[7] & 1,
-        ]);
-    }
-    out.truncate(len);
-    out
-}
-
 fn make_packages(out: &Path, total_mib: usize) -> Vec<String> {
     let files_per_package = (total_mib * (1 << 20) / FILE_SIZE / PACKAGES).max(1);
     let mut names = Vec::new();
@@ -112,7 +87,7 @@ fn make_packages(out: &Path, total_mib: usize) -> Vec<String> {
         let name = format!("core-p{p:02}");
         let mut tree = FileTree::new();
         for f in 0..files_per_package {
-            let data = bytes((p * 100_000 + f) as u64, FILE_SIZE);
+            let data = support::bytes((p * 100_000 + f) as u64, FILE_SIZE);
             tree.insert(
                 &format!("usr/lib/{name}/f{f:04}.so"),
                 TreeEntry::file(FileSource::Bytes(data), 0o755),

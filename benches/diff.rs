@@ -33,27 +33,12 @@ use stagex::oci::media_type;
 
 const FILE_SIZE: usize = 256 << 10;
 
-/// Deterministic, moderately compressible bytes.
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let w = x.to_le_bytes();
-        out.extend_from_slice(&[w[0], w[1], w[2] & 7, w[3] & 7, w[4], w[5] & 3, 0, 0]);
-    }
-    out.truncate(len);
-    out
-}
-
 fn tree(files: usize, changed: Option<usize>) -> FileTree {
     let mut tree = FileTree::new();
     for i in 0..files {
         let seed = if Some(i) == changed { 1_000_000 + i } else { i } as u64;
         let path = format!("usr/lib/pkg{:03}/file{i:05}.so", i / 64);
-        let entry = TreeEntry::file(FileSource::Bytes(bytes(seed, FILE_SIZE)), 0o755);
+        let entry = TreeEntry::file(FileSource::Bytes(support::bytes(seed, FILE_SIZE)), 0o755);
         tree.insert(&path, entry).unwrap();
     }
     tree

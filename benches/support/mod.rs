@@ -1,5 +1,5 @@
-//! Owns: what the benches share: a size read from the environment, the
-//! median of repeated runs, and finding a program on PATH (a peer the
+//! Owns: what the benches share: deterministic file contents, a size
+//! read from the environment, the median of repeated runs, and finding a program on PATH (a peer the
 //! bench compares against).
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,4 +35,29 @@ pub fn own_cpu_seconds() -> f64 {
     };
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Deterministic, moderately compressible bytes (like binaries).
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let word = x.to_le_bytes();
+        // Half the bytes random, half from a small alphabet.
+        out.extend_from_slice(&[
+            word[0],
+            word[1],
+            word[2] & 7,
+            word[3] & 7,
+            word[4],
+            word[5] & 3,
+            b'a',
+            word[7] & 1,
+        ]);
+    }
+    out.truncate(len);
+    out
 }
