@@ -278,30 +278,13 @@ fn add_by_rename(
     }
 }
 
-/// `rename(from, to)` that fails with EEXIST instead of replacing `to`.
+/// `rename(from, to)` that fails with EEXIST instead of replacing `to`
+/// (renameat2 RENAME_NOREPLACE; EINVAL or ENOSYS where the kernel or the
+/// file system lacks it).
 #[cfg(target_os = "linux")]
 fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let from = CString::new(from.as_os_str().as_bytes())?;
-    let to = CString::new(to.as_os_str().as_bytes())?;
-    // The raw syscall: the libc wrapper is missing from older C libraries.
-    // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE).map_err(io::Error::from)
 }
 
 #[cfg(not(target_os = "linux"))]
