@@ -37,8 +37,16 @@ impl KeySource {
         if let Some(host) = text.strip_prefix("hkps://") {
             return Ok(KeySource::Keyserver(format!("https://{host}")));
         }
-        if text.starts_with("https://") || text.starts_with("http://") {
+        if text.starts_with("https://") {
             return Ok(KeySource::Keyserver(text.to_string()));
+        }
+        // Plain http only to this machine: anyone on the path could serve
+        // an old certificate without its revocation.
+        if let Some(rest) = text.strip_prefix("http://") {
+            let host = rest.split('/').next().unwrap_or(rest);
+            if crate::net::is_loopback(host) {
+                return Ok(KeySource::Keyserver(text.to_string()));
+            }
         }
         Err(FetchError::BadSource(text.to_string()))
     }
@@ -54,7 +62,7 @@ impl KeySource {
 /// Why a fetch gave no certificate.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("{0:?} is not a key source: use https://HOST (VKS, then HKP), hkps://HOST or wkd")]
+    #[error("{0:?} is not a key source: use https://HOST (VKS, then HKP), hkps://HOST or wkd (plain http:// only to this machine)")]
     BadSource(String),
     #[error("{source_label} has no certificate for {fingerprint}")]
     NotFound {
@@ -171,4 +179,23 @@ fn parse_certs(url: &str, bytes: &[u8]) -> Result<Vec<Cert>, FetchError> {
         return Err(not_a_cert("nothing parsed".to_string()));
     }
     Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_key_sources_are_only_this_machine() {
+        for good in [
+            "wkd",
+            "hkps://keys.example",
+            "https://keys.example",
+            "http://127.0.0.1:8080",
+        ] {
+            assert!(KeySource::parse(good).is_ok(), "{good}");
+        }
+        let err = KeySource::parse("http://keys.example").unwrap_err();
+        assert!(err.to_string().contains("only to this machine"), "{err}");
+    }
 }

@@ -105,24 +105,30 @@ pub fn export_to(repo: &Path, rev: &str, into: &Path) -> Result<()> {
     if rev.starts_with('-') {
         bail!("{rev:?} is neither a directory nor a git ref");
     }
+    let errors = tempfile::NamedTempFile::new().context("a temporary file for git's errors")?;
     let mut child = Command::new("git")
         .arg("-C")
         .arg(repo)
         .args(["archive", "--format=tar", rev])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        // A file, not a pipe: unread while the tar streams, a full stderr
+        // pipe would stop git and this read with it.
+        .stderr(
+            errors
+                .reopen()
+                .context("a temporary file for git's errors")?,
+        )
         .spawn()
         .context("running git (needed to read a release from a git ref)")?;
     let stdout = child.stdout.take().context("git archive's output")?;
     let unpacked = tar::Archive::new(stdout).unpack(into);
-    let output = child
-        .wait_with_output()
-        .context("waiting for git archive")?;
-    if !output.status.success() {
+    let status = child.wait().context("waiting for git archive")?;
+    if !status.success() {
+        let stderr = std::fs::read_to_string(errors.path()).unwrap_or_default();
         bail!(
             "{rev:?} is neither a directory nor a git ref of {}: {}",
             repo.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
+            stderr.trim()
         );
     }
     unpacked.with_context(|| format!("unpacking git archive {rev}"))
@@ -130,6 +136,9 @@ pub fn export_to(repo: &Path, rev: &str, into: &Path) -> Result<()> {
 
 /// Commit authors (`Name <mail>`) between two refs, most commits first.
 pub fn authors(repo: &Path, from: &str, to: &str) -> Result<Vec<(String, usize)>> {
+    if let Some(option) = [from, to].into_iter().find(|r| r.starts_with('-')) {
+        bail!("{option:?} is not a git ref");
+    }
     let output = Command::new("git")
         .arg("-C")
         .arg(repo)
