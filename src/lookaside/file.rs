@@ -155,7 +155,12 @@ impl FileLookaside {
         })?;
         match linked {
             Claim::Placed(n, target) => Ok((n, target)),
-            Claim::Unsupported(n) => add_by_rename(dir, temp, blob, n),
+            // No link from the scratch directory (another mount, or a file
+            // system without hard links): from a file beside the target.
+            Claim::Unsupported(n) => {
+                drop(temp);
+                add_by_rename(dir, scratch::write_beside(dir, blob)?, blob, n)
+            }
         }
     }
 }
@@ -306,7 +311,11 @@ fn add_by_create(dir: &Path, blob: &[u8], n: u32) -> Result<(u32, PathBuf)> {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Slot::Taken),
             Err(e) => return Err(e),
         };
-        file.write_all(blob).and_then(|_| file.sync_all())?;
+        if let Err(e) = file.write_all(blob).and_then(|_| file.sync_all()) {
+            // Never leave a short signature where readers look.
+            let _ = fs::remove_file(target);
+            return Err(e);
+        }
         Ok(Slot::Placed)
     })?;
     match created {
@@ -542,5 +551,28 @@ mod tests {
             "{:?}",
             listing.end
         );
+    }
+
+    #[test]
+    fn an_image_directory_on_another_mount_gets_whole_signatures_and_no_leftovers() {
+        use std::os::unix::fs::MetadataExt;
+        // The store's root (and its scratch directory) on the disk, the
+        // image's directory on a tmpfs: no hard link between them (EXDEV).
+        let root = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir_in("/dev/shm").unwrap();
+        std::os::unix::fs::symlink(other.path(), root.path().join("stagex")).unwrap();
+        let two_devices =
+            fs::metadata(root.path()).unwrap().dev() != fs::metadata(other.path()).unwrap().dev();
+        let store = FileLookaside::new(root.path());
+        let d = Digest::of_bytes(b"mounted");
+        let (n, path) = store.add("stagex/core-x", &d, b"whole").unwrap();
+        assert_eq!((n, fs::read(&path).unwrap()), (1, b"whole".to_vec()));
+        let dir = store.image_dir("stagex/core-x", &d);
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name != ".lock")
+            .collect();
+        assert_eq!(names, ["signature-1"], "two devices: {two_devices}");
     }
 }

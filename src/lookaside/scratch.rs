@@ -36,7 +36,7 @@ pub fn write_scratch(root: &Path, blob: &[u8]) -> Result<tempfile::NamedTempFile
     use std::os::unix::fs::PermissionsExt;
     let dir = scratch_dir(root);
     let mut attempts = 0;
-    let mut temp = loop {
+    let temp = loop {
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         match tempfile::Builder::new()
             .prefix(&owner_prefix())
@@ -52,6 +52,31 @@ pub fn write_scratch(root: &Path, blob: &[u8]) -> Result<tempfile::NamedTempFile
             }
         }
     };
+    fill(temp, blob, &dir)
+}
+
+/// A scratch file in `image_dir` itself, named `.tmpXXXXXX` (which
+/// `sweep_legacy` removes once stale), for when the tree's scratch
+/// directory cannot be linked from there (another mount: EXDEV). A rename
+/// within one directory is then atomic, so a crash never leaves a short
+/// `signature-N` where readers look.
+pub fn write_beside(image_dir: &Path, blob: &[u8]) -> Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    let temp = tempfile::Builder::new()
+        .prefix(".tmp")
+        .rand_bytes(6)
+        .permissions(fs::Permissions::from_mode(0o644))
+        .tempfile_in(image_dir)
+        .with_context(|| format!("creating a temporary file in {}", image_dir.display()))?;
+    fill(temp, blob, image_dir)
+}
+
+/// Writes and fsyncs `blob` into `temp`.
+fn fill(
+    mut temp: tempfile::NamedTempFile,
+    blob: &[u8],
+    dir: &Path,
+) -> Result<tempfile::NamedTempFile> {
     temp.write_all(blob)
         .and_then(|_| temp.as_file().sync_all())
         .with_context(|| format!("writing a signature in {}", dir.display()))?;
