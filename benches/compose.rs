@@ -160,7 +160,9 @@ fn main() {
         .map(|e| e.metadata().unwrap().len())
         .sum();
 
-    // 1. Warm compose vs extract + re-tar.
+    // 1. Warm compose vs extract + re-tar (STAGEX_BENCH_COLD_ONLY=1 skips
+    //    it and the breakdown, for profiling the cold compose alone).
+    let cold_only = support::env_usize("STAGEX_BENCH_COLD_ONLY", 0) == 1;
     let store = Store::open(tmp.path().join("store")).unwrap();
     let local = Source::Local(out.clone());
     let first = Instant::now();
@@ -172,40 +174,20 @@ fn main() {
     )
     .unwrap();
     let cold_local = first.elapsed();
-    let warm: Vec<Duration> = (0..7)
-        .map(|_| {
-            let t = Instant::now();
-            let again = pipeline::run(
-                &store,
-                &catalog,
-                &request(&expression, local.clone()),
-                &NoProgress,
-            )
-            .unwrap();
-            assert_eq!(again.root.digest, composed.root.digest);
-            t.elapsed()
-        })
-        .collect();
-    let warm = support::median(warm);
-    let base = baseline(&out, &names, &tmp.path().join("baseline"));
-    println!(
-        "compose: {PACKAGES} packages, {:.0} MiB of layer blobs",
-        layer_bytes as f64 / 1048576.0
-    );
-    println!("  first compose from local layouts (link + index): {cold_local:?}");
-    println!(
-        "  warm compose (median of 7):                       {warm:?}  (target < 100 ms: {})",
-        if warm < Duration::from_millis(100) {
-            "met"
-        } else {
-            "NOT met"
-        }
-    );
-    println!("  baseline extract + one deterministic tar.gz:      {base:?}");
-    println!(
-        "  ratio baseline / warm compose:                    {:.0}x (target >= 100x)",
-        base.as_secs_f64() / warm.as_secs_f64()
-    );
+    if !cold_only {
+        warm_and_baseline(&WarmInputs {
+            store: &store,
+            catalog: &catalog,
+            local: &local,
+            expression: &expression,
+            composed: &composed.root.digest,
+            out: &out,
+            names: &names,
+            work: tmp.path(),
+            layer_bytes,
+            cold_local,
+        });
+    }
 
     // 2. Cold compose from a local registry vs skopeo copy.
     let Some(registry) = peers::registry::Registry::start() else {
@@ -278,7 +260,64 @@ fn main() {
     } else {
         println!("  skopeo copy comparison skipped: skopeo is not installed");
     }
-    breakdown(&registry.host(), &names, tmp.path());
+    if !cold_only {
+        breakdown(&registry.host(), &names, tmp.path());
+    }
+}
+
+/// What the warm section needs from main.
+struct WarmInputs<'a> {
+    store: &'a Store,
+    catalog: &'a ReleaseCatalog,
+    local: &'a Source,
+    expression: &'a str,
+    composed: &'a Digest,
+    out: &'a Path,
+    names: &'a [String],
+    work: &'a Path,
+    layer_bytes: u64,
+    cold_local: Duration,
+}
+
+/// 1. Warm compose (indexes cached) vs extract + re-tar.
+fn warm_and_baseline(inputs: &WarmInputs) {
+    let warm: Vec<Duration> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            let again = pipeline::run(
+                inputs.store,
+                inputs.catalog,
+                &request(inputs.expression, inputs.local.clone()),
+                &NoProgress,
+            )
+            .unwrap();
+            assert_eq!(again.root.digest, *inputs.composed);
+            t.elapsed()
+        })
+        .collect();
+    let warm = support::median(warm);
+    let base = baseline(inputs.out, inputs.names, &inputs.work.join("baseline"));
+    println!(
+        "compose: {PACKAGES} packages, {:.0} MiB of layer blobs",
+        inputs.layer_bytes as f64 / 1048576.0
+    );
+    println!(
+        "  first compose from local layouts (link + index): {:?}",
+        inputs.cold_local
+    );
+    println!(
+        "  warm compose (median of 7):                       {warm:?}  (target < 100 ms: {})",
+        if warm < Duration::from_millis(100) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    println!("  baseline extract + one deterministic tar.gz:      {base:?}");
+    println!(
+        "  ratio baseline / warm compose:                    {:.0}x (target >= 100x)",
+        base.as_secs_f64() / warm.as_secs_f64()
+    );
 }
 
 /// `skopeo copy` of every package image into `oci:<dir>/<name>`.
