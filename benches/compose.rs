@@ -54,7 +54,7 @@ mod peers;
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -249,9 +249,9 @@ fn main() {
     println!("  cold compose from the registry (pull + verify + index), {runs} runs: {ours:.2?}");
     let cold_time = support::median(ours);
     println!("    median: {cold_time:.2?}; CPU seconds (stagex, registry) per run: {cpu_use:.2?}");
-    if skopeo.is_some() {
+    let skopeo_median = (!theirs.is_empty()).then(|| support::median(theirs.clone()));
+    if let Some(sk) = skopeo_median {
         println!("  skopeo copy of the same {PACKAGES} images, same runs:   {theirs:.2?}");
-        let sk = support::median(theirs);
         println!("    median: {sk:.2?}");
         println!(
             "  ratio skopeo / cold compose (medians):           {:.2}x (target >= 2x)",
@@ -261,7 +261,13 @@ fn main() {
         println!("  skopeo copy comparison skipped: skopeo is not installed");
     }
     if !cold_only {
-        breakdown(&registry.host(), &names, tmp.path());
+        let registry_cpu = cpu_use.iter().map(|c| c.1).fold(f64::MAX, f64::min);
+        breakdown(
+            &registry.host(),
+            &names,
+            tmp.path(),
+            (skopeo_median, registry_cpu),
+        );
     }
 }
 
@@ -338,55 +344,47 @@ fn skopeo_copy(skopeo: &Path, host: &str, names: &[String], dir: &Path) -> Durat
 
 /// Where a cold pull's time goes: each stage alone, on one thread, over
 /// every distinct layer blob once (the cold compose overlaps them across
-/// blobs and cores, so its time is less than their sum).
-fn breakdown(host: &str, names: &[String], work: &Path) {
+/// blobs and cores, so its time is less than their sum). Each stage gives
+/// its wall time and its CPU time; the floor adds CPU times.
+/// `reference`: skopeo's median time and the registry's least CPU seconds
+/// per cold run, for the floor.
+fn breakdown(host: &str, names: &[String], work: &Path, reference: (Option<Duration>, f64)) {
+    let (skopeo, registry_cpu) = reference;
     let client = RegistryClient::new(host).unwrap();
     let pulled = Layout::create(work.join("breakdown-pulled")).unwrap();
-    let t = Instant::now();
     let mut layers: BTreeMap<Digest, (String, Descriptor)> = BTreeMap::new();
-    for n in names {
-        let repo = format!("stagex/{n}");
-        let (bytes, _) = client.pull_manifest(&repo, "latest").unwrap();
-        let AnyManifest::Image(manifest) = AnyManifest::parse(&bytes, None).unwrap() else {
-            panic!("{repo}: not an image manifest");
-        };
-        client
-            .pull_blob(&repo, &manifest.config, &pulled, &NoProgress)
-            .unwrap();
-        for layer in manifest.layers {
-            layers.insert(layer.digest.clone(), (repo.clone(), layer));
-        }
-    }
-    let round_trips = t.elapsed();
-    let t = Instant::now();
-    let http = reqwest::Client::new();
-    let downloaded: u64 = stagex::net::block_on(async {
-        let mut total = 0;
-        for (digest, (repo, _)) in &layers {
-            let url = format!("http://{host}/v2/{repo}/blobs/{digest}");
-            let mut response = http.get(url).send().await.unwrap();
-            while let Some(chunk) = response.chunk().await.unwrap() {
-                total += chunk.len() as u64;
+    let round_trips = timed(|| {
+        for n in names {
+            let repo = format!("stagex/{n}");
+            let (bytes, _) = client.pull_manifest(&repo, "latest").unwrap();
+            let AnyManifest::Image(manifest) = AnyManifest::parse(&bytes, None).unwrap() else {
+                panic!("{repo}: not an image manifest");
+            };
+            client
+                .pull_blob(&repo, &manifest.config, &pulled, &NoProgress)
+                .unwrap();
+            for layer in manifest.layers {
+                layers.insert(layer.digest.clone(), (repo.clone(), layer));
             }
         }
-        total
     });
-    let download = t.elapsed();
-    let t = Instant::now();
-    for (repo, layer) in layers.values() {
-        client.pull_blob(repo, layer, &pulled, &NoProgress).unwrap();
-    }
-    let pull = t.elapsed();
+    let mut downloaded = 0;
+    let download = timed(|| downloaded = download_all(host, &layers));
+    let pull = timed(|| {
+        for (repo, layer) in layers.values() {
+            client.pull_blob(repo, layer, &pulled, &NoProgress).unwrap();
+        }
+    });
     let blobs: Vec<(Vec<u8>, &Descriptor)> = layers
         .values()
         .map(|(_, d)| (pulled.read_blob(&d.digest).unwrap(), d))
         .collect();
     let stage = |run: &dyn Fn(&[u8], &Descriptor)| {
-        let t = Instant::now();
-        for (bytes, descriptor) in &blobs {
-            run(bytes, descriptor);
-        }
-        t.elapsed()
+        timed(|| {
+            blobs
+                .iter()
+                .for_each(|(bytes, descriptor)| run(bytes, descriptor))
+        })
     };
     let hash = stage(&|b, _| drop(Digest::of_bytes(b)));
     let gunzip = stage(&|b, _| {
@@ -407,29 +405,138 @@ fn breakdown(host: &str, names: &[String], work: &Path) {
     std::fs::create_dir_all(&written).unwrap();
     let write = stage(&|b, d| std::fs::write(written.join(d.digest.hex()), b).unwrap());
     let mib = downloaded as f64 / 1048576.0;
-    let rate = |d: Duration| format!("{d:>9.2?}  ({:.0} MiB/s of gzip)", mib / d.as_secs_f64());
+    let rate = Rate(mib);
     println!(
         "  breakdown, one thread, {} layer blobs ({mib:.0} MiB), each stage alone:",
         blobs.len()
     );
-    println!(
-        "    manifest + config round trips ({} images): {round_trips:.2?}",
-        names.len()
+    let count = names.len();
+    rate.show(
+        &format!("manifest + config round trips ({count} images)"),
+        round_trips,
     );
-    println!("    download only (HTTP to memory):     {}", rate(download));
+    rate.show("download only (HTTP to memory)", download);
+    rate.show("pull_blob (download+sha256+write+fsync)", pull);
+    rate.show("sha256 of the blob", hash);
+    rate.show("gunzip only", gunzip);
+    rate.show("index (gunzip + tar + file and diff_id sha256)", index);
+    rate.show("store (sha256 + write + fsync + rename)", store);
+    rate.show("write only (no hash, no fsync)", write);
+    let least = floor(&blobs, &written, [gunzip, hash, download, write], &rate);
+    let least = least + Duration::from_secs_f64(registry_cpu);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "    pull_blob (download+sha256+write+fsync): {}",
-        rate(pull)
+        "  floor: CPU of download + write + fastest inflate + sha256 of blobs and of tars \
+         ({:.2?}) + the registry's CPU per cold run ({registry_cpu:.2} s) = {least:.2?}; \
+         over {cores} cores, no cold compose that checks digests and diff_ids ends \
+         before {:.2?}",
+        least - Duration::from_secs_f64(registry_cpu),
+        least / cores as u32
     );
-    println!("    sha256 of the blob:                 {}", rate(hash));
-    println!("    gunzip only:                        {}", rate(gunzip));
-    println!(
-        "    index (gunzip + tar + file and diff_id sha256): {}",
-        rate(index)
-    );
-    println!(
-        "    store (sha256 + write + fsync + rename): {}",
-        rate(store)
-    );
-    println!("    write only (no hash, no fsync):     {}", rate(write));
+    if let Some(skopeo) = skopeo {
+        println!(
+            "  2x skopeo copy (median {skopeo:.2?}) needs a cold compose within {:.2?}",
+            skopeo / 2
+        );
+    }
+}
+
+/// Every layer blob fetched over plain HTTP into memory; the bytes read.
+fn download_all(host: &str, layers: &BTreeMap<Digest, (String, Descriptor)>) -> u64 {
+    let http = reqwest::Client::new();
+    stagex::net::block_on(async {
+        let mut total = 0;
+        for (digest, (repo, _)) in layers {
+            let url = format!("http://{host}/v2/{repo}/blobs/{digest}");
+            let mut response = http.get(url).send().await.unwrap();
+            while let Some(chunk) = response.chunk().await.unwrap() {
+                total += chunk.len() as u64;
+            }
+        }
+        total
+    })
+}
+
+/// Wall time, and CPU time (user + system, this process's threads and
+/// its waited-for children) of one stage.
+#[derive(Clone, Copy)]
+struct Took {
+    wall: Duration,
+    cpu: Duration,
+}
+
+fn timed(run: impl FnOnce()) -> Took {
+    let (t, cpu) = (Instant::now(), cpu_seconds());
+    run();
+    Took {
+        wall: t.elapsed(),
+        cpu: Duration::from_secs_f64(cpu_seconds() - cpu),
+    }
+}
+
+fn cpu_seconds() -> f64 {
+    support::own_cpu_seconds() + support::children_cpu_seconds()
+}
+
+/// Prints a stage with its throughput over `.0` MiB of gzip.
+struct Rate(f64);
+
+impl Rate {
+    fn show(&self, what: &str, took: Took) {
+        println!(
+            "    {what:<48} {:>9.2?} wall, {:>9.2?} CPU  ({:.0} MiB/s of gzip)",
+            took.wall,
+            took.cpu,
+            self.0 / took.wall.as_secs_f64()
+        );
+    }
+}
+
+/// The least CPU any cold compose that checks what it pulls must spend on
+/// this machine, without the registry's: receive every blob (download),
+/// store it (write), inflate every layer (with the fastest inflater
+/// installed here: zlib-rs in process, or ISA-L's igzip / libdeflate's
+/// gunzip as whole processes, which also read the file and so are favoured
+/// by nothing), hash every blob (its digest) and every tar (its diff_id).
+/// Not counted: the tar walk, the per-file hashes of the index and the
+/// entry rules.
+fn floor(
+    blobs: &[(Vec<u8>, &Descriptor)],
+    written: &Path,
+    [gunzip, blob_hash, download, write]: [Took; 4],
+    rate: &Rate,
+) -> Duration {
+    let tars: Vec<Vec<u8>> = blobs
+        .iter()
+        .map(|(b, _)| {
+            let mut tar = Vec::new();
+            flate2::read::MultiGzDecoder::new(&b[..])
+                .read_to_end(&mut tar)
+                .unwrap();
+            tar
+        })
+        .collect();
+    let tar_hash = timed(|| tars.iter().for_each(|tar| drop(Digest::of_bytes(tar))));
+    rate.show("sha256 of the tar (diff_id)", tar_hash);
+    let mut fastest = gunzip.cpu;
+    for (program, args) in [("igzip", &["-d", "-c"][..]), ("libdeflate-gunzip", &["-c"])] {
+        let Some(path) = support::which(program) else {
+            println!("    {program}: not installed (Debian: isal, libdeflate-tools)");
+            continue;
+        };
+        let took = timed(|| {
+            for (_, descriptor) in blobs {
+                let status = Command::new(&path)
+                    .args(args)
+                    .arg(written.join(descriptor.digest.hex()))
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "{program} failed");
+            }
+        });
+        rate.show(&format!("{program} -d (whole processes)"), took);
+        fastest = fastest.min(took.cpu);
+    }
+    fastest + blob_hash.cpu + tar_hash.cpu + download.cpu + write.cpu
 }
