@@ -287,3 +287,110 @@ pub fn config_platform(bytes: &[u8]) -> Option<Platform> {
     platform.variant = text("variant");
     Some(platform)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::json::JsonBlob;
+    use crate::oci::manifest::ImageIndex;
+
+    /// A document of `image` as the check would keep it.
+    fn keep(image: &mut CheckedImage, descriptor: &Descriptor, parsed: AnyManifest) {
+        let bytes = match &parsed {
+            AnyManifest::Image(m) => JsonBlob::of(m).unwrap().bytes,
+            AnyManifest::Index(i) => JsonBlob::of(i).unwrap().bytes,
+        };
+        let document = CheckedDocument {
+            descriptor: descriptor.clone(),
+            bytes,
+            parsed,
+            config_platform: Some(Platform::new("linux", "riscv64")),
+        };
+        image.documents.insert(descriptor.digest.clone(), document);
+    }
+
+    /// index.json -> index (version 1.0) -> amd64, arm64, an attestation
+    /// and one manifest without a platform (its config says riscv64).
+    fn image() -> (CheckedImage, Vec<Descriptor>) {
+        let blob = |s: &str| {
+            Descriptor::new(
+                media_type::OCI_LAYER_GZIP,
+                Digest::of_bytes(s.as_bytes()),
+                1,
+            )
+        };
+        let mut image = CheckedImage {
+            id: "core-x".into(),
+            path: PathBuf::from("out/core-x"),
+            entries: Vec::new(),
+            documents: BTreeMap::new(),
+            blobs: Vec::new(),
+        };
+        let mut children = Vec::new();
+        for (n, platform) in ["linux/amd64", "linux/arm64", "unknown/unknown", ""]
+            .iter()
+            .enumerate()
+        {
+            let manifest = ImageManifest::new(
+                blob(&format!("config{n}")),
+                vec![blob(&format!("layer{n}"))],
+            );
+            let mut descriptor = JsonBlob::of(&manifest)
+                .unwrap()
+                .descriptor(media_type::OCI_MANIFEST);
+            descriptor.platform = platform
+                .split_once('/')
+                .map(|(os, arch)| Platform::new(os, arch));
+            keep(&mut image, &descriptor, AnyManifest::Image(manifest));
+            children.push(descriptor);
+        }
+        let mut index = ImageIndex::new();
+        index.manifests = children.clone();
+        index
+            .annotations
+            .insert(ANNOTATION_VERSION.into(), "1.0".into());
+        let top = JsonBlob::of(&index)
+            .unwrap()
+            .descriptor(media_type::OCI_INDEX);
+        keep(&mut image, &top, AnyManifest::Index(index));
+        image.entries.push(top);
+        (image, children)
+    }
+
+    #[test]
+    fn answers_come_from_the_documents_kept() {
+        let (mut image, children) = image();
+        let found = image.manifests().unwrap();
+        // The attestation is skipped; a platform-less manifest gets its config's.
+        assert_eq!(found.len(), 3);
+        assert!(found.iter().all(|m| m.version.as_deref() == Some("1.0")));
+        let riscv = found
+            .iter()
+            .find(|m| m.descriptor.digest == children[3].digest)
+            .unwrap();
+        assert_eq!(
+            riscv.descriptor.platform,
+            Some(Platform::new("linux", "riscv64"))
+        );
+        let arm = image
+            .manifest_digest(&Platform::new("linux", "arm64"))
+            .unwrap();
+        assert_eq!(arm.digest, children[1].digest);
+        // Parents before children, configs and layers included, each once.
+        let reachable = image.reachable(&image.entries[0].clone()).unwrap();
+        assert_eq!(reachable.len(), 1 + 4 * 3);
+        assert_eq!(reachable[1].digest, children[0].digest);
+        // index.json with no entry or two is named as such.
+        image.entries.push(children[0].clone());
+        assert!(matches!(
+            image.top(),
+            Err(CheckedError::SeveralImages { .. })
+        ));
+        image.entries.clear();
+        assert!(matches!(image.top(), Err(CheckedError::Empty { .. })));
+        assert!(matches!(
+            image.manifests(),
+            Err(CheckedError::NoImage { .. })
+        ));
+    }
+}

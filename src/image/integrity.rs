@@ -7,7 +7,9 @@
 //! configs and layers are streamed through SHA-256 on every core, or
 //! skipped when `image::verdicts` knows the unchanged file already hashed
 //! to its name. A bad blob is ONE error naming the image, the blob, both
-//! digests and the fix.
+//! digests and the fix. A good check returns what it walked
+//! (`image::checked`): the indexes and manifests as hashed, so that no
+//! caller reads them a second time.
 //!
 //! Must not write to `out/` or decide what a command does with a bad
 //! image.
