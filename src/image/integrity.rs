@@ -7,12 +7,14 @@
 //! configs and layers are streamed through SHA-256 on every core, or
 //! skipped when `image::verdicts` knows the unchanged file already hashed
 //! to its name. A bad blob is ONE error naming the image, the blob, both
-//! digests and the fix.
+//! digests and the fix. A good check returns what it walked
+//! (`image::checked`): the indexes and manifests as hashed, so that no
+//! caller reads them a second time.
 //!
 //! Must not write to `out/` or decide what a command does with a bad
 //! image.
 use rayon::prelude::*;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
@@ -22,9 +24,10 @@ use std::time::SystemTime;
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
+use super::checked::{self, CheckedDocument, CheckedImage, CheckedImages};
 use super::out_dir::OutDir;
 use super::verdicts::{self, FileStamp, Verdicts};
-use crate::oci::descriptor::Descriptor;
+use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::digest::Digest;
 use crate::oci::layout::Layout;
 use crate::oci::manifest::AnyManifest;
@@ -146,23 +149,27 @@ pub fn process_verdicts() -> &'static Verdicts {
     VERDICTS.get_or_init(|| Verdicts::open(verdicts::default_path()))
 }
 
-/// Checks every blob of images `ids` of `out` (see the module header);
-/// the first bad blob, in the order of `ids`, is the error. New verdicts
-/// are saved to `verdicts`' file (a failure to save only costs time).
-pub fn check_images(
+/// Checks every blob of images `ids` of `out` (see the module header)
+/// and returns what it walked: every index and manifest as hashed, to
+/// resolve targets from (`image::checked`); the first bad blob, in the
+/// order of `ids`, is the error. New verdicts are saved to `verdicts`'
+/// file (a failure to save only costs time).
+pub fn check(
     out: &OutDir,
     ids: &[String],
     verdicts: &Verdicts,
-) -> Result<IntegrityReport, IntegrityError> {
+) -> Result<CheckedImages, IntegrityError> {
     let mut report = IntegrityReport {
         images: ids.len(),
         ..IntegrityReport::default()
     };
+    let mut images = Vec::new();
     let mut leaves = Vec::new();
     for id in ids {
-        let (manifests, image_leaves) = walk_image(out, id)?;
-        report.manifests += manifests;
+        let (image, image_leaves) = walk_image(out, id)?;
+        report.manifests += image.documents.len();
         leaves.extend(image_leaves);
+        images.push(image);
     }
     // One leaf per task: a leaf is a whole blob to hash, sizes vary a lot.
     let outcomes: Vec<_> = leaves
@@ -180,75 +187,158 @@ pub fn check_images(
             LeafOutcome::Reused => report.reused += 1,
         }
     }
-    Ok(report)
+    Ok(CheckedImages { report, images })
 }
 
-/// Reads and checks every index and manifest of `id`; returns how many
-/// and the configs and layers they name (each once).
-fn walk_image(out: &OutDir, id: &str) -> Result<(usize, Vec<Leaf>), IntegrityError> {
-    let layout_error = |reason: anyhow::Error| IntegrityError::Layout {
-        image: id.to_string(),
-        reason,
-    };
+/// `check`, counts only.
+pub fn check_images(
+    out: &OutDir,
+    ids: &[String],
+    verdicts: &Verdicts,
+) -> Result<IntegrityReport, IntegrityError> {
+    check(out, ids, verdicts).map(|checked| checked.report)
+}
+
+/// Every index and manifest of `id`, each read once and hashed; its
+/// configs and layers are listed, not hashed (`check` hashes them).
+pub fn read_documents(out: &OutDir, id: &str) -> Result<CheckedImage, IntegrityError> {
+    Ok(walk_image(out, id)?.0)
+}
+
+/// Reads and checks every index and manifest of `id`; returns them and
+/// the configs and layers they name (each once).
+fn walk_image(out: &OutDir, id: &str) -> Result<(CheckedImage, Vec<Leaf>), IntegrityError> {
     if !out.is_built(id) {
         return Err(IntegrityError::NotBuilt {
             image: id.to_string(),
             path: out.path(id),
         });
     }
-    let layout = out.layout(id).map_err(layout_error)?;
-    let index = layout.read_index().map_err(layout_error)?;
-    let mut seen = BTreeSet::new();
+    let layout = out.layout(id).map_err(|e| layout_error(id, e))?;
+    let index = layout.read_index().map_err(|e| layout_error(id, e))?;
+    let mut walk = Walk {
+        id,
+        layout: &layout,
+        image: CheckedImage {
+            id: id.to_string(),
+            path: out.path(id),
+            entries: index.manifests.clone(),
+            documents: BTreeMap::new(),
+            blobs: Vec::new(),
+        },
+        leaves: Vec::new(),
+        seen: BTreeSet::new(),
+    };
     let mut pending: Vec<(Descriptor, usize)> =
         index.manifests.into_iter().rev().map(|d| (d, 0)).collect();
-    let (mut manifests, mut leaves) = (0, Vec::new());
-    let mut add_leaf = |role: BlobRole, descriptor: Descriptor, leaves: &mut Vec<Leaf>| {
-        if seen.insert(descriptor.digest.clone()) {
-            let path = layout.blob_path(&descriptor.digest);
-            leaves.push(Leaf {
-                image: id.to_string(),
-                role,
-                descriptor,
-                path,
-            });
-        }
-    };
-    let mut seen_manifests = BTreeSet::new();
     while let Some((descriptor, depth)) = pending.pop() {
+        pending.extend(walk.visit(descriptor, depth)?);
+    }
+    Ok((walk.image, walk.leaves))
+}
+
+fn layout_error(image: &str, reason: anyhow::Error) -> IntegrityError {
+    IntegrityError::Layout {
+        image: image.to_string(),
+        reason,
+    }
+}
+
+/// One image's walk: the snapshot so far and the leaves to hash.
+struct Walk<'w> {
+    id: &'w str,
+    layout: &'w Layout,
+    image: CheckedImage,
+    leaves: Vec<Leaf>,
+    /// The configs and layers already taken in.
+    seen: BTreeSet<Digest>,
+}
+
+impl Walk<'_> {
+    /// Takes in one descriptor; returns the children still to visit, in
+    /// the order to push them (the first child last).
+    fn visit(
+        &mut self,
+        descriptor: Descriptor,
+        depth: usize,
+    ) -> Result<Vec<(Descriptor, usize)>, IntegrityError> {
         let role = match &descriptor.media_type {
             m if media_type::is_index(m) => BlobRole::Index,
             m if media_type::is_manifest(m) => BlobRole::Manifest,
             _ => {
-                add_leaf(BlobRole::Other, descriptor, &mut leaves);
-                continue;
+                self.add_leaf(BlobRole::Other, descriptor);
+                return Ok(Vec::new());
             }
         };
-        if !seen_manifests.insert(descriptor.digest.clone()) {
-            continue;
+        if self.image.documents.contains_key(&descriptor.digest) {
+            return Ok(Vec::new());
         }
         if depth > MAX_DEPTH {
-            return Err(layout_error(anyhow::anyhow!(
-                "image index nesting deeper than {MAX_DEPTH} levels at {}",
-                descriptor.digest
-            )));
+            return Err(layout_error(
+                self.id,
+                anyhow::anyhow!(
+                    "image index nesting deeper than {MAX_DEPTH} levels at {}",
+                    descriptor.digest
+                ),
+            ));
         }
-        let bytes = read_manifest_blob(id, &layout, role, &descriptor)?;
-        manifests += 1;
-        let parsed = AnyManifest::parse(&bytes, Some(&descriptor.media_type))
-            .map_err(|e| layout_error(e.context(format!("{role} {}", descriptor.digest))))?;
-        match parsed {
+        let bytes = read_manifest_blob(self.id, self.layout, role, &descriptor)?;
+        let parsed = AnyManifest::parse(&bytes, Some(&descriptor.media_type)).map_err(|e| {
+            layout_error(self.id, e.context(format!("{role} {}", descriptor.digest)))
+        })?;
+        let mut children = Vec::new();
+        let mut config_platform = None;
+        match &parsed {
             AnyManifest::Image(image) => {
-                add_leaf(BlobRole::Config, image.config, &mut leaves);
-                for layer in image.layers {
-                    add_leaf(BlobRole::Layer, layer, &mut leaves);
+                if descriptor.platform.is_none() {
+                    config_platform = read_config_platform(self.layout, &image.config);
+                }
+                self.add_leaf(BlobRole::Config, image.config.clone());
+                for layer in &image.layers {
+                    self.add_leaf(BlobRole::Layer, layer.clone());
                 }
             }
             AnyManifest::Index(index) => {
-                pending.extend(index.manifests.into_iter().rev().map(|d| (d, depth + 1)))
+                children.extend(index.manifests.iter().rev().map(|d| (d.clone(), depth + 1)))
             }
         }
+        let document = CheckedDocument {
+            descriptor: descriptor.clone(),
+            bytes,
+            parsed,
+            config_platform,
+        };
+        self.image.documents.insert(descriptor.digest, document);
+        Ok(children)
     }
-    Ok((manifests, leaves))
+
+    fn add_leaf(&mut self, role: BlobRole, descriptor: Descriptor) {
+        if !self.seen.insert(descriptor.digest.clone()) {
+            return;
+        }
+        self.image.blobs.push(descriptor.clone());
+        self.leaves.push(Leaf {
+            image: self.id.to_string(),
+            role,
+            path: self.layout.blob_path(&descriptor.digest),
+            descriptor,
+        });
+    }
+}
+
+/// The platform a config declares, from bytes that hash to its name
+/// (anything else is `None`: the config's own check names the problem).
+fn read_config_platform(layout: &Layout, config: &Descriptor) -> Option<Platform> {
+    if config.size > MAX_MANIFEST_BYTES {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    File::open(layout.blob_path(&config.digest))
+        .ok()?
+        .take(MAX_MANIFEST_BYTES)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    (Digest::of_bytes(&bytes) == config.digest).then(|| checked::config_platform(&bytes))?
 }
 
 /// The bytes of an index or manifest, checked against its descriptor.

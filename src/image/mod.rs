@@ -12,7 +12,10 @@
 //! - `integrity`: every blob of an `out/` image checked against its name
 //!   before a command vouches for it, with `verdicts`, the cache that
 //!   spares a second command the hashing;
+//! - `checked`: what an integrity check walked (every index and manifest
+//!   as hashed), the one source sign, digests and publish resolve from;
 //! - `from_dir`: a one-layer image from a directory (`stagex image`).
+pub mod checked;
 pub mod from_dir;
 pub mod integrity;
 pub mod model;
@@ -22,6 +25,7 @@ pub mod sink;
 pub mod source;
 pub mod verdicts;
 
+pub use checked::{CheckedError, CheckedImage, CheckedImages};
 pub use integrity::{IntegrityError, IntegrityReport};
 pub use model::{Image, ImageError};
 pub use out_dir::{OutDir, OutManifest};

@@ -2,42 +2,29 @@
 //! layout per package, `out/<stage>-<name>/`, shaped like StageX's buildx
 //! output: index.json -> image index -> one manifest per platform).
 //! Listing the images, the image for a platform, the manifest digest
-//! `digests/<stage>.txt` lists, every per-platform manifest with its
-//! version annotation. Build, digests, sign/verify and pallet's local
-//! source all read `out/` through this type and nothing else.
+//! `digests/<stage>.txt` lists (for build and preseed), and the check
+//! whose snapshot (`image::checked`) digests, sign/verify and publish
+//! resolve from. Build, digests, sign/verify and pallet's local source all
+//! read `out/` through this type and nothing else.
 //!
 //! It must not write: `build::image_out` stages and swaps in new layouts.
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use super::integrity::{self, IntegrityError, IntegrityReport};
+use super::checked::CheckedImages;
+pub use super::checked::OutManifest;
+use super::integrity::{self, IntegrityError};
 use super::model::Image;
 use crate::oci::descriptor::{Descriptor, Platform};
-use crate::oci::digest::Digest;
 use crate::oci::layout::Layout;
 use crate::oci::manifest::AnyManifest;
 use crate::oci::media_type::{self, ANNOTATION_REF_NAME, ANNOTATION_VERSION};
-
-/// Deepest index nesting followed.
-const MAX_DEPTH: usize = 8;
 
 /// The `out/` directory.
 #[derive(Clone, Debug)]
 pub struct OutDir {
     root: PathBuf,
-}
-
-/// One per-platform manifest of a built image.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OutManifest {
-    /// The manifest; its platform filled from the config when the layout's
-    /// descriptor has none (skopeo/umoci layouts).
-    pub descriptor: Descriptor,
-    /// The nearest `org.opencontainers.image.version` annotation (manifest,
-    /// else the index entry or index that leads to it).
-    pub version: Option<String>,
 }
 
 impl OutDir {
@@ -94,10 +81,12 @@ impl OutDir {
 
     /// Checks that every blob of images `ids` (indexes, manifests,
     /// configs, layers) hashes to its name and has its declared size, with
-    /// this process's verdict cache (`image::integrity`). Every command
-    /// that vouches for an image of `out/` calls this first.
-    pub fn check_blobs(&self, ids: &[String]) -> Result<IntegrityReport, IntegrityError> {
-        integrity::check_images(self, ids, integrity::process_verdicts())
+    /// this process's verdict cache (`image::integrity`), and returns what
+    /// was checked. Every command that vouches for an image of `out/`
+    /// calls this first and takes what it vouches for from the result
+    /// (`image::checked`), never from a second read of `out/`.
+    pub fn check_blobs(&self, ids: &[String]) -> Result<CheckedImages, IntegrityError> {
+        integrity::check(self, ids, integrity::process_verdicts())
     }
 
     /// The single entry of `out/<id>/index.json` (an index or a manifest).
@@ -132,6 +121,13 @@ impl OutDir {
         }
     }
 
+    /// Every per-platform manifest of `id` (attestations skipped), each
+    /// once, sorted by digest (`CheckedImage::manifests`). A command that
+    /// vouches for them takes them from `check_blobs`' result instead.
+    pub fn manifests(&self, id: &str) -> Result<Vec<OutManifest>> {
+        Ok(integrity::read_documents(self, id)?.manifests()?)
+    }
+
     /// The version of `id`: the version annotation of its index.json entry
     /// or of the index it points at, else the entry's `ref.name` as written.
     pub fn version(&self, id: &str) -> Result<Option<String>> {
@@ -149,94 +145,4 @@ impl OutDir {
             .or_else(|| top.annotations.get(ANNOTATION_REF_NAME))
             .cloned())
     }
-
-    /// The `ref.name` of the first index.json entry (a tag or a reference).
-    pub fn ref_name(&self, id: &str) -> Result<Option<String>> {
-        let index = self.layout(id)?.read_index()?;
-        Ok(index
-            .manifests
-            .iter()
-            .find_map(|d| d.annotations.get(ANNOTATION_REF_NAME).cloned()))
-    }
-
-    /// Every per-platform manifest of `id` (attestations skipped), each
-    /// once, sorted by digest.
-    pub fn manifests(&self, id: &str) -> Result<Vec<OutManifest>> {
-        let layout = self.layout(id)?;
-        let index = layout.read_index()?;
-        if index.manifests.is_empty() {
-            bail!("{}: index.json lists no image", self.path(id).display());
-        }
-        let mut found = BTreeMap::new();
-        for top in &index.manifests {
-            let version = top.annotations.get(ANNOTATION_VERSION).cloned();
-            walk(&layout, top, version, 0, &mut found)?;
-        }
-        Ok(found.into_values().collect())
-    }
-}
-
-fn walk(
-    layout: &Layout,
-    descriptor: &Descriptor,
-    version: Option<String>,
-    depth: usize,
-    found: &mut BTreeMap<Digest, OutManifest>,
-) -> Result<()> {
-    if depth > MAX_DEPTH {
-        bail!(
-            "image index nesting deeper than {MAX_DEPTH} levels at {}",
-            descriptor.digest
-        );
-    }
-    match layout.read_manifest(descriptor)?.0 {
-        AnyManifest::Image(image) => {
-            let version = nearest_version(&image.annotations, version);
-            let mut descriptor = descriptor.clone();
-            if descriptor.platform.is_none() {
-                descriptor.platform = config_platform(layout, &image.config);
-            }
-            let entry = found
-                .entry(descriptor.digest.clone())
-                .or_insert_with(|| OutManifest {
-                    descriptor,
-                    version: None,
-                });
-            if entry.version.is_none() {
-                entry.version = version;
-            }
-        }
-        AnyManifest::Index(index) => {
-            let version = nearest_version(&index.annotations, version);
-            for child in &index.manifests {
-                // Attestation manifests (unknown/unknown) are not images.
-                if child.platform.as_ref().is_some_and(|p| p.os == "unknown") {
-                    continue;
-                }
-                let child_version = nearest_version(&child.annotations, version.clone());
-                walk(layout, child, child_version, depth + 1, found)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The version annotation in `annotations`, else the one from further up.
-fn nearest_version(
-    annotations: &BTreeMap<String, String>,
-    outer: Option<String>,
-) -> Option<String> {
-    annotations.get(ANNOTATION_VERSION).cloned().or(outer)
-}
-
-/// The platform an image config declares (for display when the layout's
-/// descriptor has none).
-fn config_platform(layout: &Layout, config: &Descriptor) -> Option<Platform> {
-    // Loosely typed on purpose: only os/architecture/variant matter here.
-    let bytes = layout.read_blob(&config.digest).ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_string);
-    let mut platform = Platform::new(&text("os")?, &text("architecture")?);
-    platform.variant = text("variant");
-    Some(platform)
 }

@@ -6,19 +6,20 @@
 //! verify (the per-platform manifests and their signed identity).
 //!
 //! Must not: touch the network or decide about signatures; out/ is read
-//! through `image::out_dir::OutDir` (the layout walk here only orders what
-//! a push sends).
+//! through `image::out_dir::OutDir`, once: the root, manifests, blobs and
+//! targets come from what the check read (`image::checked`; the walk
+//! here only orders what a push sends).
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use thiserror::Error;
 
+use crate::image::checked::is_document;
 use crate::image::out_dir::OutDir;
-use crate::image::IntegrityError;
+use crate::image::{CheckedError, CheckedImage, CheckedImages, IntegrityError};
 use crate::oci::descriptor::Descriptor;
 use crate::oci::digest::Digest;
 use crate::oci::layout::Layout;
-use crate::oci::media_type;
 use crate::release::digests::{read_entries, DigestsError};
 use crate::sign::image::{ImageTarget, Resolver};
 
@@ -74,11 +75,21 @@ pub fn read_digests(dir: &Path) -> Result<Vec<Listed>, ReleaseError> {
 /// Loads every listed image from `resolver.out`, checking out/ against the
 /// list; every mismatch is collected before failing.
 pub fn load(listed: &[Listed], resolver: &Resolver<'_>) -> Result<Vec<ReleaseImage>, ReleaseError> {
-    check_blobs(listed, resolver)?;
+    let checked = check_blobs(listed, resolver)?;
+    load_checked(listed, &checked, resolver)
+}
+
+/// `load` from what a check read: the manifests, blobs and targets of
+/// each image are the ones `checked` hashed, whatever `out/` holds now.
+pub fn load_checked(
+    listed: &[Listed],
+    checked: &CheckedImages,
+    resolver: &Resolver<'_>,
+) -> Result<Vec<ReleaseImage>, ReleaseError> {
     let mut images = Vec::new();
     let mut problems = Vec::new();
     for item in listed {
-        match load_one(item, resolver) {
+        match load_one(item, checked, resolver) {
             Ok(image) => images.push(image),
             Err(problem) => problems.push(problem),
         }
@@ -93,15 +104,14 @@ pub fn load(listed: &[Listed], resolver: &Resolver<'_>) -> Result<Vec<ReleaseIma
 /// Every blob of every listed image that is built hashes to its name
 /// (all at once, on every core); the ones not built are reported by
 /// `load_one` with the rest of the mismatches.
-fn check_blobs(listed: &[Listed], resolver: &Resolver<'_>) -> Result<(), ReleaseError> {
+fn check_blobs(listed: &[Listed], resolver: &Resolver<'_>) -> Result<CheckedImages, ReleaseError> {
     let out = OutDir::open(resolver.out);
     let built: Vec<String> = listed
         .iter()
         .filter(|item| out.is_built(&item.name))
         .map(|item| item.name.clone())
         .collect();
-    out.check_blobs(&built).map_err(ReleaseError::Integrity)?;
-    Ok(())
+    out.check_blobs(&built).map_err(ReleaseError::Integrity)
 }
 
 /// Why one listed image cannot be pushed as listed.
@@ -129,7 +139,11 @@ pub enum ImageMismatch {
     NoVersion { name: String },
 }
 
-fn load_one(item: &Listed, resolver: &Resolver<'_>) -> Result<ReleaseImage, ImageMismatch> {
+fn load_one(
+    item: &Listed,
+    checked: &CheckedImages,
+    resolver: &Resolver<'_>,
+) -> Result<ReleaseImage, ImageMismatch> {
     let out = OutDir::open(resolver.out);
     let fail = |error: anyhow::Error| ImageMismatch::Unreadable {
         name: item.name.clone(),
@@ -137,11 +151,17 @@ fn load_one(item: &Listed, resolver: &Resolver<'_>) -> Result<ReleaseImage, Imag
         error,
     };
     let layout = out.layout(&item.name).map_err(fail)?;
-    let root = out.top(&item.name).map_err(fail)?;
-    let (manifests, blobs) = walk(&layout, &root).map_err(fail)?;
-    let platform_manifests: BTreeSet<Digest> = out
-        .manifests(&item.name)
-        .map_err(fail)?
+    let image = checked.get(&item.name).ok_or_else(|| {
+        fail(anyhow::anyhow!(
+            "out/{} was not built when out/ was checked; run the command again when nothing writes to out/",
+            item.name
+        ))
+    })?;
+    let root = image.top().map_err(|e| fail(e.into()))?.clone();
+    let (manifests, blobs) = walk(image, &root).map_err(|e| fail(e.into()))?;
+    let platform_manifests: BTreeSet<Digest> = image
+        .manifests()
+        .map_err(|e| fail(e.into()))?
         .into_iter()
         .map(|m| m.descriptor.digest)
         .collect();
@@ -153,7 +173,7 @@ fn load_one(item: &Listed, resolver: &Resolver<'_>) -> Result<ReleaseImage, Imag
             listed: item.digest.hex().to_string(),
         });
     }
-    let targets = resolver.resolve(&item.name).map_err(fail)?;
+    let targets = resolver.package_targets(image).map_err(fail)?;
     let version = targets
         .iter()
         .find_map(|t| t.reference.tag.clone())
@@ -172,18 +192,16 @@ fn load_one(item: &Listed, resolver: &Resolver<'_>) -> Result<ReleaseImage, Imag
     })
 }
 
-/// Manifests (children first, root last) and blobs under `root`
-/// (`Layout::reachable`, every blob checked present).
-fn walk(layout: &Layout, root: &Descriptor) -> anyhow::Result<(Vec<Descriptor>, Vec<Descriptor>)> {
+/// Manifests (children first, root last) and blobs under `root`, from
+/// the check's snapshot (every blob in it was found and hashed).
+fn walk(
+    image: &CheckedImage,
+    root: &Descriptor,
+) -> Result<(Vec<Descriptor>, Vec<Descriptor>), CheckedError> {
     let (mut manifests, blobs): (Vec<Descriptor>, Vec<Descriptor>) =
-        layout.reachable(root)?.into_iter().partition(|d| {
-            media_type::is_manifest(&d.media_type) || media_type::is_index(&d.media_type)
-        });
+        image.reachable(root)?.into_iter().partition(is_document);
     // `reachable` lists parents before children: reversed, each manifest
     // comes after everything it references, the root last.
     manifests.reverse();
-    if let Some(missing) = blobs.iter().find(|b| !layout.has_blob(&b.digest)) {
-        anyhow::bail!("blob {} is missing from the layout", missing.digest);
-    }
     Ok((manifests, blobs))
 }

@@ -7,13 +7,13 @@
 //! reproduce-before-sign, `verify --digests`, `sigs`, preseed and
 //! `--deps-from` all read through it), plus the pure comparison of
 //! `out/` with a release (`check`). Formatting and comparing are pure;
-//! scanning reads `out/`. Must not fetch or build anything.
+//! scanning checks `out/` and reads the digests from what was checked. Must not fetch or build anything.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
-use crate::image::OutDir;
+use crate::image::{CheckedImages, OutDir};
 use crate::oci::layout::write_atomic;
 use crate::oci::{Digest, Platform};
 
@@ -32,24 +32,31 @@ pub fn format_stage(entries: &[(String, Digest)]) -> String {
 
 /// Every built package under `out_root` (`OutDir::images`, ids
 /// `<stage>-<name>`), grouped by stage; every blob of every image is
-/// checked against its name first (`OutDir::check_blobs`).
+/// checked against its name first (`OutDir::check_blobs`), and the
+/// digests are taken from what that check read (`scan_checked`).
 pub fn scan(out_root: &Path, platform: &Platform) -> Result<DigestsByStage> {
     let out = OutDir::open(out_root);
-    let mut by_stage: DigestsByStage = BTreeMap::new();
     let ids = out.images()?;
     // A digest is only written or said to match for bytes that hash to it.
-    out.check_blobs(&ids)?;
-    for id in ids {
-        let Some((stage, _)) = id.split_once('-') else {
+    let checked = out.check_blobs(&ids)?;
+    scan_checked(&checked, platform)
+}
+
+/// The digests of checked images, grouped by stage (pure: the manifests
+/// are the ones the check hashed, whatever `out/` holds now).
+pub fn scan_checked(checked: &CheckedImages, platform: &Platform) -> Result<DigestsByStage> {
+    let mut by_stage: DigestsByStage = BTreeMap::new();
+    for image in &checked.images {
+        let Some((stage, _)) = image.id.split_once('-') else {
             continue;
         };
-        let manifest = out
-            .manifest_digest(&id, platform)
-            .with_context(|| format!("reading {}", out.path(&id).display()))?;
+        let manifest = image
+            .manifest_digest(platform)
+            .with_context(|| format!("reading {}", image.path.display()))?;
         by_stage
             .entry(stage.to_string())
             .or_default()
-            .push((id.clone(), manifest.digest));
+            .push((image.id.clone(), manifest.digest));
     }
     for entries in by_stage.values_mut() {
         entries.sort_by(|a, b| a.0.cmp(&b.0));

@@ -10,13 +10,14 @@
 //! An image reference `repo:tag@sha256:<hex>` names one manifest directly.
 //! `out/` is read through `image::OutDir` only, and every blob of a
 //! package image is checked against its name (`OutDir::check_blobs`)
-//! before the image becomes a target.
+//! before the image becomes a target; targets are taken from what that
+//! check read (`image::checked`), never from a second read of `out/`.
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
 use super::reference::DockerReference;
-use crate::image::{OutDir, OutManifest};
+use crate::image::{CheckedImage, CheckedImages, OutDir, OutManifest};
 use crate::oci::digest::Digest;
 use crate::release::digests::ReleaseEntry;
 
@@ -122,45 +123,49 @@ impl<'a> Resolver<'a> {
         } else {
             args.to_vec()
         };
-        self.check_blobs(&names)?;
+        let checked = self.check_blobs(&names)?;
         let mut targets = Vec::new();
         for name in &names {
-            targets.extend(self.resolve_checked(name)?);
+            targets.extend(self.resolve_checked(name, &checked)?);
         }
         Ok(targets)
     }
 
     /// One argument: a package name or an image reference with a digest.
     pub fn resolve(&self, arg: &str) -> Result<Vec<ImageTarget>> {
-        self.check_blobs(std::slice::from_ref(&arg.to_string()))?;
-        self.resolve_checked(arg)
+        let args = [arg.to_string()];
+        let checked = self.check_blobs(&args)?;
+        self.resolve_checked(arg, &checked)
     }
 
     /// Nothing is signed or verified over bytes nobody looked at: every
     /// blob of the package images among `args` is checked against its name
-    /// (all at once, on every core) before any of them is resolved.
-    fn check_blobs(&self, args: &[String]) -> Result<()> {
+    /// (all at once, on every core) before any of them is resolved, and
+    /// they are resolved from what the check read (`image::checked`).
+    fn check_blobs(&self, args: &[String]) -> Result<CheckedImages> {
         let packages: Vec<String> = args.iter().filter(|a| !is_reference(a)).cloned().collect();
-        if !packages.is_empty() {
-            OutDir::open(self.out).check_blobs(&packages)?;
+        if packages.is_empty() {
+            return Ok(CheckedImages::default());
         }
-        Ok(())
+        Ok(OutDir::open(self.out).check_blobs(&packages)?)
     }
 
-    fn resolve_checked(&self, arg: &str) -> Result<Vec<ImageTarget>> {
+    fn resolve_checked(&self, arg: &str, checked: &CheckedImages) -> Result<Vec<ImageTarget>> {
         if is_reference(arg) {
             return Ok(vec![reference_target(arg)?]);
         }
-        self.package_targets(arg)
+        let image = checked.get(arg).with_context(|| {
+            format!("image {arg}: no build output (run `stagex build {arg}` first)")
+        })?;
+        self.package_targets(image)
     }
 
-    fn package_targets(&self, package: &str) -> Result<Vec<ImageTarget>> {
-        let out = OutDir::open(self.out);
-        out.layout(package).with_context(|| {
-            format!("image {package}: no build output (run `stagex build {package}` first)")
-        })?;
-        let found = out.manifests(package)?;
-        let tag_version = out.ref_name(package)?.map(|r| tag_of(&r));
+    /// The targets of a checked package image, from the check's snapshot
+    /// alone: what was hashed is what gets signed, whatever `out/` holds now.
+    pub fn package_targets(&self, image: &CheckedImage) -> Result<Vec<ImageTarget>> {
+        let package = image.id.as_str();
+        let found = image.manifests()?;
+        let tag_version = image.ref_name().map(|r| tag_of(&r));
         let mut package_version = None;
         let mut targets = Vec::new();
         for OutManifest {

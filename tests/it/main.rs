@@ -25,6 +25,7 @@ mod build_graph;
 mod build_native;
 mod build_plan;
 mod build_schedule;
+mod checked_targets;
 mod diff;
 mod fetch_mirrors;
 mod image_model;
