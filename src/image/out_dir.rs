@@ -19,7 +19,7 @@ use super::model::Image;
 use crate::oci::descriptor::{Descriptor, Platform};
 use crate::oci::layout::Layout;
 use crate::oci::manifest::AnyManifest;
-use crate::oci::media_type::{self, ANNOTATION_REF_NAME, ANNOTATION_VERSION};
+use crate::oci::media_type;
 
 /// The `out/` directory.
 #[derive(Clone, Debug)]
@@ -126,23 +126,5 @@ impl OutDir {
     /// vouches for them takes them from `check_blobs`' result instead.
     pub fn manifests(&self, id: &str) -> Result<Vec<OutManifest>> {
         Ok(integrity::read_documents(self, id)?.manifests()?)
-    }
-
-    /// The version of `id`: the version annotation of its index.json entry
-    /// or of the index it points at, else the entry's `ref.name` as written.
-    pub fn version(&self, id: &str) -> Result<Option<String>> {
-        let layout = self.layout(id)?;
-        let top = layout.resolve(None)?;
-        if let Some(v) = top.annotations.get(ANNOTATION_VERSION) {
-            return Ok(Some(v.clone()));
-        }
-        let annotations = match layout.read_manifest(&top)?.0 {
-            AnyManifest::Index(index) => index.annotations,
-            AnyManifest::Image(image) => image.annotations,
-        };
-        Ok(annotations
-            .get(ANNOTATION_VERSION)
-            .or_else(|| top.annotations.get(ANNOTATION_REF_NAME))
-            .cloned())
     }
 }

@@ -131,13 +131,6 @@ impl<'a> Resolver<'a> {
         Ok(targets)
     }
 
-    /// One argument: a package name or an image reference with a digest.
-    pub fn resolve(&self, arg: &str) -> Result<Vec<ImageTarget>> {
-        let args = [arg.to_string()];
-        let checked = self.check_blobs(&args)?;
-        self.resolve_checked(arg, &checked)
-    }
-
     /// Nothing is signed or verified over bytes nobody looked at: every
     /// blob of the package images among `args` is checked against its name
     /// (all at once, on every core) before any of them is resolved, and
