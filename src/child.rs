@@ -170,12 +170,17 @@ impl Supervised<'_> {
             .stderr(log)
             .process_group(0);
         forward_signals();
-        let child = command.spawn().map_err(|source| ChildError::Spawn {
-            program: self.program.to_string(),
-            source,
+        // Spawned under the lock: a signal forwarded meanwhile waits for
+        // the new group to be listed, so it reaches it too.
+        let (child, group) = live_groups(|groups| {
+            let child = command.spawn().map_err(|source| ChildError::Spawn {
+                program: self.program.to_string(),
+                source,
+            })?;
+            let group = Pid::from_child(&child);
+            groups.push(group);
+            Ok::<_, ChildError>((child, group))
         })?;
-        let group = Pid::from_child(&child);
-        live_groups(|groups| groups.push(group));
         let result = self.wait(child, group);
         live_groups(|groups| groups.retain(|g| *g != group));
         result

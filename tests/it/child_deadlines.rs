@@ -14,7 +14,7 @@ use crate::peers;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use peers::tools::{self, text};
@@ -69,7 +69,8 @@ fn motd_image(dir: &Path, motd: &[u8]) -> String {
 
 /// A directory holding an executable script `name` that prints `line`
 /// (to stderr: `reproduce` keeps a build's stdout as its report), starts
-/// a helper in the background, writes both pids to `pids`, and then hangs.
+/// a helper in the background, writes both pids to `pids` (in one open:
+/// `pids` may be a FIFO a test waits on), and then hangs.
 fn hanging_program(dir: &Path, name: &str, line: &str, pids: &Path) -> PathBuf {
     let bin = dir.join("fake-bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -77,7 +78,7 @@ fn hanging_program(dir: &Path, name: &str, line: &str, pids: &Path) -> PathBuf {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\necho '{line}' >&2\nsleep 1000 &\necho $! > '{p}'\necho $$ >> '{p}'\nexec sleep 1000\n",
+            "#!/bin/sh\necho '{line}' >&2\nsleep 1000 &\n{{ echo $!; echo $$; }} > '{p}'\nexec sleep 1000\n",
             p = pids.display()
         ),
     )
@@ -240,7 +241,8 @@ fn a_hanging_reproduce_build_is_stopped_and_its_log_kept() {
     let root = tempfile::tempdir().unwrap();
     let pids = root.path().join("pids");
     // The varied build runs under faketime (the time variation): the fake
-    // one hangs it; the control build does not use it.
+    // one hangs it; the control build does not use it (and has the same
+    // limit: 10 s, so that a loaded machine cannot make it fail too).
     let bin = hanging_program(
         root.path(),
         "faketime",
@@ -252,7 +254,7 @@ fn a_hanging_reproduce_build_is_stopped_and_its_log_kept() {
         root.path(),
         &[
             ("PATH", path.as_os_str()),
-            ("STAGEX_BUILD_TIMEOUT", "2s".as_ref()),
+            ("STAGEX_BUILD_TIMEOUT", "10s".as_ref()),
         ],
     );
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
@@ -266,7 +268,7 @@ fn a_hanging_reproduce_build_is_stopped_and_its_log_kept() {
     let log = PathBuf::from(varied["log"].as_str().unwrap());
     let error = varied["error"].as_str().unwrap();
     assert!(
-        error.contains("stagex build (native varied) was still running after 2s"),
+        error.contains("stagex build (native varied) was still running after 10s"),
         "{error}"
     );
     assert!(error.contains("STAGEX_BUILD_TIMEOUT"), "{error}");
@@ -295,4 +297,85 @@ fn a_bad_build_limit_is_one_clear_error() {
         "{message}"
     );
     assert!(!root.path().join("work/native").exists());
+}
+
+/// `pids` read to its end on a thread (a FIFO: it blocks until the script
+/// has written them); panics after `CAP` (the script never ran).
+fn read_pids_when_written(pids: &Path) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = pids.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read_to_string(path).unwrap());
+    });
+    rx.recv_timeout(CAP)
+        .expect("the hanging build never started")
+}
+
+/// `child`'s exit status; panics after `CAP` (it was stopped first).
+fn wait_bounded(mut child: std::process::Child) -> std::process::ExitStatus {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait().unwrap());
+    });
+    rx.recv_timeout(CAP).unwrap_or_else(|_| {
+        let group = rustix::process::Pid::from_raw(pid as i32).unwrap();
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        panic!("stagex did not die of SIGINT: killed")
+    })
+}
+
+#[test]
+fn an_interrupted_reproduce_stops_its_build_and_keeps_the_log() {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let root = tempfile::tempdir().unwrap();
+    let pids = root.path().join("pids");
+    tools::run_ok(Command::new("mkfifo").arg(&pids));
+    let bin = hanging_program(
+        root.path(),
+        "faketime",
+        "faketime: starting the build",
+        &pids,
+    );
+    build_support::native_package(root.path(), "a", None, "a");
+    let stderr = root.path().join("stderr");
+    let mut command = tools::stagex_in(
+        root.path(),
+        &["--json", "reproduce", "core-a", "--builders", "native"],
+    );
+    command
+        .arg("--work")
+        .arg(root.path().join("work"))
+        .env("PATH", path_with(&bin))
+        .env_remove("STAGEX_BUILD_TIMEOUT")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .process_group(0);
+    let child = command.spawn().unwrap();
+    let stagex = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    // The varied build is running (and hangs) once its script wrote this.
+    let written = read_pids_when_written(&pids);
+    // What the terminal's Ctrl-C sends to stagex (its build is in a group
+    // of its own, which the terminal's signal would not reach).
+    rustix::process::kill_process(stagex, rustix::process::Signal::INT).unwrap();
+    let status = wait_bounded(child);
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+    for pid in written.split_whitespace() {
+        assert!(
+            exits(pid),
+            "process {pid} of the interrupted build survived"
+        );
+    }
+    let said = std::fs::read_to_string(&stderr).unwrap();
+    let log = said
+        .lines()
+        .find_map(|l| l.split_once("native varied build logs to "))
+        .map(|(_, path)| PathBuf::from(path))
+        .unwrap_or_else(|| panic!("no log named: {said}"));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "faketime: starting the build\n"
+    );
 }
