@@ -3,6 +3,7 @@
 //! The library holds every piece of the pipeline; `main.rs` only parses the
 //! command line and dispatches to `cli`.
 pub mod build;
+pub mod child;
 pub mod cli;
 pub mod diff;
 pub mod image;

@@ -7,14 +7,20 @@
 //! Then per package: the one digest (reproducible) or every digest and the
 //! `stagex diff` command comparing the first two that differ, and whether
 //! it is the committed digest. Signing and printing are the CLI's.
+//! Each child build runs through `crate::child`: its stderr goes into
+//! `build.log` in its root as it comes (the log survives a kill), its JSON
+//! report into `build-report.json`, both read back from there; a build
+//! still running after `$STAGEX_BUILD_TIMEOUT` is stopped and fails.
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use super::package_build::{BuildOptions, BuilderChoice};
 use super::reproduce_vary::{self, Applied, Host, VarySet};
+use crate::child::{ChildError, Deadline, StdoutTo, Supervised};
 use crate::oci::{Digest, Platform};
 use crate::package::PackageTree;
 
@@ -32,7 +38,14 @@ pub enum ReproduceError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Child(#[from] ChildError),
 }
+
+/// The env var holding each child build's time limit.
+pub const BUILD_TIMEOUT_ENV: &str = "STAGEX_BUILD_TIMEOUT";
+/// Its default: StageX builds (compilers, toolchains) can take hours.
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReproduceError + '_ {
     move |source| ReproduceError::Io {
@@ -74,6 +87,8 @@ pub struct BuildResult {
     pub out: PathBuf,
     pub digest: Option<String>,
     pub error: Option<String>,
+    /// The build's stderr, as it printed it.
+    pub log: PathBuf,
 }
 
 /// One package's verdict.
@@ -131,6 +146,61 @@ impl ReproduceReport {
     }
 }
 
+/// One child build of the run: which, and where it builds and logs.
+#[derive(Clone, Debug)]
+pub struct PlannedBuild {
+    pub builder: BuilderChoice,
+    pub varied: bool,
+    /// Its output root (`out/`, the log and the report are inside).
+    pub root: PathBuf,
+}
+
+impl PlannedBuild {
+    /// `control` or `varied`.
+    pub fn run(&self) -> &'static str {
+        if self.varied {
+            "varied"
+        } else {
+            "control"
+        }
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.root.join("out")
+    }
+
+    /// The build's stderr, appended as it comes.
+    pub fn log(&self) -> PathBuf {
+        self.root.join("build.log")
+    }
+
+    /// The build's stdout: its `--json` report.
+    pub fn report(&self) -> PathBuf {
+        self.root.join("build-report.json")
+    }
+}
+
+/// Every child build of the run, in order: per builder, control then
+/// varied.
+pub fn planned_builds(options: &ReproduceOptions) -> Vec<PlannedBuild> {
+    options
+        .builders
+        .iter()
+        .flat_map(|&builder| {
+            [false, true].map(|varied| PlannedBuild {
+                builder,
+                varied,
+                root: reproduce_vary::build_root(
+                    &options.work,
+                    builder_name(builder),
+                    varied,
+                    &options.vary,
+                ),
+            })
+        })
+        .collect()
+}
+
 pub fn builder_name(b: BuilderChoice) -> &'static str {
     match b {
         BuilderChoice::Auto => "auto",
@@ -174,31 +244,25 @@ pub fn reproduce(
         .first()
         .cloned()
         .unwrap_or_else(Platform::host);
+    let deadline = Deadline::from_env(BUILD_TIMEOUT_ENV, BUILD_TIMEOUT)?;
     let mut variations = BTreeMap::new();
-    let mut runs: Vec<(String, &'static str, PathBuf, BuildOutcome)> = Vec::new();
+    let mut runs: Vec<Run> = Vec::new();
     let mut logs = Vec::new();
     for &builder in &options.builders {
         let dir = options.work.join(builder_name(builder));
         if dir.exists() {
             return Err(ReproduceError::NotFresh { path: dir });
         }
-    }
-    for &builder in &options.builders {
-        let name = builder_name(builder);
         variations.insert(
-            name.to_string(),
+            builder_name(builder).to_string(),
             reproduce_vary::applicability(&options.vary, builder, &host),
         );
-        for varied in [false, true] {
-            let root = reproduce_vary::build_root(&options.work, name, varied, &options.vary);
-            let out = root.join("out");
-            link_dependencies(&options.user_out, &out, deps)?;
-            let log = root.join("build.log");
-            let outcome = run_build(names, builder, varied, &out, &log, options, &host)?;
-            logs.push(log);
-            let run = if varied { "varied" } else { "control" };
-            runs.push((name.to_string(), run, out, outcome));
-        }
+    }
+    for build in planned_builds(options) {
+        link_dependencies(&options.user_out, &build.out(), deps)?;
+        let outcome = run_build(names, &build, options, &host, deadline)?;
+        logs.push(build.log());
+        runs.push(Run { build, outcome });
     }
     let packages = names
         .iter()
@@ -217,19 +281,60 @@ pub fn reproduce(
 struct BuildOutcome {
     digests: BTreeMap<String, Vec<(Option<String>, String)>>,
     errors: BTreeMap<String, String>,
-    /// The whole build failed without a report (its stderr tail).
+    /// The whole build failed without a report (its stderr tail, or its
+    /// time limit), naming its log.
     failure: Option<String>,
 }
 
+/// One child build and what it said.
+struct Run {
+    build: PlannedBuild,
+    outcome: BuildOutcome,
+}
+
+/// How many last lines of a build's log a failure without a report shows.
+const LOG_TAIL_LINES: usize = 5;
+
+/// Runs one child build under `deadline`; a build stopped at its deadline
+/// is a failed build (its error names the log), not an error of the run.
 fn run_build(
     names: &[String],
-    builder: BuilderChoice,
-    varied: bool,
-    out: &Path,
-    log: &Path,
+    build: &PlannedBuild,
     options: &ReproduceOptions,
     host: &Host,
+    deadline: Deadline,
 ) -> Result<BuildOutcome, ReproduceError> {
+    let mut command = build_command(names, build, options, host);
+    let (log, report) = (build.log(), build.report());
+    let program = format!(
+        "stagex build ({} {})",
+        builder_name(build.builder),
+        build.run()
+    );
+    let supervised = Supervised {
+        program: &program,
+        log: &log,
+        stdout: StdoutTo::File(report.clone()),
+        deadline,
+    };
+    match supervised.run(&mut command) {
+        Ok(_) => Ok(read_build_report(&report, &log)),
+        Err(stopped @ ChildError::TimedOut { .. }) => Ok(BuildOutcome {
+            failure: Some(stopped.to_string()),
+            ..BuildOutcome::default()
+        }),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// The child `stagex build` of `build`, run in its root.
+fn build_command(
+    names: &[String],
+    build: &PlannedBuild,
+    options: &ReproduceOptions,
+    host: &Host,
+) -> std::process::Command {
+    let out = build.out();
     let mut args: Vec<OsString> = vec![
         "--json".into(),
         "--root".into(),
@@ -238,10 +343,10 @@ fn run_build(
     args.extend([
         "build".into(),
         "--builder".into(),
-        builder_name(builder).into(),
+        builder_name(build.builder).into(),
     ]);
     for (flag, value) in [
-        ("--out", out),
+        ("--out", &out),
         ("--packages", &options.packages_dir),
         ("--fetch-dir", &options.fetch_dir),
     ] {
@@ -255,24 +360,28 @@ fn run_build(
     }
     args.extend(names.iter().map(OsString::from));
     let mut command =
-        reproduce_vary::build_command(&options.exe, &args, varied, &options.vary, host);
-    let parent = out.parent().unwrap_or(out);
-    command.current_dir(parent);
-    let output = command.output().map_err(io(&options.exe))?;
-    std::fs::write(log, &output.stderr).map_err(io(log))?;
-    Ok(parse_build_report(&output.stdout, &output.stderr))
+        reproduce_vary::build_command(&options.exe, &args, build.varied, &options.vary, host);
+    command.current_dir(&build.root);
+    command
 }
 
-fn parse_build_report(stdout: &[u8], stderr: &[u8]) -> BuildOutcome {
-    let Ok(report) = serde_json::from_slice::<serde_json::Value>(stdout) else {
-        let text = String::from_utf8_lossy(stderr);
-        let tail: Vec<&str> = text.lines().rev().take(5).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
+/// What the build said: its JSON report, else (it failed without one)
+/// the last lines of its log and where the whole log is.
+fn read_build_report(report: &Path, log: &Path) -> BuildOutcome {
+    let parsed = std::fs::read(report)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+    let Some(report) = parsed else {
+        let tail = crate::child::tail(log, LOG_TAIL_LINES);
         return BuildOutcome {
-            failure: Some(tail.join("\n")),
+            failure: Some(format!("{tail}\n(the whole log: {})", log.display())),
             ..BuildOutcome::default()
         };
     };
+    parse_build_report(&report)
+}
+
+fn parse_build_report(report: &serde_json::Value) -> BuildOutcome {
     let mut outcome = BuildOutcome::default();
     let list = |key: &str| report[key].as_array().cloned().unwrap_or_default();
     for built in list("built").iter().chain(list("mismatched").iter()) {
@@ -308,13 +417,13 @@ fn parse_build_report(stdout: &[u8], stderr: &[u8]) -> BuildOutcome {
 /// The verdict on `id` over every run.
 fn verdict(
     id: &str,
-    runs: &[(String, &'static str, PathBuf, BuildOutcome)],
+    runs: &[Run],
     platform: &Platform,
     committed: Option<&BTreeMap<String, Digest>>,
 ) -> PackageResult {
     let builds: Vec<BuildResult> = runs
         .iter()
-        .map(|(builder, run, out, outcome)| {
+        .map(|Run { build, outcome }| {
             let digest = outcome.digests.get(id).and_then(|all| pick(all, platform));
             let error = match &digest {
                 Some(_) => None,
@@ -328,11 +437,12 @@ fn verdict(
                 ),
             };
             BuildResult {
-                builder: builder.clone(),
-                run,
-                out: out.join(id),
+                builder: builder_name(build.builder).to_string(),
+                run: build.run(),
+                out: build.out().join(id),
                 digest,
                 error,
+                log: build.log(),
             }
         })
         .collect();
@@ -467,6 +577,7 @@ mod tests {
             out: PathBuf::from(format!("/w/{builder}/out/core-x")),
             digest: digest.map(str::to_string),
             error: None,
+            log: PathBuf::from(format!("/w/{builder}/build.log")),
         }
     }
 
@@ -485,8 +596,19 @@ mod tests {
     }
 
     #[test]
-    fn a_report_without_json_is_a_failure_with_the_stderr_tail() {
-        let outcome = parse_build_report(b"", b"x\nstagex: error: no docker\n");
-        assert!(outcome.failure.unwrap().contains("no docker"));
+    fn a_report_without_json_is_a_failure_with_the_log_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (report, log) = (dir.path().join("report.json"), dir.path().join("build.log"));
+        std::fs::write(&log, "x\nstagex: error: no docker\n").unwrap();
+        let failure = read_build_report(&report, &log).failure.unwrap();
+        assert!(failure.contains("no docker"), "{failure}");
+        assert!(failure.contains(&log.display().to_string()), "{failure}");
+        std::fs::write(
+            &report,
+            r#"{"built": [{"package": "core-x", "manifests": []}]}"#,
+        )
+        .unwrap();
+        let outcome = read_build_report(&report, &log);
+        assert!(outcome.failure.is_none() && outcome.digests.contains_key("core-x"));
     }
 }

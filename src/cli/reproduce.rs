@@ -89,6 +89,15 @@ pub fn run(ctx: &Context, args: ReproduceArgs) -> Result<ExitCode> {
         root: ctx.root.clone(),
     };
     let deps = reproduce::dependencies(&tree, &args.packages, &build)?;
+    // Named before any build starts: a hung or killed build's log can be read.
+    for planned in reproduce::planned_builds(&options) {
+        eprintln!(
+            "stagex: reproduce: {} {} build logs to {}",
+            reproduce::builder_name(planned.builder),
+            planned.run(),
+            planned.log().display()
+        );
+    }
     let report = reproduce::reproduce(&args.packages, &deps, &options)?;
     let signed = if args.sign_if_reproduced {
         sign(ctx, &args, &report, &options)?

@@ -1,6 +1,7 @@
 //! Owns: `--files DIR` (both versions of each regular file whose content
 //! differs, side by side: `DIR/A/<scope>/<path>` and `DIR/B/<scope>/<path>`)
-//! and `--diffoscope` (diffoscope run on the first few of those pairs).
+//! and `--diffoscope` (diffoscope run on the first few of those pairs,
+//! through `crate::child`: a time limit, its output in a log file).
 //!
 //! Paths come from the one tar walk (normalized, never `..`); every
 //! component is checked again here, `DIR/A` and `DIR/B` must be new (no
@@ -11,9 +12,11 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use super::scan::compression_of;
 use super::{ChangedFile, DiffError};
+use crate::child::{Deadline, StdoutTo, Supervised};
 use crate::layer::entries::{EntryType, LayerTar};
 use crate::oci::descriptor::Descriptor;
 use crate::oci::digest::Digest;
@@ -169,8 +172,24 @@ pub fn find_diffoscope() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// The `diffoscope` on PATH, or the error that says how to get it.
+/// The env var holding diffoscope's time limit per pair of files.
+pub const DIFFOSCOPE_TIMEOUT_ENV: &str = "STAGEX_DIFFOSCOPE_TIMEOUT";
+/// Its default: generous, diffoscope unpacks archives inside archives.
+pub const DIFFOSCOPE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+fn diffoscope_error(error: impl std::fmt::Display) -> DiffError {
+    DiffError::Diffoscope(error.to_string())
+}
+
+/// diffoscope's time limit (`$STAGEX_DIFFOSCOPE_TIMEOUT`, else 30 min).
+fn diffoscope_deadline() -> Result<Deadline, DiffError> {
+    Deadline::from_env(DIFFOSCOPE_TIMEOUT_ENV, DIFFOSCOPE_TIMEOUT).map_err(diffoscope_error)
+}
+
+/// The `diffoscope` on PATH, or the error that says how to get it; its
+/// time limit is checked too, so that a bad one fails before the diff.
 pub fn require_diffoscope() -> Result<PathBuf, DiffError> {
+    diffoscope_deadline()?;
     find_diffoscope().ok_or_else(|| {
         DiffError::Diffoscope(
             "diffoscope is not installed (Debian package `diffoscope`); install it, or use \
@@ -180,29 +199,69 @@ pub fn require_diffoscope() -> Result<PathBuf, DiffError> {
     })
 }
 
+/// A new log file for diffoscope's output, kept (in the temp directory)
+/// until its output has been shown.
+fn diffoscope_log() -> Result<PathBuf, DiffError> {
+    let temp = tempfile::Builder::new()
+        .prefix("stagex-diffoscope-")
+        .suffix(".log")
+        .tempfile()
+        .map_err(|e| diffoscope_error(format!("creating its log file: {e}")))?;
+    let (_, path) = temp
+        .keep()
+        .map_err(|e| diffoscope_error(format!("creating its log file: {e}")))?;
+    Ok(path)
+}
+
+/// Copies what `log` holds from `from` on to stdout (`to_stderr`: stderr);
+/// returns the new end.
+fn show_log(log: &Path, from: u64, to_stderr: bool) -> io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = fs::File::open(log)?;
+    file.seek(SeekFrom::Start(from))?;
+    let copied = if to_stderr {
+        io::copy(&mut file, &mut io::stderr().lock())?
+    } else {
+        let mut out = io::stdout().lock();
+        let copied = io::copy(&mut file, &mut out)?;
+        out.flush()?;
+        copied
+    };
+    Ok(from + copied)
+}
+
 /// Runs diffoscope on the first `DIFFOSCOPE_FILES` pairs, its output to
-/// `to_stderr` ? stderr : stdout.
+/// `to_stderr` ? stderr : stdout. Each run writes into one log file and
+/// has `$STAGEX_DIFFOSCOPE_TIMEOUT`; what it wrote is shown when it ends.
+/// The log is removed when every run ended well, else the error names it.
 pub fn run_diffoscope(pairs: &[(PathBuf, PathBuf)], to_stderr: bool) -> Result<(), DiffError> {
     let program = require_diffoscope()?;
+    let label = program.display().to_string();
+    let log = diffoscope_log()?;
+    let supervised = Supervised {
+        program: &label,
+        log: &log,
+        stdout: StdoutTo::Log,
+        deadline: diffoscope_deadline()?,
+    };
+    let mut shown = 0;
     for (a, b) in pairs.iter().take(DIFFOSCOPE_FILES) {
-        let mut command = Command::new(&program);
-        command.arg(a).arg(b);
-        if to_stderr {
-            command.stdout(std::process::Stdio::from(io::stderr()));
-        }
-        let status = command
-            .status()
-            .map_err(|e| DiffError::Diffoscope(format!("running {}: {e}", program.display())))?;
+        let status = supervised
+            .run(Command::new(&program).arg(a).arg(b))
+            .map_err(diffoscope_error)?;
         // diffoscope exits 1 when the files differ (expected here).
         if status.code().is_none_or(|code| code > 1) {
             return Err(DiffError::Diffoscope(format!(
-                "{} {} {} failed: {status}",
-                program.display(),
+                "{label} {} {} failed: {status}; what it printed is in {}",
                 a.display(),
-                b.display()
+                b.display(),
+                log.display()
             )));
         }
+        shown = show_log(&log, shown, to_stderr)
+            .map_err(|e| diffoscope_error(format!("showing {}: {e}", log.display())))?;
     }
+    let _ = fs::remove_file(&log);
     Ok(())
 }
 

@@ -26,6 +26,7 @@ mod build_native;
 mod build_plan;
 mod build_schedule;
 mod checked_targets;
+mod child_deadlines;
 mod diff;
 mod fetch_mirrors;
 mod image_model;

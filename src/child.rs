@@ -1,0 +1,390 @@
+//! Owns: running a child program that cannot hang stagex and whose output
+//! survives a kill (`stagex diff --diffoscope`, `stagex reproduce`'s child
+//! builds). The child's stdout and stderr are the log file itself (opened
+//! for append before the child starts, so it exists from the start and
+//! holds everything the child wrote, even if stagex is killed): nothing is
+//! kept in memory and no pipe can fill. Its stdout may instead go to a
+//! file of its own (a report to parse). The child leads a process group of
+//! its own; past its deadline the whole group (everything it started) gets
+//! SIGTERM, a short grace, then SIGKILL, and the error names the program,
+//! the deadline, the log and the env var that raises it. Because that group
+//! no longer hears the terminal's Ctrl-C, SIGINT/SIGTERM/SIGHUP to stagex
+//! are passed on to every running child group before stagex dies of them.
+//!
+//! No crate does all of this: std gives the process group
+//! (`CommandExt::process_group`) and the deadline (one thread blocked in
+//! `wait`, the caller on `recv_timeout`, as `registry::auth` does for its
+//! helpers); rustix (already a dependency) sends the group signals without
+//! `unsafe`; signal-hook forwards the signals (wait-timeout would only
+//! replace the thread; process-wrap would add a layer over `Command` and
+//! still need the forwarding).
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use rustix::process::{kill_process_group, Pid, Signal};
+
+/// How long a timed-out child group has between SIGTERM and SIGKILL.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChildError {
+    #[error(
+        "{var}={value:?} is not a time limit: give seconds (`90`), or a number with \
+         s, m, h or d (`30m`, `6h`), or `0`/`off` for no limit"
+    )]
+    BadLimit { var: &'static str, value: String },
+    #[error("cannot open the log {path} for {program}: {source}")]
+    Log {
+        program: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot start {program}: {source}")]
+    Spawn { program: String, source: io::Error },
+    #[error(
+        "{program} was still running after {limit} and was stopped, with everything it \
+         started; what it printed is in {log}. If it needs longer, raise {var} \
+         (`{var}=2h`, or `{var}=off` for no limit)"
+    )]
+    TimedOut {
+        program: String,
+        limit: String,
+        log: PathBuf,
+        var: &'static str,
+    },
+    #[error("waiting for {program}: {source}")]
+    Wait { program: String, source: io::Error },
+}
+
+/// A time limit read from an env var: `None` is no limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadline {
+    pub limit: Option<Duration>,
+    /// The env var that sets it (named by a timeout error).
+    pub var: &'static str,
+}
+
+impl Deadline {
+    /// `$var`, else `default`.
+    pub fn from_env(var: &'static str, default: Duration) -> Result<Deadline, ChildError> {
+        let limit = match std::env::var(var) {
+            Ok(text) => Deadline::parse(var, &text)?,
+            Err(_) => Some(default),
+        };
+        Ok(Deadline { limit, var })
+    }
+
+    /// `90`, `90s`, `30m`, `6h`, `1d`; `0` or `off` is no limit.
+    pub fn parse(var: &'static str, text: &str) -> Result<Option<Duration>, ChildError> {
+        let bad = || ChildError::BadLimit {
+            var,
+            value: text.to_string(),
+        };
+        let trimmed = text.trim();
+        if trimmed.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let split = trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(trimmed.len());
+        let (number, unit) = trimmed.split_at(split);
+        let number: u64 = number.parse().map_err(|_| bad())?;
+        let scale = match unit {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86400,
+            _ => return Err(bad()),
+        };
+        let seconds = number.checked_mul(scale).ok_or_else(bad)?;
+        Ok((seconds > 0).then(|| Duration::from_secs(seconds)))
+    }
+}
+
+/// `90s`, `30m`, `6h` (the largest unit that divides it).
+pub fn describe(limit: Duration) -> String {
+    let seconds = limit.as_secs();
+    match seconds {
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Where the child's stdout goes.
+#[derive(Clone, Debug)]
+pub enum StdoutTo {
+    /// Into the log, with its stderr.
+    Log,
+    /// A file of its own, created anew (a report the caller parses).
+    File(PathBuf),
+}
+
+/// One supervised run.
+#[derive(Clone, Debug)]
+pub struct Supervised<'a> {
+    /// The program for humans (`diffoscope`, `stagex build (native control)`).
+    pub program: &'a str,
+    /// The log, appended to.
+    pub log: &'a Path,
+    pub stdout: StdoutTo,
+    pub deadline: Deadline,
+}
+
+impl Supervised<'_> {
+    fn open(&self, path: &Path, append: bool) -> Result<File, ChildError> {
+        let mut options = OpenOptions::new();
+        options.create(true);
+        if append {
+            options.append(true);
+        } else {
+            options.write(true).truncate(true);
+        }
+        options.open(path).map_err(|source| ChildError::Log {
+            program: self.program.to_string(),
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Runs `command` to its end or its deadline; its exit status.
+    pub fn run(&self, command: &mut Command) -> Result<ExitStatus, ChildError> {
+        let log = self.open(self.log, true)?;
+        let stdout = match &self.stdout {
+            StdoutTo::Log => log.try_clone().map_err(|source| ChildError::Log {
+                program: self.program.to_string(),
+                path: self.log.to_path_buf(),
+                source,
+            })?,
+            StdoutTo::File(path) => self.open(path, false)?,
+        };
+        command
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(log)
+            .process_group(0);
+        forward_signals();
+        // Spawned under the lock: a signal forwarded meanwhile waits for
+        // the new group to be listed, so it reaches it too.
+        let (child, group) = live_groups(|groups| {
+            let child = command.spawn().map_err(|source| ChildError::Spawn {
+                program: self.program.to_string(),
+                source,
+            })?;
+            let group = Pid::from_child(&child);
+            groups.push(group);
+            Ok::<_, ChildError>((child, group))
+        })?;
+        let result = self.wait(child, group);
+        live_groups(|groups| groups.retain(|g| *g != group));
+        result
+    }
+
+    /// Waits for `child` (leader of `group`); past the deadline, stops
+    /// the group.
+    fn wait(&self, mut child: std::process::Child, group: Pid) -> Result<ExitStatus, ChildError> {
+        let (tx, rx) = mpsc::channel();
+        // The child is reaped only by this thread, so its pid (the group
+        // id) cannot be reused while the group is signalled below.
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let waited = match self.deadline.limit {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(limit) => rx.recv_timeout(limit),
+        };
+        let status = match waited {
+            Ok(status) => status,
+            Err(RecvTimeoutError::Disconnected) => Err(io::Error::other("the waiting thread died")),
+            Err(RecvTimeoutError::Timeout) => {
+                stop_group(group, &rx);
+                return Err(ChildError::TimedOut {
+                    program: self.program.to_string(),
+                    limit: describe(self.deadline.limit.unwrap_or_default()),
+                    log: self.log.to_path_buf(),
+                    var: self.deadline.var,
+                });
+            }
+        };
+        status.map_err(|source| ChildError::Wait {
+            program: self.program.to_string(),
+            source,
+        })
+    }
+}
+
+/// SIGTERM to `group`, up to `GRACE` for its leader to exit, then SIGKILL
+/// to whatever of the group is left; returns once the leader is reaped.
+fn stop_group(group: Pid, leader: &mpsc::Receiver<io::Result<ExitStatus>>) {
+    // ESRCH (all gone already) is the only error kill can give here.
+    let _ = kill_process_group(group, Signal::TERM);
+    let exited = leader.recv_timeout(GRACE).is_ok();
+    let _ = kill_process_group(group, Signal::KILL);
+    if !exited {
+        let _ = leader.recv();
+    }
+}
+
+/// The process groups of the children running now.
+fn live_groups<R>(with: impl FnOnce(&mut Vec<Pid>) -> R) -> R {
+    static GROUPS: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
+    with(&mut GROUPS.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// From the first supervised child on: SIGINT, SIGTERM or SIGHUP to stagex
+/// is passed to every running child group as SIGTERM, then stagex dies of
+/// it as it would have (the children no longer share its process group,
+/// so the terminal's Ctrl-C would not reach them).
+fn forward_signals() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+            return;
+        };
+        std::thread::spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                live_groups(|groups| {
+                    for group in groups.iter() {
+                        let _ = kill_process_group(*group, Signal::TERM);
+                    }
+                });
+                let _ = signal_hook::low_level::emulate_default_handler(signal);
+            }
+        });
+    });
+}
+
+/// The last `lines` lines of the file at `path` (empty when unreadable).
+pub fn tail(path: &Path, lines: usize) -> String {
+    let Ok(file) = File::open(path) else {
+        return String::new();
+    };
+    let mut last = std::collections::VecDeque::with_capacity(lines + 1);
+    for line in BufReader::new(file).split(b'\n').map_while(Result::ok) {
+        last.push_back(String::from_utf8_lossy(&line).into_owned());
+        if last.len() > lines {
+            last.pop_front();
+        }
+    }
+    Vec::from(last).join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VAR: &str = "STAGEX_TEST_TIMEOUT";
+
+    #[test]
+    fn limits_parse_with_units_and_off() {
+        let parse = |text| Deadline::parse(VAR, text).unwrap();
+        assert_eq!(parse("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse(" 6h "), Some(Duration::from_secs(6 * 3600)));
+        assert_eq!(parse("1d"), Some(Duration::from_secs(86400)));
+        assert_eq!(parse("0"), None);
+        assert_eq!(parse("OFF"), None);
+        for bad in ["", "ten", "5 min", "-1", "3w", "99999999999999999999d"] {
+            let message = Deadline::parse(VAR, bad).unwrap_err().to_string();
+            assert!(
+                message.contains(VAR) && message.contains("`30m`"),
+                "{message}"
+            );
+        }
+        assert_eq!(describe(Duration::from_secs(6 * 3600)), "6h");
+        assert_eq!(describe(Duration::from_secs(1800)), "30m");
+        assert_eq!(describe(Duration::from_secs(1)), "1s");
+    }
+
+    fn run_sh(
+        script: &str,
+        log: &Path,
+        stdout: StdoutTo,
+        limit: Option<Duration>,
+    ) -> Result<ExitStatus, ChildError> {
+        let supervised = Supervised {
+            program: "test-child",
+            log,
+            stdout,
+            deadline: Deadline { limit, var: VAR },
+        };
+        supervised.run(Command::new("sh").arg("-c").arg(script))
+    }
+
+    #[test]
+    fn output_goes_to_the_log_and_stdout_to_its_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, report) = (dir.path().join("run.log"), dir.path().join("report.json"));
+        std::fs::write(&log, "before\n").unwrap();
+        let status = run_sh(
+            "echo '{}'; echo said >&2; exit 3",
+            &log,
+            StdoutTo::File(report.clone()),
+            None,
+        )
+        .unwrap();
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "before\nsaid\n");
+        assert_eq!(std::fs::read_to_string(&report).unwrap(), "{}\n");
+        run_sh("echo out; echo err >&2", &log, StdoutTo::Log, None).unwrap();
+        assert_eq!(tail(&log, 2), "out\nerr");
+    }
+
+    #[test]
+    fn a_child_killed_midway_leaves_what_it_printed_in_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("build.log");
+        let pids = dir.path().join("pids");
+        // A build that prints progress, starts a helper, then hangs.
+        let script = format!(
+            "echo step 1 of 3; echo step 2 of 3 >&2; sleep 1000 & echo $! > {p}; echo $$ >> {p}; exec sleep 1000",
+            p = pids.display()
+        );
+        let error = run_sh(&script, &log, StdoutTo::Log, Some(Duration::from_secs(2))).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("test-child was still running after 2s"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&log.display().to_string()) && message.contains(VAR),
+            "{message}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "step 1 of 3\nstep 2 of 3\n"
+        );
+        for pid in std::fs::read_to_string(&pids).unwrap().split_whitespace() {
+            assert!(
+                exits(pid),
+                "process {pid} of the killed group is still running"
+            );
+        }
+    }
+
+    /// Whether process `pid` has exited (or is gone): waits on its pidfd,
+    /// which becomes readable when it exits, up to a cap so that a
+    /// survivor fails the test instead of hanging it.
+    fn exits(pid: &str) -> bool {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        use rustix::process::{pidfd_open, PidfdFlags};
+        let pid = Pid::from_raw(pid.parse().unwrap()).unwrap();
+        let fd = match pidfd_open(pid, PidfdFlags::empty()) {
+            Err(rustix::io::Errno::SRCH) => return true,
+            other => other.unwrap(),
+        };
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        let cap = Timespec {
+            tv_sec: 60,
+            tv_nsec: 0,
+        };
+        poll(&mut fds, Some(&cap)).unwrap() == 1
+    }
+}
