@@ -35,8 +35,8 @@ pub const GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum ChildError {
     #[error(
-        "{var}={value:?} is not a time limit: give seconds (`90`), or a number with \
-         s, m, h or d (`30m`, `6h`), or `0`/`off` for no limit"
+        "{var}={value:?} is not a time limit: give seconds (`90`), or a duration \
+         (`30m`, `6h`, `1h 30m`), or `0`/`off` for no limit"
     )]
     BadLimit { var: &'static str, value: String },
     #[error("cannot open the log {path} for {program}: {source}")]
@@ -90,31 +90,17 @@ impl Deadline {
         if trimmed.eq_ignore_ascii_case("off") {
             return Ok(None);
         }
-        let split = trimmed
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(trimmed.len());
-        let (number, unit) = trimmed.split_at(split);
-        let number: u64 = number.parse().map_err(|_| bad())?;
-        let scale = match unit {
-            "" | "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86400,
-            _ => return Err(bad()),
+        let limit = match trimmed.parse::<u64>() {
+            Ok(seconds) => Duration::from_secs(seconds),
+            Err(_) => humantime::parse_duration(trimmed).map_err(|_| bad())?,
         };
-        let seconds = number.checked_mul(scale).ok_or_else(bad)?;
-        Ok((seconds > 0).then(|| Duration::from_secs(seconds)))
+        Ok((!limit.is_zero()).then_some(limit))
     }
 }
 
-/// `90s`, `30m`, `6h` (the largest unit that divides it).
+/// `90s`, `30m`, `6h`, `1h 30m`.
 pub fn describe(limit: Duration) -> String {
-    let seconds = limit.as_secs();
-    match seconds {
-        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
+    humantime::format_duration(limit).to_string()
 }
 
 /// Where the child's stdout goes.
@@ -289,9 +275,10 @@ mod tests {
         assert_eq!(parse("30m"), Some(Duration::from_secs(1800)));
         assert_eq!(parse(" 6h "), Some(Duration::from_secs(6 * 3600)));
         assert_eq!(parse("1d"), Some(Duration::from_secs(86400)));
+        assert_eq!(parse("1h 30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse("0"), None);
         assert_eq!(parse("OFF"), None);
-        for bad in ["", "ten", "5 min", "-1", "3w", "99999999999999999999d"] {
+        for bad in ["", "ten", "-1", "6 fortnights", "99999999999999999999d"] {
             let message = Deadline::parse(VAR, bad).unwrap_err().to_string();
             assert!(
                 message.contains(VAR) && message.contains("`30m`"),

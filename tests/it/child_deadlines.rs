@@ -289,11 +289,14 @@ fn a_hanging_reproduce_build_is_stopped_and_its_log_kept() {
 #[test]
 fn a_bad_build_limit_is_one_clear_error() {
     let root = tempfile::tempdir().unwrap();
-    let output = reproduce_native(root.path(), &[("STAGEX_BUILD_TIMEOUT", "6 hours".as_ref())]);
+    let output = reproduce_native(
+        root.path(),
+        &[("STAGEX_BUILD_TIMEOUT", "six hours".as_ref())],
+    );
     assert!(!output.status.success(), "{}", text(&output));
     let message = String::from_utf8_lossy(&output.stderr);
     assert!(
-        message.contains("STAGEX_BUILD_TIMEOUT=\"6 hours\" is not a time limit"),
+        message.contains("STAGEX_BUILD_TIMEOUT=\"six hours\" is not a time limit"),
         "{message}"
     );
     assert!(!root.path().join("work/native").exists());
