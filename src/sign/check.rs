@@ -13,7 +13,7 @@ use super::keyring::Keyring;
 use super::preverify;
 use super::quorum::quorum_met;
 use super::verify::{verify_signature, Expected, Rejection, VerifyOptions};
-use crate::lookaside::{Fetched, Lookaside, SignatureFile};
+use crate::lookaside::{Fetched, Listing, Lookaside, SignatureFile, StoreError};
 use rayon::prelude::*;
 
 /// The verdict for one image manifest.
@@ -132,21 +132,7 @@ pub fn verify_images(
     let mut reports: Vec<ImageReport> = targets
         .iter()
         .zip(&fetched)
-        .map(|(t, set)| ImageReport {
-            image: t.name.clone(),
-            platform: t.platform.clone(),
-            digest: t.digest.to_string(),
-            reference: t.reference.to_string(),
-            signers: Vec::new(),
-            invalid: Vec::new(),
-            hidden: set.as_ref().map(|s| s.hidden_names()).unwrap_or_default(),
-            capped: set.as_ref().is_ok_and(|s| s.capped()),
-            error: set.as_ref().err().map(|e| format!("{e:#}")),
-            valid_signers: 0,
-            threshold,
-            quorum: false,
-            accepted: Vec::new(),
-        })
+        .map(|(target, set)| blank_report(target, set, threshold))
         .collect();
     let mut signers: Vec<BTreeMap<sequoia_openpgp::Fingerprint, Vec<String>>> =
         vec![BTreeMap::new(); targets.len()];
@@ -172,18 +158,52 @@ pub fn verify_images(
         }
     }
     for (report, signers) in reports.iter_mut().zip(signers) {
-        report.quorum = report.error.is_none() && quorum_met(signers.keys(), threshold);
-        report.valid_signers = signers.len();
-        report.signers = signers
-            .into_iter()
-            .map(|(fpr, files)| SignerEntry {
-                name: keyring.label(&fpr),
-                fingerprint: fpr.to_hex(),
-                files,
-            })
-            .collect();
+        count_signers(report, signers, keyring);
     }
     reports
+}
+
+/// The report of `target` before its signatures are judged: what the
+/// store read found (hidden files, a cap, an error), no signer yet.
+fn blank_report(
+    target: &ImageTarget,
+    set: &Result<Listing, StoreError>,
+    threshold: usize,
+) -> ImageReport {
+    ImageReport {
+        image: target.name.clone(),
+        platform: target.platform.clone(),
+        digest: target.digest.to_string(),
+        reference: target.reference.to_string(),
+        signers: Vec::new(),
+        invalid: Vec::new(),
+        hidden: set.as_ref().map(|s| s.hidden_names()).unwrap_or_default(),
+        capped: set.as_ref().is_ok_and(|s| s.capped()),
+        error: set.as_ref().err().map(|e| format!("{e:#}")),
+        valid_signers: 0,
+        threshold,
+        quorum: false,
+        accepted: Vec::new(),
+    }
+}
+
+/// Fills in `report`'s distinct signers (each with the files that count
+/// for it) and whether they meet its threshold.
+fn count_signers(
+    report: &mut ImageReport,
+    signers: BTreeMap<sequoia_openpgp::Fingerprint, Vec<String>>,
+    keyring: &Keyring,
+) {
+    report.quorum = report.error.is_none() && quorum_met(signers.keys(), report.threshold);
+    report.valid_signers = signers.len();
+    report.signers = signers
+        .into_iter()
+        .map(|(fpr, files)| SignerEntry {
+            name: keyring.label(&fpr),
+            fingerprint: fpr.to_hex(),
+            files,
+        })
+        .collect();
 }
 
 /// What a whole release looks like: images meeting / missing the quorum,
