@@ -241,7 +241,7 @@ pub fn lock_path(cache: &Path) -> PathBuf {
 }
 
 /// How long a save waits for another process's save before giving up.
-const LOCK_WAIT: Duration = Duration::from_secs(10);
+const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// An exclusive `flock` on the cache's lock file, held until dropped (the
 /// kernel releases it when the holder dies, even by kill -9).

@@ -25,6 +25,7 @@ mod build_graph;
 mod build_native;
 mod build_plan;
 mod build_schedule;
+mod concurrent_writers;
 mod diff;
 mod fetch_mirrors;
 mod image_model;
