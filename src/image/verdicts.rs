@@ -182,12 +182,14 @@ impl Verdicts {
         if !state.changed {
             return Ok(());
         }
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir)?;
-        }
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        fs::create_dir_all(dir)?;
         let Some(_held) = SaveLock::acquire(path) else {
-            // Another process holds the file for longer than a save takes
-            // (stopped?): keep our verdicts in memory rather than wait.
+            // Another process held the lock far longer than a save takes
+            // (stopped?): our verdicts stay in memory, unsaved.
             return Ok(());
         };
         let on_disk = read_file(path);
@@ -197,7 +199,7 @@ impl Verdicts {
             text += &line;
             text.push('\n');
         }
-        let mut temp = new_temp_file(path.parent().unwrap_or(Path::new(".")))?;
+        let mut temp = new_temp_file(dir)?;
         temp.write_all(text.as_bytes())?;
         sync_and_rename(temp, path)?;
         state.changed = false;
@@ -281,7 +283,7 @@ impl SaveLock {
 /// with the message nobody receives).
 fn wait_for_lock(file: File, wait: Duration) -> Option<File> {
     let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || loop {
+    let waiter = std::thread::Builder::new().spawn(move || loop {
         match flock(&file, FlockOperation::LockExclusive) {
             Err(Errno::INTR) => continue,
             Ok(()) => {
@@ -291,6 +293,8 @@ fn wait_for_lock(file: File, wait: Duration) -> Option<File> {
             Err(_) => return,
         }
     });
+    // No thread (out of resources): no save, rather than a failed command.
+    waiter.ok()?;
     receiver.recv_timeout(wait).ok()
 }
 

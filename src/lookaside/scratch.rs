@@ -82,10 +82,11 @@ pub fn write_scratch(root: &Path, blob: &[u8]) -> Result<tempfile::NamedTempFile
             Ok((Locked::Swept, _)) if attempts < 8 => attempts += 1,
             // Another writer removed the (then empty) directory: again.
             Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 8 => attempts += 1,
-            Ok((Locked::Swept, _)) => {
-                return Err(io::Error::from(io::ErrorKind::NotFound))
-                    .with_context(|| format!("keeping a temporary file in {}", dir.display()))
-            }
+            Ok((Locked::Swept, _)) => anyhow::bail!(
+                "{}: every new temporary file was removed before it could be locked \
+                 (another process keeps emptying this directory); run again",
+                dir.display()
+            ),
             Err(e) => {
                 return Err(e)
                     .with_context(|| format!("creating a temporary file in {}", dir.display()))
