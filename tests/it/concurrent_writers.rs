@@ -50,15 +50,16 @@ fn wait_until_settled(dir: &Path, ctime_ns: i128, window: Duration) {
     let probe = dir.join("clock-probe");
     let limit = ctime_ns + window.as_nanos() as i128;
     let deadline = Instant::now() + window + Duration::from_secs(30);
-    while newest_ctime_of(&probe) <= limit {
+    while probe_ctime(&probe) <= limit {
         assert!(Instant::now() < deadline, "the file clock did not move");
-        std::thread::yield_now();
+        // Only to poll less often: the loop's condition is what decides.
+        std::thread::sleep(Duration::from_millis(20));
     }
     std::fs::remove_file(probe).unwrap();
 }
 
 /// Writes `probe` and returns its ctime.
-fn newest_ctime_of(probe: &Path) -> i128 {
+fn probe_ctime(probe: &Path) -> i128 {
     std::fs::write(probe, b"tick").unwrap();
     newest_ctime(probe)
 }
