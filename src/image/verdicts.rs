@@ -27,16 +27,30 @@
 //! cold cache, never an error. Entries whose file is gone or changed are
 //! dropped when the file is written.
 //!
+//! Several processes (two terminals, CI jobs sharing a cache) save into
+//! one file: a save holds an exclusive `flock` on `<file>.lock` (beside
+//! the file; it stays, empty, and the kernel releases the lock when its
+//! holder dies, even by kill -9), reads the file again and writes what it
+//! holds merged with this process's verdicts, so no run's verdicts are
+//! lost. Readers take no lock (the rename is atomic). A save that waits
+//! more than `LOCK_WAIT` for another's gives up (a stopped process may
+//! hold the lock); where the file system has no `flock`, it merges without
+//! the lock. Either way a save never fails a command: it only costs time.
+//!
 //! Must not decide whether a blob is good: `image::integrity` does.
 use std::collections::HashMap;
-use std::fs::Metadata;
-use std::os::unix::fs::MetadataExt;
+use std::fs::{self, File, Metadata};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rustix::fs::{flock, FlockOperation};
+use rustix::io::Errno;
+
+use crate::oci::blob_writer::{new_temp_file, sync_and_rename};
 use crate::oci::digest::Digest;
-use crate::oci::layout::write_atomic;
 
 /// The first line of the file (a new format only costs a cold run).
 const HEADER: &str = "stagex-blob-verdicts 1";
@@ -157,9 +171,10 @@ impl Verdicts {
         state.by_file.values().filter(|v| v.persist).count()
     }
 
-    /// Writes the file when verdicts were added, dropping those whose file
-    /// is gone or changed. Failing only costs hashing again next time.
-    pub fn save(&self) -> anyhow::Result<()> {
+    /// Writes the file when verdicts were added, merged with what other
+    /// processes wrote since it was read, dropping verdicts whose file is
+    /// gone or changed. Failing only costs hashing again next time.
+    pub fn save(&self) -> io::Result<()> {
         let Some(path) = &self.path else {
             return Ok(());
         };
@@ -167,24 +182,120 @@ impl Verdicts {
         if !state.changed {
             return Ok(());
         }
-        state.by_file.retain(|_, v| still_holds(v));
-        let mut lines: Vec<String> = state
-            .by_file
-            .values()
-            .filter(|v| v.persist)
-            .filter_map(format_line)
-            .collect();
-        lines.sort();
-        lines.truncate(MAX_ENTRIES);
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        fs::create_dir_all(dir)?;
+        let Some(_held) = SaveLock::acquire(path) else {
+            // Another process held the lock far longer than a save takes
+            // (stopped?): our verdicts stay in memory, unsaved.
+            return Ok(());
+        };
+        let on_disk = read_file(path);
+        let lines = merged_lines(&mut state.by_file, on_disk);
         let mut text = format!("{HEADER}\n");
         for line in lines {
             text += &line;
             text.push('\n');
         }
-        write_atomic(path, text.as_bytes())?;
+        let mut temp = new_temp_file(dir)?;
+        temp.write_all(text.as_bytes())?;
+        sync_and_rename(temp, path)?;
         state.changed = false;
         Ok(())
     }
+}
+
+/// The lines to write: the verdicts on disk (another process's included)
+/// with this process's persistent ones over them, only those whose file is
+/// unchanged. `ours` drops its changed verdicts and learns the others'.
+fn merged_lines(
+    ours: &mut HashMap<(u64, u64), Verdict>,
+    mut on_disk: HashMap<(u64, u64), Verdict>,
+) -> Vec<String> {
+    ours.retain(|_, v| still_holds(v));
+    for (key, verdict) in ours.iter() {
+        if verdict.persist {
+            on_disk.insert(*key, verdict.clone());
+        }
+    }
+    on_disk.retain(|key, v| {
+        // Ours were checked just above; the others' are checked now.
+        let holds = ours.get(key).is_some_and(|o| o.persist) || still_holds(v);
+        if holds && !ours.get(key).is_some_and(|o| o.stamp == v.stamp) {
+            ours.insert(*key, v.clone());
+        }
+        holds
+    });
+    let mut lines: Vec<String> = on_disk.values().filter_map(format_line).collect();
+    lines.sort();
+    lines.truncate(MAX_ENTRIES);
+    lines
+}
+
+/// The lock file of the cache file at `cache` (`<cache>.lock`): whoever
+/// holds an exclusive `flock` on it may read-merge-write the cache.
+pub fn lock_path(cache: &Path) -> PathBuf {
+    let mut name = cache.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    cache.with_file_name(name)
+}
+
+/// How long a save waits for another process's save before giving up.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// An exclusive `flock` on the cache's lock file, held until dropped (the
+/// kernel releases it when the holder dies, even by kill -9).
+struct SaveLock {
+    _file: Option<File>,
+}
+
+impl SaveLock {
+    /// The lock, waiting at most `LOCK_WAIT`; `None` when another process
+    /// held it all that time. Where the lock file cannot be made or the
+    /// file system has no `flock`, an unheld lock: the save then still
+    /// merges, only not atomically.
+    fn acquire(cache: &Path) -> Option<SaveLock> {
+        let unheld = Some(SaveLock { _file: None });
+        let Ok(file) = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(lock_path(cache))
+        else {
+            return unheld;
+        };
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Some(SaveLock { _file: Some(file) }),
+            Err(Errno::WOULDBLOCK) => {
+                wait_for_lock(file, LOCK_WAIT).map(|file| SaveLock { _file: Some(file) })
+            }
+            Err(_) => unheld,
+        }
+    }
+}
+
+/// Blocks on the lock in a helper thread, for at most `wait`. A lock the
+/// thread gets after we gave up is released at once (the file is dropped
+/// with the message nobody receives).
+fn wait_for_lock(file: File, wait: Duration) -> Option<File> {
+    let (sender, receiver) = mpsc::channel();
+    let waiter = std::thread::Builder::new().spawn(move || loop {
+        match flock(&file, FlockOperation::LockExclusive) {
+            Err(Errno::INTR) => continue,
+            Ok(()) => {
+                let _ = sender.send(file);
+                return;
+            }
+            Err(_) => return,
+        }
+    });
+    // No thread (out of resources): no save, rather than a failed command.
+    waiter.ok()?;
+    receiver.recv_timeout(wait).ok()
 }
 
 /// True when the verdict's file is still there, unchanged.
@@ -304,5 +415,81 @@ mod tests {
         verdicts.save().unwrap();
         let text = std::fs::read_to_string(&file).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
+    }
+
+    /// Two processes' caches over the same file: each opened it before the
+    /// other saved, as two commands started together do.
+    #[test]
+    fn two_savers_of_one_file_keep_both_verdicts_and_drop_gone_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, name).unwrap();
+            (
+                path.clone(),
+                stamp_of(&path),
+                Digest::of_bytes(name.as_bytes()),
+            )
+        };
+        let (a, b, gone) = (blob("a"), blob("b"), blob("gone"));
+        let file = dir.path().join("cache/verdicts");
+        let open = || Verdicts::open(Some(file.clone())).with_racy_window(Duration::ZERO);
+        let (first, second) = (open(), open());
+        let later = SystemTime::now() + Duration::from_secs(1);
+        first.record(a.1, a.2.clone(), &a.0, later);
+        second.record(b.1, b.2.clone(), &b.0, later);
+        second.record(gone.1, gone.2.clone(), &gone.0, later);
+        second.save().unwrap();
+        std::fs::remove_file(&gone.0).unwrap();
+        first.save().unwrap();
+        let fresh = Verdicts::open(Some(file.clone()));
+        assert_eq!(fresh.lookup(&a.1), Some(a.2), "the first saver's verdict");
+        assert_eq!(fresh.lookup(&b.1), Some(b.2.clone()), "the second's");
+        assert_eq!(fresh.lookup(&gone.1), None, "a gone file's verdict");
+        // The first saver learnt the second's verdict while merging.
+        assert_eq!(first.lookup(&b.1), Some(b.2));
+        assert!(lock_path(&file).exists(), "the lock file stays, empty");
+    }
+
+    #[test]
+    fn a_save_waits_for_the_lock_another_holder_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("blob");
+        std::fs::write(&blob, b"x").unwrap();
+        let file = dir.path().join("verdicts");
+        let verdicts = Verdicts::open(Some(file.clone())).with_racy_window(Duration::ZERO);
+        let later = SystemTime::now() + Duration::from_secs(1);
+        verdicts.record(stamp_of(&blob), Digest::of_bytes(b"x"), &blob, later);
+        // Another open file description is another holder, as another
+        // process's would be.
+        let holder = File::create(lock_path(&file)).unwrap();
+        flock(&holder, FlockOperation::LockExclusive).unwrap();
+        let lock_ino = holder.metadata().unwrap().ino();
+        std::thread::scope(|scope| {
+            let saving = scope.spawn(|| verdicts.save());
+            while waiters_on(lock_ino) == 0 && !saving.is_finished() {
+                std::thread::yield_now();
+            }
+            assert!(!saving.is_finished(), "saved without waiting for the lock");
+            assert!(!file.exists(), "wrote while another held the lock");
+            drop(holder);
+            saving.join().unwrap().unwrap();
+        });
+        assert_eq!(verdicts.persistent_len(), 1);
+        assert!(std::fs::read_to_string(&file)
+            .unwrap()
+            .contains(Digest::of_bytes(b"x").hex()));
+    }
+
+    /// How many lock requests wait for the `flock` of inode `ino` (the
+    /// kernel lists them in /proc/locks with `->`).
+    fn waiters_on(ino: u64) -> usize {
+        let suffix = format!(":{ino}");
+        std::fs::read_to_string("/proc/locks")
+            .unwrap()
+            .lines()
+            .filter(|line| line.contains("->"))
+            .filter(|line| line.split_whitespace().any(|f| f.ends_with(&suffix)))
+            .count()
     }
 }

@@ -27,6 +27,7 @@ mod build_plan;
 mod build_schedule;
 mod checked_targets;
 mod child_deadlines;
+mod concurrent_writers;
 mod diff;
 mod fetch_mirrors;
 mod image_model;
