@@ -22,7 +22,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -150,31 +150,17 @@ impl Supervised<'_> {
             })?,
             StdoutTo::File(path) => self.open(path, false)?,
         };
-        command
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(log)
-            .process_group(0);
-        forward_signals();
-        // Spawned under the lock: a signal forwarded meanwhile waits for
-        // the new group to be listed, so it reaches it too.
-        let (child, group) = live_groups(|groups| {
-            let child = command.spawn().map_err(|source| ChildError::Spawn {
-                program: self.program.to_string(),
-                source,
-            })?;
-            let group = Pid::from_child(&child);
-            groups.push(group);
-            Ok::<_, ChildError>((child, group))
+        command.stdin(Stdio::null()).stdout(stdout).stderr(log);
+        let (child, group) = spawn_grouped(command).map_err(|source| ChildError::Spawn {
+            program: self.program.to_string(),
+            source,
         })?;
-        let result = self.wait(child, group);
-        live_groups(|groups| groups.retain(|g| *g != group));
-        result
+        self.wait(child, group.pid)
     }
 
     /// Waits for `child` (leader of `group`); past the deadline, stops
     /// the group.
-    fn wait(&self, mut child: std::process::Child, group: Pid) -> Result<ExitStatus, ChildError> {
+    fn wait(&self, mut child: Child, group: Pid) -> Result<ExitStatus, ChildError> {
         let (tx, rx) = mpsc::channel();
         // The child is reaped only by this thread, so its pid (the group
         // id) cannot be reused while the group is signalled below.
@@ -203,6 +189,42 @@ impl Supervised<'_> {
             source,
         })
     }
+}
+
+/// A child's process group while it may run: listed for the signal
+/// forwarding until dropped.
+pub struct Group {
+    pub pid: Pid,
+}
+
+impl Group {
+    /// SIGKILL to everything in the group (a no-op once all are gone).
+    pub fn kill(&self) {
+        // ESRCH (all gone already) is the only error kill can give here.
+        let _ = kill_process_group(self.pid, Signal::KILL);
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        live_groups(|groups| groups.retain(|g| *g != self.pid));
+    }
+}
+
+/// Starts `command` as the leader of a process group of its own, so that
+/// everything it starts can be stopped with it, and passes SIGINT, SIGTERM
+/// and SIGHUP sent to stagex on to that group while the `Group` lives.
+pub fn spawn_grouped(command: &mut Command) -> io::Result<(Child, Group)> {
+    command.process_group(0);
+    forward_signals();
+    // Spawned under the lock: a signal forwarded meanwhile waits for the
+    // new group to be listed, so it reaches it too.
+    live_groups(|groups| {
+        let child = command.spawn()?;
+        let pid = Pid::from_child(&child);
+        groups.push(pid);
+        Ok((child, Group { pid }))
+    })
 }
 
 /// SIGTERM to `group`, up to `GRACE` for its leader to exit, then SIGKILL
@@ -260,6 +282,26 @@ pub fn tail(path: &Path, lines: usize) -> String {
         }
     }
     Vec::from(last).join("\n")
+}
+
+/// Whether process `pid` has exited (or is gone), for tests: waits on its
+/// pidfd, which becomes readable when it exits (zombie or reaped), up to a
+/// cap so that a survivor fails the test instead of hanging it.
+#[cfg(test)]
+pub(crate) fn has_exited(pid: &str) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use rustix::process::{pidfd_open, PidfdFlags};
+    let pid = Pid::from_raw(pid.trim().parse().unwrap()).unwrap();
+    let fd = match pidfd_open(pid, PidfdFlags::empty()) {
+        Err(rustix::io::Errno::SRCH) => return true,
+        other => other.unwrap(),
+    };
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let cap = Timespec {
+        tv_sec: 60,
+        tv_nsec: 0,
+    };
+    poll(&mut fds, Some(&cap)).unwrap() == 1
 }
 
 #[cfg(test)]
@@ -350,28 +392,9 @@ mod tests {
         );
         for pid in std::fs::read_to_string(&pids).unwrap().split_whitespace() {
             assert!(
-                exits(pid),
+                has_exited(pid),
                 "process {pid} of the killed group is still running"
             );
         }
-    }
-
-    /// Whether process `pid` has exited (or is gone): waits on its pidfd,
-    /// which becomes readable when it exits, up to a cap so that a
-    /// survivor fails the test instead of hanging it.
-    fn exits(pid: &str) -> bool {
-        use rustix::event::{poll, PollFd, PollFlags, Timespec};
-        use rustix::process::{pidfd_open, PidfdFlags};
-        let pid = Pid::from_raw(pid.parse().unwrap()).unwrap();
-        let fd = match pidfd_open(pid, PidfdFlags::empty()) {
-            Err(rustix::io::Errno::SRCH) => return true,
-            other => other.unwrap(),
-        };
-        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-        let cap = Timespec {
-            tv_sec: 60,
-            tv_nsec: 0,
-        };
-        poll(&mut fds, Some(&cap)).unwrap() == 1
     }
 }
