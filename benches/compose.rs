@@ -75,7 +75,7 @@ use stagex::oci::media_type::{self, LayerCompression};
 use stagex::pallet::catalog::{Origin, ReleaseCatalog};
 use stagex::pallet::definition::Catalog;
 use stagex::pallet::pipeline::{self, Request};
-use stagex::pallet::resolve::Source;
+use stagex::pallet::resolve::ImageProvider;
 use stagex::progress::NoProgress;
 use stagex::registry::RegistryClient;
 use stagex::store::Store;
@@ -113,7 +113,7 @@ fn make_packages(out: &Path, total_mib: usize) -> Vec<String> {
     names
 }
 
-fn request(expression: &str, source: Source) -> Request {
+fn request(expression: &str, source: ImageProvider) -> Request {
     Request {
         expression: expression.to_string(),
         source,
@@ -167,7 +167,7 @@ fn main() {
     //    it and the breakdown, for profiling the cold compose alone).
     let cold_only = support::env_usize("STAGEX_BENCH_COLD_ONLY", 0) == 1;
     let store = Store::open(tmp.path().join("store")).unwrap();
-    let local = Source::Local(out.clone());
+    let local = ImageProvider::Local(out.clone());
     let first = Instant::now();
     let composed = pipeline::run(
         &store,
@@ -213,7 +213,7 @@ fn main() {
         })
         .collect();
     pallet_support::seed_registry(&registry.host(), &out, &packages);
-    let source = Source::parse(&format!("{}/stagex", registry.host())).unwrap();
+    let source = ImageProvider::parse(&format!("{}/stagex", registry.host())).unwrap();
     let runs = support::env_usize("STAGEX_BENCH_COLD_RUNS", 3).max(1);
     let skopeo = peers::tools::find("skopeo");
     let (mut ours, mut theirs, mut cpu_use) = (Vec::new(), Vec::new(), Vec::new());
@@ -278,7 +278,7 @@ fn main() {
 struct WarmInputs<'a> {
     store: &'a Store,
     catalog: &'a ReleaseCatalog,
-    local: &'a Source,
+    local: &'a ImageProvider,
     expression: &'a str,
     composed: &'a Digest,
     out: &'a Path,

@@ -221,7 +221,7 @@ fn deps_from(
         .clone()
         .unwrap_or_else(|| ctx.settings.digests.clone());
     let release = crate::release::digests::read_release(&digests_dir)?;
-    let source = crate::pallet::resolve::Source::parse(ns)?.open()?;
+    let source = crate::pallet::resolve::ImageProvider::parse(ns)?.open()?;
     let platform = options
         .platforms
         .first()

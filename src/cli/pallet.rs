@@ -19,7 +19,7 @@ use crate::pallet::catalog::{self, Choice, Pinning, ReleaseCatalog};
 use crate::pallet::catalog_report::{self, DryRun, Listing};
 use crate::pallet::inputs::{self, InputStatus, Verification};
 use crate::pallet::pipeline::{self, Composed, Request};
-use crate::pallet::resolve::Source;
+use crate::pallet::resolve::ImageProvider;
 use crate::store::Store;
 
 /// Compose pallets and package images (`rust+clang`, `rust+core-jq:1.7`) into one image.
@@ -140,7 +140,7 @@ pub fn run(ctx: &Context, args: PalletArgs) -> Result<ExitCode> {
         .source
         .clone()
         .unwrap_or_else(|| ctx.settings.source.clone());
-    let source = Source::parse(&source_text)?;
+    let source = ImageProvider::parse(&source_text)?;
     if args.dry_run {
         return dry_run(ctx, &catalog, &expression, &source);
     }
@@ -307,7 +307,7 @@ fn dry_run(
     ctx: &Context,
     catalog: &ReleaseCatalog,
     expression: &str,
-    source: &Source,
+    source: &ImageProvider,
 ) -> Result<ExitCode> {
     let plan = pipeline::plan(catalog, expression)?;
     let report = catalog_report::dry_run(catalog, expression, &plan, &|name| source.locate(name))?;

@@ -17,7 +17,7 @@ use crate::build::preseed::{self, PreseedOptions, PreseedStatus};
 use crate::layer::LayerOptions;
 use crate::oci::Platform;
 use crate::package::PackageTree;
-use crate::pallet::resolve::Source;
+use crate::pallet::resolve::ImageProvider;
 use crate::release::digests;
 use crate::store::Store;
 
@@ -54,7 +54,7 @@ pub fn run(ctx: &Context, args: PreseedArgs) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| ctx.settings.digests.clone());
     let release = digests::read_release(&dir)?;
-    let source = Source::parse(&args.source)?.open()?;
+    let source = ImageProvider::parse(&args.source)?.open()?;
     let store = Store::open_default()?;
     let options = PreseedOptions {
         out_root: args.out.clone().unwrap_or_else(|| ctx.settings.out.clone()),

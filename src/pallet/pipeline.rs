@@ -16,7 +16,7 @@ use super::compose::{
 use super::definition::Plan;
 use super::expr::Expr;
 use super::materialize::{flatten, materialize};
-use super::resolve::{FetchStats, Pinned, Resolver, Source};
+use super::resolve::{FetchStats, ImageProvider, Pinned, Resolver};
 use crate::image::output::{Destination, Mounts};
 use crate::oci::config::{rfc3339_utc, History};
 use crate::oci::descriptor::{Descriptor, Platform};
@@ -31,7 +31,7 @@ use crate::store::Store;
 #[derive(Clone, Debug)]
 pub struct Request {
     pub expression: String,
-    pub source: Source,
+    pub source: ImageProvider,
     pub platforms: Vec<Platform>,
     pub strict: bool,
     pub flatten: bool,

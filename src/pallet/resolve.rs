@@ -34,25 +34,27 @@ pub const FETCH_WORKERS: usize = 4;
 /// Store metadata: last digest a remote tag pointed at.
 pub const META_REMOTE_TAG: &str = "remote-tag";
 
-/// Where package images come from.
+/// Where package images come from (`--source`): a registry namespace or
+/// a directory of layouts. Not `package::Source`, a source archive of a
+/// package definition.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
+pub enum ImageProvider {
     /// `host[:port][/namespace]`.
     Registry { host: String, namespace: String },
     /// A directory of layouts, or one layout.
     Local(PathBuf),
 }
 
-impl Source {
+impl ImageProvider {
     /// An existing directory (or a path starting with `.` or `/`) is local;
     /// otherwise `HOST[:PORT][/NAMESPACE]`.
-    pub fn parse(text: &str) -> Result<Source> {
+    pub fn parse(text: &str) -> Result<ImageProvider> {
         let text = text.trim_end_matches('/');
         if text.is_empty() {
             bail!("empty --source: give a registry namespace (127.0.0.1:5000/stagex) or a directory (out/)");
         }
         if text.starts_with('.') || text.starts_with('/') || Path::new(text).is_dir() {
-            return Ok(Source::Local(PathBuf::from(text)));
+            return Ok(ImageProvider::Local(PathBuf::from(text)));
         }
         let (host, namespace) = match text.split_once('/') {
             Some((h, n)) => (h, n),
@@ -61,7 +63,7 @@ impl Source {
         if !crate::oci::reference::is_registry_host(host) {
             bail!("--source {text:?}: neither a directory nor HOST[:PORT]/NAMESPACE (e.g. 127.0.0.1:5000/stagex or ./out)");
         }
-        Ok(Source::Registry {
+        Ok(ImageProvider::Registry {
             host: host.to_string(),
             namespace: namespace.to_string(),
         })
@@ -71,19 +73,21 @@ impl Source {
     /// (`127.0.0.1:5000/stagex/core-jq`, `out/core-jq`).
     pub fn locate(&self, name: &str) -> String {
         match self {
-            Source::Registry { host, namespace } if namespace.is_empty() => {
+            ImageProvider::Registry { host, namespace } if namespace.is_empty() => {
                 format!("{host}/{name}")
             }
-            Source::Registry { host, namespace } => format!("{host}/{namespace}/{name}"),
-            Source::Local(dir) => dir.join(name).display().to_string(),
+            ImageProvider::Registry { host, namespace } => format!("{host}/{namespace}/{name}"),
+            ImageProvider::Local(dir) => dir.join(name).display().to_string(),
         }
     }
 
     /// The `ImageSource` this names.
     pub fn open(&self) -> Result<Box<dyn ImageSource>> {
         Ok(match self {
-            Source::Registry { host, namespace } => Box::new(RegistrySource::new(host, namespace)?),
-            Source::Local(dir) => Box::new(DirSource::new(dir)),
+            ImageProvider::Registry { host, namespace } => {
+                Box::new(RegistrySource::new(host, namespace)?)
+            }
+            ImageProvider::Local(dir) => Box::new(DirSource::new(dir)),
         })
     }
 }
@@ -123,7 +127,7 @@ struct Head {
 /// Resolves items against one source into one store.
 pub struct Resolver<'a> {
     store: &'a Store,
-    pub source: Source,
+    pub source: ImageProvider,
     images: Box<dyn ImageSource>,
     progress: &'a dyn Progress,
     pub pinned: Vec<Pinned>,
@@ -137,7 +141,7 @@ impl<'a> Resolver<'a> {
     /// `progress` receives a task per pulled blob and the warnings.
     pub fn new(
         store: &'a Store,
-        source: Source,
+        source: ImageProvider,
         progress: &'a dyn Progress,
     ) -> Result<Resolver<'a>> {
         let images = source.open()?;
@@ -445,20 +449,20 @@ mod tests {
     fn parses_sources() {
         use crate::net::is_loopback;
         assert_eq!(
-            Source::parse("127.0.0.1:5000/stagex").unwrap(),
-            Source::Registry {
+            ImageProvider::parse("127.0.0.1:5000/stagex").unwrap(),
+            ImageProvider::Registry {
                 host: "127.0.0.1:5000".into(),
                 namespace: "stagex".into()
             }
         );
         assert_eq!(
-            Source::parse("./out").unwrap(),
-            Source::Local("./out".into())
+            ImageProvider::parse("./out").unwrap(),
+            ImageProvider::Local("./out".into())
         );
-        assert!(Source::parse("stagex").is_err());
+        assert!(ImageProvider::parse("stagex").is_err());
         assert_eq!(
-            Source::parse("reg.example/a/b").unwrap(),
-            Source::Registry {
+            ImageProvider::parse("reg.example/a/b").unwrap(),
+            ImageProvider::Registry {
                 host: "reg.example".into(),
                 namespace: "a/b".into()
             }
