@@ -1,6 +1,6 @@
 //! `stagex pallet <expr>`: compose package images into one image and
 //! write it to `--output`. Arguments and reporting only; the work is in
-//! `crate::pallet::pipeline` (compose, write) and `crate::pallet::inputs`
+//! `crate::pallet::pipeline` (compose, write) and `crate::pallet::input_gate`
 //! (the quorum gate).
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,7 +17,7 @@ use crate::oci::descriptor::Platform;
 use crate::oci::WriteReport;
 use crate::pallet::catalog::{self, Choice, Pinning, ReleaseCatalog};
 use crate::pallet::catalog_report::{self, DryRun, Listing};
-use crate::pallet::inputs::{self, InputStatus, Verification};
+use crate::pallet::input_gate::{self, InputStatus, Verification};
 use crate::pallet::pipeline::{self, Composed, Request};
 use crate::pallet::resolve::ImageProvider;
 use crate::store::Store;
@@ -86,14 +86,18 @@ fn verify_inputs(ctx: &Context, args: &PalletArgs, composed: &Composed) -> Resul
     let keys = args.trust.keys_dir(&ctx.settings);
     let keyring = match args.no_verify {
         true => None,
-        false => inputs::gate_keyring(&keys, args.trust.asked())?,
+        false => input_gate::gate_keyring(&keys, args.trust.asked())?,
     };
     let Some(keyring) = keyring else {
-        return Ok(inputs::not_verified(args.no_verify, &keys));
+        return Ok(input_gate::not_verified(args.no_verify, &keys));
     };
     let trust = args.trust.with_keyring(&ctx.settings, keys, keyring)?;
     let namespace = args.trust.resolver(&ctx.settings).namespace;
-    Ok(inputs::verify_inputs(&trust, namespace, &composed.pinned)?)
+    Ok(input_gate::verify_inputs(
+        &trust,
+        namespace,
+        &composed.pinned,
+    )?)
 }
 
 #[derive(Serialize)]

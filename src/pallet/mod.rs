@@ -7,7 +7,7 @@ pub mod containerfile;
 pub mod definition;
 pub mod entry_rules;
 pub mod expr;
-pub mod inputs;
+pub mod input_gate;
 pub mod materialize;
 pub mod pipeline;
 pub mod resolve;
