@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::location::{LocationError, ReaderUnauthorized, PASSWORD_ENV, USER_ENV};
 use crate::net::retry::{Classify, Failure};
-use crate::net::NetError;
+use crate::net::{NetError, TIMEOUT_ENV};
 
 /// Why a signature store could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +45,11 @@ pub enum StoreError {
     SoftNotFound { url: String },
     #[error("GET {url}: larger than the 4 MiB signature limit ({size} bytes): remove it")]
     TooLarge { url: String, size: u64 },
-    #[error("{method} {url}: timed out after {} s (the server accepted the connection but stalled)", .after.as_secs())]
+    #[error(
+        "{method} {url}: timed out after {} s (the server accepted the connection but stalled); \
+         raise {TIMEOUT_ENV} if it is only slow",
+        .after.as_secs()
+    )]
     TimedOut {
         method: &'static str,
         url: String,
