@@ -407,6 +407,35 @@ mod tests {
     }
 
     #[test]
+    fn a_blob_found_while_claiming_is_present_and_drops_the_listing() {
+        let at = |n: u32| Placed {
+            name: format!("signature-{n}"),
+            location: format!("http://127.0.0.1:1/i/signature-{n}"),
+        };
+        let blobs = [b"a".to_vec(), b"b".to_vec(), b"a".to_vec()];
+        let steps = plan(&[], &blobs);
+        assert_eq!(steps, [Step::Write, Step::Write, Step::SameAs(0)]);
+        let written = vec![
+            Some(Claimed::Found(at(1))),
+            Some(Claimed::Wrote(at(2))),
+            None,
+        ];
+        let report = report_of(steps, Vec::new(), written);
+        assert_eq!(report.uploaded, [at(2)]);
+        assert_eq!(report.present, [at(1), at(1)]);
+        assert_eq!(report.listing, None);
+        // Only found, nothing written: the store still changed since the listing.
+        let report = report_of(
+            vec![Step::Write],
+            Vec::new(),
+            vec![Some(Claimed::Found(at(1)))],
+        );
+        assert!(report.uploaded.is_empty());
+        assert_eq!(report.present, [at(1)]);
+        assert_eq!(report.listing, None);
+    }
+
+    #[test]
     fn an_upload_into_a_gap_leaves_no_listing_to_reuse() {
         let dir = tempfile::tempdir().unwrap();
         let mirror = Lookaside::parse_mirror(dir.path().to_str().unwrap()).unwrap();
