@@ -5,7 +5,11 @@
 //! is not to be kept and renumbers the rest; `existing` is the listing a
 //! writer works from (a mirror must be clean before it is written to).
 //! A directory goes through `file.rs`'s locked, atomic, never-replacing
-//! `update` (and `remove_and_compact`); a WebDAV server through `webdav`.
+//! `update` (and `remove_and_compact`); a WebDAV server through `webdav`,
+//! which has no lock: there a writer that finds, while claiming a slot,
+//! the very blob it was about to write (another writer's, stored after
+//! its listing) writes nothing and reports it present, so concurrent
+//! writers of the same signature store it once there too.
 //!
 //! It does not verify signatures (the caller decides what is worth
 //! uploading) and draws no UI.
@@ -24,6 +28,16 @@ pub struct Placed {
     pub name: String,
     /// Path or URL (without credentials).
     pub location: String,
+}
+
+/// How one planned write ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Claimed {
+    /// Written now (and read back) here.
+    Wrote(Placed),
+    /// Already there: another writer stored the same bytes after the
+    /// listing the plan was made from (WebDAV has no lock).
+    Found(Placed),
 }
 
 /// What `put_missing` did for one image.
@@ -172,14 +186,18 @@ fn plan(existing: &[SignatureFile], blobs: &[Vec<u8>]) -> Vec<Step> {
 
 /// Turns a plan, the listing it was made from and the places written
 /// into the report.
+/// A blob found already there (`Claimed::Found`) counts as present; the
+/// listing is kept only when no write was even attempted (a found blob
+/// means the store changed since the listing).
 fn report_of(
     steps: Vec<Step>,
     existing: Vec<SignatureFile>,
-    written: Vec<Option<Placed>>,
+    written: Vec<Option<Claimed>>,
 ) -> PutReport {
-    let placed_of = |i: usize| match &steps[i] {
-        Step::Present(p) => Some(p.clone()),
-        _ => written[i].clone(),
+    let placed_of = |i: usize| match (&steps[i], &written[i]) {
+        (Step::Present(p), _) => Some(p.clone()),
+        (_, Some(Claimed::Wrote(p) | Claimed::Found(p))) => Some(p.clone()),
+        (_, None) => None,
     };
     let nothing_written = written.iter().all(Option::is_none);
     let mut report = PutReport {
@@ -187,17 +205,20 @@ fn report_of(
         ..PutReport::default()
     };
     for (i, step) in steps.iter().enumerate() {
-        match step {
-            Step::Present(p) => report.present.push(p.clone()),
-            Step::SameAs(first) => report.present.extend(placed_of(*first)),
-            Step::Write => report.uploaded.extend(written[i].clone()),
+        match (step, &written[i]) {
+            (Step::Present(p), _) => report.present.push(p.clone()),
+            (Step::SameAs(first), _) => report.present.extend(placed_of(*first)),
+            (Step::Write, Some(Claimed::Wrote(p))) => report.uploaded.push(p.clone()),
+            (Step::Write, Some(Claimed::Found(p))) => report.present.push(p.clone()),
+            (Step::Write, None) => {}
         }
     }
     report
 }
 
 /// `put_missing` on a WebDAV server: the plan from the writer's listing,
-/// each write claiming the next free slot.
+/// each write claiming the next free slot; a blob another writer stored
+/// meanwhile is found while claiming and reported present, not twice.
 async fn put_missing_http(
     store: &Lookaside,
     http: &HttpLookaside,
@@ -211,11 +232,12 @@ async fn put_missing_http(
     let mut written = vec![None; blobs.len()];
     for (i, step) in steps.iter().enumerate() {
         if *step == Step::Write {
-            let placed = http
+            let claimed = http
                 .put_new(repository_path, digest, &blobs[i], next)
                 .await?;
+            let (Claimed::Wrote(placed) | Claimed::Found(placed)) = &claimed;
             next = slot_number(&placed.name).map_or(next, |n| n + 1);
-            written[i] = Some(placed);
+            written[i] = Some(claimed);
         }
     }
     Ok(report_of(steps, existing, written))
@@ -255,7 +277,7 @@ fn put_missing_file(
     for (i, step) in steps.iter().enumerate() {
         if *step == Step::Write {
             let (n, path) = placed.next().expect("one placement per write");
-            written[i] = Some(read_back(n, &path, &blobs[i])?);
+            written[i] = Some(Claimed::Wrote(read_back(n, &path, &blobs[i])?));
         }
     }
     Ok(report_of(steps, existing, written))
@@ -382,6 +404,35 @@ mod tests {
             left,
             [Fetched::Blob(b"b".to_vec()), Fetched::Blob(b"c".to_vec())]
         );
+    }
+
+    #[test]
+    fn a_blob_found_while_claiming_is_present_and_drops_the_listing() {
+        let at = |n: u32| Placed {
+            name: format!("signature-{n}"),
+            location: format!("http://127.0.0.1:1/i/signature-{n}"),
+        };
+        let blobs = [b"a".to_vec(), b"b".to_vec(), b"a".to_vec()];
+        let steps = plan(&[], &blobs);
+        assert_eq!(steps, [Step::Write, Step::Write, Step::SameAs(0)]);
+        let written = vec![
+            Some(Claimed::Found(at(1))),
+            Some(Claimed::Wrote(at(2))),
+            None,
+        ];
+        let report = report_of(steps, Vec::new(), written);
+        assert_eq!(report.uploaded, [at(2)]);
+        assert_eq!(report.present, [at(1), at(1)]);
+        assert_eq!(report.listing, None);
+        // Only found, nothing written: the store still changed since the listing.
+        let report = report_of(
+            vec![Step::Write],
+            Vec::new(),
+            vec![Some(Claimed::Found(at(1)))],
+        );
+        assert!(report.uploaded.is_empty());
+        assert_eq!(report.present, [at(1)]);
+        assert_eq!(report.listing, None);
     }
 
     #[test]

@@ -5,6 +5,17 @@
 //! back what was written, and removing and renumbering files for `prune`
 //! (DELETE, MOVE with `Overwrite: F`).
 //!
+//! There is no lock over WebDAV, so two writers of the same blob may both
+//! plan it from their listings. A slot found taken while claiming (HEAD
+//! 2xx, or PUT 412 from a server that honours `If-None-Match`) was not in
+//! the writer's listing: it is read (GET) and, if it already holds exactly
+//! the blob, the claim stops there (`Claimed::Found`) and nothing is
+//! written; otherwise the next slot is tried. Two writers racing with the
+//! same signature therefore store it once (the race left open is the one
+//! between one writer's HEAD 404 and its PUT, which nginx's dav module,
+//! ignoring `If-None-Match`, cannot close: that PUT answers 204 and is
+//! reported as an overwrite).
+//!
 //! These requests are not retried (the GETs of the listing and the
 //! read-back are, in `fetch`): a PUT or MOVE that timed out may still have
 //! happened, and trying it again could place a blob twice; the next run's
@@ -17,7 +28,7 @@
 use super::error::StoreError;
 use super::fetch::transport;
 use super::http::HttpLookaside;
-use super::put::Placed;
+use super::put::{Claimed, Placed};
 use super::{max_signatures, signature_dir, Fetched};
 use crate::oci::digest::Digest;
 
@@ -67,14 +78,16 @@ impl HttpLookaside {
 
     /// Writes `blob` at the first free slot from `from` on: HEAD (taken ->
     /// next), PUT with If-None-Match: * (412 -> next; 409 -> MKCOL the
-    /// parents once), then read back and compare.
+    /// parents once), then read back and compare. A taken slot (not in
+    /// the caller's listing, which ends before `from`) holding exactly
+    /// `blob` ends the claim: another writer stored it, `Claimed::Found`.
     pub(super) async fn put_new(
         &self,
         repository_path: &str,
         digest: &Digest,
         blob: &[u8],
         from: u32,
-    ) -> Result<Placed, StoreError> {
+    ) -> Result<Claimed, StoreError> {
         let mut n = from.max(1);
         let mut made_collections = false;
         loop {
@@ -90,6 +103,9 @@ impl HttpLookaside {
             match self.send("HEAD", &url, head).await? {
                 404 => {}
                 200..=299 => {
+                    if let Some(found) = self.found_at(&name, &url, blob).await? {
+                        return Ok(found);
+                    }
                     n += 1;
                     continue;
                 }
@@ -103,6 +119,9 @@ impl HttpLookaside {
             match self.send("PUT", &url, put).await? {
                 201 => {}
                 412 => {
+                    if let Some(found) = self.found_at(&name, &url, blob).await? {
+                        return Ok(found);
+                    }
                     n += 1;
                     continue;
                 }
@@ -114,8 +133,27 @@ impl HttpLookaside {
                 status @ (200 | 204) => return Err(StoreError::Overwrote { url, status }),
                 status => return Err(status_error("PUT", &url, status)),
             }
-            return self.read_back(name, url, blob).await;
+            return self.read_back(name, url, blob).await.map(Claimed::Wrote);
         }
+    }
+
+    /// Reads a slot found taken: `Found` if it holds exactly `blob` (the
+    /// same blob stored by another writer since our listing), `None` if it
+    /// holds something else, is too large to be it, or is gone again.
+    async fn found_at(
+        &self,
+        name: &str,
+        url: &str,
+        blob: &[u8],
+    ) -> Result<Option<Claimed>, StoreError> {
+        let held = self.get_file(url, name).await?.map(|f| f.content);
+        Ok(match held {
+            Some(Fetched::Blob(bytes)) if bytes == blob => Some(Claimed::Found(Placed {
+                name: name.to_string(),
+                location: url.to_string(),
+            })),
+            _ => None,
+        })
     }
 
     /// GETs a file just written and compares it with what was written.

@@ -74,6 +74,7 @@ mod sign_release;
 mod sign_verify;
 mod sigs_audit;
 mod sigs_mirror;
+mod sigs_mirror_race;
 mod sigs_options;
 mod sigs_sync;
 mod sigstore;
