@@ -19,15 +19,15 @@
 //! replace the thread; process-wrap would add a layer over `Command` and
 //! still need the forwarding).
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use rustix::process::{kill_process_group, Pid, Signal};
+use rustix::process::{kill_process_group, waitid, Pid, Signal, WaitId, WaitIdOptions};
 
 /// How long a timed-out child group has between SIGTERM and SIGKILL.
 pub const GRACE: Duration = Duration::from_secs(5);
@@ -159,129 +159,208 @@ impl Supervised<'_> {
     }
 
     /// Waits for `child` (leader of `group`); past the deadline, stops
-    /// the group.
+    /// the group. Whatever the leader leaves running in its group is
+    /// killed before the leader is reaped: until then the group id is the
+    /// leader's pid, which no other process can take.
     fn wait(&self, mut child: Child, group: Pid) -> Result<ExitStatus, ChildError> {
         let (tx, rx) = mpsc::channel();
-        // The child is reaped only by this thread, so its pid (the group
-        // id) cannot be reused while the group is signalled below.
         std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
+            let _ = tx.send(exited(group));
         });
         let waited = match self.deadline.limit {
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             Some(limit) => rx.recv_timeout(limit),
         };
-        let status = match waited {
-            Ok(status) => status,
-            Err(RecvTimeoutError::Disconnected) => Err(io::Error::other("the waiting thread died")),
-            Err(RecvTimeoutError::Timeout) => {
-                stop_group(group, &rx);
-                return Err(ChildError::TimedOut {
-                    program: self.program.to_string(),
-                    limit: describe(self.deadline.limit.unwrap_or_default()),
-                    log: self.log.to_path_buf(),
-                    var: self.deadline.var,
-                });
-            }
-        };
-        status.map_err(|source| ChildError::Wait {
+        let wait_error = |source| ChildError::Wait {
             program: self.program.to_string(),
             source,
-        })
+        };
+        let timed_out = match waited {
+            Ok(Ok(())) => false,
+            Ok(Err(source)) => return Err(wait_error(source)),
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(wait_error(io::Error::other("the waiting thread died")))
+            }
+            Err(RecvTimeoutError::Timeout) => true,
+        };
+        // A leader stuck in the kernel even after SIGKILL is left behind
+        // (not reaped) rather than hang stagex.
+        let leader_exited = !timed_out || stop_group(group, &rx);
+        let status = match leader_exited {
+            true => {
+                let _ = kill_process_group(group, Signal::KILL);
+                Some(child.wait().map_err(wait_error)?)
+            }
+            false => None,
+        };
+        match (timed_out, status) {
+            (false, Some(status)) => Ok(status),
+            _ => Err(ChildError::TimedOut {
+                program: self.program.to_string(),
+                limit: describe(self.deadline.limit.unwrap_or_default()),
+                log: self.log.to_path_buf(),
+                var: self.deadline.var,
+            }),
+        }
     }
+}
+
+/// Blocks until process `pid` (a child) has exited, leaving it to be
+/// reaped (`WNOWAIT`), so that its pid stays its own meanwhile.
+fn exited(pid: Pid) -> io::Result<()> {
+    loop {
+        match waitid(
+            WaitId::Pid(pid),
+            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            done => return done.map(drop).map_err(io::Error::from),
+        }
+    }
+}
+
+/// SIGTERM to `group`, up to `GRACE` for its leader to exit, then SIGKILL
+/// and up to `GRACE` again; whether the leader exited (unreaped).
+fn stop_group(group: Pid, leader: &mpsc::Receiver<io::Result<()>>) -> bool {
+    // ESRCH (all gone already) is the only error kill can give here.
+    let _ = kill_process_group(group, Signal::TERM);
+    if leader.recv_timeout(GRACE).is_ok() {
+        return true;
+    }
+    let _ = kill_process_group(group, Signal::KILL);
+    leader.recv_timeout(GRACE).is_ok()
 }
 
 /// A child's process group while it may run: listed for the signal
 /// forwarding until dropped.
-pub struct Group {
-    pub pid: Pid,
-}
-
-impl Group {
-    /// SIGKILL to everything in the group (a no-op once all are gone).
-    pub fn kill(&self) {
-        // ESRCH (all gone already) is the only error kill can give here.
-        let _ = kill_process_group(self.pid, Signal::KILL);
-    }
+struct Group {
+    pid: Pid,
 }
 
 impl Drop for Group {
     fn drop(&mut self) {
-        live_groups(|groups| groups.retain(|g| *g != self.pid));
+        let mut live = live_groups();
+        live.groups.retain(|g| *g != self.pid);
+        GROUPS_CHANGED.notify_all();
     }
 }
 
 /// Starts `command` as the leader of a process group of its own, so that
 /// everything it starts can be stopped with it, and passes SIGINT, SIGTERM
 /// and SIGHUP sent to stagex on to that group while the `Group` lives.
-pub fn spawn_grouped(command: &mut Command) -> io::Result<(Child, Group)> {
+fn spawn_grouped(command: &mut Command) -> io::Result<(Child, Group)> {
     command.process_group(0);
     forward_signals();
     // Spawned under the lock: a signal forwarded meanwhile waits for the
-    // new group to be listed, so it reaches it too.
-    live_groups(|groups| {
-        let child = command.spawn()?;
-        let pid = Pid::from_child(&child);
-        groups.push(pid);
-        Ok((child, Group { pid }))
-    })
-}
-
-/// SIGTERM to `group`, up to `GRACE` for its leader to exit, then SIGKILL
-/// to whatever of the group is left; returns once the leader is reaped.
-fn stop_group(group: Pid, leader: &mpsc::Receiver<io::Result<ExitStatus>>) {
-    // ESRCH (all gone already) is the only error kill can give here.
-    let _ = kill_process_group(group, Signal::TERM);
-    let exited = leader.recv_timeout(GRACE).is_ok();
-    let _ = kill_process_group(group, Signal::KILL);
-    if !exited {
-        let _ = leader.recv();
+    // new group to be listed, so it reaches it too; once stagex is
+    // stopping on a signal, nothing new starts.
+    let mut live = live_groups();
+    if live.stopping {
+        return Err(io::Error::from(io::ErrorKind::Interrupted));
     }
+    let child = command.spawn()?;
+    let pid = Pid::from_child(&child);
+    live.groups.push(pid);
+    Ok((child, Group { pid }))
 }
 
-/// The process groups of the children running now.
-fn live_groups<R>(with: impl FnOnce(&mut Vec<Pid>) -> R) -> R {
-    static GROUPS: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
-    with(&mut GROUPS.lock().unwrap_or_else(|e| e.into_inner()))
+/// The process groups of the children running now, and whether stagex is
+/// stopping on a signal.
+struct LiveGroups {
+    groups: Vec<Pid>,
+    stopping: bool,
+}
+
+static LIVE: Mutex<LiveGroups> = Mutex::new(LiveGroups {
+    groups: Vec::new(),
+    stopping: false,
+});
+static GROUPS_CHANGED: Condvar = Condvar::new();
+
+fn live_groups() -> MutexGuard<'static, LiveGroups> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// From the first supervised child on: SIGINT, SIGTERM or SIGHUP to stagex
-/// is passed to every running child group as SIGTERM, then stagex dies of
-/// it as it would have (the children no longer share its process group,
-/// so the terminal's Ctrl-C would not reach them).
+/// is passed on to every running child group (the children no longer
+/// share stagex's process group, so the terminal's Ctrl-C would not reach
+/// them); after up to `GRACE` for them to end, what is left is killed and
+/// stagex dies of the signal as it would have. A signal stagex was started
+/// with ignored (`nohup`, a background job) stays ignored.
 fn forward_signals() {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        let heard: Vec<i32> = [SIGINT, SIGTERM, SIGHUP]
+            .into_iter()
+            .filter(|s| !is_ignored(*s))
+            .collect();
+        let Ok(mut signals) = signal_hook::iterator::Signals::new(&heard) else {
             return;
         };
         std::thread::spawn(move || {
             if let Some(signal) = signals.forever().next() {
-                live_groups(|groups| {
-                    for group in groups.iter() {
-                        let _ = kill_process_group(*group, Signal::TERM);
-                    }
-                });
-                let _ = signal_hook::low_level::emulate_default_handler(signal);
+                stop_all_and_die(signal);
             }
         });
     });
 }
 
-/// The last `lines` lines of the file at `path` (empty when unreadable).
+/// Passes `signal` to every live group, waits up to `GRACE` for them to
+/// be reaped, kills what is left, then dies of `signal` (under the lock:
+/// no group can start in between).
+fn stop_all_and_die(signal: i32) {
+    let mut live = live_groups();
+    live.stopping = true;
+    let passed_on = Signal::from_named_raw(signal).unwrap_or(Signal::TERM);
+    for group in &live.groups {
+        let _ = kill_process_group(*group, passed_on);
+    }
+    let (mut live, _) = GROUPS_CHANGED
+        .wait_timeout_while(live, GRACE, |live| !live.groups.is_empty())
+        .unwrap_or_else(|e| e.into_inner());
+    for group in &live.groups {
+        let _ = kill_process_group(*group, Signal::KILL);
+    }
+    live.groups.clear();
+    let _ = signal_hook::low_level::emulate_default_handler(signal);
+}
+
+/// True when `signal`'s disposition is "ignore" (inherited from the
+/// parent: `nohup` ignores SIGHUP, a non-interactive shell's background
+/// job SIGINT).
+fn is_ignored(signal: i32) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current
+    // disposition into `old`, a zeroed struct we own.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// Bytes read from the end of a log for its tail.
+const TAIL_BYTES: u64 = 64 << 10;
+
+/// The last `lines` lines of the file at `path`, from its last 64 KiB
+/// (empty when unreadable): a log of gigabytes is not read whole.
 pub fn tail(path: &Path, lines: usize) -> String {
-    let Ok(file) = File::open(path) else {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = File::open(path) else {
         return String::new();
     };
-    let mut last = std::collections::VecDeque::with_capacity(lines + 1);
-    for line in BufReader::new(file).split(b'\n').map_while(Result::ok) {
-        last.push_back(String::from_utf8_lossy(&line).into_owned());
-        if last.len() > lines {
-            last.pop_front();
-        }
+    let size = file.metadata().map_or(0, |m| m.len());
+    let start = size.saturating_sub(TAIL_BYTES);
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return String::new();
     }
-    Vec::from(last).join("\n")
+    let text = String::from_utf8_lossy(&bytes);
+    let mut all: Vec<&str> = text.lines().collect();
+    if start > 0 && !all.is_empty() {
+        all.remove(0); // cut in the middle
+    }
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Whether process `pid` has exited (or is gone), for tests: waits on its
@@ -396,5 +475,27 @@ mod tests {
                 "process {pid} of the killed group is still running"
             );
         }
+    }
+
+    #[test]
+    fn what_a_child_leaves_running_is_stopped_when_it_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, pid_file) = (dir.path().join("log"), dir.path().join("pid"));
+        let script = format!("sleep 1000 &\necho $! > {}\nexit 0\n", pid_file.display());
+        let status = run_sh(&script, &log, StdoutTo::Log, None).unwrap();
+        assert!(status.success(), "{status}");
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        assert!(has_exited(&pid), "the background {pid} outlived its leader");
+    }
+
+    #[test]
+    fn an_ignored_signal_is_seen_as_ignored() {
+        // SIGUSR2: nothing in the test binary uses it.
+        // SAFETY: setting and restoring the disposition of a signal no
+        // code here handles.
+        let previous = unsafe { libc::signal(libc::SIGUSR2, libc::SIG_IGN) };
+        assert!(is_ignored(libc::SIGUSR2));
+        unsafe { libc::signal(libc::SIGUSR2, previous) };
+        assert!(!is_ignored(libc::SIGUSR2));
     }
 }

@@ -36,6 +36,9 @@ pub const PASSWORD_ENV: &str = "STAGEX_REGISTRY_PASSWORD";
 /// Limits the CI credentials to these hosts.
 pub const HOSTS_ENV: &str = "STAGEX_REGISTRY_HOSTS";
 
+/// Longest a credential helper may take.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct AuthFile {
@@ -255,8 +258,7 @@ fn from_helper(name: &str, host: &str, path: &Path) -> Result<Option<Found>> {
     let program = format!("docker-credential-{name}");
     let named_in = format!("{program} (named in {})", path.display());
     for server in helper_servers(host) {
-        let limit = crate::net::config()?.idle;
-        let found = run_helper(Path::new(&program), server, limit)
+        let found = run_helper(Path::new(&program), server)
             .with_context(|| format!("credentials for {server} from {named_in}"))?;
         if let Some((user, password)) = found {
             return Ok(Some(Found {
@@ -269,24 +271,21 @@ fn from_helper(name: &str, host: &str, path: &Path) -> Result<Option<Found>> {
     Ok(None)
 }
 
-/// Runs `<program> get` with `host` on stdin, for at most `limit` (the
-/// network's idle timeout, `STAGEX_TIMEOUT`). `None` when the helper has
+/// Runs `<program> get` with `host` on stdin. `None` when the helper has
 /// no credentials for it (its "credentials not found" answer).
-pub fn run_helper(program: &Path, host: &str, limit: Duration) -> Result<Option<(String, String)>> {
-    let mut command = Command::new(program);
-    command
+pub fn run_helper(program: &Path, host: &str) -> Result<Option<(String, String)>> {
+    let mut child = Command::new(program)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // A group of its own: a helper that hangs is stopped with whatever it
-    // started (a shell helper's children would otherwise keep its pipes).
-    let (mut child, group) = crate::child::spawn_grouped(&mut command).with_context(|| {
-        format!(
-            "cannot run {} (install it, or remove it from the auth file)",
-            program.display()
-        )
-    })?;
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot run {} (install it, or remove it from the auth file)",
+                program.display()
+            )
+        })?;
     let mut stdin = child.stdin.take().expect("piped stdin");
     // A helper that exits without reading its input (it failed early) closes
     // the pipe: its exit status and stderr below say why, not EPIPE.
@@ -298,20 +297,20 @@ pub fn run_helper(program: &Path, host: &str, limit: Duration) -> Result<Option<
     // The output is read on a thread so that a helper which hangs (waiting
     // for a keyring unlock, say) fails the lookup instead of the run.
     let (tx, rx) = std::sync::mpsc::channel();
+    let pid = child.id();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    let output = match rx.recv_timeout(limit) {
+    let output = match rx.recv_timeout(HELPER_TIMEOUT) {
         Ok(output) => output?,
         Err(_) => {
-            // The leader is not reaped yet (the waiting thread is still
-            // blocked on it), so the group id is still its own.
-            group.kill();
+            // SAFETY: kill(2) on the pid of the child we started; it has
+            // not been reaped (the waiting thread is still blocked on it).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
             bail!(
-                "{} did not answer within {} s; raise {} if it is only slow",
+                "{} did not answer within {}s",
                 program.display(),
-                limit.as_secs(),
-                crate::net::TIMEOUT_ENV
+                HELPER_TIMEOUT.as_secs()
             );
         }
     };
@@ -413,49 +412,11 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(
-            run_helper(&helper, "reg.example", LIMIT).unwrap(),
+            run_helper(&helper, "reg.example").unwrap(),
             Some(("ci".into(), "t0k".into()))
         );
-        assert_eq!(run_helper(&helper, "other.example", LIMIT).unwrap(), None);
-        let err = run_helper(&dir.path().join("missing"), "x", LIMIT).unwrap_err();
+        assert_eq!(run_helper(&helper, "other.example").unwrap(), None);
+        let err = run_helper(&dir.path().join("missing"), "x").unwrap_err();
         assert!(format!("{err:#}").contains("cannot run"), "{err:#}");
-    }
-
-    const LIMIT: Duration = Duration::from_secs(30);
-
-    /// A helper that leaves a child holding its output open is stopped at
-    /// the limit with that child (before: the helper alone was killed, and
-    /// its child lived on).
-    #[test]
-    fn a_helper_that_hangs_is_stopped_with_what_it_started() {
-        let dir = tempfile::tempdir().unwrap();
-        let (helper, pid_file) = (
-            dir.path().join("docker-credential-hang"),
-            dir.path().join("pid"),
-        );
-        std::fs::write(
-            &helper,
-            format!(
-                "#!/bin/sh
-sleep 1000 &
-echo $! > {}
-",
-                pid_file.display()
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let err = run_helper(&helper, "reg.example", Duration::from_secs(1)).unwrap_err();
-        let message = format!("{err:#}");
-        assert!(
-            message.contains("did not answer within 1 s") && message.contains("STAGEX_TIMEOUT"),
-            "{message}"
-        );
-        let pid = std::fs::read_to_string(&pid_file).unwrap();
-        assert!(
-            crate::child::has_exited(pid.trim()),
-            "the helper's child {pid} lives on"
-        );
     }
 }
