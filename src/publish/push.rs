@@ -6,6 +6,16 @@
 //! child manifests by digest and the root under each tag as their exact
 //! bytes, then a read-back: the digest the registry serves for each tag
 //! (HEAD, its `Docker-Content-Digest`) must be ours, or the image fails.
+//!
+//! What is read from `out/` again, and why that is safe: index and
+//! manifest bytes are NOT: they are the ones the integrity check hashed,
+//! carried in `ReleaseImage::documents`, so a `stagex build` rewriting
+//! `out/<id>` after the load neither changes nor loses one (it used to
+//! fail a release halfway). Configs and layers ARE streamed again from
+//! `ReleaseImage::layout` (too large to hold): the upload hashes what it
+//! reads and aborts on a mismatch, and the registry refuses bytes that do
+//! not hash to the digest; a blob gone since the check fails that image
+//! naming the file, never sends other bytes.
 //! Every call goes through the retry engine (one budget per registry
 //! host). A failed image is reported and does not stop the others.
 //!
@@ -174,9 +184,10 @@ pub enum PushError {
     /// every image of the host.
     #[error("{0:#}")]
     Client(Arc<RegistryError>),
-    /// A blob of the local layout could not be read.
-    #[error("{0:#}")]
-    Local(anyhow::Error),
+    /// A manifest the release lists without the checked bytes (a bug of
+    /// the release walk: it lists only documents the check read).
+    #[error("manifest {digest} of {image} is not among the documents the integrity check read; nothing of it was sent (a bug: please report it)")]
+    NotChecked { image: String, digest: Box<Digest> },
     /// `tag` is `host/repo:tag`.
     #[error("{tag}: pushed, but checking what the registry serves failed: {error}")]
     ReadBack { tag: String, error: Box<PushError> },
@@ -419,11 +430,11 @@ impl<'a> Target<'a> {
         let children = &self.image.manifests[..self.image.manifests.len() - 1];
         for child in children {
             if !self.dry_run {
-                let bytes = self.read(&child.digest)?;
+                let bytes = self.document(&child.digest)?;
                 let reference = child.digest.to_string();
                 self.call(|| {
                     self.client
-                        .push_manifest(&self.repo, &reference, &bytes, &child.media_type)
+                        .push_manifest(&self.repo, &reference, bytes, &child.media_type)
                 })?;
             }
             Counters::add(&self.counters.manifests_pushed, 1);
@@ -433,9 +444,10 @@ impl<'a> Target<'a> {
 
     /// Every tag not `present` gets the root; every tag is journaled.
     fn push_tags(&self, present: &[bool]) -> Result<(), PushError> {
-        // The root's bytes, read only when a tag is to be pushed for real.
+        // The root's checked bytes, needed only when a tag is to be
+        // pushed for real.
         let root_bytes = match present.iter().any(|p| !p) && !self.dry_run {
-            true => Some(self.read(&self.root().digest)?),
+            true => Some(self.document(&self.root().digest)?),
             false => None,
         };
         for (tag, present) in self.tags.iter().zip(present) {
@@ -443,7 +455,7 @@ impl<'a> Target<'a> {
                 Counters::add(&self.counters.tags_present, 1);
             } else {
                 Counters::add(&self.counters.tags_pushed, 1);
-                if let Some(bytes) = &root_bytes {
+                if let Some(bytes) = root_bytes {
                     self.push_tag(tag, bytes)?;
                 }
             }
@@ -484,11 +496,14 @@ impl<'a> Target<'a> {
         }
     }
 
-    fn read(&self, digest: &Digest) -> Result<Vec<u8>, PushError> {
+    /// The checked bytes of index or manifest `digest` (never `out/`).
+    fn document(&self, digest: &Digest) -> Result<&'a [u8], PushError> {
         self.image
-            .layout
-            .read_blob(digest)
-            .map_err(PushError::Local)
+            .document(digest)
+            .ok_or_else(|| PushError::NotChecked {
+                image: self.image.name.clone(),
+                digest: Box::new(digest.clone()),
+            })
     }
 
     /// Counts every blob of the image as present (a tag proved it).
@@ -614,6 +629,18 @@ mod tests {
         };
         assert!(blob.to_string().starts_with(&format!(
             "blob {ours}: h/r:t: the registry serves nothing after"
+        )));
+    }
+
+    #[test]
+    fn a_document_missing_from_the_release_is_named_and_not_read_from_out() {
+        let digest = Digest::of_bytes(b"manifest");
+        let error = PushError::NotChecked {
+            image: "core-x".into(),
+            digest: Box::new(digest.clone()),
+        };
+        assert!(error.to_string().starts_with(&format!(
+            "manifest {digest} of core-x is not among the documents the integrity check read"
         )));
     }
 

@@ -8,8 +8,11 @@
 //! Must not: touch the network or decide about signatures; out/ is read
 //! through `image::out_dir::OutDir`, once: the root, manifests, blobs and
 //! targets come from what the check read (`image::checked`; the walk
-//! here only orders what a push sends).
-use std::collections::BTreeSet;
+//! here only orders what a push sends). Every index and manifest a push
+//! sends is carried as the exact bytes the check hashed (`documents`):
+//! `out/<id>` rewritten after the check cannot make one go missing. Only
+//! configs and layers (large, streamed) are read again from `layout`.
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use thiserror::Error;
@@ -30,6 +33,10 @@ pub use crate::release::digests::ReleaseEntry as Listed;
 #[derive(Clone, Debug)]
 pub struct ReleaseImage {
     pub name: String,
+    /// `out/<name>`: configs and layers are streamed from it at push time
+    /// (the check hashed them; the upload re-hashes what it reads and the
+    /// registry refuses bytes that do not match the digest). Indexes and
+    /// manifests are never read from it again: see `documents`.
     pub layout: Layout,
     /// What `out/<name>/index.json` points at (an index or a manifest).
     pub root: Descriptor,
@@ -38,6 +45,9 @@ pub struct ReleaseImage {
     /// Every manifest and index under `root`, children before parents,
     /// `root` last.
     pub manifests: Vec<Descriptor>,
+    /// The exact bytes the check hashed of every entry of `manifests`, by
+    /// digest: what a push sends, whatever `out/` holds by then.
+    pub documents: BTreeMap<Digest, Vec<u8>>,
     /// Configs and layers, each once.
     pub blobs: Vec<Descriptor>,
     /// The per-platform manifests the quorum is checked on.
@@ -50,6 +60,12 @@ impl ReleaseImage {
     /// Bytes of every blob (configs and layers).
     pub fn blob_bytes(&self) -> u64 {
         self.blobs.iter().map(|b| b.size).sum()
+    }
+
+    /// The checked bytes of the index or manifest `digest` (one of
+    /// `manifests`); None for anything else.
+    pub fn document(&self, digest: &Digest) -> Option<&[u8]> {
+        self.documents.get(digest).map(Vec::as_slice)
     }
 }
 
@@ -159,6 +175,7 @@ fn load_one(
     })?;
     let root = image.top().map_err(|e| fail(e.into()))?.clone();
     let (manifests, blobs) = walk(image, &root).map_err(|e| fail(e.into()))?;
+    let documents = checked_bytes(image, &manifests).map_err(|e| fail(e.into()))?;
     let platform_manifests: BTreeSet<Digest> = image
         .manifests()
         .map_err(|e| fail(e.into()))?
@@ -186,10 +203,22 @@ fn load_one(
         root,
         listed: item.digest.clone(),
         manifests,
+        documents,
         blobs,
         targets,
         version,
     })
+}
+
+/// The bytes the check hashed of each of `manifests`, by digest.
+fn checked_bytes(
+    image: &CheckedImage,
+    manifests: &[Descriptor],
+) -> Result<BTreeMap<Digest, Vec<u8>>, CheckedError> {
+    manifests
+        .iter()
+        .map(|m| Ok((m.digest.clone(), image.document(m)?.bytes.clone())))
+        .collect()
 }
 
 /// Manifests (children first, root last) and blobs under `root`, from

@@ -58,6 +58,7 @@ mod publish_demo;
 mod publish_faults;
 mod publish_gate;
 mod publish_registry;
+mod publish_snapshot;
 mod publish_tls;
 mod push_mount;
 mod registry_certs;
