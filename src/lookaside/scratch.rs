@@ -101,17 +101,22 @@ pub fn write_scratch(root: &Path, blob: &[u8]) -> Result<tempfile::NamedTempFile
 enum Locked {
     /// Locked (or the file system has no `flock`) and still named.
     Kept,
-    /// A sweeper removed its name before we held the lock.
+    /// A sweeper removed its name before we held the lock, or holds the
+    /// lock itself.
     Swept,
 }
 
 /// Takes the writer's lock on a new scratch file (held until the file is
-/// closed), then checks that its name still leads to it.
+/// closed), then checks that its name still leads to it. Never waits: a
+/// lock already held on a file this writer just made is a sweeper's (it
+/// is removing the file), or anyone's who can open it; either way the
+/// writer makes another file rather than wait on them.
 fn lock_as_writer(temp: &tempfile::NamedTempFile) -> io::Result<Locked> {
     loop {
-        match flock(temp.as_file(), FlockOperation::LockExclusive) {
+        match flock(temp.as_file(), FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => break,
             Err(Errno::INTR) => continue,
+            Err(Errno::WOULDBLOCK) => return Ok(Locked::Swept),
             Err(e) if no_flock(e) => return Ok(Locked::Kept),
             Err(e) => return Err(e.into()),
         }
@@ -218,8 +223,11 @@ enum Probe {
 
 fn probe_lock(path: &Path) -> Probe {
     use std::os::unix::fs::OpenOptionsExt;
+    // Open for writing too: where flock is emulated with byte-range locks
+    // (NFS), an exclusive lock needs a writable descriptor (flock(2)).
     let Ok(file) = fs::File::options()
         .read(true)
+        .write(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
     else {
@@ -491,14 +499,31 @@ mod tests {
         assert!(!scratch_dir(root).exists(), "an empty scratch dir goes");
     }
 
+    /// A writer never waits on a lock someone else holds on its new file
+    /// (a sweeper, or any local user who can open it): it makes another.
+    #[test]
+    fn a_writer_does_not_wait_on_a_lock_held_on_its_new_file() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = scratch_dir(root.path());
+        fs::create_dir_all(&dir).unwrap();
+        let temp = tempfile::Builder::new()
+            .prefix(&owner_prefix())
+            .tempfile_in(&dir)
+            .unwrap();
+        let Probe::Free(_holder) = probe_lock(temp.path()) else {
+            panic!("a new unlocked file must be free")
+        };
+        assert_eq!(lock_as_writer(&temp).unwrap(), Locked::Swept);
+    }
+
     #[test]
     fn a_writer_whose_new_file_was_swept_before_it_locked_it_notices() {
         let root = tempfile::tempdir().unwrap();
         let dir = scratch_dir(root.path());
         fs::create_dir_all(&dir).unwrap();
         // Just created, not yet locked: a sweeper takes the lock first and
-        // removes the file while holding it, whenever the writer then asks
-        // for its lock (before: it waits for the sweeper).
+        // removes the file while holding it; whenever the writer then asks
+        // for its lock, it finds it held or its name gone: swept either way.
         let temp = tempfile::Builder::new()
             .prefix(&owner_prefix())
             .tempfile_in(&dir)
