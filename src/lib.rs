@@ -6,6 +6,7 @@ pub mod build;
 pub mod child;
 pub mod cli;
 pub mod diff;
+pub mod file_lock;
 pub mod image;
 pub mod keys;
 pub mod layer;

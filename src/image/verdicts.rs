@@ -43,12 +43,10 @@ use std::fs::{self, File, Metadata};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustix::fs::{flock, FlockOperation};
-use rustix::io::Errno;
-
+use crate::file_lock::{lock_exclusive, Lock};
 use crate::oci::blob_writer::{new_temp_file, sync_and_rename};
 use crate::oci::digest::Digest;
 
@@ -268,34 +266,12 @@ impl SaveLock {
         else {
             return unheld;
         };
-        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => Some(SaveLock { _file: Some(file) }),
-            Err(Errno::WOULDBLOCK) => {
-                wait_for_lock(file, LOCK_WAIT).map(|file| SaveLock { _file: Some(file) })
-            }
-            Err(_) => unheld,
+        match lock_exclusive(file, LOCK_WAIT) {
+            Ok(Lock::Held(file)) => Some(SaveLock { _file: Some(file) }),
+            Ok(Lock::Busy) => None,
+            Ok(Lock::Unsupported) | Err(_) => unheld,
         }
     }
-}
-
-/// Blocks on the lock in a helper thread, for at most `wait`. A lock the
-/// thread gets after we gave up is released at once (the file is dropped
-/// with the message nobody receives).
-fn wait_for_lock(file: File, wait: Duration) -> Option<File> {
-    let (sender, receiver) = mpsc::channel();
-    let waiter = std::thread::Builder::new().spawn(move || loop {
-        match flock(&file, FlockOperation::LockExclusive) {
-            Err(Errno::INTR) => continue,
-            Ok(()) => {
-                let _ = sender.send(file);
-                return;
-            }
-            Err(_) => return,
-        }
-    });
-    // No thread (out of resources): no save, rather than a failed command.
-    waiter.ok()?;
-    receiver.recv_timeout(wait).ok()
 }
 
 /// True when the verdict's file is still there, unchanged.
@@ -357,6 +333,7 @@ fn read_file(path: &Path) -> HashMap<(u64, u64), Verdict> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::fs::{flock, FlockOperation};
 
     fn stamp_of(path: &Path) -> FileStamp {
         FileStamp::of(&std::fs::metadata(path).unwrap())

@@ -44,10 +44,10 @@
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::file_lock::{self, lock_exclusive, Lock};
 use anyhow::{Context, Result};
 use rustix::fs::{flock, FlockOperation};
 use rustix::io::Errno;
@@ -117,7 +117,7 @@ fn lock_as_writer(temp: &tempfile::NamedTempFile) -> io::Result<Locked> {
             Ok(()) => break,
             Err(Errno::INTR) => continue,
             Err(Errno::WOULDBLOCK) => return Ok(Locked::Swept),
-            Err(e) if no_flock(e) => return Ok(Locked::Kept),
+            Err(e) if file_lock::unsupported(e) => return Ok(Locked::Kept),
             Err(e) => return Err(e.into()),
         }
     }
@@ -128,11 +128,6 @@ fn lock_as_writer(temp: &tempfile::NamedTempFile) -> io::Result<Locked> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Locked::Swept),
         Err(e) => Err(e),
     }
-}
-
-/// True for the errors of a file system without `flock`.
-fn no_flock(error: Errno) -> bool {
-    [Errno::NOLCK, Errno::OPNOTSUPP, Errno::INVAL, Errno::BADF].contains(&error)
 }
 
 /// A scratch file in `image_dir` itself, named `.tmpXXXXXX` (which
@@ -336,29 +331,34 @@ pub struct ImageLock {
 }
 
 impl ImageLock {
-    /// Waits for the lock on `dir` (an existing directory). On a file
-    /// system without `flock` (some network ones) this returns an unheld
-    /// lock: numbering stays safe there (slots are claimed without
-    /// replacing), only the "already signed by this key" check is then
-    /// not atomic between processes.
+    /// Waits for the lock on `dir` (an existing directory), at most
+    /// `IMAGE_LOCK_WAIT`: it is held for milliseconds, so a longer wait is
+    /// a holder that is stopped or stuck, and this signer says so instead
+    /// of hanging behind it. On a file system without `flock` (some
+    /// network ones) this returns an unheld lock: numbering stays safe
+    /// there (slots are claimed without replacing), only the "already
+    /// signed by this key" check is then not atomic between processes.
     pub fn acquire(dir: &Path) -> Result<ImageLock> {
+        ImageLock::acquire_within(dir, IMAGE_LOCK_WAIT)
+    }
+
+    fn acquire_within(dir: &Path, wait: Duration) -> Result<ImageLock> {
         let file = fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
-        loop {
-            // SAFETY: a valid open descriptor; flock has no memory effects.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(ImageLock { _held: Some(file) });
-            }
-            let error = io::Error::last_os_error();
-            match error.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::ENOLCK | libc::EOPNOTSUPP | libc::EINVAL | libc::EBADF) => {
-                    return Ok(ImageLock { _held: None })
-                }
-                _ => return Err(error).with_context(|| format!("locking {}", dir.display())),
-            }
+        match lock_exclusive(file, wait).with_context(|| format!("locking {}", dir.display()))? {
+            Lock::Held(file) => Ok(ImageLock { _held: Some(file) }),
+            Lock::Unsupported => Ok(ImageLock { _held: None }),
+            Lock::Busy => anyhow::bail!(
+                "{}: another process has held this image's lock for {} s (a stagex stopped \
+                 with Ctrl-Z, or stuck on a slow disk?); let it finish or stop it, then run again",
+                dir.display(),
+                wait.as_secs()
+            ),
         }
     }
 }
+
+/// Longest a writer waits for another's lock on an image's directory.
+const IMAGE_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
@@ -402,21 +402,19 @@ mod tests {
     }
 
     #[test]
-    fn the_image_lock_excludes_a_second_holder() {
+    fn the_image_lock_excludes_a_second_holder_and_says_who_waited() {
         let dir = tempfile::tempdir().unwrap();
         let first = ImageLock::acquire(dir.path()).unwrap();
         assert!(first._held.is_some(), "flock works on a local directory");
-        let file = fs::File::open(dir.path()).unwrap();
-        // SAFETY: a valid open descriptor.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        assert_eq!(
-            rc, -1,
-            "a second open file description must not get the lock"
+        let second = ImageLock::acquire_within(dir.path(), Duration::from_millis(50));
+        let message = format!("{:#}", second.unwrap_err());
+        assert!(
+            message.contains("another process has held this image's lock"),
+            "{message}"
         );
         drop(first);
-        // SAFETY: as above.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        assert_eq!(rc, 0, "released on drop");
+        let again = ImageLock::acquire_within(dir.path(), Duration::from_secs(60)).unwrap();
+        assert!(again._held.is_some(), "released on drop");
     }
 
     /// A new file (one byte) in the scratch directory of `root`.
