@@ -2,8 +2,10 @@
 //! (`src/child.rs`): a `diffoscope` that hangs is stopped at
 //! `STAGEX_DIFFOSCOPE_TIMEOUT` with everything it started, the error names
 //! it, the limit and the env var, what it printed came live and nothing is
-//! left in the temp directory; diffoscope's output shows while it runs; a
-//! real diffoscope run still shows its report and leaves nothing behind; a `stagex reproduce` child build that hangs is stopped at
+//! left in the temp directory; diffoscope's output shows while it runs;
+//! Ctrl-C stops diffoscope's group and leaves no log of it; a real
+//! diffoscope run still shows its report and leaves nothing behind; a
+//! `stagex reproduce` child build that hangs is stopped at
 //! `STAGEX_BUILD_TIMEOUT`, fails (the other build still counts), and its
 //! log, named before it started, keeps what it printed; bad limits are one
 //! clear error. The hangs are injected with scripts on PATH named after a
@@ -447,4 +449,45 @@ fn an_interrupted_reproduce_stops_its_build_and_keeps_the_log() {
         std::fs::read_to_string(&log).unwrap(),
         "faketime: starting the build\n"
     );
+}
+
+#[test]
+fn an_interrupted_diffoscope_is_stopped_with_its_group() {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let root = tempfile::tempdir().unwrap();
+    let pids = root.path().join("pids");
+    tools::run_ok(Command::new("mkfifo").arg(&pids));
+    let bin = hanging_program(root.path(), "diffoscope", "diffoscope: comparing", &pids);
+    let path = path_with(&bin);
+    let mut command = diffoscope_command(
+        root.path(),
+        &[
+            ("PATH", path.as_os_str()),
+            ("STAGEX_DIFFOSCOPE_TIMEOUT", "off".as_ref()),
+        ],
+    );
+    let child = command
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stagex = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    // diffoscope is running (and hangs) once its script wrote this.
+    let written = read_pids_when_written(&pids);
+    // What the terminal's Ctrl-C sends to stagex.
+    rustix::process::kill_process(stagex, rustix::process::Signal::INT).unwrap();
+    let status = wait_bounded(child);
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+    for pid in written.split_whitespace() {
+        assert!(exits(pid), "process {pid} of diffoscope survived");
+    }
+    // No log of diffoscope's output is left behind. (The directory of the
+    // extracted files, src/cli/diff.rs's, is: a signal skips its removal.)
+    let logs: Vec<PathBuf> = temp_left(root.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("stagex-diffoscope-"))
+        .collect();
+    assert_eq!(logs, Vec::<PathBuf>::new());
 }
