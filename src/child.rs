@@ -4,8 +4,8 @@
 //! for append before the child starts, so it exists from the start and
 //! holds everything the child wrote, even if stagex is killed): nothing is
 //! kept in memory and no pipe can fill. Its stdout may instead go to a
-//! file of its own (a report to parse); or both streams go live to
-//! stagex's own (`diff --diffoscope`) and no log exists. The child leads a process group of
+//! file of its own (a report to parse), or both go live to stagex's
+//! (`diff --diffoscope`): no log. The child leads a process group of
 //! its own; past its deadline the whole group (everything it started) gets
 //! SIGTERM, a short grace, then SIGKILL, and the error names the program,
 //! the deadline, the log and the env var that raises it. Because that group
