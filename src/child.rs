@@ -4,7 +4,8 @@
 //! for append before the child starts, so it exists from the start and
 //! holds everything the child wrote, even if stagex is killed): nothing is
 //! kept in memory and no pipe can fill. Its stdout may instead go to a
-//! file of its own (a report to parse). The child leads a process group of
+//! file of its own (a report to parse), or both go live to stagex's
+//! (`diff --diffoscope`): no log. The child leads a process group of
 //! its own; past its deadline the whole group (everything it started) gets
 //! SIGTERM, a short grace, then SIGKILL, and the error names the program,
 //! the deadline, the log and the env var that raises it. Because that group
@@ -56,6 +57,16 @@ pub enum ChildError {
         program: String,
         limit: String,
         log: PathBuf,
+        var: &'static str,
+    },
+    #[error(
+        "{program} was still running after {limit} and was stopped, with everything it \
+         started; what it printed is above. If it needs longer, raise {var} \
+         (`{var}=2h`, or `{var}=off` for no limit)"
+    )]
+    TimedOutLive {
+        program: String,
+        limit: String,
         var: &'static str,
     },
     #[error("waiting for {program}: {source}")]
@@ -110,6 +121,19 @@ pub enum StdoutTo {
     Log,
     /// A file of its own, created anew (a report the caller parses).
     File(PathBuf),
+    /// Live to stagex's own stdout; its stderr live to stagex's stderr.
+    /// Nothing is kept: the log is neither created nor named.
+    Inherit,
+    /// Live to stagex's stderr (stagex's stdout carries its own output,
+    /// such as JSON), its stderr too. Nothing is kept, as with `Inherit`.
+    Stderr,
+}
+
+impl StdoutTo {
+    /// Whether the child writes straight to stagex's streams (no log).
+    fn is_live(&self) -> bool {
+        matches!(self, StdoutTo::Inherit | StdoutTo::Stderr)
+    }
 }
 
 /// One supervised run.
@@ -117,13 +141,25 @@ pub enum StdoutTo {
 pub struct Supervised<'a> {
     /// The program for humans (`diffoscope`, `stagex build (native control)`).
     pub program: &'a str,
-    /// The log, appended to.
+    /// The log, appended to (unused when `stdout` is live).
     pub log: &'a Path,
     pub stdout: StdoutTo,
     pub deadline: Deadline,
 }
 
-impl Supervised<'_> {
+impl<'a> Supervised<'a> {
+    /// A run whose output goes live to stagex's streams (`stdout`:
+    /// `Inherit` or `Stderr`) and is not kept, so there is no log.
+    pub fn live(program: &'a str, stdout: StdoutTo, deadline: Deadline) -> Supervised<'a> {
+        debug_assert!(stdout.is_live(), "{stdout:?} needs a log");
+        Supervised {
+            program,
+            log: Path::new(""),
+            stdout,
+            deadline,
+        }
+    }
+
     fn open(&self, path: &Path, append: bool) -> Result<File, ChildError> {
         let mut options = OpenOptions::new();
         options.create(true);
@@ -141,21 +177,48 @@ impl Supervised<'_> {
 
     /// Runs `command` to its end or its deadline; its exit status.
     pub fn run(&self, command: &mut Command) -> Result<ExitStatus, ChildError> {
-        let log = self.open(self.log, true)?;
-        let stdout = match &self.stdout {
-            StdoutTo::Log => log.try_clone().map_err(|source| ChildError::Log {
-                program: self.program.to_string(),
-                path: self.log.to_path_buf(),
-                source,
-            })?,
-            StdoutTo::File(path) => self.open(path, false)?,
-        };
-        command.stdin(Stdio::null()).stdout(stdout).stderr(log);
+        let (stdout, stderr) = self.streams()?;
+        command.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
         let (child, group) = spawn_grouped(command).map_err(|source| ChildError::Spawn {
             program: self.program.to_string(),
             source,
         })?;
-        self.wait(child, group.pid)
+        let waited = self.wait(child, group.pid);
+        if !self.stdout.is_live() {
+            return waited;
+        }
+        waited.map_err(|error| match error {
+            ChildError::TimedOut {
+                program,
+                limit,
+                var,
+                ..
+            } => ChildError::TimedOutLive {
+                program,
+                limit,
+                var,
+            },
+            other => other,
+        })
+    }
+
+    /// The child's stdout and stderr: stagex's own (live), or the log
+    /// (opened for append) and, for `File`, a report file of its own.
+    fn streams(&self) -> Result<(Stdio, Stdio), ChildError> {
+        let log = match &self.stdout {
+            StdoutTo::Inherit => return Ok((Stdio::inherit(), Stdio::inherit())),
+            StdoutTo::Stderr => return Ok((Stdio::from(io::stderr()), Stdio::inherit())),
+            StdoutTo::Log | StdoutTo::File(_) => self.open(self.log, true)?,
+        };
+        let stdout = match &self.stdout {
+            StdoutTo::File(path) => self.open(path, false)?,
+            _ => log.try_clone().map_err(|source| ChildError::Log {
+                program: self.program.to_string(),
+                path: self.log.to_path_buf(),
+                source,
+            })?,
+        };
+        Ok((stdout.into(), log.into()))
     }
 
     /// Waits for `child` (leader of `group`); past the deadline, stops
@@ -443,6 +506,28 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&report).unwrap(), "{}\n");
         run_sh("echo out; echo err >&2", &log, StdoutTo::Log, None).unwrap();
         assert_eq!(tail(&log, 2), "out\nerr");
+    }
+
+    #[test]
+    fn a_live_child_past_its_deadline_names_no_log() {
+        let supervised = Supervised::live(
+            "test-child",
+            StdoutTo::Stderr,
+            Deadline {
+                limit: Some(Duration::from_secs(1)),
+                var: VAR,
+            },
+        );
+        let error = supervised
+            .run(Command::new("sh").arg("-c").arg("exec sleep 1000"))
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("test-child was still running after 1s")
+                && message.contains("what it printed is above")
+                && message.contains(&format!("raise {VAR}")),
+            "{message}"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Owns: `--files DIR` (both versions of each regular file whose content
 //! differs, side by side: `DIR/A/<scope>/<path>` and `DIR/B/<scope>/<path>`)
 //! and `--diffoscope` (diffoscope run on the first few of those pairs,
-//! through `crate::child`: a time limit, its output in a log file).
+//! through `crate::child`: a time limit, its output live on stagex's
+//! streams, nothing kept in the temp directory).
 //!
 //! Paths come from the one tar walk (normalized, never `..`); every
 //! component is checked again here, `DIR/A` and `DIR/B` must be new (no
@@ -199,69 +200,36 @@ pub fn require_diffoscope() -> Result<PathBuf, DiffError> {
     })
 }
 
-/// A new log file for diffoscope's output, kept (in the temp directory)
-/// until its output has been shown.
-fn diffoscope_log() -> Result<PathBuf, DiffError> {
-    let temp = tempfile::Builder::new()
-        .prefix("stagex-diffoscope-")
-        .suffix(".log")
-        .tempfile()
-        .map_err(|e| diffoscope_error(format!("creating its log file: {e}")))?;
-    let (_, path) = temp
-        .keep()
-        .map_err(|e| diffoscope_error(format!("creating its log file: {e}")))?;
-    Ok(path)
-}
-
-/// Copies what `log` holds from `from` on to stdout (`to_stderr`: stderr);
-/// returns the new end.
-fn show_log(log: &Path, from: u64, to_stderr: bool) -> io::Result<u64> {
-    use std::io::{Seek, SeekFrom};
-    let mut file = fs::File::open(log)?;
-    file.seek(SeekFrom::Start(from))?;
-    let copied = if to_stderr {
-        io::copy(&mut file, &mut io::stderr().lock())?
-    } else {
-        let mut out = io::stdout().lock();
-        let copied = io::copy(&mut file, &mut out)?;
-        out.flush()?;
-        copied
-    };
-    Ok(from + copied)
-}
-
-/// Runs diffoscope on the first `DIFFOSCOPE_FILES` pairs, its output to
-/// `to_stderr` ? stderr : stdout. Each run writes into one log file and
-/// has `$STAGEX_DIFFOSCOPE_TIMEOUT`; what it wrote is shown when it ends.
-/// The log is removed when every run ended well, else the error names it.
+/// Runs diffoscope on the first `DIFFOSCOPE_FILES` pairs, each with
+/// `$STAGEX_DIFFOSCOPE_TIMEOUT`. Its report goes live to stagex's stdout
+/// (`to_stderr`: to stderr, stagex's stdout being JSON) and its own
+/// stderr to stagex's stderr, as it writes them; no file is kept.
 pub fn run_diffoscope(pairs: &[(PathBuf, PathBuf)], to_stderr: bool) -> Result<(), DiffError> {
     let program = require_diffoscope()?;
     let label = program.display().to_string();
-    let log = diffoscope_log()?;
-    let supervised = Supervised {
-        program: &label,
-        log: &log,
-        stdout: StdoutTo::Log,
-        deadline: diffoscope_deadline()?,
+    let stdout = if to_stderr {
+        StdoutTo::Stderr
+    } else {
+        StdoutTo::Inherit
     };
-    let mut shown = 0;
+    let supervised = Supervised::live(&label, stdout, diffoscope_deadline()?);
     for (a, b) in pairs.iter().take(DIFFOSCOPE_FILES) {
+        // What stagex printed so far comes before diffoscope's report.
+        io::stdout()
+            .flush()
+            .map_err(|e| diffoscope_error(format!("writing to stdout: {e}")))?;
         let status = supervised
             .run(Command::new(&program).arg(a).arg(b))
             .map_err(diffoscope_error)?;
         // diffoscope exits 1 when the files differ (expected here).
         if status.code().is_none_or(|code| code > 1) {
             return Err(DiffError::Diffoscope(format!(
-                "{label} {} {} failed: {status}; what it printed is in {}",
+                "{label} {} {} failed: {status}; what it printed is above",
                 a.display(),
                 b.display(),
-                log.display()
             )));
         }
-        shown = show_log(&log, shown, to_stderr)
-            .map_err(|e| diffoscope_error(format!("showing {}: {e}", log.display())))?;
     }
-    let _ = fs::remove_file(&log);
     Ok(())
 }
 

@@ -1,9 +1,11 @@
 //! Owns: the end-to-end tests of child programs that cannot hang stagex
 //! (`src/child.rs`): a `diffoscope` that hangs is stopped at
 //! `STAGEX_DIFFOSCOPE_TIMEOUT` with everything it started, the error names
-//! it, the limit, the log and the env var, and the log keeps what it
-//! printed; a real diffoscope run still shows its report and leaves no
-//! log behind; a `stagex reproduce` child build that hangs is stopped at
+//! it, the limit and the env var, what it printed came live and nothing is
+//! left in the temp directory; diffoscope's output shows while it runs;
+//! Ctrl-C stops diffoscope's group and leaves no log of it; a real
+//! diffoscope run still shows its report and leaves nothing behind; a
+//! `stagex reproduce` child build that hangs is stopped at
 //! `STAGEX_BUILD_TIMEOUT`, fails (the other build still counts), and its
 //! log, named before it started, keeps what it printed; bad limits are one
 //! clear error. The hangs are injected with scripts on PATH named after a
@@ -12,6 +14,7 @@
 use crate::build_support;
 use crate::peers;
 
+use std::io::BufRead;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -125,6 +128,11 @@ fn assert_all_exited(pids: &Path) {
 
 /// `stagex diff --diffoscope A B` in `root` with `env`, its temp dir `root/tmp`.
 fn diffoscope_diff(root: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Output {
+    tools::run_bounded(&mut diffoscope_command(root, env), CAP)
+}
+
+/// The command of `diffoscope_diff`, not started.
+fn diffoscope_command(root: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Command {
     let a = motd_image(&root.join("a"), b"hello\n");
     let b = motd_image(&root.join("b"), b"bye\n");
     let tmp = root.join("tmp");
@@ -136,20 +144,14 @@ fn diffoscope_diff(root: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Output {
     for (name, value) in env {
         command.env(name, value);
     }
-    tools::run_bounded(&mut command, CAP)
+    command
 }
 
-/// The diffoscope logs left in `root/tmp`.
-fn diffoscope_logs(root: &Path) -> Vec<PathBuf> {
+/// What stagex left in its temp directory `root/tmp`.
+fn temp_left(root: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(root.join("tmp"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("stagex-diffoscope-")
-        })
         .collect()
 }
 
@@ -173,18 +175,84 @@ fn a_hanging_diffoscope_is_stopped_at_its_deadline_with_its_group() {
         message.contains(&format!("{program} was still running after 2s")),
         "{message}"
     );
-    assert!(message.contains("STAGEX_DIFFOSCOPE_TIMEOUT"), "{message}");
-    let logs = diffoscope_logs(root.path());
-    assert_eq!(logs.len(), 1, "{logs:?}");
     assert!(
-        message.contains(&logs[0].display().to_string()),
+        message.contains("raise STAGEX_DIFFOSCOPE_TIMEOUT"),
         "{message}"
     );
-    assert_eq!(
-        std::fs::read_to_string(&logs[0]).unwrap(),
-        "diffoscope: comparing\n"
-    );
+    // What it printed (on its stderr) came to stagex's stderr, as it ran.
+    assert!(message.contains("diffoscope: comparing\n"), "{message}");
+    assert!(message.contains("what it printed is above"), "{message}");
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(!out.contains("diffoscope: comparing"), "{out}");
+    assert_eq!(temp_left(root.path()), Vec::<PathBuf>::new());
     assert_all_exited(&pids);
+}
+
+/// Lines from `reader` up to and including the first that is `line`, or
+/// to its end (the text read either way).
+fn read_through(reader: &mut impl BufRead, line: &str) -> String {
+    let mut read = String::new();
+    loop {
+        let start = read.len();
+        if reader.read_line(&mut read).unwrap() == 0 || read[start..].trim_end() == line {
+            return read;
+        }
+    }
+}
+
+#[test]
+fn diffoscope_output_shows_while_it_runs() {
+    use std::io::{BufReader, Read, Write};
+    use std::os::unix::process::CommandExt;
+    let root = tempfile::tempdir().unwrap();
+    let go = root.path().join("go");
+    tools::run_ok(Command::new("mkfifo").arg(&go));
+    // A diffoscope that reports, warns, then waits for the test's word.
+    let bin = root.path().join("fake-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("diffoscope");
+    let body = format!(
+        "#!/bin/sh\necho REPORT\necho WARNING >&2\nread word < '{}'\nexit 1\n",
+        go.display()
+    );
+    std::fs::write(&script, body).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = path_with(&bin);
+    // Were the output held back until diffoscope ends, the reads below
+    // would only end at this deadline, with neither line.
+    let mut command = diffoscope_command(
+        root.path(),
+        &[
+            ("PATH", path.as_os_str()),
+            ("STAGEX_DIFFOSCOPE_TIMEOUT", "120".as_ref()),
+        ],
+    );
+    let mut child = command
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let out_so_far = read_through(&mut out, "REPORT");
+    assert!(out_so_far.ends_with("REPORT\n"), "{out_so_far}");
+    let err_so_far = read_through(&mut err, "WARNING");
+    assert!(err_so_far.ends_with("WARNING\n"), "{err_so_far}");
+    // diffoscope is still running (it waits on `go`): let it end.
+    writeln!(std::fs::File::create(&go).unwrap(), "go").unwrap();
+    let status = wait_bounded(child);
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    err.read_to_string(&mut rest).unwrap();
+    assert!(
+        !rest.contains("REPORT") && !rest.contains("WARNING"),
+        "{rest}"
+    );
+    assert!(!out_so_far.contains("WARNING"), "{out_so_far}");
+    assert_eq!(temp_left(root.path()), Vec::<PathBuf>::new());
 }
 
 #[test]
@@ -205,7 +273,7 @@ fn a_bad_diffoscope_limit_is_one_clear_error() {
 }
 
 #[test]
-fn a_real_diffoscope_shows_its_report_and_leaves_no_log() {
+fn a_real_diffoscope_shows_its_report_and_leaves_nothing_behind() {
     if tools::require(&["diffoscope"]).is_none() {
         return;
     }
@@ -215,7 +283,7 @@ fn a_real_diffoscope_shows_its_report_and_leaves_no_log() {
     let out = String::from_utf8_lossy(&output.stdout);
     assert!(out.contains("layer_0/etc/motd"), "{out}");
     assert!(out.contains("-hello") && out.contains("+bye"), "{out}");
-    assert_eq!(diffoscope_logs(root.path()), Vec::<PathBuf>::new());
+    assert_eq!(temp_left(root.path()), Vec::<PathBuf>::new());
 }
 
 /// `stagex --json reproduce core-a --builders native` in `root`, with `env`.
@@ -381,4 +449,45 @@ fn an_interrupted_reproduce_stops_its_build_and_keeps_the_log() {
         std::fs::read_to_string(&log).unwrap(),
         "faketime: starting the build\n"
     );
+}
+
+#[test]
+fn an_interrupted_diffoscope_is_stopped_with_its_group() {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let root = tempfile::tempdir().unwrap();
+    let pids = root.path().join("pids");
+    tools::run_ok(Command::new("mkfifo").arg(&pids));
+    let bin = hanging_program(root.path(), "diffoscope", "diffoscope: comparing", &pids);
+    let path = path_with(&bin);
+    let mut command = diffoscope_command(
+        root.path(),
+        &[
+            ("PATH", path.as_os_str()),
+            ("STAGEX_DIFFOSCOPE_TIMEOUT", "off".as_ref()),
+        ],
+    );
+    let child = command
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stagex = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    // diffoscope is running (and hangs) once its script wrote this.
+    let written = read_pids_when_written(&pids);
+    // What the terminal's Ctrl-C sends to stagex.
+    rustix::process::kill_process(stagex, rustix::process::Signal::INT).unwrap();
+    let status = wait_bounded(child);
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+    for pid in written.split_whitespace() {
+        assert!(exits(pid), "process {pid} of diffoscope survived");
+    }
+    // No log of diffoscope's output is left behind. (The directory of the
+    // extracted files, src/cli/diff.rs's, is: a signal skips its removal.)
+    let logs: Vec<PathBuf> = temp_left(root.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("stagex-diffoscope-"))
+        .collect();
+    assert_eq!(logs, Vec::<PathBuf>::new());
 }

@@ -9,6 +9,7 @@
 use crate::peers;
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -41,6 +42,11 @@ impl Project {
 
     /// `stagex [--json] diff ARGS...` with this project's store.
     fn diff(&self, json_out: bool, args: &[&str]) -> Output {
+        self.diff_env(json_out, &[], args)
+    }
+
+    /// `diff` with `env` set too.
+    fn diff_env(&self, json_out: bool, env: &[(&str, &OsStr)], args: &[&str]) -> Output {
         let mut all = Vec::new();
         if json_out {
             all.push("--json");
@@ -49,6 +55,7 @@ impl Project {
         all.extend_from_slice(args);
         let mut command = tools::stagex_in(self.dir.path(), &all);
         command.env("STAGEX_STORE", self.path("store"));
+        command.envs(env.iter().copied());
         command.output().expect("run stagex")
     }
 }
@@ -592,6 +599,74 @@ fn diffoscope_runs_on_the_changed_file() {
     // diffoscope's own report of the two versions of /etc/motd.
     assert!(out.contains("layer_0/etc/motd"), "{out}");
     assert!(out.contains("-hello") && out.contains("+bye"), "{out}");
+    // With --json, stdout is the JSON report and diffoscope's is on stderr.
+    let output = project.diff(true, &["--diffoscope", &a, &b]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert_eq!(json(&output)["identical"], Value::Bool(false));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("-hello") && err.contains("+bye"), "{err}");
+}
+
+/// A directory holding a fake `diffoscope` that prints REPORT on stdout
+/// and WARNING on stderr, then exits 1 (the files differ), as a real one
+/// does with a missing tool; a real one's warnings depend on the tools
+/// installed (the fault-injection mock the house rules allow).
+fn fake_diffoscope(project: &Project) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = project.path("fake-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("diffoscope");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho REPORT\necho WARNING >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// PATH with `first` before the test's own.
+fn path_with(first: &Path) -> OsString {
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(first.to_path_buf()).chain(std::env::split_paths(&rest)))
+        .unwrap()
+}
+
+#[test]
+fn diffoscope_report_and_warnings_stay_on_their_own_streams() {
+    let project = Project::new();
+    let (a, b) = base_and_bye(&project);
+    let path = path_with(&fake_diffoscope(&project));
+    let tmp = project.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let env = [("PATH", path.as_os_str()), ("TMPDIR", tmp.as_os_str())];
+    // `stagex diff --diffoscope A B > report.txt`: the report, no warning.
+    let output = project.diff_env(false, &env, &["--diffoscope", &a, &b]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let (out, err) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        out.contains("REPORT\n") && !out.contains("WARNING"),
+        "{out}"
+    );
+    assert!(
+        err.contains("WARNING\n") && !err.contains("REPORT"),
+        "{err}"
+    );
+    // With --json: stdout is JSON only, diffoscope's report on stderr.
+    let output = project.diff_env(true, &env, &["--diffoscope", &a, &b]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert_eq!(json(&output)["identical"], Value::Bool(false));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("REPORT\n") && err.contains("WARNING\n"),
+        "{err}"
+    );
+    // Nothing left in the temp directory (no log, no extracted files).
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
