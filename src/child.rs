@@ -1,21 +1,26 @@
 //! Owns: running a child program that cannot hang stagex and whose output
 //! survives a kill (`stagex diff --diffoscope`, `stagex reproduce`'s child
-//! builds). The child's stdout and stderr are the log file itself (opened
-//! for append before the child starts, so it exists from the start and
-//! holds everything the child wrote, even if stagex is killed): nothing is
-//! kept in memory and no pipe can fill. Its stdout may instead go to a
-//! file of its own (a report to parse), or both go live to stagex's
-//! (`diff --diffoscope`): no log. The child leads a process group of
-//! its own; past its deadline the whole group (everything it started) gets
-//! SIGTERM, a short grace, then SIGKILL, and the error names the program,
-//! the deadline, the log and the env var that raises it. Because that group
-//! no longer hears the terminal's Ctrl-C, SIGINT/SIGTERM/SIGHUP to stagex
-//! are passed on to every running child group before stagex dies of them.
+//! builds). Where the output goes is one `Output`: the log file itself
+//! (opened for append before the child starts, so it exists from the start
+//! and holds everything the child wrote, even if stagex is killed; nothing
+//! is kept in memory and no pipe can fill), optionally with stdout in a
+//! report file of its own, or live on stagex's own streams (no log).
+//!
+//! The child leads a process group of its own. Past its deadline the whole
+//! group (everything it started) gets SIGTERM, a short grace, then SIGKILL,
+//! and the error names the program, the deadline, the log and the env var
+//! that raises it. When the child exits, whatever it left running in its
+//! group is killed before the child is reaped (so the group id cannot name
+//! another group). Because the group no longer hears the terminal's
+//! Ctrl-C, SIGINT/SIGTERM/SIGHUP to stagex are passed on to every running
+//! child group; after a grace what is left is killed and stagex dies of the
+//! signal (a signal stagex was started with ignored, as under `nohup`,
+//! stays ignored). Not covered: a SIGKILL of stagex itself, which no
+//! handler sees; its children then run on to their end.
 //!
 //! No crate does all of this: std gives the process group
 //! (`CommandExt::process_group`) and the deadline (one thread blocked in
-//! `wait`, the caller on `recv_timeout`, as `registry::auth` does for its
-//! helpers); rustix (already a dependency) sends the group signals without
+//! `waitid`, the caller on `recv_timeout`); rustix (already a dependency) sends the group signals without
 //! `unsafe`; signal-hook forwards the signals (wait-timeout would only
 //! replace the thread; process-wrap would add a layer over `Command` and
 //! still need the forwarding).
@@ -114,25 +119,29 @@ pub fn describe(limit: Duration) -> String {
     humantime::format_duration(limit).to_string()
 }
 
-/// Where the child's stdout goes.
+/// Where the child's output goes.
 #[derive(Clone, Debug)]
-pub enum StdoutTo {
-    /// Into the log, with its stderr.
-    Log,
-    /// A file of its own, created anew (a report the caller parses).
-    File(PathBuf),
-    /// Live to stagex's own stdout; its stderr live to stagex's stderr.
-    /// Nothing is kept: the log is neither created nor named.
+pub enum Output<'a> {
+    /// stdout and stderr, appended to the log.
+    Log(&'a Path),
+    /// stderr appended to the log; stdout to a file of its own, created
+    /// anew (a report the caller parses).
+    LogAndReport { log: &'a Path, report: &'a Path },
+    /// Live: stdout to stagex's stdout, stderr to stagex's stderr. Nothing
+    /// is kept.
     Inherit,
-    /// Live to stagex's stderr (stagex's stdout carries its own output,
-    /// such as JSON), its stderr too. Nothing is kept, as with `Inherit`.
+    /// Live: both to stagex's stderr (stagex's stdout carries its own
+    /// output, such as JSON). Nothing is kept.
     Stderr,
 }
 
-impl StdoutTo {
-    /// Whether the child writes straight to stagex's streams (no log).
-    fn is_live(&self) -> bool {
-        matches!(self, StdoutTo::Inherit | StdoutTo::Stderr)
+impl Output<'_> {
+    /// The log, when the output is kept in one.
+    fn log(&self) -> Option<&Path> {
+        match self {
+            Output::Log(log) | Output::LogAndReport { log, .. } => Some(log),
+            Output::Inherit | Output::Stderr => None,
+        }
     }
 }
 
@@ -141,25 +150,11 @@ impl StdoutTo {
 pub struct Supervised<'a> {
     /// The program for humans (`diffoscope`, `stagex build (native control)`).
     pub program: &'a str,
-    /// The log, appended to (unused when `stdout` is live).
-    pub log: &'a Path,
-    pub stdout: StdoutTo,
+    pub output: Output<'a>,
     pub deadline: Deadline,
 }
 
-impl<'a> Supervised<'a> {
-    /// A run whose output goes live to stagex's streams (`stdout`:
-    /// `Inherit` or `Stderr`) and is not kept, so there is no log.
-    pub fn live(program: &'a str, stdout: StdoutTo, deadline: Deadline) -> Supervised<'a> {
-        debug_assert!(stdout.is_live(), "{stdout:?} needs a log");
-        Supervised {
-            program,
-            log: Path::new(""),
-            stdout,
-            deadline,
-        }
-    }
-
+impl Supervised<'_> {
     fn open(&self, path: &Path, append: bool) -> Result<File, ChildError> {
         let mut options = OpenOptions::new();
         options.create(true);
@@ -184,41 +179,36 @@ impl<'a> Supervised<'a> {
             source,
         })?;
         let waited = self.wait(child, group.pid);
-        if !self.stdout.is_live() {
-            return waited;
+        drop(group);
+        // A child ended by a signal passed on from stagex: stagex is dying
+        // of it too, so the caller must not go on as if the child failed.
+        if live_groups().stopping {
+            loop {
+                std::thread::park();
+            }
         }
-        waited.map_err(|error| match error {
-            ChildError::TimedOut {
-                program,
-                limit,
-                var,
-                ..
-            } => ChildError::TimedOutLive {
-                program,
-                limit,
-                var,
-            },
-            other => other,
-        })
+        waited
     }
 
     /// The child's stdout and stderr: stagex's own (live), or the log
-    /// (opened for append) and, for `File`, a report file of its own.
+    /// (opened for append) and maybe a report file of its own.
     fn streams(&self) -> Result<(Stdio, Stdio), ChildError> {
-        let log = match &self.stdout {
-            StdoutTo::Inherit => return Ok((Stdio::inherit(), Stdio::inherit())),
-            StdoutTo::Stderr => return Ok((Stdio::from(io::stderr()), Stdio::inherit())),
-            StdoutTo::Log | StdoutTo::File(_) => self.open(self.log, true)?,
+        let (log, report) = match &self.output {
+            Output::Inherit => return Ok((Stdio::inherit(), Stdio::inherit())),
+            Output::Stderr => return Ok((Stdio::from(io::stderr()), Stdio::inherit())),
+            Output::Log(log) => (*log, None),
+            Output::LogAndReport { log, report } => (*log, Some(*report)),
         };
-        let stdout = match &self.stdout {
-            StdoutTo::File(path) => self.open(path, false)?,
-            _ => log.try_clone().map_err(|source| ChildError::Log {
+        let log_file = self.open(log, true)?;
+        let stdout = match report {
+            Some(report) => self.open(report, false)?,
+            None => log_file.try_clone().map_err(|source| ChildError::Log {
                 program: self.program.to_string(),
-                path: self.log.to_path_buf(),
+                path: log.to_path_buf(),
                 source,
             })?,
         };
-        Ok((stdout.into(), log.into()))
+        Ok((stdout.into(), log_file.into()))
     }
 
     /// Waits for `child` (leader of `group`); past the deadline, stops
@@ -258,12 +248,27 @@ impl<'a> Supervised<'a> {
         };
         match (timed_out, status) {
             (false, Some(status)) => Ok(status),
-            _ => Err(ChildError::TimedOut {
-                program: self.program.to_string(),
-                limit: describe(self.deadline.limit.unwrap_or_default()),
-                log: self.log.to_path_buf(),
-                var: self.deadline.var,
-            }),
+            _ => Err(self.timed_out()),
+        }
+    }
+
+    /// The error of a run stopped at its deadline: it names the log, or
+    /// says the output is above when it went live.
+    fn timed_out(&self) -> ChildError {
+        let (program, var) = (self.program.to_string(), self.deadline.var);
+        let limit = describe(self.deadline.limit.unwrap_or_default());
+        match self.output.log() {
+            Some(log) => ChildError::TimedOut {
+                program,
+                limit,
+                log: log.to_path_buf(),
+                var,
+            },
+            None => ChildError::TimedOutLive {
+                program,
+                limit,
+                var,
+            },
         }
     }
 }
@@ -476,14 +481,12 @@ mod tests {
 
     fn run_sh(
         script: &str,
-        log: &Path,
-        stdout: StdoutTo,
+        output: Output<'_>,
         limit: Option<Duration>,
     ) -> Result<ExitStatus, ChildError> {
         let supervised = Supervised {
             program: "test-child",
-            log,
-            stdout,
+            output,
             deadline: Deadline { limit, var: VAR },
         };
         supervised.run(Command::new("sh").arg("-c").arg(script))
@@ -496,28 +499,30 @@ mod tests {
         std::fs::write(&log, "before\n").unwrap();
         let status = run_sh(
             "echo '{}'; echo said >&2; exit 3",
-            &log,
-            StdoutTo::File(report.clone()),
+            Output::LogAndReport {
+                log: &log,
+                report: &report,
+            },
             None,
         )
         .unwrap();
         assert_eq!(status.code(), Some(3));
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "before\nsaid\n");
         assert_eq!(std::fs::read_to_string(&report).unwrap(), "{}\n");
-        run_sh("echo out; echo err >&2", &log, StdoutTo::Log, None).unwrap();
+        run_sh("echo out; echo err >&2", Output::Log(&log), None).unwrap();
         assert_eq!(tail(&log, 2), "out\nerr");
     }
 
     #[test]
     fn a_live_child_past_its_deadline_names_no_log() {
-        let supervised = Supervised::live(
-            "test-child",
-            StdoutTo::Stderr,
-            Deadline {
+        let supervised = Supervised {
+            program: "test-child",
+            output: Output::Stderr,
+            deadline: Deadline {
                 limit: Some(Duration::from_secs(1)),
                 var: VAR,
             },
-        );
+        };
         let error = supervised
             .run(Command::new("sh").arg("-c").arg("exec sleep 1000"))
             .unwrap_err();
@@ -540,7 +545,7 @@ mod tests {
             "echo step 1 of 3; echo step 2 of 3 >&2; sleep 1000 & echo $! > {p}; echo $$ >> {p}; exec sleep 1000",
             p = pids.display()
         );
-        let error = run_sh(&script, &log, StdoutTo::Log, Some(Duration::from_secs(2))).unwrap_err();
+        let error = run_sh(&script, Output::Log(&log), Some(Duration::from_secs(2))).unwrap_err();
         let message = error.to_string();
         assert!(
             message.contains("test-child was still running after 2s"),
@@ -567,7 +572,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (log, pid_file) = (dir.path().join("log"), dir.path().join("pid"));
         let script = format!("sleep 1000 &\necho $! > {}\nexit 0\n", pid_file.display());
-        let status = run_sh(&script, &log, StdoutTo::Log, None).unwrap();
+        let status = run_sh(&script, Output::Log(&log), None).unwrap();
         assert!(status.success(), "{status}");
         let pid = std::fs::read_to_string(&pid_file).unwrap();
         assert!(has_exited(&pid), "the background {pid} outlived its leader");

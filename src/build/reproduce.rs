@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::package_build::{BuildOptions, BuilderChoice};
 use super::reproduce_vary::{self, Applied, Host, VarySet};
-use crate::child::{ChildError, Deadline, StdoutTo, Supervised};
+use crate::child::{ChildError, Deadline, Output, Supervised};
 use crate::oci::{Digest, Platform};
 use crate::package::PackageTree;
 
@@ -313,8 +313,10 @@ fn run_build(
     );
     let supervised = Supervised {
         program: &program,
-        log: &log,
-        stdout: StdoutTo::File(report.clone()),
+        output: Output::LogAndReport {
+            log: &log,
+            report: &report,
+        },
         deadline,
     };
     match supervised.run(&mut command) {

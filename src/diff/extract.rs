@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::scan::compression_of;
 use super::{ChangedFile, DiffError};
-use crate::child::{Deadline, StdoutTo, Supervised};
+use crate::child::{Deadline, Output, Supervised};
 use crate::layer::entries::{EntryType, LayerTar};
 use crate::oci::descriptor::Descriptor;
 use crate::oci::digest::Digest;
@@ -207,12 +207,15 @@ pub fn require_diffoscope() -> Result<PathBuf, DiffError> {
 pub fn run_diffoscope(pairs: &[(PathBuf, PathBuf)], to_stderr: bool) -> Result<(), DiffError> {
     let program = require_diffoscope()?;
     let label = program.display().to_string();
-    let stdout = if to_stderr {
-        StdoutTo::Stderr
-    } else {
-        StdoutTo::Inherit
+    let supervised = Supervised {
+        program: &label,
+        output: if to_stderr {
+            Output::Stderr
+        } else {
+            Output::Inherit
+        },
+        deadline: diffoscope_deadline()?,
     };
-    let supervised = Supervised::live(&label, stdout, diffoscope_deadline()?);
     for (a, b) in pairs.iter().take(DIFFOSCOPE_FILES) {
         // What stagex printed so far comes before diffoscope's report.
         io::stdout()
