@@ -392,6 +392,9 @@ fn stop_all_and_die(signal: i32) {
     }
     live.groups.clear();
     let _ = signal_hook::low_level::emulate_default_handler(signal);
+    // Only if re-raising failed: exit as a shell reports a signal death,
+    // rather than leave a caller parked in `run`.
+    std::process::exit(128 + signal);
 }
 
 /// True when `signal`'s disposition is "ignore" (inherited from the
