@@ -22,8 +22,9 @@ use crate::oci::layout::select_platform;
 use crate::oci::manifest::{AnyManifest, ImageManifest};
 use crate::oci::media_type::{self, ANNOTATION_REF_NAME, ANNOTATION_VERSION};
 
-/// Deepest index nesting followed.
-const MAX_DEPTH: usize = 8;
+/// Deepest index nesting followed (by the check's walk and by the
+/// answers read from what it kept).
+pub(super) const MAX_DEPTH: usize = 8;
 
 /// Every image one check walked, in the order asked, and what it did.
 #[derive(Clone, Debug, Default)]

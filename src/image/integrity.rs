@@ -24,7 +24,7 @@ use std::time::SystemTime;
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
-use super::checked::{self, CheckedDocument, CheckedImage, CheckedImages};
+use super::checked::{self, CheckedDocument, CheckedImage, CheckedImages, MAX_DEPTH};
 use super::out_dir::OutDir;
 use super::verdicts::{self, FileStamp, Verdicts};
 use crate::oci::descriptor::{Descriptor, Platform};
@@ -33,8 +33,6 @@ use crate::oci::layout::Layout;
 use crate::oci::manifest::AnyManifest;
 use crate::oci::media_type;
 
-/// Deepest index nesting followed.
-const MAX_DEPTH: usize = 8;
 /// The largest index or manifest read (what registries accept).
 const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 /// Bytes read at once while hashing.
