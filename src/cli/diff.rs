@@ -52,8 +52,7 @@ pub fn run(ctx: &Context, args: DiffArgs) -> Result<ExitCode> {
 /// Resolves both sides into the store and compares them.
 pub fn diff_sides(out: &Path, a: &str, b: &str, options: DiffOptions) -> Result<(Store, Report)> {
     let store = Store::open_default()?;
-    let side_a = diff::side::resolve("A", a, out, &store)?;
-    let side_b = diff::side::resolve("B", b, out, &store)?;
+    let (side_a, side_b) = diff::side::resolve_both((a, b), out, &store)?;
     let report = diff::diff(&store, &side_a, &side_b, options)?;
     Ok((store, report))
 }

@@ -276,8 +276,12 @@ pub fn compare_layer(
             .push(compression_cause(store, scope, a.descriptor, b.descriptor)?);
         return Ok(());
     }
-    let scanned_a = scan_layer(store, a.descriptor, a.diff_id)?;
-    let scanned_b = scan_layer(store, b.descriptor, b.diff_id)?;
+    // Both scans at once (cold, each is a full inflate of its layer).
+    let (scanned_a, scanned_b) = rayon::join(
+        || scan_layer(store, a.descriptor, a.diff_id),
+        || scan_layer(store, b.descriptor, b.diff_id),
+    );
+    let (scanned_a, scanned_b) = (scanned_a?, scanned_b?);
     let files = diff_files(scope, &scanned_a, &scanned_b, all);
     if files.causes.is_empty() {
         findings

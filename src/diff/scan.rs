@@ -6,7 +6,10 @@
 //!
 //! One streaming pass per layer, through the one tar walk
 //! (`layer::LayerTar`), cached in the store as `diff-scan` metadata keyed
-//! by the compressed layer digest: a warm diff decompresses nothing. File
+//! by the compressed layer digest: a warm diff decompresses nothing. A
+//! layer a registry streams in is scanned from those bytes as the store
+//! verifies them (`scan_stream`, fed by `side`), so a cold diff reads it
+//! once too. File
 //! contents are hashed only when the store's layer index lacks them (the
 //! pass then hashes them itself: still one decompression per layer). The
 //! store index is read in `store_index` only (the one place to re-point
@@ -101,15 +104,15 @@ pub fn scan_layer(
             actual: scanned.diff_id,
         });
     }
-    let record = || -> Result<()> {
-        store.write_meta(
-            META_DIFF_SCAN,
-            &layer.digest,
-            &serde_json::to_vec(&scanned)?,
-        )
-    };
-    record().map_err(layer_error)?;
+    record_scan(store, &layer.digest, &scanned).map_err(layer_error)?;
     Ok(scanned)
+}
+
+/// Caches the scan of stored layer blob `digest` (`scan_layer` checks
+/// its diff_id against the config's before it uses it). Only a scan of
+/// the verified blob's bytes may be recorded.
+pub fn record_scan(store: &Store, digest: &Digest, scanned: &ScannedLayer) -> Result<()> {
+    store.write_meta(META_DIFF_SCAN, digest, &serde_json::to_vec(scanned)?)
 }
 
 /// Counts the bytes that pass through.
@@ -132,16 +135,26 @@ pub(super) fn compression_of(layer: &Descriptor) -> Result<LayerCompression> {
         .with_context(|| format!("media type {:?} is not a layer type", layer.media_type))
 }
 
-/// One pass over the blob; content digests from `known` where its
-/// entries line up with the tar's, else hashed.
+/// One pass over the stored blob; content digests from `known` where
+/// its entries line up with the tar's, else hashed.
 fn scan_blob(
     store: &Store,
     layer: &Descriptor,
     known: Option<&LayerIndex>,
 ) -> Result<ScannedLayer> {
     let blob = store.layout().open_blob(&layer.digest, Some(layer.size))?;
+    scan_stream(blob, compression_of(layer)?, known)
+}
+
+/// One pass over a layer's (compressed) bytes as they come: from the
+/// stored blob, or streamed in while a fetch stores it (`side`).
+pub fn scan_stream(
+    bytes: impl Read,
+    compression: LayerCompression,
+    known: Option<&LayerIndex>,
+) -> Result<ScannedLayer> {
     let mut counting = Counting {
-        inner: decompress(blob, compression_of(layer)?)?,
+        inner: decompress(bytes, compression)?,
         count: 0,
     };
     let mut entries = Vec::new();

@@ -16,6 +16,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use rayon::prelude::*;
 
 use crate::image::{DirSource, ImageSource, OutDir, RegistrySource};
 use crate::oci::descriptor::Descriptor;
@@ -28,7 +29,7 @@ use crate::oci::reference::{is_registry_host, DockerReference};
 use crate::progress::NoProgress;
 use crate::store::Store;
 
-use super::DiffError;
+use super::{scan, DiffError};
 
 /// Largest JSON document read from an archive (index.json, manifest.json).
 const MAX_ARCHIVE_JSON: u64 = 16 << 20;
@@ -216,6 +217,20 @@ pub fn resolve(
     })
 }
 
+/// `resolve` of both sides at once (each on a core of its own); A's
+/// error first when both fail.
+pub fn resolve_both(
+    (a, b): (&str, &str),
+    out: &Path,
+    store: &Store,
+) -> Result<(ResolvedSide, ResolvedSide), DiffError> {
+    let (side_a, side_b) = rayon::join(
+        || resolve("A", a, out, store),
+        || resolve("B", b, out, store),
+    );
+    Ok((side_a?, side_b?))
+}
+
 fn fetch(spec: &SideSpec, out: &Path, store: &Store) -> Result<Descriptor> {
     match spec {
         SideSpec::Registry {
@@ -315,16 +330,49 @@ fn fetch_tree(
     ))
 }
 
+/// The config and the layers of one image, the layers in parallel (the
+/// global rayon pool: one per core).
 fn fetch_image_blobs(
     source: &dyn ImageSource,
     name: &str,
     manifest: &ImageManifest,
     store: &Store,
 ) -> Result<()> {
-    for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
-        source
-            .fetch_blob(name, blob, store.layout(), &NoProgress)
-            .with_context(|| format!("blob {} of {}", blob.digest, source.locate(name)))?;
+    let context = |blob: &Descriptor| format!("blob {} of {}", blob.digest, source.locate(name));
+    let config = &manifest.config;
+    source
+        .fetch_blob(name, config, store.layout(), &NoProgress)
+        .with_context(|| context(config))?;
+    manifest.layers.par_iter().try_for_each(|layer| {
+        fetch_layer_scanned(source, name, layer, store).with_context(|| context(layer))
+    })
+}
+
+/// Brings layer `layer` into the store; when the source streams it, the
+/// diff scan is made from the same bytes as they are hashed and stored
+/// (`Store::fetch_teed`) and cached only once the blob is verified. A
+/// source that does not stream (a local layout links the blob) leaves
+/// the scan to `scan::scan_layer`, from the store, as does a scan that
+/// failed (it then names the error itself).
+fn fetch_layer_scanned(
+    source: &dyn ImageSource,
+    name: &str,
+    layer: &Descriptor,
+    store: &Store,
+) -> Result<()> {
+    let layout = store.layout();
+    if layout.has_blob(&layer.digest) {
+        return Ok(());
+    }
+    let Ok(compression) = scan::compression_of(layer) else {
+        return source.fetch_blob(name, layer, layout, &NoProgress);
+    };
+    let streamed = store.fetch_teed(
+        |bytes| scan::scan_stream(bytes, compression, None),
+        |tee| source.fetch_blob_teed(name, layer, layout, &NoProgress, tee),
+    )?;
+    if let Some(Ok(scanned)) = streamed {
+        scan::record_scan(store, &layer.digest, &scanned)?;
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
-//! Owns: a layer blob arriving in the store indexed in the same pass: the
-//! bytes a fetch streams in are handed, chunk by chunk, to the layer
+//! Owns: a blob arriving in the store read by a consumer in the same pass
+//! (`fetch_teed`: the bytes a fetch streams in, handed chunk by chunk to
+//! any reader on a thread of its own; `diff`'s layer scan is one), and a
+//! layer blob arriving indexed that way (`fetch_layer`): the layer
 //! reader (`layer::reader::index_layer`, the one tar reader and the one
 //! entry rule set) on a thread of its own while the fetch hashes and
 //! writes them. No second read of the blob, no second hash of it.
@@ -49,21 +51,39 @@ impl Store {
         fetch: impl FnOnce(Tee<'_>) -> anyhow::Result<bool>,
     ) -> Result<(), IntakeError> {
         let compression = self.layer_compression(layer)?;
+        let streamed = self
+            .fetch_teed(|bytes| index_layer(bytes, compression), fetch)
+            .map_err(IntakeError::Fetch)?;
+        let Some(index) = streamed else {
+            return Ok(self.ensure_layer_index(layer)?);
+        };
+        let index = index.map_err(|e| self.indexing_error(&layer.digest, e))?;
+        self.record_layer_index(&layer.digest, index)?;
+        Ok(())
+    }
+
+    /// Runs `fetch` (it stores a blob, verified, handing every chunk to
+    /// the tee) while `consume` reads those chunks as one stream on a
+    /// thread of its own. `Some(what consume made)` only when the fetch
+    /// succeeded AND streamed (so the bytes consumed were the verified
+    /// blob's); `None` when it stored the blob without streaming (the
+    /// caller then reads the stored blob); the fetch's error otherwise,
+    /// and whatever `consume` made from those bytes is dropped.
+    pub fn fetch_teed<T: Send>(
+        &self,
+        consume: impl FnOnce(&mut dyn Read) -> T + Send,
+        fetch: impl FnOnce(Tee<'_>) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<Option<T>> {
         let (sender, chunks) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
         std::thread::scope(|scope| {
-            let indexer = scope.spawn(move || index_layer(ChunkReader::new(chunks), compression));
+            let consumer = scope.spawn(move || consume(&mut ChunkReader::new(chunks)));
             let mut feed = Feed(Some(sender));
             let fetched = fetch(&mut |chunk| feed.send(chunk));
             drop(feed);
-            let index = indexer
+            let made = consumer
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            if !fetched.map_err(IntakeError::Fetch)? {
-                return Ok(self.ensure_layer_index(layer)?);
-            }
-            let index = index.map_err(|e| self.indexing_error(&layer.digest, e))?;
-            self.record_layer_index(&layer.digest, index)?;
-            Ok(())
+            Ok(fetched?.then_some(made))
         })
     }
 }
@@ -156,6 +176,24 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error, IntakeError::Fetch(_)), "{error}");
         assert!(!store.has_layer_index(&layer.digest));
+    }
+
+    #[test]
+    fn fetch_teed_hands_back_what_the_consumer_made_only_from_a_good_fetch() {
+        let (_dir, store, _layer, bytes) = empty_store_and_layer();
+        let length = |reader: &mut dyn Read| io::copy(reader, &mut io::sink()).unwrap();
+        let streamed = store.fetch_teed(length, |tee| {
+            bytes.chunks(5).for_each(&mut *tee);
+            Ok(true)
+        });
+        assert_eq!(streamed.unwrap(), Some(bytes.len() as u64));
+        let linked = store.fetch_teed(length, |_| Ok(false));
+        assert_eq!(linked.unwrap(), None);
+        let failed = store.fetch_teed(length, |tee| {
+            tee(&bytes);
+            anyhow::bail!("the digest did not match")
+        });
+        assert!(failed.is_err());
     }
 
     #[test]

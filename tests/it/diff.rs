@@ -815,3 +815,134 @@ fn the_store_layer_index_supplies_content_digests() {
         Digest::of_bytes(b"bye\n").to_string()
     );
 }
+
+/// Pushes `oci:DIR:v1` (`side`, of the layout at `dir`) to `pushed`.
+fn push(dir: &Path, pushed: &str) {
+    let layout = Layout::open(dir).unwrap();
+    let top = layout.resolve(Some("v1")).unwrap();
+    let destination = stagex::image::output::Destination::parse(pushed).unwrap();
+    stagex::image::output::write(
+        &destination,
+        &layout,
+        &top,
+        None,
+        &stagex::progress::NoProgress,
+    )
+    .unwrap();
+}
+
+/// The one layer of the image tagged v1 in the layout at `dir`.
+fn only_layer(dir: &Path) -> Digest {
+    let layout = Layout::open(dir).unwrap();
+    let top = layout.resolve(Some("v1")).unwrap();
+    let bytes = layout.read_blob(&top.digest).unwrap();
+    let manifest: Value = serde_json::from_slice(&bytes).unwrap();
+    Digest::parse(manifest["layers"][0]["digest"].as_str().unwrap()).unwrap()
+}
+
+/// The file a docker-registry keeps blob `digest` in.
+fn registry_blob(registry: &peers::registry::Registry, digest: &Digest) -> PathBuf {
+    let hex = digest.hex();
+    let blobs = "data/docker/registry/v2/blobs/sha256";
+    registry
+        .dir
+        .path()
+        .join(blobs)
+        .join(&hex[..2])
+        .join(hex)
+        .join("data")
+}
+
+/// Every file name under `<store>/blobs/sha256` and `<store>/meta`.
+fn store_files(store: &Path) -> Vec<String> {
+    ["blobs/sha256", "meta"]
+        .iter()
+        .flat_map(|dir| walkdir::WalkDir::new(store.join(dir)))
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// A cold diff of registry sides scans each layer while it streams into
+/// the store (the scan is cached by then, even when the comparison needs
+/// none), and its report is the one a diff of the same images from local
+/// layouts (scanned from the store) gives, and the one a diff of the
+/// stored blobs without the cached scans gives.
+#[test]
+fn a_cold_registry_diff_scans_while_pulling_and_reports_the_same() {
+    let Some(registry) = peers::registry::Registry::start() else {
+        return;
+    };
+    let project = Project::new();
+    let (a, b) = base_and_bye(&project);
+    let (pushed_a, pushed_b) = (
+        format!("docker://{}/stagex/core-demo:1", registry.host()),
+        format!("docker://{}/stagex/core-demo:2", registry.host()),
+    );
+    push(&project.path("a"), &pushed_a);
+    push(&project.path("b"), &pushed_b);
+    let causes_of = |report: &Value| (report["causes"].clone(), report["cause_count"].clone());
+    let scans = project.path("store/meta/diff-scan-v1");
+    // The same image on both sides: the comparison scans nothing, so a
+    // scan in the store was made while the layer was pulled.
+    let same = project.diff(false, &[&pushed_a, &pushed_a]);
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same));
+    let layer_a = only_layer(&project.path("a"));
+    assert!(
+        scans.join(layer_a.hex()).is_file(),
+        "no scan of {layer_a} made at intake"
+    );
+    std::fs::remove_dir_all(project.path("store")).unwrap();
+    let local = json(&project.diff(true, &[&a, &b]));
+    std::fs::remove_dir_all(project.path("store")).unwrap();
+
+    let (human, cold) = compare(&project, &pushed_a, &pushed_b);
+    assert_differs(
+        &human,
+        &cold,
+        &[cause("file", "content", "/etc/motd")],
+        "/etc/motd",
+    );
+    assert_eq!(causes_of(&cold), causes_of(&local));
+
+    std::fs::remove_dir_all(&scans).unwrap();
+    let rescanned = json(&project.diff(true, &[&pushed_a, &pushed_b]));
+    assert_eq!(causes_of(&rescanned), causes_of(&cold));
+}
+
+/// A registry blob whose bytes are another (valid) layer: the cold diff
+/// fails naming the layer, and the store keeps neither its blob nor a
+/// scan of it (the scan of unverified bytes is dropped) nor a temp file.
+#[test]
+fn a_corrupt_registry_layer_leaves_neither_blob_nor_scan() {
+    let Some(registry) = peers::registry::Registry::start() else {
+        return;
+    };
+    let project = Project::new();
+    let (_, _) = base_and_bye(&project);
+    let (pushed_a, pushed_b) = (
+        format!("docker://{}/stagex/core-demo:1", registry.host()),
+        format!("docker://{}/stagex/core-demo:2", registry.host()),
+    );
+    push(&project.path("a"), &pushed_a);
+    push(&project.path("b"), &pushed_b);
+    let victim = only_layer(&project.path("b"));
+    let other = registry_blob(&registry, &only_layer(&project.path("a")));
+    std::fs::copy(other, registry_blob(&registry, &victim)).unwrap();
+
+    let failed = project.diff(false, &[&pushed_a, &pushed_b]);
+    let stderr = text(&failed);
+    assert_eq!(failed.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&victim.to_string()), "{stderr}");
+    let files = store_files(&project.path("store"));
+    assert!(
+        files.iter().all(|name| !name.contains(victim.hex())),
+        "the bad layer left {files:?}"
+    );
+    let stray: Vec<&String> = files
+        .iter()
+        .filter(|name| name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    assert!(stray.is_empty(), "temp files left: {stray:?}");
+}
