@@ -217,18 +217,17 @@ pub fn resolve(
     })
 }
 
-/// `resolve` of both sides at once (each on a core of its own); A's
-/// error first when both fail.
+/// `resolve` of both sides, A first (its error first).
 pub fn resolve_both(
     (a, b): (&str, &str),
     out: &Path,
     store: &Store,
 ) -> Result<(ResolvedSide, ResolvedSide), DiffError> {
-    let (side_a, side_b) = rayon::join(
-        || resolve("A", a, out, store),
-        || resolve("B", b, out, store),
-    );
-    Ok((side_a?, side_b?))
+    // One side after the other (each side's blobs in parallel): a blob
+    // both share is then fetched and scanned once, the second side finding
+    // it in the store.
+    let side_a = resolve("A", a, out, store)?;
+    Ok((side_a, resolve("B", b, out, store)?))
 }
 
 fn fetch(spec: &SideSpec, out: &Path, store: &Store) -> Result<Descriptor> {
