@@ -502,33 +502,32 @@ mod tests {
     #[test]
     fn a_writer_does_not_wait_on_a_lock_held_on_its_new_file() {
         let root = tempfile::tempdir().unwrap();
-        let dir = scratch_dir(root.path());
+        let (temp, _holder) = new_file_locked_by_another(root.path());
+        assert_eq!(lock_as_writer(&temp).unwrap(), Locked::Swept);
+    }
+
+    /// A writer's new scratch file in the tree at `root`, not yet locked
+    /// by it, and the lock on it another open file (a sweeper) took.
+    fn new_file_locked_by_another(root: &Path) -> (tempfile::NamedTempFile, fs::File) {
+        let dir = scratch_dir(root);
         fs::create_dir_all(&dir).unwrap();
         let temp = tempfile::Builder::new()
             .prefix(&owner_prefix())
             .tempfile_in(&dir)
             .unwrap();
-        let Probe::Free(_holder) = probe_lock(temp.path()) else {
+        let Probe::Free(holder) = probe_lock(temp.path()) else {
             panic!("a new unlocked file must be free")
         };
-        assert_eq!(lock_as_writer(&temp).unwrap(), Locked::Swept);
+        (temp, holder)
     }
 
     #[test]
     fn a_writer_whose_new_file_was_swept_before_it_locked_it_notices() {
         let root = tempfile::tempdir().unwrap();
-        let dir = scratch_dir(root.path());
-        fs::create_dir_all(&dir).unwrap();
         // Just created, not yet locked: a sweeper takes the lock first and
         // removes the file while holding it; whenever the writer then asks
         // for its lock, it finds it held or its name gone: swept either way.
-        let temp = tempfile::Builder::new()
-            .prefix(&owner_prefix())
-            .tempfile_in(&dir)
-            .unwrap();
-        let Probe::Free(sweeper) = probe_lock(temp.path()) else {
-            panic!("a new unlocked file must be free")
-        };
+        let (temp, sweeper) = new_file_locked_by_another(root.path());
         std::thread::scope(|scope| {
             let writer = scope.spawn(|| lock_as_writer(&temp).unwrap());
             fs::remove_file(temp.path()).unwrap();

@@ -517,17 +517,7 @@ fn a_registry_namespace_is_a_side() {
     let project = Project::new();
     let (a, b) = base_and_bye(&project);
     let pushed = format!("docker://{}/stagex/core-demo:1", registry.host());
-    let layout = Layout::open(project.path("a")).unwrap();
-    let top = layout.resolve(Some("v1")).unwrap();
-    let destination = stagex::image::output::Destination::parse(&pushed).unwrap();
-    stagex::image::output::write(
-        &destination,
-        &layout,
-        &top,
-        None,
-        &stagex::progress::NoProgress,
-    )
-    .unwrap();
+    push(&project.path("a"), &pushed);
     let by_namespace = format!("{}/stagex/core-demo:1", registry.host());
     let (human, _) = compare(&project, &by_namespace, &a);
     assert_eq!(human.status.code(), Some(0), "{}", text(&human));
@@ -840,28 +830,16 @@ fn only_layer(dir: &Path) -> Digest {
     Digest::parse(manifest["layers"][0]["digest"].as_str().unwrap()).unwrap()
 }
 
-/// The file a docker-registry keeps blob `digest` in.
-fn registry_blob(registry: &peers::registry::Registry, digest: &Digest) -> PathBuf {
-    let hex = digest.hex();
-    let blobs = "data/docker/registry/v2/blobs/sha256";
-    registry
-        .dir
-        .path()
-        .join(blobs)
-        .join(&hex[..2])
-        .join(hex)
-        .join("data")
-}
-
-/// Every file name under `<store>/blobs/sha256` and `<store>/meta`.
-fn store_files(store: &Path) -> Vec<String> {
-    ["blobs/sha256", "meta"]
-        .iter()
-        .flat_map(|dir| walkdir::WalkDir::new(store.join(dir)))
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
+/// Pushes the project's layouts `a` and `b` to `registry` as
+/// `stagex/core-demo:1` and `:2`; their `docker://` references.
+fn push_both(registry: &peers::registry::Registry, project: &Project) -> (String, String) {
+    let (pushed_a, pushed_b) = (
+        format!("docker://{}/stagex/core-demo:1", registry.host()),
+        format!("docker://{}/stagex/core-demo:2", registry.host()),
+    );
+    push(&project.path("a"), &pushed_a);
+    push(&project.path("b"), &pushed_b);
+    (pushed_a, pushed_b)
 }
 
 /// A cold diff of registry sides scans each layer while it streams into
@@ -876,12 +854,7 @@ fn a_cold_registry_diff_scans_while_pulling_and_reports_the_same() {
     };
     let project = Project::new();
     let (a, b) = base_and_bye(&project);
-    let (pushed_a, pushed_b) = (
-        format!("docker://{}/stagex/core-demo:1", registry.host()),
-        format!("docker://{}/stagex/core-demo:2", registry.host()),
-    );
-    push(&project.path("a"), &pushed_a);
-    push(&project.path("b"), &pushed_b);
+    let (pushed_a, pushed_b) = push_both(&registry, &project);
     let causes_of = |report: &Value| (report["causes"].clone(), report["cause_count"].clone());
     let scans = project.path("store/meta/diff-scan-v1");
     // The same image on both sides: the comparison scans nothing, so a
@@ -920,29 +893,15 @@ fn a_corrupt_registry_layer_leaves_neither_blob_nor_scan() {
         return;
     };
     let project = Project::new();
-    let (_, _) = base_and_bye(&project);
-    let (pushed_a, pushed_b) = (
-        format!("docker://{}/stagex/core-demo:1", registry.host()),
-        format!("docker://{}/stagex/core-demo:2", registry.host()),
-    );
-    push(&project.path("a"), &pushed_a);
-    push(&project.path("b"), &pushed_b);
+    base_and_bye(&project);
+    let (pushed_a, pushed_b) = push_both(&registry, &project);
     let victim = only_layer(&project.path("b"));
-    let other = registry_blob(&registry, &only_layer(&project.path("a")));
-    std::fs::copy(other, registry_blob(&registry, &victim)).unwrap();
+    let other = registry.blob_file(only_layer(&project.path("a")).hex());
+    std::fs::copy(other, registry.blob_file(victim.hex())).unwrap();
 
     let failed = project.diff(false, &[&pushed_a, &pushed_b]);
     let stderr = text(&failed);
     assert_eq!(failed.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(&victim.to_string()), "{stderr}");
-    let files = store_files(&project.path("store"));
-    assert!(
-        files.iter().all(|name| !name.contains(victim.hex())),
-        "the bad layer left {files:?}"
-    );
-    let stray: Vec<&String> = files
-        .iter()
-        .filter(|name| name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()))
-        .collect();
-    assert!(stray.is_empty(), "temp files left: {stray:?}");
+    crate::pallet_support::assert_store_holds_nothing_of(&project.path("store"), &victim);
 }

@@ -320,3 +320,25 @@ pub fn process_env(config: &serde_json::Value) -> Vec<&str> {
         .map(|v| v.as_str().unwrap())
         .collect()
 }
+
+/// Asserts that the store at `store` keeps nothing of `layer` (no blob, no
+/// index, no scan) and no temp file (every file under `blobs/sha256` and
+/// `meta` is named by a digest).
+pub fn assert_store_holds_nothing_of(store: &Path, layer: &Digest) {
+    let files: Vec<String> = ["blobs/sha256", "meta"]
+        .iter()
+        .flat_map(|dir| walkdir::WalkDir::new(store.join(dir)))
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().all(|name| !name.contains(layer.hex())),
+        "the bad layer left {files:?}"
+    );
+    let stray: Vec<&String> = files
+        .iter()
+        .filter(|name| name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    assert!(stray.is_empty(), "temp files left: {stray:?}");
+}

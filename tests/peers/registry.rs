@@ -77,6 +77,18 @@ impl Registry {
         (ticks(11) + ticks(12)) / per_second
     }
 
+    /// The file this registry keeps the blob of sha256 `hex` in (tests
+    /// overwrite it to serve bytes that are not the blob's).
+    #[allow(dead_code)] // read by tests/it only
+    pub fn blob_file(&self, hex: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
     /// `127.0.0.1:<port>`
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
