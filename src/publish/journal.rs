@@ -3,15 +3,21 @@
 //! An image whose every tag is journaled with its digest is not asked
 //! about again, so a no-change re-run of a large release sends no request
 //! to a rate-limited registry. Entries are only added after the registry
-//! reported our digest for the tag. Saved atomically (temp file, rename).
+//! reported our digest for the tag. Saved atomically (temp file, rename),
+//! merged with what the file holds then, under a `flock` on
+//! `<file>.lock` (`file_lock`), so two publishes from one checkout at
+//! once keep both runs' entries.
 //!
 //! Must not: be trusted for anything but skipping work (`--no-journal`
 //! re-checks everything against the registries).
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::file_lock::lock_exclusive;
 
 /// One pushed and verified tag.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -29,6 +35,9 @@ struct File {
 }
 
 const VERSION: u32 = 1;
+
+/// How long a save waits for another run's save of the same journal.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// The journal of one repository root.
 #[derive(Debug, Default)]
@@ -95,7 +104,10 @@ impl Journal {
         set.into_iter().collect()
     }
 
-    /// Writes the journal (no-op when disabled).
+    /// Writes the journal with the entries another run saved meanwhile
+    /// (no-op when disabled). Waits at most `LOCK_WAIT` for another
+    /// run's save; past it, or where there is no `flock`, it writes its
+    /// merge anyway (a lost entry only costs a request next time).
     pub fn save(&self) -> anyhow::Result<()> {
         let Some(path) = &self.path else {
             return Ok(());
@@ -103,9 +115,18 @@ impl Journal {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
+        let lock_file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path.with_extension("json.lock"))?;
+        let _held = lock_exclusive(lock_file, LOCK_WAIT)?;
+        let mut pushed = self.lock().clone();
+        pushed.extend(Journal::load(path).lock().iter().cloned());
         let file = File {
             version: VERSION,
-            pushed: self.lock().clone(),
+            pushed,
         };
         crate::oci::layout::write_atomic(path, &serde_json::to_vec_pretty(&file)?)
     }
@@ -142,5 +163,21 @@ mod tests {
         let j = Journal::load(&path);
         assert!(j.ignored.is_some() && !j.contains(&entry("1")));
         Journal::disabled().save().unwrap();
+    }
+
+    /// Two runs loaded the journal before either saved: after both saves
+    /// it holds both runs' entries (before, the second save dropped the
+    /// first's).
+    #[test]
+    fn two_runs_saving_one_journal_keep_both_runs_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.json");
+        let (first, second) = (Journal::load(&path), Journal::load(&path));
+        first.record(entry("1"));
+        second.record(entry("2"));
+        first.save().unwrap();
+        second.save().unwrap();
+        let both = Journal::load(&path);
+        assert!(both.contains(&entry("1")) && both.contains(&entry("2")));
     }
 }
